@@ -1,0 +1,53 @@
+"""ofi_fast: order flow imbalance and related microstructure signals, in typed Cython.
+
+The façade: every public name is re-exported here. See README.md for a tour.
+"""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+from pathlib import Path as _Path
+
+from ofi_fast.errors import (
+    CapacityError,
+    CrossedBookError,
+    NegativeSizeError,
+    NonFiniteError,
+    OFIError,
+    ParseError,
+    SequenceGapError,
+    TimeOrderError,
+)
+from ofi_fast._ring import RollingSum
+from ofi_fast._ofi import OFI, l1_ofi
+from ofi_fast._impact import Bars, bars
+
+try:
+    __version__ = _version("ofi_fast")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+
+def get_include() -> str:
+    """The folder to add to a downstream Cython build's include path.
+
+    It holds ``ofi_fast/_ofi.pxd`` (and the other .pxd files), so that
+    ``from ofi_fast._ofi cimport OFI`` resolves.
+    """
+    return str(_Path(__file__).resolve().parent.parent)
+
+
+__all__ = [
+    "Bars",
+    "CapacityError",
+    "CrossedBookError",
+    "NegativeSizeError",
+    "NonFiniteError",
+    "OFI",
+    "OFIError",
+    "ParseError",
+    "RollingSum",
+    "SequenceGapError",
+    "TimeOrderError",
+    "bars",
+    "get_include",
+    "l1_ofi",
+]

@@ -1,0 +1,81 @@
+# Best-level order flow imbalance (Cont, Kukanov & Stoikov 2014), C-level API.
+#
+#   from ofi_fast._ofi cimport OFI, OFIState, ofi_l1_event, ofi_update
+#
+# Status returned by ofi_update / OFI.push: (status & 15) is a Status of _types.pxd,
+# (status >> 4) the field at fault: 0 ts, 1 bid_px, 2 bid_sz, 3 ask_px, 4 ask_sz.
+
+from ofi_fast._types cimport float64_t, int64_t, intp_t
+from ofi_fast._ring cimport RollingSumState
+
+cdef struct OFIState:
+    float64_t bid_px     # previous event's best bid price (-inf when the bid side was empty)
+    float64_t bid_sz     # previous event's best bid size (>= 0)
+    float64_t ask_px     # previous event's best ask price (+inf when the ask side was empty)
+    float64_t ask_sz     # previous event's best ask size (>= 0)
+    bint has_prev        # False before the first event (its e is 0 by convention)
+    int64_t n_events     # events accepted since reset
+    int64_t n_crossed    # events whose quotes were crossed (bid > ask, both present)
+    int64_t n_locked     # events whose quotes were locked (bid == ask)
+    float64_t total      # Neumaier sum of e over the whole stream ...
+    float64_t total_comp # ... and its compensation term
+    RollingSumState roll # e over the window (count, time, or none)
+
+
+# e_n of CKS eq. (10) from the previous (0) and current (1) best quotes.
+cdef inline float64_t ofi_l1_event(float64_t bid_px0, float64_t bid_sz0,
+                                   float64_t ask_px0, float64_t ask_sz0,
+                                   float64_t bid_px1, float64_t bid_sz1,
+                                   float64_t ask_px1, float64_t ask_sz1) noexcept nogil:
+    cdef float64_t e = 0.0
+    if bid_px1 >= bid_px0:
+        e += bid_sz1
+    if bid_px1 <= bid_px0:
+        e -= bid_sz0
+    if ask_px1 <= ask_px0:
+        e -= ask_sz1
+    if ask_px1 >= ask_px0:
+        e += ask_sz0
+    return e
+
+# Validate one side's (price, size); empty (size 0 with NaN price) becomes `empty_px`.
+# Returns 0, or a Status with the field offset (1 price, 2 size) in bits 4+.
+cdef inline int ofi_check_side(float64_t* px, float64_t sz, float64_t empty_px,
+                               int field) noexcept nogil:
+    if not (sz - sz == 0.0):
+        return 2 | ((field + 1) << 4)          # STATUS_NON_FINITE, size
+    if sz < 0.0:
+        return 3 | ((field + 1) << 4)          # STATUS_NEGATIVE, size
+    if px[0] - px[0] == 0.0:
+        return 0
+    if sz == 0.0 and (px[0] != px[0] or px[0] == empty_px):
+        px[0] = empty_px
+        return 0
+    return 2 | (field << 4)                    # STATUS_NON_FINITE, price
+
+
+cdef int ofi_init(OFIState* st, int64_t window, int64_t window_time, intp_t capacity,
+                  bint grow) noexcept nogil
+cdef void ofi_free(OFIState* st) noexcept nogil
+cdef void ofi_reset(OFIState* st) noexcept nogil
+# One event: validates, then updates the state and writes e_n to *e. On failure the state
+# is unchanged and the return value says which status and field.
+cdef int ofi_update(OFIState* st, int64_t ts, float64_t bid_px, float64_t bid_sz,
+                    float64_t ask_px, float64_t ask_sz, float64_t* e) noexcept nogil
+
+
+cdef class OFI:
+    cdef OFIState st
+    cdef readonly object window
+    cdef readonly object window_time
+    # C-level update for cimporting code: see the status layout above.
+    cdef int push(self, int64_t ts, float64_t bid_px, float64_t bid_sz,
+                  float64_t ask_px, float64_t ask_sz, float64_t* e) noexcept nogil
+    cdef float64_t value_c(self) noexcept nogil
+    cpdef float64_t update(self, int64_t ts, float64_t bid_px, float64_t bid_sz,
+                           float64_t ask_px, float64_t ask_sz) except? -1.0
+
+
+cdef class _EmptyCall:
+    cpdef float64_t update(self, int64_t ts, float64_t bid_px, float64_t bid_sz,
+                           float64_t ask_px, float64_t ask_sz) except? -1.0

@@ -1,0 +1,63 @@
+# Preallocated ring buffers of (timestamp, value) and rolling window sums.
+# The C API below is what _ofi, _trades, _book and _impact build on; read it as a C header.
+
+from ofi_fast._types cimport float64_t, int64_t, intp_t
+
+cdef struct Ring:
+    int64_t* ts          # timestamps, any unit; non-decreasing in push order
+    float64_t* val       # the value pushed with each timestamp
+    intp_t capacity      # slots allocated (> 0)
+    intp_t head          # slot of the oldest element
+    intp_t size          # elements held, 0 <= size <= capacity
+
+cdef struct RollingSumState:
+    Ring ring
+    float64_t sum        # Neumaier sum of the values in the window
+    float64_t comp       # its compensation term: the exact sum is sum + comp
+    int64_t window       # count window (elements); 0 = none
+    int64_t window_time  # time window, same unit as ts: holds ts in (t - window_time, t]; 0 = none
+    bint grow            # time window: double the ring instead of failing when it is full
+    bint has_last        # a timestamp has been pushed since the last reset
+    int64_t last_ts      # the last timestamp pushed
+
+# Ring primitives (ring_init allocates with malloc; ring_free releases it).
+cdef int ring_init(Ring* r, intp_t capacity) noexcept nogil
+cdef void ring_free(Ring* r) noexcept nogil
+cdef void ring_clear(Ring* r) noexcept nogil
+cdef int ring_grow(Ring* r, intp_t capacity) noexcept nogil
+
+# Neumaier (Kahan-Babuska) compensated accumulation: *s + *c is the running sum.
+cdef inline void neumaier_add(float64_t* s, float64_t* c, float64_t x) noexcept nogil:
+    cdef float64_t t = s[0] + x
+    if (s[0] if s[0] >= 0 else -s[0]) >= (x if x >= 0 else -x):
+        c[0] += (s[0] - t) + x
+    else:
+        c[0] += (x - t) + s[0]
+    s[0] = t
+
+# Rolling sum over a count window, a time window, or the whole stream (no window).
+cdef int rolling_init(RollingSumState* st, int64_t window, int64_t window_time,
+                      intp_t capacity, bint grow) noexcept nogil
+cdef void rolling_free(RollingSumState* st) noexcept nogil
+cdef void rolling_reset(RollingSumState* st) noexcept nogil
+# Push (ts, x): evicts what leaves the window, then adds x. Returns STATUS_OK, or
+# STATUS_TIME_BACKWARDS / STATUS_CAPACITY / STATUS_NO_MEMORY with the state unchanged.
+cdef int rolling_push(RollingSumState* st, int64_t ts, float64_t x) noexcept nogil
+# Check only: the status rolling_push(ts) would return, without changing anything.
+cdef int rolling_check(const RollingSumState* st, int64_t ts) noexcept nogil
+cdef float64_t rolling_value(const RollingSumState* st) noexcept nogil
+# Recompute the sum exactly from the buffer (removes accumulated rounding).
+cdef void rolling_recompute(RollingSumState* st) noexcept nogil
+
+
+cdef class RollingSum:
+    cdef RollingSumState st
+    cdef readonly object window
+    cdef readonly object window_time
+    cdef int push(self, int64_t ts, float64_t x) noexcept nogil
+    cpdef float64_t update(self, int64_t ts, float64_t value) except? -1.0
+
+# Python-edge helpers shared by the modules that own a RollingSumState.
+cdef int raise_rolling(int status, RollingSumState* st, str field, intp_t index) except -1
+cdef dict rolling_getstate(RollingSumState* st)
+cdef int rolling_setstate(RollingSumState* st, dict d) except -1

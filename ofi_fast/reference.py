@@ -1,0 +1,186 @@
+"""Pure-Python reference implementation of every ofi_fast kernel: the oracle for the tests.
+
+Same names and semantics as the compiled façade, written for clarity, not speed. It imports
+nothing from the rest of the package (only the standard library), so it stays an independent
+oracle. Each section mirrors one compiled module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+INF = math.inf
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors (mirrors ofi_fast.errors by name; the tests compare the type names and fields)
+# ---------------------------------------------------------------------------------------------
+class RefError(ValueError):
+    def __init__(self, kind: str, field: str, index: int = 0):
+        super().__init__(f"{kind}: {field}[{index}]")
+        self.kind, self.field, self.index = kind, field, index
+
+
+# ---------------------------------------------------------------------------------------------
+# _ring: rolling sums
+# ---------------------------------------------------------------------------------------------
+class RollingSum:
+    """Rolling sum over a count window, a time window (ts in (t - window_time, t]) or all.
+
+    The sum is recomputed exactly (math.fsum) over the window contents, so it is the exact
+    oracle for the compiled compensated sum.
+    """
+
+    def __init__(self, window=None, window_time=None, capacity=None, grow=False):
+        self.window, self.window_time = window, window_time
+        self.capacity = capacity if capacity is not None else (window or 65536)
+        self.grow = grow
+        self.reset()
+
+    def reset(self):
+        self.items = deque()
+        self.last_ts = None
+        self.all = []
+
+    def update(self, ts, value):
+        if self.last_ts is not None and ts < self.last_ts:
+            raise RefError("TimeOrderError", "ts")
+        if not math.isfinite(value):
+            raise RefError("NonFiniteError", "value")
+        items = list(self.items)
+        if self.window_time is not None:
+            items = [(t, v) for t, v in items if t > ts - self.window_time]
+            if len(items) >= self.capacity and not self.grow:
+                raise RefError("CapacityError", "ts")
+            if len(items) >= self.capacity:
+                self.capacity *= 2
+        elif self.window is not None:
+            items = items[-(self.window - 1):] if self.window > 1 else []
+        items.append((ts, value))
+        self.items = deque(items)
+        self.all.append(value)
+        self.last_ts = ts
+        return self.value
+
+    @property
+    def value(self):
+        if self.window is None and self.window_time is None:
+            return math.fsum(self.all)
+        return math.fsum(v for _, v in self.items)
+
+    @property
+    def count(self):
+        if self.window is None and self.window_time is None:
+            return len(self.all)
+        return len(self.items)
+
+
+# ---------------------------------------------------------------------------------------------
+# _ofi: best-level OFI (Cont, Kukanov & Stoikov 2014, eq. 10)
+# ---------------------------------------------------------------------------------------------
+def _side(px, sz, empty_px, price_field, size_field):
+    if not math.isfinite(sz):
+        raise RefError("NonFiniteError", size_field)
+    if sz < 0:
+        raise RefError("NegativeSizeError", size_field)
+    if math.isfinite(px):
+        return px
+    if sz == 0 and (math.isnan(px) or px == empty_px):
+        return empty_px
+    raise RefError("NonFiniteError", price_field)
+
+
+def l1_ofi_event(prev, cur):
+    """e_n from prev = (bid_px, bid_sz, ask_px, ask_sz) and cur, by the case table of CKS."""
+    pb0, qb0, pa0, qa0 = prev
+    pb1, qb1, pa1, qa1 = cur
+    if pb1 > pb0:
+        bid = qb1
+    elif pb1 == pb0:
+        bid = qb1 - qb0
+    else:
+        bid = -qb0
+    if pa1 < pa0:
+        ask = -qa1
+    elif pa1 == pa0:
+        ask = -(qa1 - qa0)
+    else:
+        ask = qa0
+    return bid + ask
+
+
+class OFI:
+    """Streaming best-level OFI with an optional count or time window (see ofi_fast.OFI)."""
+
+    def __init__(self, window=None, window_time=None, capacity=None, grow=False):
+        self.roll = RollingSum(window, window_time, capacity, grow)
+        self.reset()
+
+    def reset(self):
+        self.prev = None
+        self.roll.reset()
+        self.n_events = self.n_crossed = self.n_locked = 0
+        self.es = []
+
+    def update(self, ts, bid_px, bid_sz, ask_px, ask_sz):
+        bid_px = _side(bid_px, bid_sz, -INF, "bid_px", "bid_sz")
+        ask_px = _side(ask_px, ask_sz, INF, "ask_px", "ask_sz")
+        cur = (bid_px, bid_sz, ask_px, ask_sz)
+        e = 0.0 if self.prev is None else float(l1_ofi_event(self.prev, cur))
+        self.roll.update(ts, e)
+        self.es.append(e)
+        self.prev = cur
+        self.n_events += 1
+        self.n_crossed += bid_px > ask_px
+        self.n_locked += bid_px == ask_px
+        return e
+
+    def update_many(self, ts, bid_px, bid_sz, ask_px, ask_sz):
+        n = len(bid_px)
+        ts = [0] * n if ts is None else ts
+        return [self.update(ts[i], bid_px[i], bid_sz[i], ask_px[i], ask_sz[i]) for i in range(n)]
+
+    @property
+    def value(self):
+        return self.roll.value
+
+    @property
+    def total(self):
+        return math.fsum(self.es)
+
+    @property
+    def count(self):
+        return self.roll.count
+
+
+def l1_ofi(bid_px, bid_sz, ask_px, ask_sz):
+    """e_n per event (first event 0); plain lists in, list of floats out."""
+    return OFI().update_many(None, bid_px, bid_sz, ask_px, ask_sz)
+
+
+# ---------------------------------------------------------------------------------------------
+# _impact: bars
+# ---------------------------------------------------------------------------------------------
+def bars(ts, values, *, every):
+    """Clock bars [k*every, (k+1)*every) from the first event's bar to the last, empty included.
+
+    Returns a dict of lists: start, sum, count, first, last (None for empty first/last).
+    """
+    if not len(ts):
+        return {"start": [], "sum": [], "count": [], "first": [], "last": []}
+    for i in range(1, len(ts)):
+        if ts[i] < ts[i - 1]:
+            raise RefError("TimeOrderError", "ts", i)
+    k0, k1 = ts[0] // every, ts[-1] // every
+    out = {"start": [k * every for k in range(k0, k1 + 1)], "sum": [0.0] * (k1 - k0 + 1),
+           "count": [0] * (k1 - k0 + 1), "first": [None] * (k1 - k0 + 1),
+           "last": [None] * (k1 - k0 + 1)}
+    for t, v in zip(ts, values):
+        b = t // every - k0
+        if out["count"][b] == 0:
+            out["first"][b] = v
+        out["sum"][b] += v
+        out["count"][b] += 1
+        out["last"][b] = v
+    return out
