@@ -1,0 +1,65 @@
+"""Shared fixtures: the real data folder, random streams, hypothesis profiles.
+
+The real market data lives in ../shared/data beside the repository (or where OFI_FAST_DATA
+points); tests that need it skip with a clear reason when it is absent.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import ofi_fast
+
+settings.register_profile("default", max_examples=200, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci-short", max_examples=40, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("OFI_FAST_DATA", REPO.parent / "shared" / "data"))
+
+
+def pytest_report_header(config):
+    return [f"ofi_fast compiled modules from: {ofi_fast._ofi.__file__}",
+            f"real data: {DATA_DIR} ({'present' if DATA_DIR.is_dir() else 'absent'})"]
+
+
+def data_file(*parts) -> Path:
+    """Path of a file under the shared data folder; skips the test when it is absent."""
+    p = DATA_DIR.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real data file not available: {p} (set OFI_FAST_DATA or add ../shared/data)")
+    return p
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+def random_quotes(rng, n, *, tick_range=3, max_size=20, integer=True, p_empty=0.0):
+    """A random best-quote stream in integer ticks: (ts, bid_px, bid_sz, ask_px, ask_sz).
+
+    Bid/ask random-walk by up to ``tick_range`` ticks with ask > bid; sizes are integers in
+    [0, max_size] (so float sums are exact); with ``p_empty`` a side is empty (NaN price, 0).
+    """
+    mid = 1000 + np.cumsum(rng.integers(-tick_range, tick_range + 1, n))
+    spread = rng.integers(1, 4, n)
+    bid_px = (mid - spread // 2).astype(np.float64)
+    ask_px = bid_px + spread
+    bid_sz = rng.integers(0, max_size + 1, n).astype(np.float64)
+    ask_sz = rng.integers(0, max_size + 1, n).astype(np.float64)
+    if not integer:
+        bid_sz += rng.random(n)
+        ask_sz += rng.random(n)
+    if p_empty:
+        eb = rng.random(n) < p_empty
+        ea = rng.random(n) < p_empty
+        bid_px[eb], bid_sz[eb] = np.nan, 0.0
+        ask_px[ea], ask_sz[ea] = np.nan, 0.0
+    ts = np.cumsum(rng.integers(0, 1000, n)).astype(np.int64)
+    return ts, bid_px, bid_sz, ask_px, ask_sz
