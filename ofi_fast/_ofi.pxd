@@ -27,16 +27,18 @@ cdef inline float64_t ofi_l1_event(float64_t bid_px0, float64_t bid_sz0,
                                    float64_t ask_px0, float64_t ask_sz0,
                                    float64_t bid_px1, float64_t bid_sz1,
                                    float64_t ask_px1, float64_t ask_sz1) noexcept nogil:
-    cdef float64_t e = 0.0
+    # Bid part and ask part are summed separately, then added: the same float operations as
+    # the case table (bid same: q1 - q0; ask same: q0 - q1), so results are reproducible.
+    cdef float64_t bid = 0.0, ask = 0.0
     if bid_px1 >= bid_px0:
-        e += bid_sz1
+        bid = bid_sz1
     if bid_px1 <= bid_px0:
-        e -= bid_sz0
-    if ask_px1 <= ask_px0:
-        e -= ask_sz1
+        bid = bid - bid_sz0
     if ask_px1 >= ask_px0:
-        e += ask_sz0
-    return e
+        ask = ask_sz0
+    if ask_px1 <= ask_px0:
+        ask = ask - ask_sz1
+    return bid + ask
 
 # Validate one side's (price, size); empty (size 0 with NaN price) becomes `empty_px`.
 # Returns 0, or a Status with the field offset (1 price, 2 size) in bits 4+.

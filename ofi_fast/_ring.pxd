@@ -19,6 +19,7 @@ cdef struct RollingSumState:
     bint grow            # time window: double the ring instead of failing when it is full
     bint has_last        # a timestamp has been pushed since the last reset
     int64_t last_ts      # the last timestamp pushed
+    int64_t n_pushed     # values pushed since the last reset (whole stream)
 
 # Ring primitives (ring_init allocates with malloc; ring_free releases it).
 cdef int ring_init(Ring* r, intp_t capacity) noexcept nogil

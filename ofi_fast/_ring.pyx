@@ -88,6 +88,7 @@ cdef int rolling_init(RollingSumState* st, int64_t window, int64_t window_time,
     st.grow = grow
     st.has_last = False
     st.last_ts = 0
+    st.n_pushed = 0
     st.ring.ts = NULL
     st.ring.val = NULL
     if window > 0:
@@ -107,6 +108,7 @@ cdef void rolling_reset(RollingSumState* st) noexcept nogil:
     st.comp = 0.0
     st.has_last = False
     st.last_ts = 0
+    st.n_pushed = 0
 
 
 cdef inline intp_t _n_expired(const RollingSumState* st, int64_t ts) noexcept nogil:
@@ -173,6 +175,7 @@ cdef int rolling_push(RollingSumState* st, int64_t ts, float64_t x) noexcept nog
     neumaier_add(&st.sum, &st.comp, x)
     st.has_last = True
     st.last_ts = ts
+    st.n_pushed += 1
     return STATUS_OK
 
 
@@ -255,7 +258,7 @@ cdef dict rolling_getstate(RollingSumState* st):
         if j == st.ring.capacity:
             j = 0
     return {"sum": st.sum, "comp": st.comp, "has_last": bool(st.has_last),
-            "last_ts": st.last_ts, "capacity": st.ring.capacity, "ts": ts, "val": val}
+            "last_ts": st.last_ts, "n_pushed": st.n_pushed, "capacity": st.ring.capacity, "ts": ts, "val": val}
 
 
 cdef int rolling_setstate(RollingSumState* st, dict d) except -1:
@@ -274,6 +277,7 @@ cdef int rolling_setstate(RollingSumState* st, dict d) except -1:
     st.comp = d["comp"]
     st.has_last = d["has_last"]
     st.last_ts = d["last_ts"]
+    st.n_pushed = d["n_pushed"]
     return 0
 
 
@@ -362,7 +366,7 @@ cdef class RollingSum:
     @property
     def count(self):
         """Elements in the current window (pushes since reset when there is no window)."""
-        return self.st.ring.size if (self.st.window or self.st.window_time) else None
+        return self.st.ring.size if (self.st.window or self.st.window_time) else self.st.n_pushed
 
     @property
     def capacity(self):

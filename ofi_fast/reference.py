@@ -43,24 +43,30 @@ class RollingSum:
         self.last_ts = None
         self.all = []
 
-    def update(self, ts, value):
+    def push(self, ts, value):
+        """Add (ts, value), evicting what leaves the window; nothing is returned."""
         if self.last_ts is not None and ts < self.last_ts:
             raise RefError("TimeOrderError", "ts")
         if not math.isfinite(value):
             raise RefError("NonFiniteError", "value")
-        items = list(self.items)
         if self.window_time is not None:
-            items = [(t, v) for t, v in items if t > ts - self.window_time]
-            if len(items) >= self.capacity and not self.grow:
-                raise RefError("CapacityError", "ts")
-            if len(items) >= self.capacity:
+            expired = 0
+            while expired < len(self.items) and self.items[expired][0] <= ts - self.window_time:
+                expired += 1
+            if len(self.items) - expired >= self.capacity:
+                if not self.grow:
+                    raise RefError("CapacityError", "ts")
                 self.capacity *= 2
-        elif self.window is not None:
-            items = items[-(self.window - 1):] if self.window > 1 else []
-        items.append((ts, value))
-        self.items = deque(items)
+            for _ in range(expired):
+                self.items.popleft()
+        elif self.window is not None and len(self.items) == self.window:
+            self.items.popleft()
+        self.items.append((ts, value))
         self.all.append(value)
         self.last_ts = ts
+
+    def update(self, ts, value):
+        self.push(ts, value)
         return self.value
 
     @property
@@ -128,7 +134,7 @@ class OFI:
         ask_px = _side(ask_px, ask_sz, INF, "ask_px", "ask_sz")
         cur = (bid_px, bid_sz, ask_px, ask_sz)
         e = 0.0 if self.prev is None else float(l1_ofi_event(self.prev, cur))
-        self.roll.update(ts, e)
+        self.roll.push(ts, e)
         self.es.append(e)
         self.prev = cur
         self.n_events += 1
