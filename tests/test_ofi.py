@@ -196,12 +196,13 @@ def test_float_sizes_agree_with_reference_to_rounding():
     ("ask_px", np.inf, ofi_fast.NonFiniteError),
     ("bid_px", np.inf, ofi_fast.NonFiniteError),   # +inf is never a bid
 ])
-def test_bad_values_name_field_and_index_and_keep_state(field, value, err):
+@pytest.mark.parametrize("window", [10, None])  # the windowed and the no-window batch paths
+def test_bad_values_name_field_and_index_and_keep_state(field, value, err, window):
     cols = {"bid_px": [100.0] * 5, "bid_sz": [1.0, 2, 3, 4, 5],
             "ask_px": [101.0] * 5, "ask_sz": [1.0] * 5}
     cols[field][3] = value
     ts = np.arange(5)
-    o = ofi_fast.OFI(window=10)
+    o = ofi_fast.OFI(window=window)
     with pytest.raises(err) as ei:
         o.update_many(ts, cols["bid_px"], cols["bid_sz"], cols["ask_px"], cols["ask_sz"])
     assert (ei.value.field, ei.value.index) == (field, 3)
@@ -223,6 +224,9 @@ def test_time_backwards():
     assert (ei.value.field, ei.value.index) == ("ts", 2)
     assert o.n_events == 2
     o2 = ofi_fast.OFI()  # ordering is checked even without a window
+    with pytest.raises(ofi_fast.TimeOrderError) as ei:
+        o2.update_many([0, 5, 4], [1.0] * 3, [1.0, 2.0, 3.0], [2.0] * 3, [1.0] * 3)
+    assert ei.value.index == 2 and (o2.n_events, o2.value) == (2, 1.0)
     o2.update(10, 1, 1, 2, 1)
     with pytest.raises(ofi_fast.TimeOrderError):
         o2.update(9, 1, 1, 2, 1)
