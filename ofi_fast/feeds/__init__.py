@@ -1,0 +1,29 @@
+"""Feed readers: files in the formats users hold -> numpy arrays in package units.
+
+int64 ns timestamps, float64 prices and sizes, int8 sides (+1 bid / buyer-initiated, -1 ask /
+seller-initiated, 0 unknown). Each reader iterates chunks of bounded size and has a whole-file
+convenience. Pure Python + numpy; nothing compiled.
+"""
+
+from ofi_fast.feeds._common import NO_TIME, ErrorLog
+from ofi_fast.feeds.lobster import (
+    LobsterMessages,
+    LobsterReader,
+    LobsterTrades,
+    iter_lobster,
+    lobster_trades,
+    midnight_ns,
+    read_lobster,
+)
+
+__all__ = [
+    "ErrorLog",
+    "LobsterMessages",
+    "LobsterReader",
+    "LobsterTrades",
+    "NO_TIME",
+    "iter_lobster",
+    "lobster_trades",
+    "midnight_ns",
+    "read_lobster",
+]

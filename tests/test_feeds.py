@@ -1,0 +1,265 @@
+"""Tests of ofi_fast.feeds: real files (counts from ../shared/data/README.md), hand-made
+malformed / gapped files, chunked == whole-file."""
+
+import numpy as np
+import pytest
+
+from ofi_fast.errors import ParseError
+import ofi_fast.feeds as F
+from ofi_fast.feeds import lobster as L
+
+from conftest import data_file
+
+# ------------------------------------------------------------------------------------------------
+# LOBSTER
+# ------------------------------------------------------------------------------------------------
+
+# README table: file -> (rows, level, counts of types 1/2/3/4/5)
+LOBSTER_ZIPS = {
+    "LOBSTER_SampleFile_AAPL_2012-06-21_1.zip": (118_497, 1, (54818, 252, 28437, 23658, 11332)),
+    "LOBSTER_SampleFile_AMZN_2012-06-21_1.zip": (57_515, 1, (27845, 16, 18235, 8974, 2445)),
+    "LOBSTER_SampleFile_AMZN_2012-06-21_5.zip": (155_935, 5, (77381, 450, 66685, 8974, 2445)),
+    "LOBSTER_SampleFile_GOOG_2012-06-21_1.zip": (49_482, 1, (24368, 7, 13429, 7765, 3913)),
+    "LOBSTER_SampleFile_GOOG_2012-06-21_5.zip": (112_673, 5, (54907, 16, 46072, 7765, 3913)),
+    "LOBSTER_SampleFile_GOOG_2012-06-21_10.zip": (147_916, 10, (71258, 19, 64961, 7765, 3913)),
+}
+AAPL_MSG = "AAPL_2012-06-21_34200000_57600000_message_10.csv"
+# 2012-06-21 00:00 New York (EDT, UTC-4) = 1340236800 + 4 * 3600 s since the epoch
+NY_MIDNIGHT_NS = 1_340_251_200 * 10**9
+
+
+def _check_book_consistency(m):
+    """Facts of the LOBSTER format that hold on every real file (THEORY-DETAIL 7.1)."""
+    # a visible execution hits the best level on the executed order's side of the previous book
+    ex = np.flatnonzero(m.type == L.EXECUTE_VISIBLE)
+    ex = ex[ex > 0]
+    best = np.where(m.direction[ex] == -1, m.ask_px[ex - 1, 0], m.bid_px[ex - 1, 0])
+    np.testing.assert_array_equal(m.price[ex], best)
+    # a hidden execution leaves the visible book unchanged
+    h = np.flatnonzero(m.type == L.EXECUTE_HIDDEN)
+    h = h[h > 0]
+    for col in ("ask_px", "ask_sz", "bid_px", "bid_sz"):
+        a = getattr(m, col)
+        np.testing.assert_array_equal(a[h], a[h - 1])
+    # aggressor = opposite of the executed limit order's direction; no side elsewhere
+    trade = (m.type == 4) | (m.type == 5)
+    np.testing.assert_array_equal(m.side[trade], -m.direction[trade])
+    assert not m.side[~trade].any()
+    # NaN exactly where size is 0 beyond the occupied levels; prices on the $0.01 grid
+    for px, sz in ((m.ask_px, m.ask_sz), (m.bid_px, m.bid_sz)):
+        assert (sz[np.isnan(px)] == 0).all()
+        ok = px[~np.isnan(px)]
+        np.testing.assert_allclose(np.round(ok * 100), ok * 100, atol=1e-6)
+    assert (np.diff(m.ts) >= 0).all()
+    assert (np.nanmin(m.ask_px[:, 0]) > 0) and (m.ask_px[:, 0] > m.bid_px[:, 0]).sum() > 0.99 * len(m)
+
+
+@pytest.mark.parametrize("name", sorted(LOBSTER_ZIPS))
+def test_lobster_zip_counts_match_readme(name):
+    rows, level, counts = LOBSTER_ZIPS[name]
+    r = F.LobsterReader(data_file("lobster", name), chunk_rows=50_000)
+    m = r.read()
+    assert len(m) == r.rows == rows
+    assert r.level == level and m.ask_px.shape == (rows, level)
+    assert tuple(r.counts[t] for t in (1, 2, 3, 4, 5)) == counts
+    assert r.counts[6] == r.counts[7] == 0
+    assert tuple(int((m.type == t).sum()) for t in (1, 2, 3, 4, 5)) == counts
+    # session 09:30-16:00 New York: first message 34200.004-34200.017 s (README rounds), last 57599.3-57599.96
+    t0 = (m.ts[0] - NY_MIDNIGHT_NS) / 1e9
+    t1 = (m.ts[-1] - NY_MIDNIGHT_NS) / 1e9
+    assert 34200.004 <= t0 <= 34200.018 and 57599.3 <= t1 <= 57599.97
+    _check_book_consistency(m)
+    assert r.errors.count == 0
+
+
+def test_lobster_aapl_csv_slice():
+    r = F.LobsterReader(data_file("lobster", AAPL_MSG))
+    m = r.read()
+    assert len(m) == 999 and m.ask_px.shape == (999, 10)
+    assert (r.counts[1], r.counts[3], r.counts[4], r.counts[5]) == (471, 369, 98, 61)
+    assert r.counts[2] == r.counts[6] == r.counts[7] == 0
+    # row 1: 34200.004241176,1,16113575,18,5853300,1 -> buy submission of 18 @ 585.33,
+    # and order-book row 1 shows bid 1 = 5853300 x 18
+    assert m.ts[0] == NY_MIDNIGHT_NS + 34200_004241176
+    # row 2 has 8 decimals ("34200.00426064"): the fraction is scaled exactly, not float-parsed
+    assert m.ts[1] == NY_MIDNIGHT_NS + 34200_004260640
+    assert (m.type[0], m.order_id[0], m.size[0], m.price[0], m.direction[0]) == (
+        1, 16113575, 18.0, 585.33, 1)
+    assert (m.bid_px[0, 0], m.bid_sz[0, 0]) == (585.33, 18.0)
+    # 09:30:49.086 for the last row; no trailing newline in the file
+    assert m.ts[-1] == NY_MIDNIGHT_NS + 34249_086375027
+    _check_book_consistency(m)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 128, 998, 999, 5000])
+def test_lobster_chunked_equals_whole(chunk_rows):
+    path = data_file("lobster", AAPL_MSG)
+    whole = F.read_lobster(path)
+    chunks = list(F.iter_lobster(path, chunk_rows=chunk_rows))
+    assert all(len(c) <= chunk_rows for c in chunks)
+    assert len(chunks) == -(-999 // chunk_rows)
+    joined = F.LobsterMessages.concat(chunks)
+    for k, v in whole.as_dict().items():
+        np.testing.assert_array_equal(getattr(joined, k), v, err_msg=k)
+
+
+def test_lobster_zip_chunked_equals_whole():
+    path = data_file("lobster", "LOBSTER_SampleFile_GOOG_2012-06-21_5.zip")
+    whole = F.read_lobster(path)
+    joined = F.LobsterMessages.concat(list(F.iter_lobster(path, chunk_rows=9_999)))
+    for k, v in whole.as_dict().items():
+        np.testing.assert_array_equal(getattr(joined, k), v, err_msg=k)
+
+
+def test_lobster_fast_path_equals_exact_slow_path():
+    """The vectorised parse equals the line-by-line exact decimal parse on the real file."""
+    path = data_file("lobster", AAPL_MSG)
+    r = F.LobsterReader(path, orderbook=False)
+    m = r.read()
+    lines = path.read_bytes().decode().splitlines()
+    slow = np.array([L._slow_message(ln.encode()) for ln in lines], dtype=np.int64)
+    exp = r._columns(slow[:, 0], slow[:, 1], slow[:, 2], slow[:, 3:])
+    for k, v in exp.items():
+        np.testing.assert_array_equal(getattr(m, k), v, err_msg=k)
+    assert m.ask_px.shape == (999, 0)
+
+
+def test_lobster_trades_aggressor():
+    m = F.read_lobster(data_file("lobster", AAPL_MSG))
+    t = F.lobster_trades(m)
+    assert len(t) == 98 + 61
+    # execution of a sell limit order (direction -1) is buyer-initiated (+1)
+    sell_lo = m.direction[(m.type == 4) | (m.type == 5)] == -1
+    np.testing.assert_array_equal(t.side == 1, sell_lo)
+
+
+def test_lobster_sub_ns_digits_rounded(tmp_path):
+    msg = ["34200.1234567894,1,1,1,1000000,1", "34200.1234567895,1,1,1,1000000,1",
+           "34200.9999999999,1,1,1,1000000,1", "34201.5,1,1,1,1000000,1"]
+    mp = _write(tmp_path, msg, [BOOK[1]] * 4)
+    m = F.read_lobster(mp, tz=None)
+    base = 1_583_107_200 * 10**9
+    np.testing.assert_array_equal(m.ts - base, [34200_123456789, 34200_123456790,
+                                                34201_000000000, 34201_500000000])
+    # the slow path agrees
+    assert [L._slow_message(x.encode())[:2] for x in msg[:3]] == [
+        [34200, 123456789], [34200, 123456790], [34201, 0]]
+
+
+def test_midnight_ns():
+    assert F.midnight_ns("2012-06-21") == NY_MIDNIGHT_NS
+    assert F.midnight_ns("2012-01-03") == (1_325_548_800 + 5 * 3600) * 10**9  # EST, UTC-5
+    assert F.midnight_ns("2012-06-21", tz=None) == 1_340_236_800 * 10**9
+
+
+# hand-made LOBSTER files -------------------------------------------------------------------------
+
+MSG = [
+    "34200.1,1,11,100,1000000,1",
+    "34200.123456789,1,12,50,1000100,-1",
+    "34200.2,7,0,0,-1,-1",
+    "34200.3,7,0,0,0,-1",
+    "34200.4,7,0,0,1,-1",
+    "34200.5,4,12,20,1000100,-1",
+    "34201,3,11,100,1000000,1",
+]
+BOOK = [
+    "9999999999,0,1000000,100",
+    "1000100,50,1000000,100",
+    "1000100,50,1000000,100",
+    "1000100,50,1000000,100",
+    "1000100,50,1000000,100",
+    "1000100,30,1000000,100",
+    "1000100,30,-9999999999,0",
+]
+
+
+def _write(tmp_path, msg, book, date="2020-03-02", level=1, crlf=False, final_nl=True):
+    nl = "\r\n" if crlf else "\n"
+    mp = tmp_path / f"X_{date}_34200000_57600000_message_{level}.csv"
+    bp = tmp_path / f"X_{date}_34200000_57600000_orderbook_{level}.csv"
+    end = nl if final_nl else ""
+    mp.write_text(nl.join(msg) + end)
+    bp.write_text(nl.join(book) + end)
+    return mp
+
+
+@pytest.mark.parametrize("crlf,final_nl", [(False, True), (True, False)])
+def test_lobster_handmade_halts_dummies_times(tmp_path, crlf, final_nl):
+    mp = _write(tmp_path, MSG, BOOK, crlf=crlf, final_nl=final_nl)
+    r = F.LobsterReader(mp, tz=None)
+    m = r.read()
+    base = 1_583_107_200 * 10**9  # 2020-03-02 00:00 UTC
+    np.testing.assert_array_equal(m.ts - base, [34200_100000000, 34200_123456789, 34200_200000000,
+                                                34200_300000000, 34200_400000000, 34200_500000000,
+                                                34201_000000000])
+    np.testing.assert_array_equal(m.type, [1, 1, 7, 7, 7, 4, 3])
+    np.testing.assert_array_equal(m.halt, [0, 0, L.HALT_BEGIN, L.HALT_QUOTING, L.HALT_TRADING, 0, 0])
+    assert np.isnan(m.price[2:5]).all() and m.price[5] == 100.01
+    np.testing.assert_array_equal(m.side, [0, 0, 0, 0, 0, 1, 0])
+    assert np.isnan(m.ask_px[0, 0]) and m.ask_sz[0, 0] == 0
+    assert np.isnan(m.bid_px[6, 0]) and m.bid_sz[6, 0] == 0
+    assert m.bid_px[0, 0] == 100.0
+    assert r.counts[7] == 3
+    # fast path (no halts / integer seconds) and slow path (this file) agree in chunks
+    joined = F.LobsterMessages.concat(list(F.iter_lobster(mp, tz=None, chunk_rows=2)))
+    for k, v in m.as_dict().items():
+        np.testing.assert_array_equal(getattr(joined, k), v, err_msg=k)
+
+
+@pytest.mark.parametrize("bad,reason", [
+    ("34200.6,9,1,1,1000000,1", "type"),
+    ("34200.6,1,1,1,1000000,0", "direction"),
+    ("34200.6,1,1,1,1000000", "columns"),
+    ("34200.6,1,1,x,1000000,1", "invalid"),
+    ("34200.6.1,1,1,1,1000000,1", "decimal"),
+    ("34200.,1,1,1,1000000,1,", "columns"),
+    ("-34200.1,1,1,1,1000000,1", "negative"),
+])
+def test_lobster_malformed_message(tmp_path, bad, reason):
+    msg = MSG[:6] + [bad] + MSG[6:]
+    book = BOOK[:6] + [BOOK[5]] + BOOK[6:]
+    mp = _write(tmp_path, msg, book)
+    with pytest.raises(ParseError) as ei:
+        F.read_lobster(mp)
+    assert ei.value.line == 7 and mp.name in str(ei.value) and ":7:" in str(ei.value)
+    r = F.LobsterReader(mp, on_error="skip", chunk_rows=3)
+    m = r.read()
+    assert r.errors.count == 1 and r.errors.first[0][0] == 7
+    assert len(m) == 7 and r.rows == 7
+    np.testing.assert_array_equal(m.type, [1, 1, 7, 7, 7, 4, 3])
+    np.testing.assert_array_equal(m.bid_sz[:, 0], [100] * 6 + [0])  # books stay aligned
+
+
+def test_lobster_malformed_book_and_misalignment(tmp_path):
+    book = BOOK[:3] + ["1000100,50,1000000"] + BOOK[4:]
+    mp = _write(tmp_path, MSG, book)
+    with pytest.raises(ParseError) as ei:
+        F.read_lobster(mp)
+    assert ei.value.line == 4 and "orderbook" in str(ei.value)
+    r = F.LobsterReader(mp, on_error="skip")
+    m = r.read()
+    assert r.ob_errors.count == 1 and len(m) == 6
+    np.testing.assert_array_equal(m.halt, [0, 0, 1, 3, 0, 0])  # row 4 dropped from both files
+    mp = _write(tmp_path, MSG, BOOK[:-1])
+    with pytest.raises(ParseError, match="rows"):
+        F.read_lobster(mp)
+
+
+def test_lobster_time_backwards(tmp_path):
+    msg = list(MSG)
+    msg[3] = "34200.15,7,0,0,0,-1"
+    mp = _write(tmp_path, msg, BOOK)
+    for chunk_rows in (2, 3, 100):
+        with pytest.raises(ParseError, match="backwards") as ei:
+            F.read_lobster(mp, chunk_rows=chunk_rows)
+        assert ei.value.line == 4
+
+
+def test_lobster_needs_date(tmp_path):
+    p = tmp_path / "msg.csv"
+    p.write_text(MSG[0] + "\n")
+    with pytest.raises(ValueError, match="date"):
+        F.read_lobster(p)
+    m = F.read_lobster(p, date="2020-03-02", tz=None)
+    assert m.ts[0] == (1_583_107_200 + 34200) * 10**9 + 100_000_000 and m.ask_px.shape == (1, 0)
