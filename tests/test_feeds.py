@@ -263,3 +263,271 @@ def test_lobster_needs_date(tmp_path):
         F.read_lobster(p)
     m = F.read_lobster(p, date="2020-03-02", tz=None)
     assert m.ts[0] == (1_583_107_200 + 34200) * 10**9 + 100_000_000 and m.ask_px.shape == (1, 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Binance
+# ------------------------------------------------------------------------------------------------
+import gzip
+import json
+
+from ofi_fast.errors import SequenceGapError
+from ofi_fast.feeds import binance as BN
+from ofi_fast.feeds._l2 import FLAG_BATCH_END, FLAG_CLEAR, FLAG_SNAPSHOT
+
+
+class MiniBook:
+    """Tiny pure-Python price-level book used to check the readers' delta streams."""
+
+    def __init__(self):
+        self.bids, self.asks = {}, {}
+
+    def apply(self, side, price, size, flags=0):
+        if flags & FLAG_CLEAR:
+            self.bids.clear()
+            self.asks.clear()
+        book = self.bids if side == 1 else self.asks
+        if size == 0:
+            book.pop(price, None)
+        elif price == price:
+            book[price] = size
+
+    def touch(self):
+        bb = max(self.bids) if self.bids else float("nan")
+        ba = min(self.asks) if self.asks else float("nan")
+        return bb, self.bids.get(bb, 0.0), ba, self.asks.get(ba, 0.0)
+
+
+def _rebuilt_touch(d):
+    """{update_id: touch after that message} from a BookDeltas (skipping snapshot batches)."""
+    book, out = MiniBook(), {}
+    for i in range(len(d)):
+        f = int(d.flags[i])
+        book.apply(int(d.side[i]), float(d.price[i]), float(d.size[i]), f)
+        if f & FLAG_BATCH_END and not f & FLAG_SNAPSHOT:
+            out[int(d.update_id[i])] = book.touch()
+    return out
+
+
+@pytest.mark.parametrize("market,counts", [
+    ("spot", dict(lines=41_249, depth_messages=3_451, applied=3_449, trades=9_757,
+                  quotes=28_040, snapshots=1, first_applied_line=6, snapshot_lines=[8])),
+    ("usdm", dict(lines=93_954, depth_messages=6_551, applied=6_547, trades=21_313,
+                  quotes=66_089, snapshots=1, first_applied_line=42, snapshot_lines=[55])),
+])
+def test_binance_hftbacktest_sync_and_counts(market, counts):
+    r = BN.BinanceReader(data_file("binance_hftbacktest", market, "btcusdt_20240808.gz"))
+    c = r.read()
+    st = r.stats
+    for k, v in counts.items():
+        assert st[k] == v, k
+    assert r.market == market
+    # no gap after sync; every diff either applied or dropped as stale before the first applied
+    assert st["gaps"] == [] and st["dropped_gap"] == 0 and st["unsynced_at_end"] == 0
+    assert st["applied"] + st["dropped_stale"] == st["depth_messages"]
+    assert len(c.trades) == st["trades"] and len(c.quotes) == st["quotes"]
+    d = c.depth
+    snap = (d.flags & FLAG_SNAPSHOT) != 0
+    assert snap.sum() == 2000 and (d.side[snap] == 1).sum() == 1000  # 1000 levels a side
+    assert d.flags[0] & FLAG_CLEAR and d.update_id[0] == (50093239218 if market == "spot"
+                                                          else 5123107852948)
+    assert ((d.flags & FLAG_BATCH_END) != 0).sum() <= st["applied"] + 1
+    # update ids non-decreasing after the snapshot; sides +-1; sizes >= 0
+    assert (np.diff(d.update_id) >= 0).all() and set(np.unique(d.side)) == {-1, 1}
+    assert (d.size >= 0).all() and (d.price > 0).all()
+    # the two clocks are kept as given (E runs ~1.27 s ahead of the local clock here)
+    live = ~snap
+    off = (d.ts_exchange[live] - d.ts_local[live]) / 1e9
+    assert 1.0 < np.median(off) < 1.6
+    # aggressor side from m: m true = buyer is maker = seller-initiated
+    t = c.trades
+    assert set(np.unique(t.side)) == {-1, 1} and (np.diff(t.trade_id) > 0).all()
+    # the rebuilt touch equals the recorded bookTicker at matching update ids
+    touch = _rebuilt_touch(d)
+    q = c.quotes
+    hits = 0
+    for j in range(len(q)):
+        tt = touch.get(int(q.update_id[j]))
+        if tt is not None:
+            hits += 1
+            assert tt == (q.bid_px[j], q.bid_sz[j], q.ask_px[j], q.ask_sz[j]), j
+    assert hits > 500
+    if market == "spot":
+        assert (q.ts_exchange == F.NO_TIME).all()
+    else:
+        assert (q.ts_exchange > 0).all()
+
+
+def test_binance_first_trade_values():
+    c = BN.read_binance(data_file("binance_hftbacktest", "spot", "btcusdt_20240808.gz"))
+    # line 4: "t":3735683259,"p":"61837.63000000","q":"0.02000000","T":1723161255342,"m":true
+    t = c.trades
+    assert (t.trade_id[0], t.price[0], t.size[0], t.side[0]) == (3735683259, 61837.63, 0.02, -1)
+    assert t.ts_exchange[0] == 1723161255342 * 10**6 and t.ts_local[0] == 1723161254087896568
+
+
+def test_binance_chunked_equals_whole():
+    path = data_file("binance_hftbacktest", "spot", "btcusdt_20240808.gz")
+    whole = BN.read_binance(path)
+    parts = list(BN.iter_binance(path, chunk_rows=3000))
+    assert len(parts) > 10
+    for name in ("depth", "trades", "quotes"):
+        assert all(len(getattr(p, name)) <= 3000 + 2000 for p in parts)
+        joined = type(getattr(whole, name)).concat([getattr(p, name) for p in parts])
+        for k, v in getattr(whole, name).as_dict().items():
+            np.testing.assert_array_equal(getattr(joined, k), v, err_msg=f"{name}.{k}")
+
+
+def test_binance_cryptofeed_nknusdt_sync_fixture():
+    ws = data_file("cryptofeed_sample_data", "BINANCE.ws.1.0")
+    http = data_file("cryptofeed_sample_data", "BINANCE.http.0.0")
+    r = BN.BinanceReader(ws, snapshots=http, symbol="nknusdt")
+    c = r.read()
+    st = r.stats
+    # snapshot lastUpdateId 499869752: the first diff (U 499869750, u 499869752) is dropped,
+    # the second (U 499869753) applies; 150 NKNUSDT diffs in all, no gap
+    assert st["depth_messages"] == 150 and st["dropped_stale"] == 1 and st["applied"] == 149
+    assert st["snapshots"] == 1 and st["gaps"] == [] and st["markers"] == 1
+    assert r.market == "spot"
+    assert c.depth.update_id[0] == 499869752
+    live = (c.depth.flags & FLAG_SNAPSHOT) == 0
+    assert c.depth.update_id[live][0] > 499869752
+    assert st["other_symbol"] > 0
+    assert c.depth.ts_local[0] == 1633998512_320639000
+    assert len(c.trades) == 1  # one NKNUSDT aggTrade
+    touch = _rebuilt_touch(c.depth)
+    q = c.quotes
+    hits = [j for j in range(len(q)) if int(q.update_id[j]) in touch]
+    for j in hits:
+        assert touch[int(q.update_id[j])] == (q.bid_px[j], q.bid_sz[j], q.ask_px[j], q.ask_sz[j])
+
+
+# hand-made Binance files ---------------------------------------------------------------------------
+
+def _diff(U, u, b=(), a=(), pu=None, E=1000, s="BTCUSDT"):
+    d = {"e": "depthUpdate", "E": E, "s": s, "U": U, "u": u,
+         "b": [list(x) for x in b], "a": [list(x) for x in a]}
+    if pu is not None:
+        d["pu"] = pu
+    return {"stream": "btcusdt@depth", "data": d}
+
+
+def _snap(last, bids=(("100.0", "1.0"),), asks=(("101.0", "2.0"),)):
+    return {"lastUpdateId": last, "bids": [list(x) for x in bids], "asks": [list(x) for x in asks]}
+
+
+def _write_rec(tmp_path, msgs, name="rec.gz", raw_lines=None):
+    lines = [f"{1_000_000 + i} {json.dumps(m)}" for i, m in enumerate(msgs)]
+    for pos, text in (raw_lines or {}).items():
+        lines.insert(pos, text)
+    p = tmp_path / name
+    data = ("\n".join(lines) + "\n").encode()
+    p.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    return p
+
+
+SPOT_OK = [
+    _diff(5, 8, b=[("99.0", "3.0")]),               # buffered, stale (u <= 10): dropped
+    _diff(9, 12, a=[("101.0", "0")]),               # buffered, straddles 11: first applied
+    _snap(10),
+    _diff(13, 13, b=[("100.0", "0.5")], a=[("102.0", "1.0")]),
+    {"stream": "btcusdt@trade", "data": {"e": "trade", "E": 1, "s": "BTCUSDT", "t": 7,
+                                         "p": "100.5", "q": "0.1", "T": 2, "m": False}},
+    _diff(14, 15, b=[("100.5", "2.0")]),
+]
+
+
+def test_binance_handmade_spot_sync(tmp_path):
+    p = _write_rec(tmp_path, SPOT_OK)
+    r = BN.BinanceReader(p)
+    c = r.read()
+    st = r.stats
+    assert (st["dropped_stale"], st["applied"], st["depth_messages"]) == (1, 3, 4)
+    assert st["first_applied_line"] == 2 and st["snapshot_lines"] == [3]
+    d = c.depth
+    np.testing.assert_array_equal(d.update_id, [10, 10, 12, 13, 13, 15])
+    np.testing.assert_array_equal(d.side, [1, -1, -1, 1, -1, 1])
+    np.testing.assert_array_equal(d.size, [1.0, 2.0, 0.0, 0.5, 1.0, 2.0])
+    np.testing.assert_array_equal(d.flags, [FLAG_SNAPSHOT | FLAG_CLEAR,
+                                            FLAG_SNAPSHOT | FLAG_BATCH_END, FLAG_BATCH_END,
+                                            0, FLAG_BATCH_END, FLAG_BATCH_END])
+    assert d.ts_exchange[0] == F.NO_TIME and d.ts_exchange[2] == 1000 * 10**6
+    np.testing.assert_array_equal(d.ts_local, [1_000_002, 1_000_002, 1_000_001, 1_000_003,
+                                               1_000_003, 1_000_005])
+    assert (c.trades.side[0], c.trades.trade_id[0], c.trades.ts_exchange[0]) == (1, 7, 2 * 10**6)
+
+
+def test_binance_spot_gap_raises_or_resyncs(tmp_path):
+    msgs = SPOT_OK + [_diff(17, 18, b=[("100.0", "1")]),    # gap: expected U == 16
+                      _diff(19, 19), _snap(20), _diff(20, 20), _diff(21, 22, b=[("99", "1")])]
+    p = _write_rec(tmp_path, msgs)
+    with pytest.raises(SequenceGapError) as ei:
+        BN.read_binance(p)
+    msg = str(ei.value)
+    assert "U=17" in msg and "16" in msg and "u=18" in msg and f"{p}:7" in msg
+    r = BN.BinanceReader(p, on_gap="resync")
+    c = r.read()
+    st = r.stats
+    assert [g[0] for g in st["gaps"]] == [7]
+    assert st["dropped_gap"] == 2           # lines 7 and 8 until the snapshot at line 9
+    assert st["dropped_stale"] == 2         # line 2 before the 1st snapshot, line 10 (u 20)
+    assert st["applied"] == 4 and st["snapshots"] == 2
+    d = c.depth
+    clear = np.flatnonzero(d.flags & FLAG_CLEAR)
+    assert len(clear) == 2 and d.update_id[clear[1]] == 20
+    assert d.update_id[-1] == 22
+
+
+def test_binance_snapshot_newer_than_buffer_is_a_gap(tmp_path):
+    p = _write_rec(tmp_path, [_diff(5, 8), _snap(10), _diff(12, 13)])
+    with pytest.raises(SequenceGapError, match="straddle"):
+        BN.read_binance(p)
+    r = BN.BinanceReader(p, on_gap="resync")
+    r.read()
+    assert r.stats["dropped_gap"] == 1 and r.stats["dropped_stale"] == 1
+
+
+def test_binance_futures_rule(tmp_path):
+    # futures: drop u < L; first must have U <= L <= u; then pu == previous u
+    msgs = [_diff(1, 9, pu=0), _diff(10, 12, pu=9, b=[("1", "1")]), _snap(10),
+            _diff(13, 15, pu=12, a=[("2", "1")]), _diff(16, 16, pu=14)]
+    p = _write_rec(tmp_path, msgs)
+    with pytest.raises(SequenceGapError, match="pu=14") as ei:
+        BN.read_binance(p)
+    assert ei.value.index == 5
+    r = BN.BinanceReader(p, on_gap="resync")
+    r.read()
+    assert r.market == "usdm" and r.stats["applied"] == 2 and r.stats["dropped_stale"] == 1
+    assert r.stats["dropped_gap"] == 1
+    # on spot rules the same file's first diff u=12 >= L+1=11 also straddles; but u == L:
+    msgs = [_diff(8, 10, pu=7), _snap(10), _diff(11, 11, pu=10)]
+    r = BN.BinanceReader(_write_rec(tmp_path, msgs, "f2.gz"))
+    r.read()
+    assert r.stats["applied"] == 2 and r.stats["dropped_stale"] == 0  # u == L kept on futures
+    r = BN.BinanceReader(_write_rec(tmp_path, msgs, "f3.gz"), market="spot")
+    r.read()
+    assert r.stats["applied"] == 1 and r.stats["dropped_stale"] == 1  # u <= L dropped on spot
+
+
+@pytest.mark.parametrize("bad", ["1000 {not json", "{\"stream\": 1}x", "abc {}", "12345",
+                                 '1000 {"data":{"e":"trade","p":"1"}}',
+                                 '1000 {"data":{"e":"trade","E":1,"t":1,"p":"x","q":"1",'
+                                 '"T":1,"m":false}}',
+                                 '1000 {"data":{"e":"trade","E":1,"t":1,"p":"1","q":"1",'
+                                 '"T":1,"m":"no"}}'])
+def test_binance_malformed_lines(tmp_path, bad):
+    p = _write_rec(tmp_path, SPOT_OK, "plain.txt", raw_lines={3: bad})
+    with pytest.raises(ParseError) as ei:
+        BN.read_binance(p)
+    assert ei.value.line == 4 and str(p) in str(ei.value)
+    r = BN.BinanceReader(p, on_error="skip")
+    c = r.read()
+    assert r.errors.count == 1 and r.errors.first[0][0] == 4
+    assert r.stats["applied"] == 3 and len(c.trades) == 1
+
+
+def test_binance_unsynced_and_other_symbols_counted(tmp_path):
+    msgs = [_diff(1, 2), _diff(3, 4, s="ETHUSDT"), _diff(3, 4)]
+    r = BN.BinanceReader(_write_rec(tmp_path, msgs))
+    c = r.read()
+    assert r.stats["unsynced_at_end"] == 2 and r.stats["other_symbol"] == 1 and len(c.depth) == 0

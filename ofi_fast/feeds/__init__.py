@@ -6,6 +6,15 @@ convenience. Pure Python + numpy; nothing compiled.
 """
 
 from ofi_fast.feeds._common import NO_TIME, ErrorLog
+from ofi_fast.feeds._l2 import (
+    FLAG_BATCH_END,
+    FLAG_CLEAR,
+    FLAG_SNAPSHOT,
+    BookDeltas,
+    Quotes,
+    Trades,
+)
+from ofi_fast.feeds.binance import BinanceChunk, BinanceReader, iter_binance, read_binance
 from ofi_fast.feeds.lobster import (
     LobsterMessages,
     LobsterReader,
@@ -17,6 +26,16 @@ from ofi_fast.feeds.lobster import (
 )
 
 __all__ = [
+    "BinanceChunk",
+    "BinanceReader",
+    "BookDeltas",
+    "FLAG_BATCH_END",
+    "FLAG_CLEAR",
+    "FLAG_SNAPSHOT",
+    "Quotes",
+    "Trades",
+    "iter_binance",
+    "read_binance",
     "ErrorLog",
     "LobsterMessages",
     "LobsterReader",
