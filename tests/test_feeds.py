@@ -531,3 +531,141 @@ def test_binance_unsynced_and_other_symbols_counted(tmp_path):
     r = BN.BinanceReader(_write_rec(tmp_path, msgs))
     c = r.read()
     assert r.stats["unsynced_at_end"] == 2 and r.stats["other_symbol"] == 1 and len(c.depth) == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Tardis
+# ------------------------------------------------------------------------------------------------
+TARDIS_L2 = "tardis_binance_BTCUSDT_incremental_book_L2_2019-12-01_rows_1_2050.csv"
+TARDIS_TRADES = "tardis_binance_BTCUSDT_trades_2019-12-01_rows_1_100.csv"
+
+
+def _batch_ends_reference(lt, snap):
+    """Pure-Python group-by of consecutive rows sharing (local_timestamp, is_snapshot)."""
+    out = []
+    for i in range(len(lt)):
+        nxt = i + 1 < len(lt)
+        out.append(not nxt or lt[i + 1] != lt[i] or snap[i + 1] != snap[i])
+    return np.array(out)
+
+
+def test_tardis_l2_real_file():
+    r = F.TardisReader(data_file("tardis", TARDIS_L2))
+    assert r.kind == "incremental_book_L2"
+    d = r.read()
+    assert len(d) == r.stats["rows"] == 2050 and r.stats["snapshots"] == 1
+    snap = (d.flags & FLAG_SNAPSHOT) != 0
+    assert snap[:2000].all() and not snap[2000:].any()
+    assert (d.side[:2000] == 1).sum() == 1000 and (d.side[:2000] == -1).sum() == 1000
+    assert (d.ts_exchange[:2000] == 1575158405045139 * 1000).all()
+    upd = slice(2000, None)
+    assert (d.side[upd] == -1).sum() == 39 and (d.side[upd] == 1).sum() == 11
+    assert d.ts_exchange[-1] == 1575158405598000 * 1000
+    assert np.flatnonzero(d.flags & FLAG_CLEAR).tolist() == [0]
+    lines = data_file("tardis", TARDIS_L2).read_text().splitlines()[1:]
+    lt = [int(x.split(",")[3]) * 1000 for x in lines]
+    np.testing.assert_array_equal(d.ts_local, lt)
+    np.testing.assert_array_equal((d.flags & FLAG_BATCH_END) != 0,
+                                  _batch_ends_reference(lt, snap))
+    np.testing.assert_array_equal(d.price, [float(x.split(",")[6]) for x in lines])
+    np.testing.assert_array_equal(d.size, [float(x.split(",")[7]) for x in lines])
+    # the book read at batch ends is never crossed
+    book = MiniBook()
+    for i in range(len(d)):
+        book.apply(int(d.side[i]), d.price[i], d.size[i], int(d.flags[i]))
+        if d.flags[i] & FLAG_BATCH_END:
+            bb, _, ba, _ = book.touch()
+            assert bb < ba
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 1999, 2000, 2001, 10**6])
+def test_tardis_chunked_equals_whole(chunk_rows):
+    path = data_file("tardis", TARDIS_L2)
+    whole = F.read_tardis(path)
+    parts = list(F.iter_tardis(path, chunk_rows=chunk_rows))
+    assert all(len(p) <= chunk_rows for p in parts)
+    joined = F.BookDeltas.concat(parts)
+    for k, v in whole.as_dict().items():
+        np.testing.assert_array_equal(getattr(joined, k), v, err_msg=k)
+    tr = F.read_tardis(data_file("tardis", TARDIS_TRADES))
+    joined = F.Trades.concat(list(F.iter_tardis(data_file("tardis", TARDIS_TRADES),
+                                                 chunk_rows=chunk_rows)))
+    for k, v in tr.as_dict().items():
+        np.testing.assert_array_equal(getattr(joined, k), v, err_msg=k)
+
+
+def test_tardis_trades_real_file():
+    r = F.TardisReader(data_file("tardis", TARDIS_TRADES))
+    t = r.read()
+    assert r.kind == "trades" and len(t) == 100
+    assert (t.side == 1).sum() == 52 and (t.side == -1).sum() == 48
+    first = data_file("tardis", TARDIS_TRADES).read_text().splitlines()[1].split(",")
+    assert t.ts_exchange[0] == int(first[2]) * 1000 and t.ts_local[0] == int(first[3]) * 1000
+    assert t.trade_id[0] == int(first[4]) and t.price[0] == float(first[6])
+    assert t.side[0] == (1 if first[5] == "buy" else -1)
+    # 00:00:03.572 to 00:00:35.763 UTC on 2019-12-01
+    day = 1_575_158_400 * 10**9
+    assert 3.57 < (t.ts_exchange[0] - day) / 1e9 < 3.58
+    assert 35.76 < (t.ts_exchange[-1] - day) / 1e9 < 35.77
+
+
+HDR = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount"
+
+
+def _tardis_file(tmp_path, rows, name="t.csv"):
+    p = tmp_path / name
+    p.write_text(HDR + "\n" + "\n".join(rows) + "\n")
+    return p
+
+
+def test_tardis_handmade_snapshots_batches(tmp_path):
+    rows = ["x,Y,1,1,false,bid,9,1",          # before any snapshot: dropped, counted
+            "x,Y,2,2,true,bid,10,1", "x,Y,2,2,true,ask,11,1", "x,Y,2,2,true,ask,12,0",
+            "x,Y,3,3,false,bid,10,2", "x,Y,3,3,false,ask,11,0",
+            "x,Y,4,4,false,ask,11.5,3",
+            "x,Y,5,5,true,bid,20,1", "x,Y,5,5,true,ask,21,1",   # re-sent snapshot
+            "x,Y,6,6,true,bid,30,1", "x,Y,6,6,true,ask,31,1"]   # a new one right after
+    p = _tardis_file(tmp_path, rows)
+    for chunk_rows in (1, 2, 3, 100):
+        r = F.TardisReader(p, chunk_rows=chunk_rows)
+        d = r.read()
+        assert r.stats["dropped_before_snapshot"] == 1 and r.stats["snapshots"] == 3
+        S, C, E = FLAG_SNAPSHOT, FLAG_CLEAR, FLAG_BATCH_END
+        np.testing.assert_array_equal(d.flags, [S | C, S, S | E, 0, E, E, S | C, S | E,
+                                                S | C, S | E])
+        np.testing.assert_array_equal(d.ts_local, np.array([2, 2, 2, 3, 3, 4, 5, 5, 6, 6]) * 1000)
+        assert d.size[2] == 0  # a zero amount inside a snapshot is kept (= absent level)
+
+
+@pytest.mark.parametrize("bad", ["x,Y,3,3,false,bod,10,2", "x,Y,3,3,false,bid,10",
+                                 "x,Y,3,3,maybe,bid,10,2", "x,Y,3,3,false,bid,abc,2",
+                                 "x,Y,3.5,3,false,bid,10,2", "x,Y,3,3,false,bid,10,-2",
+                                 "x,Y,3,3,false,bid,nan,2", "x,Y,3,3,false,bid,10,2,7"])
+def test_tardis_malformed(tmp_path, bad):
+    rows = ["x,Y,2,2,true,bid,10,1", "x,Y,2,2,true,ask,11,1", bad, "x,Y,4,4,false,ask,11.5,3"]
+    p = _tardis_file(tmp_path, rows)
+    with pytest.raises(ParseError) as ei:
+        F.read_tardis(p)
+    assert ei.value.line == 4 and str(p) in str(ei.value)
+    r = F.TardisReader(p, on_error="skip", chunk_rows=2)
+    d = r.read()
+    assert r.errors.count == 1 and r.errors.first[0][0] == 4 and len(d) == 3
+    np.testing.assert_array_equal(d.price, [10, 11, 11.5])
+
+
+def test_tardis_book_snapshot_and_bad_header(tmp_path):
+    cols = ["exchange", "symbol", "timestamp", "local_timestamp"]
+    for i in range(2):
+        cols += [f"asks[{i}].price", f"asks[{i}].amount", f"bids[{i}].price", f"bids[{i}].amount"]
+    p = tmp_path / "s.csv"
+    p.write_text(",".join(cols) + "\nx,Y,1,2,11,1,10,2,12,3,,\nx,Y,3,4,11,1,10,2,,,9,4\n")
+    s = F.read_tardis(p)
+    assert s.ask_px.shape == (2, 2)
+    np.testing.assert_array_equal(s.ask_px[0], [11, 12])
+    assert np.isnan(s.bid_px[0, 1]) and s.bid_sz[0, 1] == 0 and np.isnan(s.ask_px[1, 1])
+    np.testing.assert_array_equal(s.bid_px[1], [10, 9])
+    np.testing.assert_array_equal(s.ts_local, [2000, 4000])
+    q = tmp_path / "q.csv"
+    q.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(ValueError, match="header"):
+        F.TardisReader(q)

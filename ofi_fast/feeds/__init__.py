@@ -14,6 +14,7 @@ from ofi_fast.feeds._l2 import (
     Quotes,
     Trades,
 )
+from ofi_fast.feeds.tardis import TardisBookSnapshots, TardisReader, iter_tardis, read_tardis
 from ofi_fast.feeds.binance import BinanceChunk, BinanceReader, iter_binance, read_binance
 from ofi_fast.feeds.lobster import (
     LobsterMessages,
@@ -33,7 +34,11 @@ __all__ = [
     "FLAG_CLEAR",
     "FLAG_SNAPSHOT",
     "Quotes",
+    "TardisBookSnapshots",
+    "TardisReader",
     "Trades",
+    "iter_tardis",
+    "read_tardis",
     "iter_binance",
     "read_binance",
     "ErrorLog",
