@@ -669,3 +669,143 @@ def test_tardis_book_snapshot_and_bad_header(tmp_path):
     q.write_text("a,b,c\n1,2,3\n")
     with pytest.raises(ValueError, match="header"):
         F.TardisReader(q)
+
+
+# ------------------------------------------------------------------------------------------------
+# Kraken and Coinbase (cryptofeed captures)
+# ------------------------------------------------------------------------------------------------
+import zlib
+
+KRAKEN_PAIRS = ["WAVES/EUR", "XMR/USD", "KSM/XBT", "GRT/ETH", "SC/EUR", "ETH/CHF", "OCEAN/XBT",
+                "OMG/USD", "XBT/CHF", "ADA/XBT"]
+
+
+def _kraken_checksum_reference(asks, bids):
+    """Kraken's guide, written independently: asks ascending, bids descending, top 10 each."""
+    def fmt(s):
+        return str(int(s.replace(".", ""))) if s.replace(".", "").strip("0") else ""
+    a = sorted(asks.items(), key=lambda kv: float(kv[0]))[:10]
+    b = sorted(bids.items(), key=lambda kv: -float(kv[0]))[:10]
+    text = "".join(fmt(p) + fmt(v) for p, v in a + b)
+    return zlib.crc32(text.encode())
+
+
+def test_kraken_every_checksum_verifies():
+    path = data_file("cryptofeed_sample_data", "KRAKEN.ws.50.0")
+    total = 0
+    for pair in KRAKEN_PAIRS:
+        r = F.KrakenBookReader(path, pair=pair)
+        d = r.read()
+        st = r.stats
+        assert st["snapshots"] == 1 and st["gaps"] == [] and r.errors.count == 0
+        assert st["checksums_verified"] == st["updates"]
+        total += st["checksums_verified"]
+        # rebuilt book at batch ends is not crossed
+        book = MiniBook()
+        for i in range(len(d)):
+            book.apply(int(d.side[i]), d.price[i], d.size[i], int(d.flags[i]))
+            if d.flags[i] & FLAG_BATCH_END:
+                bb, _, ba, _ = book.touch()
+                assert bb < ba
+        # snapshot levels keep the (older) time each level was last changed
+        assert (d.ts_local > 1618678132 * 10**9).all() and (d.ts_exchange > 1.5e18).all()
+    assert total == 4269  # README: 4,269 messages carry a checksum
+
+
+def test_kraken_checksum_function_matches_reference():
+    asks = {"0.05005": "0.00000500", "0.05010": "1.5", "0.05020": "3.0"}
+    bids = {"0.05000": "0.00001000", "0.04990": "10.0"}
+    as_book = {float(p): (p, v) for p, v in asks.items()}
+    bs_book = {float(p): (p, v) for p, v in bids.items()}
+    assert F.kraken_checksum(as_book, bs_book) == _kraken_checksum_reference(asks, bids)
+    # the string is "5005" "500" "5010" "15" "5020" "30" "5000" "1000" "4990" "100"
+    assert F.kraken_checksum(as_book, bs_book) == zlib.crc32(b"5005500501015502030500010004990100")
+
+
+def test_kraken_checksum_mismatch_names_message(tmp_path):
+    lines = data_file("cryptofeed_sample_data", "KRAKEN.ws.50.0").read_bytes().split(b"\n")
+    idx = next(i for i, ln in enumerate(lines) if b'"XMR/USD"' in ln and b'"c":"' in ln)
+    bad = lines[idx]
+    start = bad.index(b'"c":"') + 5
+    end = bad.index(b'"', start)
+    crc = int(bad[start:end])
+    lines[idx] = bad[:start] + str((crc + 1) % 2**32).encode() + bad[end:]
+    p = tmp_path / "kraken.txt"
+    p.write_bytes(b"\n".join(lines[:idx + 200]))
+    with pytest.raises(SequenceGapError) as ei:
+        F.read_kraken_book(p, pair="XMR/USD")
+    assert f"{p}:{idx + 1}" in str(ei.value) and str(crc) in str(ei.value)
+    assert "XMR/USD" in str(ei.value) and ei.value.index == idx + 1
+    r = F.KrakenBookReader(p, pair="XMR/USD", on_gap="resync")
+    r.read()
+    assert r.stats["dropped_gap"] == 1 and r.stats["before_snapshot"] > 0
+    assert [g[0] for g in r.stats["gaps"]] == [idx + 1]
+    # other pairs in the same file still verify
+    r = F.KrakenBookReader(p, pair="SC/EUR")
+    r.read()
+    assert r.stats["checksums_verified"] > 0
+
+
+def test_kraken_malformed(tmp_path):
+    p = tmp_path / "k.txt"
+    p.write_text('1.0: [1,{"as":[["10.0","1.0","1.5"]],"bs":[["9.0","2.0","1.5"]]},"book-10","A/B"]\n'
+                 '2.0: [1,{"a":[["x","1.0","2.5"]]},"book-10","A/B"]\n'
+                 '3.0: [1,{"b":[["9.5","1.0","3.5"]]},"book-10","A/B"]\n')
+    with pytest.raises(ParseError) as ei:
+        F.read_kraken_book(p)
+    assert ei.value.line == 2
+    r = F.KrakenBookReader(p, on_error="skip")
+    d = r.read()
+    assert r.errors.count == 1 and len(d) == 3
+    np.testing.assert_array_equal(d.ts_exchange, [1_500_000_000, 1_500_000_000, 3_500_000_000])
+    np.testing.assert_array_equal(d.side, [1, -1, 1])
+
+
+COINBASE_PRODUCTS = ["BAND-BTC", "BAND-GBP", "CRV-EUR", "DASH-BTC", "NMR-EUR", "NU-GBP",
+                     "SKL-BTC", "SKL-GBP", "SKL-USD", "YFI-BTC"]
+
+
+def test_coinbase_counts_and_sides():
+    path = data_file("cryptofeed_sample_data", "COINBASE.ws.28.0")
+    tot = {}
+    for prod in COINBASE_PRODUCTS:
+        r = F.CoinbaseReader(path, product=prod)
+        c = r.read()
+        for k in ("snapshots", "l2update", "match", "last_match", "ticker"):
+            tot[k] = tot.get(k, 0) + r.stats[k]
+        assert r.stats["before_snapshot"] == 0 and r.errors.count == 0
+        assert len(c.trades) == r.stats["match"] + r.stats["last_match"]
+        assert ((c.depth.flags & FLAG_CLEAR) != 0).sum() == 1
+    assert tot == {"snapshots": 10, "l2update": 9719, "match": 97, "last_match": 10,
+                   "ticker": 107}
+    # first SKL-BTC match: "side":"sell" (maker) -> buyer-initiated; trade_id 280232
+    c = F.read_coinbase(path, product="SKL-BTC")
+    i = int(np.flatnonzero(c.trades.trade_id == 280232)[0])
+    assert c.trades.side[i] == 1 and c.trades.price[i] == 0.00001305 and c.trades.size[i] == 985
+    assert c.trades.ts_exchange[i] == 1618677817_089723000
+    d = c.depth
+    first_upd = int(np.flatnonzero((d.flags & FLAG_SNAPSHOT) == 0)[0])
+    assert d.ts_exchange[first_upd] == 1618677817_075687000 and d.side[first_upd] == -1
+
+
+def test_coinbase_malformed_and_chunks(tmp_path):
+    p = tmp_path / "cb.txt"
+    p.write_text(
+        '1.0: {"type":"snapshot","product_id":"A-B","bids":[["1.0","2"]],"asks":[["1.1","3"]]}\n'
+        '2.0: {"type":"l2update","product_id":"A-B","changes":[["buy","1.05","1"]],'
+        '"time":"2021-04-17T16:43:37.5Z"}\n'
+        '3.0: {"type":"l2update","product_id":"A-B","changes":[["hold","1.05","1"]],'
+        '"time":"2021-04-17T16:43:37.6Z"}\n'
+        '4.0: {"type":"match","product_id":"A-B","trade_id":5,"side":"buy","size":"0.5",'
+        '"price":"1.0","time":"2021-04-17T16:43:38.000001Z"}\n')
+    with pytest.raises(ParseError) as ei:
+        F.read_coinbase(p)
+    assert ei.value.line == 3
+    r = F.CoinbaseReader(p, on_error="skip", chunk_rows=1)
+    parts = list(r)
+    c = F.CoinbaseChunk(F.BookDeltas.concat([x.depth for x in parts]),
+                        F.Trades.concat([x.trades for x in parts]))
+    assert r.errors.count == 1 and len(c.depth) == 3 and len(c.trades) == 1
+    assert c.trades.side[0] == -1  # maker was the buyer -> seller-initiated
+    assert c.trades.ts_exchange[0] == 1618677818_000001000
+    assert c.depth.ts_exchange[2] == 1618677817_500000000

@@ -15,6 +15,8 @@ from ofi_fast.feeds._l2 import (
     Trades,
 )
 from ofi_fast.feeds.tardis import TardisBookSnapshots, TardisReader, iter_tardis, read_tardis
+from ofi_fast.feeds.kraken import KrakenBookReader, kraken_checksum, read_kraken_book
+from ofi_fast.feeds.coinbase import CoinbaseChunk, CoinbaseReader, read_coinbase
 from ofi_fast.feeds.binance import BinanceChunk, BinanceReader, iter_binance, read_binance
 from ofi_fast.feeds.lobster import (
     LobsterMessages,
@@ -41,7 +43,13 @@ __all__ = [
     "read_tardis",
     "iter_binance",
     "read_binance",
+    "CoinbaseChunk",
+    "CoinbaseReader",
     "ErrorLog",
+    "KrakenBookReader",
+    "kraken_checksum",
+    "read_coinbase",
+    "read_kraken_book",
     "LobsterMessages",
     "LobsterReader",
     "LobsterTrades",
