@@ -19,6 +19,7 @@ from ofi_fast.errors import (
 from ofi_fast._ring import RollingSum
 from ofi_fast._ofi import OFI, l1_ofi
 from ofi_fast._impact import Bars, bars
+from ofi_fast._trades import Classifier, TradeFlow, classify_trades, trade_flow
 
 try:
     __version__ = _version("ofi_fast")
@@ -37,6 +38,10 @@ def get_include() -> str:
 
 __all__ = [
     "Bars",
+    "Classifier",
+    "TradeFlow",
+    "classify_trades",
+    "trade_flow",
     "CapacityError",
     "CrossedBookError",
     "NegativeSizeError",

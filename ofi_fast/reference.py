@@ -184,3 +184,62 @@ def bars(ts, values, *, every):
         out["count"][b] += 1
         out["last"][b] = v
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# _trades: trade-sign classification, trade flow imbalance, BVC, VPIN
+# ---------------------------------------------------------------------------------------------
+def _ref_tick_rule(prices):
+    """Tick rule (Lee & Ready 1991) with zero-tick carry-forward; 0 before the first change."""
+    out, last, prev = [], 0, None
+    for p in prices:
+        if prev is not None and p != prev:
+            last = 1 if p > prev else -1
+        out.append(last)
+        prev = p
+    return out
+
+
+def _ref_sign(method, p, tick, bid, ask):
+    """One trade's sign given its tick-rule sign and the prevailing quote (NaN = none)."""
+    if method == "tick":
+        return tick
+    if not (bid < ask):  # missing, locked or crossed quote: tick rule
+        return tick
+    if method == "emo":
+        return 1 if p == ask else (-1 if p == bid else tick)
+    mid = (bid + ask) / 2
+    if p > mid:
+        return 1
+    if p < mid:
+        return -1
+    return 0 if method == "quote" else tick
+
+
+def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=None,
+                    quote_ts=None, quote_lag=0, tick_size=None):
+    """Signs +1/-1/0 per trade (see ofi_fast.classify_trades); plain lists in, list out."""
+    if method not in ("tick", "quote", "lee_ready", "emo"):
+        raise RefError("OFIError", "method")
+    rnd = (lambda x: x) if tick_size is None else (lambda x: float(round(x / tick_size)))
+    price = [rnd(float(p)) for p in price]
+    for i, p in enumerate(price):
+        if not math.isfinite(p):
+            raise RefError("NonFiniteError", "price", i)
+    ticks = _ref_tick_rule(price)
+    n = len(price)
+    if method == "tick":
+        return ticks
+    if quote_ts is None:
+        bids = [rnd(float(b)) for b in bid_px]
+        asks = [rnd(float(a)) for a in ask_px]
+    else:
+        bids, asks = [], []
+        for i in range(n):
+            j = None
+            for k in range(len(quote_ts)):  # the last quote with quote_ts <= ts - lag
+                if quote_ts[k] <= ts[i] - quote_lag:
+                    j = k
+            bids.append(math.nan if j is None else rnd(float(bid_px[j])))
+            asks.append(math.nan if j is None else rnd(float(ask_px[j])))
+    return [_ref_sign(method, price[i], ticks[i], bids[i], asks[i]) for i in range(n)]
