@@ -572,9 +572,11 @@ cdef class TradeFlow:
         if has_side:
             side_arr = np.asarray(side)
             if side_arr.dtype != np.int8:
-                if side_arr.size and (np.any(side_arr > 1) or np.any(side_arr < -1)):
-                    bad = int(np.flatnonzero((side_arr > 1) | (side_arr < -1))[0])
-                    raise_status(STATUS_BAD_VALUE, "side", bad, "side must be -1, 0 or +1")
+                # values that int8 cannot hold exactly become 2, which the kernel rejects at
+                # their index (so trades before it are applied, as for any bad field)
+                with np.errstate(invalid="ignore"):
+                    ok = (side_arr >= -1) & (side_arr <= 1) & (side_arr == np.round(side_arr))
+                side_arr = np.where(ok, side_arr, 2).astype(np.int8)
             sd = column(side_arr, np.int8, "side", n)
         if has_ts:
             t = column(ts, np.int64, "ts", n)

@@ -243,3 +243,121 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
             bids.append(math.nan if j is None else rnd(float(bid_px[j])))
             asks.append(math.nan if j is None else rnd(float(ask_px[j])))
     return [_ref_sign(method, price[i], ticks[i], bids[i], asks[i]) for i in range(n)]
+
+
+class Classifier:
+    """Streaming classifier: update_quote(ts, bid, ask), update(ts, price) -> +1/-1/0."""
+
+    def __init__(self, method="lee_ready", quote_lag=0):
+        self.method, self.quote_lag = method, quote_lag
+        self.quotes = []
+        self.prev = None
+        self.last = 0
+
+    def update_quote(self, ts, bid_px, ask_px):
+        self.quotes.append((ts, bid_px, ask_px))
+
+    def tick(self, price):
+        if self.prev is not None and price != self.prev:
+            self.last = 1 if price > self.prev else -1
+        self.prev = price
+        return self.last
+
+    def update(self, ts, price):
+        q = [x for x in self.quotes if x[0] <= ts - self.quote_lag]
+        bid, ask = (q[-1][1], q[-1][2]) if q else (math.nan, math.nan)
+        return _ref_sign(self.method, price, self.tick(price), bid, ask)
+
+
+class TradeFlow:
+    """Trade flow imbalance over a count / time window or the whole stream (ofi_fast.TradeFlow).
+
+    Window contents are kept as a list and every volume is summed exactly with math.fsum.
+    """
+
+    def __init__(self, window=None, window_time=None, classify=None, capacity=None, grow=False):
+        self.window, self.window_time, self.classify = window, window_time, classify
+        self.capacity = capacity if capacity is not None else (window or 65536)
+        self.grow = grow
+        self.reset()
+
+    def reset(self):
+        self.items = []              # (ts, size, side) in the window
+        self.cls = Classifier(self.classify or "tick")
+        self.bid = self.ask = math.nan
+        self.last_ts = None
+        self.n_events = self.n_classified = 0
+
+    def update_quote(self, ts, bid_px, ask_px):
+        self.bid, self.ask = bid_px, ask_px
+
+    def update(self, ts, price, size, side=0):
+        if self.last_ts is not None and ts < self.last_ts:
+            raise RefError("TimeOrderError", "ts")
+        if not math.isfinite(price):
+            raise RefError("NonFiniteError", "price")
+        if not math.isfinite(size):
+            raise RefError("NonFiniteError", "size")
+        if size < 0:
+            raise RefError("NegativeSizeError", "size")
+        if side not in (-1, 0, 1):
+            raise RefError("OFIError", "side")
+        items = self.items
+        if self.window_time is not None:
+            items = [x for x in items if x[0] > ts - self.window_time]
+            if len(items) >= self.capacity:
+                if not self.grow:
+                    raise RefError("CapacityError", "ts")
+                self.capacity *= 2
+        elif self.window is not None:
+            items = items[len(items) - self.window + 1:] if len(items) >= self.window else items
+        if self.classify is not None:
+            tick = self.cls.tick(price)
+            if side == 0:
+                side = _ref_sign(self.classify, price, tick, self.bid, self.ask)
+                self.n_classified += side != 0
+        items.append((ts, size, side))
+        self.items = items
+        self.last_ts = ts
+        self.n_events += 1
+        return side * size
+
+    def update_many(self, ts, price, size, side=None, *, bid_px=None, ask_px=None):
+        n = len(price)
+        ts = [self.last_ts or 0] * n if ts is None else ts
+        side = [0] * n if side is None else side
+        out, imb = [], []
+        for i in range(n):
+            if bid_px is not None:
+                self.update_quote(ts[i], bid_px[i], ask_px[i])
+            out.append(self.update(ts[i], price[i], size[i], side[i]))
+            imb.append(self.imbalance)
+        return out, imb
+
+    def _vol(self, s):
+        return math.fsum(v for _, v, sd in self.items if sd == s)
+
+    buy_volume = property(lambda self: self._vol(1))
+    sell_volume = property(lambda self: self._vol(-1))
+    unknown_volume = property(lambda self: self._vol(0))
+    n_buy = property(lambda self: sum(1 for x in self.items if x[2] == 1))
+    n_sell = property(lambda self: sum(1 for x in self.items if x[2] == -1))
+    n_unknown = property(lambda self: sum(1 for x in self.items if x[2] == 0))
+    count = property(lambda self: len(self.items))
+
+    @property
+    def net(self):
+        return self.buy_volume - self.sell_volume
+
+    @property
+    def imbalance(self):
+        b, s = self.buy_volume, self.sell_volume
+        return (b - s) / (b + s) if b + s > 0 else 0.0
+
+
+def trade_flow(ts, price, size, side=None, *, window=None, window_time=None, classify=None,
+               bid_px=None, ask_px=None, rolling=False, capacity=None, grow=False):
+    """Signed volume per trade (and the rolling imbalance with rolling=True)."""
+    out, imb = TradeFlow(window, window_time, classify, capacity, grow).update_many(
+        ts, price, size, side, bid_px=bid_px, ask_px=ask_px)
+    return (out, imb) if rolling else out

@@ -179,3 +179,179 @@ def test_classifier_pickle_continues():
         c2.update_quote(i, 99.0, 101.0 + i % 2)
         assert c.update(i, p[i]) == c2.update(i, p[i])
     assert c.n_no_quote == c2.n_no_quote
+
+
+# ---------------------------------------------------------------------------------------------
+# Trade flow imbalance. Test vector D (THEORY-DETAIL 4.1).
+# ---------------------------------------------------------------------------------------------
+def test_vector_d():
+    tf = TradeFlow()
+    signed = [tf.update(i, 100.0, s, d) for i, (s, d) in enumerate([(5, 1), (3, -1), (2, 1)])]
+    assert signed == [5.0, -3.0, 2.0]
+    assert (tf.buy_volume, tf.sell_volume, tf.net) == (7.0, 3.0, 4.0)
+    assert tf.imbalance == pytest.approx(0.4, abs=1e-15)
+    assert (tf.n_buy, tf.n_sell, tf.n_unknown, tf.count) == (2, 1, 0, 3)
+
+
+def test_empty_and_unknown_volume_kept_apart():
+    tf = TradeFlow()
+    assert tf.imbalance == 0.0 and tf.net == 0.0 and tf.empty
+    assert tf.update(0, 10.0, 4.0, 0) == 0.0
+    assert tf.imbalance == 0.0 and tf.empty
+    assert tf.unknown_volume == 4.0 and tf.n_unknown == 1 and tf.count == 1
+
+
+def test_windows_hand_computed():
+    # count window 2: after trades (5,+1),(3,-1),(2,+1): window holds (3,-1),(2,+1)
+    tf = TradeFlow(window=2)
+    for i, (s, d) in enumerate([(5, 1), (3, -1), (2, 1)]):
+        tf.update(i, 1.0, s, d)
+    assert (tf.buy_volume, tf.sell_volume, tf.imbalance) == (2.0, 3.0, -0.2)
+    # time window 10: ts 0, 5, 10, 15 -> at 15 the window (5, 15] holds ts 10 and 15
+    tf = TradeFlow(window_time=10)
+    for t, s, d in [(0, 1, 1), (5, 2, -1), (10, 4, 1), (15, 8, -1)]:
+        tf.update(t, 1.0, s, d)
+    assert (tf.buy_volume, tf.sell_volume, tf.count) == (4.0, 8.0, 2)
+
+
+def test_classify_side_zero_with_quotes():
+    # lee_ready: quote (100, 102); trade at 101.5 (above mid) side 0 -> buy; known sides kept
+    tf = TradeFlow(classify="lee_ready")
+    tf.update_quote(0, 100.0, 102.0)
+    assert tf.update(0, 101.5, 3.0, 0) == 3.0
+    assert tf.update(1, 100.0, 2.0, 1) == 2.0     # given side wins over the quote
+    assert tf.update(2, 100.5, 1.0, 0) == -1.0
+    assert (tf.buy_volume, tf.sell_volume, tf.n_classified) == (5.0, 1.0, 2)
+    # the tick rule's history includes trades whose side was given
+    tf = TradeFlow(classify="tick")
+    tf.update(0, 10.0, 1.0, -1)
+    assert tf.update(1, 11.0, 1.0, 0) == 1.0
+    assert tf.update(2, 11.0, 1.0, 0) == 1.0
+    assert tf.update(3, 11.0, 1.0, 1) == 1.0
+    tf = TradeFlow(classify="tick")
+    assert tf.update(0, 10.0, 1.0, 0) == 0.0       # undetermined: stays unknown
+    assert tf.unknown_volume == 1.0
+
+
+def _flow_stream(rng, n, integer=True):
+    ts = np.cumsum(rng.integers(0, 4, n)).astype(np.int64)
+    price = (100 + np.cumsum(rng.integers(-1, 2, n))).astype(float)
+    size = rng.integers(0, 10, n).astype(float)
+    if not integer:
+        size += rng.random(n)
+    side = rng.integers(-1, 2, n).astype(np.int8)
+    bid = price - rng.integers(0, 2, n)
+    ask = bid + rng.integers(0, 3, n)
+    return ts, price, size, side, bid, ask
+
+
+WINDOWS = [dict(), dict(window=1), dict(window=7), dict(window_time=5), dict(window_time=1)]
+
+
+@given(st.integers(0, 10**6), st.integers(1, 80), st.sampled_from(WINDOWS),
+       st.sampled_from([None, *METHODS]), st.lists(st.integers(1, 30), min_size=1, max_size=5))
+def test_tradeflow_differential(seed, n, win, classify, chunks):
+    rng = np.random.default_rng(seed)
+    ts, price, size, side, bid, ask = _flow_stream(rng, n)
+    kw = dict(win, classify=classify)
+    r = ref.TradeFlow(**kw)
+    want, want_imb = r.update_many(ts.tolist(), price.tolist(), size.tolist(), side.tolist(),
+                                   bid_px=bid.tolist(), ask_px=ask.tolist())
+    # batch
+    got, imb = trade_flow(ts, price, size, side, bid_px=bid, ask_px=ask, rolling=True, **kw)
+    assert got.tolist() == want and imb.tolist() == want_imb   # exact on integer sizes
+    # one by one
+    tf = TradeFlow(**kw)
+    one = []
+    for i in range(n):
+        tf.update_quote(ts[i], bid[i], ask[i])
+        one.append(tf.update(ts[i], price[i], size[i], side[i]))
+    assert one == want
+    # random chunks
+    tf2 = TradeFlow(**kw)
+    parts, i, k = [], 0, 0
+    while i < n:
+        j = min(n, i + chunks[k % len(chunks)])
+        parts.append(tf2.update_many(ts[i:j], price[i:j], size[i:j], side[i:j],
+                                     bid_px=bid[i:j], ask_px=ask[i:j]))
+        i, k = j, k + 1
+    assert np.concatenate(parts).tolist() == want
+    for obj in (tf, tf2):
+        assert (obj.buy_volume, obj.sell_volume, obj.unknown_volume) == \
+            (r.buy_volume, r.sell_volume, r.unknown_volume)
+        assert (obj.n_buy, obj.n_sell, obj.n_unknown, obj.count) == \
+            (r.n_buy, r.n_sell, r.n_unknown, r.count)
+        assert obj.net == r.net and obj.imbalance == r.imbalance
+        assert obj.n_classified == r.n_classified
+
+
+def test_tradeflow_float_sizes_close_to_exact(rng):
+    ts, price, size, side, _, _ = _flow_stream(rng, 20000, integer=False)
+    tf = TradeFlow(window=500)
+    tf.update_many(ts, price, size, side)
+    last = slice(20000 - 500, None)
+    assert tf.buy_volume == pytest.approx(math.fsum(size[last][side[last] == 1]), rel=1e-12)
+    assert tf.sell_volume == pytest.approx(math.fsum(size[last][side[last] == -1]), rel=1e-12)
+
+
+@pytest.mark.parametrize("win", WINDOWS)
+def test_tradeflow_pickle_continues(rng, win):
+    ts, price, size, side, bid, ask = _flow_stream(rng, 300)
+    a = TradeFlow(classify="emo", **win)
+    a.update_many(ts[:150], price[:150], size[:150], side[:150], bid_px=bid[:150],
+                  ask_px=ask[:150])
+    b = pickle.loads(pickle.dumps(a))
+    ra = a.update_many(ts[150:], price[150:], size[150:], side[150:], bid_px=bid[150:],
+                       ask_px=ask[150:], rolling=True)
+    rb = b.update_many(ts[150:], price[150:], size[150:], side[150:], bid_px=bid[150:],
+                       ask_px=ask[150:], rolling=True)
+    assert ra[0].tolist() == rb[0].tolist() and ra[1].tolist() == rb[1].tolist()
+    assert (a.buy_volume, a.sell_volume, a.n_events, a.count) == \
+        (b.buy_volume, b.sell_volume, b.n_events, b.count)
+
+
+def _snapshot(tf):
+    return (tf.buy_volume, tf.sell_volume, tf.unknown_volume, tf.count, tf.n_events,
+            tf.n_classified)
+
+
+@pytest.mark.parametrize("field,value,exc", [
+    ("price", np.nan, NonFiniteError), ("price", np.inf, NonFiniteError),
+    ("size", np.nan, NonFiniteError), ("size", -1.0, NegativeSizeError),
+    ("side", 2, OFIError), ("side", -3, OFIError), ("ts", 0, TimeOrderError)])
+def test_tradeflow_bad_input(field, value, exc):
+    n = 6
+    cols = dict(ts=np.arange(10, 10 + n, dtype=np.int64), price=np.full(n, 100.0),
+                size=np.ones(n), side=np.ones(n, dtype=np.int64))
+    cols[field] = cols[field].astype(type(value) if field != "ts" else np.int64)
+    cols[field][3] = value
+    for kw in (dict(), dict(window=2), dict(window_time=3)):
+        tf = TradeFlow(classify="tick", **kw)
+        with pytest.raises(exc) as e:
+            tf.update_many(cols["ts"], cols["price"], cols["size"], cols["side"])
+        assert (e.value.field, e.value.index) == (field, 3)
+        ok = TradeFlow(classify="tick", **kw)
+        ok.update_many(cols["ts"][:3], cols["price"][:3], cols["size"][:3], cols["side"][:3])
+        assert _snapshot(tf) == _snapshot(ok)              # events before the bad one applied
+        # streaming: the bad event leaves the state unchanged
+        before = _snapshot(tf)
+        with pytest.raises(exc) as e:
+            tf.update(int(cols["ts"][3]), float(cols["price"][3]), float(cols["size"][3]),
+                      int(cols["side"][3]))
+        assert e.value.field == field
+        assert _snapshot(tf) == before
+    with pytest.raises(OFIError) as e:
+        TradeFlow().update_many(None, [1.0, 2.0], [1.0])
+    assert e.value.field == "size"
+
+
+def test_tradeflow_capacity_and_grow():
+    tf = TradeFlow(window_time=100, capacity=2)
+    tf.update(0, 1.0, 1.0, 1)
+    tf.update(1, 1.0, 1.0, 1)
+    with pytest.raises(ofi_fast.CapacityError) as e:
+        tf.update(2, 1.0, 1.0, 1)
+    assert e.value.field == "ts" and tf.count == 2
+    g = TradeFlow(window_time=100, capacity=2, grow=True)
+    g.update_many(np.arange(50), np.ones(50), np.ones(50), np.ones(50, dtype=np.int8))
+    assert g.count == 50 and g.buy_volume == 50.0 and g.capacity >= 50
