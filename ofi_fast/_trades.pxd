@@ -141,3 +141,26 @@ cdef struct VPINState:
     float64_t comp           # ... and its compensation term
     bint has_last            # a trade has been seen since reset
     int64_t last_ts          # the last trade's timestamp
+
+# Where vpin_update writes the buckets a trade closes (NULL: write nothing).
+cdef struct VPINOut:
+    int64_t* ts              # timestamp of the trade that closed each bucket
+    float64_t* vpin          # VPIN after each close (NaN before n_buckets closes)
+    float64_t* buy           # bucket buy volume
+    float64_t* sell          # bucket sell volume
+    intp_t n                 # rows written
+    intp_t capacity          # rows available
+
+cdef int vpin_init(VPINState* st, float64_t bucket_volume, intp_t n_buckets) noexcept nogil
+cdef void vpin_free(VPINState* st) noexcept nogil
+cdef void vpin_reset(VPINState* st) noexcept nogil
+cdef float64_t vpin_value(const VPINState* st) noexcept nogil
+# One trade of `size` with buy share `buy_fraction` in [0, 1]. Status layout: field 0 ts,
+# 1 size, 2 buy fraction / side. STATUS_CAPACITY when `out` cannot hold the buckets it closes.
+cdef int vpin_update(VPINState* st, int64_t ts, float64_t size, float64_t buy_fraction,
+                     VPINOut* out) noexcept nogil
+
+cdef class VPIN:
+    cdef VPINState st
+    cdef int push(self, int64_t ts, float64_t size, float64_t buy_fraction) noexcept nogil
+    cpdef int update(self, int64_t ts, float64_t size, int side=*) except -1

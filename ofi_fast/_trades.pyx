@@ -24,9 +24,11 @@ rounded to integer ticks first. The mid comparison is done as ``2p`` vs ``a + b`
 """
 
 cimport cython
-from libc.math cimport NAN, erf, sqrt
+from libc.math cimport NAN, erfc, sqrt
 from libc.stdint cimport int8_t
 from libc.stdlib cimport free, malloc
+
+from collections import namedtuple
 
 import numpy as np
 
@@ -241,7 +243,7 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
     if method == "bvc":
         if size is None or ts is None:
             raise OFIError("method 'bvc' needs size and ts", field="size" if size is None else "ts")
-        raise NotImplementedError("bvc")
+        return bvc(ts, price, size, **bvc_options).buy_fraction
     if bvc_options:
         raise OFIError(f"unexpected options for method {method!r}: {sorted(bvc_options)}",
                        field="method")
@@ -760,3 +762,385 @@ cdef class _EmptyTradeCall:
     cpdef float64_t update(self, int64_t ts, float64_t price, float64_t size,
                            int side=0) except? -1.0:
         return 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Bulk volume classification (Easley, Lopez de Prado & O'Hara 2012)
+# ---------------------------------------------------------------------------------------------
+BVCBars = namedtuple("BVCBars", "start volume last dp sigma buy_fraction buy_volume sell_volume")
+BVCBars.__doc__ = """Clock bars with their BVC split (arrays of one length, one row per bar).
+
+``start`` bar left edge (ts units); ``volume`` V_i; ``last`` last trade price (carried forward
+through empty bars); ``dp`` P_i - P_{i-1} (NaN for the first bar); ``sigma`` the std of dP used
+(NaN where undefined); ``buy_fraction`` Z(dP_i / sigma), 0.5 where undefined; ``buy_volume``
+V_i * buy_fraction; ``sell_volume`` V_i - buy_volume."""
+
+
+cdef inline float64_t normal_cdf(float64_t x) noexcept nogil:
+    """Standard normal CDF via libm's erfc (accurate in both tails)."""
+    return 0.5 * erfc(-x * 0.7071067811865476)
+
+
+cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
+    cdef int64_t q = a // b
+    if (a % b != 0) and ((a < 0) != (b < 0)):
+        q -= 1
+    return q
+
+
+cdef void bvc_kernel(const float64_t* dp, intp_t nb, intp_t window, float64_t fixed_sigma,
+                     float64_t* sigma, float64_t* frac) noexcept nogil:
+    """sigma_i = std (ddof 1) of the defined dP of bars i-window..i-1 (or fixed_sigma when it
+    is > 0); frac_i = Z(dP_i / sigma_i), 0.5 where dP_i or sigma_i is undefined or sigma 0."""
+    cdef intp_t i, j, lo, cnt
+    cdef float64_t mean, ss, d, sg
+    for i in range(nb):
+        if fixed_sigma > 0.0:
+            sg = fixed_sigma
+        else:
+            lo = i - window
+            if lo < 0:
+                lo = 0
+            cnt = 0
+            mean = 0.0
+            for j in range(lo, i):
+                if dp[j] == dp[j]:
+                    cnt += 1
+                    mean += dp[j]
+            sg = NAN
+            if cnt >= 2:
+                mean /= cnt
+                ss = 0.0
+                for j in range(lo, i):
+                    if dp[j] == dp[j]:
+                        d = dp[j] - mean
+                        ss += d * d
+                sg = sqrt(ss / (cnt - 1))
+        sigma[i] = sg
+        if sg > 0.0 and dp[i] == dp[i]:
+            frac[i] = normal_cdf(dp[i] / sg)
+        else:
+            frac[i] = 0.5
+
+
+def bvc(ts, price, size, *, every, window=50, sigma=None, max_bars=50_000_000):
+    """Bulk volume classification of Easley, Lopez de Prado & O'Hara (2012, RFS 25(5)).
+
+    Trades are aggregated into clock bars of ``every`` ts units (bar k holds
+    ``k*every <= ts < (k+1)*every``, empty bars included, as :func:`ofi_fast.bars`). For bar i
+    with volume V_i and price change dP_i = P_i - P_{i-1} (last prices; an empty bar repeats
+    the previous last price, so its dP is 0)::
+
+        V^B_i = V_i * Z(dP_i / sigma),   V^S_i = V_i - V^B_i
+
+    Z the standard normal CDF (libm erfc, no SciPy). ``sigma=None`` (default): the standard
+    deviation (ddof 1) of the dP of the ``window`` bars before bar i, no look-ahead; a float:
+    that fixed sigma (the paper's full-sample sigma is this with a look-ahead value). Where sigma
+    is undefined (fewer than 2 past dP, or 0) or dP is (first bar), the fraction is Z(0) = 0.5.
+    Returns :class:`BVCBars`.
+    """
+    cdef const int64_t[::1] t = column(ts, np.int64, "ts")
+    cdef intp_t n = t.shape[0], i, bad
+    cdef const float64_t[::1] px = column(price, np.float64, "price", n)
+    cdef const float64_t[::1] sz = column(size, np.float64, "size", n)
+    cdef int64_t ev = int(every)
+    cdef intp_t w = int(window)
+    cdef float64_t fixed = 0.0 if sigma is None else float(sigma)
+    if ev <= 0:
+        raise OFIError(f"every must be > 0 ts units, got {every!r}", field="every")
+    if w < 2 and sigma is None:
+        raise OFIError(f"window must be >= 2 bars, got {window!r}", field="window")
+    if sigma is not None and not fixed > 0.0:
+        raise OFIError(f"sigma must be > 0, got {sigma!r}", field="sigma")
+    bad = _first_backwards(t)
+    if bad >= 0:
+        raise_status(STATUS_TIME_BACKWARDS, "ts", bad)
+    bad = _first_nonfinite(px)
+    if bad >= 0:
+        raise_status(STATUS_NON_FINITE, "price", bad)
+    bad = _first_nonfinite(sz)
+    if bad >= 0:
+        raise_status(STATUS_NON_FINITE, "size", bad)
+    if n and np.min(sz) < 0:
+        raise_status(STATUS_NEGATIVE, "size", int(np.flatnonzero(np.asarray(sz) < 0)[0]))
+    if n == 0:
+        e = np.empty(0)
+        return BVCBars(np.empty(0, dtype=np.int64), e, e, e, e, e, e, e)
+    cdef int64_t k0 = _floor_div(t[0], ev), k1 = _floor_div(t[n - 1], ev)
+    nb_ = k1 - k0 + 1
+    if nb_ > max_bars:
+        raise OFIError(f"{nb_} bars needed (max_bars={max_bars}); check the units of ts and "
+                       "every", field="every")
+    cdef intp_t nb = nb_, k
+    start = np.arange(k0, k1 + 1, dtype=np.int64) * ev
+    vol_a = np.zeros(nb)
+    last_a = np.full(nb, np.nan)
+    dp_a = np.full(nb, np.nan)
+    sig_a = np.empty(nb)
+    frac_a = np.empty(nb)
+    cdef float64_t[::1] vol = vol_a, last = last_a, dp = dp_a, sig = sig_a, frac = frac_a
+    with nogil:
+        for i in range(n):
+            k = <intp_t> (_floor_div(t[i], ev) - k0)
+            vol[k] += sz[i]
+            last[k] = px[i]
+        for k in range(1, nb):
+            if last[k] != last[k]:
+                last[k] = last[k - 1]
+            dp[k] = last[k] - last[k - 1]
+        bvc_kernel(&dp[0], nb, w, fixed, &sig[0], &frac[0])
+    buy = vol_a * frac_a
+    return BVCBars(start, vol_a, last_a, dp_a, sig_a, frac_a, buy, vol_a - buy)
+
+
+# ---------------------------------------------------------------------------------------------
+# VPIN (Easley, Lopez de Prado & O'Hara 2012)
+# ---------------------------------------------------------------------------------------------
+VPINBuckets = namedtuple("VPINBuckets", "ts vpin buy sell")
+VPINBuckets.__doc__ = """Buckets closed, one row each: ``ts`` the timestamp of the trade that
+filled the bucket, ``vpin`` VPIN at that close (NaN until n_buckets buckets are complete),
+``buy``/``sell`` the bucket's buy and sell volume (buy + sell = bucket_volume)."""
+
+
+cdef int vpin_init(VPINState* st, float64_t bucket_volume, intp_t n_buckets) noexcept nogil:
+    st.bucket_volume = bucket_volume
+    st.n_buckets = n_buckets
+    st.imb = <float64_t*> malloc(n_buckets * sizeof(float64_t))
+    if st.imb == NULL:
+        return STATUS_NO_MEMORY
+    vpin_reset(st)
+    return STATUS_OK
+
+
+cdef void vpin_free(VPINState* st) noexcept nogil:
+    free(st.imb)
+    st.imb = NULL
+
+
+cdef void vpin_reset(VPINState* st) noexcept nogil:
+    st.fill = 0.0
+    st.buy = 0.0
+    st.head = 0
+    st.n_closed = 0
+    st.sum = 0.0
+    st.comp = 0.0
+    st.has_last = False
+    st.last_ts = 0
+
+
+cdef float64_t vpin_value(const VPINState* st) noexcept nogil:
+    if st.n_closed < st.n_buckets:
+        return NAN
+    return (st.sum + st.comp) / (st.n_buckets * st.bucket_volume)
+
+
+cdef int vpin_update(VPINState* st, int64_t ts, float64_t size, float64_t buy_fraction,
+                     VPINOut* out) noexcept nogil:
+    cdef float64_t room, take, b, x
+    if st.has_last and ts < st.last_ts:
+        return STATUS_TIME_BACKWARDS
+    if not (size - size == 0.0):
+        return STATUS_NON_FINITE | (1 << 4)
+    if size < 0.0:
+        return STATUS_NEGATIVE | (1 << 4)
+    if not (buy_fraction >= 0.0 and buy_fraction <= 1.0):
+        return STATUS_BAD_VALUE | (2 << 4)
+    if out != NULL and out.n + <intp_t> ((st.fill + size) / st.bucket_volume) > out.capacity:
+        return STATUS_CAPACITY
+    st.has_last = True
+    st.last_ts = ts
+    while size > 0.0:
+        room = st.bucket_volume - st.fill
+        if size < room:
+            st.fill += size
+            st.buy += size * buy_fraction
+            break
+        # this piece completes the bucket (same buy share as the whole trade)
+        b = st.buy + room * buy_fraction
+        size -= room
+        x = st.bucket_volume - 2.0 * b          # |V_S - V_B| with V_S = V - V_B
+        if x < 0.0:
+            x = -x
+        if st.n_closed >= st.n_buckets:
+            neumaier_add(&st.sum, &st.comp, -st.imb[st.head])
+        neumaier_add(&st.sum, &st.comp, x)
+        st.imb[st.head] = x
+        st.head += 1
+        if st.head == st.n_buckets:
+            st.head = 0
+        st.n_closed += 1
+        st.fill = 0.0
+        st.buy = 0.0
+        if out != NULL:
+            out.ts[out.n] = ts
+            out.vpin[out.n] = vpin_value(st)
+            out.buy[out.n] = b
+            out.sell[out.n] = st.bucket_volume - b
+            out.n += 1
+    return STATUS_OK
+
+
+cdef int raise_vpin(int status, VPINState* st, intp_t index) except -1:
+    field = ("ts", "size", "side")[status >> 4]
+    detail = "buy fraction must be in [0, 1]" if field == "side" else ""
+    raise_status(status & 15, field, index, detail)
+    return 0
+
+
+@cython.final
+cdef class VPIN:
+    """Streaming VPIN of Easley, Lopez de Prado & O'Hara (2012, RFS 25(5)).
+
+    ``VPIN(bucket_volume, n_buckets)``: trades fill equal-volume buckets of ``bucket_volume``
+    in trade order; a trade that overflows the open bucket is split, the part that completes
+    it stays there with the trade's buy share and the rest opens the next bucket(s) (a trade
+    larger than V fills several). At each bucket close::
+
+        VPIN = sum over the last n buckets of |V^S - V^B| / (n V)
+
+    (NaN until n buckets are complete; the open bucket never enters it). The buy share of a
+    trade is 1 for side +1, 0 for side -1, 0.5 for side 0 (unknown volume is split evenly so
+    the volume clock stays exact), or an explicit ``buy_fraction`` (e.g. BVC's per bar: feed
+    :func:`bvc` bars as trades). Volume in the ts units of the trades; no allocation per trade.
+    """
+
+    def __cinit__(self, bucket_volume, n_buckets):
+        cdef float64_t v = float(bucket_volume)
+        if not (v > 0.0 and v - v == 0.0):
+            raise OFIError(f"bucket_volume must be > 0 and finite, got {bucket_volume!r}",
+                           field="bucket_volume")
+        if int(n_buckets) < 1:
+            raise OFIError(f"n_buckets must be >= 1, got {n_buckets!r}", field="n_buckets")
+        if vpin_init(&self.st, v, int(n_buckets)) != STATUS_OK:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        vpin_free(&self.st)
+
+    cdef int push(self, int64_t ts, float64_t size, float64_t buy_fraction) noexcept nogil:
+        return vpin_update(&self.st, ts, size, buy_fraction, NULL)
+
+    cpdef int update(self, int64_t ts, float64_t size, int side=0) except -1:
+        """Feed one trade (side +1 / -1 / 0); return the number of buckets it closed."""
+        if side < -1 or side > 1:
+            raise_status(STATUS_BAD_VALUE, "side", 0, "side must be -1, 0 or +1")
+        cdef intp_t before = self.st.n_closed
+        cdef int status = vpin_update(&self.st, ts, size, 0.5 * (side + 1), NULL)
+        if status != STATUS_OK:
+            raise_vpin(status, &self.st, 0)
+        return <int> (self.st.n_closed - before)
+
+    def update_fraction(self, int64_t ts, float64_t size, float64_t buy_fraction):
+        """Feed one trade (or bar) with an explicit buy share in [0, 1]; return buckets closed."""
+        cdef intp_t before = self.st.n_closed
+        cdef int status = vpin_update(&self.st, ts, size, buy_fraction, NULL)
+        if status != STATUS_OK:
+            raise_vpin(status, &self.st, 0)
+        return self.st.n_closed - before
+
+    def update_many(self, ts, size, side=None, *, buy_fraction=None):
+        """Feed arrays of trades; return :class:`VPINBuckets` for the buckets closed.
+
+        Give ``side`` (+1 / -1 / 0) or ``buy_fraction`` (in [0, 1]), not both (neither: all
+        unknown, split evenly). On a bad trade at index i, trades 0..i-1 are applied and the
+        error names field and index i.
+        """
+        cdef const float64_t[::1] sz = column(size, np.float64, "size")
+        cdef intp_t n = sz.shape[0], i = 0
+        cdef const int64_t[::1] t = column(ts, np.int64, "ts", n)
+        if side is not None and buy_fraction is not None:
+            raise OFIError("give side or buy_fraction, not both", field="buy_fraction")
+        if buy_fraction is not None:
+            frac_a = column(buy_fraction, np.float64, "buy_fraction", n)
+        elif side is not None:
+            s = column(side, np.float64, "side", n)
+            # out-of-domain sides map to NaN, which the kernel rejects at their index
+            frac_a = np.where((s == -1) | (s == 0) | (s == 1), 0.5 * (s + 1), np.nan)
+        else:
+            frac_a = np.full(n, 0.5)
+        cdef const float64_t[::1] fr = frac_a
+        good = np.where(np.isfinite(sz) & (np.asarray(sz) > 0), sz, 0.0)
+        bound = int((self.st.fill + float(np.sum(good))) / self.st.bucket_volume) + n + 1
+        if bound > 200_000_000:
+            raise OFIError(f"{bound} buckets would close; check bucket_volume",
+                           field="bucket_volume")
+        res_ts = np.empty(bound, dtype=np.int64)
+        res_v = np.empty(bound)
+        res_b = np.empty(bound)
+        res_s = np.empty(bound)
+        cdef int64_t[::1] ots = res_ts
+        cdef float64_t[::1] ov = res_v, ob = res_b, osl = res_s
+        cdef VPINOut out
+        out.ts = &ots[0]
+        out.vpin = &ov[0]
+        out.buy = &ob[0]
+        out.sell = &osl[0]
+        out.n = 0
+        out.capacity = bound
+        cdef int status = STATUS_OK
+        with nogil:
+            for i in range(n):
+                status = vpin_update(&self.st, t[i], sz[i], fr[i], &out)
+                if status != STATUS_OK:
+                    break
+        if status != STATUS_OK:
+            if (status >> 4) == 2 and buy_fraction is not None:
+                raise_status(status & 15, "buy_fraction", i, "must be in [0, 1]")
+            raise_vpin(status, &self.st, i)
+        k = out.n
+        return VPINBuckets(res_ts[:k].copy(), res_v[:k].copy(), res_b[:k].copy(),
+                           res_s[:k].copy())
+
+    @property
+    def value(self):
+        """VPIN at the last bucket close (NaN until n_buckets buckets are complete)."""
+        return vpin_value(&self.st)
+
+    @property
+    def bucket_volume(self):
+        return self.st.bucket_volume
+
+    @property
+    def n_buckets(self):
+        return self.st.n_buckets
+
+    @property
+    def n_closed(self):
+        """Buckets completed since reset."""
+        return self.st.n_closed
+
+    @property
+    def open_volume(self):
+        """Volume in the open (partial) bucket."""
+        return self.st.fill
+
+    @property
+    def open_buy(self):
+        """Buy volume in the open bucket."""
+        return self.st.buy
+
+    def reset(self):
+        vpin_reset(&self.st)
+
+    def __reduce__(self):
+        cdef intp_t i
+        imb = [self.st.imb[i] for i in range(self.st.n_buckets)]
+        return (VPIN, (self.st.bucket_volume, self.st.n_buckets),
+                {"open": (self.st.fill, self.st.buy), "imb": imb, "head": self.st.head,
+                 "n_closed": self.st.n_closed, "sum": (self.st.sum, self.st.comp),
+                 "last": (bool(self.st.has_last), self.st.last_ts)})
+
+    def __setstate__(self, d):
+        cdef intp_t i
+        self.st.fill, self.st.buy = d["open"]
+        for i in range(self.st.n_buckets):
+            self.st.imb[i] = d["imb"][i]
+        self.st.head = d["head"]
+        self.st.n_closed = d["n_closed"]
+        self.st.sum, self.st.comp = d["sum"]
+        self.st.has_last, self.st.last_ts = d["last"]
+
+
+def vpin(ts, size, side=None, *, buy_fraction=None, bucket_volume, n_buckets):
+    """VPIN at each bucket close from a fresh :class:`VPIN` -> :class:`VPINBuckets`."""
+    return VPIN(bucket_volume, n_buckets).update_many(ts, size, side, buy_fraction=buy_fraction)

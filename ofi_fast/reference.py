@@ -361,3 +361,65 @@ def trade_flow(ts, price, size, side=None, *, window=None, window_time=None, cla
     out, imb = TradeFlow(window, window_time, classify, capacity, grow).update_many(
         ts, price, size, side, bid_px=bid_px, ask_px=ask_px)
     return (out, imb) if rolling else out
+
+
+def normal_cdf(x):
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def bvc(ts, price, size, *, every, window=50, sigma=None):
+    """BVC over clock bars (see ofi_fast.bvc); returns a dict of lists."""
+    import statistics
+    k0, k1 = ts[0] // every, ts[-1] // every
+    nb = k1 - k0 + 1
+    vol, last = [0.0] * nb, [None] * nb
+    for t, p, s in zip(ts, price, size):
+        k = t // every - k0
+        vol[k] += s
+        last[k] = p
+    for k in range(1, nb):
+        if last[k] is None:
+            last[k] = last[k - 1]
+    dp = [math.nan] + [last[k] - last[k - 1] for k in range(1, nb)]
+    sig, frac = [], []
+    for i in range(nb):
+        if sigma is not None:
+            sg = sigma
+        else:
+            past = [d for d in dp[max(0, i - window):i] if not math.isnan(d)]
+            sg = statistics.stdev(past) if len(past) >= 2 else math.nan
+        sig.append(sg)
+        frac.append(normal_cdf(dp[i] / sg) if sg > 0 and not math.isnan(dp[i]) else 0.5)
+    return {"start": [(k0 + k) * every for k in range(nb)], "volume": vol, "last": last,
+            "dp": dp, "sigma": sig, "buy_fraction": frac}
+
+
+def vpin(ts, size, side=None, *, buy_fraction=None, bucket_volume, n_buckets):
+    """VPIN at each bucket close: lists (ts, vpin, buy, sell), trades split across buckets.
+
+    Written independently of the compiled kernel: the trades' cumulative volume is cut at the
+    multiples of V, so bucket k holds the part of each trade inside [k V, (k + 1) V).
+    """
+    n = len(size)
+    if buy_fraction is None:
+        buy_fraction = [0.5] * n if side is None else [0.5 * (s + 1) for s in side]
+    V = bucket_volume
+    out_ts, out_v, out_b, out_s, imbs = [], [], [], [], []
+    cum, k, buy = 0.0, 0, 0.0
+    for t, v, f in zip(ts, size, buy_fraction):
+        lo, hi = cum, cum + v
+        while hi >= (k + 1) * V and v > 0:
+            piece = (k + 1) * V - max(lo, k * V)
+            buy += piece * f
+            imbs.append(abs(V - 2 * buy))
+            out_ts.append(t)
+            out_b.append(buy)
+            out_s.append(V - buy)
+            out_v.append(math.fsum(imbs[-n_buckets:]) / (n_buckets * V)
+                         if len(imbs) >= n_buckets else math.nan)
+            k += 1
+            buy = 0.0
+        if hi > max(lo, k * V):
+            buy += (hi - max(lo, k * V)) * f
+        cum = hi
+    return out_ts, out_v, out_b, out_s

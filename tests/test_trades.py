@@ -355,3 +355,149 @@ def test_tradeflow_capacity_and_grow():
     g = TradeFlow(window_time=100, capacity=2, grow=True)
     g.update_many(np.arange(50), np.ones(50), np.ones(50), np.ones(50, dtype=np.int8))
     assert g.count == 50 and g.buy_volume == 50.0 and g.capacity >= 50
+
+
+# ---------------------------------------------------------------------------------------------
+# BVC. Test vector F (THEORY-DETAIL 4.3): V = (100, 200, 100), dP = (+1, 0, -2), sigma = 1.
+# ---------------------------------------------------------------------------------------------
+from ofi_fast._trades import VPIN, bvc, vpin  # noqa: E402
+
+
+def test_vector_f():
+    # four one-unit bars; last prices 10, 11, 11, 9 give dP = (nan, +1, 0, -2)
+    ts = [0, 1, 2, 3]
+    price = [10.0, 11.0, 11.0, 9.0]
+    size = [50.0, 100.0, 200.0, 100.0]
+    b = bvc(ts, price, size, every=1, sigma=1.0)
+    assert b.dp[1:].tolist() == [1.0, 0.0, -2.0]
+    assert b.buy_fraction[0] == 0.5                     # first bar: no dP
+    np.testing.assert_allclose(b.buy_volume[1:], [84.1345, 100.0, 2.2750], atol=5e-5)
+    assert b.buy_volume[1:].sum() == pytest.approx(186.4095, abs=1e-4)
+    assert b.sell_volume[1:].sum() == pytest.approx(213.5905, abs=1e-4)
+    assert classify_trades(price, size, method="bvc", ts=ts, every=1, sigma=1.0).tolist() == \
+        b.buy_fraction.tolist()
+
+
+def test_bvc_trailing_sigma_and_empty_bars():
+    # bars of 10: bar 0 (ts 0..9), bar 1 empty, bar 2, bar 3
+    ts = [0, 5, 25, 31]
+    price = [10.0, 12.0, 13.0, 12.0]
+    size = [1.0, 2.0, 3.0, 4.0]
+    b = bvc(ts, price, size, every=10, window=5)
+    assert b.start.tolist() == [0, 10, 20, 30]
+    assert b.volume.tolist() == [3.0, 0.0, 3.0, 4.0]
+    assert b.last.tolist() == [12.0, 12.0, 13.0, 12.0]       # empty bar repeats the last price
+    assert np.isnan(b.dp[0]) and b.dp[1:].tolist() == [0.0, 1.0, -1.0]
+    # bar 3: sigma = std(0, 1, ddof=1) = sqrt(0.5)
+    assert b.sigma[3] == pytest.approx(math.sqrt(0.5), rel=1e-15)
+    assert b.buy_fraction[3] == pytest.approx(ref.normal_cdf(-1 / math.sqrt(0.5)), rel=1e-14)
+    assert b.buy_fraction[:3].tolist() == [0.5, 0.5, 0.5]    # fewer than 2 past dP
+
+
+@given(st.integers(0, 10**6), st.integers(1, 120), st.integers(2, 8))
+def test_bvc_matches_reference(seed, n, window):
+    rng = np.random.default_rng(seed)
+    ts = np.cumsum(rng.integers(0, 5, n))
+    price = 100 + np.cumsum(rng.integers(-2, 3, n)).astype(float)
+    size = rng.integers(0, 9, n).astype(float)
+    got = bvc(ts, price, size, every=3, window=window)
+    want = ref.bvc(ts.tolist(), price.tolist(), size.tolist(), every=3, window=window)
+    assert got.start.tolist() == want["start"] and got.volume.tolist() == want["volume"]
+    np.testing.assert_array_equal(got.dp, want["dp"])
+    # sigma: two-pass mean/variance vs statistics.stdev -> within a few ulps
+    np.testing.assert_allclose(got.sigma, want["sigma"], rtol=1e-12)
+    np.testing.assert_allclose(got.buy_fraction, want["buy_fraction"], rtol=1e-12, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------------------------
+# VPIN. Test vector G (THEORY-DETAIL 5): V = 10, n = 2.
+# ---------------------------------------------------------------------------------------------
+def test_vector_g():
+    size = [4, 8, 10, 3, 5]
+    side = [1, -1, 1, -1, 1]
+    r = vpin([0, 1, 2, 3, 4], size, side, bucket_volume=10, n_buckets=2)
+    assert r.ts.tolist() == [1, 2, 4]
+    assert r.buy.tolist() == [4.0, 8.0, 7.0] and r.sell.tolist() == [6.0, 2.0, 3.0]
+    assert np.isnan(r.vpin[0]) and r.vpin[1:].tolist() == [0.4, 0.5]
+    v = VPIN(10, 2)
+    closed = [v.update(t, s, d) for t, s, d in zip(range(5), size, side)]
+    assert closed == [0, 1, 1, 0, 1] and v.value == 0.5 and v.open_volume == 0.0
+
+
+def test_vpin_trade_larger_than_several_buckets():
+    # V = 10: buy 3, then a sell of 35 fills 7 + 10 + 10 (3 buckets) and leaves 8 open
+    r = vpin([0, 1], [3, 35], [1, -1], bucket_volume=10, n_buckets=2)
+    assert r.ts.tolist() == [1, 1, 1]
+    assert r.buy.tolist() == [3.0, 0.0, 0.0] and r.sell.tolist() == [7.0, 10.0, 10.0]
+    assert np.isnan(r.vpin[0]) and r.vpin[1:].tolist() == [(4 + 10) / 20, 1.0]
+    v = VPIN(10, 2)
+    v.update(0, 3, 1)
+    assert v.update(1, 35, -1) == 3
+    assert v.open_volume == 8.0 and v.open_buy == 0.0
+    # unknown side splits 50/50; a bucket exactly filled closes with nothing left over
+    r = vpin([0, 0], [10, 10], [0, 0], bucket_volume=10, n_buckets=1)
+    assert r.vpin.tolist() == [0.0, 0.0] and r.buy.tolist() == [5.0, 5.0]
+
+
+@given(st.integers(0, 10**6), st.integers(1, 100), st.integers(1, 30), st.integers(1, 5),
+       st.booleans(), st.lists(st.integers(1, 25), min_size=1, max_size=4))
+def test_vpin_matches_reference(seed, n, V, nb, fractions, chunks):
+    rng = np.random.default_rng(seed)
+    ts = np.cumsum(rng.integers(0, 3, n))
+    size = rng.integers(0, 40, n).astype(float)
+    side = rng.integers(-1, 2, n)
+    kw = dict(bucket_volume=V, n_buckets=nb)
+    if fractions:
+        frac = rng.integers(0, 5, n) / 4            # quarters: exact in binary
+        got = vpin(ts, size, buy_fraction=frac, **kw)
+        want = ref.vpin(ts.tolist(), size.tolist(), buy_fraction=frac.tolist(), **kw)
+    else:
+        frac = 0.5 * (side + 1)
+        got = vpin(ts, size, side, **kw)
+        want = ref.vpin(ts.tolist(), size.tolist(), side.tolist(), **kw)
+    assert got.ts.tolist() == want[0]
+    np.testing.assert_allclose(got.vpin, want[1], rtol=1e-14)   # fsum vs running Neumaier
+    assert got.buy.tolist() == want[2] and got.sell.tolist() == want[3]
+    # chunks and one-by-one give the same buckets
+    v = VPIN(V, nb)
+    parts, i, k = [], 0, 0
+    while i < n:
+        j = min(n, i + chunks[k % len(chunks)])
+        parts.append(v.update_many(ts[i:j], size[i:j], buy_fraction=frac[i:j]))
+        i, k = j, k + 1
+    assert np.concatenate([p.ts for p in parts]).tolist() == want[0]
+    np.testing.assert_allclose(np.concatenate([p.vpin for p in parts]), want[1], rtol=1e-14)
+    w = VPIN(V, nb)
+    for i in range(n):
+        w.update_fraction(int(ts[i]), float(size[i]), float(frac[i]))
+    assert w.n_closed == len(want[0])
+    if want[1]:
+        assert (np.isnan(w.value) and np.isnan(want[1][-1])) or \
+            w.value == pytest.approx(want[1][-1], rel=1e-14)
+
+
+def test_vpin_pickle_and_bad_input(rng):
+    ts = np.arange(200)
+    size = rng.integers(1, 30, 200).astype(float)
+    side = rng.integers(-1, 2, 200)
+    a = VPIN(25, 5)
+    a.update_many(ts[:100], size[:100], side[:100])
+    b = pickle.loads(pickle.dumps(a))
+    ra = a.update_many(ts[100:], size[100:], side[100:])
+    rb = b.update_many(ts[100:], size[100:], side[100:])
+    assert ra.vpin.tolist() == rb.vpin.tolist() and a.value == b.value
+    for field, value, exc in (("size", np.nan, NonFiniteError), ("size", -1.0, NegativeSizeError),
+                              ("side", 3, OFIError), ("ts", -5, TimeOrderError)):
+        cols = dict(ts=np.arange(10, 16), size=np.full(6, 7.0), side=np.ones(6))
+        cols[field] = cols[field].astype(float if field != "ts" else np.int64)
+        cols[field][4] = value
+        v = VPIN(10, 2)
+        with pytest.raises(exc) as e:
+            v.update_many(cols["ts"], cols["size"], cols["side"])
+        assert (e.value.field, e.value.index) == (field, 4)
+        assert v.n_closed == 2 and v.open_volume == 8.0          # trades 0..3 applied
+    with pytest.raises(OFIError):
+        VPIN(0, 5)
+    with pytest.raises(OFIError) as e:
+        vpin([0, 1], [1.0, 1.0], buy_fraction=[0.5, 1.5], bucket_volume=1, n_buckets=1)
+    assert (e.value.field, e.value.index) == ("buy_fraction", 1)
