@@ -19,6 +19,9 @@ from ofi_fast.errors import (
 from ofi_fast._ring import RollingSum
 from ofi_fast._ofi import OFI, l1_ofi
 from ofi_fast._impact import Bars, bars
+from ofi_fast._trades import (
+    VPIN, BVCBars, Classifier, TradeFlow, VPINBuckets, bvc, classify_trades, trade_flow, vpin,
+)
 
 try:
     __version__ = _version("ofi_fast")
@@ -37,6 +40,15 @@ def get_include() -> str:
 
 __all__ = [
     "Bars",
+    "BVCBars",
+    "Classifier",
+    "TradeFlow",
+    "VPIN",
+    "VPINBuckets",
+    "bvc",
+    "classify_trades",
+    "trade_flow",
+    "vpin",
     "CapacityError",
     "CrossedBookError",
     "NegativeSizeError",
