@@ -19,6 +19,7 @@ from ofi_fast.errors import (
 from ofi_fast._ring import RollingSum
 from ofi_fast._ofi import OFI, l1_ofi
 from ofi_fast._impact import Bars, bars
+from ofi_fast._book import Book
 
 try:
     __version__ = _version("ofi_fast")
@@ -37,6 +38,7 @@ def get_include() -> str:
 
 __all__ = [
     "Bars",
+    "Book",
     "CapacityError",
     "CrossedBookError",
     "NegativeSizeError",

@@ -184,3 +184,139 @@ def bars(ts, values, *, every):
         out["count"][b] += 1
         out["last"][b] = v
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# _book: L2 order book from price-level deltas (dict per side), book imbalance, weighted mid
+# ---------------------------------------------------------------------------------------------
+class Book:
+    """Dict-based price-level book in integer ticks (see ofi_fast.Book for the semantics)."""
+
+    def __init__(self, tick_size, crossed="raise", strict=False, capacity=1024):
+        if crossed not in ("raise", "keep", "drop_stale"):
+            raise RefError("OFIError", "crossed")
+        self.tick_size, self.crossed, self.strict = float(tick_size), crossed, strict
+        self.reset()
+
+    def reset(self):
+        self.bids, self.asks = {}, {}
+        self.n_updates = self.n_crossed = self.n_dropped = self.n_missing = 0
+
+    def _tick(self, price, field="price", index=0):
+        if not math.isfinite(price):
+            raise RefError("NonFiniteError", field, index)
+        x = price / self.tick_size
+        r = round(x)
+        if abs(r) >= 4e18 or abs(x - r) > 1e-6:
+            raise RefError("OFIError", field, index)
+        return int(r)
+
+    def apply(self, side, price, size, index=0):
+        if side not in (1, -1):
+            raise RefError("OFIError", "side", index)
+        if not math.isfinite(size):
+            raise RefError("NonFiniteError", "size", index)
+        if size < 0:
+            raise RefError("NegativeSizeError", "size", index)
+        t = self._tick(price, "price", index)
+        mine, other = (self.bids, self.asks) if side == 1 else (self.asks, self.bids)
+        if size == 0:
+            if t in mine:
+                del mine[t]
+            elif self.strict:
+                raise RefError("OFIError", "price", index)
+            else:
+                self.n_missing += 1
+            self.n_updates += 1
+            return
+        def crosses(o):   # o: a tick on the other side
+            return t >= o if side == 1 else o >= t
+        crossed_now = bool(other) and crosses(min(other) if side == 1 else max(other))
+        if crossed_now and self.crossed == "raise":
+            raise RefError("CrossedBookError", "price", index)
+        mine[t] = size
+        if crossed_now and self.crossed == "drop_stale":
+            for o in [o for o in other if crosses(o)]:
+                del other[o]
+                self.n_dropped += 1
+        elif self.crossed == "keep" and self.bids and self.asks \
+                and max(self.bids) >= min(self.asks):
+            self.n_crossed += 1
+        self.n_updates += 1
+
+    def apply_many(self, side, price, size):
+        for i in range(len(price)):
+            self.apply(int(side[i]), price[i], size[i], i)
+        return len(price)
+
+    def load_snapshot(self, bid_px=None, bid_sz=None, ask_px=None, ask_sz=None):
+        new = {}
+        for name, px, sz in (("bid", bid_px, bid_sz), ("ask", ask_px, ask_sz)):
+            if px is None:
+                continue
+            d = {}
+            for i, (p, q) in enumerate(zip(px, sz)):
+                if not math.isfinite(q):
+                    raise RefError("NonFiniteError", name + "_sz", i)
+                if q < 0:
+                    raise RefError("NegativeSizeError", name + "_sz", i)
+            for i, (p, q) in enumerate(zip(px, sz)):
+                if q > 0:
+                    d[self._tick(p, name + "_px", i)] = float(q)
+            new[name] = d
+        bids = new.get("bid", self.bids)
+        asks = new.get("ask", self.asks)
+        if bids and asks and max(bids) >= min(asks) and self.crossed == "raise":
+            raise RefError("CrossedBookError", "bid_px", 0)
+        self.bids, self.asks = dict(bids), dict(asks)
+
+    def levels(self, side):
+        """[(tick, size), ...] best first."""
+        if side == 1:
+            return sorted(self.bids.items(), key=lambda kv: -kv[0])
+        return sorted(self.asks.items())
+
+    def top(self, n=10):
+        """(bid_px, bid_sz, ask_px, ask_sz) lists of length n, best first; NaN / 0 when absent."""
+        out = []
+        for side in (1, -1):
+            lv = self.levels(side)[:n]
+            px = [t * self.tick_size for t, _ in lv] + [math.nan] * (n - len(lv))
+            sz = [q for _, q in lv] + [0.0] * (n - len(lv))
+            out += [px, sz]
+        return tuple(out)
+
+    @property
+    def best_bid(self):
+        return max(self.bids) * self.tick_size if self.bids else math.nan
+
+    @property
+    def best_ask(self):
+        return min(self.asks) * self.tick_size if self.asks else math.nan
+
+    @property
+    def mid(self):
+        if not self.bids or not self.asks:
+            return math.nan
+        return (max(self.bids) + min(self.asks)) * 0.5 * self.tick_size
+
+    @property
+    def spread(self):
+        if not self.bids or not self.asks:
+            return math.nan
+        return (min(self.asks) - max(self.bids)) * self.tick_size
+
+    @property
+    def weighted_mid(self):
+        if not self.bids or not self.asks:
+            return math.nan
+        b, a = max(self.bids), min(self.asks)
+        qb, qa = self.bids[b], self.asks[a]
+        return (a * qb + b * qa) / (qb + qa) * self.tick_size
+
+    def imbalance(self, levels=1, decay=1.0):
+        bs = [q for _, q in self.levels(1)[:levels]]
+        as_ = [q for _, q in self.levels(-1)[:levels]]
+        wb = sum(decay ** m * q for m, q in enumerate(bs))
+        wa = sum(decay ** m * q for m, q in enumerate(as_))
+        return 0.0 if wb + wa == 0 else (wb - wa) / (wb + wa)
