@@ -19,6 +19,7 @@ from ofi_fast.errors import (
 from ofi_fast._ring import RollingSum
 from ofi_fast._ofi import OFI, l1_ofi
 from ofi_fast._impact import Bars, bars
+from ofi_fast._ofi import MultiLevelOFI, integrated_weights, mlofi
 from ofi_fast._book import Book
 
 try:
@@ -52,4 +53,7 @@ __all__ = [
     "bars",
     "get_include",
     "l1_ofi",
+    "MultiLevelOFI",
+    "integrated_weights",
+    "mlofi",
 ]
