@@ -20,7 +20,7 @@ from ofi_fast._ring import RollingSum
 from ofi_fast._ofi import OFI, l1_ofi
 from ofi_fast._impact import Bars, bars
 from ofi_fast._ofi import MultiLevelOFI, integrated_weights, mlofi
-from ofi_fast._book import Book
+from ofi_fast._book import Book, BookOFI
 
 try:
     __version__ = _version("ofi_fast")
@@ -40,6 +40,7 @@ def get_include() -> str:
 __all__ = [
     "Bars",
     "Book",
+    "BookOFI",
     "CapacityError",
     "CrossedBookError",
     "NegativeSizeError",

@@ -85,3 +85,19 @@ cdef class Book:
     cdef intp_t _top_n
     cdef int push(self, int side, float64_t price, float64_t size) noexcept nogil
     cpdef int apply(self, int side, float64_t price, float64_t size) except -1
+
+
+# Book + multi-level OFI fed by deltas. Status layout of BookOFI.push: (status & 15) a Status,
+# (status >> 4) the field: 0 side, 1 price, 2 size, 3 ts.
+from ofi_fast._ofi cimport MLOFIState, MultiLevelOFI
+
+# Copy the book's top L (prices in ticks as float64, absent levels -inf / +inf with size 0)
+# into m.cur, then commit the event at ts (book_apply must have succeeded).
+cdef int bookofi_commit(const BookState* b, MLOFIState* m, int64_t ts) noexcept nogil
+
+cdef class BookOFI:
+    cdef Book _book            # the order book (read-only view through .book)
+    cdef MultiLevelOFI _ml     # the multi-level OFI over its top `levels` (through .ofi)
+    cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil
+    cpdef float64_t update(self, int64_t ts, int side, float64_t price,
+                           float64_t size) except? -1.0

@@ -584,3 +584,196 @@ cdef class Book:
 cdef int raise_book(int status, intp_t index) except -1:
     raise_status(status & 15, _FIELDS[status >> 4], index)
     return 0
+
+
+# =============================================================================================
+# BookOFI: deltas in, book maintained, multi-level OFI out
+# =============================================================================================
+from libc.math cimport INFINITY
+from ofi_fast._ofi cimport mlofi_check_ts, mlofi_commit, mlofi_reset
+from ofi_fast._types cimport STATUS_TIME_BACKWARDS
+
+from ofi_fast._ofi import MultiLevelOFI as _MultiLevelOFI
+
+_BOOKOFI_FIELDS = ("side", "price", "size", "ts")
+
+
+cdef int bookofi_commit(const BookState* b, MLOFIState* m, int64_t ts) noexcept nogil:
+    cdef intp_t j, L = m.levels
+    cdef float64_t* c = m.cur
+    cdef intp_t nb = b.bid.n, na = b.ask.n
+    for j in range(L):
+        if j < nb:
+            c[j] = <float64_t> b.bid.key[nb - 1 - j]
+            c[L + j] = b.bid.size[nb - 1 - j]
+        else:
+            c[j] = -INFINITY
+            c[L + j] = 0.0
+        if j < na:
+            c[2 * L + j] = <float64_t> (-b.ask.key[na - 1 - j])
+            c[3 * L + j] = b.ask.size[na - 1 - j]
+        else:
+            c[2 * L + j] = INFINITY
+            c[3 * L + j] = 0.0
+    return mlofi_commit(m, ts)
+
+
+cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
+                             float64_t price, float64_t size) noexcept nogil:
+    cdef int status = mlofi_check_ts(m, ts)
+    if status != STATUS_OK:
+        return status | (3 << 4)
+    status = book_apply(b, side, price, size)
+    if status != STATUS_OK:
+        return status
+    status = bookofi_commit(b, m, ts)
+    if status != STATUS_OK:
+        # only a failed ring growth (out of memory) can get here; the book keeps the update
+        return status | (3 << 4)
+    return STATUS_OK
+
+
+cdef int raise_bookofi(int status, intp_t index) except -1:
+    raise_status(status & 15, _BOOKOFI_FIELDS[status >> 4], index)
+    return 0
+
+
+@cython.final
+cdef class BookOFI:
+    """An order book fed by L2 deltas plus multi-level OFI over its top ``levels`` levels.
+
+    ``BookOFI(tick_size, levels=10, window=None, window_time=None, capacity=None, grow=False,
+    crossed="raise", strict=False, weights=None)``
+
+    After every delta the top ``levels`` of the book form one state of
+    :class:`~ofi_fast.MultiLevelOFI` (levels by rank, absent levels empty); the event's e_m
+    are those of Xu, Gould & Howison (2018), e_1 the best-level e_n of Cont, Kukanov & Stoikov
+    (2014, eq. 10). Every delta is an event, so OFI is computed between per-delta states (for
+    feeds that batch many deltas in one message, feed a batch and read the OFI between batch
+    states from ``ofi.values`` if wanted). The first event after construction, ``reset()`` or
+    ``load_snapshot()`` with no snapshot has e = 0; ``load_snapshot`` makes the snapshot the
+    previous state, so the next delta is diffed against it (OFI never spans a reset).
+
+    - ``update(ts, side, price, size)`` -> best-level e of the event;
+    - ``update_many(ts, side, price, size, levels=False)`` -> e_1 per event, and with
+      ``levels=True`` also the (n, L) per-level e (GIL released);
+    - ``book`` (the :class:`Book`), ``ofi`` (the :class:`MultiLevelOFI`: ``values``,
+      ``depth``, ``normalized``, ``integrated``, ``fit``).
+    A bad delta (or ts going backwards) raises with field and index; nothing changes for it.
+    """
+
+    def __cinit__(self, tick_size, levels=10, window=None, window_time=None, capacity=None,
+                  grow=False, crossed="raise", strict=False, weights=None):
+        self._book = Book(tick_size, crossed=crossed, strict=strict)
+        self._ml = _MultiLevelOFI(levels, window=window, window_time=window_time,
+                                  capacity=capacity, grow=grow, weights=weights)
+
+    cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil:
+        return bookofi_push(&self._book.st, &self._ml.st, ts, side, price, size)
+
+    cpdef float64_t update(self, int64_t ts, int side, float64_t price,
+                           float64_t size) except? -1.0:
+        """Apply one delta at time ``ts``; return the event's best-level e."""
+        cdef int status = bookofi_push(&self._book.st, &self._ml.st, ts, side, price, size)
+        if status != STATUS_OK:
+            raise_bookofi(status, 0)
+        return self._ml.st.e[0]
+
+    def update_many(self, ts, side, price, size, *, levels=False, out=None):
+        """Apply arrays of deltas; return e_1 per event (and (n, L) per-level e if
+        ``levels``). ``ts`` may be None without a time window."""
+        cdef const float64_t[::1] p = column(price, np.float64, "price")
+        cdef intp_t n = p.shape[0]
+        cdef const float64_t[::1] z = column(size, np.float64, "size", n)
+        cdef const signed char[::1] s = side_column(side, n)
+        cdef const int64_t[::1] t
+        cdef bint has_ts = ts is not None
+        if has_ts:
+            t = column(ts, np.int64, "ts", n)
+        elif self._ml.st.window_time > 0:
+            raise OFIError("a time window needs ts", field="ts")
+        from ofi_fast._arrays import output
+        e_arr = output(out, n)
+        cdef float64_t[::1] e = e_arr
+        cdef intp_t L = self._ml.st.levels
+        lv_arr = np.empty((n if levels else 0, L), dtype=np.float64)
+        cdef float64_t[:, ::1] lv = lv_arr
+        cdef bint want = levels
+        cdef intp_t i = 0, m
+        cdef int status = STATUS_OK
+        cdef int64_t tsi = self._ml.st.last_ts
+        cdef BookState* b = &self._book.st
+        cdef MLOFIState* ml = &self._ml.st
+        with nogil:
+            for i in range(n):
+                if has_ts:
+                    tsi = t[i]
+                status = bookofi_push(b, ml, tsi, s[i], p[i], z[i])
+                if status != STATUS_OK:
+                    break
+                e[i] = ml.e[0]
+                if want:
+                    for m in range(L):
+                        lv[i, m] = ml.e[m]
+        if status != STATUS_OK:
+            raise_bookofi(status, i)
+        return (e_arr, lv_arr) if levels else e_arr
+
+    def load_snapshot(self, bid_px=None, bid_sz=None, ask_px=None, ask_sz=None):
+        """Replace the book side(s) (see Book.load_snapshot) and restart OFI from it: the
+        window is cleared and the snapshot becomes the previous state of the next delta."""
+        self._book.load_snapshot(bid_px, bid_sz, ask_px, ask_sz)
+        mlofi_reset(&self._ml.st)
+        bookofi_commit(&self._book.st, &self._ml.st, self._ml.st.last_ts)
+        mlofi_reset_keep_prev(&self._ml.st)
+
+    @property
+    def book(self):
+        """The order book (a :class:`Book`; do not apply deltas to it directly)."""
+        return self._book
+
+    @property
+    def ofi(self):
+        """The :class:`MultiLevelOFI` over the book's top levels."""
+        return self._ml
+
+    @property
+    def value(self):
+        """Best-level OFI over the window."""
+        return self._ml.st.sum[0] + self._ml.st.comp[0]
+
+    @property
+    def values(self):
+        """Multi-level OFI over the window, per level."""
+        return self._ml.values
+
+    def reset(self):
+        """Empty the book and forget all events."""
+        self._book.reset()
+        mlofi_reset(&self._ml.st)
+
+    def __reduce__(self):
+        return (_bookofi_restore, (self._book, self._ml))
+
+
+cdef void mlofi_reset_keep_prev(MLOFIState* m) noexcept nogil:
+    """After a snapshot was committed as an event: drop that event from the window and the
+    counters but keep it as the previous state (has_prev stays True)."""
+    cdef intp_t j
+    for j in range(m.width):
+        m.e[j] = 0.0
+        m.sum[j] = 0.0
+        m.comp[j] = 0.0
+        m.total[j] = 0.0
+        m.total_comp[j] = 0.0
+    m.head = 0
+    m.size = 0
+    m.has_last = False
+    m.n_events = 0
+
+
+def _bookofi_restore(Book book, MultiLevelOFI ml):
+    cdef BookOFI o = BookOFI.__new__(BookOFI, book.st.tick_size, ml.st.levels)
+    o._book = book
+    o._ml = ml
+    return o

@@ -130,6 +130,8 @@ cdef void mlofi_reset(MLOFIState* st) noexcept nogil
 cdef int mlofi_check(MLOFIState* st, const float64_t* bid_px, const float64_t* bid_sz,
                      const float64_t* ask_px, const float64_t* ask_sz,
                      intp_t stride) noexcept nogil
+# The status mlofi_commit(ts) would return for time order / capacity, changing nothing.
+cdef int mlofi_check_ts(const MLOFIState* st, int64_t ts) noexcept nogil
 # Apply st.cur at time ts: per-level e into st.e, window sums updated, prev <- cur.
 cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil
 # Depth scale Q of CCZ eq. 3 over the window: mean over events and levels of (qb + qa) / 2.
@@ -143,3 +145,4 @@ cdef class MultiLevelOFI:
     cdef public object explained_variance_ratio
     cdef int push(self, int64_t ts, const float64_t* bid_px, const float64_t* bid_sz,
                   const float64_t* ask_px, const float64_t* ask_sz) noexcept nogil
+    cdef int check_ts(self, int64_t ts) noexcept nogil

@@ -412,6 +412,24 @@ cdef inline void mlofi_evict(MLOFIState* st) noexcept nogil:
     st.size -= 1
 
 
+cdef int mlofi_check_ts(const MLOFIState* st, int64_t ts) noexcept nogil:
+    cdef intp_t j, k = 0
+    cdef int64_t cutoff
+    if st.has_last and ts < st.last_ts:
+        return STATUS_TIME_BACKWARDS
+    if st.window_time > 0 and not st.grow:
+        cutoff = ts - st.window_time
+        j = st.head
+        while k < st.size and st.ring_ts[j] <= cutoff:
+            k += 1
+            j += 1
+            if j == st.capacity:
+                j = 0
+        if st.size - k >= st.capacity:
+            return STATUS_CAPACITY
+    return STATUS_OK
+
+
 cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil:
     cdef intp_t m, j, k = 0, tail, L = st.levels, w = st.width
     cdef float64_t* p = st.prev
@@ -570,6 +588,9 @@ cdef class MultiLevelOFI:
         if status != STATUS_OK:
             return status
         return mlofi_commit(&self.st, ts)
+
+    cdef int check_ts(self, int64_t ts) noexcept nogil:
+        return mlofi_check_ts(&self.st, ts)
 
     @property
     def levels(self):

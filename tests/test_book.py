@@ -354,3 +354,73 @@ def test_lobster_aapl_rebuild_from_row0(capsys):
               f"{match[1]}/{n}, {match[5]}/{n}, {match[10]}/{n}; every level that never left "
               f"the visible range matches on every row (the rest were unseen beyond level 10)")
     assert match[10] <= match[5] <= match[1] <= n
+
+
+# ------------------------------------------------------------------ BookOFI
+from ofi_fast._book import BookOFI  # noqa: E402
+from ofi_fast._ofi import l1_ofi, mlofi  # noqa: E402
+from ofi_fast.errors import TimeOrderError  # noqa: E402
+
+
+@given(delta_streams(), st.integers(1, 6), st.integers(1, 30))
+def test_bookofi_matches_l1_ofi_and_mlofi_over_its_book(stream, L, chunk):
+    side, px, sz = stream
+    n = len(px)
+    ts = np.arange(n, dtype=np.int64)
+    rb = ref.Book(1.0, crossed="drop_stale")
+    tops = []
+    for i in range(n):
+        rb.apply(int(side[i]), px[i], sz[i])
+        tops.append(rb.top(L))
+    bp, bs, ap, az = (np.array([t[k] for t in tops]).reshape(n, L) for k in range(4))
+    e1 = l1_ofi(bp[:, 0], bs[:, 0], ap[:, 0], az[:, 0])
+    eml = mlofi(bp, bs, ap, az)
+    o = BookOFI(1.0, levels=L, crossed="drop_stale")
+    got, lv = [], []
+    for s in range(0, n, chunk):
+        a, b = o.update_many(ts[s:s + chunk], side[s:s + chunk], px[s:s + chunk],
+                             sz[s:s + chunk], levels=True)
+        got.append(a)
+        lv.append(b)
+    assert np.array_equal(np.concatenate(got), e1)
+    assert np.array_equal(np.concatenate(lv), eml)
+    one = BookOFI(1.0, levels=L, crossed="drop_stale")
+    assert [one.update(ts[i], int(side[i]), px[i], sz[i]) for i in range(n)] == e1.tolist()
+    assert o.values.tolist() == eml.sum(axis=0).tolist() and o.value == e1.sum()
+    assert all(same(x, y) for x, y in zip(o.book.top(10), rb.top(10)))
+
+
+def test_bookofi_snapshot_pickle_and_errors(rng):
+    o = BookOFI(1.0, levels=3, window=5)
+    o.load_snapshot([100, 99], [10, 5], [101, 102], [12, 9])
+    # first delta after the snapshot is diffed against it: bid 100 10 -> 14 gives +4
+    assert o.update(1, 1, 100, 14) == 4.0
+    assert o.update(2, -1, 101, 0) == 12.0          # best ask removed: ask up, +qa_prev
+    side, px, sz = random_deltas(rng, 300)
+    side[px < 1000] = 1
+    ts = np.arange(3, 303)
+    o2 = BookOFI(1.0, levels=3, window=5, crossed="drop_stale")
+    o3 = BookOFI(1.0, levels=3, window=5, crossed="drop_stale")
+    o2.update_many(ts[:150], side[:150], px[:150], sz[:150])
+    o3.update_many(ts[:150], side[:150], px[:150], sz[:150])
+    c = pickle.loads(pickle.dumps(o2))
+    a = o2.update_many(ts[150:], side[150:], px[150:], sz[150:], levels=True)
+    b = c.update_many(ts[150:], side[150:], px[150:], sz[150:], levels=True)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert o2.values.tolist() == c.values.tolist()
+    # time backwards: error names ts and index, nothing applied for that delta
+    with pytest.raises(TimeOrderError) as ei:
+        o3.update_many([153, 149], [1, 1], [900, 901], [1, 1])
+    assert ei.value.field == "ts" and ei.value.index == 1
+    top_before = [x.copy() for x in o3.book.top(5)]
+    vals = o3.values.tolist()
+    assert o3.book.n_updates == 151 and o3.ofi.n_events == 151
+    with pytest.raises(NegativeSizeError) as ei:
+        o3.update(200, 1, 900, -1)
+    assert ei.value.field == "size"
+    with pytest.raises(TimeOrderError):
+        o3.update(100, 1, 900, 1)
+    assert o3.book.n_updates == 151 and o3.ofi.n_events == 151
+    assert all(same(x, y) for x, y in zip(top_before, o3.book.top(5)))
+    assert o3.values.tolist() == vals
+    assert ofi_fast.BookOFI is BookOFI
