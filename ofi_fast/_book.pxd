@@ -15,9 +15,12 @@
 
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
+cdef struct BookLevel:
+    int64_t key          # tick (bid) or -tick (ask)
+    float64_t size       # absolute size at that price; always > 0 (size 0 deletes the level)
+
 cdef struct BookSide:
-    int64_t* key         # key = tick (bid) or -tick (ask); strictly ascending; best at [n - 1]
-    float64_t* size      # size at key[i]; always > 0 (a level of size 0 is deleted)
+    BookLevel* lv        # levels by strictly ascending key; the best level is lv[n - 1]
     intp_t n             # live levels, 0 <= n <= capacity
     intp_t capacity      # slots allocated (>= 1); doubles when full
 
@@ -31,6 +34,9 @@ cdef struct BookState:
     int64_t n_crossed    # updates after which best bid >= best ask (policy keep)
     int64_t n_dropped    # levels removed by policy drop_stale
     int64_t n_missing    # deletions of levels that did not exist (ignored unless strict)
+    int last_side        # side the last update changed (+1 / -1); 0 when both sides changed
+    intp_t last_rank     # rank (0 = best) of the level it touched; PY_SSIZE_T_MAX if none
+    bint last_shift      # it inserted or deleted a level (every deeper rank shifted)
 
 # Empty-level sentinels in ticks: an absent bid level is INT64_MIN, an absent ask INT64_MAX.
 cdef enum:
@@ -54,22 +60,22 @@ cdef int book_side_set(BookSide* s, int64_t key, float64_t size) noexcept nogil
 # Level m (0 = best) of a side, in ticks; absent levels give the sentinel and size 0.
 cdef inline int64_t book_bid_tick(const BookState* b, intp_t m) noexcept nogil:
     if m < b.bid.n:
-        return b.bid.key[b.bid.n - 1 - m]
+        return b.bid.lv[b.bid.n - 1 - m].key
     return -0x7FFFFFFFFFFFFFFF - 1
 
 cdef inline int64_t book_ask_tick(const BookState* b, intp_t m) noexcept nogil:
     if m < b.ask.n:
-        return -b.ask.key[b.ask.n - 1 - m]
+        return -b.ask.lv[b.ask.n - 1 - m].key
     return 0x7FFFFFFFFFFFFFFF
 
 cdef inline float64_t book_bid_size(const BookState* b, intp_t m) noexcept nogil:
     if m < b.bid.n:
-        return b.bid.size[b.bid.n - 1 - m]
+        return b.bid.lv[b.bid.n - 1 - m].size
     return 0.0
 
 cdef inline float64_t book_ask_size(const BookState* b, intp_t m) noexcept nogil:
     if m < b.ask.n:
-        return b.ask.size[b.ask.n - 1 - m]
+        return b.ask.lv[b.ask.n - 1 - m].size
     return 0.0
 
 # Top n levels, best first, prices in price units (NaN when absent, size 0).

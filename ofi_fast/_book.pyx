@@ -48,25 +48,23 @@ cdef int64_t KEY_MIN = -0x7FFFFFFFFFFFFFFF - 1
 cdef int64_t KEY_MAX = 0x7FFFFFFFFFFFFFFF
 # Largest |tick| accepted: keeps every key and every key sum inside int64.
 cdef float64_t MAX_TICK = 4.0e18
+cdef intp_t RANK_NONE = 0x7FFFFFFFFFFFFFFF
 
 
 cdef int side_init(BookSide* s, intp_t capacity) noexcept nogil:
     if capacity < 1:
         capacity = 1
-    s.key = <int64_t*> malloc(capacity * sizeof(int64_t))
-    s.size = <float64_t*> malloc(capacity * sizeof(float64_t))
+    s.lv = <BookLevel*> malloc(capacity * sizeof(BookLevel))
     s.n = 0
     s.capacity = capacity
-    if s.key == NULL or s.size == NULL:
+    if s.lv == NULL:
         return STATUS_NO_MEMORY
     return STATUS_OK
 
 
 cdef void side_free(BookSide* s) noexcept nogil:
-    free(s.key)
-    free(s.size)
-    s.key = NULL
-    s.size = NULL
+    free(s.lv)
+    s.lv = NULL
     s.n = 0
     s.capacity = 0
 
@@ -74,66 +72,82 @@ cdef void side_free(BookSide* s) noexcept nogil:
 cdef int side_reserve(BookSide* s, intp_t capacity) noexcept nogil:
     if capacity <= s.capacity:
         return STATUS_OK
-    cdef int64_t* k = <int64_t*> realloc(s.key, capacity * sizeof(int64_t))
-    if k == NULL:
+    cdef BookLevel* lv = <BookLevel*> realloc(s.lv, capacity * sizeof(BookLevel))
+    if lv == NULL:
         return STATUS_NO_MEMORY
-    s.key = k
-    cdef float64_t* z = <float64_t*> realloc(s.size, capacity * sizeof(float64_t))
-    if z == NULL:
-        return STATUS_NO_MEMORY
-    s.size = z
+    s.lv = lv
     s.capacity = capacity
     return STATUS_OK
 
 
 cdef inline intp_t side_lower(const BookSide* s, int64_t key) noexcept nogil:
-    """First index i with s.key[i] >= key (s.n if none): short scan from the best end, then
+    """First index i with s.lv[i].key >= key (s.n if none): short scan from the best end, then
     binary search for far prices."""
     cdef intp_t i = s.n
     cdef intp_t stop = s.n - 8 if s.n > 8 else 0
     cdef intp_t lo, hi, mid
-    while i > stop and s.key[i - 1] >= key:
+    while i > stop and s.lv[i - 1].key >= key:
         i -= 1
     if i > stop or i == 0:
         return i
     lo = 0
-    hi = i      # s.key[i] >= key is known; search [0, i)
+    hi = i      # s.lv[i].key >= key is known; search [0, i)
     while lo < hi:
         mid = (lo + hi) >> 1
-        if s.key[mid] >= key:
+        if s.lv[mid].key >= key:
             hi = mid
         else:
             lo = mid + 1
     return lo
 
 
-cdef int book_side_set(BookSide* s, int64_t key, float64_t size) noexcept nogil:
-    cdef intp_t i = side_lower(s, key)
-    if i < s.n and s.key[i] == key:
-        s.size[i] = size
+cdef inline int side_set(BookSide* s, int64_t key, float64_t size, intp_t* index,
+                         bint* inserted) noexcept nogil:
+    cdef intp_t j, i = side_lower(s, key)
+    index[0] = i
+    if i < s.n and s.lv[i].key == key:
+        s.lv[i].size = size
+        inserted[0] = False
         return STATUS_OK
+    inserted[0] = True
     if s.n == s.capacity:
         if side_reserve(s, 2 * s.capacity) != STATUS_OK:
             return STATUS_NO_MEMORY
     if i < s.n:
-        memmove(&s.key[i + 1], &s.key[i], (s.n - i) * sizeof(int64_t))
-        memmove(&s.size[i + 1], &s.size[i], (s.n - i) * sizeof(float64_t))
-    s.key[i] = key
-    s.size[i] = size
+        if s.n - i <= 4:      # the common case near the touch: cheaper than a call
+            j = s.n
+            while j > i:
+                s.lv[j] = s.lv[j - 1]
+                j -= 1
+        else:
+            memmove(&s.lv[i + 1], &s.lv[i], (s.n - i) * sizeof(BookLevel))
+    s.lv[i].key = key
+    s.lv[i].size = size
     s.n += 1
     return STATUS_OK
 
 
-cdef inline bint side_delete(BookSide* s, int64_t key) noexcept nogil:
-    """Remove the level with this key; False when it does not exist."""
-    cdef intp_t i = side_lower(s, key)
-    if i == s.n or s.key[i] != key:
-        return False
+cdef int book_side_set(BookSide* s, int64_t key, float64_t size) noexcept nogil:
+    cdef intp_t i
+    cdef bint inserted
+    return side_set(s, key, size, &i, &inserted)
+
+
+cdef inline intp_t side_delete(BookSide* s, int64_t key) noexcept nogil:
+    """Remove the level with this key; return its index, or -1 when it does not exist."""
+    cdef intp_t j, i = side_lower(s, key)
+    if i == s.n or s.lv[i].key != key:
+        return -1
     if i < s.n - 1:
-        memmove(&s.key[i], &s.key[i + 1], (s.n - i - 1) * sizeof(int64_t))
-        memmove(&s.size[i], &s.size[i + 1], (s.n - i - 1) * sizeof(float64_t))
+        if s.n - i <= 5:
+            j = i
+            while j < s.n - 1:
+                s.lv[j] = s.lv[j + 1]
+                j += 1
+        else:
+            memmove(&s.lv[i], &s.lv[i + 1], (s.n - i - 1) * sizeof(BookLevel))
     s.n -= 1
-    return True
+    return i
 
 
 cdef int book_init(BookState* b, float64_t tick_size, int policy, bint strict,
@@ -155,6 +169,9 @@ cdef void book_free(BookState* b) noexcept nogil:
 cdef void book_clear(BookState* b) noexcept nogil:
     b.bid.n = 0
     b.ask.n = 0
+    b.last_side = 0
+    b.last_rank = 0
+    b.last_shift = True
     b.n_updates = 0
     b.n_crossed = 0
     b.n_dropped = 0
@@ -165,10 +182,13 @@ cdef int book_tick(const BookState* b, float64_t price, int64_t* tick) noexcept 
     if not (price - price == 0.0):
         return STATUS_NON_FINITE
     cdef float64_t x = price / b.tick_size
-    cdef float64_t r = c_round(x)
-    if not (fabs(r) < MAX_TICK) or fabs(x - r) > 1e-6:
+    if not (fabs(x) < MAX_TICK):
         return STATUS_BAD_VALUE
-    tick[0] = <int64_t> r
+    # round half away from zero by truncation (one instruction, no libm call)
+    cdef int64_t t = <int64_t> (x + 0.5) if x >= 0.0 else <int64_t> (x - 0.5)
+    if fabs(x - <float64_t> t) > 1e-6:
+        return STATUS_BAD_VALUE
+    tick[0] = t
     return STATUS_OK
 
 
@@ -186,28 +206,40 @@ cdef int book_apply_tick(BookState* b, int side, int64_t tick, float64_t size) n
         key = -tick
     else:
         return STATUS_BAD_VALUE                # field 0: side
+    cdef intp_t i
+    cdef bint inserted
     if size == 0.0:
-        if not side_delete(s, key):
+        i = side_delete(s, key)
+        if i < 0:
             if b.strict:
                 return STATUS_BAD_VALUE | (1 << 4)
             b.n_missing += 1
+            b.last_rank = RANK_NONE
+        else:
+            b.last_rank = s.n - i              # rank the deleted level had
+        b.last_side = side
+        b.last_shift = True
         b.n_updates += 1
         return STATUS_OK
     # bid tick t crosses ask tick a when t >= a, i.e. key + other_key >= 0 (both sides alike)
-    cdef bint crosses = o.n > 0 and key + o.key[o.n - 1] >= 0
+    cdef bint crosses = o.n > 0 and key + o.lv[o.n - 1].key >= 0
     if crosses and b.policy == BOOK_RAISE:
         return STATUS_CROSSED | (1 << 4)
-    if book_side_set(s, key, size) != STATUS_OK:
+    if side_set(s, key, size, &i, &inserted) != STATUS_OK:
         return STATUS_NO_MEMORY | (1 << 4)
+    b.last_side = side
+    b.last_rank = s.n - 1 - i
+    b.last_shift = inserted
     if crosses:
         if b.policy == BOOK_DROP_STALE:
-            while o.n > 0 and key + o.key[o.n - 1] >= 0:
+            b.last_side = 0                    # both sides changed
+            while o.n > 0 and key + o.lv[o.n - 1].key >= 0:
                 o.n -= 1
                 b.n_dropped += 1
         else:
             b.n_crossed += 1
     elif b.policy == BOOK_KEEP and b.bid.n > 0 and b.ask.n > 0 \
-            and b.bid.key[b.bid.n - 1] + b.ask.key[b.ask.n - 1] >= 0:
+            and b.bid.lv[b.bid.n - 1].key + b.ask.lv[b.ask.n - 1].key >= 0:
         b.n_crossed += 1                       # still crossed from an earlier update
     b.n_updates += 1
     return STATUS_OK
@@ -235,14 +267,14 @@ cdef void book_top(const BookState* b, intp_t n, float64_t* bid_px, float64_t* b
     cdef float64_t t = b.tick_size
     for m in range(n):
         if m < nb:
-            bid_px[m] = b.bid.key[nb - 1 - m] * t
-            bid_sz[m] = b.bid.size[nb - 1 - m]
+            bid_px[m] = b.bid.lv[nb - 1 - m].key * t
+            bid_sz[m] = b.bid.lv[nb - 1 - m].size
         else:
             bid_px[m] = NAN
             bid_sz[m] = 0.0
         if m < na:
-            ask_px[m] = -b.ask.key[na - 1 - m] * t
-            ask_sz[m] = b.ask.size[na - 1 - m]
+            ask_px[m] = -b.ask.lv[na - 1 - m].key * t
+            ask_sz[m] = b.ask.lv[na - 1 - m].size
         else:
             ask_px[m] = NAN
             ask_sz[m] = 0.0
@@ -372,18 +404,18 @@ cdef class Book:
             if sides[0][0].size:
                 bb = sides[0][0][sides[0][0].size - 1]
         elif self.st.bid.n:
-            bb = self.st.bid.key[self.st.bid.n - 1]
+            bb = self.st.bid.lv[self.st.bid.n - 1].key
         if sides[1] is not None:
             if sides[1][0].size:
                 aa = sides[1][0][sides[1][0].size - 1]
         elif self.st.ask.n:
-            aa = self.st.ask.key[self.st.ask.n - 1]
+            aa = self.st.ask.lv[self.st.ask.n - 1].key
         if bb != KEY_MIN and aa != KEY_MIN and bb + aa >= 0 and self.st.policy == BOOK_RAISE:
             raise_status(STATUS_CROSSED, "bid_px", 0, "snapshot best bid >= best ask")
         cdef BookSide* s
         cdef const int64_t[::1] kv
         cdef const float64_t[::1] zv
-        cdef intp_t m
+        cdef intp_t m, q
         for j in range(2):
             if sides[j] is None:
                 continue
@@ -394,8 +426,9 @@ cdef class Book:
             if side_reserve(s, m) != STATUS_OK:
                 raise MemoryError()
             if m:
-                memcpy(s.key, &kv[0], m * sizeof(int64_t))
-                memcpy(s.size, &zv[0], m * sizeof(float64_t))
+                for q in range(m):
+                    s.lv[q].key = kv[q]
+                    s.lv[q].size = zv[q]
             s.n = m
 
     def top(self, intp_t n=10, out=None):
@@ -443,14 +476,14 @@ cdef class Book:
         """Best bid price (NaN when the bid side is empty)."""
         if self.st.bid.n == 0:
             return NAN
-        return self.st.bid.key[self.st.bid.n - 1] * self.st.tick_size
+        return self.st.bid.lv[self.st.bid.n - 1].key * self.st.tick_size
 
     @property
     def best_ask(self):
         """Best ask price (NaN when the ask side is empty)."""
         if self.st.ask.n == 0:
             return NAN
-        return -self.st.ask.key[self.st.ask.n - 1] * self.st.tick_size
+        return -self.st.ask.lv[self.st.ask.n - 1].key * self.st.tick_size
 
     @property
     def best_bid_size(self):
@@ -463,12 +496,12 @@ cdef class Book:
     @property
     def best_bid_tick(self):
         """Best bid in ticks (None when empty)."""
-        return self.st.bid.key[self.st.bid.n - 1] if self.st.bid.n else None
+        return self.st.bid.lv[self.st.bid.n - 1].key if self.st.bid.n else None
 
     @property
     def best_ask_tick(self):
         """Best ask in ticks (None when empty)."""
-        return -self.st.ask.key[self.st.ask.n - 1] if self.st.ask.n else None
+        return -self.st.ask.lv[self.st.ask.n - 1].key if self.st.ask.n else None
 
     @property
     def mid(self):
@@ -550,8 +583,8 @@ cdef class Book:
         z = np.empty(s.n, dtype=np.float64)
         cdef intp_t i
         for i in range(s.n):
-            k[i] = s.key[s.n - 1 - i] * side
-            z[i] = s.size[s.n - 1 - i]
+            k[i] = s.lv[s.n - 1 - i].key * side
+            z[i] = s.lv[s.n - 1 - i].size
         return k, z
 
     def reset(self):
@@ -575,8 +608,8 @@ cdef class Book:
             if side_reserve(s, m) != STATUS_OK:
                 raise MemoryError()
             for i in range(m):
-                s.key[m - 1 - i] = k[i] * sign
-                s.size[m - 1 - i] = z[i]
+                s.lv[m - 1 - i].key = k[i] * sign
+                s.lv[m - 1 - i].size = z[i]
             s.n = m
         self.st.n_updates, self.st.n_crossed, self.st.n_dropped, self.st.n_missing = d["counts"]
 
@@ -590,7 +623,7 @@ cdef int raise_book(int status, intp_t index) except -1:
 # BookOFI: deltas in, book maintained, multi-level OFI out
 # =============================================================================================
 from libc.math cimport INFINITY
-from ofi_fast._ofi cimport mlofi_check_ts, mlofi_commit, mlofi_reset
+from ofi_fast._ofi cimport mlofi_commit, mlofi_push, mlofi_reserve, mlofi_reset
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
 
 from ofi_fast._ofi import MultiLevelOFI as _MultiLevelOFI
@@ -604,32 +637,84 @@ cdef int bookofi_commit(const BookState* b, MLOFIState* m, int64_t ts) noexcept 
     cdef intp_t nb = b.bid.n, na = b.ask.n
     for j in range(L):
         if j < nb:
-            c[j] = <float64_t> b.bid.key[nb - 1 - j]
-            c[L + j] = b.bid.size[nb - 1 - j]
+            c[j] = <float64_t> b.bid.lv[nb - 1 - j].key
+            c[L + j] = b.bid.lv[nb - 1 - j].size
         else:
             c[j] = -INFINITY
             c[L + j] = 0.0
         if j < na:
-            c[2 * L + j] = <float64_t> (-b.ask.key[na - 1 - j])
-            c[3 * L + j] = b.ask.size[na - 1 - j]
+            c[2 * L + j] = <float64_t> (-b.ask.lv[na - 1 - j].key)
+            c[3 * L + j] = b.ask.lv[na - 1 - j].size
         else:
             c[2 * L + j] = INFINITY
             c[3 * L + j] = 0.0
     return mlofi_commit(m, ts)
 
 
+cdef inline void bookofi_side(const BookState* b, MLOFIState* m, int side, intp_t lo,
+                              intp_t hi) noexcept nogil:
+    """Only `side` changed, at ranks lo..hi-1: e_j from that side's part of CKS eq. 10, in
+    place on m.prev (the other side's part is 0: its levels did not move)."""
+    cdef intp_t j, L = m.levels
+    cdef float64_t* p = m.prev
+    cdef float64_t px, sz, x
+    if side == 1:
+        for j in range(lo, hi):
+            if j < b.bid.n:
+                px = <float64_t> b.bid.lv[b.bid.n - 1 - j].key
+                sz = b.bid.lv[b.bid.n - 1 - j].size
+            else:
+                px = -INFINITY
+                sz = 0.0
+            x = 0.0
+            if px >= p[j]:
+                x += sz
+            if px <= p[j]:
+                x -= p[L + j]
+            m.e[j] = x
+            p[j] = px
+            p[L + j] = sz
+    else:
+        for j in range(lo, hi):
+            if j < b.ask.n:
+                px = <float64_t> (-b.ask.lv[b.ask.n - 1 - j].key)
+                sz = b.ask.lv[b.ask.n - 1 - j].size
+            else:
+                px = INFINITY
+                sz = 0.0
+            x = 0.0
+            if px <= p[2 * L + j]:
+                x -= sz
+            if px >= p[2 * L + j]:
+                x += p[3 * L + j]
+            m.e[j] = x
+            p[2 * L + j] = px
+            p[3 * L + j] = sz
+
+
 cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
                              float64_t price, float64_t size) noexcept nogil:
-    cdef int status = mlofi_check_ts(m, ts)
+    cdef int status = mlofi_reserve(m, ts)
     if status != STATUS_OK:
         return status | (3 << 4)
     status = book_apply(b, side, price, size)
     if status != STATUS_OK:
         return status
-    status = bookofi_commit(b, m, ts)
-    if status != STATUS_OK:
-        # only a failed ring growth (out of memory) can get here; the book keeps the update
-        return status | (3 << 4)
+    cdef intp_t j, L = m.levels, lo = b.last_rank, hi
+    cdef float64_t d = 0.0
+    if not m.has_prev or b.last_side == 0:
+        return bookofi_commit(b, m, ts)       # first event, or both sides changed
+    # one side changed, at rank lo (and every deeper rank when a level was added/removed)
+    for j in range(L):
+        m.e[j] = 0.0
+    if lo < L:
+        hi = L if b.last_shift else lo + 1
+        bookofi_side(b, m, b.last_side, lo, hi)
+        for j in range(L):
+            d += m.prev[L + j] + m.prev[3 * L + j]
+        m.e[L] = d
+    # else: the top L did not change; e = 0 and the depth m.e[L] is the previous event's
+    mlofi_push(m, ts)
     return STATUS_OK
 
 

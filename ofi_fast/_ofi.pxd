@@ -132,6 +132,10 @@ cdef int mlofi_check(MLOFIState* st, const float64_t* bid_px, const float64_t* b
                      intp_t stride) noexcept nogil
 # The status mlofi_commit(ts) would return for time order / capacity, changing nothing.
 cdef int mlofi_check_ts(const MLOFIState* st, int64_t ts) noexcept nogil
+# Do everything that can fail for an event at ts (time order, capacity, ring growth).
+cdef int mlofi_reserve(MLOFIState* st, int64_t ts) noexcept nogil
+# Push st.e (already computed) as the event at ts into the window; after mlofi_reserve(ts).
+cdef void mlofi_push(MLOFIState* st, int64_t ts) noexcept nogil
 # Apply st.cur at time ts: per-level e into st.e, window sums updated, prev <- cur.
 cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil
 # Depth scale Q of CCZ eq. 3 over the window: mean over events and levels of (qb + qa) / 2.

@@ -430,17 +430,15 @@ cdef int mlofi_check_ts(const MLOFIState* st, int64_t ts) noexcept nogil:
     return STATUS_OK
 
 
-cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil:
-    cdef intp_t m, j, k = 0, tail, L = st.levels, w = st.width
-    cdef float64_t* p = st.prev
-    cdef float64_t* c = st.cur
-    cdef float64_t* e = st.e
-    cdef float64_t d = 0.0
+cdef int mlofi_reserve(MLOFIState* st, int64_t ts) noexcept nogil:
+    """Everything that can fail for an event at ts (time order, window capacity, growing the
+    ring), done before any state changes; mlofi_push(ts) cannot fail afterwards."""
+    cdef int status = mlofi_check_ts(st, ts)
+    if status != STATUS_OK:
+        return status
+    cdef intp_t j, k = 0
     cdef int64_t cutoff
-    cdef bint windowed = st.window > 0 or st.window_time > 0
-    if st.has_last and ts < st.last_ts:
-        return STATUS_TIME_BACKWARDS
-    if st.window_time > 0:
+    if st.window_time > 0 and st.grow:
         cutoff = ts - st.window_time
         j = st.head
         while k < st.size and st.ring_ts[j] <= cutoff:
@@ -449,11 +447,51 @@ cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil:
             if j == st.capacity:
                 j = 0
         if st.size - k >= st.capacity:
-            if not st.grow:
-                return STATUS_CAPACITY
             if mlofi_grow(st) != STATUS_OK:
                 return STATUS_NO_MEMORY
-    # -- no failure past this point --
+    return STATUS_OK
+
+
+cdef void mlofi_push(MLOFIState* st, int64_t ts) noexcept nogil:
+    cdef intp_t j, tail, w = st.width
+    cdef float64_t* e = st.e
+    cdef int64_t cutoff
+    if st.window_time > 0:
+        cutoff = ts - st.window_time
+        while st.size > 0 and st.ring_ts[st.head] <= cutoff:
+            mlofi_evict(st)
+        if st.size == 0:
+            for j in range(w):
+                st.sum[j] = 0.0
+                st.comp[j] = 0.0
+    elif st.window > 0 and st.size == st.capacity:
+        mlofi_evict(st)
+    if st.window > 0 or st.window_time > 0:
+        tail = st.head + st.size
+        if tail >= st.capacity:
+            tail -= st.capacity
+        st.ring_ts[tail] = ts
+        c_memcpy(&st.ring_val[tail * w], e, w * sizeof(float64_t))
+        st.size += 1
+        for j in range(w):
+            neumaier_add(&st.total[j], &st.total_comp[j], e[j])
+    for j in range(w):
+        if e[j] != 0.0:
+            neumaier_add(&st.sum[j], &st.comp[j], e[j])
+    st.has_last = True
+    st.last_ts = ts
+    st.n_events += 1
+
+
+cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil:
+    cdef int status = mlofi_reserve(st, ts)
+    if status != STATUS_OK:
+        return status
+    cdef intp_t m, L = st.levels
+    cdef float64_t* p = st.prev
+    cdef float64_t* c = st.cur
+    cdef float64_t* e = st.e
+    cdef float64_t d = 0.0
     if st.has_prev:
         for m in range(L):
             e[m] = ofi_l1_event(p[m], p[L + m], p[2 * L + m], p[3 * L + m],
@@ -464,33 +502,10 @@ cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil:
             e[m] = 0.0
             d += c[L + m] + c[3 * L + m]
     e[L] = d
-    if windowed:
-        if st.window_time > 0:
-            while k > 0:
-                mlofi_evict(st)
-                k -= 1
-            if st.size == 0:
-                for j in range(w):
-                    st.sum[j] = 0.0
-                    st.comp[j] = 0.0
-        elif st.size == st.capacity:
-            mlofi_evict(st)
-        tail = st.head + st.size
-        if tail >= st.capacity:
-            tail -= st.capacity
-        st.ring_ts[tail] = ts
-        c_memcpy(&st.ring_val[tail * w], e, w * sizeof(float64_t))
-        st.size += 1
-        for j in range(w):
-            neumaier_add(&st.total[j], &st.total_comp[j], e[j])
-    for j in range(w):
-        neumaier_add(&st.sum[j], &st.comp[j], e[j])
     st.prev = c
     st.cur = p
     st.has_prev = True
-    st.has_last = True
-    st.last_ts = ts
-    st.n_events += 1
+    mlofi_push(st, ts)
     return STATUS_OK
 
 
