@@ -424,3 +424,74 @@ def test_bookofi_snapshot_pickle_and_errors(rng):
     assert all(same(x, y) for x, y in zip(top_before, o3.book.top(5)))
     assert o3.values.tolist() == vals
     assert ofi_fast.BookOFI is BookOFI
+
+
+def lobster_step_fast(msg, ob, tick=100.0):
+    """The step rule over a whole file, vectorised around one Book: for each message i the
+    book is reset to row i-1 (apply_many of its levels), message i is applied at price-level
+    granularity (new absolute size = row i-1's size at that price +- the message size), and
+    the book's top L is compared with row i on the levels inside row i-1's price range.
+    Returns (rows compared, rows that differ)."""
+    n, L = len(msg), ob.shape[1] // 4
+    ap, az, bp, bs = ob[:, 0::4], ob[:, 1::4], ob[:, 2::4], ob[:, 3::4]
+    typ, size, price, direction = msg[:, 1], msg[:, 3], msg[:, 4], msg[:, 5].astype(int)
+    # the level's size in row i-1 (0 when that price is not in row i-1)
+    prev_px = np.where((direction == 1)[1:, None], bp[:-1], ap[:-1])
+    prev_sz = np.where((direction == 1)[1:, None], bs[:-1], az[:-1])
+    hit = prev_px == price[1:, None]
+    old = (prev_sz * hit).sum(axis=1)
+    sign = np.where(typ[1:] == 1, 1.0, -1.0)
+    new = np.maximum(old + sign * size[1:], 0.0)
+    visible = np.isin(typ[1:], (1, 2, 3, 4))
+    book = Book(tick, crossed="keep")
+    got = np.empty((n - 1, 4, L))
+    sides = np.concatenate([np.ones(L, np.int8), -np.ones(L, np.int8)])
+    for i in range(1, n):
+        book.reset()
+        lv_px = np.concatenate([bp[i - 1], ap[i - 1]])
+        lv_sz = np.concatenate([bs[i - 1], az[i - 1]])
+        keep = lv_sz > 0
+        book.apply_many(sides[keep], lv_px[keep], lv_sz[keep])
+        if visible[i - 1]:
+            book.apply(int(direction[i]), price[i], new[i - 1])
+        got[i - 1] = book.top(L)
+    # compare inside row i-1's range: bids >= lowest visible bid, asks <= highest visible ask
+    lo_b = np.where(bs[:-1] > 0, bp[:-1], np.inf).min(axis=1)[:, None]
+    hi_a = np.where(az[:-1] > 0, ap[:-1], -np.inf).max(axis=1)[:, None]
+
+    def masked(px, sz, inside):
+        ok = inside & (sz > 0)
+        return np.where(ok, px, np.nan), np.where(ok, sz, 0.0)
+
+    fb = masked(bp[1:], bs[1:], bp[1:] >= lo_b)
+    fa = masked(ap[1:], az[1:], ap[1:] <= hi_a)
+    gb = masked(got[:, 0], got[:, 1], got[:, 0] >= lo_b)
+    ga = masked(got[:, 2], got[:, 3], got[:, 2] <= hi_a)
+    same_rows = np.ones(n - 1, bool)
+    for f, g in zip(fb + fa, gb + ga):
+        same_rows &= ((f == g) | (np.isnan(f) & np.isnan(g))).all(axis=1)
+    return n - 1, int((~same_rows).sum())
+
+
+def test_lobster_step_fast_agrees_with_loop_on_aapl():
+    d = "lobster"
+    msg, ob = load_lobster(data_file(d, "AAPL_2012-06-21_34200000_57600000_message_10.csv"),
+                           data_file(d, "AAPL_2012-06-21_34200000_57600000_orderbook_10.csv"))
+    assert lobster_step_fast(msg, ob) == (998, 0)
+
+
+@pytest.mark.parametrize("zip_name, stem", [
+    ("LOBSTER_SampleFile_GOOG_2012-06-21_10.zip", "GOOG_2012-06-21_34200000_57600000_{}_10.csv"),
+    ("LOBSTER_SampleFile_AMZN_2012-06-21_5.zip", "AMZN_2012-06-21_34200000_57600000_{}_5.csv"),
+])
+def test_lobster_full_day_step_rule(zip_name, stem, capsys):
+    import zipfile
+    z = zipfile.ZipFile(data_file("lobster", zip_name))
+    with z.open(stem.format("message")) as f:
+        msg = np.loadtxt(f, delimiter=",")
+    with z.open(stem.format("orderbook")) as f:
+        ob = np.loadtxt(f, delimiter=",")
+    compared, differ = lobster_step_fast(msg, ob)
+    with capsys.disabled():
+        print(f"\n{zip_name}: step rule on {compared} messages, {differ} rows differ")
+    assert compared == len(msg) - 1 and differ == 0
