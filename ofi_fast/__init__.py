@@ -22,6 +22,8 @@ from ofi_fast._impact import Bars, bars
 from ofi_fast._trades import (
     VPIN, BVCBars, Classifier, TradeFlow, VPINBuckets, bvc, classify_trades, trade_flow, vpin,
 )
+from ofi_fast._ofi import MultiLevelOFI, integrated_weights, mlofi
+from ofi_fast._book import Book, BookOFI
 
 try:
     __version__ = _version("ofi_fast")
@@ -49,6 +51,8 @@ __all__ = [
     "classify_trades",
     "trade_flow",
     "vpin",
+    "Book",
+    "BookOFI",
     "CapacityError",
     "CrossedBookError",
     "NegativeSizeError",
@@ -62,4 +66,7 @@ __all__ = [
     "bars",
     "get_include",
     "l1_ofi",
+    "MultiLevelOFI",
+    "integrated_weights",
+    "mlofi",
 ]
