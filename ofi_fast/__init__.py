@@ -18,7 +18,9 @@ from ofi_fast.errors import (
 )
 from ofi_fast._ring import RollingSum
 from ofi_fast._ofi import OFI, l1_ofi
-from ofi_fast._impact import Bars, bars
+from ofi_fast._impact import (
+    Bars, ImpactFit, RollingOLS, bar_mid, bars, event_bars, fit_impact, volume_bars,
+)
 
 try:
     __version__ = _version("ofi_fast")
@@ -37,6 +39,12 @@ def get_include() -> str:
 
 __all__ = [
     "Bars",
+    "ImpactFit",
+    "RollingOLS",
+    "bar_mid",
+    "event_bars",
+    "fit_impact",
+    "volume_bars",
     "CapacityError",
     "CrossedBookError",
     "NegativeSizeError",
