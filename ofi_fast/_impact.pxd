@@ -31,6 +31,7 @@ cdef intp_t bars_clock_kernel(const int64_t* ts, const float64_t* values, intp_t
 cdef struct OLSState:
     intp_t p               # regressors (>= 1)
     int64_t window         # count window (pairs); 0 = none
+    float64_t inv_window   # 1 / window (0 without a count window)
     int64_t window_time    # time window (ts units): the pairs with ts in (t - window_time, t]
     bint grow              # time window: double the ring when full instead of STATUS_CAPACITY
     float64_t ridge        # lambda >= 0 added to the diagonal of Cxx before solving

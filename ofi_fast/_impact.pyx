@@ -15,6 +15,10 @@ from libc.stdint cimport INT64_MIN
 from libc.stdlib cimport free, malloc, realloc
 
 import numpy as np
+from cpython.buffer cimport (
+    PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer,
+)
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 
 from ofi_fast._types cimport (
     STATUS_CAPACITY, STATUS_NEGATIVE, STATUS_NO_MEMORY, STATUS_NON_FINITE, STATUS_OK,
@@ -333,11 +337,16 @@ def bar_mid(ts, mid, *, every, closed="left", tick_size=None):
 
 _OLS_FIELDS = ("ts", "x", "y")
 
+# Exact recompute from the ring after max(window size, this many) removals: O(p^2) amortised
+# per update, and the Welford rounding never runs for more than that many steps.
+cdef intp_t _RECOMPUTE_MIN = 1024
+
 
 cdef int ols_init(OLSState* st, intp_t p, int64_t window, int64_t window_time,
                   intp_t capacity, bint grow, float64_t ridge) noexcept nogil:
     st.p = p
     st.window = window
+    st.inv_window = 1.0 / window if window > 0 else 0.0
     st.window_time = window_time
     st.grow = grow
     st.ridge = ridge
@@ -405,10 +414,60 @@ cdef void ols_reset(OLSState* st) noexcept nogil:
         st.beta[i] = NAN
 
 
+cdef inline void _ols_add1(OLSState* st, float64_t x, float64_t y) noexcept nogil:
+    # _ols_add for one regressor, with scalars (the hot path of the CKS model).
+    cdef float64_t inv, dx, dy, ey
+    st.n += 1
+    inv = 1.0 / <float64_t> st.n
+    dx = x - st.mx[0]
+    dy = y - st.my
+    st.mx[0] += dx * inv
+    st.my += dy * inv
+    ey = y - st.my
+    st.cyy += dy * ey
+    st.cxy[0] += dx * ey
+    st.cxx[0] += dx * (x - st.mx[0])
+
+
+cdef inline void _ols_remove1(OLSState* st, float64_t x, float64_t y) noexcept nogil:
+    cdef float64_t inv, dx, dy, ey
+    if st.n <= 1:
+        _ols_zero(st)
+        return
+    st.n -= 1
+    inv = 1.0 / <float64_t> st.n
+    dx = x - st.mx[0]
+    dy = y - st.my
+    st.mx[0] -= dx * inv
+    st.my -= dy * inv
+    ey = y - st.my
+    st.cyy -= dy * ey
+    st.cxy[0] -= dx * ey
+    st.cxx[0] -= dx * (x - st.mx[0])
+
+
+cdef inline void _ols_replace1(OLSState* st, float64_t xa, float64_t ya, float64_t xb,
+                               float64_t yb) noexcept nogil:
+    # Full count window, one regressor: replace the oldest pair (xa, ya) by (xb, yb) with n
+    # fixed. Same result as remove + add, with centred terms only and no division:
+    #   C' = C + (xb - mx)(yb - my) - (xa - mx)(ya - my) - (xb - xa)(yb - ya)/n,  m' = m + d/n
+    cdef float64_t inv = st.inv_window
+    cdef float64_t ax = xa - st.mx[0], ay = ya - st.my, bx = xb - st.mx[0], by = yb - st.my
+    cdef float64_t ddx = xb - xa, ddy = yb - ya
+    st.cxx[0] += ddx * (bx + ax - ddx * inv)
+    st.cxy[0] += bx * by - ax * ay - ddx * ddy * inv
+    st.cyy += ddy * (by + ay - ddy * inv)
+    st.mx[0] += ddx * inv
+    st.my += ddy * inv
+
+
 cdef inline void _ols_add(OLSState* st, const float64_t* x, float64_t y) noexcept nogil:
     # Welford: dx with the old mean, the second factor with the new one (THEORY-DETAIL 9.2).
     cdef intp_t i, j, p = st.p
     cdef float64_t nn, dy, ey
+    if p == 1:
+        _ols_add1(st, x[0], y)
+        return
     st.n += 1
     nn = <float64_t> st.n
     for i in range(p):
@@ -428,6 +487,9 @@ cdef inline void _ols_add(OLSState* st, const float64_t* x, float64_t y) noexcep
 cdef inline void _ols_remove(OLSState* st, const float64_t* x, float64_t y) noexcept nogil:
     cdef intp_t i, j, p = st.p
     cdef float64_t nn, dy, ey
+    if p == 1:
+        _ols_remove1(st, x[0], y)
+        return
     if st.n <= 1:
         _ols_zero(st)
         return
@@ -518,6 +580,17 @@ cdef int ols_update(OLSState* st, int64_t ts, const float64_t* x, float64_t y) n
             _ols_pop(st)
             k -= 1
     elif st.window > 0 and st.size == st.capacity:
+        if p == 1:
+            # the hot path: slide the full window by one pair in place
+            j = st.head
+            _ols_replace1(st, st.xs[j], st.ys[j], x[0], y)
+            st.ts[j] = ts
+            st.xs[j] = x[0]
+            st.ys[j] = y
+            j += 1
+            st.head = 0 if j == st.capacity else j
+            st.removed += 1
+            return _ols_done(st, ts)
         _ols_pop(st)
     if st.capacity > 0:
         tail = st.head + st.size
@@ -529,7 +602,11 @@ cdef int ols_update(OLSState* st, int64_t ts, const float64_t* x, float64_t y) n
             st.xs[tail * p + i] = x[i]
         st.size += 1
     _ols_add(st, x, y)
-    if st.removed > 0 and st.removed >= st.size:
+    return _ols_done(st, ts)
+
+
+cdef inline int _ols_done(OLSState* st, int64_t ts) noexcept nogil:
+    if st.removed >= st.size and st.removed >= _RECOMPUTE_MIN:
         ols_recompute(st)
     st.has_last = True
     st.last_ts = ts
@@ -734,6 +811,24 @@ cdef class RollingOLS:
     cdef int _load_x(self, object x) except -1:
         cdef intp_t i, p = self.st.p
         cdef const float64_t[::1] xv
+        cdef Py_buffer view
+        cdef bint ok
+        if type(x) is list and PyList_GET_SIZE(x) == p:
+            for i in range(p):
+                self.st.xin[i] = float(<object> PyList_GET_ITEM(x, i))
+            return 0
+        if PyObject_CheckBuffer(x):
+            # a contiguous float64 vector (numpy array): read it in place, no conversion
+            PyObject_GetBuffer(x, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+            ok = (view.ndim == 1 and view.itemsize == 8 and view.format != NULL
+                  and view.format[0] == b'd' and view.format[1] == 0
+                  and view.len == p * 8)
+            if ok:
+                for i in range(p):
+                    self.st.xin[i] = (<const float64_t*> view.buf)[i]
+            PyBuffer_Release(&view)
+            if ok:
+                return 0
         if p == 1 and not hasattr(x, "__len__"):
             self.st.xin[0] = float(x)
             return 0
