@@ -72,52 +72,62 @@ cdef intp_t _first_unsorted(const int64_t* t, intp_t n) noexcept nogil:
     return -1
 
 
+cdef inline intp_t _first_non_finite(const float64_t* v, intp_t lo, intp_t hi) noexcept nogil:
+    cdef intp_t i
+    for i in range(lo, hi):
+        if not (v[i] - v[i] == 0.0):
+            return i
+    return -1
+
+
 cdef intp_t bars_clock_kernel(const int64_t* ts, const float64_t* values, intp_t n,
                               int64_t every, int64_t k0, intp_t nb, int64_t shift,
                               float64_t* bsum, int64_t* bcount,
                               float64_t* bfirst, float64_t* blast, int* status) noexcept nogil:
     # One pass, no division: the bar's right end advances as ts does (ts sorted). The running
-    # bar lives in registers and is written out when the next bar starts.
-    cdef intp_t i, b = 0
+    # sum lives in a register and is written out when the next bar starts; count, first and
+    # last come from the bar's first index i0. Finiteness is checked once per bar on the sum
+    # (a NaN or inf anywhere makes the sum non-finite), then located by a scan of that bar.
+    cdef intp_t i, i0 = 0, b = 0, bad
     cdef int64_t end = (k0 + 1) * every + shift     # smallest ts of the next bar
     cdef int64_t t, prev = ts[0]
-    cdef float64_t x, s = 0.0, first = NAN, last = NAN
-    cdef int64_t c = 0
+    cdef float64_t s = 0.0
     for i in range(n):
         t = ts[i]
-        x = values[i]
         if t < prev:
-            status[0] = STATUS_TIME_BACKWARDS
-            return i
-        if not (x - x == 0.0):
-            status[0] = STATUS_NON_FINITE
-            return i
+            bad = _first_non_finite(values, i0, i)
+            status[0] = STATUS_NON_FINITE if bad >= 0 else STATUS_TIME_BACKWARDS
+            return bad if bad >= 0 else i
         prev = t
         if t >= end:
+            if not (s - s == 0.0):
+                status[0] = STATUS_NON_FINITE
+                return _first_non_finite(values, i0, i)
             bsum[b] = s
-            bcount[b] = c
-            bfirst[b] = first
-            blast[b] = last
+            bcount[b] = i - i0
+            bfirst[b] = values[i0]
+            blast[b] = values[i - 1]
             b += 1
             end += every
             while t >= end:
                 b += 1
                 end += every
             if b >= nb:
-                # only possible when ts is unsorted further on
-                status[0] = STATUS_TIME_BACKWARDS
-                return _first_unsorted(ts, n)
+                # only possible when ts is unsorted further on (values[i0:i] were checked)
+                bad = _first_unsorted(ts, n)
+                i0 = _first_non_finite(values, i, bad)
+                status[0] = STATUS_NON_FINITE if i0 >= 0 else STATUS_TIME_BACKWARDS
+                return i0 if i0 >= 0 else bad
             s = 0.0
-            c = 0
-        if c == 0:
-            first = x
-        s += x
-        c += 1
-        last = x
+            i0 = i
+        s += values[i]
+    if not (s - s == 0.0):
+        status[0] = STATUS_NON_FINITE
+        return _first_non_finite(values, i0, n)
     bsum[b] = s
-    bcount[b] = c
-    bfirst[b] = first
-    blast[b] = last
+    bcount[b] = n - i0
+    bfirst[b] = values[i0]
+    blast[b] = values[n - 1]
     status[0] = STATUS_OK
     return -1
 

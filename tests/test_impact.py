@@ -362,6 +362,9 @@ def test_bars_bad_input():
         bars([0, 50, 3, 10], [1.0, 1.0, 1.0, 1.0], every=10)   # jumps past the last bar
     assert ei.value.index == 2
     with pytest.raises(NonFiniteError) as ei:
+        bars([0, 100, 5], [1.0, np.nan, 1.0], every=10)        # NaN before the unsorted ts
+    assert ei.value.index == 1
+    with pytest.raises(NonFiniteError) as ei:
         bars([0, 1, 2], [1.0, np.nan, 1.0], every=10)
     assert ei.value.index == 1 and ei.value.field == "values"
     with pytest.raises(OFIError):
@@ -371,3 +374,25 @@ def test_bars_bad_input():
     assert ei.value.field == "volume" and ei.value.index == 1
     b = volume_bars([5.0, 0.5, 0.0], [1.0, 2.0, 3.0], every=2)   # 5 closes two buckets at once
     assert list(b.count) == [1, 2] and list(b.sum) == [1.0, 5.0]
+
+
+@given(st.lists(st.tuples(st.integers(-3, 20), st.sampled_from([1.0, 2.0, np.nan, np.inf])),
+                min_size=1, max_size=40), st.integers(1, 15))
+def test_bars_first_error_matches_reference_order(rows, every):
+    # the error names the first bad event in stream order, whatever the kind
+    ts = np.cumsum([r[0] for r in rows])
+    v = [r[1] for r in rows]
+    first = None
+    for i in range(len(rows)):
+        if i and ts[i] < ts[i - 1]:
+            first = ("ts", i)
+            break
+        if not np.isfinite(v[i]):
+            first = ("values", i)
+            break
+    if first is None:
+        bars(ts, v, every=every)
+        return
+    with pytest.raises(OFIError) as ei:
+        bars(ts, v, every=every)
+    assert (ei.value.field, ei.value.index) == first
