@@ -382,9 +382,10 @@ def read_lobster_zip(path, level=1):
     """Best quotes and trades from a LOBSTER zip (message + order-book CSV read in memory).
 
     Returns a dict: ``ts`` (int64 ns after midnight), ``bid_px``, ``bid_sz``, ``ask_px``,
-    ``ask_sz`` (price units of USD 1e-4; empty side = NaN price, size 0) and ``trade_ts``,
-    ``trade_size``, ``trade_sign`` (executions, types 4 and 5; sign = -direction, since an
-    execution of a sell limit order is buyer-initiated).
+    ``ask_sz`` (best level; price units of USD 1e-4; empty side = NaN price, size 0) and
+    ``trade_ts``, ``trade_size``, ``trade_sign`` (executions, types 4 and 5; sign =
+    -direction, since an execution of a sell limit order is buyer-initiated). With
+    ``level > 1`` the ``*_px``/``*_sz`` entries are (n, level) arrays, levels by rank.
     """
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
@@ -393,11 +394,13 @@ def read_lobster_zip(path, level=1):
         m = _csv(zf, msg, 6)
         ob = _csv(zf, book, 4 * level)
     ts = np.rint(m[:, 0] * NS).astype(np.int64)
-    ask_px, ask_sz, bid_px, bid_sz = (ob[:, i].copy() for i in range(4))
+    ask_px, ask_sz, bid_px, bid_sz = (ob[:, i::4].copy() for i in range(4))
     bid_px[(bid_px <= -9999999999) | (bid_sz == 0)] = np.nan
     ask_px[(ask_px >= 9999999999) | (ask_sz == 0)] = np.nan
     bid_sz[np.isnan(bid_px)] = 0.0
     ask_sz[np.isnan(ask_px)] = 0.0
+    if level == 1:
+        ask_px, ask_sz, bid_px, bid_sz = (a[:, 0].copy() for a in (ask_px, ask_sz, bid_px, bid_sz))
     ex = (m[:, 1] == 4) | (m[:, 1] == 5)
     return {"ts": ts, "bid_px": bid_px, "bid_sz": bid_sz, "ask_px": ask_px, "ask_sz": ask_sz,
             "trade_ts": ts[ex], "trade_size": m[ex, 3], "trade_sign": -m[ex, 5]}
@@ -436,13 +439,124 @@ def cks_table(paths, **kw):
     return "\n".join(lines)
 
 
+def _pca_weights(Z):
+    """First principal vector of the centred sample covariance of the rows of Z, sign fixed by
+    sum(w) > 0 and L1-normalised (CCZ eq. 4); also the explained-variance ratio."""
+    Zc = Z - Z.mean(axis=0)
+    cov = Zc.T @ Zc / max(len(Z) - 1, 1)
+    vals, vecs = np.linalg.eigh(cov)
+    w = vecs[:, -1]
+    if w.sum() < 0:
+        w = -w
+    tot = vals.sum()
+    return w / np.abs(w).sum(), (vals[-1] / tot if tot > 0 else math.nan)
+
+
+def _ols_r2(X, y, ridge=0.0):
+    o = RollingOLS(n_features=X.shape[1], ridge=ridge)
+    o.update_many(X, y)
+    return o
+
+
+def multilevel_day(path, levels, *, bar_seconds=10, window_minutes=30, tick_size=100.0,
+                   lot_size=100.0, ridge=0.0):
+    """Best-level vs multi-level (Xu, Gould & Howison) vs integrated OFI (Cont, Cucuringu &
+    Zhang) on one LOBSTER day with ``levels`` levels: 10 s bars, per 30-minute window.
+
+    Per level m, e_{m,n} is CKS eq. 10 on the level-m quotes (levels by rank; THEORY-DETAIL
+    2.1), computed with :func:`ofi_fast.l1_ofi`. Integrated OFI: per-bar OFI of each level
+    divided by the bar's common depth scale Q (CCZ eq. 3: mean of qb + qa over the bar's
+    events and the M levels; 0 for an empty bar), projected on the first principal vector.
+    For each window: in-sample R^2 of dmid (ticks) on OFI_1, on the M-vector MLOFI (OLS with
+    intercept, optional ridge) and on integrated OFI (PCA fitted in the window); and the
+    *parameter-out-of-sample* R^2 of the same contemporaneous relation with every parameter
+    (weights, betas, training mean) taken from the previous window. Returns a dict of means.
+
+    This is where the Book module's ``mlofi``/integrated OFI plug in once merged (via
+    ``features(extra_sum=...)``); until then the per-level flows come from ``l1_ofi``.
+    """
+    q = read_lobster_zip(path, level=levels)
+    for k in ("bid_px", "bid_sz", "ask_px", "ask_sz"):
+        q[k] = q[k].reshape(len(q["ts"]), -1)
+    M = levels
+    every = bar_seconds * NS
+    e = np.column_stack([l1_ofi(q["bid_px"][:, m], q["bid_sz"][:, m], q["ask_px"][:, m],
+                                q["ask_sz"][:, m]) for m in range(M)])
+    depth = (q["bid_sz"] + q["ask_sz"]).sum(axis=1)
+    extra = {f"ofi_{m + 1}": e[:, m] for m in range(M)}
+    extra["depth_sum"] = depth
+    t = features(q["ts"], q["bid_px"][:, 0], q["bid_sz"][:, 0], q["ask_px"][:, 0],
+                 q["ask_sz"][:, 0], every=every, closed="right", tick_size=tick_size,
+                 lot_size=lot_size, extra_sum=extra, frame=False)
+    X = np.column_stack([t[f"ofi_{m + 1}"] for m in range(M)]) / lot_size
+    cnt = t["n_events"].astype(float)
+    Q = np.where(cnt > 0, t["depth_sum"] / (2.0 * M * np.maximum(cnt, 1)), np.nan)
+    Z = np.where(cnt[:, None] > 0, X * lot_size / np.where(np.isfinite(Q), Q, 1.0)[:, None], 0.0)
+    y = t["dmid_ticks"]
+    win = t["start"] // (window_minutes * 60 * NS)
+    res = {k: [] for k in ("r2_l1", "r2_ml", "r2_int", "evr", "oos_l1", "oos_ml", "oos_int")}
+    prev = None
+    for w in np.unique(win):
+        s_ = win == w
+        Xw, Zw, yw = X[s_], Z[s_], y[s_]
+        f1 = fit_impact(Xw[:, 0], yw)
+        om = _ols_r2(Xw, yw, ridge)
+        wts, evr = _pca_weights(Zw)
+        fi = fit_impact(Zw @ wts, yw)
+        res["r2_l1"].append(f1.r2)
+        res["r2_ml"].append(om.r2)
+        res["r2_int"].append(fi.r2)
+        res["evr"].append(evr)
+        if prev is not None:
+            p1, pm, pw, pi = prev
+            base = np.sum((yw - pm.mean_y) ** 2)
+            for key, yhat in (("oos_l1", p1.alpha + p1.beta * Xw[:, 0]),
+                              ("oos_ml", pm.alpha + Xw @ np.atleast_1d(pm.beta)),
+                              ("oos_int", pi.alpha + pi.beta * (Zw @ pw))):
+                res[key].append(1.0 - np.sum((yw - yhat) ** 2) / base if base > 0 else np.nan)
+        prev = (f1, om, wts, fi)
+    X1, y1, fe, ts_, te = predictive_pairs(t, [f"ofi_{m + 1}" for m in range(M)],
+                                           target="dmid_ticks")
+    train = window_minutes * 60 // bar_seconds
+    f_l1 = walk_forward(X1[:, :1], y1, feature_end=fe, target_start=ts_, target_end=te,
+                        train=train)["metrics"]
+    f_ml = walk_forward(X1, y1, feature_end=fe, target_start=ts_, target_end=te, train=train,
+                        ridge=ridge)["metrics"]
+    out = {k: float(np.nanmean(v)) for k, v in res.items()}
+    out.update(levels=M, windows=len(res["r2_l1"]), forecast_l1=f_l1, forecast_ml=f_ml)
+    return out
+
+
+def multilevel_table(specs, **kw):
+    """Printable table of :func:`multilevel_day` for ``[(path, levels), ...]``."""
+    head = (f"{'stock':<6}{'M':>3}{'R2 OFI1':>9}{'R2 MLOFI':>10}{'R2 intOFI':>11}{'PC1 var':>9}"
+            f" | {'oos OFI1':>9}{'oos ML':>8}{'oos int':>8} | {'fc R2 OFI1':>11}"
+            f"{'fc R2 ML':>10}")
+    lines = [head, "-" * len(head)]
+    for path, levels in specs:
+        r = multilevel_day(path, levels, **kw)
+        name = Path(path).name.replace("LOBSTER_SampleFile_", "").split("_")[0]
+        lines.append(f"{name:<6}{levels:>3}{r['r2_l1']:>9.3f}{r['r2_ml']:>10.3f}"
+                     f"{r['r2_int']:>11.3f}{r['evr']:>9.3f} | {r['oos_l1']:>9.3f}"
+                     f"{r['oos_ml']:>8.3f}{r['oos_int']:>8.3f} | "
+                     f"{r['forecast_l1']['r2_oos']:>11.4f}{r['forecast_ml']['r2_oos']:>10.4f}")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "cks" or len(argv) < 2:
-        print("usage: python -m ofi_fast.analysis cks LOBSTER_level1.zip [...]", file=sys.stderr)
-        return 2
-    print(cks_table(argv[1:]))
-    return 0
+    if len(argv) >= 2 and argv[0] == "cks":
+        print(cks_table(argv[1:]))
+        return 0
+    if len(argv) >= 2 and argv[0] == "multilevel":
+        # PATH:LEVELS, e.g. LOBSTER_SampleFile_GOOG_2012-06-21_10.zip:10
+        specs = [(p.rsplit(":", 1)[0], int(p.rsplit(":", 1)[1])) for p in argv[1:]]
+        print(multilevel_table(specs))
+        return 0
+    print("usage: python -m ofi_fast.analysis cks LOBSTER_level1.zip [...]\n"
+          "       python -m ofi_fast.analysis multilevel LOBSTER_levelM.zip:M [...]",
+          file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

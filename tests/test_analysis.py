@@ -199,3 +199,16 @@ def test_report_one_call(rng):
     assert r["summary"]["windows"] == 2
     assert set(r["forecast"]) >= {"r2_oos", "hit_rate", "ic", "n"}
     assert r["autocorr"].shape == (5,)
+
+
+def test_multilevel_real_goog5():
+    from ofi_fast.analysis import multilevel_day
+    p5 = data_file("lobster", "LOBSTER_SampleFile_GOOG_2012-06-21_5.zip")
+    p1 = data_file("lobster", "LOBSTER_SampleFile_GOOG_2012-06-21_1.zip")
+    r = multilevel_day(p5, 5)
+    s1, *_ = cks_day(p1)
+    # level 1 of the 5-level file gives the same best-level fits as the level-1 file
+    assert r["r2_l1"] == pytest.approx(s1["r2_mean"], rel=1e-9)
+    # nested models: more levels cannot lower the in-sample R^2 (XGH, CCZ direction)
+    assert r["r2_ml"] >= r["r2_l1"] and r["r2_int"] > r["r2_l1"]
+    assert 0.5 < r["evr"] <= 1.0 and r["windows"] == 13
