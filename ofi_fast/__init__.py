@@ -18,12 +18,14 @@ from ofi_fast.errors import (
 )
 from ofi_fast._ring import RollingSum
 from ofi_fast._ofi import OFI, l1_ofi
-from ofi_fast._impact import Bars, bars
 from ofi_fast._trades import (
     VPIN, BVCBars, Classifier, TradeFlow, VPINBuckets, bvc, classify_trades, trade_flow, vpin,
 )
 from ofi_fast._ofi import MultiLevelOFI, integrated_weights, mlofi
 from ofi_fast._book import Book, BookOFI
+from ofi_fast._impact import (
+    Bars, ImpactFit, RollingOLS, bar_mid, bars, event_bars, fit_impact, volume_bars,
+)
 
 try:
     __version__ = _version("ofi_fast")
@@ -53,6 +55,12 @@ __all__ = [
     "vpin",
     "Book",
     "BookOFI",
+    "ImpactFit",
+    "RollingOLS",
+    "bar_mid",
+    "event_bars",
+    "fit_impact",
+    "volume_bars",
     "CapacityError",
     "CrossedBookError",
     "NegativeSizeError",

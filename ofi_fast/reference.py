@@ -168,9 +168,10 @@ def l1_ofi(bid_px, bid_sz, ask_px, ask_sz):
 # ---------------------------------------------------------------------------------------------
 # _impact: bars
 # ---------------------------------------------------------------------------------------------
-def bars(ts, values, *, every):
+def bars(ts, values, *, every, closed="left"):
     """Clock bars [k*every, (k+1)*every) from the first event's bar to the last, empty included.
 
+    ``closed="right"``: bars (k*every, (k+1)*every] (CKS eq. 12), still labelled by k*every.
     Returns a dict of lists: start, sum, count, first, last (None for empty first/last).
     """
     if not len(ts):
@@ -178,6 +179,10 @@ def bars(ts, values, *, every):
     for i in range(1, len(ts)):
         if ts[i] < ts[i - 1]:
             raise RefError("TimeOrderError", "ts", i)
+    if closed == "right":
+        # k*every < t <= (k+1)*every  <=>  k = ceil(t / every) - 1
+        out = bars([-((-t) // every) * every - 1 for t in ts], values, every=every)
+        return out
     k0, k1 = ts[0] // every, ts[-1] // every
     out = {"start": [k * every for k in range(k0, k1 + 1)], "sum": [0.0] * (k1 - k0 + 1),
            "count": [0] * (k1 - k0 + 1), "first": [None] * (k1 - k0 + 1),
@@ -702,3 +707,197 @@ def integrated_weights(sample, iterations=10000):
         v = [-x for x in v]
     trace = math.fsum(cov[i][i] for i in range(L))
     return v, lam / trace
+def event_bars(values, *, every, ts=None):
+    """Bars of ``every`` consecutive events; start = index (or ts) of each bar's first event."""
+    out = {"start": [], "sum": [], "count": [], "first": [], "last": []}
+    for j in range(0, len(values), every):
+        chunk = list(values[j:j + every])
+        out["start"].append(j if ts is None else ts[j])
+        out["sum"].append(float(sum(chunk)))
+        out["count"].append(len(chunk))
+        out["first"].append(chunk[0])
+        out["last"].append(chunk[-1])
+    return out
+
+
+def volume_bars(volume, values, *, every, ts=None):
+    """Event i goes to bar floor(volume before i / every); bars are the non-empty groups."""
+    out = {"start": [], "sum": [], "count": [], "first": [], "last": []}
+    before, cur = 0.0, None
+    for i, (v, x) in enumerate(zip(volume, values)):
+        if v < 0:
+            raise RefError("NegativeSizeError", "volume", i)
+        k = math.floor(before / every)
+        if k != cur:
+            cur = k
+            out["start"].append(i if ts is None else ts[i])
+            for key, val in (("sum", 0.0), ("count", 0), ("first", x), ("last", x)):
+                out[key].append(val)
+        out["sum"][-1] += x
+        out["count"][-1] += 1
+        out["last"][-1] = x
+        before += v
+    return out
+
+
+def bar_mid(ts, mid, *, every, closed="left", tick_size=None):
+    """Last mid at or before each clock bar's end (carried through empty bars) and its change
+    from the previous bar (CKS eq. 11); the first bar's reference is the first event's mid."""
+    b = bars(ts, mid, every=every, closed=closed)
+    prev = mid[0] if len(mid) else None
+    out = {"start": b["start"], "mid": [], "dmid": [], "count": b["count"]}
+    for last in b["last"]:
+        m = prev if last is None else last
+        out["mid"].append(m)
+        out["dmid"].append(m - prev)
+        prev = m
+    if tick_size is not None:
+        out["dmid_ticks"] = [d / tick_size for d in out["dmid"]]
+    return out
+
+
+def _solve(a, b):
+    """Gaussian elimination with partial pivoting; None when (numerically) singular."""
+    p = len(b)
+    m = [list(map(float, a[i])) + [float(b[i])] for i in range(p)]
+    for c in range(p):
+        r = max(range(c, p), key=lambda i: abs(m[i][c]))
+        if abs(m[r][c]) <= 1e-12 * max(1.0, max(abs(m[i][i]) for i in range(p))):
+            return None
+        m[c], m[r] = m[r], m[c]
+        for i in range(c + 1, p):
+            f = m[i][c] / m[c][c]
+            for j in range(c, p + 1):
+                m[i][j] -= f * m[c][j]
+    x = [0.0] * p
+    for i in range(p - 1, -1, -1):
+        x[i] = (m[i][p] - sum(m[i][j] * x[j] for j in range(i + 1, p))) / m[i][i]
+    return x
+
+
+def ols_fit(xs, ys, ridge=0.0):
+    """OLS with intercept by the two-pass centred normal equations (fsum): (beta list, alpha,
+    r2) or (None, nan, nan) when singular. xs: list of p-tuples."""
+    n = len(ys)
+    if n == 0:
+        return None, math.nan, math.nan
+    p = len(xs[0])
+    mx = [math.fsum(x[i] for x in xs) / n for i in range(p)]
+    my = math.fsum(ys) / n
+    dx = [[x[i] - mx[i] for i in range(p)] for x in xs]
+    dy = [y - my for y in ys]
+    cxx = [[math.fsum(d[i] * d[j] for d in dx) + (ridge if i == j else 0.0) for j in range(p)]
+           for i in range(p)]
+    cxy = [math.fsum(d[i] * e for d, e in zip(dx, dy)) for i in range(p)]
+    syy = math.fsum(e * e for e in dy)
+    if any(cxx[i][i] <= 0.0 for i in range(p)):
+        return None, math.nan, math.nan
+    beta = _solve(cxx, cxy)
+    if beta is None:
+        return None, math.nan, math.nan
+    alpha = my - sum(b * m for b, m in zip(beta, mx))
+    ssr = math.fsum((y - alpha - sum(b * xi for b, xi in zip(beta, x))) ** 2
+                    for x, y in zip(xs, ys))
+    r2 = 1.0 - ssr / syy if syy > 0 else math.nan
+    return beta, alpha, r2
+
+
+class RollingOLS:
+    """Rolling OLS with intercept that refits the window from scratch on every query."""
+
+    def __init__(self, window=None, window_time=None, n_features=1, *, capacity=None,
+                 grow=False, ridge=0.0):
+        self.window, self.window_time, self.p, self.ridge = window, window_time, n_features, ridge
+        self.items = deque()
+        self.last_ts = None
+
+    def update(self, x, y, ts=None):
+        xt = (float(x),) if self.p == 1 and not hasattr(x, "__len__") else tuple(map(float, x))
+        if not all(math.isfinite(v) for v in xt):
+            raise RefError("NonFiniteError", "x")
+        if not math.isfinite(y):
+            raise RefError("NonFiniteError", "y")
+        if ts is not None and self.last_ts is not None and ts < self.last_ts:
+            raise RefError("TimeOrderError", "ts")
+        if ts is not None:
+            self.last_ts = ts
+        self.items.append((ts, xt, float(y)))
+        if self.window_time is not None:
+            while self.items[0][0] <= ts - self.window_time:
+                self.items.popleft()
+        elif self.window is not None and len(self.items) > self.window:
+            self.items.popleft()
+        return len(self.items)
+
+    def _fit(self):
+        return ols_fit([x for _, x, _ in self.items], [y for _, _, y in self.items], self.ridge)
+
+    @property
+    def n(self):
+        return len(self.items)
+
+    @property
+    def beta(self):
+        b = self._fit()[0]
+        if b is None:
+            return math.nan if self.p == 1 else [math.nan] * self.p
+        return b[0] if self.p == 1 else b
+
+    @property
+    def alpha(self):
+        return self._fit()[1]
+
+    @property
+    def r2(self):
+        return self._fit()[2]
+
+    def predict(self, x):
+        b, a, _ = self._fit()
+        if b is None:
+            return math.nan
+        xt = (x,) if self.p == 1 and not hasattr(x, "__len__") else tuple(x)
+        return a + sum(bi * xi for bi, xi in zip(b, xt))
+
+
+def fit_impact(ofi, dmid, *, lags=None, small_sample=False):
+    """CKS eq. 14 by OLS; returns a dict with beta, alpha, r2, t_beta, t_alpha, t_beta_hc,
+    t_beta_robust (Newey-West, Bartlett weights, default L = floor(4 (n/100)^(2/9))), n,
+    n_skipped. NaN pairs are skipped; n < 3 gives NaN t-statistics."""
+    pairs = [(x, y) for x, y in zip(ofi, dmid) if not (math.isnan(x) or math.isnan(y))]
+    n = len(pairs)
+    L = (math.floor(4 * (n / 100) ** (2 / 9)) if n else 0) if lags is None else lags
+    L = min(L, max(n - 1, 0))
+    nan = math.nan
+    out = dict(beta=nan, alpha=nan, r2=nan, t_beta=nan, t_alpha=nan, t_beta_hc=nan,
+               t_beta_robust=nan, lags=L, n=n, n_skipped=len(ofi) - n)
+    if n < 2:
+        return out
+    xs = [x for x, _ in pairs]
+    ys = [y for _, y in pairs]
+    mx, my = math.fsum(xs) / n, math.fsum(ys) / n
+    sxx = math.fsum((x - mx) ** 2 for x in xs)
+    sxy = math.fsum((x - mx) * (y - my) for x, y in pairs)
+    syy = math.fsum((y - my) ** 2 for y in ys)
+    if sxx <= 0:
+        return out
+    beta = sxy / sxx
+    alpha = my - beta * mx
+    out.update(beta=beta, alpha=alpha, r2=sxy * sxy / (sxx * syy) if syy > 0 else nan)
+    if n < 3:
+        return out
+    e = [y - alpha - beta * x for x, y in pairs]
+    s2 = math.fsum(v * v for v in e) / (n - 2)
+    u = [(x - mx) * v for x, v in zip(xs, e)]
+    f = n / (n - 2) if small_sample else 1.0
+    uu = math.fsum(v * v for v in u)
+    om = uu + 2 * math.fsum((1 - j / (L + 1)) * math.fsum(u[t] * u[t - j] for t in range(j, n))
+                            for j in range(1, L + 1))
+
+    def t(se):
+        return beta / se if se > 0 else (math.copysign(math.inf, beta) if beta else nan)
+
+    out.update(t_beta=t(math.sqrt(s2 / sxx)),
+               t_alpha=alpha / math.sqrt(s2 * (1 / n + mx * mx / sxx)) if s2 > 0 else nan,
+               t_beta_hc=t(math.sqrt(f * uu) / sxx),
+               t_beta_robust=t(math.sqrt(f * max(om, 0.0)) / sxx))
+    return out

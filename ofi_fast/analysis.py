@@ -1,0 +1,563 @@
+"""Bar features, contemporaneous impact fits and look-ahead-free forecast evaluation.
+
+Pure Python/numpy composition of the compiled kernels (``l1_ofi``, ``bars``, ``bar_mid``,
+``fit_impact``, ``RollingOLS``). Tables are dicts of equal-length numpy arrays; pass
+``frame=True`` (or leave ``frame="auto"`` with pandas installed) to get a pandas DataFrame.
+
+Timing conventions (THEORY-DETAIL 8):
+
+- clock bars ``[start, end)`` aligned to multiples of ``every`` (``closed="right"`` for CKS's
+  ``(t_{k-1}, t_k]``); empty bars are kept (OFI 0, mid carried forward, dmid 0);
+- ``dmid`` of bar k is the mid at the last event at or before the bar's end minus the same at the
+  previous bar's end (CKS eq. 11), in price units, and in ticks as ``dmid_ticks``;
+- a *predictive* pair uses the features of bar k (information up to ``end_k``) and the mid
+  change over ``(end_k, end_{k+h}]``. :func:`walk_forward` refuses any row whose feature ends
+  after its target starts (:class:`LookAheadError`), and trains only on rows whose target had
+  ended by the time the forecast is made.
+
+Run ``python -m ofi_fast.analysis cks PATH...`` to print the Cont-Kukanov-Stoikov table for
+LOBSTER level-1 zips.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ofi_fast._impact import RollingOLS, bar_mid, bars, fit_impact
+from ofi_fast._ofi import l1_ofi
+from ofi_fast.errors import OFIError
+
+NS = 1_000_000_000
+
+
+class LookAheadError(OFIError):
+    """A forecast row whose feature uses information from after its target's start."""
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+# ---------------------------------------------------------------------------------------------
+def _frame(table: dict, frame):
+    if frame is False or frame is None:
+        return table
+    try:
+        import pandas as pd
+    except ImportError:
+        if frame is True:
+            raise
+        return table
+    return pd.DataFrame(table)
+
+
+def _col(table, name):
+    return np.asarray(table[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# features
+# ---------------------------------------------------------------------------------------------
+def _fill_mid(bid_px, ask_px):
+    """Mid per event; events with an empty side carry the last two-sided mid forward (leading
+    one-sided events take the first two-sided mid). All-one-sided input raises."""
+    mid = 0.5 * (np.asarray(bid_px, dtype=np.float64) + np.asarray(ask_px, dtype=np.float64))
+    ok = np.isfinite(mid)
+    if ok.all():
+        return mid
+    if not ok.any():
+        raise OFIError("no event has both a bid and an ask: the mid is undefined",
+                       field="bid_px")
+    idx = np.where(ok, np.arange(mid.shape[0]), 0)
+    np.maximum.accumulate(idx, out=idx)
+    first = int(np.argmax(ok))
+    idx[:first] = first
+    return mid[idx]
+
+
+def features(ts, bid_px, bid_sz, ask_px, ask_sz, *, every, closed="left", tick_size=None,
+             lot_size=1.0, trades=None, extra_sum=None, extra_last=None, frame="auto"):
+    """Turn best quotes (and optionally trades) into a bar table.
+
+    ``ts`` int64 (any unit; ``every`` in the same unit), quotes as for :func:`ofi_fast.l1_ofi`
+    (empty side = size 0, NaN price). Columns, one row per clock bar (empty bars kept):
+
+    - ``start``, ``end``: the bar's edges (``[start, end)``; ``(start, end]`` with
+      ``closed="right"``);
+    - ``n_events``: quote events in the bar;
+    - ``ofi``: best-level OFI, the sum of CKS e_n over the bar's events (e_n is taken against
+      the previous event even across bars), divided by ``lot_size`` (CKS: 100-share lots);
+    - ``mid``: mid at the bar's end, carried through empty bars and one-sided quotes;
+      ``dmid``: its change from the previous bar's end (CKS eq. 11; the first bar's reference
+      is the first event's mid); ``dmid_ticks`` when ``tick_size`` is given;
+    - with ``trades=(ts, size, sign)`` (sign +1 buyer-, -1 seller-initiated, 0 unknown):
+      ``buy_volume``, ``sell_volume``, ``trade_imbalance`` = (B - S) / (B + S) (NaN when no
+      signed trade) and ``trade_net`` = (B - S) / ``lot_size`` (CKS's TI);
+    - extension point: ``extra_sum={name: per-event array}`` adds the per-bar sum of a flow
+      series (multi-level or integrated OFI per event from the Book module), and
+      ``extra_last={name: per-event array}`` the last value in the bar carried forward (state
+      signals: book imbalance, weighted mid). Both must be aligned with the quote events.
+
+    Returns a dict of numpy arrays, or a pandas DataFrame (``frame=True``, or ``"auto"`` with
+    pandas installed).
+    """
+    t = np.ascontiguousarray(ts, dtype=np.int64)
+    e = l1_ofi(bid_px, bid_sz, ask_px, ask_sz)
+    if e.shape[0] != t.shape[0]:
+        raise OFIError(f"ts has {t.shape[0]} elements, quotes {e.shape[0]}", field="ts")
+    b = bars(t, e, every=every, closed=closed)
+    m = bar_mid(t, _fill_mid(bid_px, ask_px), every=every, closed=closed, tick_size=tick_size)
+    every = int(every)
+    out = {"start": b.start, "end": b.start + every, "n_events": b.count,
+           "ofi": b.sum / float(lot_size), "mid": m["mid"], "dmid": m["dmid"]}
+    if tick_size is not None:
+        out["dmid_ticks"] = m["dmid_ticks"]
+    k0 = b.start[0] // every if len(b) else 0
+    nb = len(b)
+
+    def on_grid(tt, vals):
+        """Per-bar sums of an event series with its own timestamps, on the quote bar grid."""
+        tt = np.ascontiguousarray(tt, dtype=np.int64)
+        shift = 1 if closed == "right" else 0
+        k = (tt - shift) // every - k0
+        inside = (k >= 0) & (k < nb)
+        return np.bincount(k[inside], weights=np.asarray(vals, dtype=np.float64)[inside],
+                           minlength=nb)[:nb]
+
+    if trades is not None:
+        tts, tsz, tsg = trades
+        tsz = np.asarray(tsz, dtype=np.float64)
+        tsg = np.asarray(tsg)
+        buy = on_grid(tts, np.where(tsg > 0, tsz, 0.0))
+        sell = on_grid(tts, np.where(tsg < 0, tsz, 0.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["trade_imbalance"] = np.where(buy + sell > 0, (buy - sell) / (buy + sell),
+                                              np.nan)
+        out["buy_volume"], out["sell_volume"] = buy, sell
+        out["trade_net"] = (buy - sell) / float(lot_size)
+    for name, vals in (extra_sum or {}).items():
+        out[name] = bars(t, vals, every=every, closed=closed).sum
+    for name, vals in (extra_last or {}).items():
+        last = bars(t, vals, every=every, closed=closed).last
+        out[name] = _ffill(last)
+    return _frame(out, frame)
+
+
+def _ffill(a):
+    a = np.array(a, dtype=np.float64)
+    ok = ~np.isnan(a)
+    idx = np.where(ok, np.arange(a.shape[0]), 0)
+    np.maximum.accumulate(idx, out=idx)
+    res = a[idx]
+    res[: int(np.argmax(ok)) if ok.any() else a.shape[0]] = np.nan
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# contemporaneous impact per window (CKS)
+# ---------------------------------------------------------------------------------------------
+def impact_fits(start, ofi, dmid, *, window, lags=None, min_bars=10, frame="auto"):
+    """Fit ``dmid = alpha + beta ofi`` (CKS eq. 14) separately in each window of bars.
+
+    ``start`` are the bar starts (ts units); window i holds the bars with
+    ``floor(start / window) == i`` (CKS: 10-second bars inside 30-minute windows, 180 bars).
+    Windows with fewer than ``min_bars`` bars are skipped. Returns a table with
+    ``window_start, n, beta, alpha, r2, t_beta, t_alpha, t_beta_hc, t_beta_robust, lags``
+    (t_beta_robust: Newey-West, see :func:`ofi_fast.fit_impact`).
+    """
+    start = np.asarray(start, dtype=np.int64)
+    ofi = np.asarray(ofi, dtype=np.float64)
+    dmid = np.asarray(dmid, dtype=np.float64)
+    w = start // int(window)
+    cuts = np.flatnonzero(np.diff(w)) + 1
+    keys = ("n", "beta", "alpha", "r2", "t_beta", "t_alpha", "t_beta_hc", "t_beta_robust",
+            "lags")
+    rows = {k: [] for k in ("window_start",) + keys}
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(w)]):
+        if hi - lo < min_bars:
+            continue
+        f = fit_impact(ofi[lo:hi], dmid[lo:hi], lags=lags)
+        rows["window_start"].append(int(w[lo]) * int(window))
+        for k in keys:
+            rows[k].append(getattr(f, k))
+    out = {k: np.asarray(v, dtype=np.int64 if k in ("window_start", "n", "lags") else float)
+           for k, v in rows.items()}
+    return _frame(out, frame)
+
+
+def summarize_fits(fits, *, z=1.96):
+    """Cross-window summary as in CKS Sec. 3.3: mean/min/max R^2, median and mean beta and
+    t (Newey-West), and the share of windows where beta is significant at 5 % (|t| > z)."""
+    r2 = _col(fits, "r2")
+    beta = _col(fits, "beta")
+    t = _col(fits, "t_beta_robust")
+    ok = np.isfinite(r2)
+    return {"windows": int(len(r2)), "r2_mean": float(np.nanmean(r2)) if ok.any() else math.nan,
+            "r2_min": float(np.nanmin(r2)) if ok.any() else math.nan,
+            "r2_max": float(np.nanmax(r2)) if ok.any() else math.nan,
+            "beta_median": float(np.nanmedian(beta)), "beta_mean": float(np.nanmean(beta)),
+            "t_median": float(np.nanmedian(t)), "t_mean": float(np.nanmean(t)),
+            "share_significant": float(np.mean(np.abs(t[np.isfinite(t)]) > z))
+            if np.isfinite(t).any() else math.nan}
+
+
+# ---------------------------------------------------------------------------------------------
+# forecast evaluation
+# ---------------------------------------------------------------------------------------------
+def _rank(a):
+    """Ranks with ties averaged (1-based)."""
+    order = np.argsort(a, kind="mergesort")
+    s = a[order]
+    r = np.empty(len(a))
+    r[order] = np.arange(1, len(a) + 1)
+    # average the ranks of ties
+    _, inv, counts = np.unique(s, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=np.arange(1, len(a) + 1))
+    r[order] = (sums / counts)[inv]
+    return r
+
+
+def spearman(a, b):
+    """Spearman rank correlation (ties averaged); NaN when either side is constant."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if len(a) < 2:
+        return math.nan
+    ra, rb = _rank(a), _rank(b)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    d = math.sqrt(float(ra @ ra) * float(rb @ rb))
+    return float(ra @ rb) / d if d > 0 else math.nan
+
+
+def oos_metrics(y, yhat, ybar_train):
+    """Out-of-sample metrics (THEORY-DETAIL 9.3) over the rows where ``yhat`` is finite.
+
+    - ``r2_oos`` = 1 - sum (y - yhat)^2 / sum (y - ybar_train)^2, with ``ybar_train`` the
+      training mean that went with each forecast (can be negative; reported as is);
+    - ``r2_oos_zero``: the same against a zero forecast (denominator sum y^2);
+    - ``hit_rate``: share of sign(yhat) == sign(y) among rows with y != 0 and yhat != 0;
+      ``n_hit`` those rows, ``n_y_zero`` / ``n_yhat_zero`` the rows excluded for a zero;
+    - ``ic``: Spearman rank correlation of yhat and y; ``n``: rows evaluated.
+    """
+    y = np.asarray(y, dtype=float)
+    yhat = np.asarray(yhat, dtype=float)
+    ybar = np.broadcast_to(np.asarray(ybar_train, dtype=float), y.shape)
+    ok = np.isfinite(yhat) & np.isfinite(y)
+    y, yhat, ybar = y[ok], yhat[ok], ybar[ok]
+    sse = float(np.sum((y - yhat) ** 2))
+    sst = float(np.sum((y - ybar) ** 2))
+    ss0 = float(np.sum(y * y))
+    nz = (y != 0) & (yhat != 0)
+    return {"n": int(y.shape[0]),
+            "r2_oos": 1.0 - sse / sst if sst > 0 else math.nan,
+            "r2_oos_zero": 1.0 - sse / ss0 if ss0 > 0 else math.nan,
+            "hit_rate": float(np.mean(np.sign(y[nz]) == np.sign(yhat[nz]))) if nz.any()
+            else math.nan,
+            "n_hit": int(nz.sum()), "n_y_zero": int((y == 0).sum()),
+            "n_yhat_zero": int(((yhat == 0) & (y != 0)).sum()),
+            "ic": spearman(yhat, y)}
+
+
+def check_no_lookahead(feature_end, target_start):
+    """Raise :class:`LookAheadError` at the first row whose feature ends after its target
+    starts (the feature would use information from the target period)."""
+    fe = np.asarray(feature_end)
+    tgt = np.asarray(target_start)
+    if fe.shape != tgt.shape:
+        raise OFIError(f"feature_end has shape {fe.shape}, target_start {tgt.shape}",
+                       field="feature_end")
+    bad = np.flatnonzero(fe > tgt)
+    if bad.size:
+        i = int(bad[0])
+        raise LookAheadError(
+            f"feature_end[{i}] = {fe[i]} is after target_start[{i}] = {tgt[i]}: the feature "
+            "uses information from the period it is meant to predict", field="feature_end",
+            index=i)
+
+
+def predictive_pairs(table, columns, *, horizon=1, target="dmid"):
+    """Align bar features with the next ``horizon`` bars' mid change, without look-ahead.
+
+    Row k: X = ``table[columns][k]`` (information up to ``end_k``), y = sum of
+    ``table[target][k+1 .. k+horizon]`` (the change over ``(end_k, end_{k+horizon}]``).
+    Returns ``(X (n, p), y, feature_end, target_start, target_end)`` for :func:`walk_forward`.
+    """
+    end = _col(table, "end").astype(np.int64)
+    d = _col(table, target).astype(float)
+    n = len(d) - horizon
+    if n <= 0:
+        raise OFIError(f"need more than horizon={horizon} bars", field="horizon")
+    X = np.column_stack([_col(table, c).astype(float)[:n] for c in columns])
+    cs = np.r_[0.0, np.cumsum(d)]
+    y = cs[1 + horizon: 1 + horizon + n] - cs[1:1 + n]
+    return X, y, end[:n], end[:n], end[horizon:horizon + n]
+
+
+def walk_forward(X, y, *, feature_end, target_start, target_end, train=None, min_train=30,
+                 ridge=0.0):
+    """Walk-forward out-of-sample forecasts of ``y`` from ``X`` with a rolling OLS.
+
+    The guard (:func:`check_no_lookahead`) first requires ``feature_end <= target_start`` on
+    every row. The forecast of row i then uses only rows j whose target had ended,
+    ``target_end[j] <= target_start[i]`` (so overlapping horizons cannot leak), the last
+    ``train`` of them (all when None), and needs ``min_train`` of them. Returns a dict with
+    ``yhat`` and ``ybar_train`` per row (NaN without a forecast), the final ``beta``/``alpha``,
+    and ``metrics`` (:func:`oos_metrics`).
+    """
+    X = np.asarray(X, dtype=float)
+    if X.ndim == 1:
+        X = X[:, None]
+    y = np.asarray(y, dtype=float)
+    fe = np.asarray(feature_end)
+    ts_ = np.asarray(target_start)
+    te = np.asarray(target_end)
+    n, p = X.shape
+    if not (len(y) == len(fe) == len(ts_) == len(te) == n):
+        raise OFIError("X, y, feature_end, target_start and target_end must have one row each",
+                       field="y")
+    check_no_lookahead(fe, ts_)
+    if np.any(te < ts_):
+        i = int(np.flatnonzero(te < ts_)[0])
+        raise OFIError(f"target_end[{i}] < target_start[{i}]", field="target_end", index=i)
+    if np.any(np.diff(te) < 0) or np.any(np.diff(ts_) < 0):
+        raise OFIError("rows must be in time order (target_start and target_end "
+                       "non-decreasing)", field="target_end")
+    ols = RollingOLS(window=train, n_features=p, ridge=ridge)
+    yhat = np.full(n, np.nan)
+    ybar = np.full(n, np.nan)
+    j = 0
+    for i in range(n):
+        while j < n and te[j] <= ts_[i]:
+            ols.update(X[j] if p > 1 else float(X[j, 0]), y[j])
+            j += 1
+        if ols.n >= min_train:
+            yhat[i] = ols.predict(X[i] if p > 1 else float(X[i, 0]))
+            ybar[i] = ols.mean_y
+    return {"yhat": yhat, "ybar_train": ybar, "beta": ols.beta, "alpha": ols.alpha,
+            "metrics": oos_metrics(y, yhat, ybar)}
+
+
+def autocorr(x, max_lag=10):
+    """Sample autocorrelation of a bar series at lags 1..max_lag (the persistence of OFI):
+    ``sum (x_t - m)(x_{t-k} - m) / sum (x_t - m)^2``. Returns an array of max_lag values."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)] - np.nanmean(x)
+    d = float(x @ x)
+    if d == 0:
+        return np.full(max_lag, np.nan)
+    return np.array([float(x[k:] @ x[:-k]) / d if k < len(x) else np.nan
+                     for k in range(1, max_lag + 1)])
+
+
+def report(table, *, window, columns=("ofi",), target="dmid_ticks", lags=None, train=None,
+           min_train=30, max_lag=5):
+    """One call: per-window contemporaneous fits (summary), walk-forward one-bar-ahead
+    forecast metrics for ``columns`` and the autocorrelation of the first column."""
+    if target not in (table.columns if hasattr(table, "columns") else table):
+        target = "dmid"
+    fits = impact_fits(_col(table, "start"), _col(table, columns[0]), _col(table, target),
+                       window=window, lags=lags, frame=False)
+    X, y, fe, ts_, te = predictive_pairs(table, list(columns), target=target)
+    wf = walk_forward(X, y, feature_end=fe, target_start=ts_, target_end=te, train=train,
+                      min_train=min_train)
+    return {"fits": fits, "summary": summarize_fits(fits), "forecast": wf["metrics"],
+            "autocorr": autocorr(_col(table, columns[0]), max_lag)}
+
+
+# ---------------------------------------------------------------------------------------------
+# LOBSTER and the CKS reproduction
+# ---------------------------------------------------------------------------------------------
+def _csv(zf, name, ncol):
+    raw = zf.read(name)
+    a = np.array(raw.replace(b"\n", b",").split(b",")[:-1] if raw.endswith(b"\n")
+                 else raw.replace(b"\n", b",").split(b","), dtype=np.float64)
+    return a.reshape(-1, ncol)
+
+
+def read_lobster_zip(path, level=1):
+    """Best quotes and trades from a LOBSTER zip (message + order-book CSV read in memory).
+
+    Returns a dict: ``ts`` (int64 ns after midnight), ``bid_px``, ``bid_sz``, ``ask_px``,
+    ``ask_sz`` (best level; price units of USD 1e-4; empty side = NaN price, size 0) and
+    ``trade_ts``, ``trade_size``, ``trade_sign`` (executions, types 4 and 5; sign =
+    -direction, since an execution of a sell limit order is buyer-initiated). With
+    ``level > 1`` the ``*_px``/``*_sz`` entries are (n, level) arrays, levels by rank.
+    """
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        msg = next(n for n in names if "_message_" in n)
+        book = next(n for n in names if "_orderbook_" in n)
+        m = _csv(zf, msg, 6)
+        ob = _csv(zf, book, 4 * level)
+    ts = np.rint(m[:, 0] * NS).astype(np.int64)
+    ask_px, ask_sz, bid_px, bid_sz = (ob[:, i::4].copy() for i in range(4))
+    bid_px[(bid_px <= -9999999999) | (bid_sz == 0)] = np.nan
+    ask_px[(ask_px >= 9999999999) | (ask_sz == 0)] = np.nan
+    bid_sz[np.isnan(bid_px)] = 0.0
+    ask_sz[np.isnan(ask_px)] = 0.0
+    if level == 1:
+        ask_px, ask_sz, bid_px, bid_sz = (a[:, 0].copy() for a in (ask_px, ask_sz, bid_px, bid_sz))
+    ex = (m[:, 1] == 4) | (m[:, 1] == 5)
+    return {"ts": ts, "bid_px": bid_px, "bid_sz": bid_sz, "ask_px": ask_px, "ask_sz": ask_sz,
+            "trade_ts": ts[ex], "trade_size": m[ex, 3], "trade_sign": -m[ex, 5]}
+
+
+def cks_day(path, *, bar_seconds=10, window_minutes=30, tick_size=100.0, lot_size=100.0,
+            lags=None):
+    """CKS on one LOBSTER level-1 day: 10 s bars, OFI in 100-share lots, dmid in ticks,
+    one OLS per 30-minute window. Returns ``(summary, fits, table, forecast_metrics)``."""
+    q = read_lobster_zip(path)
+    table = features(q["ts"], q["bid_px"], q["bid_sz"], q["ask_px"], q["ask_sz"],
+                     every=bar_seconds * NS, closed="right", tick_size=tick_size,
+                     lot_size=lot_size, trades=(q["trade_ts"], q["trade_size"], q["trade_sign"]),
+                     frame=False)
+    fits = impact_fits(table["start"], table["ofi"], table["dmid_ticks"],
+                       window=window_minutes * 60 * NS, lags=lags, frame=False)
+    X, y, fe, ts_, te = predictive_pairs(table, ["ofi"], target="dmid_ticks")
+    wf = walk_forward(X, y, feature_end=fe, target_start=ts_, target_end=te,
+                      train=window_minutes * 60 // bar_seconds, min_train=30)
+    return summarize_fits(fits), fits, table, wf["metrics"]
+
+
+def cks_table(paths, **kw):
+    """The CKS table for several LOBSTER days, as printable text."""
+    head = (f"{'stock':<6}{'windows':>8}{'R2 mean':>9}{'R2 min':>8}{'R2 max':>8}"
+            f"{'beta med':>10}{'t med':>8}{'sig %':>7} | {'OOS R2':>8}{'hit':>6}{'IC':>7}"
+            f"{'n':>6}")
+    lines = [head, "-" * len(head)]
+    for path in paths:
+        s, _, _, f = cks_day(path, **kw)
+        name = Path(path).name.replace("LOBSTER_SampleFile_", "").split("_")[0]
+        lines.append(f"{name:<6}{s['windows']:>8}{s['r2_mean']:>9.3f}{s['r2_min']:>8.3f}"
+                     f"{s['r2_max']:>8.3f}{s['beta_median']:>10.4f}{s['t_median']:>8.2f}"
+                     f"{100 * s['share_significant']:>7.0f} | {f['r2_oos']:>8.4f}"
+                     f"{f['hit_rate']:>6.3f}{f['ic']:>7.3f}{f['n']:>6}")
+    return "\n".join(lines)
+
+
+def _pca_weights(Z):
+    """First principal vector of the centred sample covariance of the rows of Z, sign fixed by
+    sum(w) > 0 and L1-normalised (CCZ eq. 4); also the explained-variance ratio."""
+    Zc = Z - Z.mean(axis=0)
+    cov = Zc.T @ Zc / max(len(Z) - 1, 1)
+    vals, vecs = np.linalg.eigh(cov)
+    w = vecs[:, -1]
+    if w.sum() < 0:
+        w = -w
+    tot = vals.sum()
+    return w / np.abs(w).sum(), (vals[-1] / tot if tot > 0 else math.nan)
+
+
+def _ols_r2(X, y, ridge=0.0):
+    o = RollingOLS(n_features=X.shape[1], ridge=ridge)
+    o.update_many(X, y)
+    return o
+
+
+def multilevel_day(path, levels, *, bar_seconds=10, window_minutes=30, tick_size=100.0,
+                   lot_size=100.0, ridge=0.0):
+    """Best-level vs multi-level (Xu, Gould & Howison) vs integrated OFI (Cont, Cucuringu &
+    Zhang) on one LOBSTER day with ``levels`` levels: 10 s bars, per 30-minute window.
+
+    Per level m, e_{m,n} is CKS eq. 10 on the level-m quotes (levels by rank; THEORY-DETAIL
+    2.1), computed with :func:`ofi_fast.l1_ofi`. Integrated OFI: per-bar OFI of each level
+    divided by the bar's common depth scale Q (CCZ eq. 3: mean of qb + qa over the bar's
+    events and the M levels; 0 for an empty bar), projected on the first principal vector.
+    For each window: in-sample R^2 of dmid (ticks) on OFI_1, on the M-vector MLOFI (OLS with
+    intercept, optional ridge) and on integrated OFI (PCA fitted in the window); and the
+    *parameter-out-of-sample* R^2 of the same contemporaneous relation with every parameter
+    (weights, betas, training mean) taken from the previous window. Returns a dict of means.
+
+    This is where the Book module's ``mlofi``/integrated OFI plug in once merged (via
+    ``features(extra_sum=...)``); until then the per-level flows come from ``l1_ofi``.
+    """
+    q = read_lobster_zip(path, level=levels)
+    for k in ("bid_px", "bid_sz", "ask_px", "ask_sz"):
+        q[k] = q[k].reshape(len(q["ts"]), -1)
+    M = levels
+    every = bar_seconds * NS
+    e = np.column_stack([l1_ofi(q["bid_px"][:, m], q["bid_sz"][:, m], q["ask_px"][:, m],
+                                q["ask_sz"][:, m]) for m in range(M)])
+    depth = (q["bid_sz"] + q["ask_sz"]).sum(axis=1)
+    extra = {f"ofi_{m + 1}": e[:, m] for m in range(M)}
+    extra["depth_sum"] = depth
+    t = features(q["ts"], q["bid_px"][:, 0], q["bid_sz"][:, 0], q["ask_px"][:, 0],
+                 q["ask_sz"][:, 0], every=every, closed="right", tick_size=tick_size,
+                 lot_size=lot_size, extra_sum=extra, frame=False)
+    X = np.column_stack([t[f"ofi_{m + 1}"] for m in range(M)]) / lot_size
+    cnt = t["n_events"].astype(float)
+    Q = np.where(cnt > 0, t["depth_sum"] / (2.0 * M * np.maximum(cnt, 1)), np.nan)
+    Z = np.where(cnt[:, None] > 0, X * lot_size / np.where(np.isfinite(Q), Q, 1.0)[:, None], 0.0)
+    y = t["dmid_ticks"]
+    win = t["start"] // (window_minutes * 60 * NS)
+    res = {k: [] for k in ("r2_l1", "r2_ml", "r2_int", "evr", "oos_l1", "oos_ml", "oos_int")}
+    prev = None
+    for w in np.unique(win):
+        s_ = win == w
+        Xw, Zw, yw = X[s_], Z[s_], y[s_]
+        f1 = fit_impact(Xw[:, 0], yw)
+        om = _ols_r2(Xw, yw, ridge)
+        wts, evr = _pca_weights(Zw)
+        fi = fit_impact(Zw @ wts, yw)
+        res["r2_l1"].append(f1.r2)
+        res["r2_ml"].append(om.r2)
+        res["r2_int"].append(fi.r2)
+        res["evr"].append(evr)
+        if prev is not None:
+            p1, pm, pw, pi = prev
+            base = np.sum((yw - pm.mean_y) ** 2)
+            for key, yhat in (("oos_l1", p1.alpha + p1.beta * Xw[:, 0]),
+                              ("oos_ml", pm.alpha + Xw @ np.atleast_1d(pm.beta)),
+                              ("oos_int", pi.alpha + pi.beta * (Zw @ pw))):
+                res[key].append(1.0 - np.sum((yw - yhat) ** 2) / base if base > 0 else np.nan)
+        prev = (f1, om, wts, fi)
+    X1, y1, fe, ts_, te = predictive_pairs(t, [f"ofi_{m + 1}" for m in range(M)],
+                                           target="dmid_ticks")
+    train = window_minutes * 60 // bar_seconds
+    f_l1 = walk_forward(X1[:, :1], y1, feature_end=fe, target_start=ts_, target_end=te,
+                        train=train)["metrics"]
+    f_ml = walk_forward(X1, y1, feature_end=fe, target_start=ts_, target_end=te, train=train,
+                        ridge=ridge)["metrics"]
+    out = {k: float(np.nanmean(v)) for k, v in res.items()}
+    out.update(levels=M, windows=len(res["r2_l1"]), forecast_l1=f_l1, forecast_ml=f_ml)
+    return out
+
+
+def multilevel_table(specs, **kw):
+    """Printable table of :func:`multilevel_day` for ``[(path, levels), ...]``."""
+    head = (f"{'stock':<6}{'M':>3}{'R2 OFI1':>9}{'R2 MLOFI':>10}{'R2 intOFI':>11}{'PC1 var':>9}"
+            f" | {'oos OFI1':>9}{'oos ML':>8}{'oos int':>8} | {'fc R2 OFI1':>11}"
+            f"{'fc R2 ML':>10}")
+    lines = [head, "-" * len(head)]
+    for path, levels in specs:
+        r = multilevel_day(path, levels, **kw)
+        name = Path(path).name.replace("LOBSTER_SampleFile_", "").split("_")[0]
+        lines.append(f"{name:<6}{levels:>3}{r['r2_l1']:>9.3f}{r['r2_ml']:>10.3f}"
+                     f"{r['r2_int']:>11.3f}{r['evr']:>9.3f} | {r['oos_l1']:>9.3f}"
+                     f"{r['oos_ml']:>8.3f}{r['oos_int']:>8.3f} | "
+                     f"{r['forecast_l1']['r2_oos']:>11.4f}{r['forecast_ml']['r2_oos']:>10.4f}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] == "cks":
+        print(cks_table(argv[1:]))
+        return 0
+    if len(argv) >= 2 and argv[0] == "multilevel":
+        # PATH:LEVELS, e.g. LOBSTER_SampleFile_GOOG_2012-06-21_10.zip:10
+        specs = [(p.rsplit(":", 1)[0], int(p.rsplit(":", 1)[1])) for p in argv[1:]]
+        print(multilevel_table(specs))
+        return 0
+    print("usage: python -m ofi_fast.analysis cks LOBSTER_level1.zip [...]\n"
+          "       python -m ofi_fast.analysis multilevel LOBSTER_levelM.zip:M [...]",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,398 @@
+"""Bars, RollingOLS and fit_impact: THEORY-DETAIL vectors H and I, differential tests against
+reference.py and numpy.linalg.lstsq, numerical stability, bad input, pickling, real data."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from ofi_fast import reference as ref
+from ofi_fast._impact import (
+    RollingOLS, bar_mid, bars, event_bars, fit_impact, volume_bars,
+)
+from ofi_fast.errors import CapacityError, NonFiniteError, OFIError, TimeOrderError
+
+# ---------------------------------------------------------------------------------------------
+# Test vector I (THEORY-DETAIL 9.1)
+# ---------------------------------------------------------------------------------------------
+XI = [1.0, 2.0, 3.0, 4.0]
+YI = [2.0, 4.0, 5.0, 8.0]
+
+
+def test_vector_I_fit_impact():
+    f = fit_impact(XI, YI, lags=1)
+    assert f.beta == pytest.approx(1.9, abs=1e-12)
+    assert f.alpha == pytest.approx(0.0, abs=1e-12)
+    assert f.r2 == pytest.approx(90.25 / 93.75, abs=1e-12)
+    assert f.se_beta == pytest.approx(math.sqrt(0.35 / 5), abs=1e-12)
+    assert f.t_beta == pytest.approx(7.1813, abs=1e-4)
+    assert f.se_beta_robust == pytest.approx(0.119164, abs=1e-6)
+    assert f.t_beta_robust == pytest.approx(15.9444, abs=1e-4)
+    assert f.n == 4 and f.lags == 1
+    f2 = fit_impact(XI, YI, lags=1, small_sample=True)
+    assert f2.se_beta_robust == pytest.approx(0.168523, abs=1e-6)
+    assert f2.t_beta_robust == pytest.approx(11.2744, abs=1e-4)
+    # lags=0 is White's HC0: sum u^2 = 0.515
+    f0 = fit_impact(XI, YI, lags=0)
+    assert f0.t_beta_robust == pytest.approx(1.9 / (math.sqrt(0.515) / 5), rel=1e-12)
+    assert f0.t_beta_hc == f0.t_beta_robust
+
+
+def test_vector_I_rolling():
+    o = RollingOLS(window=3)
+    for x, y in zip(XI[:3], YI[:3]):
+        o.update(x, y)
+    assert o.beta == pytest.approx(1.5, abs=1e-12)
+    assert o.alpha == pytest.approx(2 / 3, abs=1e-12)
+    assert o.r2 == pytest.approx(0.964286, abs=1e-6)
+    assert o.update(XI[3], YI[3]) == 3
+    assert o.beta == pytest.approx(2.0, abs=1e-12)
+    assert o.alpha == pytest.approx(-1 / 3, abs=1e-12)
+    assert o.r2 == pytest.approx(0.923077, abs=1e-6)
+    m = o.moments()
+    assert m["n"] == 3
+    assert m["mean_x"][0] == pytest.approx(3.0, abs=1e-12)
+    assert m["mean_y"] == pytest.approx(17 / 3, abs=1e-12)
+    assert m["cxx"][0, 0] == pytest.approx(2.0, abs=1e-12)
+    assert m["cxy"][0] == pytest.approx(4.0, abs=1e-12)
+    assert o.predict(5.0) == pytest.approx(-1 / 3 + 10.0, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# fit_impact
+# ---------------------------------------------------------------------------------------------
+def test_fit_impact_vs_lstsq_and_reference(rng):
+    x = rng.normal(size=500) * 30
+    y = 0.04 * x + rng.normal(size=500)
+    f = fit_impact(x, y)
+    a = np.column_stack([np.ones_like(x), x])
+    coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+    assert f.beta == pytest.approx(coef[1], rel=1e-10)
+    assert f.alpha == pytest.approx(coef[0], rel=1e-8, abs=1e-12)
+    r = ref.fit_impact(list(x), list(y))
+    for k in ("beta", "alpha", "r2", "t_beta", "t_alpha", "t_beta_hc", "t_beta_robust"):
+        assert getattr(f, k) == pytest.approx(r[k], rel=1e-9, abs=1e-12), k
+    assert f.lags == r["lags"] == math.floor(4 * (500 / 100) ** (2 / 9))
+
+
+def test_fit_impact_edge_cases():
+    nan = float("nan")
+    f = fit_impact([1.0], [2.0])
+    assert f.n == 1 and math.isnan(f.beta)
+    f = fit_impact([0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 1.0])     # constant OFI
+    assert math.isnan(f.beta) and math.isnan(f.t_beta)
+    f = fit_impact([1.0, 2.0, 3.0], [1.0, 1.0, 1.0])               # constant dmid
+    assert f.beta == 0.0 and math.isnan(f.r2)
+    f = fit_impact([1.0, 2.0], [1.0, 3.0])                         # n = 2: no t
+    assert f.beta == pytest.approx(2.0) and math.isnan(f.t_beta)
+    f = fit_impact([1.0, nan, 2.0, 3.0, 4.0], [2.0, 1.0, 4.0, nan, 8.0])
+    assert f.n == 3 and f.n_skipped == 2
+    with pytest.raises(NonFiniteError) as ei:
+        fit_impact([1.0, math.inf, 2.0], [1.0, 2.0, 3.0])
+    assert ei.value.field == "ofi" and ei.value.index == 1
+    with pytest.raises(OFIError):
+        fit_impact([1.0, 2.0], [1.0])
+
+
+def test_fit_impact_large_offsets(rng):
+    # Centred two-pass sums: a 1e9 offset in both variables must not change beta.
+    x = rng.normal(size=200)
+    y = 0.5 * x + 0.1 * rng.normal(size=200)
+    f0 = fit_impact(x, y)
+    f1 = fit_impact(x + 1e9, y + 1e9)
+    assert f1.beta == pytest.approx(f0.beta, rel=1e-6)
+    assert f1.r2 == pytest.approx(f0.r2, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# RollingOLS
+# ---------------------------------------------------------------------------------------------
+def _lstsq(x, y):
+    a = np.column_stack([np.ones(len(y)), x])
+    c, *_ = np.linalg.lstsq(a, y, rcond=None)
+    return c[1:], c[0]
+
+
+@pytest.mark.parametrize("p", [1, 3, 5])
+def test_rolling_vs_refit_each_window(rng, p):
+    n, w = 300, 40
+    x = rng.normal(size=(n, p)) * rng.uniform(1, 50, size=p)
+    y = x @ rng.normal(size=p) + rng.normal(size=n)
+    o = RollingOLS(window=w, n_features=p)
+    for i in range(n):
+        o.update(x[i] if p > 1 else float(x[i, 0]), y[i])
+        if i >= p + 2:
+            lo = max(0, i + 1 - w)
+            b, a = _lstsq(x[lo:i + 1], y[lo:i + 1])
+            assert np.allclose(np.atleast_1d(o.beta), b, rtol=1e-8, atol=1e-10)
+            assert o.alpha == pytest.approx(a, rel=1e-8, abs=1e-9)
+            assert o.n == i + 1 - lo
+
+
+def test_rolling_time_window_vs_reference(rng):
+    n = 400
+    ts = np.cumsum(rng.integers(0, 5, n))
+    x = rng.normal(size=(n, 2))
+    y = x @ [1.0, -2.0] + rng.normal(size=n)
+    o = RollingOLS(window_time=30, n_features=2, capacity=8, grow=True)
+    r = ref.RollingOLS(window_time=30, n_features=2)
+    for i in range(n):
+        assert o.update(x[i], y[i], ts=int(ts[i])) == r.update(x[i], y[i], ts=int(ts[i]))
+        if i % 7 == 0:
+            rb = r.beta
+            if isinstance(rb, list) and not math.isnan(rb[0]):
+                assert np.allclose(o.beta, rb, rtol=1e-8, atol=1e-10)
+                assert o.r2 == pytest.approx(r.r2, rel=1e-8, abs=1e-10)
+
+
+def test_rolling_drift_1e6_updates():
+    # 10^6 add/remove updates; the result must match a fresh fit within 1e-9 relative.
+    rng = np.random.default_rng(7)
+    n, w = 1_000_000, 500
+    x = rng.normal(size=n) * 100 + 5000.0
+    y = 0.03 * x + rng.normal(size=n)
+    o = RollingOLS(window=w)
+    o.update_many(x, y)
+    b, a = _lstsq(x[-w:], y[-w:])
+    assert o.beta == pytest.approx(b[0], rel=1e-9)
+    assert o.alpha == pytest.approx(a, rel=1e-9)
+    f = RollingOLS(window=w)
+    f.update_many(x[-w:], y[-w:])
+    assert o.r2 == pytest.approx(f.r2, rel=1e-9)
+
+
+def test_rolling_large_prices_no_cancellation(rng):
+    # |mean| / std = 1e8: raw sums (sum x^2 - n mx^2) would lose every digit.
+    n, w = 5000, 100
+    x = 1e8 + rng.normal(size=n)
+    y = 2e8 + 0.7 * (x - 1e8) + 0.01 * rng.normal(size=n)
+    o = RollingOLS(window=w)
+    for i in range(n):
+        o.update(float(x[i]), y[i])
+    xs, ys = x[-w:] - 1e8, y[-w:] - 2e8     # exact shift, then a well-conditioned fit
+    b, _ = _lstsq(xs, ys)
+    assert o.beta == pytest.approx(b[0], rel=1e-6)
+    assert not o.singular
+
+
+def test_rolling_singular_and_ridge():
+    o = RollingOLS(window=5, n_features=2)
+    for i in range(5):
+        o.update([float(i), 2.0 * i], float(i))            # collinear
+    assert o.singular and np.all(np.isnan(o.beta)) and math.isnan(o.alpha)
+    assert math.isnan(o.predict([1.0, 2.0]))
+    o1 = RollingOLS(window=4)
+    for v in [3.0, 3.0, 3.0, 3.0]:
+        o1.update(v, v + 1)
+    assert o1.singular and math.isnan(o1.beta) and math.isnan(o1.r2)
+    # ridge: (Cxx + lam I) beta = Cxy
+    rg = RollingOLS(window=5, n_features=2, ridge=0.5)
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [3.0, 5.0], [1.0, 1.0]])
+    y = np.array([1.0, 2.0, 0.0, 4.0, 1.0])
+    rg.update_many(x, y)
+    xc, yc = x - x.mean(0), y - y.mean()
+    b = np.linalg.solve(xc.T @ xc + 0.5 * np.eye(2), xc.T @ yc)
+    assert np.allclose(rg.beta, b, rtol=1e-12)
+    r = ref.RollingOLS(window=5, n_features=2, ridge=0.5)
+    for i in range(5):
+        r.update(x[i], y[i])
+    assert np.allclose(rg.beta, r.beta, rtol=1e-12)
+    assert rg.r2 == pytest.approx(r.r2, rel=1e-12)
+
+
+@given(st.lists(st.tuples(st.integers(-50, 50), st.integers(-50, 50), st.integers(0, 3)),
+                min_size=1, max_size=80),
+       st.integers(1, 12), st.lists(st.integers(1, 9), min_size=1, max_size=10))
+def test_one_by_one_equals_chunks_equals_reference(rows, w, chunks):
+    x = np.array([r[0] for r in rows], dtype=float)
+    y = np.array([r[1] for r in rows], dtype=float)
+    ts = np.cumsum([r[2] for r in rows])
+    a = RollingOLS(window=w)
+    fa = []
+    for i in range(len(x)):
+        fa.append(a.predict(x[i]))
+        a.update(float(x[i]), y[i], ts=int(ts[i]))
+    b = RollingOLS(window=w)
+    fb, i = [], 0
+    k = 0
+    while i < len(x):
+        j = min(len(x), i + chunks[k % len(chunks)])
+        fb.extend(b.update_many(x[i:j], y[i:j], ts[i:j], forecast=True))
+        i, k = j, k + 1
+    np.testing.assert_array_equal(np.array(fa), np.array(fb))     # bitwise
+    assert (a.beta == b.beta) or (math.isnan(a.beta) and math.isnan(b.beta))
+    r = ref.RollingOLS(window=w)
+    for i in range(len(x)):
+        r.update(x[i], y[i])
+    rb = r.beta
+    if math.isnan(rb):
+        # the reference is singular exactly when x is constant in the window
+        assert a.singular
+    else:
+        assert a.beta == pytest.approx(rb, rel=1e-9, abs=1e-9)
+        assert a.alpha == pytest.approx(r.alpha, rel=1e-9, abs=1e-9)
+
+
+def test_pickle_mid_stream(rng):
+    x = rng.normal(size=(200, 3))
+    y = rng.normal(size=200)
+    ts = np.cumsum(rng.integers(0, 3, 200))
+    o = RollingOLS(window_time=25, n_features=3, capacity=16, grow=True, ridge=0.1)
+    o.update_many(x[:120], y[:120], ts[:120])
+    c = pickle.loads(pickle.dumps(o))
+    fo = o.update_many(x[120:], y[120:], ts[120:], forecast=True)
+    fc = c.update_many(x[120:], y[120:], ts[120:], forecast=True)
+    np.testing.assert_array_equal(fo, fc)
+    np.testing.assert_array_equal(o.beta, c.beta)
+    assert o.n == c.n and o.n_updates == c.n_updates and c.ridge == 0.1
+
+
+def test_bad_input_state_unchanged():
+    o = RollingOLS(window=3)
+    o.update(1.0, 2.0, ts=5)
+    o.update(2.0, 3.0, ts=6)
+    before = (o.beta, o.alpha, o.n)
+    with pytest.raises(NonFiniteError) as ei:
+        o.update(float("nan"), 1.0, ts=7)
+    assert ei.value.field == "x"
+    with pytest.raises(NonFiniteError) as ei:
+        o.update(1.0, float("inf"), ts=7)
+    assert ei.value.field == "y"
+    with pytest.raises(TimeOrderError) as ei:
+        o.update(1.0, 1.0, ts=4)
+    assert ei.value.field == "ts"
+    assert (o.beta, o.alpha, o.n) == before
+    with pytest.raises(NonFiniteError) as ei:
+        o.update_many([1.0, 2.0, np.nan], [1.0, 1.0, 1.0], [7, 8, 9])
+    assert ei.value.index == 2 and o.n == 3
+    with pytest.raises(OFIError):
+        RollingOLS(window=3, n_features=2).update([1.0], 1.0)
+    t = RollingOLS(window_time=10, capacity=2)
+    t.update(1.0, 1.0, ts=0)
+    t.update(2.0, 1.0, ts=1)
+    with pytest.raises(CapacityError) as ei:
+        t.update(3.0, 1.0, ts=2)
+    assert t.n == 2 and ei.value.needed == 3
+    with pytest.raises(OFIError):
+        t.update(3.0, 1.0)          # time window needs ts
+    with pytest.raises(OFIError):
+        RollingOLS(window=3, window_time=3)
+
+
+def test_reset_and_no_window(rng):
+    x = rng.normal(size=1000)
+    y = 2 * x + rng.normal(size=1000)
+    o = RollingOLS()
+    o.update_many(x, y)
+    b, a = _lstsq(x, y)
+    assert o.beta == pytest.approx(b[0], rel=1e-10) and o.n == 1000 and o.capacity == 0
+    o.reset()
+    assert o.n == 0 and math.isnan(o.beta)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bars and test vector H (THEORY-DETAIL 8.2)
+# ---------------------------------------------------------------------------------------------
+H_TS = [500, 3000, 9990, 10000, 15000, 31000]      # ms
+H_E = [0.0, 5.0, 4.0, 11.0, -8.0, -4.0]
+H_MID = [100.5, 100.5, 100.5, 101.5, 101.0, 100.5]
+
+
+def test_vector_H_right_closed():
+    b = bars(H_TS, H_E, every=10_000, closed="right")
+    assert list(b.sum) == [20.0, -8.0, 0.0, -4.0]
+    assert list(b.start) == [0, 10_000, 20_000, 30_000]
+    m = bar_mid(H_TS, H_MID, every=10_000, closed="right", tick_size=1.0)
+    assert list(m["mid"]) == [101.5, 101.0, 101.0, 100.5]
+    assert list(m["dmid_ticks"]) == [1.0, -0.5, 0.0, -0.5]
+    # predictive pairing X_k -> y_{k+1}: (20 -> -0.5), (-8 -> 0.0), (0 -> -0.5)
+    assert list(zip(b.sum[:-1], m["dmid"][1:])) == [(20.0, -0.5), (-8.0, 0.0), (0.0, -0.5)]
+
+
+def test_vector_H_left_closed():
+    b = bars(H_TS, H_E, every=10_000)
+    assert list(b.sum) == [9.0, 3.0, 0.0, -4.0]
+    assert list(b.count) == [3, 2, 0, 1]
+    m = bar_mid(H_TS, H_MID, every=10_000, tick_size=0.5)
+    assert list(m["mid"]) == [100.5, 101.0, 101.0, 100.5]
+    assert list(m["dmid"]) == [0.0, 0.5, 0.0, -0.5]
+    assert list(m["dmid_ticks"]) == [0.0, 1.0, 0.0, -1.0]
+
+
+def _eq(a, b):
+    a = np.asarray(a, dtype=float)
+    b = np.array([np.nan if v is None else v for v in b], dtype=float)
+    np.testing.assert_array_equal(a, b)
+
+
+@given(st.lists(st.tuples(st.integers(0, 25), st.integers(-9, 9)), min_size=1, max_size=60),
+       st.integers(1, 30), st.sampled_from(["left", "right"]))
+def test_bars_vs_reference(rows, every, closed):
+    ts = np.cumsum([r[0] for r in rows]) - 40          # negative ts too
+    v = [float(r[1]) for r in rows]
+    b = bars(ts, v, every=every, closed=closed)
+    r = ref.bars(list(map(int, ts)), v, every=every, closed=closed)
+    for k in ("start", "sum", "count", "first", "last"):
+        _eq(getattr(b, k), r[k])
+    m = bar_mid(ts, v, every=every, closed=closed)
+    rm = ref.bar_mid(list(map(int, ts)), v, every=every, closed=closed)
+    _eq(m["mid"], rm["mid"])
+    _eq(m["dmid"], rm["dmid"])
+
+
+@given(st.lists(st.tuples(st.integers(0, 7), st.integers(-9, 9)), min_size=0, max_size=60),
+       st.integers(1, 10))
+def test_event_and_volume_bars_vs_reference(rows, every):
+    vol = [float(r[0]) for r in rows]
+    v = [float(r[1]) for r in rows]
+    ts = list(range(0, 3 * len(rows), 3))
+    for fast, slow in ((event_bars(v, every=every, ts=ts), ref.event_bars(v, every=every, ts=ts)),
+                       (volume_bars(vol, v, every=every), ref.volume_bars(vol, v, every=every))):
+        for k in ("start", "sum", "count", "first", "last"):
+            _eq(getattr(fast, k), slow[k])
+
+
+def test_bars_bad_input():
+    with pytest.raises(TimeOrderError) as ei:
+        bars([0, 5, 3, 100], [1.0, 1.0, 1.0, 1.0], every=10)
+    assert ei.value.index == 2 and ei.value.field == "ts"
+    with pytest.raises(TimeOrderError) as ei:
+        bars([0, 50, 3, 10], [1.0, 1.0, 1.0, 1.0], every=10)   # jumps past the last bar
+    assert ei.value.index == 2
+    with pytest.raises(NonFiniteError) as ei:
+        bars([0, 100, 5], [1.0, np.nan, 1.0], every=10)        # NaN before the unsorted ts
+    assert ei.value.index == 1
+    with pytest.raises(NonFiniteError) as ei:
+        bars([0, 1, 2], [1.0, np.nan, 1.0], every=10)
+    assert ei.value.index == 1 and ei.value.field == "values"
+    with pytest.raises(OFIError):
+        bars([0, 1], [1.0, 1.0], every=10, closed="middle")
+    with pytest.raises(OFIError) as ei:
+        volume_bars([1.0, -1.0], [1.0, 1.0], every=2)
+    assert ei.value.field == "volume" and ei.value.index == 1
+    b = volume_bars([5.0, 0.5, 0.0], [1.0, 2.0, 3.0], every=2)   # 5 closes two buckets at once
+    assert list(b.count) == [1, 2] and list(b.sum) == [1.0, 5.0]
+
+
+@given(st.lists(st.tuples(st.integers(-3, 20), st.sampled_from([1.0, 2.0, np.nan, np.inf])),
+                min_size=1, max_size=40), st.integers(1, 15))
+def test_bars_first_error_matches_reference_order(rows, every):
+    # the error names the first bad event in stream order, whatever the kind
+    ts = np.cumsum([r[0] for r in rows])
+    v = [r[1] for r in rows]
+    first = None
+    for i in range(len(rows)):
+        if i and ts[i] < ts[i - 1]:
+            first = ("ts", i)
+            break
+        if not np.isfinite(v[i]):
+            first = ("values", i)
+            break
+    if first is None:
+        bars(ts, v, every=every)
+        return
+    with pytest.raises(OFIError) as ei:
+        bars(ts, v, every=every)
+    assert (ei.value.field, ei.value.index) == first
