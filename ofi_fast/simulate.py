@@ -126,7 +126,7 @@ class LOBSimulator:
 
     ``LOBSimulator(seed=0, *, levels=5, tick_size=0.01, start_price=100.0, start_ts=34_200e9,
     limit_rate=5.0, limit_decay=0.85, cancel_rate=0.5, market_rate=1.5, inside_rate=20.0,
-    mean_size=200.0, lot=100.0, block=128)``
+    mean_size=200.0, lot=100.0, block=256)``
 
     Rates are per second; ``start_ts`` is in ns (default 09:30:00 as ns after midnight, as in
     LOBSTER files). The same seed and parameters give the same events, however the run is split
@@ -136,7 +136,7 @@ class LOBSimulator:
     def __init__(self, seed=0, *, levels=5, tick_size=0.01, start_price=100.0,
                  start_ts=34_200_000_000_000, limit_rate=5.0, limit_decay=0.85,
                  cancel_rate=0.5, market_rate=1.5, inside_rate=20.0, mean_size=200.0,
-                 lot=100.0, block=128):
+                 lot=100.0, block=256):
         levels = int(levels)
         if levels < 1:
             raise ValueError(f"levels must be >= 1, got {levels}")
@@ -241,8 +241,29 @@ class LOBSimulator:
         m[rows, col] = self._sgn[ch] * sz
         np.cumsum(m, axis=0, out=m)
         m += q
-        brk = np.flatnonzero((m[rows, col] <= 0.0) | (ch >= 4 * K + 2))
-        k = int(brk[0]) if brk.size else W
+        bad = (m[rows, col] <= 0.0) | (ch >= 4 * K + 2)
+        start = 0
+        while True:
+            brk = np.flatnonzero(bad[start:])
+            if not brk.size:
+                k = W
+                break
+            k = start + int(brk[0])
+            j = int(col[k])
+            if not (2 * K < ch[k] < 4 * K and j != K):
+                break                    # touch emptied or spread improved: a real break
+            # A cancellation would empty level j behind the touch: it leaves one lot instead
+            # (see the module docstring). Shrink it in place and look further; only when the
+            # level holds a single lot is the event dropped (in _break).
+            c = (m[k - 1, j] if k else q[j]) - self.lot
+            if c <= 0:
+                break
+            if start == 0:
+                sz = sz.copy()           # the pool's slice is shared
+            m[k:, j] += sz[k] - c
+            sz[k] = c
+            bad[k:] = (m[rows[k:], col[k:]] <= 0.0) | (ch[k:] >= 4 * K + 2)
+            start = k + 1
         self._used += min(k + 1, W)      # draws after the break are left for the next block
         # the next block starts after this one's break event, or after its last event
         self.ts = int(t[k] if k < W else t[W - 1])
@@ -264,7 +285,8 @@ class LOBSimulator:
         size = np.empty(n, np.float64)
         btick = np.empty(n, np.int64)        # best bid tick after each event
         atick = np.empty(n, np.int64)
-        book = np.empty((n, 2 * K), np.float64)   # [bid sizes | ask sizes] after each event
+        bsz = np.empty((n, K), np.float64)   # bid sizes after each event, best first
+        asz = np.empty((n, K), np.float64)
         pos = 0
         while pos < n:
             if self._blk is None:
@@ -285,7 +307,8 @@ class LOBSimulator:
                 size[s] = sz[b]
                 btick[s] = self.bid_tick
                 atick[s] = self.ask_tick
-                book[s] = m[b]
+                bsz[s] = m[b, :K]
+                asz[s] = m[b, K:]
                 cur += take
                 pos += take
                 self._cur = cur
@@ -301,20 +324,20 @@ class LOBSimulator:
                 etype[pos], side[pos], ptick[pos], size[pos] = ev
                 btick[pos] = self.bid_tick
                 atick[pos] = self.ask_tick
-                book[pos, :K] = self.qb
-                book[pos, K:] = self.qa
+                bsz[pos] = self.qb
+                asz[pos] = self.qa
                 pos += 1
-        return self._result(ts, etype, side, ptick, size, btick, atick, book)
+        return self._result(ts, etype, side, ptick, size, btick, atick, bsz, asz)
 
-    def _result(self, ts, etype, side, ptick, size, btick, atick, book):
+    def _result(self, ts, etype, side, ptick, size, btick, atick, bsz, asz):
         K = self.levels
         tick = self.tick_size
         lv = np.arange(K)
         trade = np.flatnonzero(etype == EXECUTE)
         return SimResult(
             ts=ts, event_type=etype, side=side, price=ptick * tick, size=size,
-            bid_px=(btick[:, None] - lv) * tick, bid_sz=np.ascontiguousarray(book[:, :K]),
-            ask_px=(atick[:, None] + lv) * tick, ask_sz=np.ascontiguousarray(book[:, K:]),
+            bid_px=_prices(btick, -lv, tick), bid_sz=bsz,
+            ask_px=_prices(atick, lv, tick), ask_sz=asz,
             trade_ts=ts[trade], trade_price=ptick[trade] * tick, trade_size=size[trade],
             trade_side=(-side[trade]).astype(np.int8), trade_index=trade.astype(np.int64),
             tick_size=tick,
@@ -369,6 +392,15 @@ class LOBSimulator:
             k = min(left, chunk_size)
             yield self.run(k)
             left -= k
+
+
+def _prices(touch, offset, tick):
+    """``(touch[:, None] + offset) * tick`` as float64 without an int64 temporary; the same
+    tick always gives the same float (integers below 2**53 convert exactly)."""
+    out = np.empty((touch.shape[0], offset.shape[0]), np.float64)
+    np.add(touch[:, None], offset, out=out)
+    out *= tick
+    return out
 
 
 def simulate(n_events=100_000, *, seed=0, levels=5, **params) -> SimResult:
