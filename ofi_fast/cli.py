@@ -615,10 +615,11 @@ def cmd_analyze(args):
     if args.plot:
         _check_out(args.plot)
         _need_matplotlib()
+    t1 = time.perf_counter()
     source = open_source(args.files, args.format, events=args.events, seed=args.seed,
                          levels=args.levels, chunk_size=args.chunk_size)
     bb = BarBuilder(every)
-    t_input = 0.0                      # reading / simulating, apart from the analysis
+    t_input = time.perf_counter() - t1   # reading / simulating, apart from the analysis
     it = iter(_progress(source, not args.no_progress))
     while True:
         t1 = time.perf_counter()
@@ -897,6 +898,10 @@ def main(argv=None):
         return 2
     try:
         return args.func(args)
+    except BrokenPipeError:          # e.g. `ofi-fast stream | head`: stop quietly
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (CliError, OFIError, OSError, zipfile.BadZipFile) as exc:
         msg = str(exc)
         if isinstance(exc, OSError) and exc.filename is not None:
@@ -906,9 +911,6 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("ofi-fast: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:          # e.g. `ofi-fast stream | head`
-        sys.stderr.close()
-        return 0
 
 
 if __name__ == "__main__":

@@ -412,3 +412,22 @@ def test_bar_builder_chunk_invariant():
     b, close, dmid = library_bars(sim.ts, *sim.best(), NS)
     np.testing.assert_array_equal(tables[0]["ofi"], b.sum)
     np.testing.assert_allclose(tables[0]["dmid"], dmid, atol=1e-12)
+
+
+def test_stream_into_closed_pipe():
+    """`ofi-fast stream | head -3` stops quietly with status 0."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.Popen([sys.executable, "-m", "ofi_fast", "stream", "--events", "50000",
+                          "--every", "0.01"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
+    first = p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 0
+    assert first.startswith(b"ofi-fast stream") and b"Traceback" not in err and not err
+
+
+def test_progress_is_silent_without_tty():
+    src = cli.open_source([], events=1000, chunk_size=300)
+    it = cli._progress(src, True)          # stderr is not a TTY under pytest's capture
+    assert sum(len(c) for c in it) == 1000
