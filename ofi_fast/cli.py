@@ -107,6 +107,8 @@ def _slice_source(name, arrays, chunk_size):
 
 def _lobster_members(paths):
     """(label, opener) for the message and orderbook files among ``paths`` (CSV pair or zip)."""
+    if len(paths) > 1 and any(p.suffix.lower() == ".zip" for p in paths):
+        raise CliError("give one LOBSTER zip, or one message file and one orderbook file")
     if len(paths) == 1 and paths[0].suffix.lower() == ".zip":
         z = paths[0]
         try:

@@ -330,6 +330,9 @@ def test_file_errors(tmp_path, lobster_copy):
     with zipfile.ZipFile(other_zip, "w") as zf:
         zf.writestr("readme.txt", "x")
     check_one_line_error(run("analyze", str(other_zip)), "no LOBSTER")
+    check_one_line_error(run("analyze", str(bad_zip), str(other_zip)), "one LOBSTER zip")
+    check_one_line_error(run("analyze", str(lobster_copy / MSG10), str(txt), str(txt)),
+                         "LOBSTER input is one zip")
     # a message file without its orderbook file
     check_one_line_error(run("analyze", str(lobster_copy / MSG10)), "does not exist")
     # an orderbook that does not match the messages
@@ -351,6 +354,18 @@ def test_file_errors(tmp_path, lobster_copy):
     np.savetxt(tmp_path / "t_message_1.csv", msg, delimiter=",", fmt="%.9f")
     np.savetxt(tmp_path / "t_orderbook_1.csv", book, delimiter=",", fmt="%d")
     check_one_line_error(run("analyze", str(tmp_path / "t_message_1.csv")), "ts[")
+
+
+def test_parquet_output(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "bars.parquet"
+    r = run("analyze", "--events", "20000", "--every", "1", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    t = pq.read_table(out).to_pydict()
+    sim = simulate(20_000, seed=0, levels=5)
+    b, close, dmid = library_bars(sim.ts, *sim.best(), NS)
+    assert t["ofi"] == b.sum.tolist() and t["events"] == b.count.tolist()
+    assert t["start_ns"] == b.start.tolist()
 
 
 def test_missing_optional_packages(tmp_path):
