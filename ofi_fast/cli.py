@@ -719,9 +719,13 @@ def cmd_stream(args):
             if k != k_cur:
                 if k_cur is not None:
                     line(k_cur)
-                    for kk in range(k_cur + 1, k):     # empty bars, as ofi_fast.bars keeps
-                        bar_ofi, bar_n = 0.0, 0
-                        line(kk)
+                    bar_ofi, bar_n = 0.0, 0
+                    if k - k_cur - 1 <= 3:             # empty bars, as ofi_fast.bars keeps
+                        for kk in range(k_cur + 1, k):
+                            line(kk)
+                    else:                              # a long gap: one line, not thousands
+                        out.write(f"{'':>12}  ({k - k_cur - 1:,} empty bars up to "
+                                  f"{_clock(k * every)})\n")
                 k_cur, bar_ofi, bar_n = k, 0.0, 0
             t = clock()
             e = upd(ts, bp, bs, ap, az)

@@ -446,3 +446,15 @@ def test_progress_is_silent_without_tty():
     src = cli.open_source([], events=1000, chunk_size=300)
     it = cli._progress(src, True)          # stderr is not a TTY under pytest's capture
     assert sum(len(c) for c in it) == 1000
+
+
+def test_stream_collapses_long_gaps():
+    r = run("stream", "--events", "2000", "--every", "1e-6")
+    assert r.returncode == 0, r.stderr
+    gaps = re.findall(r"\(([\d,]+) empty bars up to", r.stdout)
+    rows = _stream_rows(r.stdout)
+    assert gaps and sum(n for n, _ in rows) == 2000
+    # every bar is accounted for: printed bars + collapsed empty bars = the bar grid
+    sim = simulate(2000, seed=0, levels=5)
+    nbars = sim.ts[-1] // 1000 - sim.ts[0] // 1000 + 1
+    assert len(rows) + sum(int(g.replace(",", "")) for g in gaps) == nbars
