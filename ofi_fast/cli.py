@@ -84,7 +84,8 @@ def _simulator_source(events, seed, levels, chunk_size):
             bp, bs, ap, az = r.best()
             yield Chunk(r.ts, bp, bs, ap, az, r.trade_ts, r.trade_size, r.trade_side)
 
-    return Source(f"simulator (seed {seed}, {levels} levels)", events, chunks)
+    return Source(f"simulator (seed {seed}, {levels} level{'s' if levels != 1 else ''})",
+                  events, chunks)
 
 
 def _slice_source(name, arrays, chunk_size):
@@ -640,8 +641,10 @@ def cmd_analyze(args):
         plot(table, s, args.plot)
     elapsed = time.perf_counter() - t0
     if args.json:
-        print(json.dumps({"input": source.name, **s, "elapsed_seconds": elapsed,
-                          "input_seconds": t_input}))
+        d = {"input": source.name, **s, "elapsed_seconds": elapsed, "input_seconds": t_input}
+        # strict JSON: a number that is not available (NaN) is null
+        print(json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v
+                          for k, v in d.items()}))
     else:
         print(format_summary(source.name, s, elapsed, t_input))
         for what, p in (("bar table", args.out), ("figure", args.plot)):

@@ -174,6 +174,13 @@ def test_analyze_json_and_chunking_agree(sim_run):
     assert f"{s['beta']:.6g}" == t["beta (dmid per share of OFI)"]
 
 
+def test_json_is_strict_when_numbers_are_missing():
+    r = run("analyze", "--events", "3000", "--every", "100000", "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert s["bars"] == 1 and s["beta"] is None and s["oos_r2"] is None
+
+
 def test_python_m_and_version_and_help():
     r = run("--version")
     assert r.returncode == 0 and r.stdout.startswith("ofi-fast ")
