@@ -84,7 +84,8 @@ def _simulator_source(events, seed, levels, chunk_size):
             bp, bs, ap, az = r.best()
             yield Chunk(r.ts, bp, bs, ap, az, r.trade_ts, r.trade_size, r.trade_side)
 
-    return Source(f"simulator (seed {seed}, {levels} levels)", events, chunks)
+    return Source(f"simulator (seed {seed}, {levels} level{'s' if levels != 1 else ''})",
+                  events, chunks)
 
 
 def _slice_source(name, arrays, chunk_size):
@@ -107,6 +108,8 @@ def _slice_source(name, arrays, chunk_size):
 
 def _lobster_members(paths):
     """(label, opener) for the message and orderbook files among ``paths`` (CSV pair or zip)."""
+    if len(paths) > 1 and any(p.suffix.lower() == ".zip" for p in paths):
+        raise CliError("give one LOBSTER zip, or one message file and one orderbook file")
     if len(paths) == 1 and paths[0].suffix.lower() == ".zip":
         z = paths[0]
         try:
@@ -638,8 +641,10 @@ def cmd_analyze(args):
         plot(table, s, args.plot)
     elapsed = time.perf_counter() - t0
     if args.json:
-        print(json.dumps({"input": source.name, **s, "elapsed_seconds": elapsed,
-                          "input_seconds": t_input}))
+        d = {"input": source.name, **s, "elapsed_seconds": elapsed, "input_seconds": t_input}
+        # strict JSON: a number that is not available (NaN) is null
+        print(json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v
+                          for k, v in d.items()}))
     else:
         print(format_summary(source.name, s, elapsed, t_input))
         for what, p in (("bar table", args.out), ("figure", args.plot)):
@@ -717,9 +722,13 @@ def cmd_stream(args):
             if k != k_cur:
                 if k_cur is not None:
                     line(k_cur)
-                    for kk in range(k_cur + 1, k):     # empty bars, as ofi_fast.bars keeps
-                        bar_ofi, bar_n = 0.0, 0
-                        line(kk)
+                    bar_ofi, bar_n = 0.0, 0
+                    if k - k_cur - 1 <= 3:             # empty bars, as ofi_fast.bars keeps
+                        for kk in range(k_cur + 1, k):
+                            line(kk)
+                    else:                              # a long gap: one line, not thousands
+                        out.write(f"{'':>12}  ({k - k_cur - 1:,} empty bars up to "
+                                  f"{_clock(k * every)})\n")
                 k_cur, bar_ofi, bar_n = k, 0.0, 0
             t = clock()
             e = upd(ts, bp, bs, ap, az)

@@ -174,6 +174,13 @@ def test_analyze_json_and_chunking_agree(sim_run):
     assert f"{s['beta']:.6g}" == t["beta (dmid per share of OFI)"]
 
 
+def test_json_is_strict_when_numbers_are_missing():
+    r = run("analyze", "--events", "3000", "--every", "100000", "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert s["bars"] == 1 and s["beta"] is None and s["oos_r2"] is None
+
+
 def test_python_m_and_version_and_help():
     r = run("--version")
     assert r.returncode == 0 and r.stdout.startswith("ofi-fast ")
@@ -330,6 +337,9 @@ def test_file_errors(tmp_path, lobster_copy):
     with zipfile.ZipFile(other_zip, "w") as zf:
         zf.writestr("readme.txt", "x")
     check_one_line_error(run("analyze", str(other_zip)), "no LOBSTER")
+    check_one_line_error(run("analyze", str(bad_zip), str(other_zip)), "one LOBSTER zip")
+    check_one_line_error(run("analyze", str(lobster_copy / MSG10), str(txt), str(txt)),
+                         "LOBSTER input is one zip")
     # a message file without its orderbook file
     check_one_line_error(run("analyze", str(lobster_copy / MSG10)), "does not exist")
     # an orderbook that does not match the messages
@@ -351,6 +361,18 @@ def test_file_errors(tmp_path, lobster_copy):
     np.savetxt(tmp_path / "t_message_1.csv", msg, delimiter=",", fmt="%.9f")
     np.savetxt(tmp_path / "t_orderbook_1.csv", book, delimiter=",", fmt="%d")
     check_one_line_error(run("analyze", str(tmp_path / "t_message_1.csv")), "ts[")
+
+
+def test_parquet_output(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "bars.parquet"
+    r = run("analyze", "--events", "20000", "--every", "1", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    t = pq.read_table(out).to_pydict()
+    sim = simulate(20_000, seed=0, levels=5)
+    b, close, dmid = library_bars(sim.ts, *sim.best(), NS)
+    assert t["ofi"] == b.sum.tolist() and t["events"] == b.count.tolist()
+    assert t["start_ns"] == b.start.tolist()
 
 
 def test_missing_optional_packages(tmp_path):
@@ -431,3 +453,15 @@ def test_progress_is_silent_without_tty():
     src = cli.open_source([], events=1000, chunk_size=300)
     it = cli._progress(src, True)          # stderr is not a TTY under pytest's capture
     assert sum(len(c) for c in it) == 1000
+
+
+def test_stream_collapses_long_gaps():
+    r = run("stream", "--events", "2000", "--every", "1e-6")
+    assert r.returncode == 0, r.stderr
+    gaps = re.findall(r"\(([\d,]+) empty bars up to", r.stdout)
+    rows = _stream_rows(r.stdout)
+    assert gaps and sum(n for n, _ in rows) == 2000
+    # every bar is accounted for: printed bars + collapsed empty bars = the bar grid
+    sim = simulate(2000, seed=0, levels=5)
+    nbars = sim.ts[-1] // 1000 - sim.ts[0] // 1000 + 1
+    assert len(rows) + sum(int(g.replace(",", "")) for g in gaps) == nbars

@@ -7,6 +7,7 @@ of the model (seeded reproducibility, chunking invariance, OFI explaining mid ch
 
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 import ofi_fast
 from ofi_fast.simulate import ADD, CANCEL, EXECUTE, LOBSimulator, SimResult, simulate, \
@@ -141,3 +142,23 @@ def test_bad_parameters(kw):
         LOBSimulator(0, **kw)
     with pytest.raises(ValueError):
         simulate(-1)
+
+
+@given(seed=st.integers(0, 2**32 - 1), levels=st.integers(1, 4),
+       limit_rate=st.floats(0.5, 20), cancel_rate=st.floats(0.05, 3),
+       market_rate=st.floats(0, 5), block=st.sampled_from([16, 64, 256]),
+       n=st.integers(1, 3000))
+def test_invariants_for_any_parameters(seed, levels, limit_rate, cancel_rate, market_rate,
+                                       block, n):
+    r = simulate(n, seed=seed, levels=levels, limit_rate=limit_rate, cancel_rate=cancel_rate,
+                 market_rate=market_rate, block=block)
+    assert len(r) == n and np.all(np.diff(r.ts) >= 0)
+    assert np.all(r.bid_px[:, 0] < r.ask_px[:, 0])
+    assert np.all(r.bid_sz >= 100.0) and np.all(r.ask_sz >= 100.0)   # >= one lot everywhere
+    assert np.all(r.size > 0)
+    assert np.all(np.diff(np.rint(r.bid_px / r.tick_size), axis=1) == -1)
+    # an execution's price is the touch it hit, before the event
+    ex = r.trade_index[r.trade_index > 0]
+    side = r.side[ex]
+    before = np.where(side == 1, r.bid_px[ex - 1, 0], r.ask_px[ex - 1, 0])
+    np.testing.assert_array_equal(r.price[ex], before)
