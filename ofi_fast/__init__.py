@@ -21,6 +21,9 @@ from ofi_fast._ofi import OFI, l1_ofi
 from ofi_fast._impact import (
     Bars, ImpactFit, RollingOLS, bar_mid, bars, event_bars, fit_impact, volume_bars,
 )
+from ofi_fast._trades import (
+    VPIN, BVCBars, Classifier, TradeFlow, VPINBuckets, bvc, classify_trades, trade_flow, vpin,
+)
 
 try:
     __version__ = _version("ofi_fast")
@@ -45,6 +48,15 @@ __all__ = [
     "event_bars",
     "fit_impact",
     "volume_bars",
+    "BVCBars",
+    "Classifier",
+    "TradeFlow",
+    "VPIN",
+    "VPINBuckets",
+    "bvc",
+    "classify_trades",
+    "trade_flow",
+    "vpin",
     "CapacityError",
     "CrossedBookError",
     "NegativeSizeError",

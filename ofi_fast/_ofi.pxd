@@ -6,7 +6,10 @@
 # (status >> 4) the field at fault: 0 ts, 1 bid_px, 2 bid_sz, 3 ask_px, 4 ask_sz.
 
 from ofi_fast._types cimport float64_t, int64_t, intp_t
-from ofi_fast._ring cimport RollingSumState
+from libc.math cimport INFINITY
+
+from ofi_fast._types cimport STATUS_OK
+from ofi_fast._ring cimport RollingSumState, neumaier_add, rolling_push
 
 cdef struct OFIState:
     float64_t bid_px     # previous event's best bid price (-inf when the bid side was empty)
@@ -27,16 +30,18 @@ cdef inline float64_t ofi_l1_event(float64_t bid_px0, float64_t bid_sz0,
                                    float64_t ask_px0, float64_t ask_sz0,
                                    float64_t bid_px1, float64_t bid_sz1,
                                    float64_t ask_px1, float64_t ask_sz1) noexcept nogil:
-    cdef float64_t e = 0.0
+    # Bid part and ask part are summed separately, then added: the same float operations as
+    # the case table (bid same: q1 - q0; ask same: q0 - q1), so results are reproducible.
+    cdef float64_t bid = 0.0, ask = 0.0
     if bid_px1 >= bid_px0:
-        e += bid_sz1
+        bid = bid_sz1
     if bid_px1 <= bid_px0:
-        e -= bid_sz0
-    if ask_px1 <= ask_px0:
-        e -= ask_sz1
+        bid = bid - bid_sz0
     if ask_px1 >= ask_px0:
-        e += ask_sz0
-    return e
+        ask = ask_sz0
+    if ask_px1 <= ask_px0:
+        ask = ask - ask_sz1
+    return bid + ask
 
 # Validate one side's (price, size); empty (size 0 with NaN price) becomes `empty_px`.
 # Returns 0, or a Status with the field offset (1 price, 2 size) in bits 4+.
@@ -59,9 +64,35 @@ cdef int ofi_init(OFIState* st, int64_t window, int64_t window_time, intp_t capa
 cdef void ofi_free(OFIState* st) noexcept nogil
 cdef void ofi_reset(OFIState* st) noexcept nogil
 # One event: validates, then updates the state and writes e_n to *e. On failure the state
-# is unchanged and the return value says which status and field.
-cdef int ofi_update(OFIState* st, int64_t ts, float64_t bid_px, float64_t bid_sz,
-                    float64_t ask_px, float64_t ask_sz, float64_t* e) noexcept nogil
+# is unchanged and the return value says which status and field. Inline: it is the hot path.
+cdef inline int ofi_update(OFIState* st, int64_t ts, float64_t bid_px, float64_t bid_sz,
+                    float64_t ask_px, float64_t ask_sz, float64_t* e) noexcept nogil:
+    cdef int status = ofi_check_side(&bid_px, bid_sz, -INFINITY, 1)
+    if status:
+        return status
+    status = ofi_check_side(&ask_px, ask_sz, INFINITY, 3)
+    if status:
+        return status
+    cdef float64_t x = 0.0
+    if st.has_prev:
+        x = ofi_l1_event(st.bid_px, st.bid_sz, st.ask_px, st.ask_sz,
+                         bid_px, bid_sz, ask_px, ask_sz)
+    status = rolling_push(&st.roll, ts, x)   # checks time order and capacity first
+    if status:
+        return status                          # field 0: ts
+    neumaier_add(&st.total, &st.total_comp, x)
+    if bid_px > ask_px:
+        st.n_crossed += 1
+    elif bid_px == ask_px:
+        st.n_locked += 1
+    st.bid_px = bid_px
+    st.bid_sz = bid_sz
+    st.ask_px = ask_px
+    st.ask_sz = ask_sz
+    st.has_prev = True
+    st.n_events += 1
+    e[0] = x
+    return STATUS_OK
 
 
 cdef class OFI:

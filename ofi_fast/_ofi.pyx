@@ -24,10 +24,13 @@ from libc.math cimport INFINITY
 
 import numpy as np
 
-from ofi_fast._types cimport STATUS_OK, STATUS_NON_FINITE, float64_t, int64_t, intp_t
+from ofi_fast._types cimport (
+    STATUS_NON_FINITE, STATUS_OK, STATUS_TIME_BACKWARDS, float64_t, int64_t, intp_t,
+)
+from ofi_fast._ring cimport neumaier_add
 from ofi_fast._ring cimport (
-    neumaier_add, raise_rolling, rolling_free, rolling_getstate, rolling_init, rolling_push,
-    rolling_reset, rolling_setstate, rolling_value,
+    raise_rolling, rolling_free, rolling_getstate, rolling_init, rolling_reset, rolling_setstate,
+    rolling_value,
 )
 from ofi_fast._arrays import column, output
 from ofi_fast._ring import check_window
@@ -61,34 +64,64 @@ cdef void ofi_reset(OFIState* st) noexcept nogil:
         rolling_reset(&st.roll)
 
 
-cdef int ofi_update(OFIState* st, int64_t ts, float64_t bid_px, float64_t bid_sz,
-                    float64_t ask_px, float64_t ask_sz, float64_t* e) noexcept nogil:
-    cdef int status = ofi_check_side(&bid_px, bid_sz, -INFINITY, 1)
-    if status:
-        return status
-    status = ofi_check_side(&ask_px, ask_sz, INFINITY, 3)
-    if status:
-        return status
-    cdef float64_t x = 0.0
-    if st.has_prev:
-        x = ofi_l1_event(st.bid_px, st.bid_sz, st.ask_px, st.ask_sz,
-                         bid_px, bid_sz, ask_px, ask_sz)
-    status = rolling_push(&st.roll, ts, x)   # checks time order and capacity first
-    if status:
-        return status                          # field 0: ts
-    neumaier_add(&st.total, &st.total_comp, x)
-    if bid_px > ask_px:
-        st.n_crossed += 1
-    elif bid_px == ask_px:
-        st.n_locked += 1
-    st.bid_px = bid_px
-    st.bid_sz = bid_sz
-    st.ask_px = ask_px
-    st.ask_sz = ask_sz
-    st.has_prev = True
-    st.n_events += 1
-    e[0] = x
-    return STATUS_OK
+cdef int ofi_run_nowindow(OFIState* st, const int64_t* ts, const float64_t* bp,
+                          const float64_t* bs, const float64_t* ap, const float64_t* az,
+                          intp_t n, float64_t* e, intp_t* bad) noexcept nogil:
+    """Batch path without a window: the state lives in locals (no aliasing with ``e``) and is
+    committed once. Same operations, in the same order, as ofi_update. ``ts`` may be NULL."""
+    cdef float64_t pb = st.bid_px, qb = st.bid_sz, pa = st.ask_px, qa = st.ask_sz
+    cdef float64_t b, sb, a, sa, x
+    cdef float64_t s1 = st.total, c1 = st.total_comp
+    cdef bint has_prev = st.has_prev
+    cdef int64_t last = st.roll.last_ts, n_crossed = 0, n_locked = 0
+    cdef bint has_last = st.roll.has_last
+    cdef intp_t i
+    cdef int status = STATUS_OK
+    for i in range(n):
+        b = bp[i]
+        sb = bs[i]
+        a = ap[i]
+        sa = az[i]
+        status = ofi_check_side(&b, sb, -INFINITY, 1)
+        if status:
+            break
+        status = ofi_check_side(&a, sa, INFINITY, 3)
+        if status:
+            break
+        if ts != NULL:
+            if has_last and ts[i] < last:
+                status = STATUS_TIME_BACKWARDS
+                break
+            last = ts[i]
+        has_last = True
+        x = ofi_l1_event(pb, qb, pa, qa, b, sb, a, sa) if has_prev else 0.0
+        e[i] = x
+        neumaier_add(&s1, &c1, x)
+        n_crossed += b > a
+        n_locked += b == a
+        pb = b
+        qb = sb
+        pa = a
+        qa = sa
+        has_prev = True
+    bad[0] = i
+    if status == STATUS_OK:
+        i = n
+    # commit the events before i (all of them on success)
+    if i > 0:
+        st.bid_px, st.bid_sz, st.ask_px, st.ask_sz = pb, qb, pa, qa
+        st.has_prev = True
+        st.total = s1
+        st.total_comp = c1
+        st.roll.sum = s1           # without a window the rolling sum is the total
+        st.roll.comp = c1
+        st.roll.has_last = True
+        st.roll.last_ts = last
+        st.roll.n_pushed += i
+        st.n_events += i
+        st.n_crossed += n_crossed
+        st.n_locked += n_locked
+    return status
 
 
 cdef int raise_ofi(int status, OFIState* st, intp_t index) except -1:
@@ -174,15 +207,20 @@ cdef class OFI:
         cdef intp_t i = 0
         cdef int status = STATUS_OK
         cdef int64_t tsi = self.st.roll.last_ts
+        cdef bint fast = not want_v and self.st.roll.window == 0 and self.st.roll.window_time == 0
         with nogil:
-            for i in range(n):
-                if has_ts:
-                    tsi = t[i]
-                status = ofi_update(&self.st, tsi, bp[i], bs[i], ap[i], az[i], &e[i])
-                if status != STATUS_OK:
-                    break
-                if want_v:
-                    v[i] = rolling_value(&self.st.roll)
+            if fast and n > 0:
+                status = ofi_run_nowindow(&self.st, &t[0] if has_ts else NULL, &bp[0], &bs[0],
+                                          &ap[0], &az[0], n, &e[0], &i)
+            else:
+                for i in range(n):
+                    if has_ts:
+                        tsi = t[i]
+                    status = ofi_update(&self.st, tsi, bp[i], bs[i], ap[i], az[i], &e[i])
+                    if status != STATUS_OK:
+                        break
+                    if want_v:
+                        v[i] = rolling_value(&self.st.roll)
         if status != STATUS_OK:
             raise_ofi(status, &self.st, i)
         return (e_arr, v_arr) if rolling else e_arr

@@ -1,7 +1,11 @@
 # Preallocated ring buffers of (timestamp, value) and rolling window sums.
 # The C API below is what _ofi, _trades, _book and _impact build on; read it as a C header.
 
-from ofi_fast._types cimport float64_t, int64_t, intp_t
+from libc.math cimport fabs
+
+from ofi_fast._types cimport (
+    STATUS_CAPACITY, STATUS_OK, STATUS_TIME_BACKWARDS, float64_t, int64_t, intp_t,
+)
 
 cdef struct Ring:
     int64_t* ts          # timestamps, any unit; non-decreasing in push order
@@ -19,6 +23,7 @@ cdef struct RollingSumState:
     bint grow            # time window: double the ring instead of failing when it is full
     bint has_last        # a timestamp has been pushed since the last reset
     int64_t last_ts      # the last timestamp pushed
+    int64_t n_pushed     # values pushed since the last reset (whole stream)
 
 # Ring primitives (ring_init allocates with malloc; ring_free releases it).
 cdef int ring_init(Ring* r, intp_t capacity) noexcept nogil
@@ -27,12 +32,12 @@ cdef void ring_clear(Ring* r) noexcept nogil
 cdef int ring_grow(Ring* r, intp_t capacity) noexcept nogil
 
 # Neumaier (Kahan-Babuska) compensated accumulation: *s + *c is the running sum.
+# Branch-free: the larger-magnitude operand is selected, not branched on.
 cdef inline void neumaier_add(float64_t* s, float64_t* c, float64_t x) noexcept nogil:
     cdef float64_t t = s[0] + x
-    if (s[0] if s[0] >= 0 else -s[0]) >= (x if x >= 0 else -x):
-        c[0] += (s[0] - t) + x
-    else:
-        c[0] += (x - t) + s[0]
+    cdef float64_t big = s[0] if fabs(s[0]) >= fabs(x) else x
+    cdef float64_t small = x if fabs(s[0]) >= fabs(x) else s[0]
+    c[0] += (big - t) + small
     s[0] = t
 
 # Rolling sum over a count window, a time window, or the whole stream (no window).
@@ -40,12 +45,83 @@ cdef int rolling_init(RollingSumState* st, int64_t window, int64_t window_time,
                       intp_t capacity, bint grow) noexcept nogil
 cdef void rolling_free(RollingSumState* st) noexcept nogil
 cdef void rolling_reset(RollingSumState* st) noexcept nogil
+
+# --- hot path, inline so that every module using a window compiles it into its own loop ---
+cdef inline intp_t _n_expired(const RollingSumState* st, int64_t ts) noexcept nogil:
+    # How many of the oldest elements a push at ts evicts from a time window.
+    cdef const Ring* r = &st.ring
+    cdef intp_t k = 0, j = r.head
+    cdef int64_t cutoff = ts - st.window_time
+    while k < r.size and r.ts[j] <= cutoff:
+        k += 1
+        j += 1
+        if j == r.capacity:
+            j = 0
+    return k
+
+
+# Check only: the status rolling_push(ts) would return, without changing anything.
+cdef inline int rolling_check(const RollingSumState* st, int64_t ts) noexcept nogil:
+    if st.has_last and ts < st.last_ts:
+        return STATUS_TIME_BACKWARDS
+    if st.window_time > 0 and not st.grow:
+        if st.ring.size - _n_expired(st, ts) >= st.ring.capacity:
+            return STATUS_CAPACITY
+    return STATUS_OK
+
+
 # Push (ts, x): evicts what leaves the window, then adds x. Returns STATUS_OK, or
 # STATUS_TIME_BACKWARDS / STATUS_CAPACITY / STATUS_NO_MEMORY with the state unchanged.
-cdef int rolling_push(RollingSumState* st, int64_t ts, float64_t x) noexcept nogil
-# Check only: the status rolling_push(ts) would return, without changing anything.
-cdef int rolling_check(const RollingSumState* st, int64_t ts) noexcept nogil
-cdef float64_t rolling_value(const RollingSumState* st) noexcept nogil
+cdef inline int rolling_push(RollingSumState* st, int64_t ts, float64_t x) noexcept nogil:
+    cdef Ring* r = &st.ring
+    cdef intp_t k, tail
+    cdef int status
+    if st.has_last and ts < st.last_ts:
+        return STATUS_TIME_BACKWARDS
+    if st.window_time > 0:
+        k = _n_expired(st, ts)
+        if r.size - k >= r.capacity:
+            if not st.grow:
+                return STATUS_CAPACITY
+            status = ring_grow(r, 2 * r.capacity)  # the only allocation, and only with grow
+            if status != STATUS_OK:
+                return status
+        while k > 0:
+            neumaier_add(&st.sum, &st.comp, -r.val[r.head])
+            r.head += 1
+            if r.head == r.capacity:
+                r.head = 0
+            r.size -= 1
+            k -= 1
+        if r.size == 0:
+            # An empty window sums to exactly zero: drop the rounding residue.
+            st.sum = 0.0
+            st.comp = 0.0
+    elif st.window > 0:
+        if r.size == r.capacity:
+            neumaier_add(&st.sum, &st.comp, -r.val[r.head])
+            r.head += 1
+            if r.head == r.capacity:
+                r.head = 0
+            r.size -= 1
+    if st.window > 0 or st.window_time > 0:
+        tail = r.head + r.size
+        if tail >= r.capacity:
+            tail -= r.capacity
+        r.ts[tail] = ts
+        r.val[tail] = x
+        r.size += 1
+    neumaier_add(&st.sum, &st.comp, x)
+    st.has_last = True
+    st.last_ts = ts
+    st.n_pushed += 1
+    return STATUS_OK
+
+
+cdef inline float64_t rolling_value(const RollingSumState* st) noexcept nogil:
+    return st.sum + st.comp
+
+
 # Recompute the sum exactly from the buffer (removes accumulated rounding).
 cdef void rolling_recompute(RollingSumState* st) noexcept nogil
 

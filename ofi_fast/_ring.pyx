@@ -88,6 +88,7 @@ cdef int rolling_init(RollingSumState* st, int64_t window, int64_t window_time,
     st.grow = grow
     st.has_last = False
     st.last_ts = 0
+    st.n_pushed = 0
     st.ring.ts = NULL
     st.ring.val = NULL
     if window > 0:
@@ -107,77 +108,7 @@ cdef void rolling_reset(RollingSumState* st) noexcept nogil:
     st.comp = 0.0
     st.has_last = False
     st.last_ts = 0
-
-
-cdef inline intp_t _n_expired(const RollingSumState* st, int64_t ts) noexcept nogil:
-    """How many of the oldest elements a push at ``ts`` evicts from a time window."""
-    cdef const Ring* r = &st.ring
-    cdef intp_t k = 0, j = r.head
-    cdef int64_t cutoff = ts - st.window_time
-    while k < r.size and r.ts[j] <= cutoff:
-        k += 1
-        j += 1
-        if j == r.capacity:
-            j = 0
-    return k
-
-
-cdef int rolling_check(const RollingSumState* st, int64_t ts) noexcept nogil:
-    if st.has_last and ts < st.last_ts:
-        return STATUS_TIME_BACKWARDS
-    if st.window_time > 0 and not st.grow:
-        if st.ring.size - _n_expired(st, ts) >= st.ring.capacity:
-            return STATUS_CAPACITY
-    return STATUS_OK
-
-
-cdef int rolling_push(RollingSumState* st, int64_t ts, float64_t x) noexcept nogil:
-    cdef Ring* r = &st.ring
-    cdef intp_t k, tail
-    cdef int status
-    if st.has_last and ts < st.last_ts:
-        return STATUS_TIME_BACKWARDS
-    if st.window_time > 0:
-        k = _n_expired(st, ts)
-        if r.size - k >= r.capacity:
-            if not st.grow:
-                return STATUS_CAPACITY
-            status = ring_grow(r, 2 * r.capacity)
-            if status != STATUS_OK:
-                return status
-        while k > 0:
-            neumaier_add(&st.sum, &st.comp, -r.val[r.head])
-            r.head += 1
-            if r.head == r.capacity:
-                r.head = 0
-            r.size -= 1
-            k -= 1
-        if r.size == 0:
-            # An empty window sums to exactly zero: drop the rounding residue.
-            st.sum = 0.0
-            st.comp = 0.0
-    elif st.window > 0:
-        if r.size == r.capacity:
-            neumaier_add(&st.sum, &st.comp, -r.val[r.head])
-            r.head += 1
-            if r.head == r.capacity:
-                r.head = 0
-            r.size -= 1
-    if st.window > 0 or st.window_time > 0:
-        tail = r.head + r.size
-        if tail >= r.capacity:
-            tail -= r.capacity
-        r.ts[tail] = ts
-        r.val[tail] = x
-        r.size += 1
-    neumaier_add(&st.sum, &st.comp, x)
-    st.has_last = True
-    st.last_ts = ts
-    return STATUS_OK
-
-
-cdef float64_t rolling_value(const RollingSumState* st) noexcept nogil:
-    return st.sum + st.comp
+    st.n_pushed = 0
 
 
 cdef void rolling_recompute(RollingSumState* st) noexcept nogil:
@@ -255,7 +186,7 @@ cdef dict rolling_getstate(RollingSumState* st):
         if j == st.ring.capacity:
             j = 0
     return {"sum": st.sum, "comp": st.comp, "has_last": bool(st.has_last),
-            "last_ts": st.last_ts, "capacity": st.ring.capacity, "ts": ts, "val": val}
+            "last_ts": st.last_ts, "n_pushed": st.n_pushed, "capacity": st.ring.capacity, "ts": ts, "val": val}
 
 
 cdef int rolling_setstate(RollingSumState* st, dict d) except -1:
@@ -274,6 +205,7 @@ cdef int rolling_setstate(RollingSumState* st, dict d) except -1:
     st.comp = d["comp"]
     st.has_last = d["has_last"]
     st.last_ts = d["last_ts"]
+    st.n_pushed = d["n_pushed"]
     return 0
 
 
@@ -362,7 +294,7 @@ cdef class RollingSum:
     @property
     def count(self):
         """Elements in the current window (pushes since reset when there is no window)."""
-        return self.st.ring.size if (self.st.window or self.st.window_time) else None
+        return self.st.ring.size if (self.st.window or self.st.window_time) else self.st.n_pushed
 
     @property
     def capacity(self):

@@ -1,0 +1,166 @@
+# Trade flow imbalance, trade-sign classification and VPIN. C-level API.
+#
+#   from ofi_fast._trades cimport TradeFlow, TradeFlowState, tick_sign, classify_one
+#
+# Status returned by tradeflow_update / TradeFlow.push: (status & 15) is a Status of
+# _types.pxd, (status >> 4) the field at fault: 0 ts, 1 price, 2 size, 3 side, 4 bid_px, 5 ask_px.
+
+from libc.stdint cimport int8_t
+from ofi_fast._types cimport float64_t, int64_t, intp_t
+
+# Classification methods (the `method=` strings map to these).
+cdef enum Method:
+    METHOD_NONE = 0       # no classification: side-0 trades stay unknown
+    METHOD_TICK = 1       # tick rule with zero-tick carry-forward (Lee & Ready 1991)
+    METHOD_QUOTE = 2      # quote rule: against the prevailing mid; 0 at the mid
+    METHOD_LEE_READY = 3  # quote rule; tick rule at the mid (Lee & Ready 1991)
+    METHOD_EMO = 4        # +1 at the ask, -1 at the bid, tick rule otherwise (EMO 2000)
+
+cdef struct TickState:
+    float64_t last_px    # previous trade's price (meaningful only when has_last)
+    int8_t last_sign     # sign of the last non-zero price change; 0 before the first one
+    bint has_last        # a trade has been seen since reset
+
+cdef struct ClassifierState:
+    TickState tick       # tick-rule state, fed by every trade (classified or not)
+    int method           # a Method
+    int64_t n_trades     # trades classified since reset
+    int64_t n_no_quote   # trades a quote-based rule sent to the tick rule: no quote (NaN),
+                         # locked (bid == ask) or crossed (bid > ask) quote
+    int64_t n_crossed    # of those, trades whose prevailing quote was crossed (bid > ask)
+    int64_t n_unclassified  # trades that came out 0 (no prior price change / quote-rule mid)
+
+# Tick rule: +1 uptick, -1 downtick, the last non-zero change's sign on a zero tick,
+# 0 before the first non-zero change. Updates the tick state with the price.
+cdef inline int8_t tick_sign(TickState* t, float64_t price) noexcept nogil:
+    if t.has_last:
+        if price > t.last_px:
+            t.last_sign = 1
+        elif price < t.last_px:
+            t.last_sign = -1
+    t.last_px = price
+    t.has_last = True
+    return t.last_sign
+
+# One trade at `price` with the prevailing quote (bid, ask) (NaN when unknown) under c.method.
+# Prices are compared exactly: pass integer ticks or exact multiples of the tick.
+cdef inline int8_t classify_one(ClassifierState* c, float64_t price, float64_t bid,
+                                float64_t ask) noexcept nogil:
+    cdef int8_t tk = tick_sign(&c.tick, price)
+    cdef int8_t s = tk
+    cdef float64_t twice
+    c.n_trades += 1
+    if c.method >= METHOD_QUOTE:
+        if bid < ask:              # a valid quote (False for NaN, locked, crossed)
+            if c.method == METHOD_EMO:
+                if price == ask:
+                    s = 1
+                elif price == bid:
+                    s = -1
+            else:
+                twice = price + price
+                if twice > bid + ask:
+                    s = 1
+                elif twice < bid + ask:
+                    s = -1
+                elif c.method == METHOD_QUOTE:
+                    s = 0
+        else:
+            c.n_no_quote += 1
+            if bid > ask:
+                c.n_crossed += 1
+    if s == 0:
+        c.n_unclassified += 1
+    return s
+
+cdef void classifier_reset(ClassifierState* c) noexcept nogil
+
+
+# Ring of the trades inside a TradeFlow window (count or time window).
+cdef struct TradeRing:
+    int64_t* ts          # trade timestamps, non-decreasing in push order
+    float64_t* size      # trade sizes (>= 0)
+    int8_t* side         # final sides (+1, -1, 0) after classification
+    intp_t capacity      # slots allocated (> 0)
+    intp_t head          # slot of the oldest trade
+    intp_t count         # trades held, 0 <= count <= capacity
+
+cdef struct TradeFlowState:
+    ClassifierState cls  # classifier for side-0 trades (method METHOD_NONE: leave unknown)
+    float64_t bid_px     # prevailing quote from update_quote (NaN before the first one)
+    float64_t ask_px     # prevailing ask (NaN before the first one)
+    int64_t window       # count window (trades); 0 = none
+    int64_t window_time  # time window (ts units): trades with ts in (t - window_time, t]; 0 = none
+    bint grow            # time window: double the ring instead of failing when it is full
+    TradeRing ring       # the trades in the window (unused without a window)
+    float64_t vol[3]     # Neumaier sums of size in the window by side index (0 sell, 1 unk, 2 buy)
+    float64_t comp[3]    # their compensation terms: exact sum = vol[k] + comp[k]
+    int64_t n[3]         # trades in the window by side index
+    int64_t n_events     # trades accepted since reset (whatever the window)
+    int64_t n_classified # side-0 trades whose side was inferred by the classifier
+    bint has_last        # a trade has been accepted since reset
+    int64_t last_ts      # the last trade's timestamp
+
+cdef int tradeflow_init(TradeFlowState* st, int method, int64_t window, int64_t window_time,
+                        intp_t capacity, bint grow) noexcept nogil
+cdef void tradeflow_free(TradeFlowState* st) noexcept nogil
+cdef void tradeflow_reset(TradeFlowState* st) noexcept nogil
+# One trade: validates, classifies side 0 if asked, updates the window; writes the signed
+# volume side * size to *signed. On failure the state is unchanged (status layout above).
+cdef int tradeflow_update(TradeFlowState* st, int64_t ts, float64_t price, float64_t size,
+                          int side, float64_t bid_px, float64_t ask_px,
+                          float64_t* signed) noexcept nogil
+
+
+cdef class TradeFlow:
+    cdef TradeFlowState st
+    cdef readonly object window
+    cdef readonly object window_time
+    cdef readonly object classify
+    cdef int push(self, int64_t ts, float64_t price, float64_t size, int side,
+                  float64_t* signed) noexcept nogil
+    cpdef float64_t update(self, int64_t ts, float64_t price, float64_t size,
+                           int side=*) except? -1.0
+
+
+cdef class _EmptyTradeCall:
+    cpdef float64_t update(self, int64_t ts, float64_t price, float64_t size,
+                           int side=*) except? -1.0
+
+
+# VPIN (Easley, Lopez de Prado & O'Hara 2012): equal-volume buckets, trades split across them.
+cdef struct VPINState:
+    float64_t bucket_volume  # V > 0, volume per bucket
+    intp_t n_buckets         # n >= 1, buckets in the VPIN average
+    float64_t fill           # volume in the open bucket, 0 <= fill < V
+    float64_t buy            # buy volume in the open bucket (fill - buy is sell)
+    float64_t* imb           # ring of |V_S - V_B| of the last n closed buckets
+    intp_t head              # next slot of imb to write
+    intp_t n_closed          # buckets closed since reset
+    float64_t sum            # Neumaier sum of imb over the ring ...
+    float64_t comp           # ... and its compensation term
+    bint has_last            # a trade has been seen since reset
+    int64_t last_ts          # the last trade's timestamp
+
+# Where vpin_update writes the buckets a trade closes (NULL: write nothing).
+cdef struct VPINOut:
+    int64_t* ts              # timestamp of the trade that closed each bucket
+    float64_t* vpin          # VPIN after each close (NaN before n_buckets closes)
+    float64_t* buy           # bucket buy volume
+    float64_t* sell          # bucket sell volume
+    intp_t n                 # rows written
+    intp_t capacity          # rows available
+
+cdef int vpin_init(VPINState* st, float64_t bucket_volume, intp_t n_buckets) noexcept nogil
+cdef void vpin_free(VPINState* st) noexcept nogil
+cdef void vpin_reset(VPINState* st) noexcept nogil
+cdef float64_t vpin_value(const VPINState* st) noexcept nogil
+# One trade of `size` with buy share `buy_fraction` in [0, 1]. Status layout: field 0 ts,
+# 1 size, 2 buy fraction / side. STATUS_CAPACITY when `out` cannot hold the buckets it closes.
+cdef int vpin_update(VPINState* st, int64_t ts, float64_t size, float64_t buy_fraction,
+                     VPINOut* out) noexcept nogil
+
+cdef class VPIN:
+    cdef VPINState st
+    cdef int push(self, int64_t ts, float64_t size, float64_t buy_fraction) noexcept nogil
+    cpdef int update(self, int64_t ts, float64_t size, int side=*) except -1

@@ -1,0 +1,1146 @@
+"""Trade flow imbalance, trade-sign classification and VPIN.
+
+Trade flow (Cont, Kukanov & Stoikov 2014, eq. 13): over the trades in a window, with
+B the buyer-initiated volume, S the seller-initiated volume and U the volume of unknown side,
+``net = B - S`` and ``imbalance = (B - S) / (B + S)`` (0 when B + S = 0). Unknown-side volume
+is kept apart in U (never dropped, never in B or S) unless a classifier infers the side.
+
+Trade-sign rules (each gives +1 buyer-initiated, -1 seller-initiated, 0 undetermined):
+
+- ``"tick"``: Lee & Ready (1991), J. Finance 46(2): +1 if p_j > p_{j-1}, -1 if below; on a zero
+  tick the sign of the last non-zero change (zero-uptick buy, zero-downtick sell); 0 before the
+  first non-zero change.
+- ``"quote"``: +1 above the prevailing mid (a + b) / 2, -1 below, 0 at the mid.
+- ``"lee_ready"``: Lee & Ready (1991): the quote rule against the quote prevailing at the trade
+  (optionally ``quote_lag`` time units earlier; they used 5 s for 1980s NYSE, modern feeds use 0),
+  the tick rule at the mid.
+- ``"emo"``: Ellis, Michaely & O'Hara (2000), JFQA 35(4): +1 at the ask, -1 at the bid, the tick
+  rule for every other trade (inside the spread or outside the quotes).
+
+Quote-based rules fall back to the tick rule when the quote is missing (NaN), locked
+(bid == ask) or crossed (bid > ask); such trades are counted. Prices are compared exactly:
+pass integer ticks, prices that are exact multiples of the tick, or ``tick_size=`` to have them
+rounded to integer ticks first. The mid comparison is done as ``2p`` vs ``a + b`` (no division).
+"""
+
+cimport cython
+from libc.math cimport NAN, erfc, sqrt
+from libc.stdint cimport int8_t
+from libc.stdlib cimport free, malloc
+
+from collections import namedtuple
+
+import numpy as np
+
+from ofi_fast._types cimport (
+    STATUS_BAD_VALUE, STATUS_CAPACITY, STATUS_NEGATIVE, STATUS_NO_MEMORY, STATUS_NON_FINITE,
+    STATUS_OK, STATUS_TIME_BACKWARDS, float64_t, int64_t, intp_t,
+)
+from ofi_fast._ring cimport neumaier_add
+from ofi_fast._arrays import column, output
+from ofi_fast._ring import check_window
+from ofi_fast.errors import CapacityError, OFIError, raise_status
+
+_FIELDS = ("ts", "price", "size", "side", "bid_px", "ask_px")
+_METHODS = {"tick": METHOD_TICK, "quote": METHOD_QUOTE, "lee_ready": METHOD_LEE_READY,
+            "emo": METHOD_EMO}
+
+
+def _method_code(method, allow_none=False):
+    if method is None and allow_none:
+        return METHOD_NONE
+    try:
+        return _METHODS[method]
+    except (KeyError, TypeError):
+        allowed = ", ".join(repr(m) for m in _METHODS)
+        raise OFIError(f"method must be one of {allowed}"
+                       + (" or None" if allow_none else "") + f", got {method!r}",
+                       field="method") from None
+
+
+cdef void classifier_reset(ClassifierState* c) noexcept nogil:
+    c.tick.last_px = 0.0
+    c.tick.last_sign = 0
+    c.tick.has_last = False
+    c.n_trades = 0
+    c.n_no_quote = 0
+    c.n_crossed = 0
+    c.n_unclassified = 0
+
+
+cdef dict classifier_getstate(ClassifierState* c):
+    return {"tick": (c.tick.last_px, int(c.tick.last_sign), bool(c.tick.has_last)),
+            "counts": (c.n_trades, c.n_no_quote, c.n_crossed, c.n_unclassified)}
+
+
+cdef void classifier_setstate(ClassifierState* c, dict d):
+    c.tick.last_px, c.tick.last_sign, c.tick.has_last = d["tick"]
+    c.n_trades, c.n_no_quote, c.n_crossed, c.n_unclassified = d["counts"]
+
+
+cdef intp_t _first_nonfinite(const float64_t[::1] x) noexcept nogil:
+    cdef intp_t i
+    for i in range(x.shape[0]):
+        if not (x[i] - x[i] == 0.0):
+            return i
+    return -1
+
+
+cdef intp_t _first_backwards(const int64_t[::1] t) noexcept nogil:
+    cdef intp_t i
+    for i in range(1, t.shape[0]):
+        if t[i] < t[i - 1]:
+            return i
+    return -1
+
+
+cdef void _classify_aligned(ClassifierState* c, const float64_t* px, const float64_t* bid,
+                            const float64_t* ask, intp_t n, int8_t* out) noexcept nogil:
+    cdef intp_t i
+    if c.method == METHOD_TICK:
+        for i in range(n):
+            out[i] = tick_sign(&c.tick, px[i])
+        c.n_trades += n
+    else:
+        for i in range(n):
+            out[i] = classify_one(c, px[i], bid[i], ask[i])
+
+
+cdef void _classify_lagged(ClassifierState* c, const float64_t* px, const int64_t* ts,
+                           intp_t n, const int64_t* qts, const float64_t* qbid,
+                           const float64_t* qask, intp_t m, int64_t lag,
+                           int8_t* out) noexcept nogil:
+    """Each trade i uses the last quote j with qts[j] <= ts[i] - lag (none: NaN quote)."""
+    cdef intp_t i, j = 0
+    cdef float64_t b = NAN, a = NAN
+    for i in range(n):
+        while j < m and qts[j] <= ts[i] - lag:
+            b = qbid[j]
+            a = qask[j]
+            j += 1
+        out[i] = classify_one(c, px[i], b, a)
+
+
+cdef class Classifier:
+    """Streaming trade-sign classifier (see the module docstring for the rules).
+
+    ``Classifier(method, quote_lag=0)``: ``update_quote(ts, bid_px, ask_px)`` records a quote,
+    ``update(ts, price)`` returns the trade's sign against the quote prevailing at
+    ``ts - quote_lag`` (the last quote with quote ts <= ts - quote_lag). Pending quotes are
+    kept in a buffer only when ``quote_lag > 0``.
+    """
+
+    cdef ClassifierState st
+    cdef readonly object method
+    cdef readonly int64_t quote_lag
+    cdef float64_t bid_px, ask_px
+    cdef object pending       # quotes newer than ts - quote_lag (only with a lag)
+    cdef int64_t last_ts
+    cdef bint has_last
+
+    def __cinit__(self, method="lee_ready", quote_lag=0):
+        self.st.method = _method_code(method)
+        self.method = method
+        if quote_lag < 0:
+            raise OFIError(f"quote_lag must be >= 0, got {quote_lag!r}", field="quote_lag")
+        self.quote_lag = quote_lag
+        self.reset()
+
+    def reset(self):
+        """Forget all trades and quotes."""
+        classifier_reset(&self.st)
+        self.bid_px = NAN
+        self.ask_px = NAN
+        self.pending = []
+        self.has_last = False
+        self.last_ts = 0
+
+    def update_quote(self, int64_t ts, float64_t bid_px, float64_t ask_px):
+        """Record the best quote at time ``ts`` (NaN for a missing side)."""
+        if self.quote_lag == 0:
+            self.bid_px = bid_px
+            self.ask_px = ask_px
+        else:
+            if self.pending and ts < self.pending[len(self.pending) - 1][0]:
+                raise_status(STATUS_TIME_BACKWARDS, "ts", 0)
+            self.pending.append((ts, bid_px, ask_px))
+
+    cpdef int update(self, int64_t ts, float64_t price) except? -2:
+        """Classify one trade; return +1, -1 or 0."""
+        if not (price - price == 0.0):
+            raise_status(STATUS_NON_FINITE, "price", 0)
+        if self.has_last and ts < self.last_ts:
+            raise_status(STATUS_TIME_BACKWARDS, "ts", 0)
+        cdef intp_t k = 0
+        if self.quote_lag:
+            p = self.pending
+            while k < len(p) and p[k][0] <= ts - self.quote_lag:
+                self.bid_px = p[k][1]
+                self.ask_px = p[k][2]
+                k += 1
+            if k:
+                del p[:k]
+        self.has_last = True
+        self.last_ts = ts
+        return classify_one(&self.st, price, self.bid_px, self.ask_px)
+
+    @property
+    def n_trades(self):
+        """Trades classified since reset."""
+        return self.st.n_trades
+
+    @property
+    def n_no_quote(self):
+        """Trades a quote-based rule sent to the tick rule (no, locked or crossed quote)."""
+        return self.st.n_no_quote
+
+    @property
+    def n_crossed(self):
+        """Trades whose prevailing quote was crossed (bid > ask)."""
+        return self.st.n_crossed
+
+    @property
+    def n_unclassified(self):
+        """Trades that came out 0."""
+        return self.st.n_unclassified
+
+    def __reduce__(self):
+        return (Classifier, (self.method, self.quote_lag),
+                {"cls": classifier_getstate(&self.st), "quote": (self.bid_px, self.ask_px),
+                 "pending": list(self.pending), "last": (bool(self.has_last), self.last_ts)})
+
+    def __setstate__(self, d):
+        classifier_setstate(&self.st, d["cls"])
+        self.bid_px, self.ask_px = d["quote"]
+        self.pending = list(d["pending"])
+        self.has_last, self.last_ts = d["last"]
+
+
+def _ticks(x, tick_size):
+    return x if tick_size is None else np.round(x / tick_size)
+
+
+def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=None,
+                    quote_ts=None, quote_lag=0, tick_size=None, **bvc_options):
+    """Trade signs by the tick, quote, Lee-Ready or EMO rule -> int8 array of +1 / -1 / 0.
+
+    ``method``: ``"tick"``, ``"quote"``, ``"lee_ready"``, ``"emo"`` (rules and sources in the
+    module docstring), or ``"bvc"`` (bulk volume classification: returns buy fractions per bar,
+    see :func:`bvc`; ``size`` and ``ts`` are then required and ``bvc_options`` are passed on).
+
+    Quotes, two layouts:
+
+    - ``bid_px``/``ask_px`` of the trades' length: the quote prevailing at each trade;
+    - with ``quote_ts``: a quote stream of its own length (``quote_ts`` non-decreasing), and
+      ``ts`` the trades' timestamps; trade i uses the last quote with
+      ``quote_ts <= ts[i] - quote_lag`` (Lee & Ready's quote delay; lag 0 by default: a quote
+      stamped at the trade's own time counts as prevailing).
+
+    A trade with no quote (NaN, or before the first quote), or a locked or crossed quote, is
+    signed by the tick rule. ``tick_size``: round prices and quotes to integer ticks first.
+    ``size`` is unused by the sign rules (accepted for a uniform signature).
+    """
+    if method == "bvc":
+        if size is None or ts is None:
+            raise OFIError("method 'bvc' needs size and ts", field="size" if size is None else "ts")
+        return bvc(ts, price, size, **bvc_options).buy_fraction
+    if bvc_options:
+        raise OFIError(f"unexpected options for method {method!r}: {sorted(bvc_options)}",
+                       field="method")
+    cdef ClassifierState c
+    classifier_reset(&c)
+    c.method = _method_code(method)
+    px_arr = _ticks(column(price, np.float64, "price"), tick_size)
+    cdef const float64_t[::1] px = px_arr
+    cdef intp_t n = px.shape[0], m, bad
+    cdef const float64_t[::1] bid
+    cdef const float64_t[::1] ask
+    cdef const int64_t[::1] t
+    cdef const int64_t[::1] qt
+    cdef int64_t lag = quote_lag
+    bad = _first_nonfinite(px)
+    if bad >= 0:
+        raise_status(STATUS_NON_FINITE, "price", bad)
+    out_arr = np.empty(n, dtype=np.int8)
+    cdef int8_t[::1] out = out_arr
+    if n == 0:
+        return out_arr
+    if c.method == METHOD_TICK:
+        with nogil:
+            _classify_aligned(&c, &px[0], NULL, NULL, n, &out[0])
+        return out_arr
+    if bid_px is None or ask_px is None:
+        raise OFIError(f"method {method!r} needs bid_px and ask_px",
+                       field="bid_px" if bid_px is None else "ask_px")
+    if lag < 0:
+        raise OFIError(f"quote_lag must be >= 0, got {quote_lag!r}", field="quote_lag")
+    if quote_ts is None:
+        if lag:
+            raise OFIError("quote_lag needs the quote stream's quote_ts (and the trades' ts)",
+                           field="quote_ts")
+        bid = _ticks(column(bid_px, np.float64, "bid_px", n), tick_size)
+        ask = _ticks(column(ask_px, np.float64, "ask_px", n), tick_size)
+        with nogil:
+            _classify_aligned(&c, &px[0], &bid[0], &ask[0], n, &out[0])
+        return out_arr
+    if ts is None:
+        raise OFIError("quote_ts needs the trades' ts", field="ts")
+    qt = column(quote_ts, np.int64, "quote_ts")
+    m = qt.shape[0]
+    bid = _ticks(column(bid_px, np.float64, "bid_px", m), tick_size)
+    ask = _ticks(column(ask_px, np.float64, "ask_px", m), tick_size)
+    t = column(ts, np.int64, "ts", n)
+    bad = _first_backwards(t)
+    if bad >= 0:
+        raise_status(STATUS_TIME_BACKWARDS, "ts", bad)
+    bad = _first_backwards(qt)
+    if bad >= 0:
+        raise_status(STATUS_TIME_BACKWARDS, "quote_ts", bad)
+    if m == 0:
+        bid = np.full(1, np.nan)
+        ask = bid
+        qt = np.zeros(1, dtype=np.int64)
+    with nogil:
+        _classify_lagged(&c, &px[0], &t[0], n, &qt[0], &bid[0], &ask[0], m, lag, &out[0])
+    return out_arr
+
+
+# ---------------------------------------------------------------------------------------------
+# Trade flow imbalance
+# ---------------------------------------------------------------------------------------------
+cdef int trade_ring_init(TradeRing* r, intp_t capacity) noexcept nogil:
+    r.ts = <int64_t*> malloc(capacity * sizeof(int64_t))
+    r.size = <float64_t*> malloc(capacity * sizeof(float64_t))
+    r.side = <int8_t*> malloc(capacity * sizeof(int8_t))
+    r.capacity = capacity
+    r.head = 0
+    r.count = 0
+    if r.ts == NULL or r.size == NULL or r.side == NULL:
+        trade_ring_free(r)
+        return STATUS_NO_MEMORY
+    return STATUS_OK
+
+
+cdef void trade_ring_free(TradeRing* r) noexcept nogil:
+    free(r.ts)
+    free(r.size)
+    free(r.side)
+    r.ts = NULL
+    r.size = NULL
+    r.side = NULL
+    r.capacity = 0
+    r.head = 0
+    r.count = 0
+
+
+cdef int trade_ring_grow(TradeRing* r, intp_t capacity) noexcept nogil:
+    """Reallocate to ``capacity`` slots (>= count), unrolled to start at slot 0."""
+    cdef TradeRing g
+    cdef intp_t i, j
+    if trade_ring_init(&g, capacity) != STATUS_OK:
+        return STATUS_NO_MEMORY
+    for i in range(r.count):
+        j = r.head + i
+        if j >= r.capacity:
+            j -= r.capacity
+        g.ts[i] = r.ts[j]
+        g.size[i] = r.size[j]
+        g.side[i] = r.side[j]
+    g.count = r.count
+    trade_ring_free(r)
+    r[0] = g
+    return STATUS_OK
+
+
+cdef int tradeflow_init(TradeFlowState* st, int method, int64_t window, int64_t window_time,
+                        intp_t capacity, bint grow) noexcept nogil:
+    st.cls.method = method
+    st.window = window
+    st.window_time = window_time
+    st.grow = grow
+    st.ring.ts = NULL
+    st.ring.size = NULL
+    st.ring.side = NULL
+    tradeflow_reset(st)
+    if window or window_time:
+        return trade_ring_init(&st.ring, capacity)
+    return STATUS_OK
+
+
+cdef void tradeflow_free(TradeFlowState* st) noexcept nogil:
+    trade_ring_free(&st.ring)
+
+
+cdef void tradeflow_reset(TradeFlowState* st) noexcept nogil:
+    cdef int k
+    classifier_reset(&st.cls)
+    st.bid_px = NAN
+    st.ask_px = NAN
+    for k in range(3):
+        st.vol[k] = 0.0
+        st.comp[k] = 0.0
+        st.n[k] = 0
+    st.ring.head = 0
+    st.ring.count = 0
+    st.n_events = 0
+    st.n_classified = 0
+    st.has_last = False
+    st.last_ts = 0
+
+
+cdef inline void _evict_oldest(TradeFlowState* st) noexcept nogil:
+    cdef TradeRing* r = &st.ring
+    cdef int k = r.side[r.head] + 1
+    neumaier_add(&st.vol[k], &st.comp[k], -r.size[r.head])
+    st.n[k] -= 1
+    r.head += 1
+    if r.head == r.capacity:
+        r.head = 0
+    r.count -= 1
+    if st.n[k] == 0:             # window empty on that side: drop accumulated rounding
+        st.vol[k] = 0.0
+        st.comp[k] = 0.0
+
+
+cdef int tradeflow_update(TradeFlowState* st, int64_t ts, float64_t price, float64_t size,
+                          int side, float64_t bid_px, float64_t ask_px,
+                          float64_t* signed) noexcept nogil:
+    cdef TradeRing* r = &st.ring
+    cdef intp_t keep, j
+    cdef int k, status
+    cdef int8_t s
+    # Validate everything before touching the state.
+    if st.has_last and ts < st.last_ts:
+        return STATUS_TIME_BACKWARDS
+    if not (price - price == 0.0):
+        return STATUS_NON_FINITE | (1 << 4)
+    if not (size - size == 0.0):
+        return STATUS_NON_FINITE | (2 << 4)
+    if size < 0.0:
+        return STATUS_NEGATIVE | (2 << 4)
+    if side < -1 or side > 1:
+        return STATUS_BAD_VALUE | (3 << 4)
+    if st.window_time:
+        # trades that will stay in (ts - window_time, ts]; the ring must hold them plus this one
+        keep = r.count
+        j = r.head
+        while keep > 0 and r.ts[j] <= ts - st.window_time:
+            keep -= 1
+            j += 1
+            if j == r.capacity:
+                j = 0
+        if keep >= r.capacity:
+            if not st.grow:
+                return STATUS_CAPACITY
+            if trade_ring_grow(r, 2 * r.capacity) != STATUS_OK:
+                return STATUS_NO_MEMORY
+        while r.count > 0 and r.ts[r.head] <= ts - st.window_time:
+            _evict_oldest(st)
+    elif st.window:
+        if r.count == st.window:
+            _evict_oldest(st)
+    # Sign.
+    s = <int8_t> side
+    if st.cls.method != METHOD_NONE:
+        if s == 0:
+            s = classify_one(&st.cls, price, bid_px, ask_px)
+            if s != 0:
+                st.n_classified += 1
+        else:
+            tick_sign(&st.cls.tick, price)
+    k = s + 1
+    neumaier_add(&st.vol[k], &st.comp[k], size)
+    st.n[k] += 1
+    if st.window or st.window_time:
+        j = r.head + r.count
+        if j >= r.capacity:
+            j -= r.capacity
+        r.ts[j] = ts
+        r.size[j] = size
+        r.side[j] = s
+        r.count += 1
+    st.n_events += 1
+    st.has_last = True
+    st.last_ts = ts
+    signed[0] = s * size
+    return STATUS_OK
+
+
+cdef inline float64_t _vol(const TradeFlowState* st, int k) noexcept nogil:
+    return st.vol[k] + st.comp[k]
+
+
+cdef inline float64_t _imbalance(const TradeFlowState* st) noexcept nogil:
+    cdef float64_t b = st.vol[2] + st.comp[2], s = st.vol[0] + st.comp[0]
+    if b + s > 0.0:
+        return (b - s) / (b + s)
+    return 0.0
+
+
+cdef int raise_tradeflow(int status, TradeFlowState* st, intp_t index) except -1:
+    field = _FIELDS[status >> 4]
+    if (status & 15) == STATUS_CAPACITY:
+        raise CapacityError(
+            f"ts[{index}]: the time window needs more than the {st.ring.capacity} slots of its "
+            f"buffer; pass a larger capacity= or grow=True",
+            field="ts", index=index, needed=st.ring.capacity + 1)
+    detail = "side must be -1, 0 or +1" if field == "side" else ""
+    raise_status(status & 15, field, index, detail)
+    return 0
+
+
+@cython.final
+cdef class TradeFlow:
+    """Streaming trade flow imbalance over a count window, a time window or the whole stream.
+
+    ``TradeFlow(window=None, window_time=None, classify=None, capacity=None, grow=False)``
+
+    Over the trades in the window (CKS 2014 eq. 13): ``buy_volume`` B, ``sell_volume`` S,
+    ``net`` = B - S, ``imbalance`` = (B - S) / (B + S), 0 when B + S = 0 (``empty`` says so);
+    ``unknown_volume`` U is the volume of side-0 trades, never in B or S.
+
+    - ``window``: the last ``window`` trades; ``window_time``: trades with ts in
+      ``(t - window_time, t]`` (ring of ``capacity`` slots, default 65536, CapacityError when a
+      window needs more unless ``grow=True``); neither: the whole stream.
+    - ``classify``: None (side-0 trades stay unknown and are counted in U / ``n_unknown``) or
+      ``"tick"``, ``"quote"``, ``"lee_ready"``, ``"emo"``: side-0 trades are signed by that rule
+      against the quote given by ``update_quote`` (or the per-trade quotes passed to
+      ``update_many``); the tick rule's history is every trade, signed or not. A trade the rule
+      leaves at 0 stays unknown.
+
+    ``update(ts, price, size, side=0)`` returns the trade's signed volume ``side * size`` (after
+    classification). Bad input (time backwards, NaN/inf price or size, negative size, side not
+    in {-1, 0, +1}) raises an OFIError subclass naming field and index; the state is unchanged.
+    Sizes are summed with Neumaier compensation (exact on integer sizes).
+    """
+
+    def __cinit__(self, window=None, window_time=None, classify=None, capacity=None,
+                  grow=False):
+        w, wt, cap = check_window(window, window_time, capacity)
+        self.window = window
+        self.window_time = window_time
+        self.classify = classify
+        if tradeflow_init(&self.st, _method_code(classify, True), w, wt, cap,
+                          bool(grow)) != STATUS_OK:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        tradeflow_free(&self.st)
+
+    cdef int push(self, int64_t ts, float64_t price, float64_t size, int side,
+                  float64_t* signed) noexcept nogil:
+        return tradeflow_update(&self.st, ts, price, size, side, self.st.bid_px,
+                                self.st.ask_px, signed)
+
+    cpdef float64_t update(self, int64_t ts, float64_t price, float64_t size,
+                           int side=0) except? -1.0:
+        """Feed one trade; return its signed volume (+size buy, -size sell, 0 unknown)."""
+        cdef float64_t v
+        cdef int status = tradeflow_update(&self.st, ts, price, size, side, self.st.bid_px,
+                                           self.st.ask_px, &v)
+        if status != STATUS_OK:
+            raise_tradeflow(status, &self.st, 0)
+        return v
+
+    def update_quote(self, int64_t ts, float64_t bid_px, float64_t ask_px):
+        """Record the prevailing best quote used to classify later side-0 trades (NaN: none).
+
+        ``ts`` is accepted for a uniform signature; the quote applies to the next trades
+        (for a quote delay use :class:`Classifier` or :func:`classify_trades`).
+        """
+        self.st.bid_px = bid_px
+        self.st.ask_px = ask_px
+
+    def update_many(self, ts, price, size, side=None, *, bid_px=None, ask_px=None, out=None,
+                    rolling=False, rolling_out=None):
+        """Feed arrays of trades; return the signed volume per trade (float64).
+
+        ``side`` None means all unknown (0). ``bid_px``/``ask_px``: the quote prevailing at
+        each trade (for ``classify``); without them the quote of ``update_quote`` is used, and
+        with them the last row's quote becomes the prevailing one. ``ts`` may be None without
+        a time window. With ``rolling=True`` return ``(signed, imbalance)``, ``imbalance[i]``
+        the window's imbalance after trade i. On a bad trade at index i, trades 0..i-1 are
+        applied and the error names field and index i.
+        """
+        cdef const float64_t[::1] px = column(price, np.float64, "price")
+        cdef intp_t n = px.shape[0]
+        cdef const float64_t[::1] sz = column(size, np.float64, "size", n)
+        cdef const int8_t[::1] sd
+        cdef const int64_t[::1] t
+        cdef const float64_t[::1] bq
+        cdef const float64_t[::1] aq
+        cdef bint has_side = side is not None, has_ts = ts is not None
+        cdef bint has_q = bid_px is not None or ask_px is not None
+        if has_side:
+            side_arr = np.asarray(side)
+            if side_arr.dtype != np.int8:
+                # values that int8 cannot hold exactly become 2, which the kernel rejects at
+                # their index (so trades before it are applied, as for any bad field)
+                with np.errstate(invalid="ignore"):
+                    ok = (side_arr >= -1) & (side_arr <= 1) & (side_arr == np.round(side_arr))
+                side_arr = np.where(ok, side_arr, 2).astype(np.int8)
+            sd = column(side_arr, np.int8, "side", n)
+        if has_ts:
+            t = column(ts, np.int64, "ts", n)
+        elif self.st.window_time > 0:
+            raise OFIError("a time window needs ts", field="ts")
+        if has_q:
+            if bid_px is None or ask_px is None:
+                raise OFIError("give both bid_px and ask_px",
+                               field="bid_px" if bid_px is None else "ask_px")
+            bq = column(bid_px, np.float64, "bid_px", n)
+            aq = column(ask_px, np.float64, "ask_px", n)
+        sv_arr = output(out, n)
+        cdef float64_t[::1] sv = sv_arr
+        cdef float64_t[::1] v
+        v_arr = None
+        if rolling:
+            v_arr = output(rolling_out, n, "rolling_out")
+            v = v_arr
+        cdef bint want_v = rolling
+        cdef intp_t i = 0
+        cdef int status = STATUS_OK
+        cdef int64_t tsi = self.st.last_ts
+        cdef int si = 0
+        cdef float64_t b = self.st.bid_px, a = self.st.ask_px
+        with nogil:
+            for i in range(n):
+                if has_ts:
+                    tsi = t[i]
+                if has_side:
+                    si = sd[i]
+                if has_q:
+                    b = bq[i]
+                    a = aq[i]
+                status = tradeflow_update(&self.st, tsi, px[i], sz[i], si, b, a, &sv[i])
+                if status != STATUS_OK:
+                    break
+                if want_v:
+                    v[i] = _imbalance(&self.st)
+            if has_q and status == STATUS_OK and n > 0:
+                self.st.bid_px = b
+                self.st.ask_px = a
+        if status != STATUS_OK:
+            raise_tradeflow(status, &self.st, i)
+        return (sv_arr, v_arr) if rolling else sv_arr
+
+    @property
+    def buy_volume(self):
+        """B: buyer-initiated volume in the window."""
+        return _vol(&self.st, 2)
+
+    @property
+    def sell_volume(self):
+        """S: seller-initiated volume in the window."""
+        return _vol(&self.st, 0)
+
+    @property
+    def unknown_volume(self):
+        """U: volume of trades of unknown side in the window (in neither B nor S)."""
+        return _vol(&self.st, 1)
+
+    @property
+    def net(self):
+        """B - S (CKS 2014 eq. 13's TI)."""
+        return (self.st.vol[2] - self.st.vol[0]) + (self.st.comp[2] - self.st.comp[0])
+
+    @property
+    def imbalance(self):
+        """(B - S) / (B + S) in [-1, 1]; 0 when B + S = 0 (see ``empty``)."""
+        return _imbalance(&self.st)
+
+    @property
+    def empty(self):
+        """True when B + S = 0 (the imbalance is then 0 by convention)."""
+        return not (_vol(&self.st, 2) + _vol(&self.st, 0) > 0.0)
+
+    @property
+    def n_buy(self):
+        """Buyer-initiated trades in the window."""
+        return self.st.n[2]
+
+    @property
+    def n_sell(self):
+        """Seller-initiated trades in the window."""
+        return self.st.n[0]
+
+    @property
+    def n_unknown(self):
+        """Trades of unknown side in the window."""
+        return self.st.n[1]
+
+    @property
+    def count(self):
+        """Trades in the window (all trades since reset without a window)."""
+        return self.st.n[0] + self.st.n[1] + self.st.n[2]
+
+    @property
+    def n_events(self):
+        """Trades accepted since the last reset."""
+        return self.st.n_events
+
+    @property
+    def n_classified(self):
+        """Side-0 trades whose side the classifier inferred (since reset)."""
+        return self.st.n_classified
+
+    @property
+    def n_no_quote(self):
+        """Side-0 trades a quote-based rule signed by the tick rule (no/locked/crossed quote)."""
+        return self.st.cls.n_no_quote
+
+    @property
+    def capacity(self):
+        """Slots in the window's ring buffer (0 without a window)."""
+        return self.st.ring.capacity
+
+    def reset(self):
+        """Forget all trades and the quote."""
+        tradeflow_reset(&self.st)
+
+    def __reduce__(self):
+        cdef TradeRing* r = &self.st.ring
+        cdef intp_t i, j
+        n = r.count
+        ts = np.empty(n, dtype=np.int64)
+        size = np.empty(n, dtype=np.float64)
+        side = np.empty(n, dtype=np.int8)
+        for i in range(n):
+            j = (r.head + i) % r.capacity
+            ts[i] = r.ts[j]
+            size[i] = r.size[j]
+            side[i] = r.side[j]
+        st = {"cls": classifier_getstate(&self.st.cls),
+              "quote": (self.st.bid_px, self.st.ask_px),
+              "vol": [self.st.vol[k] for k in range(3)],
+              "comp": [self.st.comp[k] for k in range(3)],
+              "n": [self.st.n[k] for k in range(3)],
+              "counts": (self.st.n_events, self.st.n_classified),
+              "last": (bool(self.st.has_last), self.st.last_ts),
+              "ring": (ts, size, side)}
+        return (TradeFlow, (self.window, self.window_time, self.classify,
+                            r.capacity if r.capacity else None, bool(self.st.grow)), st)
+
+    def __setstate__(self, d):
+        cdef intp_t i, n
+        classifier_setstate(&self.st.cls, d["cls"])
+        self.st.bid_px, self.st.ask_px = d["quote"]
+        for k in range(3):
+            self.st.vol[k] = d["vol"][k]
+            self.st.comp[k] = d["comp"][k]
+            self.st.n[k] = d["n"][k]
+        self.st.n_events, self.st.n_classified = d["counts"]
+        self.st.has_last, self.st.last_ts = d["last"]
+        ts, size, side = d["ring"]
+        n = len(ts)
+        if n > self.st.ring.capacity:
+            if trade_ring_grow(&self.st.ring, n) != STATUS_OK:
+                raise MemoryError()
+        self.st.ring.head = 0
+        for i in range(n):
+            self.st.ring.ts[i] = ts[i]
+            self.st.ring.size[i] = size[i]
+            self.st.ring.side[i] = side[i]
+        self.st.ring.count = n
+
+
+def trade_flow(ts, price, size, side=None, *, window=None, window_time=None, classify=None,
+               bid_px=None, ask_px=None, rolling=False, capacity=None, grow=False):
+    """Signed volume per trade (+size buy, -size sell, 0 unknown) from a fresh TradeFlow.
+
+    With ``rolling=True`` return ``(signed, imbalance)``, the imbalance (B - S) / (B + S) of the
+    window ending at each trade. Arguments as :class:`TradeFlow` and its ``update_many``.
+    """
+    return TradeFlow(window, window_time, classify, capacity, grow).update_many(
+        ts, price, size, side, bid_px=bid_px, ask_px=ask_px, rolling=rolling)
+
+
+@cython.final
+cdef class _EmptyTradeCall:
+    """An empty cpdef method with TradeFlow.update's signature: the call-overhead floor."""
+
+    cpdef float64_t update(self, int64_t ts, float64_t price, float64_t size,
+                           int side=0) except? -1.0:
+        return 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Bulk volume classification (Easley, Lopez de Prado & O'Hara 2012)
+# ---------------------------------------------------------------------------------------------
+BVCBars = namedtuple("BVCBars", "start volume last dp sigma buy_fraction buy_volume sell_volume")
+BVCBars.__doc__ = """Clock bars with their BVC split (arrays of one length, one row per bar).
+
+``start`` bar left edge (ts units); ``volume`` V_i; ``last`` last trade price (carried forward
+through empty bars); ``dp`` P_i - P_{i-1} (NaN for the first bar); ``sigma`` the std of dP used
+(NaN where undefined); ``buy_fraction`` Z(dP_i / sigma), 0.5 where undefined; ``buy_volume``
+V_i * buy_fraction; ``sell_volume`` V_i - buy_volume."""
+
+
+cdef inline float64_t normal_cdf(float64_t x) noexcept nogil:
+    """Standard normal CDF via libm's erfc (accurate in both tails)."""
+    return 0.5 * erfc(-x * 0.7071067811865476)
+
+
+cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
+    cdef int64_t q = a // b
+    if (a % b != 0) and ((a < 0) != (b < 0)):
+        q -= 1
+    return q
+
+
+cdef void bvc_kernel(const float64_t* dp, intp_t nb, intp_t window, float64_t fixed_sigma,
+                     float64_t* sigma, float64_t* frac) noexcept nogil:
+    """sigma_i = std (ddof 1) of the defined dP of bars i-window..i-1 (or fixed_sigma when it
+    is > 0); frac_i = Z(dP_i / sigma_i), 0.5 where dP_i or sigma_i is undefined or sigma 0."""
+    cdef intp_t i, j, lo, cnt
+    cdef float64_t mean, ss, d, sg
+    for i in range(nb):
+        if fixed_sigma > 0.0:
+            sg = fixed_sigma
+        else:
+            lo = i - window
+            if lo < 0:
+                lo = 0
+            cnt = 0
+            mean = 0.0
+            for j in range(lo, i):
+                if dp[j] == dp[j]:
+                    cnt += 1
+                    mean += dp[j]
+            sg = NAN
+            if cnt >= 2:
+                mean /= cnt
+                ss = 0.0
+                for j in range(lo, i):
+                    if dp[j] == dp[j]:
+                        d = dp[j] - mean
+                        ss += d * d
+                sg = sqrt(ss / (cnt - 1))
+        sigma[i] = sg
+        if sg > 0.0 and dp[i] == dp[i]:
+            frac[i] = normal_cdf(dp[i] / sg)
+        else:
+            frac[i] = 0.5
+
+
+def bvc(ts, price, size, *, every, window=50, sigma=None, max_bars=50_000_000):
+    """Bulk volume classification of Easley, Lopez de Prado & O'Hara (2012, RFS 25(5)).
+
+    Trades are aggregated into clock bars of ``every`` ts units (bar k holds
+    ``k*every <= ts < (k+1)*every``, empty bars included, as :func:`ofi_fast.bars`). For bar i
+    with volume V_i and price change dP_i = P_i - P_{i-1} (last prices; an empty bar repeats
+    the previous last price, so its dP is 0)::
+
+        V^B_i = V_i * Z(dP_i / sigma),   V^S_i = V_i - V^B_i
+
+    Z the standard normal CDF (libm erfc, no SciPy). ``sigma=None`` (default): the standard
+    deviation (ddof 1) of the dP of the ``window`` bars before bar i, no look-ahead; a float:
+    that fixed sigma (the paper's full-sample sigma is this with a look-ahead value). Where sigma
+    is undefined (fewer than 2 past dP, or 0) or dP is (first bar), the fraction is Z(0) = 0.5.
+    Returns :class:`BVCBars`.
+    """
+    cdef const int64_t[::1] t = column(ts, np.int64, "ts")
+    cdef intp_t n = t.shape[0], i, bad
+    cdef const float64_t[::1] px = column(price, np.float64, "price", n)
+    cdef const float64_t[::1] sz = column(size, np.float64, "size", n)
+    cdef int64_t ev = int(every)
+    cdef intp_t w = int(window)
+    cdef float64_t fixed = 0.0 if sigma is None else float(sigma)
+    if ev <= 0:
+        raise OFIError(f"every must be > 0 ts units, got {every!r}", field="every")
+    if w < 2 and sigma is None:
+        raise OFIError(f"window must be >= 2 bars, got {window!r}", field="window")
+    if sigma is not None and not fixed > 0.0:
+        raise OFIError(f"sigma must be > 0, got {sigma!r}", field="sigma")
+    bad = _first_backwards(t)
+    if bad >= 0:
+        raise_status(STATUS_TIME_BACKWARDS, "ts", bad)
+    bad = _first_nonfinite(px)
+    if bad >= 0:
+        raise_status(STATUS_NON_FINITE, "price", bad)
+    bad = _first_nonfinite(sz)
+    if bad >= 0:
+        raise_status(STATUS_NON_FINITE, "size", bad)
+    if n and np.min(sz) < 0:
+        raise_status(STATUS_NEGATIVE, "size", int(np.flatnonzero(np.asarray(sz) < 0)[0]))
+    if n == 0:
+        e = np.empty(0)
+        return BVCBars(np.empty(0, dtype=np.int64), e, e, e, e, e, e, e)
+    cdef int64_t k0 = _floor_div(t[0], ev), k1 = _floor_div(t[n - 1], ev)
+    nb_ = k1 - k0 + 1
+    if nb_ > max_bars:
+        raise OFIError(f"{nb_} bars needed (max_bars={max_bars}); check the units of ts and "
+                       "every", field="every")
+    cdef intp_t nb = nb_, k
+    start = np.arange(k0, k1 + 1, dtype=np.int64) * ev
+    vol_a = np.zeros(nb)
+    last_a = np.full(nb, np.nan)
+    dp_a = np.full(nb, np.nan)
+    sig_a = np.empty(nb)
+    frac_a = np.empty(nb)
+    cdef float64_t[::1] vol = vol_a, last = last_a, dp = dp_a, sig = sig_a, frac = frac_a
+    with nogil:
+        for i in range(n):
+            k = <intp_t> (_floor_div(t[i], ev) - k0)
+            vol[k] += sz[i]
+            last[k] = px[i]
+        for k in range(1, nb):
+            if last[k] != last[k]:
+                last[k] = last[k - 1]
+            dp[k] = last[k] - last[k - 1]
+        bvc_kernel(&dp[0], nb, w, fixed, &sig[0], &frac[0])
+    buy = vol_a * frac_a
+    return BVCBars(start, vol_a, last_a, dp_a, sig_a, frac_a, buy, vol_a - buy)
+
+
+# ---------------------------------------------------------------------------------------------
+# VPIN (Easley, Lopez de Prado & O'Hara 2012)
+# ---------------------------------------------------------------------------------------------
+VPINBuckets = namedtuple("VPINBuckets", "ts vpin buy sell")
+VPINBuckets.__doc__ = """Buckets closed, one row each: ``ts`` the timestamp of the trade that
+filled the bucket, ``vpin`` VPIN at that close (NaN until n_buckets buckets are complete),
+``buy``/``sell`` the bucket's buy and sell volume (buy + sell = bucket_volume)."""
+
+
+cdef int vpin_init(VPINState* st, float64_t bucket_volume, intp_t n_buckets) noexcept nogil:
+    st.bucket_volume = bucket_volume
+    st.n_buckets = n_buckets
+    st.imb = <float64_t*> malloc(n_buckets * sizeof(float64_t))
+    if st.imb == NULL:
+        return STATUS_NO_MEMORY
+    vpin_reset(st)
+    return STATUS_OK
+
+
+cdef void vpin_free(VPINState* st) noexcept nogil:
+    free(st.imb)
+    st.imb = NULL
+
+
+cdef void vpin_reset(VPINState* st) noexcept nogil:
+    st.fill = 0.0
+    st.buy = 0.0
+    st.head = 0
+    st.n_closed = 0
+    st.sum = 0.0
+    st.comp = 0.0
+    st.has_last = False
+    st.last_ts = 0
+
+
+cdef float64_t vpin_value(const VPINState* st) noexcept nogil:
+    if st.n_closed < st.n_buckets:
+        return NAN
+    return (st.sum + st.comp) / (st.n_buckets * st.bucket_volume)
+
+
+cdef int vpin_update(VPINState* st, int64_t ts, float64_t size, float64_t buy_fraction,
+                     VPINOut* out) noexcept nogil:
+    cdef float64_t room, take, b, x
+    if st.has_last and ts < st.last_ts:
+        return STATUS_TIME_BACKWARDS
+    if not (size - size == 0.0):
+        return STATUS_NON_FINITE | (1 << 4)
+    if size < 0.0:
+        return STATUS_NEGATIVE | (1 << 4)
+    if not (buy_fraction >= 0.0 and buy_fraction <= 1.0):
+        return STATUS_BAD_VALUE | (2 << 4)
+    if out != NULL and out.n + <intp_t> ((st.fill + size) / st.bucket_volume) > out.capacity:
+        return STATUS_CAPACITY
+    st.has_last = True
+    st.last_ts = ts
+    while size > 0.0:
+        room = st.bucket_volume - st.fill
+        if size < room:
+            st.fill += size
+            st.buy += size * buy_fraction
+            break
+        # this piece completes the bucket (same buy share as the whole trade)
+        b = st.buy + room * buy_fraction
+        size -= room
+        x = st.bucket_volume - 2.0 * b          # |V_S - V_B| with V_S = V - V_B
+        if x < 0.0:
+            x = -x
+        if st.n_closed >= st.n_buckets:
+            neumaier_add(&st.sum, &st.comp, -st.imb[st.head])
+        neumaier_add(&st.sum, &st.comp, x)
+        st.imb[st.head] = x
+        st.head += 1
+        if st.head == st.n_buckets:
+            st.head = 0
+        st.n_closed += 1
+        st.fill = 0.0
+        st.buy = 0.0
+        if out != NULL:
+            out.ts[out.n] = ts
+            out.vpin[out.n] = vpin_value(st)
+            out.buy[out.n] = b
+            out.sell[out.n] = st.bucket_volume - b
+            out.n += 1
+    return STATUS_OK
+
+
+cdef int raise_vpin(int status, VPINState* st, intp_t index) except -1:
+    field = ("ts", "size", "side")[status >> 4]
+    detail = "buy fraction must be in [0, 1]" if field == "side" else ""
+    raise_status(status & 15, field, index, detail)
+    return 0
+
+
+@cython.final
+cdef class VPIN:
+    """Streaming VPIN of Easley, Lopez de Prado & O'Hara (2012, RFS 25(5)).
+
+    ``VPIN(bucket_volume, n_buckets)``: trades fill equal-volume buckets of ``bucket_volume``
+    in trade order; a trade that overflows the open bucket is split, the part that completes
+    it stays there with the trade's buy share and the rest opens the next bucket(s) (a trade
+    larger than V fills several). At each bucket close::
+
+        VPIN = sum over the last n buckets of |V^S - V^B| / (n V)
+
+    (NaN until n buckets are complete; the open bucket never enters it). The buy share of a
+    trade is 1 for side +1, 0 for side -1, 0.5 for side 0 (unknown volume is split evenly so
+    the volume clock stays exact), or an explicit ``buy_fraction`` (e.g. BVC's per bar: feed
+    :func:`bvc` bars as trades). Volume in the ts units of the trades; no allocation per trade.
+    """
+
+    def __cinit__(self, bucket_volume, n_buckets):
+        cdef float64_t v = float(bucket_volume)
+        if not (v > 0.0 and v - v == 0.0):
+            raise OFIError(f"bucket_volume must be > 0 and finite, got {bucket_volume!r}",
+                           field="bucket_volume")
+        if int(n_buckets) < 1:
+            raise OFIError(f"n_buckets must be >= 1, got {n_buckets!r}", field="n_buckets")
+        if vpin_init(&self.st, v, int(n_buckets)) != STATUS_OK:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        vpin_free(&self.st)
+
+    cdef int push(self, int64_t ts, float64_t size, float64_t buy_fraction) noexcept nogil:
+        return vpin_update(&self.st, ts, size, buy_fraction, NULL)
+
+    cpdef int update(self, int64_t ts, float64_t size, int side=0) except -1:
+        """Feed one trade (side +1 / -1 / 0); return the number of buckets it closed."""
+        if side < -1 or side > 1:
+            raise_status(STATUS_BAD_VALUE, "side", 0, "side must be -1, 0 or +1")
+        cdef intp_t before = self.st.n_closed
+        cdef int status = vpin_update(&self.st, ts, size, 0.5 * (side + 1), NULL)
+        if status != STATUS_OK:
+            raise_vpin(status, &self.st, 0)
+        return <int> (self.st.n_closed - before)
+
+    def update_fraction(self, int64_t ts, float64_t size, float64_t buy_fraction):
+        """Feed one trade (or bar) with an explicit buy share in [0, 1]; return buckets closed."""
+        cdef intp_t before = self.st.n_closed
+        cdef int status = vpin_update(&self.st, ts, size, buy_fraction, NULL)
+        if status != STATUS_OK:
+            raise_vpin(status, &self.st, 0)
+        return self.st.n_closed - before
+
+    def update_many(self, ts, size, side=None, *, buy_fraction=None):
+        """Feed arrays of trades; return :class:`VPINBuckets` for the buckets closed.
+
+        Give ``side`` (+1 / -1 / 0) or ``buy_fraction`` (in [0, 1]), not both (neither: all
+        unknown, split evenly). On a bad trade at index i, trades 0..i-1 are applied and the
+        error names field and index i.
+        """
+        cdef const float64_t[::1] sz = column(size, np.float64, "size")
+        cdef intp_t n = sz.shape[0], i = 0
+        cdef const int64_t[::1] t = column(ts, np.int64, "ts", n)
+        if side is not None and buy_fraction is not None:
+            raise OFIError("give side or buy_fraction, not both", field="buy_fraction")
+        if buy_fraction is not None:
+            frac_a = column(buy_fraction, np.float64, "buy_fraction", n)
+        elif side is not None:
+            s = column(side, np.float64, "side", n)
+            # out-of-domain sides map to NaN, which the kernel rejects at their index
+            frac_a = np.where((s == -1) | (s == 0) | (s == 1), 0.5 * (s + 1), np.nan)
+        else:
+            frac_a = np.full(n, 0.5)
+        cdef const float64_t[::1] fr = frac_a
+        good = np.where(np.isfinite(sz) & (np.asarray(sz) > 0), sz, 0.0)
+        bound = int((self.st.fill + float(np.sum(good))) / self.st.bucket_volume) + n + 1
+        if bound > 200_000_000:
+            raise OFIError(f"{bound} buckets would close; check bucket_volume",
+                           field="bucket_volume")
+        res_ts = np.empty(bound, dtype=np.int64)
+        res_v = np.empty(bound)
+        res_b = np.empty(bound)
+        res_s = np.empty(bound)
+        cdef int64_t[::1] ots = res_ts
+        cdef float64_t[::1] ov = res_v, ob = res_b, osl = res_s
+        cdef VPINOut out
+        out.ts = &ots[0]
+        out.vpin = &ov[0]
+        out.buy = &ob[0]
+        out.sell = &osl[0]
+        out.n = 0
+        out.capacity = bound
+        cdef int status = STATUS_OK
+        with nogil:
+            for i in range(n):
+                status = vpin_update(&self.st, t[i], sz[i], fr[i], &out)
+                if status != STATUS_OK:
+                    break
+        if status != STATUS_OK:
+            if (status >> 4) == 2 and buy_fraction is not None:
+                raise_status(status & 15, "buy_fraction", i, "must be in [0, 1]")
+            raise_vpin(status, &self.st, i)
+        k = out.n
+        return VPINBuckets(res_ts[:k].copy(), res_v[:k].copy(), res_b[:k].copy(),
+                           res_s[:k].copy())
+
+    @property
+    def value(self):
+        """VPIN at the last bucket close (NaN until n_buckets buckets are complete)."""
+        return vpin_value(&self.st)
+
+    @property
+    def bucket_volume(self):
+        return self.st.bucket_volume
+
+    @property
+    def n_buckets(self):
+        return self.st.n_buckets
+
+    @property
+    def n_closed(self):
+        """Buckets completed since reset."""
+        return self.st.n_closed
+
+    @property
+    def open_volume(self):
+        """Volume in the open (partial) bucket."""
+        return self.st.fill
+
+    @property
+    def open_buy(self):
+        """Buy volume in the open bucket."""
+        return self.st.buy
+
+    def reset(self):
+        vpin_reset(&self.st)
+
+    def __reduce__(self):
+        cdef intp_t i
+        imb = [self.st.imb[i] for i in range(self.st.n_buckets)]
+        return (VPIN, (self.st.bucket_volume, self.st.n_buckets),
+                {"open": (self.st.fill, self.st.buy), "imb": imb, "head": self.st.head,
+                 "n_closed": self.st.n_closed, "sum": (self.st.sum, self.st.comp),
+                 "last": (bool(self.st.has_last), self.st.last_ts)})
+
+    def __setstate__(self, d):
+        cdef intp_t i
+        self.st.fill, self.st.buy = d["open"]
+        for i in range(self.st.n_buckets):
+            self.st.imb[i] = d["imb"][i]
+        self.st.head = d["head"]
+        self.st.n_closed = d["n_closed"]
+        self.st.sum, self.st.comp = d["sum"]
+        self.st.has_last, self.st.last_ts = d["last"]
+
+
+def vpin(ts, size, side=None, *, buy_fraction=None, bucket_volume, n_buckets):
+    """VPIN at each bucket close from a fresh :class:`VPIN` -> :class:`VPINBuckets`."""
+    return VPIN(bucket_volume, n_buckets).update_many(ts, size, side, buy_fraction=buy_fraction)

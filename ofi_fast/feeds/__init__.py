@@ -1,0 +1,61 @@
+"""Feed readers: files in the formats users hold -> numpy arrays in package units.
+
+int64 ns timestamps, float64 prices and sizes, int8 sides (+1 bid / buyer-initiated, -1 ask /
+seller-initiated, 0 unknown). Each reader iterates chunks of bounded size and has a whole-file
+convenience. Pure Python + numpy; nothing compiled.
+"""
+
+from ofi_fast.feeds._common import NO_TIME, ErrorLog
+from ofi_fast.feeds._l2 import (
+    FLAG_BATCH_END,
+    FLAG_CLEAR,
+    FLAG_SNAPSHOT,
+    BookDeltas,
+    Quotes,
+    Trades,
+)
+from ofi_fast.feeds.tardis import TardisBookSnapshots, TardisReader, iter_tardis, read_tardis
+from ofi_fast.feeds.kraken import KrakenBookReader, kraken_checksum, read_kraken_book
+from ofi_fast.feeds.coinbase import CoinbaseChunk, CoinbaseReader, read_coinbase
+from ofi_fast.feeds.binance import BinanceChunk, BinanceReader, iter_binance, read_binance
+from ofi_fast.feeds.lobster import (
+    LobsterMessages,
+    LobsterReader,
+    LobsterTrades,
+    iter_lobster,
+    lobster_trades,
+    midnight_ns,
+    read_lobster,
+)
+
+__all__ = [
+    "BinanceChunk",
+    "BinanceReader",
+    "BookDeltas",
+    "FLAG_BATCH_END",
+    "FLAG_CLEAR",
+    "FLAG_SNAPSHOT",
+    "Quotes",
+    "TardisBookSnapshots",
+    "TardisReader",
+    "Trades",
+    "iter_tardis",
+    "read_tardis",
+    "iter_binance",
+    "read_binance",
+    "CoinbaseChunk",
+    "CoinbaseReader",
+    "ErrorLog",
+    "KrakenBookReader",
+    "kraken_checksum",
+    "read_coinbase",
+    "read_kraken_book",
+    "LobsterMessages",
+    "LobsterReader",
+    "LobsterTrades",
+    "NO_TIME",
+    "iter_lobster",
+    "lobster_trades",
+    "midnight_ns",
+    "read_lobster",
+]

@@ -1,0 +1,196 @@
+"""Shared plumbing of the feed readers: opening files, reading whole lines in bounded blocks,
+error policy, and the small array containers every reader returns.
+
+Pure Python + numpy; nothing compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import zipfile
+from typing import Iterable
+
+import numpy as np
+
+from ofi_fast.errors import ParseError
+
+#: Sentinel for an int64 timestamp the feed does not carry (e.g. Binance spot bookTicker has no
+#: event time). Never silently replaced by the other clock.
+NO_TIME = np.iinfo(np.int64).min
+
+#: Default bound on the rows a reader yields per chunk.
+DEFAULT_CHUNK_ROWS = 65_536
+
+_NL = 10  # b"\n"
+
+
+def check_on_error(on_error: str) -> str:
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    return on_error
+
+
+def open_binary(path, member: str | None = None):
+    """Open ``path`` for binary reading: plain, ``.gz`` (by magic bytes), or a ``.zip`` member."""
+    path = os.fspath(path)
+    if member is not None or path.endswith(".zip"):
+        zf = zipfile.ZipFile(path)
+        if member is None:
+            names = [n for n in zf.namelist() if not n.endswith("/")]
+            if len(names) != 1:
+                raise ValueError(f"{path}: zip holds {len(names)} files; name the member")
+            member = names[0]
+        return zf.open(member)
+    f = open(path, "rb")
+    if f.peek(2)[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=f)
+    return f
+
+
+class ErrorLog:
+    """Counts (and keeps the first few of) the malformed lines skipped under ``on_error='skip'``.
+
+    Nothing is dropped without a count: readers expose one of these as ``.errors``.
+    """
+
+    keep = 20
+
+    def __init__(self, path, on_error: str):
+        self.path = str(path)
+        self.on_error = check_on_error(on_error)
+        self.count = 0
+        self.first: list[tuple[int, str]] = []  # (1-based line, reason)
+
+    def bad(self, line: int, reason: str) -> None:
+        """Report a malformed line: raise :class:`ParseError` or count it."""
+        if self.on_error == "raise":
+            raise ParseError(reason, path=self.path, line=line)
+        self.count += 1
+        if len(self.first) < self.keep:
+            self.first.append((line, reason))
+
+    def __repr__(self):
+        return f"ErrorLog({self.path!r}, skipped={self.count}, first={self.first[:3]})"
+
+
+class LineBlocks:
+    """Read a binary stream as blocks of whole lines, at most ``n`` lines per block.
+
+    Carries the partial last line over to the next block; adds a final newline when the file
+    lacks one; strips ``\\r``. ``line`` is the 1-based number of the first line of the next block.
+    """
+
+    def __init__(self, f, block_bytes: int = 1 << 22):
+        self.f = f
+        self.block_bytes = block_bytes
+        self.buf = bytearray()
+        self.nl = 0  # newlines in buf
+        self.eof = False
+        self.line = 1
+
+    def _fill(self) -> None:
+        data = self.f.read(self.block_bytes)
+        if not data:
+            self.eof = True
+            if self.buf and self.buf[-1] != _NL:
+                self.buf.append(_NL)
+                self.nl += 1
+            return
+        if b"\r" in data:
+            data = data.replace(b"\r", b"")
+        self.buf += data
+        self.nl += data.count(b"\n")
+
+    def take(self, n: int) -> tuple[bytes, int]:
+        """Up to ``n`` complete lines (bytes ending in a newline) and their count; (b"", 0) at end."""
+        while self.nl < n and not self.eof:
+            self._fill()
+        if self.nl < n or (self.nl == n and (not self.buf or self.buf[-1] == _NL)):
+            # at end of file (a partial last line has been closed by _fill), or exactly n lines
+            out, cnt = bytes(self.buf), self.nl
+            self.buf = bytearray()
+            self.nl = 0
+        else:
+            nls = np.flatnonzero(np.frombuffer(self.buf, np.uint8) == _NL)
+            cut = int(nls[n - 1]) + 1
+            out, cnt = bytes(self.buf[:cut]), n
+            del self.buf[:cut]
+            self.nl -= n
+        self.line += cnt
+        return out, cnt
+
+    def lines(self) -> Iterable[tuple[int, bytes]]:
+        """Every line (without newline) with its 1-based number."""
+        while True:
+            block, cnt = self.take(DEFAULT_CHUNK_ROWS)
+            if not cnt:
+                return
+            first = self.line - cnt
+            for i, ln in enumerate(block.split(b"\n")[:cnt]):
+                yield first + i, ln
+
+
+class Arrays:
+    """Base of the readers' chunk containers: a dataclass of equal-length numpy columns."""
+
+    def __len__(self) -> int:
+        return len(getattr(self, dataclasses.fields(self)[0].name))
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def concat(cls, chunks: list):
+        """One container holding the rows of ``chunks`` in order (an empty one if none)."""
+        out = {}
+        for f in dataclasses.fields(cls):
+            parts = [getattr(c, f.name) for c in chunks]
+            if parts:
+                out[f.name] = np.concatenate(parts)
+            else:
+                out[f.name] = cls._empty(f.name)
+        return cls(**out)
+
+    @classmethod
+    def _empty(cls, name):
+        return np.empty(0, dtype=cls.DTYPES[name])
+
+    def take(self, mask):
+        return type(self)(**{k: v[mask] for k, v in self.as_dict().items()})
+
+
+def arrays_class(name: str, columns: dict, doc: str):
+    """Make a frozen dataclass of numpy columns with dtypes ``columns`` ({name: dtype})."""
+    cls = dataclasses.make_dataclass(
+        name, [(c, np.ndarray) for c in columns], bases=(Arrays,), frozen=True, eq=False)
+    cls.DTYPES = {c: np.dtype(t) for c, t in columns.items()}
+    cls.__doc__ = doc
+    return cls
+
+
+def decimal_to_int(s: bytes | str, digits: int) -> int:
+    """Exact conversion of a decimal string to an integer in units of ``10**-digits``.
+
+    ``"34200.00426064"`` with ``digits=9`` -> ``34200004260640``. Decimals beyond ``digits`` are
+    rounded to the nearest unit, halves away from zero (``"1.0000000005"`` -> 1000000001), in
+    integer arithmetic. Raises ValueError when the string is not a plain decimal.
+    """
+    if isinstance(s, bytes):
+        s = s.decode("ascii")
+    s = s.strip()
+    neg = s.startswith("-")
+    if neg or s.startswith("+"):
+        s = s[1:]
+    whole, dot, frac = s.partition(".")
+    if (not whole and not frac) or (whole and not whole.isdigit()) or (frac and not frac.isdigit()):
+        raise ValueError(f"not a decimal number: {s!r}")
+    extra = 0
+    if len(frac) > digits:
+        extra = int(frac[digits] >= "5")
+        frac = frac[:digits]
+    v = int(whole or "0") * 10**digits + int((frac or "0").ljust(digits, "0")) + extra
+    return -v if neg else v
+
+

@@ -1,0 +1,71 @@
+"""Array containers shared by the exchange-stream readers (Binance, Tardis, Coinbase, Kraken,
+Bitstamp, generic): price-level deltas, trades and best quotes, plus the flags of delta rows."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ofi_fast.feeds._common import arrays_class
+
+#: ``flags`` bits of a :class:`BookDeltas` row.
+FLAG_SNAPSHOT = 1   #: the row is a level of a (REST / initial / re-sent) snapshot
+FLAG_CLEAR = 2      #: discard the whole book *before* applying this row (first row of a snapshot)
+FLAG_BATCH_END = 4  #: last row of one exchange message: the book is consistent after this row
+
+BookDeltas = arrays_class("BookDeltas", {
+    "ts_exchange": np.int64,  # exchange event time, ns since epoch (NO_TIME if not given)
+    "ts_local": np.int64,     # local receive time, ns since epoch (NO_TIME if not recorded)
+    "side": np.int8,          # +1 bid, -1 ask
+    "price": np.float64,      # price level
+    "size": np.float64,       # new absolute size at that level; 0 deletes the level
+    "update_id": np.int64,    # exchange sequence id of the message (Binance u / lastUpdateId)
+    "flags": np.uint8,        # FLAG_SNAPSHOT | FLAG_CLEAR | FLAG_BATCH_END
+}, "Price-level deltas: absolute size per (side, price); apply in order. A consumer rebuilds the "
+   "book by clearing it on FLAG_CLEAR and reads a consistent state after each FLAG_BATCH_END row.")
+
+Trades = arrays_class("Trades", {
+    "ts_exchange": np.int64,  # trade time, ns since epoch
+    "ts_local": np.int64,     # local receive time, ns (NO_TIME if not recorded)
+    "price": np.float64,
+    "size": np.float64,
+    "side": np.int8,          # aggressor: +1 buyer-initiated, -1 seller-initiated, 0 unknown
+    "trade_id": np.int64,     # exchange trade id (-1 if none)
+}, "Trade prints with the aggressor side.")
+
+Quotes = arrays_class("Quotes", {
+    "ts_exchange": np.int64,  # exchange time, ns (NO_TIME if the feed does not give one)
+    "ts_local": np.int64,
+    "bid_px": np.float64,     # NaN if the side is empty
+    "bid_sz": np.float64,
+    "ask_px": np.float64,
+    "ask_sz": np.float64,
+    "update_id": np.int64,    # exchange sequence id (-1 if none)
+}, "Best bid / offer stream (e.g. Binance bookTicker).")
+
+
+class Columns:
+    """Python-list accumulator for one container class; ``flush()`` -> arrays, then empty."""
+
+    def __init__(self, cls):
+        self.cls = cls
+        self.names = list(cls.DTYPES)
+        self.cols = {k: [] for k in self.names}
+
+    def __len__(self):
+        return len(self.cols[self.names[0]])
+
+    def append(self, *values):
+        for k, v in zip(self.names, values):
+            self.cols[k].append(v)
+
+    def extend(self, **cols):
+        for k in self.names:
+            self.cols[k].extend(cols[k])
+
+    def flush(self):
+        out = {}
+        for k in self.names:
+            dt = self.cls.DTYPES[k]
+            out[k] = np.array(self.cols[k], dtype=dt)  # decimal strings parse to float64
+            self.cols[k] = []
+        return self.cls(**out)

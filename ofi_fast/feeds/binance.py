@@ -1,0 +1,358 @@
+"""Binance spot and USD-M futures recordings: diff-depth synced onto the REST snapshot, trades,
+best quotes.
+
+Input: one message per line, gzip or plain, in any of the layouts recorders write:
+
+- ``<local ns> <json>`` (hftbacktest's collector),
+- ``<local seconds>: <json>`` (cryptofeed's raw recorder; ``wss://`` marker lines are skipped and
+  counted), with the REST snapshots either in the same file or in cryptofeed's ``*.http.*`` file
+  (``<url> -> <seconds>: <json>``) passed as ``snapshots=``, merged in by local time,
+- bare ``<json>`` (no local time: ``ts_local`` is :data:`NO_TIME`).
+
+Combined-stream wrappers (``{"stream":..,"data":..}``) and bare payloads are both accepted.
+
+Synchronisation (Binance "How to manage a local order book correctly"; THEORY-DETAIL.md 7.2),
+``market="spot"`` or ``"usdm"`` (default: detected from the first diff, ``pu`` present = usdm):
+
+1. diffs that arrive before a snapshot are buffered;
+2. at a snapshot with ``lastUpdateId`` L, buffered and later diffs with ``u <= L`` (spot) /
+   ``u < L`` (futures) are dropped (counted in ``stats["dropped_stale"]``);
+3. the first applied diff must straddle: ``U <= L + 1 <= u`` (spot) / ``U <= L <= u`` (futures);
+4. afterwards ``U == previous u + 1`` (spot) / ``pu == previous u`` (futures).
+
+A break of 3 or 4 raises :class:`~ofi_fast.errors.SequenceGapError` naming the ids and the line
+(``on_gap="raise"``), or under ``on_gap="resync"`` is recorded in ``stats["gaps"]``; diffs are
+then dropped (counted in ``stats["dropped_gap"]``) until the next snapshot re-initialises the book
+(its first row carries :data:`FLAG_CLEAR`). A snapshot arriving while in sync also re-initialises.
+
+Output (package units, see :mod:`ofi_fast.feeds._l2`): :class:`BookDeltas` rows (snapshot levels
+flagged :data:`FLAG_SNAPSHOT`, the last row of each message :data:`FLAG_BATCH_END`), with
+``update_id`` = the diff's ``u`` (the snapshot's ``lastUpdateId``); ``ts_exchange`` = ``E``
+(snapshots: futures ``E``, spot :data:`NO_TIME`). :class:`Trades` from ``trade`` (``T``, id ``t``)
+and ``aggTrade`` (``T``, id ``a``): ``m`` (buyer is maker) true = seller-initiated (-1).
+:class:`Quotes` from ``bookTicker`` (spot has no event time: ``ts_exchange`` = NO_TIME).
+Local and exchange clocks are kept as given: the hftbacktest capture's ``E`` runs ~1.27 s ahead of
+its local clock, and nothing corrects that.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import namedtuple
+
+from ofi_fast.errors import ParseError, SequenceGapError
+from ofi_fast.feeds._common import (
+    DEFAULT_CHUNK_ROWS,
+    NO_TIME,
+    ErrorLog,
+    LineBlocks,
+    decimal_to_int,
+    open_binary,
+)
+from ofi_fast.feeds._l2 import (
+    FLAG_BATCH_END,
+    FLAG_CLEAR,
+    FLAG_SNAPSHOT,
+    BookDeltas,
+    Columns,
+    Quotes,
+    Trades,
+)
+
+try:  # optional, ~3x faster JSON
+    import orjson as _orjson
+
+    _loads = _orjson.loads
+    _JSONError = (ValueError, _orjson.JSONDecodeError)
+except ImportError:  # pragma: no cover
+    _loads = json.loads
+    _JSONError = (ValueError,)
+
+_INF = float("inf")
+
+
+def _px(s) -> float:
+    """A price: decimal string -> float, finite and > 0 (else ValueError)."""
+    v = float(s)
+    if not 0.0 < v < _INF:
+        raise ValueError(f"bad price {s!r}")
+    return v
+
+
+def _sz(s) -> float:
+    """A size: decimal string -> float, finite and >= 0 (else ValueError)."""
+    v = float(s)
+    if not 0.0 <= v < _INF:
+        raise ValueError(f"bad size {s!r}")
+    return v
+
+
+BinanceChunk = namedtuple("BinanceChunk", ["depth", "trades", "quotes"])
+BinanceChunk.__doc__ = "One chunk of a Binance recording: BookDeltas, Trades, Quotes."
+
+_MS = 1_000_000
+
+
+def _split_line(line: bytes):
+    """(local ns or NO_TIME or None for a marker line, json bytes)."""
+    if line.startswith(b"{"):
+        return NO_TIME, line
+    if line.startswith((b"wss://", b"ws://")):
+        return None, b""
+    if line.startswith((b"https://", b"http://")):
+        url, sep, rest = line.partition(b" -> ")
+        if not sep:
+            raise ValueError("http line without ' -> '")
+        head, sep, body = rest.partition(b": ")
+        return decimal_to_int(head, 9), body
+    head, sep, body = line.partition(b" ")
+    if not sep:
+        raise ValueError("no space between the local time and the JSON")
+    if head.endswith(b":"):
+        return decimal_to_int(head[:-1], 9), body
+    return int(head), body
+
+
+class BinanceReader:
+    """Read a Binance diff-depth / trade / bookTicker recording; see the module docstring.
+
+    Parameters
+    ----------
+    path : the recording (gzip or plain).
+    market : ``"spot"``, ``"usdm"`` or None (detect from the first diff: ``pu`` present = usdm).
+    symbol : keep this symbol only (other symbols' messages are counted in
+        ``stats["other_symbol"]``); default: the symbol of the first symbol-bearing message.
+    snapshots : optional file of REST snapshots (cryptofeed ``*.http.*``) merged by local time.
+    chunk_rows : flush a chunk once a stream holds this many rows (a chunk may exceed it by the
+        rows of one message, e.g. a 2000-level snapshot).
+    on_gap : ``"raise"`` or ``"resync"``; on_error : ``"raise"`` or ``"skip"`` for malformed lines.
+
+    Iterating yields :class:`BinanceChunk` (depth, trades, quotes); :meth:`read` returns one.
+    ``stats`` counts lines, messages by kind, applied / dropped diffs, gaps (see module doc).
+    """
+
+    def __init__(self, path, *, market=None, symbol=None, snapshots=None,
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, on_gap: str = "raise",
+                 on_error: str = "raise"):
+        if market not in (None, "spot", "usdm"):
+            raise ValueError(f"market must be 'spot', 'usdm' or None, not {market!r}")
+        if on_gap not in ("raise", "resync"):
+            raise ValueError(f"on_gap must be 'raise' or 'resync', not {on_gap!r}")
+        self.path = str(path)
+        self.market = market
+        self.symbol = symbol.upper() if symbol else None
+        self.snapshots = snapshots
+        self.chunk_rows = int(chunk_rows)
+        self.on_gap = on_gap
+        self.on_error = on_error
+        self.errors = ErrorLog(self.path, on_error)
+        self.snap_errors = ErrorLog(str(snapshots), on_error) if snapshots is not None else None
+
+    # -- input ---------------------------------------------------------------------------------
+    def _lines(self, path, errors):
+        with open_binary(path) as f:
+            for no, line in LineBlocks(f).lines():
+                if not line.strip():
+                    continue
+                try:
+                    ts_local, body = _split_line(line)
+                    if ts_local is None:
+                        self.stats["markers"] += 1
+                        continue
+                    msg = _loads(body)
+                    if not isinstance(msg, dict):
+                        raise ValueError("JSON is not an object")
+                    if line.startswith(b"http") and b"symbol=" in line:
+                        # a REST snapshot carries no symbol: take it from the request URL
+                        sym = line.split(b"symbol=", 1)[1].split(b"&", 1)[0].split(b" ", 1)[0]
+                        msg["_symbol"] = sym.decode().upper()
+                except (ValueError, TypeError) + _JSONError as exc:
+                    errors.bad(no, f"malformed line ({exc}): {line[:80]!r}")
+                    continue
+                yield no, ts_local, msg, path
+
+    def _merged(self):
+        main = self._lines(self.path, self.errors)
+        if self.snapshots is None:
+            yield from main
+            return
+        snaps = sorted(self._lines(str(self.snapshots), self.snap_errors), key=lambda r: r[1])
+        i = 0
+        for rec in main:
+            while i < len(snaps) and rec[1] != NO_TIME and snaps[i][1] <= rec[1]:
+                yield snaps[i]
+                i += 1
+            yield rec
+        yield from snaps[i:]
+
+    # -- state machine -------------------------------------------------------------------------
+    def __iter__(self):
+        self.stats = st = {
+            "lines": 0, "markers": 0, "depth_messages": 0, "applied": 0, "snapshots": 0,
+            "dropped_stale": 0, "dropped_gap": 0, "unsynced_at_end": 0, "trades": 0,
+            "quotes": 0, "other_symbol": 0, "other_stream": 0, "gaps": [],
+            "first_applied_line": None, "snapshot_lines": [],
+        }
+        depth, trades, quotes = Columns(BookDeltas), Columns(Trades), Columns(Quotes)
+        self._state = "wait"   # "wait": no snapshot; "first": after snapshot; "sync"
+        self._buffer = []      # diffs received before the snapshot (state "wait")
+        self._last_id = None   # lastUpdateId of the current snapshot
+        self._prev_u = None
+        n = self.chunk_rows
+        for no, ts_local, msg, src in self._merged():
+            st["lines"] += 1
+            data = msg.get("data", msg)
+            try:
+                self._dispatch(no, ts_local, data, src, depth, trades, quotes)
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                if isinstance(exc, (SequenceGapError, ParseError)):
+                    raise
+                errors = self.errors if src == self.path else self.snap_errors
+                errors.bad(no, f"bad Binance message ({type(exc).__name__}: {exc})")
+            if len(depth) >= n or len(trades) >= n or len(quotes) >= n:
+                yield BinanceChunk(depth.flush(), trades.flush(), quotes.flush())
+        st["unsynced_at_end"] = len(self._buffer)
+        if len(depth) or len(trades) or len(quotes):
+            yield BinanceChunk(depth.flush(), trades.flush(), quotes.flush())
+
+    def read(self) -> BinanceChunk:
+        """The whole file as one :class:`BinanceChunk`."""
+        parts = list(self)
+        return BinanceChunk(BookDeltas.concat([p.depth for p in parts]),
+                            Trades.concat([p.trades for p in parts]),
+                            Quotes.concat([p.quotes for p in parts]))
+
+    def _want(self, data) -> bool:
+        return self._want_symbol(data.get("s"))
+
+    def _want_symbol(self, sym) -> bool:
+        if sym is None:
+            return True
+        if self.symbol is None:
+            self.symbol = sym
+        if sym != self.symbol:
+            self.stats["other_symbol"] += 1
+            return False
+        return True
+
+    def _dispatch(self, no, ts_local, data, src, depth, trades, quotes):
+        st = self.stats
+        if "lastUpdateId" in data:
+            if self._want_symbol(data.get("_symbol")):
+                self._on_snapshot(no, ts_local, data, depth)
+            return
+        ev = data.get("e")
+        if ev == "depthUpdate":
+            if self._want(data):
+                st["depth_messages"] += 1
+                self._on_diff(no, ts_local, data, depth)
+        elif ev in ("trade", "aggTrade"):
+            if self._want(data):
+                tid = data["t"] if ev == "trade" else data["a"]
+                m = data["m"]
+                if not isinstance(m, bool):
+                    raise ValueError(f"'m' is not a boolean: {m!r}")
+                trades.append(int(data["T"]) * _MS, ts_local, _px(data["p"]), _sz(data["q"]),
+                              -1 if m else 1, int(tid))
+                st["trades"] += 1
+        elif ev == "bookTicker" or (ev is None and "b" in data and "A" in data):
+            if self._want(data):
+                e = data.get("E")
+                quotes.append(int(e) * _MS if e is not None else NO_TIME, ts_local,
+                              _px(data["b"]), _sz(data["B"]), _px(data["a"]), _sz(data["A"]),
+                              int(data["u"]))
+                st["quotes"] += 1
+        else:
+            st["other_stream"] += 1
+
+    # snapshots -----------------------------------------------------------------------------------
+    def _on_snapshot(self, no, ts_local, data, depth):
+        st = self.stats
+        last_id = int(data["lastUpdateId"])
+        bids, asks = data["bids"], data["asks"]
+        e = data.get("E")
+        ts_ex = int(e) * _MS if e is not None else NO_TIME
+        rows = ([(1, _px(p), _sz(q)) for p, q in bids]
+                + [(-1, _px(p), _sz(q)) for p, q in asks])
+        for i, (side, p, q) in enumerate(rows):
+            flags = FLAG_SNAPSHOT | (FLAG_CLEAR if i == 0 else 0) | (
+                FLAG_BATCH_END if i == len(rows) - 1 else 0)
+            depth.append(ts_ex, ts_local, side, p, q, last_id, flags)
+        if not rows:  # an empty book is still a reset: one clearing row with size 0
+            depth.append(ts_ex, ts_local, 1, float("nan"), 0.0, last_id,
+                         FLAG_SNAPSHOT | FLAG_CLEAR | FLAG_BATCH_END)
+        st["snapshots"] += 1
+        st["snapshot_lines"].append(no)
+        self._last_id = last_id
+        self._state = "first"
+        self._prev_u = None
+        buffered, self._buffer = self._buffer, []
+        for args in buffered:
+            self._on_diff(*args, depth)
+
+    # diffs ---------------------------------------------------------------------------------------
+    def _on_diff(self, no, ts_local, data, depth):
+        st = self.stats
+        first_u, last_u = int(data["U"]), int(data["u"])
+        pu = data.get("pu")
+        if self.market is None:
+            self.market = "usdm" if pu is not None else "spot"
+        futures = self.market == "usdm"
+        if futures and pu is None:
+            raise ValueError("futures diff without 'pu'")
+        if self._state == "wait":
+            self._buffer.append((no, ts_local, data))
+            return
+        L = self._last_id
+        if self._state == "first":
+            if (last_u < L) if futures else (last_u <= L):
+                st["dropped_stale"] += 1
+                return
+            target = L if futures else L + 1
+            if not (first_u <= target <= last_u):
+                self._gap(no, f"first diff after snapshot lastUpdateId={L} does not straddle "
+                              f"{target}: U={first_u}, u={last_u}", first_u, last_u)
+                return
+            st["first_applied_line"] = st["first_applied_line"] or no
+        elif self._state == "sync":
+            if futures:
+                if int(pu) != self._prev_u:
+                    self._gap(no, f"pu={int(pu)} != previous u={self._prev_u} (U={first_u}, "
+                                  f"u={last_u})", first_u, last_u)
+                    return
+            elif first_u != self._prev_u + 1:
+                self._gap(no, f"U={first_u} != previous u + 1 = {self._prev_u + 1} "
+                              f"(u={last_u})", first_u, last_u)
+                return
+        else:  # "gap": waiting for the next snapshot
+            st["dropped_gap"] += 1
+            return
+        e = data.get("E")
+        ts_ex = int(e) * _MS if e is not None else NO_TIME
+        rows = ([(1, _px(p), _sz(q)) for p, q in data["b"]]
+                + [(-1, _px(p), _sz(q)) for p, q in data["a"]])
+        for i, (side, p, q) in enumerate(rows):
+            depth.append(ts_ex, ts_local, side, p, q, last_u,
+                         FLAG_BATCH_END if i == len(rows) - 1 else 0)
+        st["applied"] += 1
+        self._prev_u = last_u
+        self._state = "sync"
+
+    def _gap(self, no, detail, first_u, last_u):
+        st = self.stats
+        where = f"{self.path}:{no}"
+        if self.on_gap == "raise":
+            raise SequenceGapError(f"{where}: sequence gap: {detail}", field="U", index=no)
+        st["gaps"].append((no, detail))
+        st["dropped_gap"] += 1
+        self._state = "gap"
+
+
+def read_binance(path, **kwargs) -> BinanceChunk:
+    """Whole-file convenience: ``BinanceReader(path, **kwargs).read()``."""
+    return BinanceReader(path, **kwargs).read()
+
+
+def iter_binance(path, **kwargs):
+    """Chunked reading: ``iter(BinanceReader(path, **kwargs))``."""
+    return iter(BinanceReader(path, **kwargs))

@@ -1,0 +1,90 @@
+"""A downstream Cython extension built at test time against ofi_fast.get_include(): it
+cimports OFI and calls its nogil push() in a loop; results must match the Python API
+(numpy's test_extending pattern)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import ofi_fast
+from conftest import random_quotes
+
+CONSUMER = textwrap.dedent("""
+    # cython: language_level=3, boundscheck=False, wraparound=False
+    import numpy as np
+    from ofi_fast._ofi cimport OFI
+    from ofi_fast._types cimport float64_t, int64_t, intp_t
+
+    def run(OFI o, const int64_t[::1] ts, const float64_t[::1] bp, const float64_t[::1] bs,
+            const float64_t[::1] ap, const float64_t[::1] az):
+        cdef intp_t i, n = ts.shape[0]
+        out = np.zeros(n)
+        cdef float64_t[::1] e = out
+        cdef int status = 0
+        with nogil:
+            for i in range(n):
+                status = o.push(ts[i], bp[i], bs[i], ap[i], az[i], &e[i])
+                if status != 0:
+                    break
+        return out, status, i, o.value_c()
+""")
+
+SETUP = textwrap.dedent("""
+    import numpy, ofi_fast
+    from setuptools import setup, Extension
+    from Cython.Build import cythonize
+    ext = Extension("consumer", ["consumer.pyx"], include_dirs=[numpy.get_include()])
+    setup(ext_modules=cythonize([ext], include_path=[ofi_fast.get_include()]),
+          script_args=["build_ext", "--inplace"])
+""")
+
+
+@pytest.fixture(scope="module")
+def consumer(tmp_path_factory):
+    pytest.importorskip("Cython")
+    d = tmp_path_factory.mktemp("consumer")
+    (d / "consumer.pyx").write_text(CONSUMER)
+    (d / "setup.py").write_text(SETUP)
+    # the build must see the very ofi_fast under test (installed or the source tree)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [ofi_fast.get_include(), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "setup.py"], cwd=d, capture_output=True, text=True,
+                          env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sys.path.insert(0, str(d))
+    try:
+        import consumer
+        yield consumer
+    finally:
+        sys.path.remove(str(d))
+
+
+def test_get_include_holds_the_pxd_files():
+    from pathlib import Path
+    inc = Path(ofi_fast.get_include())
+    for name in ("_types", "_ring", "_ofi"):
+        assert (inc / "ofi_fast" / f"{name}.pxd").is_file()
+
+
+def test_cimport_consumer_matches_python(consumer):
+    ts, bp, bs, ap, az = random_quotes(np.random.default_rng(11), 5000, p_empty=0.05)
+    o = ofi_fast.OFI(window_time=20_000)
+    e, status, _, value = consumer.run(o, ts, bp, bs, ap, az)
+    py = ofi_fast.OFI(window_time=20_000)
+    assert status == 0
+    assert e.tolist() == py.update_many(ts, bp, bs, ap, az).tolist()
+    assert value == py.value == o.value and o.n_events == 5000
+
+
+def test_cimport_consumer_gets_status_codes(consumer):
+    o = ofi_fast.OFI()
+    bs = np.array([1.0, 2.0, -1.0, 4.0])
+    _, status, i, _ = consumer.run(o, np.arange(4), np.full(4, 100.0), bs, np.full(4, 101.0),
+                                   np.ones(4))
+    # (status & 15) is the Status (3 = negative), (status >> 4) the field (2 = bid_sz)
+    assert (status & 15, status >> 4, i) == (ofi_fast.errors.STATUS_NEGATIVE, 2, 2)
+    assert o.n_events == 2

@@ -1,0 +1,329 @@
+"""Best-level OFI: hand-computed CKS cases, differential tests against reference.py, pickling,
+bad input, real LOBSTER data, and flat memory over many updates."""
+
+import math
+import pickle
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import ofi_fast
+from ofi_fast import reference as ref
+from conftest import data_file, random_quotes
+
+NAN = float("nan")
+
+
+def test_compiled_modules_are_tested():
+    # The tests must exercise the compiled extension, not a pure-Python fallback.
+    assert ofi_fast._ofi.__file__.endswith(".so"), ofi_fast._ofi.__file__
+
+
+# --- hand-computed cases (Cont, Kukanov & Stoikov 2014, eq. 10; THEORY-DETAIL test vector A) --
+VECTOR_A = [  # (bid_px, bid_sz, ask_px, ask_sz, e_n)
+    (100, 10, 101, 12, 0),    # first event: no predecessor
+    (100, 15, 101, 12, 5),    # bid same: 15-10; ask same: -(12-12)
+    (100, 15, 101, 8, 4),     # ask same: -(8-12)
+    (101, 3, 102, 20, 11),    # bid up: +3; ask up: +q^a_{n-1} = 8
+    (100, 7, 102, 25, -8),    # bid down: -q^b_{n-1} = -3; ask same: -(25-20)
+    (100, 7, 101, 4, -4),     # ask down: -q^a_n = -4
+]
+
+
+def test_vector_a_batch_and_stream():
+    bp, bs, ap, az, expected = (np.array(c, dtype=float) for c in zip(*VECTOR_A))
+    assert ofi_fast.l1_ofi(bp, bs, ap, az).tolist() == expected.tolist()
+    o = ofi_fast.OFI()
+    got = [o.update(i, *row[:4]) for i, row in enumerate(VECTOR_A)]
+    assert got == expected.tolist()
+    assert o.value == o.total == 8.0 and o.count == 6
+
+
+@pytest.mark.parametrize("prev,cur,e", [
+    # each side's three cases separately, the other side unchanged
+    ((100, 10, 102, 5), (101, 4, 102, 5), 4),           # bid up: +q^b_n
+    ((100, 10, 101, 5), (100, 13, 101, 5), 3),           # bid same: +3
+    ((100, 10, 101, 5), (99, 20, 101, 5), -10),          # bid down: -q^b_{n-1}
+    ((100, 10, 101, 5), (100, 10, 100.5, 2), -2),        # ask down: -q^a_n
+    ((100, 10, 101, 5), (100, 10, 101, 9), -4),          # ask same: -(9-5)
+    ((100, 10, 101, 5), (100, 10, 102, 1), 5),           # ask up: +q^a_{n-1}
+    # empty sides (THEORY-DETAIL 1.7): NaN price with size 0
+    ((100, 10, 101, 5), (NAN, 0, 101, 5), -10),          # bid empties
+    ((NAN, 0, 101, 5), (100, 7, 101, 5), 7),             # bid appears
+    ((100, 10, 101, 5), (100, 10, NAN, 0), 5),           # ask empties
+    ((100, 10, NAN, 0), (100, 10, 102, 9), -9),          # ask appears
+    ((NAN, 0, NAN, 0), (NAN, 0, NAN, 0), 0),             # both stay empty
+])
+def test_case_table(prev, cur, e):
+    assert ofi_fast.l1_ofi(*zip(prev, cur))[1] == e
+    assert ref.l1_ofi(*zip(prev, cur))[1] == e
+
+
+def test_infinite_prices_mark_empty_sides_like_nan():
+    a = ofi_fast.l1_ofi([100, -np.inf], [10, 0], [101, np.inf], [5, 0])
+    b = ofi_fast.l1_ofi([100, NAN], [10, 0], [101, NAN], [5, 0])
+    assert a.tolist() == b.tolist() == [0, -10 + 5]
+
+
+def test_crossed_and_locked_are_computed_and_counted():
+    o = ofi_fast.OFI()
+    o.update(0, 100, 5, 101, 5)
+    assert o.update(1, 101, 5, 101, 5) == 5      # locked: bid up +5, ask same 0
+    assert o.update(2, 102, 5, 101, 5) == 5      # crossed: bid up +5
+    assert (o.n_locked, o.n_crossed) == (1, 1)
+
+
+def test_reset_makes_next_event_a_first_event():
+    o = ofi_fast.OFI(window=3)
+    o.update(0, 100, 5, 101, 5)
+    o.update(1, 100, 9, 101, 5)
+    o.reset()
+    assert o.update(0, 50, 1, 60, 1) == 0.0 and o.value == 0.0 and o.count == 1
+
+
+# --- windows --------------------------------------------------------------------------------
+def test_time_window_is_left_open_right_closed():
+    o = ofi_fast.OFI(window_time=10)
+    o.update(0, 100, 10, 101, 5)
+    o.update(5, 100, 12, 101, 5)     # +2
+    o.update(10, 100, 15, 101, 5)    # +3; window (0, 10]: the event at ts=0 has left
+    assert o.value == 5 and o.count == 2
+    o.update(15, 100, 16, 101, 5)    # +1; window (5, 15]
+    assert o.value == 4 and o.count == 2
+
+
+def test_count_window():
+    o = ofi_fast.OFI(window=2)
+    for i, row in enumerate(VECTOR_A):
+        o.update(i, *row[:4])
+    assert o.value == -8 - 4 and o.total == 8
+
+
+def test_capacity_error_names_needed_size_and_keeps_state():
+    o = ofi_fast.OFI(window_time=100, capacity=2)
+    o.update(0, 100, 1, 101, 1)
+    o.update(1, 100, 2, 101, 1)
+    with pytest.raises(ofi_fast.CapacityError) as ei:
+        o.update(2, 100, 3, 101, 1)
+    assert ei.value.needed == 3 and ei.value.field == "ts"
+    assert (o.value, o.count, o.n_events) == (1.0, 2, 2)
+    assert o.update(200, 100, 3, 101, 1) == 1.0  # continues from the state before the error
+
+
+def test_grow_doubles_capacity():
+    o = ofi_fast.OFI(window_time=1000, capacity=2, grow=True)
+    for i in range(10):
+        o.update(i, 100, i, 101, 1)
+    assert o.count == 10 and o.capacity >= 10 and o.value == 9.0
+
+
+# --- differential tests: batch == stream == chunks == reference -----------------------------
+@st.composite
+def quote_streams(draw):
+    n = draw(st.integers(0, 120))
+    seed = draw(st.integers(0, 2**32 - 1))
+    p_empty = draw(st.sampled_from([0.0, 0.1]))
+    return random_quotes(np.random.default_rng(seed), n, p_empty=p_empty)
+
+
+@given(quote_streams(), st.integers(1, 50), st.sampled_from([None, 3, 1]),
+       st.sampled_from([None, 1500, 1]))
+def test_differential(stream, chunk, window, window_time):
+    ts, bp, bs, ap, az = stream
+    if window and window_time:
+        window_time = None
+    n = len(ts)
+    expect = ref.OFI(window=window, window_time=window_time)
+    expected = expect.update_many(ts, bp.tolist(), bs.tolist(), ap.tolist(), az.tolist())
+
+    batch = ofi_fast.l1_ofi(bp, bs, ap, az)
+    assert batch.tolist() == expected  # integer sizes: exact
+
+    one = ofi_fast.OFI(window=window, window_time=window_time)
+    singles = [one.update(ts[i], bp[i], bs[i], ap[i], az[i]) for i in range(n)]
+    assert singles == expected
+
+    many = ofi_fast.OFI(window=window, window_time=window_time)
+    parts, rolls = [], []
+    for s in range(0, n, chunk):
+        e, v = many.update_many(ts[s:s + chunk], bp[s:s + chunk], bs[s:s + chunk],
+                                ap[s:s + chunk], az[s:s + chunk], rolling=True)
+        parts += e.tolist()
+        rolls += v.tolist()
+    assert parts == expected
+    for obj in (one, many):
+        assert obj.value == expect.value and obj.total == expect.total
+        assert obj.count == expect.count and obj.n_events == expect.n_events
+        assert (obj.n_crossed, obj.n_locked) == (expect.n_crossed, expect.n_locked)
+    if n:
+        assert rolls[-1] == expect.value
+
+
+@given(quote_streams(), st.integers(0, 120))
+def test_pickle_mid_stream_continues_identically(stream, cut):
+    ts, bp, bs, ap, az = stream
+    cut = min(cut, len(ts))
+    a = ofi_fast.OFI(window_time=2000)
+    a.update_many(ts[:cut], bp[:cut], bs[:cut], ap[:cut], az[:cut])
+    b = pickle.loads(pickle.dumps(a))
+    ra = a.update_many(ts[cut:], bp[cut:], bs[cut:], ap[cut:], az[cut:], rolling=True)
+    rb = b.update_many(ts[cut:], bp[cut:], bs[cut:], ap[cut:], az[cut:], rolling=True)
+    assert ra[0].tolist() == rb[0].tolist() and ra[1].tolist() == rb[1].tolist()
+    assert (a.value, a.total, a.count, a.n_events) == (b.value, b.total, b.count, b.n_events)
+
+
+def test_float_sizes_agree_with_reference_to_rounding():
+    # Non-integer sizes: e_n is computed with the same few float operations in both, so it is
+    # equal to the last bit; the windowed sum is compensated (Neumaier) in Cython and exact
+    # (fsum) in the reference, so they agree to a few ulps of the window's magnitude.
+    ts, bp, bs, ap, az = random_quotes(np.random.default_rng(7), 5000, integer=False)
+    o = ofi_fast.OFI(window=500)
+    e, v = o.update_many(ts, bp, bs, ap, az, rolling=True)
+    r = ref.OFI(window=500)
+    assert e.tolist() == r.update_many(ts, bp.tolist(), bs.tolist(), ap.tolist(), az.tolist())
+    assert math.isclose(v[-1], r.value, rel_tol=1e-12, abs_tol=1e-9)
+
+
+# --- bad input ------------------------------------------------------------------------------
+@pytest.mark.parametrize("field,value,err", [
+    ("bid_sz", NAN, ofi_fast.NonFiniteError),
+    ("ask_sz", np.inf, ofi_fast.NonFiniteError),
+    ("bid_sz", -1.0, ofi_fast.NegativeSizeError),
+    ("ask_sz", -0.5, ofi_fast.NegativeSizeError),
+    ("bid_px", NAN, ofi_fast.NonFiniteError),      # NaN price with a positive size
+    ("ask_px", np.inf, ofi_fast.NonFiniteError),
+    ("bid_px", np.inf, ofi_fast.NonFiniteError),   # +inf is never a bid
+])
+@pytest.mark.parametrize("window", [10, None])  # the windowed and the no-window batch paths
+def test_bad_values_name_field_and_index_and_keep_state(field, value, err, window):
+    cols = {"bid_px": [100.0] * 5, "bid_sz": [1.0, 2, 3, 4, 5],
+            "ask_px": [101.0] * 5, "ask_sz": [1.0] * 5}
+    cols[field][3] = value
+    ts = np.arange(5)
+    o = ofi_fast.OFI(window=window)
+    with pytest.raises(err) as ei:
+        o.update_many(ts, cols["bid_px"], cols["bid_sz"], cols["ask_px"], cols["ask_sz"])
+    assert (ei.value.field, ei.value.index) == (field, 3)
+    assert isinstance(ei.value, ofi_fast.OFIError) and isinstance(ei.value, ValueError)
+    assert field in str(ei.value) and "[3]" in str(ei.value)
+    # events 0..2 applied, the bad one not: resuming with event 4 matches a clean run
+    assert (o.n_events, o.value) == (3, 2.0)
+    with pytest.raises(err):
+        o.update(3, *(cols[k][3] for k in ("bid_px", "bid_sz", "ask_px", "ask_sz")))
+    assert (o.n_events, o.value) == (3, 2.0)
+    o.update(4, 100.0, 5.0, 101.0, 1.0)
+    assert o.value == 4.0
+
+
+def test_time_backwards():
+    o = ofi_fast.OFI(window_time=10)
+    with pytest.raises(ofi_fast.TimeOrderError) as ei:
+        o.update_many([0, 5, 4], [1.0] * 3, [1.0] * 3, [2.0] * 3, [1.0] * 3)
+    assert (ei.value.field, ei.value.index) == ("ts", 2)
+    assert o.n_events == 2
+    o2 = ofi_fast.OFI()  # ordering is checked even without a window
+    with pytest.raises(ofi_fast.TimeOrderError) as ei:
+        o2.update_many([0, 5, 4], [1.0] * 3, [1.0, 2.0, 3.0], [2.0] * 3, [1.0] * 3)
+    assert ei.value.index == 2 and (o2.n_events, o2.value) == (2, 1.0)
+    o2.update(10, 1, 1, 2, 1)
+    with pytest.raises(ofi_fast.TimeOrderError):
+        o2.update(9, 1, 1, 2, 1)
+
+
+def test_mismatched_lengths_and_shapes():
+    with pytest.raises(ofi_fast.OFIError, match="ask_sz"):
+        ofi_fast.l1_ofi([1.0, 2.0], [1.0, 1.0], [3.0, 3.0], [1.0])
+    with pytest.raises(ofi_fast.OFIError, match="1-D"):
+        ofi_fast.l1_ofi(np.ones((2, 2)), np.ones(2), np.ones(2), np.ones(2))
+    with pytest.raises(ofi_fast.OFIError, match="needs ts"):
+        ofi_fast.OFI(window_time=5).update_many(None, [1.0], [1.0], [2.0], [1.0])
+    with pytest.raises(ofi_fast.OFIError, match="not both"):
+        ofi_fast.OFI(window=5, window_time=5)
+    with pytest.raises(ofi_fast.OFIError, match="window"):
+        ofi_fast.OFI(window=0)
+
+
+def test_inputs_converted_not_rejected_and_never_modified():
+    ts, bp, bs, ap, az = random_quotes(np.random.default_rng(3), 200)
+    expected = ofi_fast.l1_ofi(bp, bs, ap, az)
+    # strided, integer-typed, read-only and list inputs give the same result
+    wide = np.zeros((200, 2))
+    wide[:, 0] = bp
+    ro = az.copy()
+    ro.setflags(write=False)
+    got = ofi_fast.l1_ofi(wide[:, 0], bs.astype(np.int32), ap.tolist(), ro)
+    assert got.tolist() == expected.tolist()
+    assert np.array_equal(wide[:, 0], bp) and np.array_equal(ro, az)
+
+
+def test_out_argument_is_checked_and_used():
+    o = ofi_fast.OFI()
+    out = np.empty(3)
+    res = o.update_many(None, [1.0] * 3, [1.0, 2, 3], [2.0] * 3, [1.0] * 3, out=out)
+    assert res is out and out.tolist() == [0, 1, 1]
+    with pytest.raises(ofi_fast.OFIError, match="out"):
+        o.update_many(None, [1.0], [1.0], [2.0], [1.0], out=np.empty(2))
+
+
+# --- memory ---------------------------------------------------------------------------------
+def test_no_allocation_per_event():
+    o = ofi_fast.OFI(window_time=50_000)
+    upd = o.update
+    for i in range(1000):  # warm up
+        upd(i, 100.0, 1.0, 101.0, 1.0)
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for i in range(1000, 1_001_000):
+        upd(i, 100.0, float(i & 7), 101.0, 1.0)
+    grown = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    # a full 50,000-event window sliding over 1e6 events: Python-level memory stays flat
+    assert o.count == 50_000
+    assert grown < 10_000, grown
+
+
+# --- real data: LOBSTER AAPL 10 levels, first 999 events (THEORY-DETAIL test vector A') ------
+def _lobster_book(levels=1):
+    path = data_file("lobster", "AAPL_2012-06-21_34200000_57600000_orderbook_10.csv")
+    book = np.loadtxt(path, delimiter=",")
+    m = levels - 1
+    return book[:, 4 * m + 2], book[:, 4 * m + 3], book[:, 4 * m], book[:, 4 * m + 1]
+
+
+def test_lobster_aapl_level1_matches_reference_and_paper_vector():
+    bp, bs, ap, az = _lobster_book(1)
+    e = ofi_fast.l1_ofi(bp, bs, ap, az)
+    assert e.tolist() == ref.l1_ofi(bp.tolist(), bs.tolist(), ap.tolist(), az.tolist())
+    assert e[:11].tolist() == [0, 0, 0, -18, 0, 0, 0, 0, 0, 0, 18]
+    assert e.sum() == -4858
+
+
+@pytest.mark.parametrize("level,total", [(2, -3096), (3, -2577)])
+def test_lobster_aapl_deeper_levels_by_rank(level, total):
+    bp, bs, ap, az = _lobster_book(level)
+    assert ofi_fast.l1_ofi(bp, bs, ap, az).sum() == total
+
+
+def test_lobster_full_day_zips_match_reference():
+    import io
+    import zipfile
+    for name in ("AAPL", "AMZN", "GOOG"):
+        path = data_file("lobster", f"LOBSTER_SampleFile_{name}_2012-06-21_1.zip")
+        stem = f"{name}_2012-06-21_34200000_57600000"
+        with zipfile.ZipFile(path) as z:
+            book = np.loadtxt(io.TextIOWrapper(z.open(f"{stem}_orderbook_1.csv")), delimiter=",")
+            msg = np.loadtxt(io.TextIOWrapper(z.open(f"{stem}_message_1.csv")), delimiter=",",
+                             usecols=0)
+        ap, az, bp, bs = book.T
+        ts = np.round(msg * 1e9).astype(np.int64)  # seconds after midnight -> ns
+        # dummy prices (+-9999999999, size 0) of empty sides behave as -inf/+inf
+        e = ofi_fast.l1_ofi(bp, bs, ap, az)
+        r = ref.OFI(window_time=1_000_000_000)
+        assert e.tolist() == r.update_many(ts, bp.tolist(), bs.tolist(), ap.tolist(),
+                                           az.tolist())
+        o = ofi_fast.OFI(window_time=1_000_000_000)
+        e2, rolling = o.update_many(ts, bp, bs, ap, az, rolling=True)
+        assert e2.tolist() == e.tolist()
+        assert rolling[-1] == r.value and o.count == r.count and o.total == e.sum()

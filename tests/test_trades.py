@@ -1,0 +1,655 @@
+"""Tests of ofi_fast._trades: trade-sign rules, trade flow imbalance, BVC, VPIN.
+
+Hand-computed vectors are THEORY-DETAIL.md sections 4-5 (vectors D, E, F, G); the differential
+tests compare against ofi_fast.reference; the real-data tests measure classification accuracy
+against the true aggressor side (printed with -s and recorded in README.md).
+"""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import ofi_fast
+from ofi_fast import reference as ref
+from ofi_fast._trades import Classifier, TradeFlow, classify_trades, trade_flow
+from ofi_fast.errors import NegativeSizeError, NonFiniteError, OFIError, TimeOrderError
+
+METHODS = ("tick", "quote", "lee_ready", "emo")
+
+# ---------------------------------------------------------------------------------------------
+# Test vector E (THEORY-DETAIL 4.2): quote constant bid 100, ask 104 (mid 102), prices in ticks.
+# ---------------------------------------------------------------------------------------------
+E_PRICE = [104, 103, 102, 102, 100, 101]
+E_EXPECTED = {
+    "tick": [0, -1, -1, -1, -1, 1],
+    "quote": [1, 1, 0, 0, -1, -1],
+    "lee_ready": [1, 1, -1, -1, -1, -1],
+    "emo": [1, -1, -1, -1, -1, 1],
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_vector_e(method):
+    n = len(E_PRICE)
+    got = classify_trades(E_PRICE, method=method, bid_px=[100] * n, ask_px=[104] * n)
+    assert got.dtype == np.int8
+    assert got.tolist() == E_EXPECTED[method]
+    assert ref.classify_trades(E_PRICE, method=method, bid_px=[100] * n,
+                               ask_px=[104] * n) == E_EXPECTED[method]
+    c = Classifier(method)
+    c.update_quote(0, 100, 104)
+    assert [c.update(i, p) for i, p in enumerate(E_PRICE)] == E_EXPECTED[method]
+
+
+def test_tick_rule_runs_of_zero_ticks():
+    # zero ticks before any change stay 0; afterwards they carry the last non-zero sign
+    p = [10, 10, 10, 11, 11, 11, 9, 9, 9, 9, 10]
+    assert classify_trades(p, method="tick").tolist() == [0, 0, 0, 1, 1, 1, -1, -1, -1, -1, 1]
+
+
+def test_at_mid_and_outside_quotes():
+    # bid 100, ask 102, mid 101: at the mid quote -> 0, LR -> tick; outside the quotes
+    p = [99, 101, 103, 101]
+    b, a = [100] * 4, [102] * 4
+    assert classify_trades(p, method="quote", bid_px=b, ask_px=a).tolist() == [-1, 0, 1, 0]
+    assert classify_trades(p, method="lee_ready", bid_px=b, ask_px=a).tolist() == [-1, 1, 1, -1]
+    # EMO: outside the quotes is not at the ask/bid -> tick rule
+    assert classify_trades(p, method="emo", bid_px=b, ask_px=a).tolist() == [0, 1, 1, -1]
+
+
+def test_no_locked_crossed_quote_fall_back_to_tick():
+    p = [10, 11, 11, 10]
+    b = [np.nan, 11, 12, 9]
+    a = [np.nan, 11, 11, 11]      # none, locked, crossed, valid (mid 10 -> at mid)
+    for m in ("quote", "lee_ready", "emo"):
+        got = classify_trades(p, method=m, bid_px=b, ask_px=a).tolist()
+        assert got[:3] == [0, 1, 1], m
+    c = Classifier("lee_ready")
+    for i, (pi, bi, ai) in enumerate(zip(p, b, a)):
+        c.update_quote(i, bi, ai)
+        c.update(i, pi)
+    assert c.n_no_quote == 3 and c.n_crossed == 1
+
+
+def test_quote_delay():
+    # quotes: t=0 (100, 102) mid 101; t=10 (104, 106) mid 105. Trade at t=12, price 103.
+    qts, qb, qa = [0, 10], [100.0, 104.0], [102.0, 106.0]
+    ts, p = [5, 12, 16], [101.0, 103.0, 103.0]
+    # lag 0: trade at 12 sees mid 105 -> sell; lag 5: sees quote at <= 7 (mid 101) -> buy;
+    # trade at 16 with lag 5 sees the quote at 10 -> sell.
+    got0 = classify_trades(p, method="lee_ready", bid_px=qb, ask_px=qa, ts=ts, quote_ts=qts)
+    got5 = classify_trades(p, method="lee_ready", bid_px=qb, ask_px=qa, ts=ts, quote_ts=qts,
+                           quote_lag=5)
+    assert got0.tolist() == [0, -1, -1]      # first trade at mid 101, no prior tick -> 0
+    assert got5.tolist() == [0, 1, -1]
+    for lag, want in ((0, got0), (5, got5)):
+        assert ref.classify_trades(p, method="lee_ready", bid_px=qb, ask_px=qa, ts=ts,
+                                   quote_ts=qts, quote_lag=lag) == want.tolist()
+        c = Classifier("lee_ready", quote_lag=lag)      # events fed in time order
+        c.update_quote(0, 100, 102)
+        s0 = c.update(5, 101.0)
+        c.update_quote(10, 104, 106)
+        assert [s0, c.update(12, 103.0), c.update(16, 103.0)] == want.tolist()
+    # trades before any quote: tick rule
+    assert classify_trades([5.0, 6.0], method="quote", bid_px=[1.0], ask_px=[2.0], ts=[0, 1],
+                           quote_ts=[100]).tolist() == [0, 1]
+
+
+def test_tick_size_rounding():
+    p = [100.01, 100.02, 100.015000000001]
+    got = classify_trades(p, method="tick", tick_size=0.005)
+    assert got.tolist() == [0, 1, -1]
+
+
+def test_classify_bad_input():
+    with pytest.raises(NonFiniteError) as e:
+        classify_trades([1.0, np.nan], method="tick")
+    assert e.value.field == "price" and e.value.index == 1
+    with pytest.raises(OFIError) as e:
+        classify_trades([1.0], method="nope")
+    assert e.value.field == "method"
+    with pytest.raises(OFIError):
+        classify_trades([1.0, 2.0], method="quote", bid_px=[1.0], ask_px=[2.0, 3.0])
+    with pytest.raises(TimeOrderError) as e:
+        classify_trades([1.0, 2.0], method="quote", bid_px=[1.0], ask_px=[2.0], ts=[3, 2],
+                        quote_ts=[0])
+    assert e.value.field == "ts" and e.value.index == 1
+
+
+def _trades_strategy(n_max=60):
+    return st.integers(1, n_max).flatmap(lambda n: st.tuples(
+        st.lists(st.integers(95, 105), min_size=n, max_size=n),
+        st.lists(st.integers(94, 104), min_size=n, max_size=n),
+        st.lists(st.integers(0, 4), min_size=n, max_size=n),
+        st.lists(st.booleans(), min_size=n, max_size=n)))
+
+
+@given(_trades_strategy(), st.sampled_from(METHODS))
+def test_classify_matches_reference(data, method):
+    p, b, spread, missing = data
+    a = [bi + s for bi, s in zip(b, spread)]          # spread 0 = locked
+    b = [np.nan if m else bi for bi, m in zip(b, missing)]
+    got = classify_trades(p, method=method, bid_px=b, ask_px=a).tolist()
+    assert got == ref.classify_trades(p, method=method, bid_px=b, ask_px=a)
+    c = Classifier(method)
+    stream = []
+    for i in range(len(p)):
+        c.update_quote(i, b[i], a[i])
+        stream.append(c.update(i, p[i]))
+    assert stream == got
+
+
+@given(_trades_strategy(), st.integers(0, 5), st.sampled_from(METHODS[1:]))
+def test_classify_lagged_matches_reference(data, lag, method):
+    p, b, spread, _ = data
+    n = len(p)
+    a = [bi + s for bi, s in zip(b, spread)]
+    rng = np.random.default_rng(len(p) + lag)
+    ts = np.cumsum(rng.integers(0, 3, n)).tolist()
+    qts = np.cumsum(rng.integers(0, 3, n)).tolist()
+    got = classify_trades(p, method=method, bid_px=b, ask_px=a, ts=ts, quote_ts=qts,
+                          quote_lag=lag).tolist()
+    assert got == ref.classify_trades(p, method=method, bid_px=b, ask_px=a, ts=ts,
+                                      quote_ts=qts, quote_lag=lag)
+    # the streaming classifier sees quotes and trades merged in time order (quotes first)
+    c = Classifier(method, quote_lag=lag)
+    events = sorted([(t, 0, j) for j, t in enumerate(qts)] + [(t, 1, i) for i, t in enumerate(ts)])
+    stream = [None] * n
+    for t, kind, j in events:
+        if kind == 0:
+            c.update_quote(t, b[j], a[j])
+        else:
+            stream[j] = c.update(t, p[j])
+    assert stream == got
+
+
+def test_classifier_pickle_continues():
+    rng = np.random.default_rng(3)
+    p = rng.integers(95, 105, 40).astype(float)
+    c = Classifier("emo", quote_lag=2)
+    for i in range(20):
+        c.update_quote(i, 99.0, 101.0 + i % 2)
+        c.update(i, p[i])
+    c2 = pickle.loads(pickle.dumps(c))
+    for i in range(20, 40):
+        c.update_quote(i, 99.0, 101.0 + i % 2)
+        c2.update_quote(i, 99.0, 101.0 + i % 2)
+        assert c.update(i, p[i]) == c2.update(i, p[i])
+    assert c.n_no_quote == c2.n_no_quote
+
+
+# ---------------------------------------------------------------------------------------------
+# Trade flow imbalance. Test vector D (THEORY-DETAIL 4.1).
+# ---------------------------------------------------------------------------------------------
+def test_vector_d():
+    tf = TradeFlow()
+    signed = [tf.update(i, 100.0, s, d) for i, (s, d) in enumerate([(5, 1), (3, -1), (2, 1)])]
+    assert signed == [5.0, -3.0, 2.0]
+    assert (tf.buy_volume, tf.sell_volume, tf.net) == (7.0, 3.0, 4.0)
+    assert tf.imbalance == pytest.approx(0.4, abs=1e-15)
+    assert (tf.n_buy, tf.n_sell, tf.n_unknown, tf.count) == (2, 1, 0, 3)
+
+
+def test_empty_and_unknown_volume_kept_apart():
+    tf = TradeFlow()
+    assert tf.imbalance == 0.0 and tf.net == 0.0 and tf.empty
+    assert tf.update(0, 10.0, 4.0, 0) == 0.0
+    assert tf.imbalance == 0.0 and tf.empty
+    assert tf.unknown_volume == 4.0 and tf.n_unknown == 1 and tf.count == 1
+
+
+def test_windows_hand_computed():
+    # count window 2: after trades (5,+1),(3,-1),(2,+1): window holds (3,-1),(2,+1)
+    tf = TradeFlow(window=2)
+    for i, (s, d) in enumerate([(5, 1), (3, -1), (2, 1)]):
+        tf.update(i, 1.0, s, d)
+    assert (tf.buy_volume, tf.sell_volume, tf.imbalance) == (2.0, 3.0, -0.2)
+    # time window 10: ts 0, 5, 10, 15 -> at 15 the window (5, 15] holds ts 10 and 15
+    tf = TradeFlow(window_time=10)
+    for t, s, d in [(0, 1, 1), (5, 2, -1), (10, 4, 1), (15, 8, -1)]:
+        tf.update(t, 1.0, s, d)
+    assert (tf.buy_volume, tf.sell_volume, tf.count) == (4.0, 8.0, 2)
+
+
+def test_classify_side_zero_with_quotes():
+    # lee_ready: quote (100, 102); trade at 101.5 (above mid) side 0 -> buy; known sides kept
+    tf = TradeFlow(classify="lee_ready")
+    tf.update_quote(0, 100.0, 102.0)
+    assert tf.update(0, 101.5, 3.0, 0) == 3.0
+    assert tf.update(1, 100.0, 2.0, 1) == 2.0     # given side wins over the quote
+    assert tf.update(2, 100.5, 1.0, 0) == -1.0
+    assert (tf.buy_volume, tf.sell_volume, tf.n_classified) == (5.0, 1.0, 2)
+    # the tick rule's history includes trades whose side was given
+    tf = TradeFlow(classify="tick")
+    tf.update(0, 10.0, 1.0, -1)
+    assert tf.update(1, 11.0, 1.0, 0) == 1.0
+    assert tf.update(2, 11.0, 1.0, 0) == 1.0
+    assert tf.update(3, 11.0, 1.0, 1) == 1.0
+    tf = TradeFlow(classify="tick")
+    assert tf.update(0, 10.0, 1.0, 0) == 0.0       # undetermined: stays unknown
+    assert tf.unknown_volume == 1.0
+
+
+def _flow_stream(rng, n, integer=True):
+    ts = np.cumsum(rng.integers(0, 4, n)).astype(np.int64)
+    price = (100 + np.cumsum(rng.integers(-1, 2, n))).astype(float)
+    size = rng.integers(0, 10, n).astype(float)
+    if not integer:
+        size += rng.random(n)
+    side = rng.integers(-1, 2, n).astype(np.int8)
+    bid = price - rng.integers(0, 2, n)
+    ask = bid + rng.integers(0, 3, n)
+    return ts, price, size, side, bid, ask
+
+
+WINDOWS = [dict(), dict(window=1), dict(window=7), dict(window_time=5), dict(window_time=1)]
+
+
+@given(st.integers(0, 10**6), st.integers(1, 80), st.sampled_from(WINDOWS),
+       st.sampled_from([None, *METHODS]), st.lists(st.integers(1, 30), min_size=1, max_size=5))
+def test_tradeflow_differential(seed, n, win, classify, chunks):
+    rng = np.random.default_rng(seed)
+    ts, price, size, side, bid, ask = _flow_stream(rng, n)
+    kw = dict(win, classify=classify)
+    r = ref.TradeFlow(**kw)
+    want, want_imb = r.update_many(ts.tolist(), price.tolist(), size.tolist(), side.tolist(),
+                                   bid_px=bid.tolist(), ask_px=ask.tolist())
+    # batch
+    got, imb = trade_flow(ts, price, size, side, bid_px=bid, ask_px=ask, rolling=True, **kw)
+    assert got.tolist() == want and imb.tolist() == want_imb   # exact on integer sizes
+    # one by one
+    tf = TradeFlow(**kw)
+    one = []
+    for i in range(n):
+        tf.update_quote(ts[i], bid[i], ask[i])
+        one.append(tf.update(ts[i], price[i], size[i], side[i]))
+    assert one == want
+    # random chunks
+    tf2 = TradeFlow(**kw)
+    parts, i, k = [], 0, 0
+    while i < n:
+        j = min(n, i + chunks[k % len(chunks)])
+        parts.append(tf2.update_many(ts[i:j], price[i:j], size[i:j], side[i:j],
+                                     bid_px=bid[i:j], ask_px=ask[i:j]))
+        i, k = j, k + 1
+    assert np.concatenate(parts).tolist() == want
+    for obj in (tf, tf2):
+        assert (obj.buy_volume, obj.sell_volume, obj.unknown_volume) == \
+            (r.buy_volume, r.sell_volume, r.unknown_volume)
+        assert (obj.n_buy, obj.n_sell, obj.n_unknown, obj.count) == \
+            (r.n_buy, r.n_sell, r.n_unknown, r.count)
+        assert obj.net == r.net and obj.imbalance == r.imbalance
+        assert obj.n_classified == r.n_classified
+
+
+def test_tradeflow_float_sizes_close_to_exact(rng):
+    ts, price, size, side, _, _ = _flow_stream(rng, 20000, integer=False)
+    tf = TradeFlow(window=500)
+    tf.update_many(ts, price, size, side)
+    last = slice(20000 - 500, None)
+    assert tf.buy_volume == pytest.approx(math.fsum(size[last][side[last] == 1]), rel=1e-12)
+    assert tf.sell_volume == pytest.approx(math.fsum(size[last][side[last] == -1]), rel=1e-12)
+
+
+@pytest.mark.parametrize("win", WINDOWS)
+def test_tradeflow_pickle_continues(rng, win):
+    ts, price, size, side, bid, ask = _flow_stream(rng, 300)
+    a = TradeFlow(classify="emo", **win)
+    a.update_many(ts[:150], price[:150], size[:150], side[:150], bid_px=bid[:150],
+                  ask_px=ask[:150])
+    b = pickle.loads(pickle.dumps(a))
+    ra = a.update_many(ts[150:], price[150:], size[150:], side[150:], bid_px=bid[150:],
+                       ask_px=ask[150:], rolling=True)
+    rb = b.update_many(ts[150:], price[150:], size[150:], side[150:], bid_px=bid[150:],
+                       ask_px=ask[150:], rolling=True)
+    assert ra[0].tolist() == rb[0].tolist() and ra[1].tolist() == rb[1].tolist()
+    assert (a.buy_volume, a.sell_volume, a.n_events, a.count) == \
+        (b.buy_volume, b.sell_volume, b.n_events, b.count)
+
+
+def _snapshot(tf):
+    return (tf.buy_volume, tf.sell_volume, tf.unknown_volume, tf.count, tf.n_events,
+            tf.n_classified)
+
+
+@pytest.mark.parametrize("field,value,exc", [
+    ("price", np.nan, NonFiniteError), ("price", np.inf, NonFiniteError),
+    ("size", np.nan, NonFiniteError), ("size", -1.0, NegativeSizeError),
+    ("side", 2, OFIError), ("side", -3, OFIError), ("ts", 0, TimeOrderError)])
+def test_tradeflow_bad_input(field, value, exc):
+    n = 6
+    cols = dict(ts=np.arange(10, 10 + n, dtype=np.int64), price=np.full(n, 100.0),
+                size=np.ones(n), side=np.ones(n, dtype=np.int64))
+    cols[field] = cols[field].astype(type(value) if field != "ts" else np.int64)
+    cols[field][3] = value
+    for kw in (dict(), dict(window=2), dict(window_time=3)):
+        tf = TradeFlow(classify="tick", **kw)
+        with pytest.raises(exc) as e:
+            tf.update_many(cols["ts"], cols["price"], cols["size"], cols["side"])
+        assert (e.value.field, e.value.index) == (field, 3)
+        ok = TradeFlow(classify="tick", **kw)
+        ok.update_many(cols["ts"][:3], cols["price"][:3], cols["size"][:3], cols["side"][:3])
+        assert _snapshot(tf) == _snapshot(ok)              # events before the bad one applied
+        # streaming: the bad event leaves the state unchanged
+        before = _snapshot(tf)
+        with pytest.raises(exc) as e:
+            tf.update(int(cols["ts"][3]), float(cols["price"][3]), float(cols["size"][3]),
+                      int(cols["side"][3]))
+        assert e.value.field == field
+        assert _snapshot(tf) == before
+    with pytest.raises(OFIError) as e:
+        TradeFlow().update_many(None, [1.0, 2.0], [1.0])
+    assert e.value.field == "size"
+
+
+def test_tradeflow_capacity_and_grow():
+    tf = TradeFlow(window_time=100, capacity=2)
+    tf.update(0, 1.0, 1.0, 1)
+    tf.update(1, 1.0, 1.0, 1)
+    with pytest.raises(ofi_fast.CapacityError) as e:
+        tf.update(2, 1.0, 1.0, 1)
+    assert e.value.field == "ts" and tf.count == 2
+    g = TradeFlow(window_time=100, capacity=2, grow=True)
+    g.update_many(np.arange(50), np.ones(50), np.ones(50), np.ones(50, dtype=np.int8))
+    assert g.count == 50 and g.buy_volume == 50.0 and g.capacity >= 50
+
+
+# ---------------------------------------------------------------------------------------------
+# BVC. Test vector F (THEORY-DETAIL 4.3): V = (100, 200, 100), dP = (+1, 0, -2), sigma = 1.
+# ---------------------------------------------------------------------------------------------
+from ofi_fast._trades import VPIN, bvc, vpin  # noqa: E402
+
+
+def test_vector_f():
+    # four one-unit bars; last prices 10, 11, 11, 9 give dP = (nan, +1, 0, -2)
+    ts = [0, 1, 2, 3]
+    price = [10.0, 11.0, 11.0, 9.0]
+    size = [50.0, 100.0, 200.0, 100.0]
+    b = bvc(ts, price, size, every=1, sigma=1.0)
+    assert b.dp[1:].tolist() == [1.0, 0.0, -2.0]
+    assert b.buy_fraction[0] == 0.5                     # first bar: no dP
+    np.testing.assert_allclose(b.buy_volume[1:], [84.1345, 100.0, 2.2750], atol=5e-5)
+    assert b.buy_volume[1:].sum() == pytest.approx(186.4095, abs=1e-4)
+    assert b.sell_volume[1:].sum() == pytest.approx(213.5905, abs=1e-4)
+    assert classify_trades(price, size, method="bvc", ts=ts, every=1, sigma=1.0).tolist() == \
+        b.buy_fraction.tolist()
+
+
+def test_bvc_trailing_sigma_and_empty_bars():
+    # bars of 10: bar 0 (ts 0..9), bar 1 empty, bar 2, bar 3
+    ts = [0, 5, 25, 31]
+    price = [10.0, 12.0, 13.0, 12.0]
+    size = [1.0, 2.0, 3.0, 4.0]
+    b = bvc(ts, price, size, every=10, window=5)
+    assert b.start.tolist() == [0, 10, 20, 30]
+    assert b.volume.tolist() == [3.0, 0.0, 3.0, 4.0]
+    assert b.last.tolist() == [12.0, 12.0, 13.0, 12.0]       # empty bar repeats the last price
+    assert np.isnan(b.dp[0]) and b.dp[1:].tolist() == [0.0, 1.0, -1.0]
+    # bar 3: sigma = std(0, 1, ddof=1) = sqrt(0.5)
+    assert b.sigma[3] == pytest.approx(math.sqrt(0.5), rel=1e-15)
+    assert b.buy_fraction[3] == pytest.approx(ref.normal_cdf(-1 / math.sqrt(0.5)), rel=1e-14)
+    assert b.buy_fraction[:3].tolist() == [0.5, 0.5, 0.5]    # fewer than 2 past dP
+
+
+@given(st.integers(0, 10**6), st.integers(1, 120), st.integers(2, 8))
+def test_bvc_matches_reference(seed, n, window):
+    rng = np.random.default_rng(seed)
+    ts = np.cumsum(rng.integers(0, 5, n))
+    price = 100 + np.cumsum(rng.integers(-2, 3, n)).astype(float)
+    size = rng.integers(0, 9, n).astype(float)
+    got = bvc(ts, price, size, every=3, window=window)
+    want = ref.bvc(ts.tolist(), price.tolist(), size.tolist(), every=3, window=window)
+    assert got.start.tolist() == want["start"] and got.volume.tolist() == want["volume"]
+    np.testing.assert_array_equal(got.dp, want["dp"])
+    # sigma: two-pass mean/variance vs statistics.stdev -> within a few ulps
+    np.testing.assert_allclose(got.sigma, want["sigma"], rtol=1e-12)
+    np.testing.assert_allclose(got.buy_fraction, want["buy_fraction"], rtol=1e-12, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------------------------
+# VPIN. Test vector G (THEORY-DETAIL 5): V = 10, n = 2.
+# ---------------------------------------------------------------------------------------------
+def test_vector_g():
+    size = [4, 8, 10, 3, 5]
+    side = [1, -1, 1, -1, 1]
+    r = vpin([0, 1, 2, 3, 4], size, side, bucket_volume=10, n_buckets=2)
+    assert r.ts.tolist() == [1, 2, 4]
+    assert r.buy.tolist() == [4.0, 8.0, 7.0] and r.sell.tolist() == [6.0, 2.0, 3.0]
+    assert np.isnan(r.vpin[0]) and r.vpin[1:].tolist() == [0.4, 0.5]
+    v = VPIN(10, 2)
+    closed = [v.update(t, s, d) for t, s, d in zip(range(5), size, side)]
+    assert closed == [0, 1, 1, 0, 1] and v.value == 0.5 and v.open_volume == 0.0
+
+
+def test_vpin_trade_larger_than_several_buckets():
+    # V = 10: buy 3, then a sell of 35 fills 7 + 10 + 10 (3 buckets) and leaves 8 open
+    r = vpin([0, 1], [3, 35], [1, -1], bucket_volume=10, n_buckets=2)
+    assert r.ts.tolist() == [1, 1, 1]
+    assert r.buy.tolist() == [3.0, 0.0, 0.0] and r.sell.tolist() == [7.0, 10.0, 10.0]
+    assert np.isnan(r.vpin[0]) and r.vpin[1:].tolist() == [(4 + 10) / 20, 1.0]
+    v = VPIN(10, 2)
+    v.update(0, 3, 1)
+    assert v.update(1, 35, -1) == 3
+    assert v.open_volume == 8.0 and v.open_buy == 0.0
+    # unknown side splits 50/50; a bucket exactly filled closes with nothing left over
+    r = vpin([0, 0], [10, 10], [0, 0], bucket_volume=10, n_buckets=1)
+    assert r.vpin.tolist() == [0.0, 0.0] and r.buy.tolist() == [5.0, 5.0]
+
+
+@given(st.integers(0, 10**6), st.integers(1, 100), st.integers(1, 30), st.integers(1, 5),
+       st.booleans(), st.lists(st.integers(1, 25), min_size=1, max_size=4))
+def test_vpin_matches_reference(seed, n, V, nb, fractions, chunks):
+    rng = np.random.default_rng(seed)
+    ts = np.cumsum(rng.integers(0, 3, n))
+    size = rng.integers(0, 40, n).astype(float)
+    side = rng.integers(-1, 2, n)
+    kw = dict(bucket_volume=V, n_buckets=nb)
+    if fractions:
+        frac = rng.integers(0, 5, n) / 4            # quarters: exact in binary
+        got = vpin(ts, size, buy_fraction=frac, **kw)
+        want = ref.vpin(ts.tolist(), size.tolist(), buy_fraction=frac.tolist(), **kw)
+    else:
+        frac = 0.5 * (side + 1)
+        got = vpin(ts, size, side, **kw)
+        want = ref.vpin(ts.tolist(), size.tolist(), side.tolist(), **kw)
+    assert got.ts.tolist() == want[0]
+    np.testing.assert_allclose(got.vpin, want[1], rtol=1e-14)   # fsum vs running Neumaier
+    assert got.buy.tolist() == want[2] and got.sell.tolist() == want[3]
+    # chunks and one-by-one give the same buckets
+    v = VPIN(V, nb)
+    parts, i, k = [], 0, 0
+    while i < n:
+        j = min(n, i + chunks[k % len(chunks)])
+        parts.append(v.update_many(ts[i:j], size[i:j], buy_fraction=frac[i:j]))
+        i, k = j, k + 1
+    assert np.concatenate([p.ts for p in parts]).tolist() == want[0]
+    np.testing.assert_allclose(np.concatenate([p.vpin for p in parts]), want[1], rtol=1e-14)
+    w = VPIN(V, nb)
+    for i in range(n):
+        w.update_fraction(int(ts[i]), float(size[i]), float(frac[i]))
+    assert w.n_closed == len(want[0])
+    if want[1]:
+        assert (np.isnan(w.value) and np.isnan(want[1][-1])) or \
+            w.value == pytest.approx(want[1][-1], rel=1e-14)
+
+
+def test_vpin_pickle_and_bad_input(rng):
+    ts = np.arange(200)
+    size = rng.integers(1, 30, 200).astype(float)
+    side = rng.integers(-1, 2, 200)
+    a = VPIN(25, 5)
+    a.update_many(ts[:100], size[:100], side[:100])
+    b = pickle.loads(pickle.dumps(a))
+    ra = a.update_many(ts[100:], size[100:], side[100:])
+    rb = b.update_many(ts[100:], size[100:], side[100:])
+    assert ra.vpin.tolist() == rb.vpin.tolist() and a.value == b.value
+    for field, value, exc in (("size", np.nan, NonFiniteError), ("size", -1.0, NegativeSizeError),
+                              ("side", 3, OFIError), ("ts", -5, TimeOrderError)):
+        cols = dict(ts=np.arange(10, 16), size=np.full(6, 7.0), side=np.ones(6))
+        cols[field] = cols[field].astype(float if field != "ts" else np.int64)
+        cols[field][4] = value
+        v = VPIN(10, 2)
+        with pytest.raises(exc) as e:
+            v.update_many(cols["ts"], cols["size"], cols["side"])
+        assert (e.value.field, e.value.index) == (field, 4)
+        assert v.n_closed == 2 and v.open_volume == 8.0          # trades 0..3 applied
+    with pytest.raises(OFIError):
+        VPIN(0, 5)
+    with pytest.raises(OFIError) as e:
+        vpin([0, 1], [1.0, 1.0], buy_fraction=[0.5, 1.5], bucket_volume=1, n_buckets=1)
+    assert (e.value.field, e.value.index) == ("buy_fraction", 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real data with the true aggressor side: accuracy of each rule (printed with -s; recorded in
+# README.md "Trades"). Small parsers here; the feeds module is written separately.
+# ---------------------------------------------------------------------------------------------
+import csv  # noqa: E402
+import gzip  # noqa: E402
+import json  # noqa: E402
+import zipfile  # noqa: E402
+
+from conftest import data_file  # noqa: E402
+
+ACCURACY = {}
+
+
+def _binance_trades_quotes(path):
+    """Trades (receive ns, exchange ms T, price ticks, qty, true side) and bookTicker quotes
+    (receive ns, exchange ms T or -1 when absent (spot), bid ticks, ask ticks)."""
+    tr, qu = [], []
+    with gzip.open(path, "rt") as f:
+        for line in f:
+            local, _, body = line.partition(" ")
+            if '"btcusdt@trade"' in body:
+                d = json.loads(body)["data"]
+                # m: buyer is maker => aggressor sell
+                tr.append((int(local), d["T"], round(float(d["p"]) * 100), float(d["q"]),
+                           -1 if d["m"] else 1))
+            elif '"btcusdt@bookTicker"' in body:
+                d = json.loads(body)["data"]
+                qu.append((int(local), d.get("T", -1), round(float(d["b"]) * 100),
+                           round(float(d["a"]) * 100)))
+    tr, qu = np.array(tr, dtype=float), np.array(qu, dtype=float)
+    return (tr[:, 0].astype(np.int64), tr[:, 1].astype(np.int64), tr[:, 2], tr[:, 3],
+            tr[:, 4].astype(np.int8), qu[:, 0].astype(np.int64), qu[:, 1].astype(np.int64),
+            qu[:, 2], qu[:, 3])
+
+
+def _bvc_volume_accuracy(ts, price, size, true_side, every, window=50):
+    """Share of volume BVC puts on the right side, bar by bar (Chakrabarty et al. 2012):
+    sum_i min(VB_est, VB_true) + min(VS_est, VS_true) over total volume."""
+    b = bvc(ts, price, size, every=every, window=window)
+    k = (np.asarray(ts) // every) - (ts[0] // every)
+    vb_true = np.bincount(k, weights=size * (true_side == 1), minlength=len(b.volume))
+    vs_true = b.volume - vb_true
+    hit = np.minimum(b.buy_volume, vb_true) + np.minimum(b.sell_volume, vs_true)
+    return hit.sum() / b.volume.sum()
+
+
+def _report(name, truth, signs, extra=None):
+    row = {m: float(np.mean(s == truth)) for m, s in signs.items()}
+    if extra:
+        row.update(extra)
+    ACCURACY[name] = row
+    cells = "  ".join(f"{m} {v:6.1%}" for m, v in row.items())
+    print(f"\n[trade-sign accuracy] {name} (n={len(truth)}): {cells}")
+    return row
+
+
+@pytest.mark.parametrize("market", ["spot", "usdm"])
+def test_real_binance_accuracy(market):
+    """Binance BTCUSDT with the true aggressor side (``m``) and bookTicker quotes.
+
+    Two alignments of quotes to trades: receive time (both markets; the bookTicker stream is
+    received ahead of the trade stream, so at lag 0 the "prevailing" quote often already
+    reflects the trade; a receive-time quote delay of 5 ms, Lee & Ready's delay idea, undoes
+    most of it), and exchange transaction time ``T`` (futures only; the quote stamped strictly
+    before the trade's millisecond, quote_lag = 1 ms).
+    """
+    path = data_file("binance_hftbacktest", market, "btcusdt_20240808.gz")
+    t_local, t_ms, px, qty, truth, q_local, q_ms, qb, qa = _binance_trades_quotes(path)
+    results = {}
+    for label, lag in (("receive time, lag 0", 0), ("receive time, lag 5 ms", 5_000_000)):
+        signs = {m: classify_trades(px, method=m, bid_px=qb, ask_px=qa, ts=t_local,
+                                    quote_ts=q_local, quote_lag=lag) for m in METHODS}
+        extra = {"bvc (volume, 1 s bars)": _bvc_volume_accuracy(t_ms, px, qty, truth, 1000)}
+        results[label] = _report(f"binance {market} BTCUSDT 2024-08-08, quotes by {label}",
+                                 truth, signs, extra)
+    # the streaming classifier fed in receive order agrees with the batch path
+    c = Classifier("lee_ready", quote_lag=5_000_000)
+    events = sorted([(t, 0, j) for j, t in enumerate(q_local)] +
+                    [(t, 1, j) for j, t in enumerate(t_local)])
+    stream = np.zeros(len(px), np.int8)
+    for t, kind, j in events:
+        if kind == 0:
+            c.update_quote(t, qb[j], qa[j])
+        else:
+            stream[j] = c.update(t, px[j])
+    lr5 = classify_trades(px, method="lee_ready", bid_px=qb, ask_px=qa, ts=t_local,
+                          quote_ts=q_local, quote_lag=5_000_000)
+    assert np.array_equal(stream, lr5)
+    assert results["receive time, lag 5 ms"]["lee_ready"] > 0.70
+    if market == "usdm":
+        assert np.all(np.diff(q_ms) >= 0)
+        signs = {m: classify_trades(px, method=m, bid_px=qb, ask_px=qa, ts=t_ms, quote_ts=q_ms,
+                                    quote_lag=1) for m in METHODS}
+        row = _report("binance usdm BTCUSDT 2024-08-08, quotes by exchange time T, lag 1 ms",
+                      truth, signs)
+        assert row["lee_ready"] > 0.70
+    # trade flow from the true sides equals a direct numpy computation
+    tf = TradeFlow()
+    tf.update_many(t_ms, px, qty, truth)
+    assert tf.buy_volume == pytest.approx(qty[truth == 1].sum(), rel=1e-12)
+    assert tf.sell_volume == pytest.approx(qty[truth == -1].sum(), rel=1e-12)
+
+
+def _lobster(name):
+    zpath = data_file("lobster", f"LOBSTER_SampleFile_{name}_2012-06-21_1.zip")
+    with zipfile.ZipFile(zpath) as z:
+        msg = np.loadtxt(z.open(f"{name}_2012-06-21_34200000_57600000_message_1.csv"),
+                         delimiter=",")
+        book = np.loadtxt(z.open(f"{name}_2012-06-21_34200000_57600000_orderbook_1.csv"),
+                          delimiter=",")
+    return msg, book
+
+
+@pytest.mark.parametrize("name", ["AAPL", "AMZN", "GOOG"])
+def test_real_lobster_accuracy(name):
+    msg, book = _lobster(name)
+    ex = np.flatnonzero((msg[:, 1] == 4) | (msg[:, 1] == 5))
+    ex = ex[ex > 0]                                  # the quote is the book row before
+    px = msg[ex, 4] / 100.0                           # ticks of $0.01
+    ask, bid = book[ex - 1, 0] / 100.0, book[ex - 1, 2] / 100.0
+    bid[book[ex - 1, 3] == 0] = np.nan                # empty side (dummy price)
+    ask[book[ex - 1, 1] == 0] = np.nan
+    truth = -msg[ex, 5].astype(np.int8)               # execution of a sell limit = buyer-initiated
+    visible = msg[ex, 1] == 4                         # type 5 (hidden): direction not reliable
+    signs = {m: classify_trades(px, method=m, bid_px=bid, ask_px=ask)[visible] for m in METHODS}
+    ts_ns = np.round(msg[ex, 0] * 1e9).astype(np.int64)
+    bvc_acc = _bvc_volume_accuracy(ts_ns[visible], px[visible], msg[ex, 3][visible],
+                                   truth[visible], every=60 * 10**9)
+    row = _report(f"LOBSTER {name} 2012-06-21 visible executions", truth[visible], signs,
+                  {"bvc (volume, 1 min bars)": bvc_acc})
+    assert row["lee_ready"] > 0.70
+
+
+def test_real_tick_rule_tardis_bitstamp():
+    p = data_file("tardis", "tardis_binance_BTCUSDT_trades_2019-12-01_rows_1_100.csv")
+    with open(p) as f:
+        rows = list(csv.DictReader(f))
+    px = np.array([float(r["price"]) for r in rows])
+    truth = np.array([1 if r["side"] == "buy" else -1 for r in rows], np.int8)
+    _report("tardis binance BTCUSDT 2019-12-01 (tick only, no quotes)", truth,
+            {"tick": classify_trades(px, method="tick", tick_size=0.01)})
+    p = data_file("bitstamp_ob_analytics", "trades.csv")
+    with open(p) as f:
+        rows = list(csv.DictReader(f))
+    px = np.array([float(r["price"]) for r in rows])
+    truth = np.array([1 if r["side"] == "buy" else -1 for r in rows], np.int8)
+    row = _report("bitstamp BTCUSD 2026-05-02 (tick only)", truth,
+                  {"tick": classify_trades(px, method="tick", tick_size=1.0)})
+    assert row["tick"] > 0.5
