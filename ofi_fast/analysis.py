@@ -394,7 +394,8 @@ def read_lobster_zip(path, level=1):
         m = _csv(zf, msg, 6)
         ob = _csv(zf, book, 4 * level)
     ts = np.rint(m[:, 0] * NS).astype(np.int64)
-    ask_px, ask_sz, bid_px, bid_sz = (ob[:, i::4].copy() for i in range(4))
+    # column-major, so that each level ([:, m]) is a contiguous column
+    ask_px, ask_sz, bid_px, bid_sz = (np.asfortranarray(ob[:, i::4]) for i in range(4))
     bid_px[(bid_px <= -9999999999) | (bid_sz == 0)] = np.nan
     ask_px[(ask_px >= 9999999999) | (ask_sz == 0)] = np.nan
     bid_sz[np.isnan(bid_px)] = 0.0
