@@ -421,13 +421,19 @@ def cks_day(path, *, bar_seconds=10, window_minutes=30, tick_size=100.0, lot_siz
     X, y, fe, ts_, te = predictive_pairs(table, ["ofi"], target="dmid_ticks")
     wf = walk_forward(X, y, feature_end=fe, target_start=ts_, target_end=te,
                       train=window_minutes * 60 // bar_seconds, min_train=30)
-    return summarize_fits(fits), fits, table, wf["metrics"]
+    summary = summarize_fits(fits)
+    # CKS eq. 16a: the same regression on trade imbalance (buy - sell volume, round lots)
+    ti = impact_fits(table["start"], table["trade_net"], table["dmid_ticks"],
+                     window=window_minutes * 60 * NS, lags=lags, frame=False)
+    summary["r2_ti_mean"] = summarize_fits(ti)["r2_mean"]
+    return summary, fits, table, wf["metrics"]
 
 
 def cks_table(paths, **kw):
     """The CKS table for several LOBSTER days, as printable text."""
     head = (f"{'stock':<6}{'windows':>8}{'R2 mean':>9}{'R2 min':>8}{'R2 max':>8}"
-            f"{'beta med':>10}{'t med':>8}{'sig %':>7} | {'OOS R2':>8}{'hit':>6}{'IC':>7}"
+            f"{'beta med':>10}{'t med':>8}{'sig %':>7}{'R2 TI':>7} | {'OOS R2':>8}{'hit':>6}"
+            f"{'IC':>7}"
             f"{'n':>6}")
     lines = [head, "-" * len(head)]
     for path in paths:
@@ -435,7 +441,8 @@ def cks_table(paths, **kw):
         name = Path(path).name.replace("LOBSTER_SampleFile_", "").split("_")[0]
         lines.append(f"{name:<6}{s['windows']:>8}{s['r2_mean']:>9.3f}{s['r2_min']:>8.3f}"
                      f"{s['r2_max']:>8.3f}{s['beta_median']:>10.4f}{s['t_median']:>8.2f}"
-                     f"{100 * s['share_significant']:>7.0f} | {f['r2_oos']:>8.4f}"
+                     f"{100 * s['share_significant']:>7.0f}{s['r2_ti_mean']:>7.3f} | "
+                     f"{f['r2_oos']:>8.4f}"
                      f"{f['hit_rate']:>6.3f}{f['ic']:>7.3f}{f['n']:>6}")
     return "\n".join(lines)
 

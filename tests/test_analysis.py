@@ -175,6 +175,8 @@ def test_cks_reproduction_real(stock):
     assert 0.2 < s["r2_mean"] < 0.9
     assert s["beta_median"] > 0 and s["t_median"] > 2
     assert s["share_significant"] >= 0.75
+    # CKS eq. 16a: trade imbalance explains less than OFI
+    assert 0.05 < s["r2_ti_mean"] < s["r2_mean"]
     # prediction is much weaker than explanation (THEORY-DETAIL 8.3)
     assert fc["r2_oos"] < s["r2_mean"] / 5
     assert elapsed < 5.0
