@@ -1,7 +1,6 @@
 """analysis.py: features, per-window CKS fits, walk-forward evaluation and its look-ahead guard,
 and the CKS reproduction on the LOBSTER level-1 days."""
 
-import math
 import time
 
 import numpy as np
