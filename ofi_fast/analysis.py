@@ -407,6 +407,45 @@ def read_lobster_zip(path, level=1):
             "trade_ts": ts[ex], "trade_size": m[ex, 3], "trade_sign": -m[ex, 5]}
 
 
+def cks_depth(ts, bid_px, bid_sz, ask_px, ask_sz, *, window, lot_size=1.0):
+    """Depth D_i per window (CKS, published version, Sec. 1.4 of THEORY-DETAIL): the average
+    queue size right before / after a price change,
+
+        D_i = 1/2 [ sum(qb_n 1{Pb_n < Pb_{n-1}} + qb_{n-1} 1{Pb_n > Pb_{n-1}}) / #{Pb changes}
+                  + sum(qa_n 1{Pa_n > Pa_{n-1}} + qa_{n-1} 1{Pa_n < Pa_{n-1}}) / #{Pa changes} ]
+
+    over the events of window i (ts in ``floor(ts / window)``), in units of ``lot_size``.
+    Returns ``(window_start, D)``; NaN for a window without a price change on a side. Events
+    where a side is empty (NaN price) are not counted as price changes on that side.
+    """
+    ts = np.asarray(ts, dtype=np.int64)
+    bp, bs, ap, az = (np.asarray(a, dtype=float) for a in (bid_px, bid_sz, ask_px, ask_sz))
+    w = ts[1:] // int(window)
+    k = w - w[0]
+    nb = int(k[-1]) + 1 if len(k) else 0
+    with np.errstate(invalid="ignore"):
+        bdown, bup = bp[1:] < bp[:-1], bp[1:] > bp[:-1]
+        adown, aup = ap[1:] < ap[:-1], ap[1:] > ap[:-1]
+    qb = np.where(bdown, bs[1:], 0.0) + np.where(bup, bs[:-1], 0.0)
+    qa = np.where(aup, az[1:], 0.0) + np.where(adown, az[:-1], 0.0)
+    nbid = np.bincount(k, weights=(bdown | bup).astype(float), minlength=nb)
+    nask = np.bincount(k, weights=(adown | aup).astype(float), minlength=nb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        D = 0.5 * (np.bincount(k, weights=qb, minlength=nb) / nbid
+                   + np.bincount(k, weights=qa, minlength=nb) / nask) / float(lot_size)
+    return (np.arange(nb) + (w[0] if len(w) else 0)) * int(window), D
+
+
+def depth_regression(beta, depth):
+    """CKS eq. 17: ``log beta_i = log c - lambda log D_i`` by OLS over windows with beta > 0 and
+    a finite depth. Returns ``(c, lambda, r2, n)``; the stylised model has c = 1/2, lambda = 1."""
+    beta = np.asarray(beta, dtype=float)
+    depth = np.asarray(depth, dtype=float)
+    ok = (beta > 0) & (depth > 0) & np.isfinite(depth)
+    f = fit_impact(np.log(depth[ok]), np.log(beta[ok]))
+    return math.exp(f.alpha), -f.beta, f.r2, f.n
+
+
 def cks_day(path, *, bar_seconds=10, window_minutes=30, tick_size=100.0, lot_size=100.0,
             lags=None):
     """CKS on one LOBSTER level-1 day: 10 s bars, OFI in 100-share lots, dmid in ticks,
@@ -426,14 +465,21 @@ def cks_day(path, *, bar_seconds=10, window_minutes=30, tick_size=100.0, lot_siz
     ti = impact_fits(table["start"], table["trade_net"], table["dmid_ticks"],
                      window=window_minutes * 60 * NS, lags=lags, frame=False)
     summary["r2_ti_mean"] = summarize_fits(ti)["r2_mean"]
+    wstart, D = cks_depth(q["ts"], q["bid_px"], q["bid_sz"], q["ask_px"], q["ask_sz"],
+                          window=window_minutes * 60 * NS, lot_size=lot_size)
+    D = D[np.searchsorted(wstart, fits["window_start"])]
+    fits["depth"] = D
+    summary["depth_median"] = float(np.nanmedian(D))
+    summary["c"], summary["lambda"], summary["r2_depth"], _ = depth_regression(fits["beta"], D)
+    summary["implied_depth_median"] = float(np.nanmedian(1.0 / (2.0 * fits["beta"])))
     return summary, fits, table, wf["metrics"]
 
 
 def cks_table(paths, **kw):
     """The CKS table for several LOBSTER days, as printable text."""
     head = (f"{'stock':<6}{'windows':>8}{'R2 mean':>9}{'R2 min':>8}{'R2 max':>8}"
-            f"{'beta med':>10}{'t med':>8}{'sig %':>7}{'R2 TI':>7} | {'OOS R2':>8}{'hit':>6}"
-            f"{'IC':>7}"
+            f"{'beta med':>10}{'t med':>8}{'sig %':>7}{'R2 TI':>7}{'D med':>7}{'c':>6}"
+            f"{'lambda':>7} | {'OOS R2':>8}{'hit':>6}{'IC':>7}"
             f"{'n':>6}")
     lines = [head, "-" * len(head)]
     for path in paths:
@@ -441,7 +487,8 @@ def cks_table(paths, **kw):
         name = Path(path).name.replace("LOBSTER_SampleFile_", "").split("_")[0]
         lines.append(f"{name:<6}{s['windows']:>8}{s['r2_mean']:>9.3f}{s['r2_min']:>8.3f}"
                      f"{s['r2_max']:>8.3f}{s['beta_median']:>10.4f}{s['t_median']:>8.2f}"
-                     f"{100 * s['share_significant']:>7.0f}{s['r2_ti_mean']:>7.3f} | "
+                     f"{100 * s['share_significant']:>7.0f}{s['r2_ti_mean']:>7.3f}"
+                     f"{s['depth_median']:>7.2f}{s['c']:>6.2f}{s['lambda']:>7.2f} | "
                      f"{f['r2_oos']:>8.4f}"
                      f"{f['hit_rate']:>6.3f}{f['ic']:>7.3f}{f['n']:>6}")
     return "\n".join(lines)

@@ -176,6 +176,8 @@ def test_cks_reproduction_real(stock):
     assert s["share_significant"] >= 0.75
     # CKS eq. 16a: trade imbalance explains less than OFI
     assert 0.05 < s["r2_ti_mean"] < s["r2_mean"]
+    # CKS eq. 8/17: beta falls with depth (lambda > 0); depth of about a round lot or more
+    assert s["lambda"] > 0 and s["depth_median"] > 0.5
     # prediction is much weaker than explanation (THEORY-DETAIL 8.3)
     assert fc["r2_oos"] < s["r2_mean"] / 5
     assert elapsed < 5.0
@@ -213,3 +215,17 @@ def test_multilevel_real_goog5():
     # nested models: more levels cannot lower the in-sample R^2 (XGH, CCZ direction)
     assert r["r2_ml"] >= r["r2_l1"] and r["r2_int"] > r["r2_l1"]
     assert 0.5 < r["evr"] <= 1.0 and r["windows"] == 13
+
+
+def test_cks_depth_hand_computed():
+    from ofi_fast.analysis import cks_depth, depth_regression
+    # window 0: bid 100x10 -> 101x4 (up: q_{n-1} = 10) -> 100x6 (down: q_n = 6); ask
+    # 102x8 -> 102x8 -> 103x2 (up: q_n = 2). D = 1/2 ((10 + 6)/2 + 2/1) = 5, in lots of 1
+    ts = [0, 1, 2]
+    D = cks_depth(ts, [100.0, 101.0, 100.0], [10.0, 4.0, 6.0], [102.0, 102.0, 103.0],
+                  [8.0, 8.0, 2.0], window=10)[1]
+    assert D.tolist() == [5.0]
+    # eq. 17 recovers c and lambda from beta = c / D^lambda exactly
+    d = np.array([1.0, 2.0, 4.0, 8.0])
+    c, lam, r2, n = depth_regression(0.5 / d ** 1.2, d)
+    assert c == pytest.approx(0.5) and lam == pytest.approx(1.2) and n == 4
