@@ -190,7 +190,9 @@ def impact_fits(start, ofi, dmid, *, window, lags=None, min_bars=10, frame="auto
 
 def summarize_fits(fits, *, z=1.96):
     """Cross-window summary as in CKS Sec. 3.3: mean/min/max R^2, median and mean beta and
-    t (Newey-West), and the share of windows where beta is significant at 5 % (|t| > z)."""
+    t (Newey-West), and the share of windows where beta is significant at 5 % (|t| > z; a
+    perfect fit has t = +-inf and counts as significant; NaN t, e.g. constant OFI, is left
+    out)."""
     r2 = _col(fits, "r2")
     beta = _col(fits, "beta")
     t = _col(fits, "t_beta_robust")
@@ -200,8 +202,8 @@ def summarize_fits(fits, *, z=1.96):
             "r2_max": float(np.nanmax(r2)) if ok.any() else math.nan,
             "beta_median": float(np.nanmedian(beta)), "beta_mean": float(np.nanmean(beta)),
             "t_median": float(np.nanmedian(t)), "t_mean": float(np.nanmean(t)),
-            "share_significant": float(np.mean(np.abs(t[np.isfinite(t)]) > z))
-            if np.isfinite(t).any() else math.nan}
+            "share_significant": float(np.mean(np.abs(t[~np.isnan(t)]) > z))
+            if (~np.isnan(t)).any() else math.nan}
 
 
 # ---------------------------------------------------------------------------------------------
