@@ -781,7 +781,9 @@ cdef class RollingOLS:
       full unless ``grow=True``); neither: every pair since reset.
     - Moments are centred and updated Welford-style on add *and* remove (THEORY-DETAIL 9.2), so
       large offsets (prices ~1e8, cumulative OFI) do not cancel; they are recomputed exactly
-      (two-pass) from the ring after every ``size`` removals, so rounding does not accumulate.
+      (two-pass) from the ring after every max(size, 1024) removals, so rounding cannot
+      accumulate. A full one-regressor count window slides in place (exact replace formula,
+      no division).
     - Several regressors: the centred cross-product matrix is solved by Cholesky. A constant
       regressor or an exactly collinear set makes the fit *singular*: ``beta``/``alpha``/``r2``
       are NaN and ``singular`` is True (never garbage or inf). ``ridge`` = lambda adds
