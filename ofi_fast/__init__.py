@@ -18,11 +18,13 @@ from ofi_fast.errors import (
 )
 from ofi_fast._ring import RollingSum
 from ofi_fast._ofi import OFI, l1_ofi
-from ofi_fast._impact import (
-    Bars, ImpactFit, RollingOLS, bar_mid, bars, event_bars, fit_impact, volume_bars,
-)
 from ofi_fast._trades import (
     VPIN, BVCBars, Classifier, TradeFlow, VPINBuckets, bvc, classify_trades, trade_flow, vpin,
+)
+from ofi_fast._ofi import MultiLevelOFI, integrated_weights, mlofi
+from ofi_fast._book import Book, BookOFI
+from ofi_fast._impact import (
+    Bars, ImpactFit, RollingOLS, bar_mid, bars, event_bars, fit_impact, volume_bars,
 )
 
 try:
@@ -42,12 +44,6 @@ def get_include() -> str:
 
 __all__ = [
     "Bars",
-    "ImpactFit",
-    "RollingOLS",
-    "bar_mid",
-    "event_bars",
-    "fit_impact",
-    "volume_bars",
     "BVCBars",
     "Classifier",
     "TradeFlow",
@@ -57,6 +53,14 @@ __all__ = [
     "classify_trades",
     "trade_flow",
     "vpin",
+    "Book",
+    "BookOFI",
+    "ImpactFit",
+    "RollingOLS",
+    "bar_mid",
+    "event_bars",
+    "fit_impact",
+    "volume_bars",
     "CapacityError",
     "CrossedBookError",
     "NegativeSizeError",
@@ -70,4 +74,7 @@ __all__ = [
     "bars",
     "get_include",
     "l1_ofi",
+    "MultiLevelOFI",
+    "integrated_weights",
+    "mlofi",
 ]

@@ -110,3 +110,74 @@ cdef class OFI:
 cdef class _EmptyCall:
     cpdef float64_t update(self, int64_t ts, float64_t bid_px, float64_t bid_sz,
                            float64_t ask_px, float64_t ask_sz) except? -1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-level OFI (Xu, Gould & Howison 2018), depth-normalised and integrated OFI (Cont,
+# Cucuringu & Zhang 2023). C-level API:
+#
+#   from ofi_fast._ofi cimport MultiLevelOFI, MLOFIState, mlofi_check, mlofi_commit
+#
+# One event = the top-L state (bid_px[L], bid_sz[L], ask_px[L], ask_sz[L]); levels by rank.
+# mlofi_check validates into st.cur (state otherwise unchanged); mlofi_commit computes e_m for
+# every level from st.prev -> st.cur and pushes them into the window. Code that builds st.cur
+# itself (BookOFI) calls mlofi_commit directly. Status layout: (status & 15) a Status,
+# (status >> 4) & 15 the field (0 ts, 1 bid_px, 2 bid_sz, 3 ask_px, 4 ask_sz), status >> 8 the
+# level (0 = best).
+# ---------------------------------------------------------------------------------------------
+
+cdef struct MLOFIState:
+    intp_t levels         # L >= 1
+    intp_t width          # L + 1 values per event: e_1..e_L, then the event's depth d_n
+    float64_t* prev       # 4L: previous state bid_px[L], bid_sz[L], ask_px[L], ask_sz[L]
+                          #     (absent bid level -inf / ask +inf, size 0)
+    float64_t* cur        # 4L: the event being applied (filled by mlofi_check or the caller)
+    float64_t* e          # width: the last event's e_1..e_L and d_n = sum_m (qb_m + qa_m)
+    float64_t* sum        # width: Neumaier sums over the window (whole stream if no window)
+    float64_t* comp       # width: their compensation terms
+    float64_t* total      # width: Neumaier sums over the whole stream since reset
+    float64_t* total_comp # width: their compensation terms
+    int64_t* ring_ts      # capacity: timestamps of the events in the window, oldest at head
+    float64_t* ring_val   # capacity * width: their values, same order
+    intp_t capacity       # ring slots (window for a count window; 1 when there is no window)
+    intp_t head           # slot of the oldest event in the window
+    intp_t size           # events in the window (only with a window)
+    int64_t window        # count window (events); 0 = none
+    int64_t window_time   # time window, ts units, (t - window_time, t]; 0 = none
+    bint grow             # time window: double the ring instead of failing when it is full
+    bint has_prev         # a state has been seen since reset (else e = 0)
+    bint has_last         # a timestamp has been pushed since reset
+    int64_t last_ts       # last timestamp pushed
+    int64_t n_events      # events accepted since reset
+    float64_t* weights    # L: integrated-OFI weights, ||w||_1 = 1, sum(w) > 0
+    bint has_weights      # weights have been set (fit or given)
+
+
+cdef int mlofi_init(MLOFIState* st, intp_t levels, int64_t window, int64_t window_time,
+                    intp_t capacity, bint grow) noexcept nogil
+cdef void mlofi_free(MLOFIState* st) noexcept nogil
+cdef void mlofi_reset(MLOFIState* st) noexcept nogil
+# Validate one event's top-L arrays (each with `stride` between levels) into st.cur.
+cdef int mlofi_check(MLOFIState* st, const float64_t* bid_px, const float64_t* bid_sz,
+                     const float64_t* ask_px, const float64_t* ask_sz,
+                     intp_t stride) noexcept nogil
+# The status mlofi_commit(ts) would return for time order / capacity, changing nothing.
+cdef int mlofi_check_ts(const MLOFIState* st, int64_t ts) noexcept nogil
+# Do everything that can fail for an event at ts (time order, capacity, ring growth).
+cdef int mlofi_reserve(MLOFIState* st, int64_t ts) noexcept nogil
+# Push st.e (already computed) as the event at ts into the window; after mlofi_reserve(ts).
+cdef void mlofi_push(MLOFIState* st, int64_t ts) noexcept nogil
+# Apply st.cur at time ts: per-level e into st.e, window sums updated, prev <- cur.
+cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil
+# Depth scale Q of CCZ eq. 3 over the window: mean over events and levels of (qb + qa) / 2.
+cdef float64_t mlofi_depth(const MLOFIState* st) noexcept nogil
+
+
+cdef class MultiLevelOFI:
+    cdef MLOFIState st
+    cdef readonly object window
+    cdef readonly object window_time
+    cdef public object explained_variance_ratio
+    cdef int push(self, int64_t ts, const float64_t* bid_px, const float64_t* bid_sz,
+                  const float64_t* ask_px, const float64_t* ask_sz) noexcept nogil
+    cdef int check_ts(self, int64_t ts) noexcept nogil

@@ -197,202 +197,6 @@ def bars(ts, values, *, every, closed="left"):
     return out
 
 
-def event_bars(values, *, every, ts=None):
-    """Bars of ``every`` consecutive events; start = index (or ts) of each bar's first event."""
-    out = {"start": [], "sum": [], "count": [], "first": [], "last": []}
-    for j in range(0, len(values), every):
-        chunk = list(values[j:j + every])
-        out["start"].append(j if ts is None else ts[j])
-        out["sum"].append(float(sum(chunk)))
-        out["count"].append(len(chunk))
-        out["first"].append(chunk[0])
-        out["last"].append(chunk[-1])
-    return out
-
-
-def volume_bars(volume, values, *, every, ts=None):
-    """Event i goes to bar floor(volume before i / every); bars are the non-empty groups."""
-    out = {"start": [], "sum": [], "count": [], "first": [], "last": []}
-    before, cur = 0.0, None
-    for i, (v, x) in enumerate(zip(volume, values)):
-        if v < 0:
-            raise RefError("NegativeSizeError", "volume", i)
-        k = math.floor(before / every)
-        if k != cur:
-            cur = k
-            out["start"].append(i if ts is None else ts[i])
-            for key, val in (("sum", 0.0), ("count", 0), ("first", x), ("last", x)):
-                out[key].append(val)
-        out["sum"][-1] += x
-        out["count"][-1] += 1
-        out["last"][-1] = x
-        before += v
-    return out
-
-
-def bar_mid(ts, mid, *, every, closed="left", tick_size=None):
-    """Last mid at or before each clock bar's end (carried through empty bars) and its change
-    from the previous bar (CKS eq. 11); the first bar's reference is the first event's mid."""
-    b = bars(ts, mid, every=every, closed=closed)
-    prev = mid[0] if len(mid) else None
-    out = {"start": b["start"], "mid": [], "dmid": [], "count": b["count"]}
-    for last in b["last"]:
-        m = prev if last is None else last
-        out["mid"].append(m)
-        out["dmid"].append(m - prev)
-        prev = m
-    if tick_size is not None:
-        out["dmid_ticks"] = [d / tick_size for d in out["dmid"]]
-    return out
-
-
-def _solve(a, b):
-    """Gaussian elimination with partial pivoting; None when (numerically) singular."""
-    p = len(b)
-    m = [list(map(float, a[i])) + [float(b[i])] for i in range(p)]
-    for c in range(p):
-        r = max(range(c, p), key=lambda i: abs(m[i][c]))
-        if abs(m[r][c]) <= 1e-12 * max(1.0, max(abs(m[i][i]) for i in range(p))):
-            return None
-        m[c], m[r] = m[r], m[c]
-        for i in range(c + 1, p):
-            f = m[i][c] / m[c][c]
-            for j in range(c, p + 1):
-                m[i][j] -= f * m[c][j]
-    x = [0.0] * p
-    for i in range(p - 1, -1, -1):
-        x[i] = (m[i][p] - sum(m[i][j] * x[j] for j in range(i + 1, p))) / m[i][i]
-    return x
-
-
-def ols_fit(xs, ys, ridge=0.0):
-    """OLS with intercept by the two-pass centred normal equations (fsum): (beta list, alpha,
-    r2) or (None, nan, nan) when singular. xs: list of p-tuples."""
-    n = len(ys)
-    if n == 0:
-        return None, math.nan, math.nan
-    p = len(xs[0])
-    mx = [math.fsum(x[i] for x in xs) / n for i in range(p)]
-    my = math.fsum(ys) / n
-    dx = [[x[i] - mx[i] for i in range(p)] for x in xs]
-    dy = [y - my for y in ys]
-    cxx = [[math.fsum(d[i] * d[j] for d in dx) + (ridge if i == j else 0.0) for j in range(p)]
-           for i in range(p)]
-    cxy = [math.fsum(d[i] * e for d, e in zip(dx, dy)) for i in range(p)]
-    syy = math.fsum(e * e for e in dy)
-    if any(cxx[i][i] <= 0.0 for i in range(p)):
-        return None, math.nan, math.nan
-    beta = _solve(cxx, cxy)
-    if beta is None:
-        return None, math.nan, math.nan
-    alpha = my - sum(b * m for b, m in zip(beta, mx))
-    ssr = math.fsum((y - alpha - sum(b * xi for b, xi in zip(beta, x))) ** 2
-                    for x, y in zip(xs, ys))
-    r2 = 1.0 - ssr / syy if syy > 0 else math.nan
-    return beta, alpha, r2
-
-
-class RollingOLS:
-    """Rolling OLS with intercept that refits the window from scratch on every query."""
-
-    def __init__(self, window=None, window_time=None, n_features=1, *, capacity=None,
-                 grow=False, ridge=0.0):
-        self.window, self.window_time, self.p, self.ridge = window, window_time, n_features, ridge
-        self.items = deque()
-        self.last_ts = None
-
-    def update(self, x, y, ts=None):
-        xt = (float(x),) if self.p == 1 and not hasattr(x, "__len__") else tuple(map(float, x))
-        if not all(math.isfinite(v) for v in xt):
-            raise RefError("NonFiniteError", "x")
-        if not math.isfinite(y):
-            raise RefError("NonFiniteError", "y")
-        if ts is not None and self.last_ts is not None and ts < self.last_ts:
-            raise RefError("TimeOrderError", "ts")
-        if ts is not None:
-            self.last_ts = ts
-        self.items.append((ts, xt, float(y)))
-        if self.window_time is not None:
-            while self.items[0][0] <= ts - self.window_time:
-                self.items.popleft()
-        elif self.window is not None and len(self.items) > self.window:
-            self.items.popleft()
-        return len(self.items)
-
-    def _fit(self):
-        return ols_fit([x for _, x, _ in self.items], [y for _, _, y in self.items], self.ridge)
-
-    @property
-    def n(self):
-        return len(self.items)
-
-    @property
-    def beta(self):
-        b = self._fit()[0]
-        if b is None:
-            return math.nan if self.p == 1 else [math.nan] * self.p
-        return b[0] if self.p == 1 else b
-
-    @property
-    def alpha(self):
-        return self._fit()[1]
-
-    @property
-    def r2(self):
-        return self._fit()[2]
-
-    def predict(self, x):
-        b, a, _ = self._fit()
-        if b is None:
-            return math.nan
-        xt = (x,) if self.p == 1 and not hasattr(x, "__len__") else tuple(x)
-        return a + sum(bi * xi for bi, xi in zip(b, xt))
-
-
-def fit_impact(ofi, dmid, *, lags=None, small_sample=False):
-    """CKS eq. 14 by OLS; returns a dict with beta, alpha, r2, t_beta, t_alpha, t_beta_hc,
-    t_beta_robust (Newey-West, Bartlett weights, default L = floor(4 (n/100)^(2/9))), n,
-    n_skipped. NaN pairs are skipped; n < 3 gives NaN t-statistics."""
-    pairs = [(x, y) for x, y in zip(ofi, dmid) if not (math.isnan(x) or math.isnan(y))]
-    n = len(pairs)
-    L = (math.floor(4 * (n / 100) ** (2 / 9)) if n else 0) if lags is None else lags
-    L = min(L, max(n - 1, 0))
-    nan = math.nan
-    out = dict(beta=nan, alpha=nan, r2=nan, t_beta=nan, t_alpha=nan, t_beta_hc=nan,
-               t_beta_robust=nan, lags=L, n=n, n_skipped=len(ofi) - n)
-    if n < 2:
-        return out
-    xs = [x for x, _ in pairs]
-    ys = [y for _, y in pairs]
-    mx, my = math.fsum(xs) / n, math.fsum(ys) / n
-    sxx = math.fsum((x - mx) ** 2 for x in xs)
-    sxy = math.fsum((x - mx) * (y - my) for x, y in pairs)
-    syy = math.fsum((y - my) ** 2 for y in ys)
-    if sxx <= 0:
-        return out
-    beta = sxy / sxx
-    alpha = my - beta * mx
-    out.update(beta=beta, alpha=alpha, r2=sxy * sxy / (sxx * syy) if syy > 0 else nan)
-    if n < 3:
-        return out
-    e = [y - alpha - beta * x for x, y in pairs]
-    s2 = math.fsum(v * v for v in e) / (n - 2)
-    u = [(x - mx) * v for x, v in zip(xs, e)]
-    f = n / (n - 2) if small_sample else 1.0
-    uu = math.fsum(v * v for v in u)
-    om = uu + 2 * math.fsum((1 - j / (L + 1)) * math.fsum(u[t] * u[t - j] for t in range(j, n))
-                            for j in range(1, L + 1))
-
-    def t(se):
-        return beta / se if se > 0 else (math.copysign(math.inf, beta) if beta else nan)
-
-    out.update(t_beta=t(math.sqrt(s2 / sxx)),
-               t_alpha=alpha / math.sqrt(s2 * (1 / n + mx * mx / sxx)) if s2 > 0 else nan,
-               t_beta_hc=t(math.sqrt(f * uu) / sxx),
-               t_beta_robust=t(math.sqrt(f * max(om, 0.0)) / sxx))
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # _trades: trade-sign classification, trade flow imbalance, BVC, VPIN
 # ---------------------------------------------------------------------------------------------
@@ -630,3 +434,470 @@ def vpin(ts, size, side=None, *, buy_fraction=None, bucket_volume, n_buckets):
             buy += (hi - max(lo, k * V)) * f
         cum = hi
     return out_ts, out_v, out_b, out_s
+
+
+# ---------------------------------------------------------------------------------------------
+# _book: L2 order book from price-level deltas (dict per side), book imbalance, weighted mid
+# ---------------------------------------------------------------------------------------------
+class Book:
+    """Dict-based price-level book in integer ticks (see ofi_fast.Book for the semantics)."""
+
+    def __init__(self, tick_size, crossed="raise", strict=False, capacity=1024):
+        if crossed not in ("raise", "keep", "drop_stale"):
+            raise RefError("OFIError", "crossed")
+        self.tick_size, self.crossed, self.strict = float(tick_size), crossed, strict
+        self.reset()
+
+    def reset(self):
+        self.bids, self.asks = {}, {}
+        self.n_updates = self.n_crossed = self.n_dropped = self.n_missing = 0
+
+    def _tick(self, price, field="price", index=0):
+        if not math.isfinite(price):
+            raise RefError("NonFiniteError", field, index)
+        x = price / self.tick_size
+        r = round(x)
+        if abs(r) >= 4e18 or abs(x - r) > 1e-6:
+            raise RefError("OFIError", field, index)
+        return int(r)
+
+    def apply(self, side, price, size, index=0):
+        if side not in (1, -1):
+            raise RefError("OFIError", "side", index)
+        if not math.isfinite(size):
+            raise RefError("NonFiniteError", "size", index)
+        if size < 0:
+            raise RefError("NegativeSizeError", "size", index)
+        t = self._tick(price, "price", index)
+        mine, other = (self.bids, self.asks) if side == 1 else (self.asks, self.bids)
+        if size == 0:
+            if t in mine:
+                del mine[t]
+            elif self.strict:
+                raise RefError("OFIError", "price", index)
+            else:
+                self.n_missing += 1
+            self.n_updates += 1
+            return
+        def crosses(o):   # o: a tick on the other side
+            return t >= o if side == 1 else o >= t
+        crossed_now = bool(other) and crosses(min(other) if side == 1 else max(other))
+        if crossed_now and self.crossed == "raise":
+            raise RefError("CrossedBookError", "price", index)
+        mine[t] = size
+        if crossed_now and self.crossed == "drop_stale":
+            for o in [o for o in other if crosses(o)]:
+                del other[o]
+                self.n_dropped += 1
+        elif self.crossed == "keep" and self.bids and self.asks \
+                and max(self.bids) >= min(self.asks):
+            self.n_crossed += 1
+        self.n_updates += 1
+
+    def apply_many(self, side, price, size):
+        for i in range(len(price)):
+            self.apply(int(side[i]), price[i], size[i], i)
+        return len(price)
+
+    def load_snapshot(self, bid_px=None, bid_sz=None, ask_px=None, ask_sz=None):
+        new = {}
+        for name, px, sz in (("bid", bid_px, bid_sz), ("ask", ask_px, ask_sz)):
+            if px is None:
+                continue
+            d = {}
+            for i, (p, q) in enumerate(zip(px, sz)):
+                if not math.isfinite(q):
+                    raise RefError("NonFiniteError", name + "_sz", i)
+                if q < 0:
+                    raise RefError("NegativeSizeError", name + "_sz", i)
+            for i, (p, q) in enumerate(zip(px, sz)):
+                if q > 0:
+                    d[self._tick(p, name + "_px", i)] = float(q)
+            new[name] = d
+        bids = new.get("bid", self.bids)
+        asks = new.get("ask", self.asks)
+        if bids and asks and max(bids) >= min(asks) and self.crossed == "raise":
+            raise RefError("CrossedBookError", "bid_px", 0)
+        self.bids, self.asks = dict(bids), dict(asks)
+
+    def levels(self, side):
+        """[(tick, size), ...] best first."""
+        if side == 1:
+            return sorted(self.bids.items(), key=lambda kv: -kv[0])
+        return sorted(self.asks.items())
+
+    def top(self, n=10):
+        """(bid_px, bid_sz, ask_px, ask_sz) lists of length n, best first; NaN / 0 when absent."""
+        out = []
+        for side in (1, -1):
+            lv = self.levels(side)[:n]
+            px = [t * self.tick_size for t, _ in lv] + [math.nan] * (n - len(lv))
+            sz = [q for _, q in lv] + [0.0] * (n - len(lv))
+            out += [px, sz]
+        return tuple(out)
+
+    @property
+    def best_bid(self):
+        return max(self.bids) * self.tick_size if self.bids else math.nan
+
+    @property
+    def best_ask(self):
+        return min(self.asks) * self.tick_size if self.asks else math.nan
+
+    @property
+    def mid(self):
+        if not self.bids or not self.asks:
+            return math.nan
+        return (max(self.bids) + min(self.asks)) * 0.5 * self.tick_size
+
+    @property
+    def spread(self):
+        if not self.bids or not self.asks:
+            return math.nan
+        return (min(self.asks) - max(self.bids)) * self.tick_size
+
+    @property
+    def weighted_mid(self):
+        if not self.bids or not self.asks:
+            return math.nan
+        b, a = max(self.bids), min(self.asks)
+        qb, qa = self.bids[b], self.asks[a]
+        return (a * qb + b * qa) / (qb + qa) * self.tick_size
+
+    def imbalance(self, levels=1, decay=1.0):
+        bs = [q for _, q in self.levels(1)[:levels]]
+        as_ = [q for _, q in self.levels(-1)[:levels]]
+        wb = sum(decay ** m * q for m, q in enumerate(bs))
+        wa = sum(decay ** m * q for m, q in enumerate(as_))
+        return 0.0 if wb + wa == 0 else (wb - wa) / (wb + wa)
+
+
+# ---------------------------------------------------------------------------------------------
+# _ofi (multi-level): Xu, Gould & Howison 2018; depth-normalised and integrated OFI of
+# Cont, Cucuringu & Zhang 2023 (eq. 3-4)
+# ---------------------------------------------------------------------------------------------
+class MultiLevelOFI:
+    """Per-level e_m (CKS eq. 10 on level-m inputs, levels by rank), windowed sums, depth
+    scale Q, normalised and integrated OFI (see ofi_fast.MultiLevelOFI)."""
+
+    def __init__(self, levels, window=None, window_time=None, capacity=None, grow=False,
+                 weights=None):
+        self.levels, self.window, self.window_time = levels, window, window_time
+        self.capacity = capacity if capacity is not None else (window or 65536)
+        self.grow = grow
+        self.weights = None
+        if weights is not None:
+            s = sum(abs(x) for x in weights)
+            w = [x / s for x in weights]
+            self.weights = w if sum(w) >= 0 else [-x for x in w]
+        self.reset()
+
+    def reset(self):
+        self.prev = None
+        self.items = deque()     # (ts, [e_1..e_L, depth]) in the window
+        self.all = []
+        self.last_ts = None
+        self.n_events = 0
+
+    def update(self, ts, bid_px, bid_sz, ask_px, ask_sz):
+        L = self.levels
+        if len(bid_px) != L:
+            raise RefError("OFIError", "bid_px")
+        cur = []
+        for m in range(L):
+            b = _side(bid_px[m], bid_sz[m], -INF, "bid_px", "bid_sz")
+            a = _side(ask_px[m], ask_sz[m], INF, "ask_px", "ask_sz")
+            cur.append((b, bid_sz[m], a, ask_sz[m]))
+        if self.last_ts is not None and ts < self.last_ts:
+            raise RefError("TimeOrderError", "ts")
+        items = list(self.items)
+        if self.window_time is not None:
+            items = [(t, v) for t, v in items if t > ts - self.window_time]
+            if len(items) >= self.capacity:
+                if not self.grow:
+                    raise RefError("CapacityError", "ts")
+                self.capacity *= 2
+        elif self.window is not None:
+            items = items[-(self.window - 1):] if self.window > 1 else []
+        if self.prev is None:
+            e = [0.0] * L
+        else:
+            e = [float(l1_ofi_event(self.prev[m], cur[m])) for m in range(L)]
+        depth = math.fsum(c[1] + c[3] for c in cur)
+        items.append((ts, e + [depth]))
+        self.items = deque(items)
+        self.all.append(e + [depth])
+        self.prev = cur
+        self.last_ts = ts
+        self.n_events += 1
+        return e
+
+    def update_many(self, ts, bid_px, bid_sz, ask_px, ask_sz):
+        n = len(bid_px)
+        ts = [0] * n if ts is None else ts
+        return [self.update(ts[i], bid_px[i], bid_sz[i], ask_px[i], ask_sz[i]) for i in range(n)]
+
+    def _rows(self):
+        if self.window is None and self.window_time is None:
+            return self.all
+        return [v for _, v in self.items]
+
+    @property
+    def values(self):
+        rows = self._rows()
+        return [math.fsum(r[m] for r in rows) for m in range(self.levels)]
+
+    @property
+    def total(self):
+        return [math.fsum(r[m] for r in self.all) for m in range(self.levels)]
+
+    @property
+    def count(self):
+        return len(self._rows())
+
+    @property
+    def depth(self):
+        rows = self._rows()
+        if not rows:
+            return 0.0
+        return math.fsum(r[self.levels] for r in rows) / (2 * len(rows) * self.levels)
+
+    @property
+    def normalized(self):
+        q = self.depth
+        return [v / q if q > 0 else 0.0 for v in self.values]
+
+    @property
+    def integrated(self):
+        if self.weights is None:
+            return math.nan
+        return math.fsum(w * x for w, x in zip(self.weights, self.normalized))
+
+    def fit(self, sample):
+        self.weights, self.explained_variance_ratio = integrated_weights(sample)
+        return self.weights
+
+
+def mlofi(bid_px, bid_sz, ask_px, ask_sz):
+    """Per-level e_{m,n} for lists of top-L rows; the first row is all zeros."""
+    L = len(bid_px[0]) if len(bid_px) else 1
+    return MultiLevelOFI(L).update_many(None, bid_px, bid_sz, ask_px, ask_sz)
+
+
+def integrated_weights(sample, iterations=10000):
+    """First principal vector of the centred sample covariance (ddof 1) by power iteration,
+    L1-normalised, sign so that sum(w) > 0; returns (weights, explained_variance_ratio)."""
+    n, L = len(sample), len(sample[0])
+    mean = [math.fsum(r[j] for r in sample) / n for j in range(L)]
+    cov = [[math.fsum((r[i] - mean[i]) * (r[j] - mean[j]) for r in sample) / (n - 1)
+            for j in range(L)] for i in range(L)]
+    v = [1.0 + 0.1 * j for j in range(L)]
+    lam = 0.0
+    for _ in range(iterations):
+        w = [math.fsum(cov[i][j] * v[j] for j in range(L)) for i in range(L)]
+        norm = math.sqrt(math.fsum(x * x for x in w))
+        w = [x / norm for x in w]
+        done = max(abs(a - b) for a, b in zip(w, v)) < 1e-15
+        v, lam = w, norm
+        if done:
+            break
+    s = sum(abs(x) for x in v)
+    v = [x / s for x in v]
+    if sum(v) < 0:
+        v = [-x for x in v]
+    trace = math.fsum(cov[i][i] for i in range(L))
+    return v, lam / trace
+def event_bars(values, *, every, ts=None):
+    """Bars of ``every`` consecutive events; start = index (or ts) of each bar's first event."""
+    out = {"start": [], "sum": [], "count": [], "first": [], "last": []}
+    for j in range(0, len(values), every):
+        chunk = list(values[j:j + every])
+        out["start"].append(j if ts is None else ts[j])
+        out["sum"].append(float(sum(chunk)))
+        out["count"].append(len(chunk))
+        out["first"].append(chunk[0])
+        out["last"].append(chunk[-1])
+    return out
+
+
+def volume_bars(volume, values, *, every, ts=None):
+    """Event i goes to bar floor(volume before i / every); bars are the non-empty groups."""
+    out = {"start": [], "sum": [], "count": [], "first": [], "last": []}
+    before, cur = 0.0, None
+    for i, (v, x) in enumerate(zip(volume, values)):
+        if v < 0:
+            raise RefError("NegativeSizeError", "volume", i)
+        k = math.floor(before / every)
+        if k != cur:
+            cur = k
+            out["start"].append(i if ts is None else ts[i])
+            for key, val in (("sum", 0.0), ("count", 0), ("first", x), ("last", x)):
+                out[key].append(val)
+        out["sum"][-1] += x
+        out["count"][-1] += 1
+        out["last"][-1] = x
+        before += v
+    return out
+
+
+def bar_mid(ts, mid, *, every, closed="left", tick_size=None):
+    """Last mid at or before each clock bar's end (carried through empty bars) and its change
+    from the previous bar (CKS eq. 11); the first bar's reference is the first event's mid."""
+    b = bars(ts, mid, every=every, closed=closed)
+    prev = mid[0] if len(mid) else None
+    out = {"start": b["start"], "mid": [], "dmid": [], "count": b["count"]}
+    for last in b["last"]:
+        m = prev if last is None else last
+        out["mid"].append(m)
+        out["dmid"].append(m - prev)
+        prev = m
+    if tick_size is not None:
+        out["dmid_ticks"] = [d / tick_size for d in out["dmid"]]
+    return out
+
+
+def _solve(a, b):
+    """Gaussian elimination with partial pivoting; None when (numerically) singular."""
+    p = len(b)
+    m = [list(map(float, a[i])) + [float(b[i])] for i in range(p)]
+    for c in range(p):
+        r = max(range(c, p), key=lambda i: abs(m[i][c]))
+        if abs(m[r][c]) <= 1e-12 * max(1.0, max(abs(m[i][i]) for i in range(p))):
+            return None
+        m[c], m[r] = m[r], m[c]
+        for i in range(c + 1, p):
+            f = m[i][c] / m[c][c]
+            for j in range(c, p + 1):
+                m[i][j] -= f * m[c][j]
+    x = [0.0] * p
+    for i in range(p - 1, -1, -1):
+        x[i] = (m[i][p] - sum(m[i][j] * x[j] for j in range(i + 1, p))) / m[i][i]
+    return x
+
+
+def ols_fit(xs, ys, ridge=0.0):
+    """OLS with intercept by the two-pass centred normal equations (fsum): (beta list, alpha,
+    r2) or (None, nan, nan) when singular. xs: list of p-tuples."""
+    n = len(ys)
+    if n == 0:
+        return None, math.nan, math.nan
+    p = len(xs[0])
+    mx = [math.fsum(x[i] for x in xs) / n for i in range(p)]
+    my = math.fsum(ys) / n
+    dx = [[x[i] - mx[i] for i in range(p)] for x in xs]
+    dy = [y - my for y in ys]
+    cxx = [[math.fsum(d[i] * d[j] for d in dx) + (ridge if i == j else 0.0) for j in range(p)]
+           for i in range(p)]
+    cxy = [math.fsum(d[i] * e for d, e in zip(dx, dy)) for i in range(p)]
+    syy = math.fsum(e * e for e in dy)
+    if any(cxx[i][i] <= 0.0 for i in range(p)):
+        return None, math.nan, math.nan
+    beta = _solve(cxx, cxy)
+    if beta is None:
+        return None, math.nan, math.nan
+    alpha = my - sum(b * m for b, m in zip(beta, mx))
+    ssr = math.fsum((y - alpha - sum(b * xi for b, xi in zip(beta, x))) ** 2
+                    for x, y in zip(xs, ys))
+    r2 = 1.0 - ssr / syy if syy > 0 else math.nan
+    return beta, alpha, r2
+
+
+class RollingOLS:
+    """Rolling OLS with intercept that refits the window from scratch on every query."""
+
+    def __init__(self, window=None, window_time=None, n_features=1, *, capacity=None,
+                 grow=False, ridge=0.0):
+        self.window, self.window_time, self.p, self.ridge = window, window_time, n_features, ridge
+        self.items = deque()
+        self.last_ts = None
+
+    def update(self, x, y, ts=None):
+        xt = (float(x),) if self.p == 1 and not hasattr(x, "__len__") else tuple(map(float, x))
+        if not all(math.isfinite(v) for v in xt):
+            raise RefError("NonFiniteError", "x")
+        if not math.isfinite(y):
+            raise RefError("NonFiniteError", "y")
+        if ts is not None and self.last_ts is not None and ts < self.last_ts:
+            raise RefError("TimeOrderError", "ts")
+        if ts is not None:
+            self.last_ts = ts
+        self.items.append((ts, xt, float(y)))
+        if self.window_time is not None:
+            while self.items[0][0] <= ts - self.window_time:
+                self.items.popleft()
+        elif self.window is not None and len(self.items) > self.window:
+            self.items.popleft()
+        return len(self.items)
+
+    def _fit(self):
+        return ols_fit([x for _, x, _ in self.items], [y for _, _, y in self.items], self.ridge)
+
+    @property
+    def n(self):
+        return len(self.items)
+
+    @property
+    def beta(self):
+        b = self._fit()[0]
+        if b is None:
+            return math.nan if self.p == 1 else [math.nan] * self.p
+        return b[0] if self.p == 1 else b
+
+    @property
+    def alpha(self):
+        return self._fit()[1]
+
+    @property
+    def r2(self):
+        return self._fit()[2]
+
+    def predict(self, x):
+        b, a, _ = self._fit()
+        if b is None:
+            return math.nan
+        xt = (x,) if self.p == 1 and not hasattr(x, "__len__") else tuple(x)
+        return a + sum(bi * xi for bi, xi in zip(b, xt))
+
+
+def fit_impact(ofi, dmid, *, lags=None, small_sample=False):
+    """CKS eq. 14 by OLS; returns a dict with beta, alpha, r2, t_beta, t_alpha, t_beta_hc,
+    t_beta_robust (Newey-West, Bartlett weights, default L = floor(4 (n/100)^(2/9))), n,
+    n_skipped. NaN pairs are skipped; n < 3 gives NaN t-statistics."""
+    pairs = [(x, y) for x, y in zip(ofi, dmid) if not (math.isnan(x) or math.isnan(y))]
+    n = len(pairs)
+    L = (math.floor(4 * (n / 100) ** (2 / 9)) if n else 0) if lags is None else lags
+    L = min(L, max(n - 1, 0))
+    nan = math.nan
+    out = dict(beta=nan, alpha=nan, r2=nan, t_beta=nan, t_alpha=nan, t_beta_hc=nan,
+               t_beta_robust=nan, lags=L, n=n, n_skipped=len(ofi) - n)
+    if n < 2:
+        return out
+    xs = [x for x, _ in pairs]
+    ys = [y for _, y in pairs]
+    mx, my = math.fsum(xs) / n, math.fsum(ys) / n
+    sxx = math.fsum((x - mx) ** 2 for x in xs)
+    sxy = math.fsum((x - mx) * (y - my) for x, y in pairs)
+    syy = math.fsum((y - my) ** 2 for y in ys)
+    if sxx <= 0:
+        return out
+    beta = sxy / sxx
+    alpha = my - beta * mx
+    out.update(beta=beta, alpha=alpha, r2=sxy * sxy / (sxx * syy) if syy > 0 else nan)
+    if n < 3:
+        return out
+    e = [y - alpha - beta * x for x, y in pairs]
+    s2 = math.fsum(v * v for v in e) / (n - 2)
+    u = [(x - mx) * v for x, v in zip(xs, e)]
+    f = n / (n - 2) if small_sample else 1.0
+    uu = math.fsum(v * v for v in u)
+    om = uu + 2 * math.fsum((1 - j / (L + 1)) * math.fsum(u[t] * u[t - j] for t in range(j, n))
+                            for j in range(1, L + 1))
+
+    def t(se):
+        return beta / se if se > 0 else (math.copysign(math.inf, beta) if beta else nan)
+
+    out.update(t_beta=t(math.sqrt(s2 / sxx)),
+               t_alpha=alpha / math.sqrt(s2 * (1 / n + mx * mx / sxx)) if s2 > 0 else nan,
+               t_beta_hc=t(math.sqrt(f * uu) / sxx),
+               t_beta_robust=t(math.sqrt(f * max(om, 0.0)) / sxx))
+    return out

@@ -1,0 +1,109 @@
+# L2 order book from price-level deltas, in integer ticks; C-level API.
+#
+#   from ofi_fast._book cimport Book, BookState, book_apply, book_top
+#
+# Structure (see _book.pyx docstring for the measurements): each side is a sorted array of
+# (key, size) with the BEST level at the END, key = tick for bids and -tick for asks, so both
+# sides are "ascending key, best last" and share one code path. Best level: O(1) (the last
+# slot). An update near the touch finds its slot by a short backward scan from the end and
+# moves only the levels better than it (memmove); a far update falls back to binary search.
+# Memory is proportional to the number of live levels (never to the price range), so prices
+# thousands of ticks away cost one slot each.
+#
+# Status returned by book_apply / Book.push: (status & 15) is a Status of _types.pxd,
+# (status >> 4) the field at fault: 0 side, 1 price, 2 size.
+
+from ofi_fast._types cimport float64_t, int64_t, intp_t
+
+cdef struct BookLevel:
+    int64_t key          # tick (bid) or -tick (ask)
+    float64_t size       # absolute size at that price; always > 0 (size 0 deletes the level)
+
+cdef struct BookSide:
+    BookLevel* lv        # levels by strictly ascending key; the best level is lv[n - 1]
+    intp_t n             # live levels, 0 <= n <= capacity
+    intp_t capacity      # slots allocated (>= 1); doubles when full
+
+cdef struct BookState:
+    BookSide bid         # bid levels, key = tick
+    BookSide ask         # ask levels, key = -tick
+    float64_t tick_size  # price units per tick (> 0)
+    int policy           # crossed-book policy: 0 raise, 1 keep, 2 drop_stale
+    bint strict          # deleting a level that does not exist is an error
+    int64_t n_updates    # updates accepted since reset
+    int64_t n_crossed    # updates after which best bid >= best ask (policy keep)
+    int64_t n_dropped    # levels removed by policy drop_stale
+    int64_t n_missing    # deletions of levels that did not exist (ignored unless strict)
+    int last_side        # side the last update changed (+1 / -1); 0 when both sides changed
+    intp_t last_rank     # rank (0 = best) of the level it touched; PY_SSIZE_T_MAX if none
+    bint last_shift      # it inserted or deleted a level (every deeper rank shifted)
+
+# Empty-level sentinels in ticks: an absent bid level is INT64_MIN, an absent ask INT64_MAX.
+cdef enum:
+    BOOK_RAISE = 0
+    BOOK_KEEP = 1
+    BOOK_DROP_STALE = 2
+
+cdef int book_init(BookState* b, float64_t tick_size, int policy, bint strict,
+                   intp_t capacity) noexcept nogil
+cdef void book_free(BookState* b) noexcept nogil
+cdef void book_clear(BookState* b) noexcept nogil
+# Price -> integer tick; returns 0, or STATUS_BAD_VALUE / STATUS_NON_FINITE when the price is
+# not finite or not within 1e-6 tick of a multiple of tick_size.
+cdef int book_tick(const BookState* b, float64_t price, int64_t* tick) noexcept nogil
+# One delta: absolute size at (side, price); size 0 deletes. State unchanged on failure.
+cdef int book_apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil
+cdef int book_apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil
+# Insert/overwrite one level without crossing checks (snapshots). size > 0.
+cdef int book_side_set(BookSide* s, int64_t key, float64_t size) noexcept nogil
+
+# Level m (0 = best) of a side, in ticks; absent levels give the sentinel and size 0.
+cdef inline int64_t book_bid_tick(const BookState* b, intp_t m) noexcept nogil:
+    if m < b.bid.n:
+        return b.bid.lv[b.bid.n - 1 - m].key
+    return -0x7FFFFFFFFFFFFFFF - 1
+
+cdef inline int64_t book_ask_tick(const BookState* b, intp_t m) noexcept nogil:
+    if m < b.ask.n:
+        return -b.ask.lv[b.ask.n - 1 - m].key
+    return 0x7FFFFFFFFFFFFFFF
+
+cdef inline float64_t book_bid_size(const BookState* b, intp_t m) noexcept nogil:
+    if m < b.bid.n:
+        return b.bid.lv[b.bid.n - 1 - m].size
+    return 0.0
+
+cdef inline float64_t book_ask_size(const BookState* b, intp_t m) noexcept nogil:
+    if m < b.ask.n:
+        return b.ask.lv[b.ask.n - 1 - m].size
+    return 0.0
+
+# Top n levels, best first, prices in price units (NaN when absent, size 0).
+cdef void book_top(const BookState* b, intp_t n, float64_t* bid_px, float64_t* bid_sz,
+                   float64_t* ask_px, float64_t* ask_sz) noexcept nogil
+
+
+cdef class Book:
+    cdef BookState st
+    cdef readonly str crossed
+    cdef object _top_cache            # (bid_px, bid_sz, ask_px, ask_sz) reused by top(n)
+    cdef float64_t* _top_ptr[4]
+    cdef intp_t _top_n
+    cdef int push(self, int side, float64_t price, float64_t size) noexcept nogil
+    cpdef int apply(self, int side, float64_t price, float64_t size) except -1
+
+
+# Book + multi-level OFI fed by deltas. Status layout of BookOFI.push: (status & 15) a Status,
+# (status >> 4) the field: 0 side, 1 price, 2 size, 3 ts.
+from ofi_fast._ofi cimport MLOFIState, MultiLevelOFI
+
+# Copy the book's top L (prices in ticks as float64, absent levels -inf / +inf with size 0)
+# into m.cur, then commit the event at ts (book_apply must have succeeded).
+cdef int bookofi_commit(const BookState* b, MLOFIState* m, int64_t ts) noexcept nogil
+
+cdef class BookOFI:
+    cdef Book _book            # the order book (read-only view through .book)
+    cdef MultiLevelOFI _ml     # the multi-level OFI over its top `levels` (through .ofi)
+    cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil
+    cpdef float64_t update(self, int64_t ts, int side, float64_t price,
+                           float64_t size) except? -1.0

@@ -1,0 +1,864 @@
+"""L2 order book from price-level deltas, in integer ticks.
+
+Feeds (Binance, Kraken, Tardis, LOBSTER at price-level granularity) send the *absolute* size at
+a price: ``apply(side, price, size)`` sets it, size 0 deletes the level. Prices are converted to
+integer ticks once, ``tick = round(price / tick_size)``; a price more than 1e-6 tick away from a
+multiple of ``tick_size`` is rejected (OFIError, field ``price``).
+
+Structure (decision): per side one sorted array of (key, size) with the best level at the end
+(key = tick for bids, -tick for asks, so both sides are "ascending key, best last"). Why:
+
+- best bid/ask is the last slot: O(1) after every update, with no re-scan when the best level
+  is deleted (the next best is simply the new last slot);
+- updates cluster at the touch, so the slot is found by a backward scan of at most 8 slots
+  (then binary search) and the insert/delete moves only the few levels *better* than it;
+- ``top(n)`` is a copy of the last n slots, contiguous in memory;
+- memory is proportional to the number of live levels, never to the price range: a price
+  thousands of ticks away costs one slot (its insert moves the levels better than it, i.e.
+  the whole side, once: ~1 ns per 4 levels); a dense tick array would need re-centering and an
+  overflow structure for the same cases.
+Measured in bench/bench_book.py (see bench/RESULTS.md).
+
+Crossed/locked book (best bid >= best ask) after an update, by ``crossed=``:
+- ``"raise"`` (default): CrossedBookError, the update is not applied;
+- ``"keep"``: applied, counted in ``n_crossed``;
+- ``"drop_stale"``: applied, and the other side's levels at or through the new price are
+  removed (the newest update is taken as the truth), counted in ``n_dropped``.
+Deleting a level that does not exist is ignored (counted in ``n_missing``) unless
+``strict=True`` (then OFIError on field ``price``): feeds do send such deletions.
+"""
+
+cimport cython
+from libc.math cimport NAN, fabs, round as c_round
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memmove
+
+import numpy as np
+
+from ofi_fast._types cimport (
+    STATUS_BAD_VALUE, STATUS_CROSSED, STATUS_NEGATIVE, STATUS_NO_MEMORY, STATUS_NON_FINITE,
+    STATUS_OK, float64_t, int64_t, intp_t,
+)
+from ofi_fast._arrays import column
+from ofi_fast.errors import OFIError, raise_status
+
+_FIELDS = ("side", "price", "size")
+_POLICIES = {"raise": BOOK_RAISE, "keep": BOOK_KEEP, "drop_stale": BOOK_DROP_STALE}
+cdef int64_t KEY_MIN = -0x7FFFFFFFFFFFFFFF - 1
+cdef int64_t KEY_MAX = 0x7FFFFFFFFFFFFFFF
+# Largest |tick| accepted: keeps every key and every key sum inside int64.
+cdef float64_t MAX_TICK = 4.0e18
+cdef intp_t RANK_NONE = 0x7FFFFFFFFFFFFFFF
+
+
+cdef int side_init(BookSide* s, intp_t capacity) noexcept nogil:
+    if capacity < 1:
+        capacity = 1
+    s.lv = <BookLevel*> malloc(capacity * sizeof(BookLevel))
+    s.n = 0
+    s.capacity = capacity
+    if s.lv == NULL:
+        return STATUS_NO_MEMORY
+    return STATUS_OK
+
+
+cdef void side_free(BookSide* s) noexcept nogil:
+    free(s.lv)
+    s.lv = NULL
+    s.n = 0
+    s.capacity = 0
+
+
+cdef int side_reserve(BookSide* s, intp_t capacity) noexcept nogil:
+    if capacity <= s.capacity:
+        return STATUS_OK
+    cdef BookLevel* lv = <BookLevel*> realloc(s.lv, capacity * sizeof(BookLevel))
+    if lv == NULL:
+        return STATUS_NO_MEMORY
+    s.lv = lv
+    s.capacity = capacity
+    return STATUS_OK
+
+
+cdef inline intp_t side_lower(const BookSide* s, int64_t key) noexcept nogil:
+    """First index i with s.lv[i].key >= key (s.n if none): short scan from the best end, then
+    binary search for far prices."""
+    cdef intp_t i = s.n
+    cdef intp_t stop = s.n - 8 if s.n > 8 else 0
+    cdef intp_t lo, hi, mid
+    while i > stop and s.lv[i - 1].key >= key:
+        i -= 1
+    if i > stop or i == 0:
+        return i
+    lo = 0
+    hi = i      # s.lv[i].key >= key is known; search [0, i)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if s.lv[mid].key >= key:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+cdef inline int side_set(BookSide* s, int64_t key, float64_t size, intp_t* index,
+                         bint* inserted) noexcept nogil:
+    cdef intp_t j, i = side_lower(s, key)
+    index[0] = i
+    if i < s.n and s.lv[i].key == key:
+        s.lv[i].size = size
+        inserted[0] = False
+        return STATUS_OK
+    inserted[0] = True
+    if s.n == s.capacity:
+        if side_reserve(s, 2 * s.capacity) != STATUS_OK:
+            return STATUS_NO_MEMORY
+    if i < s.n:
+        if s.n - i <= 4:      # the common case near the touch: cheaper than a call
+            j = s.n
+            while j > i:
+                s.lv[j] = s.lv[j - 1]
+                j -= 1
+        else:
+            memmove(&s.lv[i + 1], &s.lv[i], (s.n - i) * sizeof(BookLevel))
+    s.lv[i].key = key
+    s.lv[i].size = size
+    s.n += 1
+    return STATUS_OK
+
+
+cdef int book_side_set(BookSide* s, int64_t key, float64_t size) noexcept nogil:
+    cdef intp_t i
+    cdef bint inserted
+    return side_set(s, key, size, &i, &inserted)
+
+
+cdef inline intp_t side_delete(BookSide* s, int64_t key) noexcept nogil:
+    """Remove the level with this key; return its index, or -1 when it does not exist."""
+    cdef intp_t j, i = side_lower(s, key)
+    if i == s.n or s.lv[i].key != key:
+        return -1
+    if i < s.n - 1:
+        if s.n - i <= 5:
+            j = i
+            while j < s.n - 1:
+                s.lv[j] = s.lv[j + 1]
+                j += 1
+        else:
+            memmove(&s.lv[i], &s.lv[i + 1], (s.n - i - 1) * sizeof(BookLevel))
+    s.n -= 1
+    return i
+
+
+cdef int book_init(BookState* b, float64_t tick_size, int policy, bint strict,
+                   intp_t capacity) noexcept nogil:
+    b.tick_size = tick_size
+    b.policy = policy
+    b.strict = strict
+    book_clear(b)
+    if side_init(&b.bid, capacity) != STATUS_OK:
+        return STATUS_NO_MEMORY
+    return side_init(&b.ask, capacity)
+
+
+cdef void book_free(BookState* b) noexcept nogil:
+    side_free(&b.bid)
+    side_free(&b.ask)
+
+
+cdef void book_clear(BookState* b) noexcept nogil:
+    b.bid.n = 0
+    b.ask.n = 0
+    b.last_side = 0
+    b.last_rank = 0
+    b.last_shift = True
+    b.n_updates = 0
+    b.n_crossed = 0
+    b.n_dropped = 0
+    b.n_missing = 0
+
+
+cdef int book_tick(const BookState* b, float64_t price, int64_t* tick) noexcept nogil:
+    if not (price - price == 0.0):
+        return STATUS_NON_FINITE
+    cdef float64_t x = price / b.tick_size
+    if not (fabs(x) < MAX_TICK):
+        return STATUS_BAD_VALUE
+    # round half away from zero by truncation (one instruction, no libm call)
+    cdef int64_t t = <int64_t> (x + 0.5) if x >= 0.0 else <int64_t> (x - 0.5)
+    if fabs(x - <float64_t> t) > 1e-6:
+        return STATUS_BAD_VALUE
+    tick[0] = t
+    return STATUS_OK
+
+
+cdef int book_apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil:
+    cdef BookSide* s
+    cdef BookSide* o
+    cdef int64_t key
+    if side == 1:
+        s = &b.bid
+        o = &b.ask
+        key = tick
+    elif side == -1:
+        s = &b.ask
+        o = &b.bid
+        key = -tick
+    else:
+        return STATUS_BAD_VALUE                # field 0: side
+    cdef intp_t i
+    cdef bint inserted
+    if size == 0.0:
+        i = side_delete(s, key)
+        if i < 0:
+            if b.strict:
+                return STATUS_BAD_VALUE | (1 << 4)
+            b.n_missing += 1
+            b.last_rank = RANK_NONE
+        else:
+            b.last_rank = s.n - i              # rank the deleted level had
+        b.last_side = side
+        b.last_shift = True
+        b.n_updates += 1
+        return STATUS_OK
+    # bid tick t crosses ask tick a when t >= a, i.e. key + other_key >= 0 (both sides alike)
+    cdef bint crosses = o.n > 0 and key + o.lv[o.n - 1].key >= 0
+    if crosses and b.policy == BOOK_RAISE:
+        return STATUS_CROSSED | (1 << 4)
+    if side_set(s, key, size, &i, &inserted) != STATUS_OK:
+        return STATUS_NO_MEMORY | (1 << 4)
+    b.last_side = side
+    b.last_rank = s.n - 1 - i
+    b.last_shift = inserted
+    if crosses:
+        if b.policy == BOOK_DROP_STALE:
+            b.last_side = 0                    # both sides changed
+            while o.n > 0 and key + o.lv[o.n - 1].key >= 0:
+                o.n -= 1
+                b.n_dropped += 1
+        else:
+            b.n_crossed += 1
+    elif b.policy == BOOK_KEEP and b.bid.n > 0 and b.ask.n > 0 \
+            and b.bid.lv[b.bid.n - 1].key + b.ask.lv[b.ask.n - 1].key >= 0:
+        b.n_crossed += 1                       # still crossed from an earlier update
+    b.n_updates += 1
+    return STATUS_OK
+
+
+cdef int book_apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
+    if side != 1 and side != -1:
+        return STATUS_BAD_VALUE
+    if not (size - size == 0.0):
+        return STATUS_NON_FINITE | (2 << 4)
+    if size < 0.0:
+        return STATUS_NEGATIVE | (2 << 4)
+    cdef int64_t tick = 0
+    cdef int status = book_tick(b, price, &tick)
+    if status != STATUS_OK:
+        return status | (1 << 4)
+    return book_apply_tick(b, side, tick, size)
+
+
+cdef void book_top(const BookState* b, intp_t n, float64_t* bid_px, float64_t* bid_sz,
+                   float64_t* ask_px, float64_t* ask_sz) noexcept nogil:
+    cdef intp_t m
+    cdef intp_t nb = b.bid.n
+    cdef intp_t na = b.ask.n
+    cdef float64_t t = b.tick_size
+    for m in range(n):
+        if m < nb:
+            bid_px[m] = b.bid.lv[nb - 1 - m].key * t
+            bid_sz[m] = b.bid.lv[nb - 1 - m].size
+        else:
+            bid_px[m] = NAN
+            bid_sz[m] = 0.0
+        if m < na:
+            ask_px[m] = -b.ask.lv[na - 1 - m].key * t
+            ask_sz[m] = b.ask.lv[na - 1 - m].size
+        else:
+            ask_px[m] = NAN
+            ask_sz[m] = 0.0
+
+
+def _policy(crossed):
+    try:
+        return _POLICIES[crossed]
+    except (KeyError, TypeError):
+        raise OFIError(f"crossed must be one of {sorted(_POLICIES)}, got {crossed!r}",
+                       field="crossed") from None
+
+
+def side_column(side, n=None, field="side"):
+    """``side`` as an int8 array; values other than +1/-1 become 0, which the kernel rejects
+    at their index (so no narrowing conversion can turn e.g. 257 into 1)."""
+    a = np.asarray(side)
+    if a.dtype != np.int8:
+        a = column(a, np.float64 if a.dtype.kind == "f" else np.int64, field, n)
+        a = np.where((a == 1) | (a == -1), a, 0).astype(np.int8)
+    return column(a, np.int8, field, n)
+
+
+@cython.final
+cdef class Book:
+    """L2 order book fed by absolute-size price-level updates, in integer ticks.
+
+    ``Book(tick_size, crossed="raise", strict=False, capacity=1024)``
+
+    - ``apply(side, price, size)``: side +1 bid / -1 ask; ``size`` is the new absolute size at
+      that price (>= 0, finite); 0 deletes the level. ``apply_many(side, price, size)`` does
+      the same for arrays with the GIL released (events before a bad one stay applied; the
+      error names field and index).
+    - ``load_snapshot(bid_px, bid_sz, ask_px, ask_sz)`` replaces the given side(s) (pass None
+      to keep a side); levels of size 0 (e.g. LOBSTER's +-9999999999 dummies) are skipped;
+      duplicates: the last one wins.
+    - ``best_bid``, ``best_ask`` (price; NaN when the side is empty), ``best_bid_size``,
+      ``best_ask_size``, ``mid``, ``spread``, ``weighted_mid``, ``imbalance(levels, decay)``,
+      ``top(n)``.
+    ``capacity`` is the initial number of levels per side; sides grow by doubling.
+    See the module docstring for the structure and the crossed-book policies.
+    """
+
+    def __cinit__(self, tick_size, crossed="raise", strict=False, capacity=1024):
+        ts = float(tick_size)
+        if not (ts > 0.0 and ts < float("inf")):
+            raise OFIError(f"tick_size must be a positive finite number, got {tick_size!r}",
+                           field="tick_size")
+        cap = int(capacity)
+        if cap < 1:
+            raise OFIError(f"capacity must be >= 1, got {capacity!r}", field="capacity")
+        self.crossed = crossed
+        if book_init(&self.st, ts, _policy(crossed), bool(strict), cap) != STATUS_OK:
+            raise MemoryError()
+        self._top_cache = None
+        self._top_n = -1
+
+    def __dealloc__(self):
+        book_free(&self.st)
+
+    cdef int push(self, int side, float64_t price, float64_t size) noexcept nogil:
+        return book_apply(&self.st, side, price, size)
+
+    cpdef int apply(self, int side, float64_t price, float64_t size) except -1:
+        """Set the absolute ``size`` at ``price`` on ``side`` (+1 bid, -1 ask); 0 deletes."""
+        cdef int status = book_apply(&self.st, side, price, size)
+        if status != STATUS_OK:
+            raise_book(status, 0)
+        return 0
+
+    def apply_many(self, side, price, size):
+        """Apply arrays of updates in order (GIL released). Returns the number applied."""
+        cdef const float64_t[::1] p = column(price, np.float64, "price")
+        cdef intp_t n = p.shape[0]
+        cdef const float64_t[::1] z = column(size, np.float64, "size", n)
+        cdef const signed char[::1] s = side_column(side, n)
+        cdef intp_t i = 0
+        cdef int status = STATUS_OK
+        with nogil:
+            for i in range(n):
+                status = book_apply(&self.st, s[i], p[i], z[i])
+                if status != STATUS_OK:
+                    break
+        if status != STATUS_OK:
+            raise_book(status, i)
+        return n
+
+    def load_snapshot(self, bid_px=None, bid_sz=None, ask_px=None, ask_sz=None):
+        """Replace the bid side and/or the ask side with the given levels (any order).
+
+        Levels with size 0 are skipped whatever their price; the others must have finite
+        prices on the tick grid. A crossed snapshot raises CrossedBookError under the
+        ``"raise"`` policy (nothing changes) and is kept as sent under the other policies (a
+        snapshot has no stale side). The update counters are not changed.
+        """
+        sides = []
+        for name, px, sz, sign in (("bid", bid_px, bid_sz, 1), ("ask", ask_px, ask_sz, -1)):
+            if px is None and sz is None:
+                sides.append(None)
+                continue
+            if px is None or sz is None:
+                raise OFIError(f"give both {name}_px and {name}_sz", field=f"{name}_px")
+            p = column(px, np.float64, f"{name}_px")
+            z = column(sz, np.float64, f"{name}_sz", p.shape[0])
+            bad = np.flatnonzero(~np.isfinite(z))
+            if bad.size:
+                raise_status(STATUS_NON_FINITE, f"{name}_sz", int(bad[0]))
+            bad = np.flatnonzero(z < 0)
+            if bad.size:
+                raise_status(STATUS_NEGATIVE, f"{name}_sz", int(bad[0]))
+            keep = np.flatnonzero(z > 0)
+            x = p[keep] / self.st.tick_size
+            r = np.round(x)
+            bad = np.flatnonzero(~(np.abs(r) < MAX_TICK) | ~(np.abs(x - r) <= 1e-6))
+            if bad.size:
+                i = int(keep[bad[0]])
+                raise_status(STATUS_NON_FINITE if not np.isfinite(p[i]) else STATUS_BAD_VALUE,
+                             f"{name}_px", i, "not a finite price on the tick grid")
+            key = r.astype(np.int64) * sign
+            zz = z[keep]
+            # last occurrence wins: unique over the reversed arrays
+            key_u, first = np.unique(key[::-1], return_index=True)
+            sides.append((key_u, zz[::-1][first]))
+        cdef int64_t bb = KEY_MIN
+        cdef int64_t aa = KEY_MIN
+        if sides[0] is not None:
+            if sides[0][0].size:
+                bb = sides[0][0][sides[0][0].size - 1]
+        elif self.st.bid.n:
+            bb = self.st.bid.lv[self.st.bid.n - 1].key
+        if sides[1] is not None:
+            if sides[1][0].size:
+                aa = sides[1][0][sides[1][0].size - 1]
+        elif self.st.ask.n:
+            aa = self.st.ask.lv[self.st.ask.n - 1].key
+        if bb != KEY_MIN and aa != KEY_MIN and bb + aa >= 0 and self.st.policy == BOOK_RAISE:
+            raise_status(STATUS_CROSSED, "bid_px", 0, "snapshot best bid >= best ask")
+        cdef BookSide* s
+        cdef const int64_t[::1] kv
+        cdef const float64_t[::1] zv
+        cdef intp_t m, q
+        for j in range(2):
+            if sides[j] is None:
+                continue
+            s = &self.st.bid if j == 0 else &self.st.ask
+            kv = np.ascontiguousarray(sides[j][0])
+            zv = np.ascontiguousarray(sides[j][1])
+            m = kv.shape[0]
+            if side_reserve(s, m) != STATUS_OK:
+                raise MemoryError()
+            if m:
+                for q in range(m):
+                    s.lv[q].key = kv[q]
+                    s.lv[q].size = zv[q]
+            s.n = m
+
+    def top(self, intp_t n=10, out=None):
+        """The best ``n`` levels: ``(bid_px, bid_sz, ask_px, ask_sz)``, best first; missing
+        levels have NaN price and size 0.
+
+        Without ``out`` the arrays returned are the book's own read-only buffers, reused (and
+        overwritten) by the next ``top`` call with the same ``n``: copy them to keep them.
+        ``out`` = a tuple of four writeable contiguous float64 arrays of length ``n``.
+        """
+        cdef float64_t[::1] a, b, c, d
+        if n < 0:
+            raise OFIError(f"n must be >= 0, got {n}", field="n")
+        if out is None:
+            if n != self._top_n:
+                arrs = tuple(np.empty(n, dtype=np.float64) for _ in range(4))
+                for j in range(4):
+                    a = arrs[j]
+                    self._top_ptr[j] = &a[0] if n else NULL
+                    arrs[j].flags.writeable = False
+                self._top_cache = arrs
+                self._top_n = n
+            book_top(&self.st, n, self._top_ptr[0], self._top_ptr[1], self._top_ptr[2],
+                     self._top_ptr[3])
+            return self._top_cache
+        if len(out) != 4:
+            raise OFIError("out must be a tuple of 4 arrays", field="out")
+        a, b, c, d = out
+        if a.shape[0] != n or b.shape[0] != n or c.shape[0] != n or d.shape[0] != n:
+            raise OFIError(f"out arrays must have length {n}", field="out")
+        if n:
+            book_top(&self.st, n, &a[0], &b[0], &c[0], &d[0])
+        return out
+
+    @property
+    def tick_size(self):
+        return self.st.tick_size
+
+    @property
+    def strict(self):
+        return bool(self.st.strict)
+
+    @property
+    def best_bid(self):
+        """Best bid price (NaN when the bid side is empty)."""
+        if self.st.bid.n == 0:
+            return NAN
+        return self.st.bid.lv[self.st.bid.n - 1].key * self.st.tick_size
+
+    @property
+    def best_ask(self):
+        """Best ask price (NaN when the ask side is empty)."""
+        if self.st.ask.n == 0:
+            return NAN
+        return -self.st.ask.lv[self.st.ask.n - 1].key * self.st.tick_size
+
+    @property
+    def best_bid_size(self):
+        return book_bid_size(&self.st, 0)
+
+    @property
+    def best_ask_size(self):
+        return book_ask_size(&self.st, 0)
+
+    @property
+    def best_bid_tick(self):
+        """Best bid in ticks (None when empty)."""
+        return self.st.bid.lv[self.st.bid.n - 1].key if self.st.bid.n else None
+
+    @property
+    def best_ask_tick(self):
+        """Best ask in ticks (None when empty)."""
+        return -self.st.ask.lv[self.st.ask.n - 1].key if self.st.ask.n else None
+
+    @property
+    def mid(self):
+        """(best bid + best ask) / 2 in price units; NaN when a side is empty."""
+        if self.st.bid.n == 0 or self.st.ask.n == 0:
+            return NAN
+        return (book_bid_tick(&self.st, 0) + book_ask_tick(&self.st, 0)) * 0.5 \
+            * self.st.tick_size
+
+    @property
+    def spread(self):
+        """best ask - best bid in price units (<= 0 when crossed/locked); NaN if a side is empty."""
+        if self.st.bid.n == 0 or self.st.ask.n == 0:
+            return NAN
+        return (book_ask_tick(&self.st, 0) - book_bid_tick(&self.st, 0)) * self.st.tick_size
+
+    @property
+    def weighted_mid(self):
+        """Size-weighted mid of the best level (THEORY-DETAIL 6.3, not Stoikov's micro-price):
+        W = (Pa qb + Pb qa) / (qb + qa); NaN when a side is empty."""
+        if self.st.bid.n == 0 or self.st.ask.n == 0:
+            return NAN
+        cdef float64_t qb = book_bid_size(&self.st, 0)
+        cdef float64_t qa = book_ask_size(&self.st, 0)
+        return (book_ask_tick(&self.st, 0) * qb + book_bid_tick(&self.st, 0) * qa) \
+            / (qb + qa) * self.st.tick_size
+
+    def imbalance(self, intp_t levels=1, float64_t decay=1.0):
+        """Depth imbalance (sum w_m qb_m - sum w_m qa_m) / (sum w_m qb_m + sum w_m qa_m),
+        w_m = decay**(m-1), over the best ``levels`` levels by rank (empty levels size 0).
+
+        ``levels=1`` is the queue imbalance at the touch (Gould & Bonart 2016); the decayed
+        multi-level form is a practitioner generalisation (THEORY-DETAIL 6.2). Both sides empty:
+        0. One side empty: +-1.
+        """
+        if levels < 1:
+            raise OFIError(f"levels must be >= 1, got {levels}", field="levels")
+        if not (decay > 0.0 and decay <= 1.0):
+            raise OFIError(f"decay must be in (0, 1], got {decay}", field="decay")
+        cdef float64_t wb = 0.0, wa = 0.0, w = 1.0
+        cdef intp_t m
+        for m in range(levels):
+            wb += w * book_bid_size(&self.st, m)
+            wa += w * book_ask_size(&self.st, m)
+            w *= decay
+        if wb + wa == 0.0:
+            return 0.0
+        return (wb - wa) / (wb + wa)
+
+    @property
+    def bid_levels(self):
+        """Number of bid levels."""
+        return self.st.bid.n
+
+    @property
+    def ask_levels(self):
+        return self.st.ask.n
+
+    @property
+    def n_updates(self):
+        return self.st.n_updates
+
+    @property
+    def n_crossed(self):
+        return self.st.n_crossed
+
+    @property
+    def n_dropped(self):
+        return self.st.n_dropped
+
+    @property
+    def n_missing(self):
+        return self.st.n_missing
+
+    def levels(self, int side):
+        """All levels of a side as (ticks int64, sizes float64), best first."""
+        cdef BookSide* s = &self.st.bid if side == 1 else &self.st.ask
+        k = np.empty(s.n, dtype=np.int64)
+        z = np.empty(s.n, dtype=np.float64)
+        cdef intp_t i
+        for i in range(s.n):
+            k[i] = s.lv[s.n - 1 - i].key * side
+            z[i] = s.lv[s.n - 1 - i].size
+        return k, z
+
+    def reset(self):
+        """Empty both sides and zero the counters."""
+        book_clear(&self.st)
+
+    def __reduce__(self):
+        state = {"bid": self.levels(1), "ask": self.levels(-1),
+                 "counts": (self.st.n_updates, self.st.n_crossed, self.st.n_dropped,
+                            self.st.n_missing)}
+        return (Book, (self.st.tick_size, self.crossed, bool(self.st.strict),
+                       max(self.st.bid.capacity, self.st.ask.capacity)), state)
+
+    def __setstate__(self, d):
+        cdef BookSide* s
+        cdef intp_t i, m
+        for j, name, sign in ((0, "bid", 1), (1, "ask", -1)):
+            s = &self.st.bid if j == 0 else &self.st.ask
+            k, z = d[name]
+            m = len(k)
+            if side_reserve(s, m) != STATUS_OK:
+                raise MemoryError()
+            for i in range(m):
+                s.lv[m - 1 - i].key = k[i] * sign
+                s.lv[m - 1 - i].size = z[i]
+            s.n = m
+        self.st.n_updates, self.st.n_crossed, self.st.n_dropped, self.st.n_missing = d["counts"]
+
+
+cdef int raise_book(int status, intp_t index) except -1:
+    raise_status(status & 15, _FIELDS[status >> 4], index)
+    return 0
+
+
+# =============================================================================================
+# BookOFI: deltas in, book maintained, multi-level OFI out
+# =============================================================================================
+from libc.math cimport INFINITY
+from ofi_fast._ofi cimport mlofi_commit, mlofi_push, mlofi_reserve, mlofi_reset
+from ofi_fast._types cimport STATUS_TIME_BACKWARDS
+
+from ofi_fast._ofi import MultiLevelOFI as _MultiLevelOFI
+
+_BOOKOFI_FIELDS = ("side", "price", "size", "ts")
+
+
+cdef int bookofi_commit(const BookState* b, MLOFIState* m, int64_t ts) noexcept nogil:
+    cdef intp_t j, L = m.levels
+    cdef float64_t* c = m.cur
+    cdef intp_t nb = b.bid.n, na = b.ask.n
+    for j in range(L):
+        if j < nb:
+            c[j] = <float64_t> b.bid.lv[nb - 1 - j].key
+            c[L + j] = b.bid.lv[nb - 1 - j].size
+        else:
+            c[j] = -INFINITY
+            c[L + j] = 0.0
+        if j < na:
+            c[2 * L + j] = <float64_t> (-b.ask.lv[na - 1 - j].key)
+            c[3 * L + j] = b.ask.lv[na - 1 - j].size
+        else:
+            c[2 * L + j] = INFINITY
+            c[3 * L + j] = 0.0
+    return mlofi_commit(m, ts)
+
+
+cdef inline void bookofi_side(const BookState* b, MLOFIState* m, int side, intp_t lo,
+                              intp_t hi) noexcept nogil:
+    """Only `side` changed, at ranks lo..hi-1: e_j from that side's part of CKS eq. 10, in
+    place on m.prev (the other side's part is 0: its levels did not move)."""
+    cdef intp_t j, L = m.levels
+    cdef float64_t* p = m.prev
+    cdef float64_t px, sz, x
+    if side == 1:
+        for j in range(lo, hi):
+            if j < b.bid.n:
+                px = <float64_t> b.bid.lv[b.bid.n - 1 - j].key
+                sz = b.bid.lv[b.bid.n - 1 - j].size
+            else:
+                px = -INFINITY
+                sz = 0.0
+            x = 0.0
+            if px >= p[j]:
+                x += sz
+            if px <= p[j]:
+                x -= p[L + j]
+            m.e[j] = x
+            p[j] = px
+            p[L + j] = sz
+    else:
+        for j in range(lo, hi):
+            if j < b.ask.n:
+                px = <float64_t> (-b.ask.lv[b.ask.n - 1 - j].key)
+                sz = b.ask.lv[b.ask.n - 1 - j].size
+            else:
+                px = INFINITY
+                sz = 0.0
+            x = 0.0
+            if px <= p[2 * L + j]:
+                x -= sz
+            if px >= p[2 * L + j]:
+                x += p[3 * L + j]
+            m.e[j] = x
+            p[2 * L + j] = px
+            p[3 * L + j] = sz
+
+
+cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
+                             float64_t price, float64_t size) noexcept nogil:
+    cdef int status = mlofi_reserve(m, ts)
+    if status != STATUS_OK:
+        return status | (3 << 4)
+    status = book_apply(b, side, price, size)
+    if status != STATUS_OK:
+        return status
+    cdef intp_t j, L = m.levels, lo = b.last_rank, hi
+    cdef float64_t d = 0.0
+    if not m.has_prev or b.last_side == 0:
+        return bookofi_commit(b, m, ts)       # first event, or both sides changed
+    # one side changed, at rank lo (and every deeper rank when a level was added/removed)
+    for j in range(L):
+        m.e[j] = 0.0
+    if lo < L:
+        hi = L if b.last_shift else lo + 1
+        bookofi_side(b, m, b.last_side, lo, hi)
+        for j in range(L):
+            d += m.prev[L + j] + m.prev[3 * L + j]
+        m.e[L] = d
+    # else: the top L did not change; e = 0 and the depth m.e[L] is the previous event's
+    mlofi_push(m, ts)
+    return STATUS_OK
+
+
+cdef int raise_bookofi(int status, intp_t index) except -1:
+    raise_status(status & 15, _BOOKOFI_FIELDS[status >> 4], index)
+    return 0
+
+
+@cython.final
+cdef class BookOFI:
+    """An order book fed by L2 deltas plus multi-level OFI over its top ``levels`` levels.
+
+    ``BookOFI(tick_size, levels=10, window=None, window_time=None, capacity=None, grow=False,
+    crossed="raise", strict=False, weights=None)``
+
+    After every delta the top ``levels`` of the book form one state of
+    :class:`~ofi_fast.MultiLevelOFI` (levels by rank, absent levels empty); the event's e_m
+    are those of Xu, Gould & Howison (2018), e_1 the best-level e_n of Cont, Kukanov & Stoikov
+    (2014, eq. 10). Every delta is an event, so OFI is computed between per-delta states (for
+    feeds that batch many deltas in one message, feed a batch and read the OFI between batch
+    states from ``ofi.values`` if wanted). The first event after construction, ``reset()`` or
+    ``load_snapshot()`` with no snapshot has e = 0; ``load_snapshot`` makes the snapshot the
+    previous state, so the next delta is diffed against it (OFI never spans a reset).
+
+    - ``update(ts, side, price, size)`` -> best-level e of the event;
+    - ``update_many(ts, side, price, size, levels=False)`` -> e_1 per event, and with
+      ``levels=True`` also the (n, L) per-level e (GIL released);
+    - ``book`` (the :class:`Book`), ``ofi`` (the :class:`MultiLevelOFI`: ``values``,
+      ``depth``, ``normalized``, ``integrated``, ``fit``).
+    A bad delta (or ts going backwards) raises with field and index; nothing changes for it.
+    """
+
+    def __cinit__(self, tick_size, levels=10, window=None, window_time=None, capacity=None,
+                  grow=False, crossed="raise", strict=False, weights=None):
+        self._book = Book(tick_size, crossed=crossed, strict=strict)
+        self._ml = _MultiLevelOFI(levels, window=window, window_time=window_time,
+                                  capacity=capacity, grow=grow, weights=weights)
+
+    cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil:
+        return bookofi_push(&self._book.st, &self._ml.st, ts, side, price, size)
+
+    cpdef float64_t update(self, int64_t ts, int side, float64_t price,
+                           float64_t size) except? -1.0:
+        """Apply one delta at time ``ts``; return the event's best-level e."""
+        cdef int status = bookofi_push(&self._book.st, &self._ml.st, ts, side, price, size)
+        if status != STATUS_OK:
+            raise_bookofi(status, 0)
+        return self._ml.st.e[0]
+
+    def update_many(self, ts, side, price, size, *, levels=False, out=None):
+        """Apply arrays of deltas; return e_1 per event (and (n, L) per-level e if
+        ``levels``). ``ts`` may be None without a time window."""
+        cdef const float64_t[::1] p = column(price, np.float64, "price")
+        cdef intp_t n = p.shape[0]
+        cdef const float64_t[::1] z = column(size, np.float64, "size", n)
+        cdef const signed char[::1] s = side_column(side, n)
+        cdef const int64_t[::1] t
+        cdef bint has_ts = ts is not None
+        if has_ts:
+            t = column(ts, np.int64, "ts", n)
+        elif self._ml.st.window_time > 0:
+            raise OFIError("a time window needs ts", field="ts")
+        from ofi_fast._arrays import output
+        e_arr = output(out, n)
+        cdef float64_t[::1] e = e_arr
+        cdef intp_t L = self._ml.st.levels
+        lv_arr = np.empty((n if levels else 0, L), dtype=np.float64)
+        cdef float64_t[:, ::1] lv = lv_arr
+        cdef bint want = levels
+        cdef intp_t i = 0, m
+        cdef int status = STATUS_OK
+        cdef int64_t tsi = self._ml.st.last_ts
+        cdef BookState* b = &self._book.st
+        cdef MLOFIState* ml = &self._ml.st
+        with nogil:
+            for i in range(n):
+                if has_ts:
+                    tsi = t[i]
+                status = bookofi_push(b, ml, tsi, s[i], p[i], z[i])
+                if status != STATUS_OK:
+                    break
+                e[i] = ml.e[0]
+                if want:
+                    for m in range(L):
+                        lv[i, m] = ml.e[m]
+        if status != STATUS_OK:
+            raise_bookofi(status, i)
+        return (e_arr, lv_arr) if levels else e_arr
+
+    def load_snapshot(self, bid_px=None, bid_sz=None, ask_px=None, ask_sz=None):
+        """Replace the book side(s) (see Book.load_snapshot) and restart OFI from it: the
+        window is cleared and the snapshot becomes the previous state of the next delta."""
+        self._book.load_snapshot(bid_px, bid_sz, ask_px, ask_sz)
+        mlofi_reset(&self._ml.st)
+        bookofi_commit(&self._book.st, &self._ml.st, self._ml.st.last_ts)
+        mlofi_reset_keep_prev(&self._ml.st)
+
+    @property
+    def book(self):
+        """The order book (a :class:`Book`; do not apply deltas to it directly)."""
+        return self._book
+
+    @property
+    def ofi(self):
+        """The :class:`MultiLevelOFI` over the book's top levels."""
+        return self._ml
+
+    @property
+    def value(self):
+        """Best-level OFI over the window."""
+        return self._ml.st.sum[0] + self._ml.st.comp[0]
+
+    @property
+    def values(self):
+        """Multi-level OFI over the window, per level."""
+        return self._ml.values
+
+    def reset(self):
+        """Empty the book and forget all events."""
+        self._book.reset()
+        mlofi_reset(&self._ml.st)
+
+    def __reduce__(self):
+        return (_bookofi_restore, (self._book, self._ml))
+
+
+cdef void mlofi_reset_keep_prev(MLOFIState* m) noexcept nogil:
+    """After a snapshot was committed as an event: drop that event from the window and the
+    counters but keep it as the previous state (has_prev stays True)."""
+    cdef intp_t j
+    for j in range(m.width):
+        m.e[j] = 0.0
+        m.sum[j] = 0.0
+        m.comp[j] = 0.0
+        m.total[j] = 0.0
+        m.total_comp[j] = 0.0
+    m.head = 0
+    m.size = 0
+    m.has_last = False
+    m.n_events = 0
+
+
+def _bookofi_restore(Book book, MultiLevelOFI ml):
+    cdef BookOFI o = BookOFI.__new__(BookOFI, book.st.tick_size, ml.st.levels)
+    o._book = book
+    o._ml = ml
+    return o

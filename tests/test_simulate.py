@@ -1,0 +1,143 @@
+"""The simulator behind the embedded default: a valid book, reproducible, and OFI explains it.
+
+No results of our own code are hard-coded: every check is an invariant of a limit order book
+(never crossed, sizes >= 0, events consistent with the book change they cause) or a property
+of the model (seeded reproducibility, chunking invariance, OFI explaining mid changes).
+"""
+
+import numpy as np
+import pytest
+
+import ofi_fast
+from ofi_fast.simulate import ADD, CANCEL, EXECUTE, LOBSimulator, SimResult, simulate, \
+    simulate_chunks
+
+FIELDS = [k for k in SimResult.__slots__ if k != "tick_size"]
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate(200_000, seed=7, levels=5)
+
+
+def _same(a, b):
+    return all(np.array_equal(getattr(a, k), getattr(b, k)) for k in FIELDS)
+
+
+def test_shapes_and_dtypes(sim):
+    n = len(sim)
+    assert n == 200_000 and sim.levels == 5
+    assert sim.ts.dtype == np.int64 and sim.ts.shape == (n,)
+    for k in ("bid_px", "bid_sz", "ask_px", "ask_sz"):
+        assert getattr(sim, k).shape == (n, 5) and getattr(sim, k).dtype == np.float64
+    assert set(np.unique(sim.event_type)) <= {ADD, CANCEL, EXECUTE}
+    assert set(np.unique(sim.side)) <= {-1, 1}
+    assert np.all(np.diff(sim.ts) >= 0)
+
+
+def test_book_never_crossed_and_sizes_valid(sim):
+    assert np.all(sim.bid_px[:, 0] < sim.ask_px[:, 0])
+    for k in ("bid_sz", "ask_sz"):
+        sz = getattr(sim, k)
+        assert np.all(sz >= 0) and np.all(np.isfinite(sz))
+    # levels are contiguous ticks, best first
+    ticks_b = np.rint(sim.bid_px / sim.tick_size)
+    ticks_a = np.rint(sim.ask_px / sim.tick_size)
+    assert np.all(np.diff(ticks_b, axis=1) == -1) and np.all(np.diff(ticks_a, axis=1) == 1)
+    assert np.all(sim.size > 0)
+
+
+def test_events_explain_book_changes(sim):
+    """Each event changes exactly the level it names by its size, or moves the touch."""
+    tick = sim.tick_size
+    bt = np.rint(sim.bid_px[:, 0] / tick).astype(np.int64)
+    at = np.rint(sim.ask_px[:, 0] / tick).astype(np.int64)
+    pt = np.rint(sim.price / tick).astype(np.int64)
+    still = (np.diff(bt) == 0) & (np.diff(at) == 0)
+    i = np.flatnonzero(still) + 1            # events that did not move the touch
+    bid = sim.side[i] == 1
+    lvl = np.where(bid, bt[i] - pt[i], pt[i] - at[i])
+    assert np.all((lvl >= 0) & (lvl < sim.levels))
+    before = np.where(bid, sim.bid_sz[i - 1, lvl], sim.ask_sz[i - 1, lvl])
+    after = np.where(bid, sim.bid_sz[i, lvl], sim.ask_sz[i, lvl])
+    sign = np.where(sim.event_type[i] == ADD, 1.0, -1.0)
+    np.testing.assert_array_equal(after - before, sign * sim.size[i])
+    # a touch move is caused by emptying the touch (down for bids) or by a price improvement
+    moved = np.flatnonzero(~still) + 1
+    d_b, d_a = bt[moved] - bt[moved - 1], at[moved] - at[moved - 1]
+    assert np.all(np.abs(d_b) + np.abs(d_a) == 1)
+    up_b = d_b == 1
+    assert np.all(sim.event_type[moved][up_b] == ADD)
+    assert np.all(pt[moved][up_b] == bt[moved][up_b])
+    down_b = d_b == -1
+    assert np.all(sim.event_type[moved][down_b] != ADD)
+    # emptied the whole touch queue it hit
+    np.testing.assert_array_equal(sim.size[moved][down_b], sim.bid_sz[moved - 1, 0][down_b])
+
+
+def test_trades_match_executions(sim):
+    ex = np.flatnonzero(sim.event_type == EXECUTE)
+    np.testing.assert_array_equal(sim.trade_index, ex)
+    np.testing.assert_array_equal(sim.trade_ts, sim.ts[ex])
+    np.testing.assert_array_equal(sim.trade_size, sim.size[ex])
+    # aggressor is opposite to the resting side; buys execute at the prior best ask
+    np.testing.assert_array_equal(sim.trade_side, -sim.side[ex])
+    buy = sim.trade_side == 1
+    np.testing.assert_array_equal(sim.trade_price[buy], sim.ask_px[ex[buy] - 1, 0])
+    np.testing.assert_array_equal(sim.trade_price[~buy], sim.bid_px[ex[~buy] - 1, 0])
+    assert 0.2 < buy.mean() < 0.8
+
+
+def test_reproducible_from_seed():
+    a = simulate(20_000, seed=3)
+    b = simulate(20_000, seed=3)
+    c = simulate(20_000, seed=4)
+    assert _same(a, b)
+    assert not np.array_equal(a.ts, c.ts) and not np.array_equal(a.mid, c.mid)
+
+
+@pytest.mark.parametrize("chunk", [1, 97, 5_000, 30_000])
+def test_chunks_equal_one_run(chunk):
+    whole = simulate(30_000, seed=11, levels=3)
+    n = 30_000 if chunk > 1 else 600
+    if chunk == 1:
+        whole = simulate(n, seed=11, levels=3)
+    parts = list(simulate_chunks(n, chunk_size=chunk, seed=11, levels=3))
+    assert all(len(p) <= chunk for p in parts)
+    assert _same(SimResult.concatenate(parts), whole)
+
+
+def _ols_r2(x, y):
+    X = np.column_stack([np.ones_like(x), x])
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    res = y - X @ coef
+    return coef[1], 1.0 - res @ res / ((y - y.mean()) @ (y - y.mean()))
+
+
+def test_ofi_explains_mid_changes(sim):
+    """Cont-Kukanov-Stoikov: dmid over 10 s bars regresses on OFI with R^2 > 0.3, beta > 0."""
+    e = ofi_fast.l1_ofi(*sim.best())
+    every = 10_000_000_000
+    b = ofi_fast.bars(sim.ts, e, every=every)
+    m = ofi_fast.bars(sim.ts, sim.mid, every=every)
+    assert np.all(m.count > 0)             # ~75 events a second: no empty 10 s bar here
+    dmid = np.diff(np.concatenate([[sim.mid[0]], m.last]))
+    beta, r2 = _ols_r2(b.sum, dmid)
+    assert beta > 0 and r2 > 0.3, (beta, r2)
+
+
+def test_levels_one_and_params():
+    r = simulate(5_000, seed=1, levels=1, tick_size=0.5, start_price=50.0)
+    assert r.bid_px.shape == (5_000, 1)
+    assert np.all(np.rint(r.bid_px / 0.5) * 0.5 == r.bid_px)
+    assert abs(r.mid[0] - 50.25) < 10
+
+
+@pytest.mark.parametrize("kw", [dict(levels=0), dict(tick_size=0.0), dict(cancel_rate=-1.0),
+                                dict(limit_decay=1.5), dict(mean_size=50.0),
+                                dict(market_rate=float("nan"))])
+def test_bad_parameters(kw):
+    with pytest.raises(ValueError):
+        LOBSimulator(0, **kw)
+    with pytest.raises(ValueError):
+        simulate(-1)
