@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ofi_fast._impact import RollingOLS, bar_mid, bars, fit_impact
-from ofi_fast._ofi import l1_ofi
+from ofi_fast._ofi import integrated_weights, l1_ofi, mlofi
 from ofi_fast.errors import OFIError
 
 NS = 1_000_000_000
@@ -496,19 +496,6 @@ def cks_table(paths, **kw):
     return "\n".join(lines)
 
 
-def _pca_weights(Z):
-    """First principal vector of the centred sample covariance of the rows of Z, sign fixed by
-    sum(w) > 0 and L1-normalised (CCZ eq. 4); also the explained-variance ratio."""
-    Zc = Z - Z.mean(axis=0)
-    cov = Zc.T @ Zc / max(len(Z) - 1, 1)
-    vals, vecs = np.linalg.eigh(cov)
-    w = vecs[:, -1]
-    if w.sum() < 0:
-        w = -w
-    tot = vals.sum()
-    return w / np.abs(w).sum(), (vals[-1] / tot if tot > 0 else math.nan)
-
-
 def _ols_r2(X, y, ridge=0.0):
     o = RollingOLS(n_features=X.shape[1], ridge=ridge)
     o.update_many(X, y)
@@ -521,24 +508,23 @@ def multilevel_day(path, levels, *, bar_seconds=10, window_minutes=30, tick_size
     Zhang) on one LOBSTER day with ``levels`` levels: 10 s bars, per 30-minute window.
 
     Per level m, e_{m,n} is CKS eq. 10 on the level-m quotes (levels by rank; THEORY-DETAIL
-    2.1), computed with :func:`ofi_fast.l1_ofi`. Integrated OFI: per-bar OFI of each level
+    2.1), computed with :func:`ofi_fast.mlofi`. Integrated OFI: per-bar OFI of each level
     divided by the bar's common depth scale Q (CCZ eq. 3: mean of qb + qa over the bar's
-    events and the M levels; 0 for an empty bar), projected on the first principal vector.
+    events and the M levels; 0 for an empty bar), projected on the first principal vector
+    (:func:`ofi_fast.integrated_weights`).
     For each window: in-sample R^2 of dmid (ticks) on OFI_1, on the M-vector MLOFI (OLS with
     intercept, optional ridge) and on integrated OFI (PCA fitted in the window); and the
     *parameter-out-of-sample* R^2 of the same contemporaneous relation with every parameter
     (weights, betas, training mean) taken from the previous window. Returns a dict of means.
 
-    This is where the Book module's ``mlofi``/integrated OFI plug in once merged (via
-    ``features(extra_sum=...)``); until then the per-level flows come from ``l1_ofi``.
+    The per-level flows enter the bar table through ``features(extra_sum=...)``.
     """
     q = read_lobster_zip(path, level=levels)
     for k in ("bid_px", "bid_sz", "ask_px", "ask_sz"):
         q[k] = q[k].reshape(len(q["ts"]), -1)
     M = levels
     every = bar_seconds * NS
-    e = np.column_stack([l1_ofi(q["bid_px"][:, m], q["bid_sz"][:, m], q["ask_px"][:, m],
-                                q["ask_sz"][:, m]) for m in range(M)])
+    e = mlofi(q["bid_px"], q["bid_sz"], q["ask_px"], q["ask_sz"])
     depth = (q["bid_sz"] + q["ask_sz"]).sum(axis=1)
     extra = {f"ofi_{m + 1}": e[:, m] for m in range(M)}
     extra["depth_sum"] = depth
@@ -558,7 +544,7 @@ def multilevel_day(path, levels, *, bar_seconds=10, window_minutes=30, tick_size
         Xw, Zw, yw = X[s_], Z[s_], y[s_]
         f1 = fit_impact(Xw[:, 0], yw)
         om = _ols_r2(Xw, yw, ridge)
-        wts, evr = _pca_weights(Zw)
+        wts, evr = integrated_weights(Zw)
         fi = fit_impact(Zw @ wts, yw)
         res["r2_l1"].append(f1.r2)
         res["r2_ml"].append(om.r2)

@@ -229,3 +229,14 @@ def test_cks_depth_hand_computed():
     d = np.array([1.0, 2.0, 4.0, 8.0])
     c, lam, r2, n = depth_regression(0.5 / d ** 1.2, d)
     assert c == pytest.approx(0.5) and lam == pytest.approx(1.2) and n == 4
+
+
+def test_mlofi_equals_l1_ofi_per_level_real():
+    # the Book module's mlofi and the best-level kernel applied level by level agree exactly
+    import ofi_fast
+    q = read_lobster_zip(data_file("lobster", "LOBSTER_SampleFile_GOOG_2012-06-21_5.zip"), 5)
+    e = ofi_fast.mlofi(q["bid_px"], q["bid_sz"], q["ask_px"], q["ask_sz"])
+    for m in range(5):
+        np.testing.assert_array_equal(
+            e[:, m], ofi_fast.l1_ofi(q["bid_px"][:, m], q["bid_sz"][:, m], q["ask_px"][:, m],
+                                     q["ask_sz"][:, m]))
