@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ofi_fast._impact import RollingOLS, bar_mid, bars, fit_impact
-from ofi_fast._ofi import integrated_weights, l1_ofi, mlofi
+from ofi_fast._ofi import integrated_weights, l1_ofi
 from ofi_fast.errors import OFIError
 
 NS = 1_000_000_000
@@ -80,10 +80,11 @@ def _fill_mid(bid_px, ask_px):
 
 def features(ts, bid_px, bid_sz, ask_px, ask_sz, *, every, closed="left", tick_size=None,
              lot_size=1.0, trades=None, extra_sum=None, extra_last=None, frame="auto"):
-    """Turn best quotes (and optionally trades) into a bar table.
+    """Turn quotes (best level, or (n, L) top-L books) and optionally trades into a bar table.
 
     ``ts`` int64 (any unit; ``every`` in the same unit), quotes as for :func:`ofi_fast.l1_ofi`
-    (empty side = size 0, NaN price). Columns, one row per clock bar (empty bars kept):
+    (empty side = size 0, NaN price), or (n, L) arrays of the top L levels by rank (best
+    first) as for :func:`ofi_fast.mlofi`. Columns, one row per clock bar (empty bars kept):
 
     - ``start``, ``end``: the bar's edges (``[start, end)``; ``(start, end]`` with
       ``closed="right"``);
@@ -96,6 +97,13 @@ def features(ts, bid_px, bid_sz, ask_px, ask_sz, *, every, closed="left", tick_s
     - with ``trades=(ts, size, sign)`` (sign +1 buyer-, -1 seller-initiated, 0 unknown):
       ``buy_volume``, ``sell_volume``, ``trade_imbalance`` = (B - S) / (B + S) (NaN when no
       signed trade) and ``trade_net`` = (B - S) / ``lot_size`` (CKS's TI);
+    - ``imbalance``: queue imbalance at the touch (qb - qa)/(qb + qa) (Gould & Bonart 2016)
+      after the bar's last event, carried through empty bars (0 when both sides are empty);
+    - with (n, L) books: ``ofi_1 .. ofi_L`` (multi-level OFI, Xu, Gould & Howison; ``ofi`` is
+      ``ofi_1``), ``depth_scale`` (CCZ eq. 3: mean of qb + qa over the bar's events and the L
+      levels, in lots; NaN for an empty bar), ``ofi_norm_1 .. ofi_norm_L`` (= ofi_m /
+      depth_scale, 0 for an empty bar; feed them to :func:`integrated_ofi` with weights
+      fitted on past bars) and ``depth_imbalance`` (cumulative depth over L levels, last value);
     - extension point: ``extra_sum={name: per-event array}`` adds the per-bar sum of a flow
       series (multi-level or integrated OFI per event from the Book module), and
       ``extra_last={name: per-event array}`` the last value in the bar carried forward (state
@@ -105,16 +113,46 @@ def features(ts, bid_px, bid_sz, ask_px, ask_sz, *, every, closed="left", tick_s
     pandas installed).
     """
     t = np.ascontiguousarray(ts, dtype=np.int64)
-    e = l1_ofi(bid_px, bid_sz, ask_px, ask_sz)
+    bid_px, bid_sz, ask_px, ask_sz = (np.asarray(a, dtype=np.float64)
+                                      for a in (bid_px, bid_sz, ask_px, ask_sz))
+    multi = bid_px.ndim == 2
+    if multi:
+        # e_{m,n} level by level with the best-level kernel: the same numbers as
+        # mlofi(bid_px, ...) (tests check they are equal), about twice as fast here
+        e_levels = [l1_ofi(bid_px[:, k], bid_sz[:, k], ask_px[:, k], ask_sz[:, k])
+                    for k in range(bid_px.shape[1])]
+        e = e_levels[0]
+        top = [np.ascontiguousarray(a[:, 0]) for a in (bid_px, bid_sz, ask_px, ask_sz)]
+    else:
+        e = l1_ofi(bid_px, bid_sz, ask_px, ask_sz)
+        top = [bid_px, bid_sz, ask_px, ask_sz]
     if e.shape[0] != t.shape[0]:
         raise OFIError(f"ts has {t.shape[0]} elements, quotes {e.shape[0]}", field="ts")
     b = bars(t, e, every=every, closed=closed)
-    m = bar_mid(t, _fill_mid(bid_px, ask_px), every=every, closed=closed, tick_size=tick_size)
+    m = bar_mid(t, _fill_mid(top[0], top[2]), every=every, closed=closed, tick_size=tick_size)
     every = int(every)
+    lot = float(lot_size)
     out = {"start": b.start, "end": b.start + every, "n_events": b.count,
-           "ofi": b.sum / float(lot_size), "mid": m["mid"], "dmid": m["dmid"]}
+           "ofi": b.sum / lot, "mid": m["mid"], "dmid": m["dmid"]}
     if tick_size is not None:
         out["dmid_ticks"] = m["dmid_ticks"]
+    out["imbalance"] = _ffill(bars(t, _imbalance(top[1], top[3]), every=every,
+                                        closed=closed).last)
+    if multi:
+        L = len(e_levels)
+        cnt = b.count.astype(float)
+        depth = bars(t, (bid_sz + ask_sz).sum(axis=1), every=every, closed=closed).sum
+        with np.errstate(invalid="ignore", divide="ignore"):
+            q = np.where(cnt > 0, depth / (2.0 * L * cnt) / lot, np.nan)
+        out["depth_scale"] = q
+        for k in range(L):
+            s_k = bars(t, e_levels[k], every=every, closed=closed).sum
+            out[f"ofi_{k + 1}"] = s_k / lot
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[f"ofi_norm_{k + 1}"] = np.where((cnt > 0) & (q > 0), s_k / lot / q, 0.0)
+        out["depth_imbalance"] = _ffill(bars(
+            t, _imbalance(bid_sz.sum(axis=1), ask_sz.sum(axis=1)), every=every,
+            closed=closed).last)
     k0 = b.start[0] // every if len(b) else 0
     nb = len(b)
 
@@ -144,6 +182,22 @@ def features(ts, bid_px, bid_sz, ask_px, ask_sz, *, every, closed="left", tick_s
         last = bars(t, vals, every=every, closed=closed).last
         out[name] = _ffill(last)
     return _frame(out, frame)
+
+
+def _imbalance(qb, qa):
+    """(qb - qa) / (qb + qa) per event (Gould & Bonart 2016); 0 when both are 0."""
+    tot = qb + qa
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(tot > 0, (qb - qa) / np.where(tot > 0, tot, 1.0), 0.0)
+
+
+def integrated_ofi(table, weights):
+    """Integrated OFI per bar (CCZ eq. 4): sum_m w_m ofi_norm_m, with ``weights`` from
+    :func:`ofi_fast.integrated_weights` fitted on *past* bars when the result feeds a
+    prediction (fitting on the evaluation period is look-ahead, THEORY-DETAIL 8.3)."""
+    w = np.asarray(weights, dtype=float)
+    Z = np.column_stack([_col(table, f"ofi_norm_{m + 1}") for m in range(len(w))])
+    return Z @ w
 
 
 def _ffill(a):
@@ -508,8 +562,8 @@ def multilevel_day(path, levels, *, bar_seconds=10, window_minutes=30, tick_size
     Zhang) on one LOBSTER day with ``levels`` levels: 10 s bars, per 30-minute window.
 
     Per level m, e_{m,n} is CKS eq. 10 on the level-m quotes (levels by rank; THEORY-DETAIL
-    2.1), computed with :func:`ofi_fast.mlofi`. Integrated OFI: per-bar OFI of each level
-    divided by the bar's common depth scale Q (CCZ eq. 3: mean of qb + qa over the bar's
+    2.1), computed by :func:`features` (equal to :func:`ofi_fast.mlofi`). Integrated OFI:
+    per-bar OFI of each level divided by the bar's common depth scale Q (CCZ eq. 3: mean of qb + qa over the bar's
     events and the M levels; 0 for an empty bar), projected on the first principal vector
     (:func:`ofi_fast.integrated_weights`).
     For each window: in-sample R^2 of dmid (ticks) on OFI_1, on the M-vector MLOFI (OLS with
@@ -520,21 +574,13 @@ def multilevel_day(path, levels, *, bar_seconds=10, window_minutes=30, tick_size
     The per-level flows enter the bar table through ``features(extra_sum=...)``.
     """
     q = read_lobster_zip(path, level=levels)
-    for k in ("bid_px", "bid_sz", "ask_px", "ask_sz"):
-        q[k] = q[k].reshape(len(q["ts"]), -1)
     M = levels
-    every = bar_seconds * NS
-    e = mlofi(q["bid_px"], q["bid_sz"], q["ask_px"], q["ask_sz"])
-    depth = (q["bid_sz"] + q["ask_sz"]).sum(axis=1)
-    extra = {f"ofi_{m + 1}": e[:, m] for m in range(M)}
-    extra["depth_sum"] = depth
-    t = features(q["ts"], q["bid_px"][:, 0], q["bid_sz"][:, 0], q["ask_px"][:, 0],
-                 q["ask_sz"][:, 0], every=every, closed="right", tick_size=tick_size,
-                 lot_size=lot_size, extra_sum=extra, frame=False)
-    X = np.column_stack([t[f"ofi_{m + 1}"] for m in range(M)]) / lot_size
-    cnt = t["n_events"].astype(float)
-    Q = np.where(cnt > 0, t["depth_sum"] / (2.0 * M * np.maximum(cnt, 1)), np.nan)
-    Z = np.where(cnt[:, None] > 0, X * lot_size / np.where(np.isfinite(Q), Q, 1.0)[:, None], 0.0)
+    t = features(q["ts"], *(q[k].reshape(len(q["ts"]), -1) for k in
+                            ("bid_px", "bid_sz", "ask_px", "ask_sz")),
+                 every=bar_seconds * NS, closed="right", tick_size=tick_size, lot_size=lot_size,
+                 frame=False)
+    X = np.column_stack([t[f"ofi_{m + 1}"] for m in range(M)])
+    Z = np.column_stack([t[f"ofi_norm_{m + 1}"] for m in range(M)])
     y = t["dmid_ticks"]
     win = t["start"] // (window_minutes * 60 * NS)
     res = {k: [] for k in ("r2_l1", "r2_ml", "r2_int", "evr", "oos_l1", "oos_ml", "oos_int")}

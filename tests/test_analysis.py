@@ -240,3 +240,41 @@ def test_mlofi_equals_l1_ofi_per_level_real():
         np.testing.assert_array_equal(
             e[:, m], ofi_fast.l1_ofi(q["bid_px"][:, m], q["bid_sz"][:, m], q["ask_px"][:, m],
                                      q["ask_sz"][:, m]))
+
+
+def test_features_multilevel_book_columns(rng):
+    import ofi_fast
+    from ofi_fast.analysis import integrated_ofi
+    n, L = 800, 3
+    ts, bp, bs, ap, az = random_quotes(rng, n)
+    # levels by rank: one tick apart below the best bid / above the best ask
+    BP = np.column_stack([bp - k for k in range(L)])
+    AP = np.column_stack([ap + k for k in range(L)])
+    BS = np.column_stack([bs] + [rng.integers(0, 20, n).astype(float) for _ in range(L - 1)])
+    AS = np.column_stack([az] + [rng.integers(0, 20, n).astype(float) for _ in range(L - 1)])
+    t = features(ts, BP, BS, AP, AS, every=4000, lot_size=2.0, frame=False)
+    one = features(ts, bp, bs, ap, az, every=4000, lot_size=2.0, frame=False)
+    for k in ("start", "ofi", "mid", "dmid", "imbalance", "n_events"):
+        np.testing.assert_array_equal(t[k], one[k])
+    e = ofi_fast.mlofi(BP, BS, AP, AS)
+    np.testing.assert_array_equal(t["ofi_1"], t["ofi"])
+    for m in range(L):
+        ref_sum = np.array(ref.bars(list(map(int, ts)), list(e[:, m]), every=4000)["sum"]) / 2.0
+        np.testing.assert_allclose(t[f"ofi_{m + 1}"], ref_sum, atol=1e-9)
+    # CCZ eq. 3 by hand on the first bar
+    k0 = ts < t["end"][0]
+    q0 = (BS[k0] + AS[k0]).sum() / (2 * L * k0.sum()) / 2.0
+    assert t["depth_scale"][0] == pytest.approx(q0)
+    assert t["ofi_norm_2"][0] == pytest.approx(t["ofi_2"][0] / q0)
+    w = np.array([0.5, 0.3, 0.2])
+    np.testing.assert_allclose(integrated_ofi(t, w),
+                               0.5 * t["ofi_norm_1"] + 0.3 * t["ofi_norm_2"]
+                               + 0.2 * t["ofi_norm_3"], rtol=1e-12, atol=1e-12)
+    assert np.all(np.abs(t["depth_imbalance"]) <= 1)
+
+
+def test_imbalance_vector_6_1():
+    # THEORY-DETAIL 6.1: qb = 30, qa = 10 -> 0.5; both sides empty -> 0; carried through bars
+    t = features([0, 25], [100.0, 100.0], [30.0, 0.0], [101.0, 101.0], [10.0, 0.0], every=10,
+                 frame=False)
+    assert t["imbalance"].tolist() == [0.5, 0.5, 0.0]
