@@ -239,3 +239,63 @@ def test_cks_features_and_fits(benchmark):
     per_event(benchmark, len(q["ts"]))
     fits = benchmark(run)
     assert len(fits["beta"]) == 13
+
+
+# --- features end to end on the GOOG 10-level day ---------------------------------------------
+@pytest.fixture(scope="module")
+def goog10():
+    from ofi_fast.analysis import read_lobster_zip
+    path = DATA / "LOBSTER_SampleFile_GOOG_2012-06-21_10.zip"
+    if not path.exists():
+        pytest.skip(f"no data: {path}")
+    return read_lobster_zip(path, level=10)
+
+
+def _ml_features(q):
+    """The real API: (n, 10) books in, ofi_1..ofi_10, depth-normalised OFIs, imbalances out."""
+    from ofi_fast.analysis import features
+    return features(q["ts"], q["bid_px"], q["bid_sz"], q["ask_px"], q["ask_sz"],
+                    every=10 * 10**9, closed="right", tick_size=100.0, lot_size=100.0,
+                    frame=False)
+
+
+@pytest.mark.benchmark(group="features GOOG 10-level day (10 per-level OFIs, 10 s bars)")
+def test_features_goog10(benchmark, goog10):
+    per_event(benchmark, len(goog10["ts"]))
+    t = benchmark(_ml_features, goog10)
+    assert len(t["start"]) == 2340
+
+
+def _numpy_e(bp, bs, ap, az):
+    bp = np.where(np.isnan(bp), -np.inf, bp)
+    ap = np.where(np.isnan(ap), np.inf, ap)
+    e = np.zeros_like(bs)
+    e[1:] = (np.where(bp[1:] >= bp[:-1], bs[1:], 0.0) - np.where(bp[1:] <= bp[:-1], bs[:-1], 0.0)
+             - np.where(ap[1:] <= ap[:-1], az[1:], 0.0) + np.where(ap[1:] >= ap[:-1], az[:-1], 0.0))
+    return e
+
+
+@pytest.mark.benchmark(group="features GOOG 10-level day (10 per-level OFIs, 10 s bars)")
+def test_pandas_features_goog10(benchmark, goog10):
+    """pandas baseline: per-level e_n vectorised with numpy, mid, then one groupby per bar."""
+    pd = pytest.importorskip("pandas")
+    q = goog10
+
+    def run():
+        cols = {f"ofi_{m + 1}": _numpy_e(q["bid_px"][:, m], q["bid_sz"][:, m], q["ask_px"][:, m],
+                                         q["ask_sz"][:, m]) / 100.0 for m in range(10)}
+        cols["mid"] = 0.5 * (q["bid_px"][:, 0] + q["ask_px"][:, 0])
+        cols["k"] = -((-q["ts"]) // (10 * 10**9)) - 1        # right-closed bars
+        df = pd.DataFrame(cols)
+        g = df.groupby("k")
+        agg = g[[f"ofi_{m + 1}" for m in range(10)]].sum()
+        agg["mid"] = g["mid"].last()
+        agg["n_events"] = g.size()
+        full = agg.reindex(range(agg.index[0], agg.index[-1] + 1))
+        full["mid"] = full["mid"].ffill()
+        full["dmid_ticks"] = full["mid"].diff() / 100.0
+        return full.fillna(0.0)
+    per_event(benchmark, len(q["ts"]))
+    out = benchmark(run)
+    t = _ml_features(q)
+    np.testing.assert_allclose(out["ofi_3"].to_numpy(), t["ofi_3"], atol=1e-9)

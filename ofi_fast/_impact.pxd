@@ -27,7 +27,7 @@ cdef intp_t bars_clock_kernel(const int64_t* ts, const float64_t* values, intp_t
 
 # Rolling least squares with intercept over a count window, a time window or the whole stream.
 # Moments are centred (Welford add/remove, THEORY-DETAIL 9.2) and recomputed exactly from the
-# ring buffer after every `size` removals, so rounding cannot accumulate.
+# ring buffer after every max(size, 1024) removals, so rounding cannot accumulate.
 cdef struct OLSState:
     intp_t p               # regressors (>= 1)
     int64_t window         # count window (pairs); 0 = none

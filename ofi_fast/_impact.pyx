@@ -781,7 +781,9 @@ cdef class RollingOLS:
       full unless ``grow=True``); neither: every pair since reset.
     - Moments are centred and updated Welford-style on add *and* remove (THEORY-DETAIL 9.2), so
       large offsets (prices ~1e8, cumulative OFI) do not cancel; they are recomputed exactly
-      (two-pass) from the ring after every ``size`` removals, so rounding does not accumulate.
+      (two-pass) from the ring after every max(size, 1024) removals, so rounding cannot
+      accumulate. A full one-regressor count window slides in place (exact replace formula,
+      no division).
     - Several regressors: the centred cross-product matrix is solved by Cholesky. A constant
       regressor or an exactly collinear set makes the fit *singular*: ``beta``/``alpha``/``r2``
       are NaN and ``singular`` is True (never garbage or inf). ``ridge`` = lambda adds
@@ -822,14 +824,19 @@ cdef class RollingOLS:
         cdef intp_t i, p = self.st.p
         cdef const float64_t[::1] xv
         cdef Py_buffer view
-        cdef bint ok
+        cdef bint got = False, ok = False
         if type(x) is list and PyList_GET_SIZE(x) == p:
             for i in range(p):
                 self.st.xin[i] = float(<object> PyList_GET_ITEM(x, i))
             return 0
         if PyObject_CheckBuffer(x):
             # a contiguous float64 vector (numpy array): read it in place, no conversion
-            PyObject_GetBuffer(x, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+            try:
+                PyObject_GetBuffer(x, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+                got = True
+            except (BufferError, ValueError):   # strided: use a converted copy below
+                got = False
+        if got:
             ok = (view.ndim == 1 and view.itemsize == 8 and view.format != NULL
                   and view.format[0] == b'd' and view.format[1] == 0
                   and view.len == p * 8)

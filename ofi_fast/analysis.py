@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ofi_fast._impact import RollingOLS, bar_mid, bars, fit_impact
-from ofi_fast._ofi import l1_ofi
+from ofi_fast._ofi import integrated_weights, l1_ofi
 from ofi_fast.errors import OFIError
 
 NS = 1_000_000_000
@@ -80,10 +80,11 @@ def _fill_mid(bid_px, ask_px):
 
 def features(ts, bid_px, bid_sz, ask_px, ask_sz, *, every, closed="left", tick_size=None,
              lot_size=1.0, trades=None, extra_sum=None, extra_last=None, frame="auto"):
-    """Turn best quotes (and optionally trades) into a bar table.
+    """Turn quotes (best level, or (n, L) top-L books) and optionally trades into a bar table.
 
     ``ts`` int64 (any unit; ``every`` in the same unit), quotes as for :func:`ofi_fast.l1_ofi`
-    (empty side = size 0, NaN price). Columns, one row per clock bar (empty bars kept):
+    (empty side = size 0, NaN price), or (n, L) arrays of the top L levels by rank (best
+    first) as for :func:`ofi_fast.mlofi`. Columns, one row per clock bar (empty bars kept):
 
     - ``start``, ``end``: the bar's edges (``[start, end)``; ``(start, end]`` with
       ``closed="right"``);
@@ -96,6 +97,13 @@ def features(ts, bid_px, bid_sz, ask_px, ask_sz, *, every, closed="left", tick_s
     - with ``trades=(ts, size, sign)`` (sign +1 buyer-, -1 seller-initiated, 0 unknown):
       ``buy_volume``, ``sell_volume``, ``trade_imbalance`` = (B - S) / (B + S) (NaN when no
       signed trade) and ``trade_net`` = (B - S) / ``lot_size`` (CKS's TI);
+    - ``imbalance``: queue imbalance at the touch (qb - qa)/(qb + qa) (Gould & Bonart 2016)
+      after the bar's last event, carried through empty bars (0 when both sides are empty);
+    - with (n, L) books: ``ofi_1 .. ofi_L`` (multi-level OFI, Xu, Gould & Howison; ``ofi`` is
+      ``ofi_1``), ``depth_scale`` (CCZ eq. 3: mean of qb + qa over the bar's events and the L
+      levels, in lots; NaN for an empty bar), ``ofi_norm_1 .. ofi_norm_L`` (= ofi_m /
+      depth_scale, 0 for an empty bar; feed them to :func:`integrated_ofi` with weights
+      fitted on past bars) and ``depth_imbalance`` (cumulative depth over L levels, last value);
     - extension point: ``extra_sum={name: per-event array}`` adds the per-bar sum of a flow
       series (multi-level or integrated OFI per event from the Book module), and
       ``extra_last={name: per-event array}`` the last value in the bar carried forward (state
@@ -105,16 +113,46 @@ def features(ts, bid_px, bid_sz, ask_px, ask_sz, *, every, closed="left", tick_s
     pandas installed).
     """
     t = np.ascontiguousarray(ts, dtype=np.int64)
-    e = l1_ofi(bid_px, bid_sz, ask_px, ask_sz)
+    bid_px, bid_sz, ask_px, ask_sz = (np.asarray(a, dtype=np.float64)
+                                      for a in (bid_px, bid_sz, ask_px, ask_sz))
+    multi = bid_px.ndim == 2
+    if multi:
+        # e_{m,n} level by level with the best-level kernel: the same numbers as
+        # mlofi(bid_px, ...) (tests check they are equal), about twice as fast here
+        e_levels = [l1_ofi(bid_px[:, k], bid_sz[:, k], ask_px[:, k], ask_sz[:, k])
+                    for k in range(bid_px.shape[1])]
+        e = e_levels[0]
+        top = [np.ascontiguousarray(a[:, 0]) for a in (bid_px, bid_sz, ask_px, ask_sz)]
+    else:
+        e = l1_ofi(bid_px, bid_sz, ask_px, ask_sz)
+        top = [bid_px, bid_sz, ask_px, ask_sz]
     if e.shape[0] != t.shape[0]:
         raise OFIError(f"ts has {t.shape[0]} elements, quotes {e.shape[0]}", field="ts")
     b = bars(t, e, every=every, closed=closed)
-    m = bar_mid(t, _fill_mid(bid_px, ask_px), every=every, closed=closed, tick_size=tick_size)
+    m = bar_mid(t, _fill_mid(top[0], top[2]), every=every, closed=closed, tick_size=tick_size)
     every = int(every)
+    lot = float(lot_size)
     out = {"start": b.start, "end": b.start + every, "n_events": b.count,
-           "ofi": b.sum / float(lot_size), "mid": m["mid"], "dmid": m["dmid"]}
+           "ofi": b.sum / lot, "mid": m["mid"], "dmid": m["dmid"]}
     if tick_size is not None:
         out["dmid_ticks"] = m["dmid_ticks"]
+    out["imbalance"] = _ffill(bars(t, _imbalance(top[1], top[3]), every=every,
+                                        closed=closed).last)
+    if multi:
+        L = len(e_levels)
+        cnt = b.count.astype(float)
+        depth = bars(t, (bid_sz + ask_sz).sum(axis=1), every=every, closed=closed).sum
+        with np.errstate(invalid="ignore", divide="ignore"):
+            q = np.where(cnt > 0, depth / (2.0 * L * cnt) / lot, np.nan)
+        out["depth_scale"] = q
+        for k in range(L):
+            s_k = bars(t, e_levels[k], every=every, closed=closed).sum
+            out[f"ofi_{k + 1}"] = s_k / lot
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[f"ofi_norm_{k + 1}"] = np.where((cnt > 0) & (q > 0), s_k / lot / q, 0.0)
+        out["depth_imbalance"] = _ffill(bars(
+            t, _imbalance(bid_sz.sum(axis=1), ask_sz.sum(axis=1)), every=every,
+            closed=closed).last)
     k0 = b.start[0] // every if len(b) else 0
     nb = len(b)
 
@@ -144,6 +182,22 @@ def features(ts, bid_px, bid_sz, ask_px, ask_sz, *, every, closed="left", tick_s
         last = bars(t, vals, every=every, closed=closed).last
         out[name] = _ffill(last)
     return _frame(out, frame)
+
+
+def _imbalance(qb, qa):
+    """(qb - qa) / (qb + qa) per event (Gould & Bonart 2016); 0 when both are 0."""
+    tot = qb + qa
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(tot > 0, (qb - qa) / np.where(tot > 0, tot, 1.0), 0.0)
+
+
+def integrated_ofi(table, weights):
+    """Integrated OFI per bar (CCZ eq. 4): sum_m w_m ofi_norm_m, with ``weights`` from
+    :func:`ofi_fast.integrated_weights` fitted on *past* bars when the result feeds a
+    prediction (fitting on the evaluation period is look-ahead, THEORY-DETAIL 8.3)."""
+    w = np.asarray(weights, dtype=float)
+    Z = np.column_stack([_col(table, f"ofi_norm_{m + 1}") for m in range(len(w))])
+    return Z @ w
 
 
 def _ffill(a):
@@ -190,7 +244,9 @@ def impact_fits(start, ofi, dmid, *, window, lags=None, min_bars=10, frame="auto
 
 def summarize_fits(fits, *, z=1.96):
     """Cross-window summary as in CKS Sec. 3.3: mean/min/max R^2, median and mean beta and
-    t (Newey-West), and the share of windows where beta is significant at 5 % (|t| > z)."""
+    t (Newey-West), and the share of windows where beta is significant at 5 % (|t| > z; a
+    perfect fit has t = +-inf and counts as significant; NaN t, e.g. constant OFI, is left
+    out)."""
     r2 = _col(fits, "r2")
     beta = _col(fits, "beta")
     t = _col(fits, "t_beta_robust")
@@ -200,8 +256,8 @@ def summarize_fits(fits, *, z=1.96):
             "r2_max": float(np.nanmax(r2)) if ok.any() else math.nan,
             "beta_median": float(np.nanmedian(beta)), "beta_mean": float(np.nanmean(beta)),
             "t_median": float(np.nanmedian(t)), "t_mean": float(np.nanmean(t)),
-            "share_significant": float(np.mean(np.abs(t[np.isfinite(t)]) > z))
-            if np.isfinite(t).any() else math.nan}
+            "share_significant": float(np.mean(np.abs(t[~np.isnan(t)]) > z))
+            if (~np.isnan(t)).any() else math.nan}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,7 +450,8 @@ def read_lobster_zip(path, level=1):
         m = _csv(zf, msg, 6)
         ob = _csv(zf, book, 4 * level)
     ts = np.rint(m[:, 0] * NS).astype(np.int64)
-    ask_px, ask_sz, bid_px, bid_sz = (ob[:, i::4].copy() for i in range(4))
+    # column-major, so that each level ([:, m]) is a contiguous column
+    ask_px, ask_sz, bid_px, bid_sz = (np.asfortranarray(ob[:, i::4]) for i in range(4))
     bid_px[(bid_px <= -9999999999) | (bid_sz == 0)] = np.nan
     ask_px[(ask_px >= 9999999999) | (ask_sz == 0)] = np.nan
     bid_sz[np.isnan(bid_px)] = 0.0
@@ -404,6 +461,45 @@ def read_lobster_zip(path, level=1):
     ex = (m[:, 1] == 4) | (m[:, 1] == 5)
     return {"ts": ts, "bid_px": bid_px, "bid_sz": bid_sz, "ask_px": ask_px, "ask_sz": ask_sz,
             "trade_ts": ts[ex], "trade_size": m[ex, 3], "trade_sign": -m[ex, 5]}
+
+
+def cks_depth(ts, bid_px, bid_sz, ask_px, ask_sz, *, window, lot_size=1.0):
+    """Depth D_i per window (CKS, published version, Sec. 1.4 of THEORY-DETAIL): the average
+    queue size right before / after a price change,
+
+        D_i = 1/2 [ sum(qb_n 1{Pb_n < Pb_{n-1}} + qb_{n-1} 1{Pb_n > Pb_{n-1}}) / #{Pb changes}
+                  + sum(qa_n 1{Pa_n > Pa_{n-1}} + qa_{n-1} 1{Pa_n < Pa_{n-1}}) / #{Pa changes} ]
+
+    over the events of window i (ts in ``floor(ts / window)``), in units of ``lot_size``.
+    Returns ``(window_start, D)``; NaN for a window without a price change on a side. Events
+    where a side is empty (NaN price) are not counted as price changes on that side.
+    """
+    ts = np.asarray(ts, dtype=np.int64)
+    bp, bs, ap, az = (np.asarray(a, dtype=float) for a in (bid_px, bid_sz, ask_px, ask_sz))
+    w = ts[1:] // int(window)
+    k = w - w[0]
+    nb = int(k[-1]) + 1 if len(k) else 0
+    with np.errstate(invalid="ignore"):
+        bdown, bup = bp[1:] < bp[:-1], bp[1:] > bp[:-1]
+        adown, aup = ap[1:] < ap[:-1], ap[1:] > ap[:-1]
+    qb = np.where(bdown, bs[1:], 0.0) + np.where(bup, bs[:-1], 0.0)
+    qa = np.where(aup, az[1:], 0.0) + np.where(adown, az[:-1], 0.0)
+    nbid = np.bincount(k, weights=(bdown | bup).astype(float), minlength=nb)
+    nask = np.bincount(k, weights=(adown | aup).astype(float), minlength=nb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        D = 0.5 * (np.bincount(k, weights=qb, minlength=nb) / nbid
+                   + np.bincount(k, weights=qa, minlength=nb) / nask) / float(lot_size)
+    return (np.arange(nb) + (w[0] if len(w) else 0)) * int(window), D
+
+
+def depth_regression(beta, depth):
+    """CKS eq. 17: ``log beta_i = log c - lambda log D_i`` by OLS over windows with beta > 0 and
+    a finite depth. Returns ``(c, lambda, r2, n)``; the stylised model has c = 1/2, lambda = 1."""
+    beta = np.asarray(beta, dtype=float)
+    depth = np.asarray(depth, dtype=float)
+    ok = (beta > 0) & (depth > 0) & np.isfinite(depth)
+    f = fit_impact(np.log(depth[ok]), np.log(beta[ok]))
+    return math.exp(f.alpha), -f.beta, f.r2, f.n
 
 
 def cks_day(path, *, bar_seconds=10, window_minutes=30, tick_size=100.0, lot_size=100.0,
@@ -420,13 +516,26 @@ def cks_day(path, *, bar_seconds=10, window_minutes=30, tick_size=100.0, lot_siz
     X, y, fe, ts_, te = predictive_pairs(table, ["ofi"], target="dmid_ticks")
     wf = walk_forward(X, y, feature_end=fe, target_start=ts_, target_end=te,
                       train=window_minutes * 60 // bar_seconds, min_train=30)
-    return summarize_fits(fits), fits, table, wf["metrics"]
+    summary = summarize_fits(fits)
+    # CKS eq. 16a: the same regression on trade imbalance (buy - sell volume, round lots)
+    ti = impact_fits(table["start"], table["trade_net"], table["dmid_ticks"],
+                     window=window_minutes * 60 * NS, lags=lags, frame=False)
+    summary["r2_ti_mean"] = summarize_fits(ti)["r2_mean"]
+    wstart, D = cks_depth(q["ts"], q["bid_px"], q["bid_sz"], q["ask_px"], q["ask_sz"],
+                          window=window_minutes * 60 * NS, lot_size=lot_size)
+    D = D[np.searchsorted(wstart, fits["window_start"])]
+    fits["depth"] = D
+    summary["depth_median"] = float(np.nanmedian(D))
+    summary["c"], summary["lambda"], summary["r2_depth"], _ = depth_regression(fits["beta"], D)
+    summary["implied_depth_median"] = float(np.nanmedian(1.0 / (2.0 * fits["beta"])))
+    return summary, fits, table, wf["metrics"]
 
 
 def cks_table(paths, **kw):
     """The CKS table for several LOBSTER days, as printable text."""
     head = (f"{'stock':<6}{'windows':>8}{'R2 mean':>9}{'R2 min':>8}{'R2 max':>8}"
-            f"{'beta med':>10}{'t med':>8}{'sig %':>7} | {'OOS R2':>8}{'hit':>6}{'IC':>7}"
+            f"{'beta med':>10}{'t med':>8}{'sig %':>7}{'R2 TI':>7}{'D med':>7}{'c':>6}"
+            f"{'lambda':>7} | {'OOS R2':>8}{'hit':>6}{'IC':>7}"
             f"{'n':>6}")
     lines = [head, "-" * len(head)]
     for path in paths:
@@ -434,22 +543,11 @@ def cks_table(paths, **kw):
         name = Path(path).name.replace("LOBSTER_SampleFile_", "").split("_")[0]
         lines.append(f"{name:<6}{s['windows']:>8}{s['r2_mean']:>9.3f}{s['r2_min']:>8.3f}"
                      f"{s['r2_max']:>8.3f}{s['beta_median']:>10.4f}{s['t_median']:>8.2f}"
-                     f"{100 * s['share_significant']:>7.0f} | {f['r2_oos']:>8.4f}"
+                     f"{100 * s['share_significant']:>7.0f}{s['r2_ti_mean']:>7.3f}"
+                     f"{s['depth_median']:>7.2f}{s['c']:>6.2f}{s['lambda']:>7.2f} | "
+                     f"{f['r2_oos']:>8.4f}"
                      f"{f['hit_rate']:>6.3f}{f['ic']:>7.3f}{f['n']:>6}")
     return "\n".join(lines)
-
-
-def _pca_weights(Z):
-    """First principal vector of the centred sample covariance of the rows of Z, sign fixed by
-    sum(w) > 0 and L1-normalised (CCZ eq. 4); also the explained-variance ratio."""
-    Zc = Z - Z.mean(axis=0)
-    cov = Zc.T @ Zc / max(len(Z) - 1, 1)
-    vals, vecs = np.linalg.eigh(cov)
-    w = vecs[:, -1]
-    if w.sum() < 0:
-        w = -w
-    tot = vals.sum()
-    return w / np.abs(w).sum(), (vals[-1] / tot if tot > 0 else math.nan)
 
 
 def _ols_r2(X, y, ridge=0.0):
@@ -464,34 +562,25 @@ def multilevel_day(path, levels, *, bar_seconds=10, window_minutes=30, tick_size
     Zhang) on one LOBSTER day with ``levels`` levels: 10 s bars, per 30-minute window.
 
     Per level m, e_{m,n} is CKS eq. 10 on the level-m quotes (levels by rank; THEORY-DETAIL
-    2.1), computed with :func:`ofi_fast.l1_ofi`. Integrated OFI: per-bar OFI of each level
-    divided by the bar's common depth scale Q (CCZ eq. 3: mean of qb + qa over the bar's
-    events and the M levels; 0 for an empty bar), projected on the first principal vector.
+    2.1), computed by :func:`features` (equal to :func:`ofi_fast.mlofi`). Integrated OFI:
+    per-bar OFI of each level divided by the bar's common depth scale Q (CCZ eq. 3: mean of qb + qa over the bar's
+    events and the M levels; 0 for an empty bar), projected on the first principal vector
+    (:func:`ofi_fast.integrated_weights`).
     For each window: in-sample R^2 of dmid (ticks) on OFI_1, on the M-vector MLOFI (OLS with
     intercept, optional ridge) and on integrated OFI (PCA fitted in the window); and the
     *parameter-out-of-sample* R^2 of the same contemporaneous relation with every parameter
     (weights, betas, training mean) taken from the previous window. Returns a dict of means.
 
-    This is where the Book module's ``mlofi``/integrated OFI plug in once merged (via
-    ``features(extra_sum=...)``); until then the per-level flows come from ``l1_ofi``.
+    The per-level flows enter the bar table through ``features(extra_sum=...)``.
     """
     q = read_lobster_zip(path, level=levels)
-    for k in ("bid_px", "bid_sz", "ask_px", "ask_sz"):
-        q[k] = q[k].reshape(len(q["ts"]), -1)
     M = levels
-    every = bar_seconds * NS
-    e = np.column_stack([l1_ofi(q["bid_px"][:, m], q["bid_sz"][:, m], q["ask_px"][:, m],
-                                q["ask_sz"][:, m]) for m in range(M)])
-    depth = (q["bid_sz"] + q["ask_sz"]).sum(axis=1)
-    extra = {f"ofi_{m + 1}": e[:, m] for m in range(M)}
-    extra["depth_sum"] = depth
-    t = features(q["ts"], q["bid_px"][:, 0], q["bid_sz"][:, 0], q["ask_px"][:, 0],
-                 q["ask_sz"][:, 0], every=every, closed="right", tick_size=tick_size,
-                 lot_size=lot_size, extra_sum=extra, frame=False)
-    X = np.column_stack([t[f"ofi_{m + 1}"] for m in range(M)]) / lot_size
-    cnt = t["n_events"].astype(float)
-    Q = np.where(cnt > 0, t["depth_sum"] / (2.0 * M * np.maximum(cnt, 1)), np.nan)
-    Z = np.where(cnt[:, None] > 0, X * lot_size / np.where(np.isfinite(Q), Q, 1.0)[:, None], 0.0)
+    t = features(q["ts"], *(q[k].reshape(len(q["ts"]), -1) for k in
+                            ("bid_px", "bid_sz", "ask_px", "ask_sz")),
+                 every=bar_seconds * NS, closed="right", tick_size=tick_size, lot_size=lot_size,
+                 frame=False)
+    X = np.column_stack([t[f"ofi_{m + 1}"] for m in range(M)])
+    Z = np.column_stack([t[f"ofi_norm_{m + 1}"] for m in range(M)])
     y = t["dmid_ticks"]
     win = t["start"] // (window_minutes * 60 * NS)
     res = {k: [] for k in ("r2_l1", "r2_ml", "r2_int", "evr", "oos_l1", "oos_ml", "oos_int")}
@@ -501,7 +590,7 @@ def multilevel_day(path, levels, *, bar_seconds=10, window_minutes=30, tick_size
         Xw, Zw, yw = X[s_], Z[s_], y[s_]
         f1 = fit_impact(Xw[:, 0], yw)
         om = _ols_r2(Xw, yw, ridge)
-        wts, evr = _pca_weights(Zw)
+        wts, evr = integrated_weights(Zw)
         fi = fit_impact(Zw @ wts, yw)
         res["r2_l1"].append(f1.r2)
         res["r2_ml"].append(om.r2)

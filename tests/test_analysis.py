@@ -1,7 +1,6 @@
 """analysis.py: features, per-window CKS fits, walk-forward evaluation and its look-ahead guard,
 and the CKS reproduction on the LOBSTER level-1 days."""
 
-import math
 import time
 
 import numpy as np
@@ -175,6 +174,10 @@ def test_cks_reproduction_real(stock):
     assert 0.2 < s["r2_mean"] < 0.9
     assert s["beta_median"] > 0 and s["t_median"] > 2
     assert s["share_significant"] >= 0.75
+    # CKS eq. 16a: trade imbalance explains less than OFI
+    assert 0.05 < s["r2_ti_mean"] < s["r2_mean"]
+    # CKS eq. 8/17: beta falls with depth (lambda > 0); depth of about a round lot or more
+    assert s["lambda"] > 0 and s["depth_median"] > 0.5
     # prediction is much weaker than explanation (THEORY-DETAIL 8.3)
     assert fc["r2_oos"] < s["r2_mean"] / 5
     assert elapsed < 5.0
@@ -212,3 +215,66 @@ def test_multilevel_real_goog5():
     # nested models: more levels cannot lower the in-sample R^2 (XGH, CCZ direction)
     assert r["r2_ml"] >= r["r2_l1"] and r["r2_int"] > r["r2_l1"]
     assert 0.5 < r["evr"] <= 1.0 and r["windows"] == 13
+
+
+def test_cks_depth_hand_computed():
+    from ofi_fast.analysis import cks_depth, depth_regression
+    # window 0: bid 100x10 -> 101x4 (up: q_{n-1} = 10) -> 100x6 (down: q_n = 6); ask
+    # 102x8 -> 102x8 -> 103x2 (up: q_n = 2). D = 1/2 ((10 + 6)/2 + 2/1) = 5, in lots of 1
+    ts = [0, 1, 2]
+    D = cks_depth(ts, [100.0, 101.0, 100.0], [10.0, 4.0, 6.0], [102.0, 102.0, 103.0],
+                  [8.0, 8.0, 2.0], window=10)[1]
+    assert D.tolist() == [5.0]
+    # eq. 17 recovers c and lambda from beta = c / D^lambda exactly
+    d = np.array([1.0, 2.0, 4.0, 8.0])
+    c, lam, r2, n = depth_regression(0.5 / d ** 1.2, d)
+    assert c == pytest.approx(0.5) and lam == pytest.approx(1.2) and n == 4
+
+
+def test_mlofi_equals_l1_ofi_per_level_real():
+    # the Book module's mlofi and the best-level kernel applied level by level agree exactly
+    import ofi_fast
+    q = read_lobster_zip(data_file("lobster", "LOBSTER_SampleFile_GOOG_2012-06-21_5.zip"), 5)
+    e = ofi_fast.mlofi(q["bid_px"], q["bid_sz"], q["ask_px"], q["ask_sz"])
+    for m in range(5):
+        np.testing.assert_array_equal(
+            e[:, m], ofi_fast.l1_ofi(q["bid_px"][:, m], q["bid_sz"][:, m], q["ask_px"][:, m],
+                                     q["ask_sz"][:, m]))
+
+
+def test_features_multilevel_book_columns(rng):
+    import ofi_fast
+    from ofi_fast.analysis import integrated_ofi
+    n, L = 800, 3
+    ts, bp, bs, ap, az = random_quotes(rng, n)
+    # levels by rank: one tick apart below the best bid / above the best ask
+    BP = np.column_stack([bp - k for k in range(L)])
+    AP = np.column_stack([ap + k for k in range(L)])
+    BS = np.column_stack([bs] + [rng.integers(0, 20, n).astype(float) for _ in range(L - 1)])
+    AS = np.column_stack([az] + [rng.integers(0, 20, n).astype(float) for _ in range(L - 1)])
+    t = features(ts, BP, BS, AP, AS, every=4000, lot_size=2.0, frame=False)
+    one = features(ts, bp, bs, ap, az, every=4000, lot_size=2.0, frame=False)
+    for k in ("start", "ofi", "mid", "dmid", "imbalance", "n_events"):
+        np.testing.assert_array_equal(t[k], one[k])
+    e = ofi_fast.mlofi(BP, BS, AP, AS)
+    np.testing.assert_array_equal(t["ofi_1"], t["ofi"])
+    for m in range(L):
+        ref_sum = np.array(ref.bars(list(map(int, ts)), list(e[:, m]), every=4000)["sum"]) / 2.0
+        np.testing.assert_allclose(t[f"ofi_{m + 1}"], ref_sum, atol=1e-9)
+    # CCZ eq. 3 by hand on the first bar
+    k0 = ts < t["end"][0]
+    q0 = (BS[k0] + AS[k0]).sum() / (2 * L * k0.sum()) / 2.0
+    assert t["depth_scale"][0] == pytest.approx(q0)
+    assert t["ofi_norm_2"][0] == pytest.approx(t["ofi_2"][0] / q0)
+    w = np.array([0.5, 0.3, 0.2])
+    np.testing.assert_allclose(integrated_ofi(t, w),
+                               0.5 * t["ofi_norm_1"] + 0.3 * t["ofi_norm_2"]
+                               + 0.2 * t["ofi_norm_3"], rtol=1e-12, atol=1e-12)
+    assert np.all(np.abs(t["depth_imbalance"]) <= 1)
+
+
+def test_imbalance_vector_6_1():
+    # THEORY-DETAIL 6.1: qb = 30, qa = 10 -> 0.5; both sides empty -> 0; carried through bars
+    t = features([0, 25], [100.0, 100.0], [30.0, 0.0], [101.0, 101.0], [10.0, 0.0], every=10,
+                 frame=False)
+    assert t["imbalance"].tolist() == [0.5, 0.5, 0.0]

@@ -396,3 +396,66 @@ def test_bars_first_error_matches_reference_order(rows, every):
     with pytest.raises(OFIError) as ei:
         bars(ts, v, every=every)
     assert (ei.value.field, ei.value.index) == first
+
+
+def test_x_input_forms_agree(rng):
+    X = np.asfortranarray(rng.normal(size=(50, 3)))
+    y = rng.normal(size=50)
+    fits = []
+    for conv in (lambda r: r, lambda r: list(r), lambda r: tuple(r), lambda r: r.astype(np.float32),
+                 lambda r: np.ascontiguousarray(r)):
+        o = RollingOLS(window=20, n_features=3)
+        for i in range(50):
+            o.update(conv(X[i]), y[i])           # X[i] is a strided row of a Fortran array
+        fits.append(o.beta)
+    o = RollingOLS(window=20, n_features=3)
+    o.update_many(X, y)
+    for b in fits[:3] + fits[4:]:
+        np.testing.assert_array_equal(b, o.beta)
+    np.testing.assert_allclose(fits[3], o.beta, rtol=1e-5)
+    one = RollingOLS(window=5)
+    for v in (1, np.float64(2.0), np.array([3.0]), [4.0], np.float32(5.0)):
+        one.update(v, 1.0)
+    np.testing.assert_array_equal(one.mean_x, 3.0)
+
+
+@pytest.mark.parametrize("kw", [{}, {"window": 7}, {"window_time": 9}])
+def test_pickle_every_window_kind(rng, kw):
+    p = 2
+    x = rng.normal(size=(60, p))
+    y = rng.normal(size=60)
+    ts = np.cumsum(rng.integers(0, 3, 60))
+    o = RollingOLS(n_features=p, **kw)
+    o.update_many(x[:30], y[:30], ts[:30])
+    c = pickle.loads(pickle.dumps(o))
+    o.update_many(x[30:], y[30:], ts[30:])
+    c.update_many(x[30:], y[30:], ts[30:])
+    np.testing.assert_array_equal(o.beta, c.beta)
+    assert o.r2 == c.r2 or (math.isnan(o.r2) and math.isnan(c.r2))
+
+
+@given(st.lists(st.tuples(st.integers(-20, 20), st.integers(-20, 20), st.integers(-20, 20),
+                          st.integers(0, 4)), min_size=1, max_size=60),
+       st.integers(2, 20), st.lists(st.integers(1, 9), min_size=1, max_size=8))
+def test_multi_regressor_time_window_chunks_bitwise(rows, wt, chunks):
+    a_ = np.array(rows, dtype=float)
+    x, y, ts = a_[:, :2], a_[:, 2], np.cumsum(a_[:, 3]).astype(np.int64)
+    a = RollingOLS(window_time=wt, n_features=2, capacity=4, grow=True)
+    fa = []
+    for i in range(len(y)):
+        fa.append(a.predict(x[i]))
+        a.update(x[i], y[i], ts=int(ts[i]))
+    b = RollingOLS(window_time=wt, n_features=2, capacity=4, grow=True)
+    fb, i, k = [], 0, 0
+    while i < len(y):
+        j = min(len(y), i + chunks[k % len(chunks)])
+        fb.extend(b.update_many(x[i:j], y[i:j], ts[i:j], forecast=True))
+        i, k = j, k + 1
+    np.testing.assert_array_equal(np.array(fa), np.array(fb))
+    r = ref.RollingOLS(window_time=wt, n_features=2)
+    for i in range(len(y)):
+        r.update(x[i], y[i], ts=int(ts[i]))
+    assert a.n == r.n
+    if not isinstance(r.beta, list) or not math.isnan(r.beta[0]):
+        if not a.singular:
+            np.testing.assert_allclose(a.beta, r.beta, rtol=1e-7, atol=1e-9)
