@@ -96,14 +96,50 @@ cdef intp_t _first_backwards(const int64_t[::1] t) noexcept nogil:
 
 cdef void _classify_aligned(ClassifierState* c, const float64_t* px, const float64_t* bid,
                             const float64_t* ask, intp_t n, int8_t* out) noexcept nogil:
+    """Batch form of classify_one for quotes aligned with the trades, written branch-free
+    (compare results and conditional moves: trade-vs-quote positions are unpredictable, so
+    branches would mispredict about half the time) with the state in locals (the int8
+    stores to `out` may alias anything, which would force the state to memory each trade)."""
+    if n == 0:
+        return
+    cdef int method = c.method
+    cdef float64_t last = c.tick.last_px if c.tick.has_last else px[0]
+    cdef int sg = c.tick.last_sign
+    cdef int64_t n_no_quote = 0, n_crossed = 0, n_uncl = 0
     cdef intp_t i
-    if c.method == METHOD_TICK:
-        for i in range(n):
-            out[i] = tick_sign(&c.tick, px[i])
-        c.n_trades += n
-    else:
-        for i in range(n):
-            out[i] = classify_one(c, px[i], bid[i], ask[i])
+    cdef float64_t p, b, a, twice, m
+    cdef int d, q, r, valid
+    for i in range(n):
+        p = px[i]
+        d = (p > last) - (p < last)
+        sg = d if d != 0 else sg
+        last = p
+        r = sg
+        if method != METHOD_TICK:
+            b = bid[i]
+            a = ask[i]
+            valid = b < a
+            if method == METHOD_EMO:
+                q = (p == a) - (p == b)
+                q = q if q != 0 else sg
+            else:
+                twice = p + p
+                m = b + a
+                q = (twice > m) - (twice < m)
+                if method == METHOD_LEE_READY:
+                    q = q if q != 0 else sg
+            r = q if valid else sg
+            n_no_quote += 1 - valid
+            n_crossed += b > a
+        n_uncl += r == 0
+        out[i] = <int8_t> r
+    c.tick.last_px = last
+    c.tick.last_sign = <int8_t> sg
+    c.tick.has_last = True
+    c.n_trades += n
+    c.n_no_quote += n_no_quote
+    c.n_crossed += n_crossed
+    c.n_unclassified += n_uncl
 
 
 cdef void _classify_lagged(ClassifierState* c, const float64_t* px, const int64_t* ts,
@@ -405,6 +441,12 @@ cdef inline void _evict_oldest(TradeFlowState* st) noexcept nogil:
 cdef int tradeflow_update(TradeFlowState* st, int64_t ts, float64_t price, float64_t size,
                           int side, float64_t bid_px, float64_t ask_px,
                           float64_t* signed) noexcept nogil:
+    return _tradeflow_step(st, ts, price, size, side, bid_px, ask_px, signed)
+
+
+cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
+                                float64_t size, int side, float64_t bid_px, float64_t ask_px,
+                                float64_t* signed) noexcept nogil:
     cdef TradeRing* r = &st.ring
     cdef intp_t keep, j
     cdef int k, status
@@ -603,6 +645,9 @@ cdef class TradeFlow:
         cdef int64_t tsi = self.st.last_ts
         cdef int si = 0
         cdef float64_t b = self.st.bid_px, a = self.st.ask_px
+        # the loop runs on a local copy of the state (stores to the output arrays could alias
+        # the object's fields and force them to memory every trade); copied back after it
+        cdef TradeFlowState loc = self.st
         with nogil:
             for i in range(n):
                 if has_ts:
@@ -612,14 +657,15 @@ cdef class TradeFlow:
                 if has_q:
                     b = bq[i]
                     a = aq[i]
-                status = tradeflow_update(&self.st, tsi, px[i], sz[i], si, b, a, &sv[i])
+                status = _tradeflow_step(&loc, tsi, px[i], sz[i], si, b, a, &sv[i])
                 if status != STATUS_OK:
                     break
                 if want_v:
-                    v[i] = _imbalance(&self.st)
+                    v[i] = _imbalance(&loc)
             if has_q and status == STATUS_OK and n > 0:
-                self.st.bid_px = b
-                self.st.ask_px = a
+                loc.bid_px = b
+                loc.ask_px = a
+            self.st = loc
         if status != STATUS_OK:
             raise_tradeflow(status, &self.st, i)
         return (sv_arr, v_arr) if rolling else sv_arr
@@ -1046,45 +1092,76 @@ cdef class VPIN:
         error names field and index i.
         """
         cdef const float64_t[::1] sz = column(size, np.float64, "size")
-        cdef intp_t n = sz.shape[0], i = 0
+        cdef intp_t n = sz.shape[0], i = 0, start = 0
         cdef const int64_t[::1] t = column(ts, np.int64, "ts", n)
-        if side is not None and buy_fraction is not None:
+        cdef const float64_t[::1] fr
+        cdef const int8_t[::1] sd
+        cdef bint use_frac = buy_fraction is not None, use_side = side is not None
+        if use_side and use_frac:
             raise OFIError("give side or buy_fraction, not both", field="buy_fraction")
-        if buy_fraction is not None:
-            frac_a = column(buy_fraction, np.float64, "buy_fraction", n)
-        elif side is not None:
-            s = column(side, np.float64, "side", n)
-            # out-of-domain sides map to NaN, which the kernel rejects at their index
-            frac_a = np.where((s == -1) | (s == 0) | (s == 1), 0.5 * (s + 1), np.nan)
-        else:
-            frac_a = np.full(n, 0.5)
-        cdef const float64_t[::1] fr = frac_a
-        good = np.where(np.isfinite(sz) & (np.asarray(sz) > 0), sz, 0.0)
-        bound = int((self.st.fill + float(np.sum(good))) / self.st.bucket_volume) + n + 1
-        if bound > 200_000_000:
-            raise OFIError(f"{bound} buckets would close; check bucket_volume",
-                           field="bucket_volume")
-        res_ts = np.empty(bound, dtype=np.int64)
-        res_v = np.empty(bound)
-        res_b = np.empty(bound)
-        res_s = np.empty(bound)
-        cdef int64_t[::1] ots = res_ts
-        cdef float64_t[::1] ov = res_v, ob = res_b, osl = res_s
+        if use_frac:
+            fr = column(buy_fraction, np.float64, "buy_fraction", n)
+        elif use_side:
+            side_arr = np.asarray(side)
+            if side_arr.dtype != np.int8:
+                # values int8 cannot hold exactly become 2, rejected by the loop at their index
+                with np.errstate(invalid="ignore"):
+                    ok = (side_arr >= -1) & (side_arr <= 1) & (side_arr == np.round(side_arr))
+                side_arr = np.where(ok, side_arr, 2).astype(np.int8)
+            sd = column(side_arr, np.int8, "side", n)
+        # output rows: a first guess from the total volume, doubled if a trade needs more
+        total = float(np.sum(sz)) if n else 0.0
+        cdef intp_t cap = 16 + (int((self.st.fill + total) / self.st.bucket_volume)
+                                if total - total == 0.0 and total >= 0 else n)
+        res_ts = np.empty(cap, dtype=np.int64)
+        res_v = np.empty(cap)
+        res_b = np.empty(cap)
+        res_s = np.empty(cap)
+        cdef int64_t[::1] ots
+        cdef float64_t[::1] ov, ob, osl
         cdef VPINOut out
-        out.ts = &ots[0]
-        out.vpin = &ov[0]
-        out.buy = &ob[0]
-        out.sell = &osl[0]
         out.n = 0
-        out.capacity = bound
         cdef int status = STATUS_OK
-        with nogil:
-            for i in range(n):
-                status = vpin_update(&self.st, t[i], sz[i], fr[i], &out)
-                if status != STATUS_OK:
-                    break
+        cdef int si
+        cdef float64_t f
+        while True:
+            ots = res_ts
+            ov = res_v
+            ob = res_b
+            osl = res_s
+            out.ts = &ots[0]
+            out.vpin = &ov[0]
+            out.buy = &ob[0]
+            out.sell = &osl[0]
+            out.capacity = res_ts.shape[0]
+            with nogil:
+                for i in range(start, n):
+                    if use_frac:
+                        f = fr[i]
+                    elif use_side:
+                        si = sd[i]
+                        if si < -1 or si > 1:
+                            status = STATUS_BAD_VALUE | (2 << 4)
+                            break
+                        f = 0.5 * (si + 1)
+                    else:
+                        f = 0.5
+                    status = vpin_update(&self.st, t[i], sz[i], f, &out)
+                    if status != STATUS_OK:
+                        break
+            if status != STATUS_CAPACITY:
+                break
+            # one trade closes more buckets than there are rows left: grow and resume at it
+            start = i
+            status = STATUS_OK
+            grow = max(2 * res_ts.shape[0],
+                       out.n + int((self.st.fill + sz[i]) / self.st.bucket_volume) + 16)
+            res_ts = np.resize(res_ts, grow)
+            res_v = np.resize(res_v, grow)
+            res_b = np.resize(res_b, grow)
+            res_s = np.resize(res_s, grow)
         if status != STATUS_OK:
-            if (status >> 4) == 2 and buy_fraction is not None:
+            if (status >> 4) == 2 and use_frac:
                 raise_status(status & 15, "buy_fraction", i, "must be in [0, 1]")
             raise_vpin(status, &self.st, i)
         k = out.n

@@ -653,3 +653,13 @@ def test_real_tick_rule_tardis_bitstamp():
     row = _report("bitstamp BTCUSD 2026-05-02 (tick only)", truth,
                   {"tick": classify_trades(px, method="tick", tick_size=1.0)})
     assert row["tick"] > 0.5
+
+
+def test_vpin_output_grows_when_guess_is_short():
+    # the NaN makes the total volume unusable as a row estimate: the 1000 buckets closed by
+    # trade 0 overflow the first guess, the output grows, then trade 1 is rejected
+    v = VPIN(1, 3)
+    with pytest.raises(NonFiniteError) as e:
+        v.update_many([0, 1], [1000.0, np.nan], [1, 1])
+    assert (e.value.field, e.value.index) == ("size", 1)
+    assert v.n_closed == 1000 and v.value == 1.0
