@@ -32,46 +32,42 @@ cdef struct ClassifierState:
 
 # Tick rule: +1 uptick, -1 downtick, the last non-zero change's sign on a zero tick,
 # 0 before the first non-zero change. Updates the tick state with the price.
+# Branch-free (compare results and conditional moves): price moves are unpredictable.
 cdef inline int8_t tick_sign(TickState* t, float64_t price) noexcept nogil:
+    cdef int d = 0
     if t.has_last:
-        if price > t.last_px:
-            t.last_sign = 1
-        elif price < t.last_px:
-            t.last_sign = -1
+        d = (price > t.last_px) - (price < t.last_px)
+    t.last_sign = <int8_t> d if d != 0 else t.last_sign
     t.last_px = price
     t.has_last = True
     return t.last_sign
 
-# One trade at `price` with the prevailing quote (bid, ask) (NaN when unknown) under c.method.
-# Prices are compared exactly: pass integer ticks or exact multiples of the tick.
+# One trade at `price` with the prevailing quote (bid, ask) (NaN when unknown) under c.method
+# (not METHOD_NONE). Prices are compared exactly: pass integer ticks or exact multiples of the
+# tick. Branch-free apart from the method (constant in a stream): where a trade falls against
+# the quote is unpredictable, and a mispredicted branch costs more than the whole rule.
 cdef inline int8_t classify_one(ClassifierState* c, float64_t price, float64_t bid,
                                 float64_t ask) noexcept nogil:
-    cdef int8_t tk = tick_sign(&c.tick, price)
-    cdef int8_t s = tk
-    cdef float64_t twice
-    c.n_trades += 1
-    if c.method >= METHOD_QUOTE:
-        if bid < ask:              # a valid quote (False for NaN, locked, crossed)
-            if c.method == METHOD_EMO:
-                if price == ask:
-                    s = 1
-                elif price == bid:
-                    s = -1
-            else:
-                twice = price + price
-                if twice > bid + ask:
-                    s = 1
-                elif twice < bid + ask:
-                    s = -1
-                elif c.method == METHOD_QUOTE:
-                    s = 0
+    cdef int sg = tick_sign(&c.tick, price)
+    cdef int r = sg, q, valid
+    cdef float64_t twice, mid2
+    if c.method != METHOD_TICK:
+        valid = bid < ask          # a usable quote: False for NaN, locked, crossed
+        if c.method == METHOD_EMO:
+            q = (price == ask) - (price == bid)
+            q = q if q != 0 else sg
         else:
-            c.n_no_quote += 1
-            if bid > ask:
-                c.n_crossed += 1
-    if s == 0:
-        c.n_unclassified += 1
-    return s
+            twice = price + price
+            mid2 = bid + ask
+            q = (twice > mid2) - (twice < mid2)
+            if c.method == METHOD_LEE_READY:
+                q = q if q != 0 else sg
+        r = q if valid else sg
+        c.n_no_quote += 1 - valid
+        c.n_crossed += bid > ask
+    c.n_trades += 1
+    c.n_unclassified += r == 0
+    return <int8_t> r
 
 cdef void classifier_reset(ClassifierState* c) noexcept nogil
 
