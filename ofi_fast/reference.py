@@ -423,3 +423,34 @@ def vpin(ts, size, side=None, *, buy_fraction=None, bucket_volume, n_buckets):
             buy += (hi - max(lo, k * V)) * f
         cum = hi
     return out_ts, out_v, out_b, out_s
+
+
+class VPIN:
+    """Streaming VPIN oracle: keeps every trade and recomputes with vpin() (see ofi_fast.VPIN)."""
+
+    def __init__(self, bucket_volume, n_buckets):
+        self.bucket_volume, self.n_buckets = bucket_volume, n_buckets
+        self.ts, self.size, self.frac = [], [], []
+
+    def update(self, ts, size, side=0):
+        return self.update_fraction(ts, size, 0.5 * (side + 1))
+
+    def update_fraction(self, ts, size, buy_fraction):
+        before = self.n_closed
+        self.ts.append(ts)
+        self.size.append(size)
+        self.frac.append(buy_fraction)
+        return self.n_closed - before
+
+    def _buckets(self):
+        return vpin(self.ts, self.size, buy_fraction=self.frac,
+                    bucket_volume=self.bucket_volume, n_buckets=self.n_buckets)
+
+    @property
+    def n_closed(self):
+        return len(self._buckets()[0])
+
+    @property
+    def value(self):
+        v = self._buckets()[1]
+        return v[-1] if v else math.nan

@@ -663,3 +663,20 @@ def test_vpin_output_grows_when_guess_is_short():
         v.update_many([0, 1], [1000.0, np.nan], [1, 1])
     assert (e.value.field, e.value.index) == ("size", 1)
     assert v.n_closed == 1000 and v.value == 1.0
+
+
+def test_reference_parity_names():
+    # every public name of this module has a pure-Python twin in reference.py
+    for name in ("classify_trades", "Classifier", "TradeFlow", "trade_flow", "bvc", "vpin",
+                 "VPIN"):
+        assert hasattr(ref, name), name
+        assert hasattr(ofi_fast, name), name
+
+
+def test_vpin_streaming_matches_reference_class(rng):
+    v, r = VPIN(7, 3), ref.VPIN(7, 3)
+    for i in range(60):
+        s, d = float(rng.integers(0, 12)), int(rng.integers(-1, 2))
+        assert v.update(i, s, d) == r.update(i, s, d)
+    assert v.n_closed == r.n_closed
+    assert v.value == pytest.approx(r.value, rel=1e-14)
