@@ -71,6 +71,37 @@ cdef inline int8_t classify_one(ClassifierState* c, float64_t price, float64_t b
 
 cdef void classifier_reset(ClassifierState* c) noexcept nogil
 
+# Quotes waiting to take effect under a quote delay (Lee-Ready's lag): FIFO ring, grown by
+# doubling when full (the only allocation, amortised; none at all with lag 0).
+cdef struct QuoteQueue:
+    int64_t* ts          # quote timestamps, non-decreasing in push order
+    float64_t* bid       # best bid of each pending quote (NaN: none)
+    float64_t* ask       # best ask of each pending quote (NaN: none)
+    intp_t capacity      # slots allocated
+    intp_t head          # slot of the oldest pending quote
+    intp_t count         # pending quotes, 0 <= count <= capacity
+
+# Streaming classifier: a ClassifierState, the prevailing quote and the pending quotes.
+cdef struct StreamClassifierState:
+    ClassifierState cls
+    int64_t quote_lag    # a trade at t uses the last quote with quote ts <= t - quote_lag (>= 0)
+    float64_t bid_px     # prevailing bid (NaN before the first quote takes effect)
+    float64_t ask_px     # prevailing ask
+    QuoteQueue pending   # quotes not yet in effect (only used when quote_lag > 0)
+    bint has_last        # a trade has been classified since reset
+    int64_t last_ts      # the last trade's timestamp
+    bint has_quote_ts    # a quote has been pushed since reset
+    int64_t last_quote_ts  # the last quote's timestamp
+
+# Push a quote: STATUS_OK, STATUS_TIME_BACKWARDS (quote ts before the previous quote's) or
+# STATUS_NO_MEMORY, state unchanged on failure.
+cdef int stream_classifier_quote(StreamClassifierState* st, int64_t ts, float64_t bid_px,
+                                 float64_t ask_px) noexcept nogil
+# Classify a trade: writes the sign to *sign. STATUS_TIME_BACKWARDS (field 0 ts) or
+# STATUS_NON_FINITE | 1 << 4 (price); state unchanged on failure.
+cdef int stream_classifier_trade(StreamClassifierState* st, int64_t ts, float64_t price,
+                                 int8_t* sign) noexcept nogil
+
 
 # Ring of the trades inside a TradeFlow window (count or time window).
 cdef struct TradeRing:
@@ -117,6 +148,13 @@ cdef class TradeFlow:
                   float64_t* signed) noexcept nogil
     cpdef float64_t update(self, int64_t ts, float64_t price, float64_t size,
                            int side=*) except? -1.0
+
+
+cdef class Classifier:
+    cdef StreamClassifierState st
+    cdef readonly object method
+    cdef int push(self, int64_t ts, float64_t price, int8_t* sign) noexcept nogil
+    cpdef int update(self, int64_t ts, float64_t price) except? -2
 
 
 cdef class _EmptyTradeCall:

@@ -157,99 +157,177 @@ cdef void _classify_lagged(ClassifierState* c, const float64_t* px, const int64_
         out[i] = classify_one(c, px[i], b, a)
 
 
-cdef class Classifier:
-    """Streaming trade-sign classifier (see the module docstring for the rules).
+cdef int stream_classifier_quote(StreamClassifierState* st, int64_t ts, float64_t bid_px,
+                                 float64_t ask_px) noexcept nogil:
+    cdef QuoteQueue* q = &st.pending
+    cdef QuoteQueue g
+    cdef intp_t i, j, cap
+    if st.has_quote_ts and ts < st.last_quote_ts:
+        return STATUS_TIME_BACKWARDS
+    st.has_quote_ts = True
+    st.last_quote_ts = ts
+    if st.quote_lag == 0:
+        st.bid_px = bid_px
+        st.ask_px = ask_px
+        return STATUS_OK
+    if q.count == q.capacity:
+        cap = 2 * q.capacity if q.capacity else 64
+        g.ts = <int64_t*> malloc(cap * sizeof(int64_t))
+        g.bid = <float64_t*> malloc(cap * sizeof(float64_t))
+        g.ask = <float64_t*> malloc(cap * sizeof(float64_t))
+        if g.ts == NULL or g.bid == NULL or g.ask == NULL:
+            free(g.ts)
+            free(g.bid)
+            free(g.ask)
+            return STATUS_NO_MEMORY
+        for i in range(q.count):
+            j = (q.head + i) % q.capacity
+            g.ts[i] = q.ts[j]
+            g.bid[i] = q.bid[j]
+            g.ask[i] = q.ask[j]
+        free(q.ts)
+        free(q.bid)
+        free(q.ask)
+        g.capacity = cap
+        g.head = 0
+        g.count = q.count
+        q[0] = g
+    j = q.head + q.count
+    if j >= q.capacity:
+        j -= q.capacity
+    q.ts[j] = ts
+    q.bid[j] = bid_px
+    q.ask[j] = ask_px
+    q.count += 1
+    return STATUS_OK
 
-    ``Classifier(method, quote_lag=0)``: ``update_quote(ts, bid_px, ask_px)`` records a quote,
-    ``update(ts, price)`` returns the trade's sign against the quote prevailing at
-    ``ts - quote_lag`` (the last quote with quote ts <= ts - quote_lag). Pending quotes are
-    kept in a buffer only when ``quote_lag > 0``.
+
+cdef int stream_classifier_trade(StreamClassifierState* st, int64_t ts, float64_t price,
+                                 int8_t* sign) noexcept nogil:
+    cdef QuoteQueue* q = &st.pending
+    if st.has_last and ts < st.last_ts:
+        return STATUS_TIME_BACKWARDS
+    if not (price - price == 0.0):
+        return STATUS_NON_FINITE | (1 << 4)
+    while q.count > 0 and q.ts[q.head] <= ts - st.quote_lag:
+        st.bid_px = q.bid[q.head]
+        st.ask_px = q.ask[q.head]
+        q.head += 1
+        if q.head == q.capacity:
+            q.head = 0
+        q.count -= 1
+    st.has_last = True
+    st.last_ts = ts
+    sign[0] = classify_one(&st.cls, price, st.bid_px, st.ask_px)
+    return STATUS_OK
+
+
+@cython.final
+cdef class Classifier:
+    """Streaming trade-sign classifier (rules and sources in the module docstring).
+
+    ``Classifier(method="lee_ready", quote_lag=0)``: ``update_quote(ts, bid_px, ask_px)``
+    records a quote (NaN for a missing side); ``update(ts, price)`` returns the trade's sign
+    (+1, -1, 0) against the last quote with quote ts <= ``ts - quote_lag`` (Lee & Ready's quote
+    delay; with lag 0 the latest quote). Trades and quotes must each be in time order, and a
+    quote counts as prevailing for trades fed after it. With a lag, quotes not yet in effect
+    wait in a ring that doubles when full (no allocation otherwise).
     """
 
-    cdef ClassifierState st
-    cdef readonly object method
-    cdef readonly int64_t quote_lag
-    cdef float64_t bid_px, ask_px
-    cdef object pending       # quotes newer than ts - quote_lag (only with a lag)
-    cdef int64_t last_ts
-    cdef bint has_last
-
     def __cinit__(self, method="lee_ready", quote_lag=0):
-        self.st.method = _method_code(method)
+        self.st.cls.method = _method_code(method)
         self.method = method
-        if quote_lag < 0:
+        if int(quote_lag) < 0:
             raise OFIError(f"quote_lag must be >= 0, got {quote_lag!r}", field="quote_lag")
-        self.quote_lag = quote_lag
+        self.st.quote_lag = int(quote_lag)
+        self.st.pending.ts = NULL
+        self.st.pending.bid = NULL
+        self.st.pending.ask = NULL
+        self.st.pending.capacity = 0
         self.reset()
+
+    def __dealloc__(self):
+        free(self.st.pending.ts)
+        free(self.st.pending.bid)
+        free(self.st.pending.ask)
+
+    @property
+    def quote_lag(self):
+        """Quote delay in ts units."""
+        return self.st.quote_lag
 
     def reset(self):
         """Forget all trades and quotes."""
-        classifier_reset(&self.st)
-        self.bid_px = NAN
-        self.ask_px = NAN
-        self.pending = []
-        self.has_last = False
-        self.last_ts = 0
+        classifier_reset(&self.st.cls)
+        self.st.bid_px = NAN
+        self.st.ask_px = NAN
+        self.st.pending.head = 0
+        self.st.pending.count = 0
+        self.st.has_last = False
+        self.st.last_ts = 0
+        self.st.has_quote_ts = False
+        self.st.last_quote_ts = 0
 
     def update_quote(self, int64_t ts, float64_t bid_px, float64_t ask_px):
         """Record the best quote at time ``ts`` (NaN for a missing side)."""
-        if self.quote_lag == 0:
-            self.bid_px = bid_px
-            self.ask_px = ask_px
-        else:
-            if self.pending and ts < self.pending[len(self.pending) - 1][0]:
-                raise_status(STATUS_TIME_BACKWARDS, "ts", 0)
-            self.pending.append((ts, bid_px, ask_px))
+        cdef int status = stream_classifier_quote(&self.st, ts, bid_px, ask_px)
+        if status == STATUS_NO_MEMORY:
+            raise MemoryError()
+        raise_status(status, "ts", 0)
+
+    cdef int push(self, int64_t ts, float64_t price, int8_t* sign) noexcept nogil:
+        return stream_classifier_trade(&self.st, ts, price, sign)
 
     cpdef int update(self, int64_t ts, float64_t price) except? -2:
         """Classify one trade; return +1, -1 or 0."""
-        if not (price - price == 0.0):
-            raise_status(STATUS_NON_FINITE, "price", 0)
-        if self.has_last and ts < self.last_ts:
-            raise_status(STATUS_TIME_BACKWARDS, "ts", 0)
-        cdef intp_t k = 0
-        if self.quote_lag:
-            p = self.pending
-            while k < len(p) and p[k][0] <= ts - self.quote_lag:
-                self.bid_px = p[k][1]
-                self.ask_px = p[k][2]
-                k += 1
-            if k:
-                del p[:k]
-        self.has_last = True
-        self.last_ts = ts
-        return classify_one(&self.st, price, self.bid_px, self.ask_px)
+        cdef int8_t s
+        cdef int status = stream_classifier_trade(&self.st, ts, price, &s)
+        if status != STATUS_OK:
+            raise_status(status & 15, _FIELDS[status >> 4], 0)
+        return s
 
     @property
     def n_trades(self):
         """Trades classified since reset."""
-        return self.st.n_trades
+        return self.st.cls.n_trades
 
     @property
     def n_no_quote(self):
         """Trades a quote-based rule sent to the tick rule (no, locked or crossed quote)."""
-        return self.st.n_no_quote
+        return self.st.cls.n_no_quote
 
     @property
     def n_crossed(self):
         """Trades whose prevailing quote was crossed (bid > ask)."""
-        return self.st.n_crossed
+        return self.st.cls.n_crossed
 
     @property
     def n_unclassified(self):
         """Trades that came out 0."""
-        return self.st.n_unclassified
+        return self.st.cls.n_unclassified
 
     def __reduce__(self):
-        return (Classifier, (self.method, self.quote_lag),
-                {"cls": classifier_getstate(&self.st), "quote": (self.bid_px, self.ask_px),
-                 "pending": list(self.pending), "last": (bool(self.has_last), self.last_ts)})
+        cdef QuoteQueue* q = &self.st.pending
+        cdef intp_t i, j
+        pending = []
+        for i in range(q.count):
+            j = (q.head + i) % q.capacity
+            pending.append((q.ts[j], q.bid[j], q.ask[j]))
+        return (Classifier, (self.method, self.st.quote_lag),
+                {"cls": classifier_getstate(&self.st.cls),
+                 "quote": (self.st.bid_px, self.st.ask_px), "pending": pending,
+                 "last": (bool(self.st.has_last), self.st.last_ts),
+                 "last_quote": (bool(self.st.has_quote_ts), self.st.last_quote_ts)})
 
     def __setstate__(self, d):
-        classifier_setstate(&self.st, d["cls"])
-        self.bid_px, self.ask_px = d["quote"]
-        self.pending = list(d["pending"])
-        self.has_last, self.last_ts = d["last"]
+        classifier_setstate(&self.st.cls, d["cls"])
+        self.st.has_quote_ts = False
+        for ts, b, a in d["pending"]:
+            if stream_classifier_quote(&self.st, ts, b, a) != STATUS_OK:
+                raise MemoryError()
+        self.st.bid_px, self.st.ask_px = d["quote"]
+        self.st.has_last, self.st.last_ts = d["last"]
+        self.st.has_quote_ts, self.st.last_quote_ts = d["last_quote"]
 
 
 def _ticks(x, tick_size):

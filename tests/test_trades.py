@@ -680,3 +680,31 @@ def test_vpin_streaming_matches_reference_class(rng):
         assert v.update(i, s, d) == r.update(i, s, d)
     assert v.n_closed == r.n_closed
     assert v.value == pytest.approx(r.value, rel=1e-14)
+
+
+def test_classifier_pending_quotes_grow_and_errors():
+    # lag 1000 with 500 quotes inside the lag: the pending ring grows past its 64 slots
+    rng = np.random.default_rng(11)
+    qts = np.arange(0, 5000, 2)
+    qb = 100.0 + rng.integers(-3, 3, len(qts))
+    qa = qb + rng.integers(1, 3, len(qts))
+    ts = np.arange(1, 5000, 2)
+    px = 100.0 + rng.integers(-4, 5, len(ts))
+    want = classify_trades(px, method="lee_ready", bid_px=qb, ask_px=qa, ts=ts, quote_ts=qts,
+                           quote_lag=1000)
+    c = Classifier("lee_ready", quote_lag=1000)
+    got = []
+    for i in range(len(ts)):
+        c.update_quote(int(qts[i]), qb[i], qa[i])
+        got.append(c.update(int(ts[i]), px[i]))
+        if i == 1200:
+            c = pickle.loads(pickle.dumps(c))       # mid-stream with 500 pending quotes
+    assert got == want.tolist()
+    with pytest.raises(TimeOrderError):
+        c.update_quote(0, 1.0, 2.0)
+    with pytest.raises(TimeOrderError):
+        c.update(0, 1.0)
+    with pytest.raises(NonFiniteError) as e:
+        c.update(10**6, np.nan)
+    assert e.value.field == "price"
+    assert c.n_trades == len(ts)                     # failed calls changed nothing
