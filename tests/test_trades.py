@@ -708,3 +708,22 @@ def test_classifier_pending_quotes_grow_and_errors():
         c.update(10**6, np.nan)
     assert e.value.field == "price"
     assert c.n_trades == len(ts)                     # failed calls changed nothing
+
+
+def test_inputs_read_only_and_unmodified(rng):
+    ts, price, size, side, bid, ask = _flow_stream(rng, 200)
+    cols = [ts, price, size, side, bid, ask]
+    copies = [c.copy() for c in cols]
+    for c in cols:
+        c.flags.writeable = False
+    for m in METHODS:
+        classify_trades(price, method=m, bid_px=bid, ask_px=ask)
+    classify_trades(price, method="lee_ready", bid_px=bid, ask_px=ask, ts=ts, quote_ts=ts,
+                    quote_lag=3)
+    trade_flow(ts, price, size, side, window=5, classify="emo", bid_px=bid, ask_px=ask,
+               rolling=True)
+    trade_flow(ts[::2], price[::2], size[::2], side[::2].astype(np.int64))   # strided, int64
+    vpin(ts, size, side, bucket_volume=10, n_buckets=3)
+    bvc(ts, price, size, every=5)
+    for c, k in zip(cols, copies):
+        assert np.array_equal(c, k)
