@@ -586,6 +586,32 @@ cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
     return STATUS_OK
 
 
+cdef inline int _tradeflow_step_plain(TradeFlowState* st, int64_t ts, float64_t price,
+                                      float64_t size, int side,
+                                      float64_t* signed) noexcept nogil:
+    """_tradeflow_step for the common case, no window and no classifier: the same checks and
+    sums, small enough to be inlined into update_many's loop (the general step is not)."""
+    cdef int k
+    if st.has_last and ts < st.last_ts:
+        return STATUS_TIME_BACKWARDS
+    if not (price - price == 0.0):
+        return STATUS_NON_FINITE | (1 << 4)
+    if not (size - size == 0.0):
+        return STATUS_NON_FINITE | (2 << 4)
+    if size < 0.0:
+        return STATUS_NEGATIVE | (2 << 4)
+    if side < -1 or side > 1:
+        return STATUS_BAD_VALUE | (3 << 4)
+    k = side + 1
+    neumaier_add(&st.vol[k], &st.comp[k], size)
+    st.n[k] += 1
+    st.n_events += 1
+    st.has_last = True
+    st.last_ts = ts
+    signed[0] = side * size
+    return STATUS_OK
+
+
 cdef inline float64_t _vol(const TradeFlowState* st, int k) noexcept nogil:
     return st.vol[k] + st.comp[k]
 
@@ -726,6 +752,8 @@ cdef class TradeFlow:
         # the loop runs on a local copy of the state (stores to the output arrays could alias
         # the object's fields and force them to memory every trade); copied back after it
         cdef TradeFlowState loc = self.st
+        cdef bint plain = (loc.window == 0 and loc.window_time == 0
+                           and loc.cls.method == METHOD_NONE)
         with nogil:
             for i in range(n):
                 if has_ts:
@@ -735,7 +763,10 @@ cdef class TradeFlow:
                 if has_q:
                     b = bq[i]
                     a = aq[i]
-                status = _tradeflow_step(&loc, tsi, px[i], sz[i], si, b, a, &sv[i])
+                if plain:
+                    status = _tradeflow_step_plain(&loc, tsi, px[i], sz[i], si, &sv[i])
+                else:
+                    status = _tradeflow_step(&loc, tsi, px[i], sz[i], si, b, a, &sv[i])
                 if status != STATUS_OK:
                     break
                 if want_v:
