@@ -94,23 +94,25 @@ cdef intp_t _first_backwards(const int64_t[::1] t) noexcept nogil:
     return -1
 
 
-cdef void _classify_aligned(ClassifierState* c, const float64_t* px, const float64_t* bid,
-                            const float64_t* ask, intp_t n, int8_t* out) noexcept nogil:
+cdef intp_t _classify_aligned(ClassifierState* c, const float64_t* px, const float64_t* bid,
+                              const float64_t* ask, intp_t n, int8_t* out) noexcept nogil:
     """Batch form of classify_one for quotes aligned with the trades, written branch-free
     (compare results and conditional moves: trade-vs-quote positions are unpredictable, so
     branches would mispredict about half the time) with the state in locals (the int8
-    stores to `out` may alias anything, which would force the state to memory each trade)."""
+    stores to `out` may alias anything, which would force the state to memory each trade).
+    Returns the number of non-finite prices (counted in the same pass; the caller raises)."""
     if n == 0:
-        return
+        return 0
     cdef int method = c.method
     cdef float64_t last = c.tick.last_px if c.tick.has_last else px[0]
     cdef int sg = c.tick.last_sign
     cdef int64_t n_no_quote = 0, n_crossed = 0, n_uncl = 0
-    cdef intp_t i
+    cdef intp_t i, n_bad = 0
     cdef float64_t p, b, a, twice, m
     cdef int d, q, r, valid
     for i in range(n):
         p = px[i]
+        n_bad += not (p - p == 0.0)
         d = (p > last) - (p < last)
         sg = d if d != 0 else sg
         last = p
@@ -140,6 +142,7 @@ cdef void _classify_aligned(ClassifierState* c, const float64_t* px, const float
     c.n_no_quote += n_no_quote
     c.n_crossed += n_crossed
     c.n_unclassified += n_uncl
+    return n_bad
 
 
 cdef void _classify_lagged(ClassifierState* c, const float64_t* px, const int64_t* ts,
@@ -372,17 +375,19 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
     cdef const int64_t[::1] t
     cdef const int64_t[::1] qt
     cdef int64_t lag = quote_lag
-    bad = _first_nonfinite(px)
-    if bad >= 0:
-        raise_status(STATUS_NON_FINITE, "price", bad)
     out_arr = np.empty(n, dtype=np.int8)
     cdef int8_t[::1] out = out_arr
     if n == 0:
         return out_arr
     if c.method == METHOD_TICK:
         with nogil:
-            _classify_aligned(&c, &px[0], NULL, NULL, n, &out[0])
+            bad = _classify_aligned(&c, &px[0], NULL, NULL, n, &out[0])
+        if bad:      # non-finite prices were counted in the pass; name the first
+            raise_status(STATUS_NON_FINITE, "price", _first_nonfinite(px))
         return out_arr
+    bad = _first_nonfinite(px) if (quote_ts is not None) else -1
+    if bad >= 0:
+        raise_status(STATUS_NON_FINITE, "price", bad)
     if bid_px is None or ask_px is None:
         raise OFIError(f"method {method!r} needs bid_px and ask_px",
                        field="bid_px" if bid_px is None else "ask_px")
@@ -395,7 +400,9 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
         bid = _ticks(column(bid_px, np.float64, "bid_px", n), tick_size)
         ask = _ticks(column(ask_px, np.float64, "ask_px", n), tick_size)
         with nogil:
-            _classify_aligned(&c, &px[0], &bid[0], &ask[0], n, &out[0])
+            bad = _classify_aligned(&c, &px[0], &bid[0], &ask[0], n, &out[0])
+        if bad:
+            raise_status(STATUS_NON_FINITE, "price", _first_nonfinite(px))
         return out_arr
     if ts is None:
         raise OFIError("quote_ts needs the trades' ts", field="ts")

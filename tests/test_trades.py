@@ -108,6 +108,15 @@ def test_classify_bad_input():
     with pytest.raises(NonFiniteError) as e:
         classify_trades([1.0, np.nan], method="tick")
     assert e.value.field == "price" and e.value.index == 1
+    for m in METHODS:
+        with pytest.raises(NonFiniteError) as e:
+            classify_trades([1.0, 2.0, np.inf, np.nan], method=m, bid_px=[0.0] * 4,
+                            ask_px=[3.0] * 4)
+        assert (e.value.field, e.value.index) == ("price", 2)
+    with pytest.raises(NonFiniteError) as e:
+        classify_trades([1.0, np.nan], method="emo", bid_px=[0.0], ask_px=[3.0], ts=[0, 1],
+                        quote_ts=[0])
+    assert (e.value.field, e.value.index) == ("price", 1)
     with pytest.raises(OFIError) as e:
         classify_trades([1.0], method="nope")
     assert e.value.field == "method"
