@@ -118,6 +118,8 @@ cdef struct TradeFlowState:
     float64_t ask_px     # prevailing ask (NaN before the first one)
     int64_t window       # count window (trades); 0 = none
     int64_t window_time  # time window (ts units): trades with ts in (t - window_time, t]; 0 = none
+    float64_t window_volume  # volume window: the latest trades holding this volume, the oldest
+                             # trimmed (ring size = its counted part); 0 = none
     bint grow            # time window: double the ring instead of failing when it is full
     TradeRing ring       # the trades in the window (unused without a window)
     float64_t vol[3]     # Neumaier sums of size in the window by side index (0 sell, 1 unk, 2 buy)
@@ -144,6 +146,7 @@ cdef class TradeFlow:
     cdef readonly object window
     cdef readonly object window_time
     cdef readonly object classify
+    cdef readonly object window_volume
     cdef int push(self, int64_t ts, float64_t price, float64_t size, int side,
                   float64_t* signed) noexcept nogil
     cpdef float64_t update(self, int64_t ts, float64_t price, float64_t size,

@@ -478,6 +478,7 @@ cdef int tradeflow_init(TradeFlowState* st, int method, int64_t window, int64_t 
     st.cls.method = method
     st.window = window
     st.window_time = window_time
+    st.window_volume = 0.0
     st.grow = grow
     st.ring.ts = NULL
     st.ring.size = NULL
@@ -523,6 +524,27 @@ cdef inline void _evict_oldest(TradeFlowState* st) noexcept nogil:
         st.comp[k] = 0.0
 
 
+cdef inline float64_t _window_total(const TradeFlowState* st) noexcept nogil:
+    return (st.vol[0] + st.vol[1] + st.vol[2]) + (st.comp[0] + st.comp[1] + st.comp[2])
+
+
+cdef void _trim_to_volume(TradeFlowState* st) noexcept nogil:
+    """Volume window: evict the oldest trades while the others still hold >= window_volume,
+    then count only the newest part of the oldest one so the window holds exactly that
+    volume (all trades while the stream has less)."""
+    cdef TradeRing* r = &st.ring
+    cdef float64_t tot = _window_total(st), excess
+    cdef int k
+    while r.count > 1 and tot - r.size[r.head] >= st.window_volume:
+        tot -= r.size[r.head]
+        _evict_oldest(st)
+    excess = tot - st.window_volume
+    if excess > 0.0:
+        k = r.side[r.head] + 1
+        neumaier_add(&st.vol[k], &st.comp[k], -excess)
+        r.size[r.head] -= excess
+
+
 cdef int tradeflow_update(TradeFlowState* st, int64_t ts, float64_t price, float64_t size,
                           int side, float64_t bid_px, float64_t ask_px,
                           float64_t* signed) noexcept nogil:
@@ -533,6 +555,7 @@ cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
                                 float64_t size, int side, float64_t bid_px, float64_t ask_px,
                                 float64_t* signed) noexcept nogil:
     cdef TradeRing* r = &st.ring
+    cdef float64_t tot
     cdef intp_t keep, j
     cdef int k, status
     cdef int8_t s
@@ -566,6 +589,24 @@ cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
     elif st.window:
         if r.count == st.window:
             _evict_oldest(st)
+    elif st.window_volume > 0.0:
+        # trades that will stay: drop the oldest while the rest still hold >= window_volume
+        tot = _window_total(st) + size
+        keep = r.count
+        j = r.head
+        while keep > 0 and tot - r.size[j] >= st.window_volume:
+            tot -= r.size[j]
+            keep -= 1
+            j += 1
+            if j == r.capacity:
+                j = 0
+        if keep >= r.capacity:
+            if not st.grow:
+                return STATUS_CAPACITY
+            if trade_ring_grow(r, 2 * r.capacity) != STATUS_OK:
+                return STATUS_NO_MEMORY
+        while r.count > keep:          # free their slots before the push (trim comes after)
+            _evict_oldest(st)
     # Sign.
     s = <int8_t> side
     if st.cls.method != METHOD_NONE:
@@ -578,7 +619,7 @@ cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
     k = s + 1
     neumaier_add(&st.vol[k], &st.comp[k], size)
     st.n[k] += 1
-    if st.window or st.window_time:
+    if st.window or st.window_time or st.window_volume > 0.0:
         j = r.head + r.count
         if j >= r.capacity:
             j -= r.capacity
@@ -586,6 +627,8 @@ cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
         r.size[j] = size
         r.side[j] = s
         r.count += 1
+        if st.window_volume > 0.0:
+            _trim_to_volume(st)
     st.n_events += 1
     st.has_last = True
     st.last_ts = ts
@@ -646,7 +689,8 @@ cdef int raise_tradeflow(int status, TradeFlowState* st, intp_t index) except -1
 cdef class TradeFlow:
     """Streaming trade flow imbalance over a count window, a time window or the whole stream.
 
-    ``TradeFlow(window=None, window_time=None, classify=None, capacity=None, grow=False)``
+    ``TradeFlow(window=None, window_time=None, classify=None, capacity=None, grow=False,
+    window_volume=None)``
 
     Over the trades in the window (CKS 2014 eq. 13): ``buy_volume`` B, ``sell_volume`` S,
     ``net`` = B - S, ``imbalance`` = (B - S) / (B + S), 0 when B + S = 0 (``empty`` says so);
@@ -654,7 +698,10 @@ cdef class TradeFlow:
 
     - ``window``: the last ``window`` trades; ``window_time``: trades with ts in
       ``(t - window_time, t]`` (ring of ``capacity`` slots, default 65536, CapacityError when a
-      window needs more unless ``grow=True``); neither: the whole stream.
+      window needs more unless ``grow=True``); ``window_volume``: the shortest run of latest
+      trades holding at least that volume, the oldest one counted only in part so the window
+      holds exactly ``window_volume`` (the volume clock; all trades while the stream has less;
+      same ``capacity``/``grow`` rule); none: the whole stream.
     - ``classify``: None (side-0 trades stay unknown and are counted in U / ``n_unknown``) or
       ``"tick"``, ``"quote"``, ``"lee_ready"``, ``"emo"``: side-0 trades are signed by that rule
       against the quote given by ``update_quote`` (or the per-trade quotes passed to
@@ -668,14 +715,33 @@ cdef class TradeFlow:
     """
 
     def __cinit__(self, window=None, window_time=None, classify=None, capacity=None,
-                  grow=False):
-        w, wt, cap = check_window(window, window_time, capacity)
+                  grow=False, window_volume=None):
+        cdef float64_t wv = 0.0
+        if window_volume is not None:
+            if window is not None or window_time is not None:
+                raise OFIError("give one of window, window_time, window_volume",
+                               field="window_volume")
+            wv = float(window_volume)
+            if not (wv > 0.0 and wv - wv == 0.0):
+                raise OFIError(f"window_volume must be > 0 and finite, got {window_volume!r}",
+                               field="window_volume")
+            w, wt = 0, 0
+            cap = 1 << 16 if capacity is None else int(capacity)
+            if cap < 1:
+                raise OFIError(f"capacity must be >= 1, got {capacity!r}", field="capacity")
+        else:
+            w, wt, cap = check_window(window, window_time, capacity)
         self.window = window
         self.window_time = window_time
+        self.window_volume = window_volume
         self.classify = classify
         if tradeflow_init(&self.st, _method_code(classify, True), w, wt, cap,
                           bool(grow)) != STATUS_OK:
             raise MemoryError()
+        if wv > 0.0:
+            self.st.window_volume = wv
+            if trade_ring_init(&self.st.ring, cap) != STATUS_OK:
+                raise MemoryError()
 
     def __dealloc__(self):
         tradeflow_free(&self.st)
@@ -760,7 +826,7 @@ cdef class TradeFlow:
         # the object's fields and force them to memory every trade); copied back after it
         cdef TradeFlowState loc = self.st
         cdef bint plain = (loc.window == 0 and loc.window_time == 0
-                           and loc.cls.method == METHOD_NONE)
+                           and loc.window_volume == 0.0 and loc.cls.method == METHOD_NONE)
         with nogil:
             for i in range(n):
                 if has_ts:
@@ -881,7 +947,8 @@ cdef class TradeFlow:
               "last": (bool(self.st.has_last), self.st.last_ts),
               "ring": (ts, size, side)}
         return (TradeFlow, (self.window, self.window_time, self.classify,
-                            r.capacity if r.capacity else None, bool(self.st.grow)), st)
+                            r.capacity if r.capacity else None, bool(self.st.grow),
+                            self.window_volume), st)
 
     def __setstate__(self, d):
         cdef intp_t i, n
@@ -907,13 +974,14 @@ cdef class TradeFlow:
 
 
 def trade_flow(ts, price, size, side=None, *, window=None, window_time=None, classify=None,
-               bid_px=None, ask_px=None, rolling=False, capacity=None, grow=False):
+               bid_px=None, ask_px=None, rolling=False, capacity=None, grow=False,
+               window_volume=None):
     """Signed volume per trade (+size buy, -size sell, 0 unknown) from a fresh TradeFlow.
 
     With ``rolling=True`` return ``(signed, imbalance)``, the imbalance (B - S) / (B + S) of the
     window ending at each trade. Arguments as :class:`TradeFlow` and its ``update_many``.
     """
-    return TradeFlow(window, window_time, classify, capacity, grow).update_many(
+    return TradeFlow(window, window_time, classify, capacity, grow, window_volume).update_many(
         ts, price, size, side, bid_px=bid_px, ask_px=ask_px, rolling=rolling)
 
 

@@ -275,8 +275,12 @@ class TradeFlow:
     Window contents are kept as a list and every volume is summed exactly with math.fsum.
     """
 
-    def __init__(self, window=None, window_time=None, classify=None, capacity=None, grow=False):
+    def __init__(self, window=None, window_time=None, classify=None, capacity=None, grow=False,
+                 window_volume=None):
         self.window, self.window_time, self.classify = window, window_time, classify
+        self.window_volume = window_volume
+        if window_volume is not None and capacity is None:
+            capacity = 65536
         self.capacity = capacity if capacity is not None else (window or 65536)
         self.grow = grow
         self.reset()
@@ -317,6 +321,22 @@ class TradeFlow:
                 side = _ref_sign(self.classify, price, tick, self.bid, self.ask)
                 self.n_classified += side != 0
         items.append((ts, size, side))
+        if self.window_volume is not None:
+            # the shortest run of latest trades holding >= window_volume; the oldest of them
+            # counts only the part that makes the total exactly window_volume
+            acc, keep = 0.0, []
+            for t, v, sd in reversed(items):
+                keep.append((t, v, sd))
+                acc += v
+                if acc >= self.window_volume:
+                    t, v, sd = keep[-1]
+                    keep[-1] = (t, v - (acc - self.window_volume), sd)
+                    break
+            items = keep[::-1]
+            if len(items) > self.capacity:
+                if not self.grow:
+                    raise RefError("CapacityError", "ts")
+                self.capacity *= 2
         self.items = items
         self.last_ts = ts
         self.n_events += 1
@@ -356,9 +376,11 @@ class TradeFlow:
 
 
 def trade_flow(ts, price, size, side=None, *, window=None, window_time=None, classify=None,
-               bid_px=None, ask_px=None, rolling=False, capacity=None, grow=False):
+               bid_px=None, ask_px=None, rolling=False, capacity=None, grow=False,
+               window_volume=None):
     """Signed volume per trade (and the rolling imbalance with rolling=True)."""
-    out, imb = TradeFlow(window, window_time, classify, capacity, grow).update_many(
+    out, imb = TradeFlow(window, window_time, classify, capacity, grow,
+                         window_volume).update_many(
         ts, price, size, side, bid_px=bid_px, ask_px=ask_px)
     return (out, imb) if rolling else out
 

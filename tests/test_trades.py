@@ -223,6 +223,22 @@ def test_windows_hand_computed():
     assert (tf.buy_volume, tf.sell_volume, tf.count) == (4.0, 8.0, 2)
 
 
+def test_volume_window_hand_computed():
+    # V = 6 over (5, +1), (3, -1), (2, +1): the window is 2 buy + 3 sell + 1 of the 5 buy
+    tf = TradeFlow(window_volume=6)
+    for i, (s, d) in enumerate([(5, 1), (3, -1), (2, 1)]):
+        tf.update(i, 1.0, s, d)
+    assert (tf.buy_volume, tf.sell_volume, tf.imbalance, tf.count) == (3.0, 3.0, 0.0, 3)
+    tf.update(3, 1.0, 4, -1)                 # 4 sell + 2 buy: the 3-sell and the 5-buy leave
+    assert (tf.buy_volume, tf.sell_volume, tf.count) == (2.0, 4.0, 2)
+    tf.update(4, 1.0, 10, 0)                 # one trade larger than the window: 6 of it
+    assert (tf.buy_volume, tf.sell_volume, tf.unknown_volume, tf.count) == (0.0, 0.0, 6.0, 1)
+    with pytest.raises(OFIError):
+        TradeFlow(window=3, window_volume=5)
+    with pytest.raises(OFIError):
+        TradeFlow(window_volume=0)
+
+
 def test_classify_side_zero_with_quotes():
     # lee_ready: quote (100, 102); trade at 101.5 (above mid) side 0 -> buy; known sides kept
     tf = TradeFlow(classify="lee_ready")
@@ -255,7 +271,8 @@ def _flow_stream(rng, n, integer=True):
 
 
 WINDOWS = [dict(), dict(window=1), dict(window=7), dict(window_time=5), dict(window_time=1),
-           dict(window_time=6, capacity=2, grow=True)]
+           dict(window_time=6, capacity=2, grow=True), dict(window_volume=7),
+           dict(window_volume=1), dict(window_volume=20, capacity=2, grow=True)]
 
 
 @given(st.integers(0, 10**6), st.integers(1, 80), st.sampled_from(WINDOWS),
@@ -335,7 +352,7 @@ def test_tradeflow_bad_input(field, value, exc):
                 size=np.ones(n), side=np.ones(n, dtype=np.int64))
     cols[field] = cols[field].astype(type(value) if field != "ts" else np.int64)
     cols[field][3] = value
-    for kw in (dict(), dict(window=2), dict(window_time=3)):
+    for kw in (dict(), dict(window=2), dict(window_time=3), dict(window_volume=2.5)):
         tf = TradeFlow(classify="tick", **kw)
         with pytest.raises(exc) as e:
             tf.update_many(cols["ts"], cols["price"], cols["size"], cols["side"])
