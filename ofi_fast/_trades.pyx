@@ -289,6 +289,59 @@ cdef class Classifier:
             raise_status(status & 15, _FIELDS[status >> 4], 0)
         return s
 
+    def update_many(self, ts, price, bid_px=None, ask_px=None, *, out=None):
+        """Classify arrays of trades with the GIL released -> int8 signs.
+
+        ``bid_px``/``ask_px`` (optional): the quote at each trade, recorded with
+        ``update_quote(ts[i], ...)`` just before trade i (so with ``quote_lag`` > 0 trade i sees
+        an earlier row's quote); without them the quotes given so far apply. ``ts`` may be None
+        (all trades at the last trade's time). On a bad trade at index i, trades 0..i-1 are
+        applied and the error names field and index i.
+        """
+        cdef const float64_t[::1] px = column(price, np.float64, "price")
+        cdef intp_t n = px.shape[0], i = 0
+        cdef const int64_t[::1] t
+        cdef const float64_t[::1] bq
+        cdef const float64_t[::1] aq
+        cdef bint has_ts = ts is not None, has_q = bid_px is not None or ask_px is not None
+        if has_ts:
+            t = column(ts, np.int64, "ts", n)
+        if has_q:
+            if bid_px is None or ask_px is None:
+                raise OFIError("give both bid_px and ask_px",
+                               field="bid_px" if bid_px is None else "ask_px")
+            bq = column(bid_px, np.float64, "bid_px", n)
+            aq = column(ask_px, np.float64, "ask_px", n)
+        out_arr = output(out, n, dtype=np.int8)
+        cdef int8_t[::1] o = out_arr
+        cdef int status = STATUS_OK
+        cdef int64_t tsi = self.st.last_ts
+        cdef bint quote_failed = False
+        with nogil:
+            for i in range(n):
+                if has_ts:
+                    tsi = t[i]
+                # validate the trade before recording its quote, so a bad row changes nothing
+                if self.st.has_last and tsi < self.st.last_ts:
+                    status = STATUS_TIME_BACKWARDS
+                    break
+                if not (px[i] - px[i] == 0.0):
+                    status = STATUS_NON_FINITE | (1 << 4)
+                    break
+                if has_q:
+                    status = stream_classifier_quote(&self.st, tsi, bq[i], aq[i])
+                    if status != STATUS_OK:
+                        quote_failed = True
+                        break
+                status = stream_classifier_trade(&self.st, tsi, px[i], &o[i])
+                if status != STATUS_OK:
+                    break
+        if status == STATUS_NO_MEMORY:
+            raise MemoryError()
+        if status != STATUS_OK:
+            raise_status(status & 15, "ts" if quote_failed else _FIELDS[status >> 4], i)
+        return out_arr
+
     @property
     def n_trades(self):
         """Trades classified since reset."""

@@ -774,3 +774,37 @@ def test_real_binance_vpin_true_sides_vs_bvc():
     print(f"\n[vpin] binance usdm, V={V:.3f} BTC, n=10: true-side VPIN mean "
           f"{np.nanmean(true_v.vpin):.3f}, BVC (1 s bars) VPIN mean {np.nanmean(bvc_v.vpin):.3f}, "
           f"correlation {corr:.2f}")
+
+
+@given(_trades_strategy(), st.sampled_from(METHODS), st.integers(0, 3),
+       st.lists(st.integers(1, 20), min_size=1, max_size=4))
+def test_classifier_update_many_chunks(data, method, lag, chunks):
+    p, b, spread, missing = data
+    n = len(p)
+    a = [bi + s for bi, s in zip(b, spread)]
+    b = [np.nan if m else bi for bi, m in zip(b, missing)]
+    # distinct times: with ties, the batch path lets every quote stamped at a trade's time
+    # prevail, the stream only those fed before the trade
+    ts = np.cumsum(1 + np.arange(n) % 3)
+    want = classify_trades(p, method=method, bid_px=b, ask_px=a, ts=ts, quote_ts=ts,
+                           quote_lag=lag)
+    c = Classifier(method, quote_lag=lag)
+    parts, i, k = [], 0, 0
+    while i < n:
+        j = min(n, i + chunks[k % len(chunks)])
+        parts.append(c.update_many(ts[i:j], p[i:j], b[i:j], a[i:j]))
+        i, k = j, k + 1
+    assert np.concatenate(parts).tolist() == want.tolist()
+
+
+def test_classifier_update_many_bad_row_changes_nothing():
+    c = Classifier("lee_ready", quote_lag=5)
+    with pytest.raises(NonFiniteError) as e:
+        c.update_many([0, 1, 2], [1.0, 2.0, np.nan], [0.0, 0.0, 9.0], [3.0, 3.0, 10.0])
+    assert (e.value.field, e.value.index) == ("price", 2)
+    assert c.n_trades == 2
+    d = pickle.loads(pickle.dumps(c))
+    assert d.update_many([3], [5.0]).tolist() == c.update_many([3], [5.0]).tolist()
+    with pytest.raises(TimeOrderError) as e:
+        c.update_many([4, 1], [1.0, 1.0])
+    assert (e.value.field, e.value.index) == ("ts", 1)
