@@ -32,48 +32,75 @@ cdef struct ClassifierState:
 
 # Tick rule: +1 uptick, -1 downtick, the last non-zero change's sign on a zero tick,
 # 0 before the first non-zero change. Updates the tick state with the price.
+# Branch-free (compare results and conditional moves): price moves are unpredictable.
 cdef inline int8_t tick_sign(TickState* t, float64_t price) noexcept nogil:
+    cdef int d = 0
     if t.has_last:
-        if price > t.last_px:
-            t.last_sign = 1
-        elif price < t.last_px:
-            t.last_sign = -1
+        d = (price > t.last_px) - (price < t.last_px)
+    t.last_sign = <int8_t> d if d != 0 else t.last_sign
     t.last_px = price
     t.has_last = True
     return t.last_sign
 
-# One trade at `price` with the prevailing quote (bid, ask) (NaN when unknown) under c.method.
-# Prices are compared exactly: pass integer ticks or exact multiples of the tick.
+# One trade at `price` with the prevailing quote (bid, ask) (NaN when unknown) under c.method
+# (not METHOD_NONE). Prices are compared exactly: pass integer ticks or exact multiples of the
+# tick. Branch-free apart from the method (constant in a stream): where a trade falls against
+# the quote is unpredictable, and a mispredicted branch costs more than the whole rule.
 cdef inline int8_t classify_one(ClassifierState* c, float64_t price, float64_t bid,
                                 float64_t ask) noexcept nogil:
-    cdef int8_t tk = tick_sign(&c.tick, price)
-    cdef int8_t s = tk
-    cdef float64_t twice
-    c.n_trades += 1
-    if c.method >= METHOD_QUOTE:
-        if bid < ask:              # a valid quote (False for NaN, locked, crossed)
-            if c.method == METHOD_EMO:
-                if price == ask:
-                    s = 1
-                elif price == bid:
-                    s = -1
-            else:
-                twice = price + price
-                if twice > bid + ask:
-                    s = 1
-                elif twice < bid + ask:
-                    s = -1
-                elif c.method == METHOD_QUOTE:
-                    s = 0
+    cdef int sg = tick_sign(&c.tick, price)
+    cdef int r = sg, q, valid
+    cdef float64_t twice, mid2
+    if c.method != METHOD_TICK:
+        valid = bid < ask          # a usable quote: False for NaN, locked, crossed
+        if c.method == METHOD_EMO:
+            q = (price == ask) - (price == bid)
+            q = q if q != 0 else sg
         else:
-            c.n_no_quote += 1
-            if bid > ask:
-                c.n_crossed += 1
-    if s == 0:
-        c.n_unclassified += 1
-    return s
+            twice = price + price
+            mid2 = bid + ask
+            q = (twice > mid2) - (twice < mid2)
+            if c.method == METHOD_LEE_READY:
+                q = q if q != 0 else sg
+        r = q if valid else sg
+        c.n_no_quote += 1 - valid
+        c.n_crossed += bid > ask
+    c.n_trades += 1
+    c.n_unclassified += r == 0
+    return <int8_t> r
 
 cdef void classifier_reset(ClassifierState* c) noexcept nogil
+
+# Quotes waiting to take effect under a quote delay (Lee-Ready's lag): FIFO ring, grown by
+# doubling when full (the only allocation, amortised; none at all with lag 0).
+cdef struct QuoteQueue:
+    int64_t* ts          # quote timestamps, non-decreasing in push order
+    float64_t* bid       # best bid of each pending quote (NaN: none)
+    float64_t* ask       # best ask of each pending quote (NaN: none)
+    intp_t capacity      # slots allocated
+    intp_t head          # slot of the oldest pending quote
+    intp_t count         # pending quotes, 0 <= count <= capacity
+
+# Streaming classifier: a ClassifierState, the prevailing quote and the pending quotes.
+cdef struct StreamClassifierState:
+    ClassifierState cls
+    int64_t quote_lag    # a trade at t uses the last quote with quote ts <= t - quote_lag (>= 0)
+    float64_t bid_px     # prevailing bid (NaN before the first quote takes effect)
+    float64_t ask_px     # prevailing ask
+    QuoteQueue pending   # quotes not yet in effect (only used when quote_lag > 0)
+    bint has_last        # a trade has been classified since reset
+    int64_t last_ts      # the last trade's timestamp
+    bint has_quote_ts    # a quote has been pushed since reset
+    int64_t last_quote_ts  # the last quote's timestamp
+
+# Push a quote: STATUS_OK, STATUS_TIME_BACKWARDS (quote ts before the previous quote's) or
+# STATUS_NO_MEMORY, state unchanged on failure.
+cdef int stream_classifier_quote(StreamClassifierState* st, int64_t ts, float64_t bid_px,
+                                 float64_t ask_px) noexcept nogil
+# Classify a trade: writes the sign to *sign. STATUS_TIME_BACKWARDS (field 0 ts) or
+# STATUS_NON_FINITE | 1 << 4 (price); state unchanged on failure.
+cdef int stream_classifier_trade(StreamClassifierState* st, int64_t ts, float64_t price,
+                                 int8_t* sign) noexcept nogil
 
 
 # Ring of the trades inside a TradeFlow window (count or time window).
@@ -91,6 +118,8 @@ cdef struct TradeFlowState:
     float64_t ask_px     # prevailing ask (NaN before the first one)
     int64_t window       # count window (trades); 0 = none
     int64_t window_time  # time window (ts units): trades with ts in (t - window_time, t]; 0 = none
+    float64_t window_volume  # volume window: the latest trades holding this volume, the oldest
+                             # trimmed (ring size = its counted part); 0 = none
     bint grow            # time window: double the ring instead of failing when it is full
     TradeRing ring       # the trades in the window (unused without a window)
     float64_t vol[3]     # Neumaier sums of size in the window by side index (0 sell, 1 unk, 2 buy)
@@ -117,10 +146,18 @@ cdef class TradeFlow:
     cdef readonly object window
     cdef readonly object window_time
     cdef readonly object classify
+    cdef readonly object window_volume
     cdef int push(self, int64_t ts, float64_t price, float64_t size, int side,
                   float64_t* signed) noexcept nogil
     cpdef float64_t update(self, int64_t ts, float64_t price, float64_t size,
                            int side=*) except? -1.0
+
+
+cdef class Classifier:
+    cdef StreamClassifierState st
+    cdef readonly object method
+    cdef int push(self, int64_t ts, float64_t price, int8_t* sign) noexcept nogil
+    cpdef int update(self, int64_t ts, float64_t price) except? -2
 
 
 cdef class _EmptyTradeCall:

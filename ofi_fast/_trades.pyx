@@ -94,16 +94,55 @@ cdef intp_t _first_backwards(const int64_t[::1] t) noexcept nogil:
     return -1
 
 
-cdef void _classify_aligned(ClassifierState* c, const float64_t* px, const float64_t* bid,
-                            const float64_t* ask, intp_t n, int8_t* out) noexcept nogil:
-    cdef intp_t i
-    if c.method == METHOD_TICK:
-        for i in range(n):
-            out[i] = tick_sign(&c.tick, px[i])
-        c.n_trades += n
-    else:
-        for i in range(n):
-            out[i] = classify_one(c, px[i], bid[i], ask[i])
+cdef intp_t _classify_aligned(ClassifierState* c, const float64_t* px, const float64_t* bid,
+                              const float64_t* ask, intp_t n, int8_t* out) noexcept nogil:
+    """Batch form of classify_one for quotes aligned with the trades, written branch-free
+    (compare results and conditional moves: trade-vs-quote positions are unpredictable, so
+    branches would mispredict about half the time) with the state in locals (the int8
+    stores to `out` may alias anything, which would force the state to memory each trade).
+    Returns the number of non-finite prices (counted in the same pass; the caller raises)."""
+    if n == 0:
+        return 0
+    cdef int method = c.method
+    cdef float64_t last = c.tick.last_px if c.tick.has_last else px[0]
+    cdef int sg = c.tick.last_sign
+    cdef int64_t n_no_quote = 0, n_crossed = 0, n_uncl = 0
+    cdef intp_t i, n_bad = 0
+    cdef float64_t p, b, a, twice, m
+    cdef int d, q, r, valid
+    for i in range(n):
+        p = px[i]
+        n_bad += not (p - p == 0.0)
+        d = (p > last) - (p < last)
+        sg = d if d != 0 else sg
+        last = p
+        r = sg
+        if method != METHOD_TICK:
+            b = bid[i]
+            a = ask[i]
+            valid = b < a
+            if method == METHOD_EMO:
+                q = (p == a) - (p == b)
+                q = q if q != 0 else sg
+            else:
+                twice = p + p
+                m = b + a
+                q = (twice > m) - (twice < m)
+                if method == METHOD_LEE_READY:
+                    q = q if q != 0 else sg
+            r = q if valid else sg
+            n_no_quote += 1 - valid
+            n_crossed += b > a
+        n_uncl += r == 0
+        out[i] = <int8_t> r
+    c.tick.last_px = last
+    c.tick.last_sign = <int8_t> sg
+    c.tick.has_last = True
+    c.n_trades += n
+    c.n_no_quote += n_no_quote
+    c.n_crossed += n_crossed
+    c.n_unclassified += n_uncl
+    return n_bad
 
 
 cdef void _classify_lagged(ClassifierState* c, const float64_t* px, const int64_t* ts,
@@ -121,99 +160,230 @@ cdef void _classify_lagged(ClassifierState* c, const float64_t* px, const int64_
         out[i] = classify_one(c, px[i], b, a)
 
 
-cdef class Classifier:
-    """Streaming trade-sign classifier (see the module docstring for the rules).
+cdef int stream_classifier_quote(StreamClassifierState* st, int64_t ts, float64_t bid_px,
+                                 float64_t ask_px) noexcept nogil:
+    cdef QuoteQueue* q = &st.pending
+    cdef QuoteQueue g
+    cdef intp_t i, j, cap
+    if st.has_quote_ts and ts < st.last_quote_ts:
+        return STATUS_TIME_BACKWARDS
+    st.has_quote_ts = True
+    st.last_quote_ts = ts
+    if st.quote_lag == 0:
+        st.bid_px = bid_px
+        st.ask_px = ask_px
+        return STATUS_OK
+    if q.count == q.capacity:
+        cap = 2 * q.capacity if q.capacity else 64
+        g.ts = <int64_t*> malloc(cap * sizeof(int64_t))
+        g.bid = <float64_t*> malloc(cap * sizeof(float64_t))
+        g.ask = <float64_t*> malloc(cap * sizeof(float64_t))
+        if g.ts == NULL or g.bid == NULL or g.ask == NULL:
+            free(g.ts)
+            free(g.bid)
+            free(g.ask)
+            return STATUS_NO_MEMORY
+        for i in range(q.count):
+            j = (q.head + i) % q.capacity
+            g.ts[i] = q.ts[j]
+            g.bid[i] = q.bid[j]
+            g.ask[i] = q.ask[j]
+        free(q.ts)
+        free(q.bid)
+        free(q.ask)
+        g.capacity = cap
+        g.head = 0
+        g.count = q.count
+        q[0] = g
+    j = q.head + q.count
+    if j >= q.capacity:
+        j -= q.capacity
+    q.ts[j] = ts
+    q.bid[j] = bid_px
+    q.ask[j] = ask_px
+    q.count += 1
+    return STATUS_OK
 
-    ``Classifier(method, quote_lag=0)``: ``update_quote(ts, bid_px, ask_px)`` records a quote,
-    ``update(ts, price)`` returns the trade's sign against the quote prevailing at
-    ``ts - quote_lag`` (the last quote with quote ts <= ts - quote_lag). Pending quotes are
-    kept in a buffer only when ``quote_lag > 0``.
+
+cdef int stream_classifier_trade(StreamClassifierState* st, int64_t ts, float64_t price,
+                                 int8_t* sign) noexcept nogil:
+    cdef QuoteQueue* q = &st.pending
+    if st.has_last and ts < st.last_ts:
+        return STATUS_TIME_BACKWARDS
+    if not (price - price == 0.0):
+        return STATUS_NON_FINITE | (1 << 4)
+    while q.count > 0 and q.ts[q.head] <= ts - st.quote_lag:
+        st.bid_px = q.bid[q.head]
+        st.ask_px = q.ask[q.head]
+        q.head += 1
+        if q.head == q.capacity:
+            q.head = 0
+        q.count -= 1
+    st.has_last = True
+    st.last_ts = ts
+    sign[0] = classify_one(&st.cls, price, st.bid_px, st.ask_px)
+    return STATUS_OK
+
+
+@cython.final
+cdef class Classifier:
+    """Streaming trade-sign classifier (rules and sources in the module docstring).
+
+    ``Classifier(method="lee_ready", quote_lag=0)``: ``update_quote(ts, bid_px, ask_px)``
+    records a quote (NaN for a missing side); ``update(ts, price)`` returns the trade's sign
+    (+1, -1, 0) against the last quote with quote ts <= ``ts - quote_lag`` (Lee & Ready's quote
+    delay; with lag 0 the latest quote). Trades and quotes must each be in time order, and a
+    quote counts as prevailing for trades fed after it. With a lag, quotes not yet in effect
+    wait in a ring that doubles when full (no allocation otherwise).
     """
 
-    cdef ClassifierState st
-    cdef readonly object method
-    cdef readonly int64_t quote_lag
-    cdef float64_t bid_px, ask_px
-    cdef object pending       # quotes newer than ts - quote_lag (only with a lag)
-    cdef int64_t last_ts
-    cdef bint has_last
-
     def __cinit__(self, method="lee_ready", quote_lag=0):
-        self.st.method = _method_code(method)
+        self.st.cls.method = _method_code(method)
         self.method = method
-        if quote_lag < 0:
+        if int(quote_lag) < 0:
             raise OFIError(f"quote_lag must be >= 0, got {quote_lag!r}", field="quote_lag")
-        self.quote_lag = quote_lag
+        self.st.quote_lag = int(quote_lag)
+        self.st.pending.ts = NULL
+        self.st.pending.bid = NULL
+        self.st.pending.ask = NULL
+        self.st.pending.capacity = 0
         self.reset()
+
+    def __dealloc__(self):
+        free(self.st.pending.ts)
+        free(self.st.pending.bid)
+        free(self.st.pending.ask)
+
+    @property
+    def quote_lag(self):
+        """Quote delay in ts units."""
+        return self.st.quote_lag
 
     def reset(self):
         """Forget all trades and quotes."""
-        classifier_reset(&self.st)
-        self.bid_px = NAN
-        self.ask_px = NAN
-        self.pending = []
-        self.has_last = False
-        self.last_ts = 0
+        classifier_reset(&self.st.cls)
+        self.st.bid_px = NAN
+        self.st.ask_px = NAN
+        self.st.pending.head = 0
+        self.st.pending.count = 0
+        self.st.has_last = False
+        self.st.last_ts = 0
+        self.st.has_quote_ts = False
+        self.st.last_quote_ts = 0
 
     def update_quote(self, int64_t ts, float64_t bid_px, float64_t ask_px):
         """Record the best quote at time ``ts`` (NaN for a missing side)."""
-        if self.quote_lag == 0:
-            self.bid_px = bid_px
-            self.ask_px = ask_px
-        else:
-            if self.pending and ts < self.pending[len(self.pending) - 1][0]:
-                raise_status(STATUS_TIME_BACKWARDS, "ts", 0)
-            self.pending.append((ts, bid_px, ask_px))
+        cdef int status = stream_classifier_quote(&self.st, ts, bid_px, ask_px)
+        if status == STATUS_NO_MEMORY:
+            raise MemoryError()
+        raise_status(status, "ts", 0)
+
+    cdef int push(self, int64_t ts, float64_t price, int8_t* sign) noexcept nogil:
+        return stream_classifier_trade(&self.st, ts, price, sign)
 
     cpdef int update(self, int64_t ts, float64_t price) except? -2:
         """Classify one trade; return +1, -1 or 0."""
-        if not (price - price == 0.0):
-            raise_status(STATUS_NON_FINITE, "price", 0)
-        if self.has_last and ts < self.last_ts:
-            raise_status(STATUS_TIME_BACKWARDS, "ts", 0)
-        cdef intp_t k = 0
-        if self.quote_lag:
-            p = self.pending
-            while k < len(p) and p[k][0] <= ts - self.quote_lag:
-                self.bid_px = p[k][1]
-                self.ask_px = p[k][2]
-                k += 1
-            if k:
-                del p[:k]
-        self.has_last = True
-        self.last_ts = ts
-        return classify_one(&self.st, price, self.bid_px, self.ask_px)
+        cdef int8_t s
+        cdef int status = stream_classifier_trade(&self.st, ts, price, &s)
+        if status != STATUS_OK:
+            raise_status(status & 15, _FIELDS[status >> 4], 0)
+        return s
+
+    def update_many(self, ts, price, bid_px=None, ask_px=None, *, out=None):
+        """Classify arrays of trades with the GIL released -> int8 signs.
+
+        ``bid_px``/``ask_px`` (optional): the quote at each trade, recorded with
+        ``update_quote(ts[i], ...)`` just before trade i (so with ``quote_lag`` > 0 trade i sees
+        an earlier row's quote); without them the quotes given so far apply. ``ts`` may be None
+        (all trades at the last trade's time). On a bad trade at index i, trades 0..i-1 are
+        applied and the error names field and index i.
+        """
+        cdef const float64_t[::1] px = column(price, np.float64, "price")
+        cdef intp_t n = px.shape[0], i = 0
+        cdef const int64_t[::1] t
+        cdef const float64_t[::1] bq
+        cdef const float64_t[::1] aq
+        cdef bint has_ts = ts is not None, has_q = bid_px is not None or ask_px is not None
+        if has_ts:
+            t = column(ts, np.int64, "ts", n)
+        if has_q:
+            if bid_px is None or ask_px is None:
+                raise OFIError("give both bid_px and ask_px",
+                               field="bid_px" if bid_px is None else "ask_px")
+            bq = column(bid_px, np.float64, "bid_px", n)
+            aq = column(ask_px, np.float64, "ask_px", n)
+        out_arr = output(out, n, dtype=np.int8)
+        cdef int8_t[::1] o = out_arr
+        cdef int status = STATUS_OK
+        cdef int64_t tsi = self.st.last_ts
+        cdef bint quote_failed = False
+        with nogil:
+            for i in range(n):
+                if has_ts:
+                    tsi = t[i]
+                # validate the trade before recording its quote, so a bad row changes nothing
+                if self.st.has_last and tsi < self.st.last_ts:
+                    status = STATUS_TIME_BACKWARDS
+                    break
+                if not (px[i] - px[i] == 0.0):
+                    status = STATUS_NON_FINITE | (1 << 4)
+                    break
+                if has_q:
+                    status = stream_classifier_quote(&self.st, tsi, bq[i], aq[i])
+                    if status != STATUS_OK:
+                        quote_failed = True
+                        break
+                status = stream_classifier_trade(&self.st, tsi, px[i], &o[i])
+                if status != STATUS_OK:
+                    break
+        if status == STATUS_NO_MEMORY:
+            raise MemoryError()
+        if status != STATUS_OK:
+            raise_status(status & 15, "ts" if quote_failed else _FIELDS[status >> 4], i)
+        return out_arr
 
     @property
     def n_trades(self):
         """Trades classified since reset."""
-        return self.st.n_trades
+        return self.st.cls.n_trades
 
     @property
     def n_no_quote(self):
         """Trades a quote-based rule sent to the tick rule (no, locked or crossed quote)."""
-        return self.st.n_no_quote
+        return self.st.cls.n_no_quote
 
     @property
     def n_crossed(self):
         """Trades whose prevailing quote was crossed (bid > ask)."""
-        return self.st.n_crossed
+        return self.st.cls.n_crossed
 
     @property
     def n_unclassified(self):
         """Trades that came out 0."""
-        return self.st.n_unclassified
+        return self.st.cls.n_unclassified
 
     def __reduce__(self):
-        return (Classifier, (self.method, self.quote_lag),
-                {"cls": classifier_getstate(&self.st), "quote": (self.bid_px, self.ask_px),
-                 "pending": list(self.pending), "last": (bool(self.has_last), self.last_ts)})
+        cdef QuoteQueue* q = &self.st.pending
+        cdef intp_t i, j
+        pending = []
+        for i in range(q.count):
+            j = (q.head + i) % q.capacity
+            pending.append((q.ts[j], q.bid[j], q.ask[j]))
+        return (Classifier, (self.method, self.st.quote_lag),
+                {"cls": classifier_getstate(&self.st.cls),
+                 "quote": (self.st.bid_px, self.st.ask_px), "pending": pending,
+                 "last": (bool(self.st.has_last), self.st.last_ts),
+                 "last_quote": (bool(self.st.has_quote_ts), self.st.last_quote_ts)})
 
     def __setstate__(self, d):
-        classifier_setstate(&self.st, d["cls"])
-        self.bid_px, self.ask_px = d["quote"]
-        self.pending = list(d["pending"])
-        self.has_last, self.last_ts = d["last"]
+        classifier_setstate(&self.st.cls, d["cls"])
+        self.st.has_quote_ts = False
+        for ts, b, a in d["pending"]:
+            if stream_classifier_quote(&self.st, ts, b, a) != STATUS_OK:
+                raise MemoryError()
+        self.st.bid_px, self.st.ask_px = d["quote"]
+        self.st.has_last, self.st.last_ts = d["last"]
+        self.st.has_quote_ts, self.st.last_quote_ts = d["last_quote"]
 
 
 def _ticks(x, tick_size):
@@ -258,17 +428,19 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
     cdef const int64_t[::1] t
     cdef const int64_t[::1] qt
     cdef int64_t lag = quote_lag
-    bad = _first_nonfinite(px)
-    if bad >= 0:
-        raise_status(STATUS_NON_FINITE, "price", bad)
     out_arr = np.empty(n, dtype=np.int8)
     cdef int8_t[::1] out = out_arr
     if n == 0:
         return out_arr
     if c.method == METHOD_TICK:
         with nogil:
-            _classify_aligned(&c, &px[0], NULL, NULL, n, &out[0])
+            bad = _classify_aligned(&c, &px[0], NULL, NULL, n, &out[0])
+        if bad:      # non-finite prices were counted in the pass; name the first
+            raise_status(STATUS_NON_FINITE, "price", _first_nonfinite(px))
         return out_arr
+    bad = _first_nonfinite(px) if (quote_ts is not None) else -1
+    if bad >= 0:
+        raise_status(STATUS_NON_FINITE, "price", bad)
     if bid_px is None or ask_px is None:
         raise OFIError(f"method {method!r} needs bid_px and ask_px",
                        field="bid_px" if bid_px is None else "ask_px")
@@ -281,7 +453,9 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
         bid = _ticks(column(bid_px, np.float64, "bid_px", n), tick_size)
         ask = _ticks(column(ask_px, np.float64, "ask_px", n), tick_size)
         with nogil:
-            _classify_aligned(&c, &px[0], &bid[0], &ask[0], n, &out[0])
+            bad = _classify_aligned(&c, &px[0], &bid[0], &ask[0], n, &out[0])
+        if bad:
+            raise_status(STATUS_NON_FINITE, "price", _first_nonfinite(px))
         return out_arr
     if ts is None:
         raise OFIError("quote_ts needs the trades' ts", field="ts")
@@ -357,6 +531,7 @@ cdef int tradeflow_init(TradeFlowState* st, int method, int64_t window, int64_t 
     st.cls.method = method
     st.window = window
     st.window_time = window_time
+    st.window_volume = 0.0
     st.grow = grow
     st.ring.ts = NULL
     st.ring.size = NULL
@@ -402,10 +577,38 @@ cdef inline void _evict_oldest(TradeFlowState* st) noexcept nogil:
         st.comp[k] = 0.0
 
 
+cdef inline float64_t _window_total(const TradeFlowState* st) noexcept nogil:
+    return (st.vol[0] + st.vol[1] + st.vol[2]) + (st.comp[0] + st.comp[1] + st.comp[2])
+
+
+cdef void _trim_to_volume(TradeFlowState* st) noexcept nogil:
+    """Volume window: evict the oldest trades while the others still hold >= window_volume,
+    then count only the newest part of the oldest one so the window holds exactly that
+    volume (all trades while the stream has less)."""
+    cdef TradeRing* r = &st.ring
+    cdef float64_t tot = _window_total(st), excess
+    cdef int k
+    while r.count > 1 and tot - r.size[r.head] >= st.window_volume:
+        tot -= r.size[r.head]
+        _evict_oldest(st)
+    excess = tot - st.window_volume
+    if excess > 0.0:
+        k = r.side[r.head] + 1
+        neumaier_add(&st.vol[k], &st.comp[k], -excess)
+        r.size[r.head] -= excess
+
+
 cdef int tradeflow_update(TradeFlowState* st, int64_t ts, float64_t price, float64_t size,
                           int side, float64_t bid_px, float64_t ask_px,
                           float64_t* signed) noexcept nogil:
+    return _tradeflow_step(st, ts, price, size, side, bid_px, ask_px, signed)
+
+
+cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
+                                float64_t size, int side, float64_t bid_px, float64_t ask_px,
+                                float64_t* signed) noexcept nogil:
     cdef TradeRing* r = &st.ring
+    cdef float64_t tot
     cdef intp_t keep, j
     cdef int k, status
     cdef int8_t s
@@ -439,6 +642,24 @@ cdef int tradeflow_update(TradeFlowState* st, int64_t ts, float64_t price, float
     elif st.window:
         if r.count == st.window:
             _evict_oldest(st)
+    elif st.window_volume > 0.0:
+        # trades that will stay: drop the oldest while the rest still hold >= window_volume
+        tot = _window_total(st) + size
+        keep = r.count
+        j = r.head
+        while keep > 0 and tot - r.size[j] >= st.window_volume:
+            tot -= r.size[j]
+            keep -= 1
+            j += 1
+            if j == r.capacity:
+                j = 0
+        if keep >= r.capacity:
+            if not st.grow:
+                return STATUS_CAPACITY
+            if trade_ring_grow(r, 2 * r.capacity) != STATUS_OK:
+                return STATUS_NO_MEMORY
+        while r.count > keep:          # free their slots before the push (trim comes after)
+            _evict_oldest(st)
     # Sign.
     s = <int8_t> side
     if st.cls.method != METHOD_NONE:
@@ -451,7 +672,7 @@ cdef int tradeflow_update(TradeFlowState* st, int64_t ts, float64_t price, float
     k = s + 1
     neumaier_add(&st.vol[k], &st.comp[k], size)
     st.n[k] += 1
-    if st.window or st.window_time:
+    if st.window or st.window_time or st.window_volume > 0.0:
         j = r.head + r.count
         if j >= r.capacity:
             j -= r.capacity
@@ -459,10 +680,38 @@ cdef int tradeflow_update(TradeFlowState* st, int64_t ts, float64_t price, float
         r.size[j] = size
         r.side[j] = s
         r.count += 1
+        if st.window_volume > 0.0:
+            _trim_to_volume(st)
     st.n_events += 1
     st.has_last = True
     st.last_ts = ts
     signed[0] = s * size
+    return STATUS_OK
+
+
+cdef inline int _tradeflow_step_plain(TradeFlowState* st, int64_t ts, float64_t price,
+                                      float64_t size, int side,
+                                      float64_t* signed) noexcept nogil:
+    """_tradeflow_step for the common case, no window and no classifier: the same checks and
+    sums, small enough to be inlined into update_many's loop (the general step is not)."""
+    cdef int k
+    if st.has_last and ts < st.last_ts:
+        return STATUS_TIME_BACKWARDS
+    if not (price - price == 0.0):
+        return STATUS_NON_FINITE | (1 << 4)
+    if not (size - size == 0.0):
+        return STATUS_NON_FINITE | (2 << 4)
+    if size < 0.0:
+        return STATUS_NEGATIVE | (2 << 4)
+    if side < -1 or side > 1:
+        return STATUS_BAD_VALUE | (3 << 4)
+    k = side + 1
+    neumaier_add(&st.vol[k], &st.comp[k], size)
+    st.n[k] += 1
+    st.n_events += 1
+    st.has_last = True
+    st.last_ts = ts
+    signed[0] = side * size
     return STATUS_OK
 
 
@@ -493,7 +742,8 @@ cdef int raise_tradeflow(int status, TradeFlowState* st, intp_t index) except -1
 cdef class TradeFlow:
     """Streaming trade flow imbalance over a count window, a time window or the whole stream.
 
-    ``TradeFlow(window=None, window_time=None, classify=None, capacity=None, grow=False)``
+    ``TradeFlow(window=None, window_time=None, classify=None, capacity=None, grow=False,
+    window_volume=None)``
 
     Over the trades in the window (CKS 2014 eq. 13): ``buy_volume`` B, ``sell_volume`` S,
     ``net`` = B - S, ``imbalance`` = (B - S) / (B + S), 0 when B + S = 0 (``empty`` says so);
@@ -501,7 +751,10 @@ cdef class TradeFlow:
 
     - ``window``: the last ``window`` trades; ``window_time``: trades with ts in
       ``(t - window_time, t]`` (ring of ``capacity`` slots, default 65536, CapacityError when a
-      window needs more unless ``grow=True``); neither: the whole stream.
+      window needs more unless ``grow=True``); ``window_volume``: the shortest run of latest
+      trades holding at least that volume, the oldest one counted only in part so the window
+      holds exactly ``window_volume`` (the volume clock; all trades while the stream has less;
+      same ``capacity``/``grow`` rule); none: the whole stream.
     - ``classify``: None (side-0 trades stay unknown and are counted in U / ``n_unknown``) or
       ``"tick"``, ``"quote"``, ``"lee_ready"``, ``"emo"``: side-0 trades are signed by that rule
       against the quote given by ``update_quote`` (or the per-trade quotes passed to
@@ -515,14 +768,33 @@ cdef class TradeFlow:
     """
 
     def __cinit__(self, window=None, window_time=None, classify=None, capacity=None,
-                  grow=False):
-        w, wt, cap = check_window(window, window_time, capacity)
+                  grow=False, window_volume=None):
+        cdef float64_t wv = 0.0
+        if window_volume is not None:
+            if window is not None or window_time is not None:
+                raise OFIError("give one of window, window_time, window_volume",
+                               field="window_volume")
+            wv = float(window_volume)
+            if not (wv > 0.0 and wv - wv == 0.0):
+                raise OFIError(f"window_volume must be > 0 and finite, got {window_volume!r}",
+                               field="window_volume")
+            w, wt = 0, 0
+            cap = 1 << 16 if capacity is None else int(capacity)
+            if cap < 1:
+                raise OFIError(f"capacity must be >= 1, got {capacity!r}", field="capacity")
+        else:
+            w, wt, cap = check_window(window, window_time, capacity)
         self.window = window
         self.window_time = window_time
+        self.window_volume = window_volume
         self.classify = classify
         if tradeflow_init(&self.st, _method_code(classify, True), w, wt, cap,
                           bool(grow)) != STATUS_OK:
             raise MemoryError()
+        if wv > 0.0:
+            self.st.window_volume = wv
+            if trade_ring_init(&self.st.ring, cap) != STATUS_OK:
+                raise MemoryError()
 
     def __dealloc__(self):
         tradeflow_free(&self.st)
@@ -603,6 +875,11 @@ cdef class TradeFlow:
         cdef int64_t tsi = self.st.last_ts
         cdef int si = 0
         cdef float64_t b = self.st.bid_px, a = self.st.ask_px
+        # the loop runs on a local copy of the state (stores to the output arrays could alias
+        # the object's fields and force them to memory every trade); copied back after it
+        cdef TradeFlowState loc = self.st
+        cdef bint plain = (loc.window == 0 and loc.window_time == 0
+                           and loc.window_volume == 0.0 and loc.cls.method == METHOD_NONE)
         with nogil:
             for i in range(n):
                 if has_ts:
@@ -612,14 +889,18 @@ cdef class TradeFlow:
                 if has_q:
                     b = bq[i]
                     a = aq[i]
-                status = tradeflow_update(&self.st, tsi, px[i], sz[i], si, b, a, &sv[i])
+                if plain:
+                    status = _tradeflow_step_plain(&loc, tsi, px[i], sz[i], si, &sv[i])
+                else:
+                    status = _tradeflow_step(&loc, tsi, px[i], sz[i], si, b, a, &sv[i])
                 if status != STATUS_OK:
                     break
                 if want_v:
-                    v[i] = _imbalance(&self.st)
+                    v[i] = _imbalance(&loc)
             if has_q and status == STATUS_OK and n > 0:
-                self.st.bid_px = b
-                self.st.ask_px = a
+                loc.bid_px = b
+                loc.ask_px = a
+            self.st = loc
         if status != STATUS_OK:
             raise_tradeflow(status, &self.st, i)
         return (sv_arr, v_arr) if rolling else sv_arr
@@ -719,7 +1000,8 @@ cdef class TradeFlow:
               "last": (bool(self.st.has_last), self.st.last_ts),
               "ring": (ts, size, side)}
         return (TradeFlow, (self.window, self.window_time, self.classify,
-                            r.capacity if r.capacity else None, bool(self.st.grow)), st)
+                            r.capacity if r.capacity else None, bool(self.st.grow),
+                            self.window_volume), st)
 
     def __setstate__(self, d):
         cdef intp_t i, n
@@ -745,13 +1027,14 @@ cdef class TradeFlow:
 
 
 def trade_flow(ts, price, size, side=None, *, window=None, window_time=None, classify=None,
-               bid_px=None, ask_px=None, rolling=False, capacity=None, grow=False):
+               bid_px=None, ask_px=None, rolling=False, capacity=None, grow=False,
+               window_volume=None):
     """Signed volume per trade (+size buy, -size sell, 0 unknown) from a fresh TradeFlow.
 
     With ``rolling=True`` return ``(signed, imbalance)``, the imbalance (B - S) / (B + S) of the
     window ending at each trade. Arguments as :class:`TradeFlow` and its ``update_many``.
     """
-    return TradeFlow(window, window_time, classify, capacity, grow).update_many(
+    return TradeFlow(window, window_time, classify, capacity, grow, window_volume).update_many(
         ts, price, size, side, bid_px=bid_px, ask_px=ask_px, rolling=rolling)
 
 
@@ -1046,45 +1329,76 @@ cdef class VPIN:
         error names field and index i.
         """
         cdef const float64_t[::1] sz = column(size, np.float64, "size")
-        cdef intp_t n = sz.shape[0], i = 0
+        cdef intp_t n = sz.shape[0], i = 0, start = 0
         cdef const int64_t[::1] t = column(ts, np.int64, "ts", n)
-        if side is not None and buy_fraction is not None:
+        cdef const float64_t[::1] fr
+        cdef const int8_t[::1] sd
+        cdef bint use_frac = buy_fraction is not None, use_side = side is not None
+        if use_side and use_frac:
             raise OFIError("give side or buy_fraction, not both", field="buy_fraction")
-        if buy_fraction is not None:
-            frac_a = column(buy_fraction, np.float64, "buy_fraction", n)
-        elif side is not None:
-            s = column(side, np.float64, "side", n)
-            # out-of-domain sides map to NaN, which the kernel rejects at their index
-            frac_a = np.where((s == -1) | (s == 0) | (s == 1), 0.5 * (s + 1), np.nan)
-        else:
-            frac_a = np.full(n, 0.5)
-        cdef const float64_t[::1] fr = frac_a
-        good = np.where(np.isfinite(sz) & (np.asarray(sz) > 0), sz, 0.0)
-        bound = int((self.st.fill + float(np.sum(good))) / self.st.bucket_volume) + n + 1
-        if bound > 200_000_000:
-            raise OFIError(f"{bound} buckets would close; check bucket_volume",
-                           field="bucket_volume")
-        res_ts = np.empty(bound, dtype=np.int64)
-        res_v = np.empty(bound)
-        res_b = np.empty(bound)
-        res_s = np.empty(bound)
-        cdef int64_t[::1] ots = res_ts
-        cdef float64_t[::1] ov = res_v, ob = res_b, osl = res_s
+        if use_frac:
+            fr = column(buy_fraction, np.float64, "buy_fraction", n)
+        elif use_side:
+            side_arr = np.asarray(side)
+            if side_arr.dtype != np.int8:
+                # values int8 cannot hold exactly become 2, rejected by the loop at their index
+                with np.errstate(invalid="ignore"):
+                    ok = (side_arr >= -1) & (side_arr <= 1) & (side_arr == np.round(side_arr))
+                side_arr = np.where(ok, side_arr, 2).astype(np.int8)
+            sd = column(side_arr, np.int8, "side", n)
+        # output rows: a first guess from the total volume, doubled if a trade needs more
+        total = float(np.sum(sz)) if n else 0.0
+        cdef intp_t cap = 16 + (int((self.st.fill + total) / self.st.bucket_volume)
+                                if total - total == 0.0 and total >= 0 else n)
+        res_ts = np.empty(cap, dtype=np.int64)
+        res_v = np.empty(cap)
+        res_b = np.empty(cap)
+        res_s = np.empty(cap)
+        cdef int64_t[::1] ots
+        cdef float64_t[::1] ov, ob, osl
         cdef VPINOut out
-        out.ts = &ots[0]
-        out.vpin = &ov[0]
-        out.buy = &ob[0]
-        out.sell = &osl[0]
         out.n = 0
-        out.capacity = bound
         cdef int status = STATUS_OK
-        with nogil:
-            for i in range(n):
-                status = vpin_update(&self.st, t[i], sz[i], fr[i], &out)
-                if status != STATUS_OK:
-                    break
+        cdef int si
+        cdef float64_t f
+        while True:
+            ots = res_ts
+            ov = res_v
+            ob = res_b
+            osl = res_s
+            out.ts = &ots[0]
+            out.vpin = &ov[0]
+            out.buy = &ob[0]
+            out.sell = &osl[0]
+            out.capacity = res_ts.shape[0]
+            with nogil:
+                for i in range(start, n):
+                    if use_frac:
+                        f = fr[i]
+                    elif use_side:
+                        si = sd[i]
+                        if si < -1 or si > 1:
+                            status = STATUS_BAD_VALUE | (2 << 4)
+                            break
+                        f = 0.5 * (si + 1)
+                    else:
+                        f = 0.5
+                    status = vpin_update(&self.st, t[i], sz[i], f, &out)
+                    if status != STATUS_OK:
+                        break
+            if status != STATUS_CAPACITY:
+                break
+            # one trade closes more buckets than there are rows left: grow and resume at it
+            start = i
+            status = STATUS_OK
+            grow = max(2 * res_ts.shape[0],
+                       out.n + int((self.st.fill + sz[i]) / self.st.bucket_volume) + 16)
+            res_ts = np.resize(res_ts, grow)
+            res_v = np.resize(res_v, grow)
+            res_b = np.resize(res_b, grow)
+            res_s = np.resize(res_s, grow)
         if status != STATUS_OK:
-            if (status >> 4) == 2 and buy_fraction is not None:
+            if (status >> 4) == 2 and use_frac:
                 raise_status(status & 15, "buy_fraction", i, "must be in [0, 1]")
             raise_vpin(status, &self.st, i)
         k = out.n

@@ -286,8 +286,12 @@ class TradeFlow:
     Window contents are kept as a list and every volume is summed exactly with math.fsum.
     """
 
-    def __init__(self, window=None, window_time=None, classify=None, capacity=None, grow=False):
+    def __init__(self, window=None, window_time=None, classify=None, capacity=None, grow=False,
+                 window_volume=None):
         self.window, self.window_time, self.classify = window, window_time, classify
+        self.window_volume = window_volume
+        if window_volume is not None and capacity is None:
+            capacity = 65536
         self.capacity = capacity if capacity is not None else (window or 65536)
         self.grow = grow
         self.reset()
@@ -328,6 +332,22 @@ class TradeFlow:
                 side = _ref_sign(self.classify, price, tick, self.bid, self.ask)
                 self.n_classified += side != 0
         items.append((ts, size, side))
+        if self.window_volume is not None:
+            # the shortest run of latest trades holding >= window_volume; the oldest of them
+            # counts only the part that makes the total exactly window_volume
+            acc, keep = 0.0, []
+            for t, v, sd in reversed(items):
+                keep.append((t, v, sd))
+                acc += v
+                if acc >= self.window_volume:
+                    t, v, sd = keep[-1]
+                    keep[-1] = (t, v - (acc - self.window_volume), sd)
+                    break
+            items = keep[::-1]
+            if len(items) > self.capacity:
+                if not self.grow:
+                    raise RefError("CapacityError", "ts")
+                self.capacity *= 2
         self.items = items
         self.last_ts = ts
         self.n_events += 1
@@ -367,9 +387,11 @@ class TradeFlow:
 
 
 def trade_flow(ts, price, size, side=None, *, window=None, window_time=None, classify=None,
-               bid_px=None, ask_px=None, rolling=False, capacity=None, grow=False):
+               bid_px=None, ask_px=None, rolling=False, capacity=None, grow=False,
+               window_volume=None):
     """Signed volume per trade (and the rolling imbalance with rolling=True)."""
-    out, imb = TradeFlow(window, window_time, classify, capacity, grow).update_many(
+    out, imb = TradeFlow(window, window_time, classify, capacity, grow,
+                         window_volume).update_many(
         ts, price, size, side, bid_px=bid_px, ask_px=ask_px)
     return (out, imb) if rolling else out
 
@@ -901,3 +923,32 @@ def fit_impact(ofi, dmid, *, lags=None, small_sample=False):
                t_beta_hc=t(math.sqrt(f * uu) / sxx),
                t_beta_robust=t(math.sqrt(f * max(om, 0.0)) / sxx))
     return out
+class VPIN:
+    """Streaming VPIN oracle: keeps every trade and recomputes with vpin() (see ofi_fast.VPIN)."""
+
+    def __init__(self, bucket_volume, n_buckets):
+        self.bucket_volume, self.n_buckets = bucket_volume, n_buckets
+        self.ts, self.size, self.frac = [], [], []
+
+    def update(self, ts, size, side=0):
+        return self.update_fraction(ts, size, 0.5 * (side + 1))
+
+    def update_fraction(self, ts, size, buy_fraction):
+        before = self.n_closed
+        self.ts.append(ts)
+        self.size.append(size)
+        self.frac.append(buy_fraction)
+        return self.n_closed - before
+
+    def _buckets(self):
+        return vpin(self.ts, self.size, buy_fraction=self.frac,
+                    bucket_volume=self.bucket_volume, n_buckets=self.n_buckets)
+
+    @property
+    def n_closed(self):
+        return len(self._buckets()[0])
+
+    @property
+    def value(self):
+        v = self._buckets()[1]
+        return v[-1] if v else math.nan

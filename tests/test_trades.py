@@ -108,6 +108,15 @@ def test_classify_bad_input():
     with pytest.raises(NonFiniteError) as e:
         classify_trades([1.0, np.nan], method="tick")
     assert e.value.field == "price" and e.value.index == 1
+    for m in METHODS:
+        with pytest.raises(NonFiniteError) as e:
+            classify_trades([1.0, 2.0, np.inf, np.nan], method=m, bid_px=[0.0] * 4,
+                            ask_px=[3.0] * 4)
+        assert (e.value.field, e.value.index) == ("price", 2)
+    with pytest.raises(NonFiniteError) as e:
+        classify_trades([1.0, np.nan], method="emo", bid_px=[0.0], ask_px=[3.0], ts=[0, 1],
+                        quote_ts=[0])
+    assert (e.value.field, e.value.index) == ("price", 1)
     with pytest.raises(OFIError) as e:
         classify_trades([1.0], method="nope")
     assert e.value.field == "method"
@@ -214,6 +223,22 @@ def test_windows_hand_computed():
     assert (tf.buy_volume, tf.sell_volume, tf.count) == (4.0, 8.0, 2)
 
 
+def test_volume_window_hand_computed():
+    # V = 6 over (5, +1), (3, -1), (2, +1): the window is 2 buy + 3 sell + 1 of the 5 buy
+    tf = TradeFlow(window_volume=6)
+    for i, (s, d) in enumerate([(5, 1), (3, -1), (2, 1)]):
+        tf.update(i, 1.0, s, d)
+    assert (tf.buy_volume, tf.sell_volume, tf.imbalance, tf.count) == (3.0, 3.0, 0.0, 3)
+    tf.update(3, 1.0, 4, -1)                 # 4 sell + 2 buy: the 3-sell and the 5-buy leave
+    assert (tf.buy_volume, tf.sell_volume, tf.count) == (2.0, 4.0, 2)
+    tf.update(4, 1.0, 10, 0)                 # one trade larger than the window: 6 of it
+    assert (tf.buy_volume, tf.sell_volume, tf.unknown_volume, tf.count) == (0.0, 0.0, 6.0, 1)
+    with pytest.raises(OFIError):
+        TradeFlow(window=3, window_volume=5)
+    with pytest.raises(OFIError):
+        TradeFlow(window_volume=0)
+
+
 def test_classify_side_zero_with_quotes():
     # lee_ready: quote (100, 102); trade at 101.5 (above mid) side 0 -> buy; known sides kept
     tf = TradeFlow(classify="lee_ready")
@@ -245,7 +270,9 @@ def _flow_stream(rng, n, integer=True):
     return ts, price, size, side, bid, ask
 
 
-WINDOWS = [dict(), dict(window=1), dict(window=7), dict(window_time=5), dict(window_time=1)]
+WINDOWS = [dict(), dict(window=1), dict(window=7), dict(window_time=5), dict(window_time=1),
+           dict(window_time=6, capacity=2, grow=True), dict(window_volume=7),
+           dict(window_volume=1), dict(window_volume=20, capacity=2, grow=True)]
 
 
 @given(st.integers(0, 10**6), st.integers(1, 80), st.sampled_from(WINDOWS),
@@ -325,7 +352,7 @@ def test_tradeflow_bad_input(field, value, exc):
                 size=np.ones(n), side=np.ones(n, dtype=np.int64))
     cols[field] = cols[field].astype(type(value) if field != "ts" else np.int64)
     cols[field][3] = value
-    for kw in (dict(), dict(window=2), dict(window_time=3)):
+    for kw in (dict(), dict(window=2), dict(window_time=3), dict(window_volume=2.5)):
         tf = TradeFlow(classify="tick", **kw)
         with pytest.raises(exc) as e:
             tf.update_many(cols["ts"], cols["price"], cols["size"], cols["side"])
@@ -653,3 +680,131 @@ def test_real_tick_rule_tardis_bitstamp():
     row = _report("bitstamp BTCUSD 2026-05-02 (tick only)", truth,
                   {"tick": classify_trades(px, method="tick", tick_size=1.0)})
     assert row["tick"] > 0.5
+
+
+def test_vpin_output_grows_when_guess_is_short():
+    # the NaN makes the total volume unusable as a row estimate: the 1000 buckets closed by
+    # trade 0 overflow the first guess, the output grows, then trade 1 is rejected
+    v = VPIN(1, 3)
+    with pytest.raises(NonFiniteError) as e:
+        v.update_many([0, 1], [1000.0, np.nan], [1, 1])
+    assert (e.value.field, e.value.index) == ("size", 1)
+    assert v.n_closed == 1000 and v.value == 1.0
+
+
+def test_reference_parity_names():
+    # every public name of this module has a pure-Python twin in reference.py
+    for name in ("classify_trades", "Classifier", "TradeFlow", "trade_flow", "bvc", "vpin",
+                 "VPIN"):
+        assert hasattr(ref, name), name
+        assert hasattr(ofi_fast, name), name
+
+
+def test_vpin_streaming_matches_reference_class(rng):
+    v, r = VPIN(7, 3), ref.VPIN(7, 3)
+    for i in range(60):
+        s, d = float(rng.integers(0, 12)), int(rng.integers(-1, 2))
+        assert v.update(i, s, d) == r.update(i, s, d)
+    assert v.n_closed == r.n_closed
+    assert v.value == pytest.approx(r.value, rel=1e-14)
+
+
+def test_classifier_pending_quotes_grow_and_errors():
+    # lag 1000 with 500 quotes inside the lag: the pending ring grows past its 64 slots
+    rng = np.random.default_rng(11)
+    qts = np.arange(0, 5000, 2)
+    qb = 100.0 + rng.integers(-3, 3, len(qts))
+    qa = qb + rng.integers(1, 3, len(qts))
+    ts = np.arange(1, 5000, 2)
+    px = 100.0 + rng.integers(-4, 5, len(ts))
+    want = classify_trades(px, method="lee_ready", bid_px=qb, ask_px=qa, ts=ts, quote_ts=qts,
+                           quote_lag=1000)
+    c = Classifier("lee_ready", quote_lag=1000)
+    got = []
+    for i in range(len(ts)):
+        c.update_quote(int(qts[i]), qb[i], qa[i])
+        got.append(c.update(int(ts[i]), px[i]))
+        if i == 1200:
+            c = pickle.loads(pickle.dumps(c))       # mid-stream with 500 pending quotes
+    assert got == want.tolist()
+    with pytest.raises(TimeOrderError):
+        c.update_quote(0, 1.0, 2.0)
+    with pytest.raises(TimeOrderError):
+        c.update(0, 1.0)
+    with pytest.raises(NonFiniteError) as e:
+        c.update(10**6, np.nan)
+    assert e.value.field == "price"
+    assert c.n_trades == len(ts)                     # failed calls changed nothing
+
+
+def test_inputs_read_only_and_unmodified(rng):
+    ts, price, size, side, bid, ask = _flow_stream(rng, 200)
+    cols = [ts, price, size, side, bid, ask]
+    copies = [c.copy() for c in cols]
+    for c in cols:
+        c.flags.writeable = False
+    for m in METHODS:
+        classify_trades(price, method=m, bid_px=bid, ask_px=ask)
+    classify_trades(price, method="lee_ready", bid_px=bid, ask_px=ask, ts=ts, quote_ts=ts,
+                    quote_lag=3)
+    trade_flow(ts, price, size, side, window=5, classify="emo", bid_px=bid, ask_px=ask,
+               rolling=True)
+    trade_flow(ts[::2], price[::2], size[::2], side[::2].astype(np.int64))   # strided, int64
+    vpin(ts, size, side, bucket_volume=10, n_buckets=3)
+    bvc(ts, price, size, every=5)
+    for c, k in zip(cols, copies):
+        assert np.array_equal(c, k)
+
+
+def test_real_binance_vpin_true_sides_vs_bvc():
+    path = data_file("binance_hftbacktest", "usdm", "btcusdt_20240808.gz")
+    _, t_ms, px, qty, truth, *_ = _binance_trades_quotes(path)
+    V = qty.sum() / 100                                  # ~100 buckets over the capture
+    true_v = vpin(t_ms, qty, truth, bucket_volume=V, n_buckets=10)
+    b = bvc(t_ms, px, qty, every=1000, window=50)        # 1 s bars fed as trades to VPIN
+    bvc_v = vpin(b.start, b.volume, buy_fraction=b.buy_fraction, bucket_volume=V,
+                 n_buckets=10)
+    assert len(true_v.ts) == int(qty.sum() // V) or len(true_v.ts) == int(qty.sum() // V) - 1
+    assert np.all(true_v.buy + true_v.sell == pytest.approx(V, rel=1e-9))
+    ok = ~np.isnan(true_v.vpin)
+    assert np.all((true_v.vpin[ok] >= 0) & (true_v.vpin[ok] <= 1))
+    k = min(len(true_v.vpin), len(bvc_v.vpin))
+    both = ok[:k] & ~np.isnan(bvc_v.vpin[:k])
+    corr = np.corrcoef(true_v.vpin[:k][both], bvc_v.vpin[:k][both])[0, 1]
+    print(f"\n[vpin] binance usdm, V={V:.3f} BTC, n=10: true-side VPIN mean "
+          f"{np.nanmean(true_v.vpin):.3f}, BVC (1 s bars) VPIN mean {np.nanmean(bvc_v.vpin):.3f}, "
+          f"correlation {corr:.2f}")
+
+
+@given(_trades_strategy(), st.sampled_from(METHODS), st.integers(0, 3),
+       st.lists(st.integers(1, 20), min_size=1, max_size=4))
+def test_classifier_update_many_chunks(data, method, lag, chunks):
+    p, b, spread, missing = data
+    n = len(p)
+    a = [bi + s for bi, s in zip(b, spread)]
+    b = [np.nan if m else bi for bi, m in zip(b, missing)]
+    # distinct times: with ties, the batch path lets every quote stamped at a trade's time
+    # prevail, the stream only those fed before the trade
+    ts = np.cumsum(1 + np.arange(n) % 3)
+    want = classify_trades(p, method=method, bid_px=b, ask_px=a, ts=ts, quote_ts=ts,
+                           quote_lag=lag)
+    c = Classifier(method, quote_lag=lag)
+    parts, i, k = [], 0, 0
+    while i < n:
+        j = min(n, i + chunks[k % len(chunks)])
+        parts.append(c.update_many(ts[i:j], p[i:j], b[i:j], a[i:j]))
+        i, k = j, k + 1
+    assert np.concatenate(parts).tolist() == want.tolist()
+
+
+def test_classifier_update_many_bad_row_changes_nothing():
+    c = Classifier("lee_ready", quote_lag=5)
+    with pytest.raises(NonFiniteError) as e:
+        c.update_many([0, 1, 2], [1.0, 2.0, np.nan], [0.0, 0.0, 9.0], [3.0, 3.0, 10.0])
+    assert (e.value.field, e.value.index) == ("price", 2)
+    assert c.n_trades == 2
+    d = pickle.loads(pickle.dumps(c))
+    assert d.update_many([3], [5.0]).tolist() == c.update_many([3], [5.0]).tolist()
+    with pytest.raises(TimeOrderError) as e:
+        c.update_many([4, 1], [1.0, 1.0])
+    assert (e.value.field, e.value.index) == ("ts", 1)
