@@ -13,6 +13,7 @@
 # Status returned by book_apply / Book.push: (status & 15) is a Status of _types.pxd,
 # (status >> 4) the field at fault: 0 side, 1 price, 2 size.
 
+from libc.stdint cimport INT64_MAX, INT64_MIN
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
 cdef struct BookLevel:
@@ -61,12 +62,12 @@ cdef int book_side_set(BookSide* s, int64_t key, float64_t size) noexcept nogil
 cdef inline int64_t book_bid_tick(const BookState* b, intp_t m) noexcept nogil:
     if m < b.bid.n:
         return b.bid.lv[b.bid.n - 1 - m].key
-    return -0x7FFFFFFFFFFFFFFF - 1
+    return INT64_MIN
 
 cdef inline int64_t book_ask_tick(const BookState* b, intp_t m) noexcept nogil:
     if m < b.ask.n:
         return -b.ask.lv[b.ask.n - 1 - m].key
-    return 0x7FFFFFFFFFFFFFFF
+    return INT64_MAX
 
 cdef inline float64_t book_bid_size(const BookState* b, intp_t m) noexcept nogil:
     if m < b.bid.n:

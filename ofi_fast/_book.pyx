@@ -32,6 +32,10 @@ cimport cython
 from libc.math cimport NAN, fabs, round as c_round
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove
+from libc.stdint cimport INT64_MAX, INT64_MIN
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
 
 import numpy as np
 
@@ -44,11 +48,11 @@ from ofi_fast.errors import OFIError, raise_status
 
 _FIELDS = ("side", "price", "size")
 _POLICIES = {"raise": BOOK_RAISE, "keep": BOOK_KEEP, "drop_stale": BOOK_DROP_STALE}
-cdef int64_t KEY_MIN = -0x7FFFFFFFFFFFFFFF - 1
-cdef int64_t KEY_MAX = 0x7FFFFFFFFFFFFFFF
+cdef int64_t KEY_MIN = INT64_MIN
+cdef int64_t KEY_MAX = INT64_MAX
 # Largest |tick| accepted: keeps every key and every key sum inside int64.
 cdef float64_t MAX_TICK = 4.0e18
-cdef intp_t RANK_NONE = 0x7FFFFFFFFFFFFFFF
+cdef intp_t RANK_NONE = PY_SSIZE_T_MAX
 
 
 cdef int side_init(BookSide* s, intp_t capacity) noexcept nogil:
@@ -178,7 +182,7 @@ cdef void book_clear(BookState* b) noexcept nogil:
     b.n_missing = 0
 
 
-cdef int book_tick(const BookState* b, float64_t price, int64_t* tick) noexcept nogil:
+cdef inline int _tick(const BookState* b, float64_t price, int64_t* tick) noexcept nogil:
     if not (price - price == 0.0):
         return STATUS_NON_FINITE
     cdef float64_t x = price / b.tick_size
@@ -192,7 +196,7 @@ cdef int book_tick(const BookState* b, float64_t price, int64_t* tick) noexcept 
     return STATUS_OK
 
 
-cdef int book_apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil:
+cdef inline int _apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil:
     cdef BookSide* s
     cdef BookSide* o
     cdef int64_t key
@@ -245,7 +249,7 @@ cdef int book_apply_tick(BookState* b, int side, int64_t tick, float64_t size) n
     return STATUS_OK
 
 
-cdef int book_apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
+cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
     if side != 1 and side != -1:
         return STATUS_BAD_VALUE
     if not (size - size == 0.0):
@@ -253,10 +257,23 @@ cdef int book_apply(BookState* b, int side, float64_t price, float64_t size) noe
     if size < 0.0:
         return STATUS_NEGATIVE | (2 << 4)
     cdef int64_t tick = 0
-    cdef int status = book_tick(b, price, &tick)
+    cdef int status = _tick(b, price, &tick)
     if status != STATUS_OK:
         return status | (1 << 4)
-    return book_apply_tick(b, side, tick, size)
+    return _apply_tick(b, side, tick, size)
+
+
+# The C API (see _book.pxd); the loops of this module call the inline bodies above.
+cdef int book_tick(const BookState* b, float64_t price, int64_t* tick) noexcept nogil:
+    return _tick(b, price, tick)
+
+
+cdef int book_apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil:
+    return _apply_tick(b, side, tick, size)
+
+
+cdef int book_apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
+    return _apply(b, side, price, size)
 
 
 cdef void book_top(const BookState* b, intp_t n, float64_t* bid_px, float64_t* bid_sz,
@@ -340,7 +357,7 @@ cdef class Book:
 
     cpdef int apply(self, int side, float64_t price, float64_t size) except -1:
         """Set the absolute ``size`` at ``price`` on ``side`` (+1 bid, -1 ask); 0 deletes."""
-        cdef int status = book_apply(&self.st, side, price, size)
+        cdef int status = _apply(&self.st, side, price, size)
         if status != STATUS_OK:
             raise_book(status, 0)
         return 0
@@ -355,7 +372,7 @@ cdef class Book:
         cdef int status = STATUS_OK
         with nogil:
             for i in range(n):
-                status = book_apply(&self.st, s[i], p[i], z[i])
+                status = _apply(&self.st, s[i], p[i], z[i])
                 if status != STATUS_OK:
                     break
         if status != STATUS_OK:
@@ -437,7 +454,8 @@ cdef class Book:
 
         Without ``out`` the arrays returned are the book's own read-only buffers, reused (and
         overwritten) by the next ``top`` call with the same ``n``: copy them to keep them.
-        ``out`` = a tuple of four writeable contiguous float64 arrays of length ``n``.
+        ``out`` = a writeable C-contiguous float64 array of shape (4, n) (rows bid_px, bid_sz,
+        ask_px, ask_sz; the fast path) or a tuple of four float64 arrays of length ``n``.
         """
         cdef float64_t[::1] a, b, c, d
         if n < 0:
@@ -454,8 +472,16 @@ cdef class Book:
             book_top(&self.st, n, self._top_ptr[0], self._top_ptr[1], self._top_ptr[2],
                      self._top_ptr[3])
             return self._top_cache
+        cdef float64_t[:, ::1] o2
+        if isinstance(out, np.ndarray):        # one (4, n) array: rows bid_px, bid_sz, ask_px, ask_sz
+            if out.shape != (4, n):
+                raise OFIError(f"out must have shape (4, {n})", field="out")
+            o2 = out
+            if n:
+                book_top(&self.st, n, &o2[0, 0], &o2[1, 0], &o2[2, 0], &o2[3, 0])
+            return out
         if len(out) != 4:
-            raise OFIError("out must be a tuple of 4 arrays", field="out")
+            raise OFIError("out must be a (4, n) array or a tuple of 4 arrays", field="out")
         a, b, c, d = out
         if a.shape[0] != n or b.shape[0] != n or c.shape[0] != n or d.shape[0] != n:
             raise OFIError(f"out arrays must have length {n}", field="out")
@@ -697,7 +723,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
     cdef int status = mlofi_reserve(m, ts)
     if status != STATUS_OK:
         return status | (3 << 4)
-    status = book_apply(b, side, price, size)
+    status = _apply(b, side, price, size)
     if status != STATUS_OK:
         return status
     cdef intp_t j, L = m.levels, lo = b.last_rank, hi

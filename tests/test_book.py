@@ -495,3 +495,13 @@ def test_lobster_full_day_step_rule(zip_name, stem, capsys):
     with capsys.disabled():
         print(f"\n{zip_name}: step rule on {compared} messages, {differ} rows differ")
     assert compared == len(msg) - 1 and differ == 0
+
+
+def test_top_out_2d():
+    b = Book(0.5)
+    b.apply_many([1, -1, -1], [10, 11, 12.5], [1, 2, 3])
+    out = np.zeros((4, 3))
+    assert b.top(3, out=out) is out
+    assert same(out, [[10, np.nan, np.nan], [1, 0, 0], [11, 12.5, np.nan], [2, 3, 0]])
+    with pytest.raises(OFIError):
+        b.top(2, out=out)
