@@ -2,8 +2,9 @@
 
 Feeds (Binance, Kraken, Tardis, LOBSTER at price-level granularity) send the *absolute* size at
 a price: ``apply(side, price, size)`` sets it, size 0 deletes the level. Prices are converted to
-integer ticks once, ``tick = round(price / tick_size)``; a price more than 1e-6 tick away from a
-multiple of ``tick_size`` is rejected (OFIError, field ``price``).
+integer ticks once, ``tick = round(price / tick_size)``; a price more than 1e-6 tick (plus
+1e-13 relative, the rounding of the division itself) away from a multiple of ``tick_size`` is
+rejected (OFIError, field ``price``).
 
 Structure (decision): per side one sorted array of (key, size) with the best level at the end
 (key = tick for bids, -tick for asks, so both sides are "ascending key, best last"). Why:
@@ -190,7 +191,9 @@ cdef inline int _tick(const BookState* b, float64_t price, int64_t* tick) noexce
         return STATUS_BAD_VALUE
     # round half away from zero by truncation (one instruction, no libm call)
     cdef int64_t t = <int64_t> (x + 0.5) if x >= 0.0 else <int64_t> (x - 0.5)
-    if fabs(x - <float64_t> t) > 1e-6:
+    # off-grid tolerance: 1e-6 tick, widened by the rounding error of price / tick_size
+    # itself for very large tick counts (1e-13 relative, e.g. 56218.3 / 1e-5)
+    if fabs(x - <float64_t> t) > 1e-6 + fabs(x) * 1e-13:
         return STATUS_BAD_VALUE
     tick[0] = t
     return STATUS_OK
@@ -405,7 +408,8 @@ cdef class Book:
             keep = np.flatnonzero(z > 0)
             x = p[keep] / self.st.tick_size
             r = np.round(x)
-            bad = np.flatnonzero(~(np.abs(r) < MAX_TICK) | ~(np.abs(x - r) <= 1e-6))
+            bad = np.flatnonzero(~(np.abs(r) < MAX_TICK)
+                               | ~(np.abs(x - r) <= 1e-6 + np.abs(x) * 1e-13))
             if bad.size:
                 i = int(keep[bad[0]])
                 raise_status(STATUS_NON_FINITE if not np.isfinite(p[i]) else STATUS_BAD_VALUE,

@@ -207,7 +207,7 @@ class Book:
             raise RefError("NonFiniteError", field, index)
         x = price / self.tick_size
         r = round(x)
-        if abs(r) >= 4e18 or abs(x - r) > 1e-6:
+        if abs(r) >= 4e18 or abs(x - r) > 1e-6 + abs(x) * 1e-13:
             raise RefError("OFIError", field, index)
         return int(r)
 

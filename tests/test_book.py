@@ -505,3 +505,56 @@ def test_top_out_2d():
     assert same(out, [[10, np.nan, np.nan], [1, 0, 0], [11, 12.5, np.nan], [2, 3, 0]])
     with pytest.raises(OFIError):
         b.top(2, out=out)
+
+
+# ------------------------------------------------------------------ Kraken CRC32
+def test_kraken_book_checksums(capsys):
+    """Rebuild every Kraken WS v1 book (depth 1000, 10 pairs) from its snapshot and updates
+    and verify every CRC32 checksum the feed sends (top 10 asks then top 10 bids, each
+    price and volume with the '.' removed and leading zeros stripped, concatenated)."""
+    import json
+    import zlib
+    path = data_file("cryptofeed_sample_data", "KRAKEN.ws.50.0")
+    books, decimals = {}, {}
+
+    def fmt(x, d):
+        return f"{x:.{d}f}".replace(".", "").lstrip("0")
+
+    def checksum(pair):
+        book, (pd_, vd) = books[pair], decimals[pair]
+        bp, bs, ap, az = book.top(10)
+        s = "".join(fmt(p, pd_) + fmt(q, vd) for p, q in zip(ap, az) if q > 0)
+        s += "".join(fmt(p, pd_) + fmt(q, vd) for p, q in zip(bp, bs) if q > 0)
+        return zlib.crc32(s.encode()) & 0xFFFFFFFF
+
+    checked = 0
+    for line in open(path):
+        if line.startswith("wss://") or ": " not in line:
+            continue
+        msg = json.loads(line.split(": ", 1)[1])
+        if not isinstance(msg, list):
+            continue
+        pair = msg[-1]
+        parts = [m for m in msg[1:-2] if isinstance(m, dict)]
+        if "as" in parts[0] or "bs" in parts[0]:
+            snap = parts[0]
+            p0, v0 = snap["as"][0][0], snap["as"][0][1]
+            decimals[pair] = (len(p0.split(".")[1]), len(v0.split(".")[1]))
+            book = Book(10.0 ** -decimals[pair][0], crossed="keep")
+            book.load_snapshot([float(x[0]) for x in snap["bs"]], [float(x[1]) for x in snap["bs"]],
+                               [float(x[0]) for x in snap["as"]], [float(x[1]) for x in snap["as"]])
+            books[pair] = book
+            continue
+        book = books[pair]
+        crc = None
+        for part in parts:
+            for key, side in (("a", -1), ("b", 1)):
+                for lv in part.get(key, []):
+                    book.apply(side, float(lv[0]), float(lv[1]))
+            crc = part.get("c", crc)
+        if crc is not None:
+            assert checksum(pair) == int(crc), (pair, checked)
+            checked += 1
+    with capsys.disabled():
+        print(f"\nKraken: {checked} CRC32 checksums verified over {len(books)} books")
+    assert checked == 4269 and len(books) == 10
