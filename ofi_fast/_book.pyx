@@ -39,6 +39,9 @@ cdef extern from "Python.h":
 
 
 import numpy as np
+from cpython.buffer cimport (
+    PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer,
+)
 
 from ofi_fast._types cimport (
     STATUS_BAD_VALUE, STATUS_CROSSED, STATUS_NEGATIVE, STATUS_NO_MEMORY, STATUS_NON_FINITE,
@@ -476,13 +479,19 @@ cdef class Book:
             book_top(&self.st, n, self._top_ptr[0], self._top_ptr[1], self._top_ptr[2],
                      self._top_ptr[3])
             return self._top_cache
-        cdef float64_t[:, ::1] o2
+        cdef Py_buffer buf
+        cdef float64_t* d0
         if isinstance(out, np.ndarray):        # one (4, n) array: rows bid_px, bid_sz, ask_px, ask_sz
-            if out.shape != (4, n):
-                raise OFIError(f"out must have shape (4, {n})", field="out")
-            o2 = out
-            if n:
-                book_top(&self.st, n, &o2[0, 0], &o2[1, 0], &o2[2, 0], &o2[3, 0])
+            # the raw buffer protocol: a typed-memoryview acquisition costs several times more
+            PyObject_GetBuffer(out, &buf, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT)
+            ok = (buf.ndim == 2 and buf.shape[0] == 4 and buf.shape[1] == n
+                  and buf.itemsize == 8 and buf.format[0] == b'd' and buf.format[1] == 0)
+            d0 = <float64_t*> buf.buf
+            if ok and n:
+                book_top(&self.st, n, d0, d0 + n, d0 + 2 * n, d0 + 3 * n)
+            PyBuffer_Release(&buf)
+            if not ok:
+                raise OFIError(f"out must be a float64 array of shape (4, {n})", field="out")
             return out
         if len(out) != 4:
             raise OFIError("out must be a (4, n) array or a tuple of 4 arrays", field="out")
