@@ -885,7 +885,8 @@ cdef void mlofi_reset_keep_prev(MLOFIState* m) noexcept nogil:
     counters but keep it as the previous state (has_prev stays True)."""
     cdef intp_t j
     for j in range(m.width):
-        m.e[j] = 0.0
+        if j < m.levels:          # m.e[levels] keeps the snapshot's depth: the next delta
+            m.e[j] = 0.0          # that leaves the top levels unchanged reuses it
         m.sum[j] = 0.0
         m.comp[j] = 0.0
         m.total[j] = 0.0

@@ -457,3 +457,49 @@ def integrated_weights(sample, iterations=10000):
         v = [-x for x in v]
     trace = math.fsum(cov[i][i] for i in range(L))
     return v, lam / trace
+
+
+class BookOFI:
+    """Reference BookOFI: a dict Book plus MultiLevelOFI over its top `levels` after each delta
+    (prices in ticks; absent levels -inf / +inf with size 0)."""
+
+    def __init__(self, tick_size, levels=10, window=None, window_time=None, capacity=None,
+                 grow=False, crossed="raise", strict=False, weights=None):
+        self.book = Book(tick_size, crossed=crossed, strict=strict)
+        self.ofi = MultiLevelOFI(levels, window, window_time, capacity, grow, weights)
+        self.levels = levels
+
+    def _state(self):
+        L = self.levels
+        b = self.book.levels(1)[:L]
+        a = self.book.levels(-1)[:L]
+        bp = [float(t) for t, _ in b] + [-INF] * (L - len(b))
+        bs = [q for _, q in b] + [0.0] * (L - len(b))
+        ap = [float(t) for t, _ in a] + [INF] * (L - len(a))
+        az = [q for _, q in a] + [0.0] * (L - len(a))
+        return bp, bs, ap, az
+
+    def update(self, ts, side, price, size, index=0):
+        if self.ofi.last_ts is not None and ts < self.ofi.last_ts:
+            raise RefError("TimeOrderError", "ts", index)
+        self.book.apply(side, price, size, index)
+        return self.ofi.update(ts, *self._state())[0]
+
+    def update_many(self, ts, side, price, size, levels=False):
+        n = len(price)
+        ts = [self.ofi.last_ts or 0] * n if ts is None else ts
+        rows = []
+        for i in range(n):
+            self.update(ts[i], int(side[i]), price[i], size[i], i)
+            rows.append(list(self.ofi.all[-1][:self.levels]))
+        e1 = [r[0] for r in rows]
+        return (e1, rows) if levels else e1
+
+    def load_snapshot(self, bid_px=None, bid_sz=None, ask_px=None, ask_sz=None):
+        self.book.load_snapshot(bid_px, bid_sz, ask_px, ask_sz)
+        self.ofi.reset()
+        self.ofi.prev = [tuple(x) for x in zip(*self._state())]
+
+    @property
+    def values(self):
+        return self.ofi.values

@@ -558,3 +558,19 @@ def test_kraken_book_checksums(capsys):
     with capsys.disabled():
         print(f"\nKraken: {checked} CRC32 checksums verified over {len(books)} books")
     assert checked == 4269 and len(books) == 10
+
+
+@given(delta_streams(), st.integers(1, 4),
+       st.sampled_from([{}, {"window": 3}, {"window_time": 4, "capacity": 64}]))
+def test_bookofi_matches_reference_bookofi(stream, L, kw):
+    side, px, sz = stream
+    ts = np.arange(len(px))
+    o = BookOFI(1.0, levels=L, crossed="drop_stale", **kw)
+    r = ref.BookOFI(1.0, levels=L, crossed="drop_stale", **kw)
+    o.load_snapshot([900], [5], [1100], [7])
+    r.load_snapshot([900], [5], [1100], [7])
+    e, lv = o.update_many(ts, side, px, sz, levels=True)
+    re1, rlv = r.update_many(ts.tolist(), side.tolist(), px.tolist(), sz.tolist(), levels=True)
+    assert e.tolist() == re1 and lv.tolist() == rlv
+    assert o.values.tolist() == r.values
+    assert o.ofi.depth == pytest.approx(r.ofi.depth, rel=1e-15)
