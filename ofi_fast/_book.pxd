@@ -29,6 +29,8 @@ cdef struct BookState:
     BookSide bid         # bid levels, key = tick
     BookSide ask         # ask levels, key = -tick
     float64_t tick_size  # price units per tick (> 0)
+    float64_t inv_tick   # 1 / tick_size when that is an integer (0.01 -> 100), else 0: prices
+                         # are then ticks / inv_tick, the double nearest the decimal price
     int policy           # crossed-book policy: 0 raise, 1 keep, 2 drop_stale
     bint strict          # deleting a level that does not exist is an error
     int64_t n_updates    # updates accepted since reset
@@ -57,6 +59,12 @@ cdef int book_apply(BookState* b, int side, float64_t price, float64_t size) noe
 cdef int book_apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil
 # Insert/overwrite one level without crossing checks (snapshots). size > 0.
 cdef int book_side_set(BookSide* s, int64_t key, float64_t size) noexcept nogil
+
+# A price in ticks (any real number of ticks) -> price units.
+cdef inline float64_t book_price(const BookState* b, float64_t ticks) noexcept nogil:
+    if b.inv_tick > 0.0:
+        return ticks / b.inv_tick
+    return ticks * b.tick_size
 
 # Level m (0 = best) of a side, in ticks; absent levels give the sentinel and size 0.
 cdef inline int64_t book_bid_tick(const BookState* b, intp_t m) noexcept nogil:

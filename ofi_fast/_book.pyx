@@ -4,7 +4,9 @@ Feeds (Binance, Kraken, Tardis, LOBSTER at price-level granularity) send the *ab
 a price: ``apply(side, price, size)`` sets it, size 0 deletes the level. Prices are converted to
 integer ticks once, ``tick = round(price / tick_size)``; a price more than 1e-6 tick (plus
 1e-13 relative, the rounding of the division itself) away from a multiple of ``tick_size`` is
-rejected (OFIError, field ``price``).
+rejected (OFIError, field ``price``). Prices come back as ``tick / (1 / tick_size)`` when
+``1 / tick_size`` is an integer (0.01 -> 100: the double nearest the decimal price, e.g.
+61828.02 and not 61828.020000000004), else ``tick * tick_size``.
 
 Structure (decision): per side one sorted array of (key, size) with the best level at the end
 (key = tick for bids, -tick for asks, so both sides are "ascending key, best last"). Why:
@@ -161,6 +163,8 @@ cdef inline intp_t side_delete(BookSide* s, int64_t key) noexcept nogil:
 cdef int book_init(BookState* b, float64_t tick_size, int policy, bint strict,
                    intp_t capacity) noexcept nogil:
     b.tick_size = tick_size
+    cdef float64_t inv = c_round(1.0 / tick_size)
+    b.inv_tick = inv if inv >= 1.0 and fabs(1.0 / tick_size - inv) <= 1e-9 * inv else 0.0
     b.policy = policy
     b.strict = strict
     book_clear(b)
@@ -287,16 +291,15 @@ cdef void book_top(const BookState* b, intp_t n, float64_t* bid_px, float64_t* b
     cdef intp_t m
     cdef intp_t nb = b.bid.n
     cdef intp_t na = b.ask.n
-    cdef float64_t t = b.tick_size
     for m in range(n):
         if m < nb:
-            bid_px[m] = b.bid.lv[nb - 1 - m].key * t
+            bid_px[m] = book_price(b, <float64_t> b.bid.lv[nb - 1 - m].key)
             bid_sz[m] = b.bid.lv[nb - 1 - m].size
         else:
             bid_px[m] = NAN
             bid_sz[m] = 0.0
         if m < na:
-            ask_px[m] = -b.ask.lv[na - 1 - m].key * t
+            ask_px[m] = book_price(b, <float64_t> -b.ask.lv[na - 1 - m].key)
             ask_sz[m] = b.ask.lv[na - 1 - m].size
         else:
             ask_px[m] = NAN
@@ -515,14 +518,14 @@ cdef class Book:
         """Best bid price (NaN when the bid side is empty)."""
         if self.st.bid.n == 0:
             return NAN
-        return self.st.bid.lv[self.st.bid.n - 1].key * self.st.tick_size
+        return book_price(&self.st, <float64_t> self.st.bid.lv[self.st.bid.n - 1].key)
 
     @property
     def best_ask(self):
         """Best ask price (NaN when the ask side is empty)."""
         if self.st.ask.n == 0:
             return NAN
-        return -self.st.ask.lv[self.st.ask.n - 1].key * self.st.tick_size
+        return book_price(&self.st, <float64_t> -self.st.ask.lv[self.st.ask.n - 1].key)
 
     @property
     def best_bid_size(self):
@@ -547,15 +550,16 @@ cdef class Book:
         """(best bid + best ask) / 2 in price units; NaN when a side is empty."""
         if self.st.bid.n == 0 or self.st.ask.n == 0:
             return NAN
-        return (book_bid_tick(&self.st, 0) + book_ask_tick(&self.st, 0)) * 0.5 \
-            * self.st.tick_size
+        return book_price(&self.st, (<float64_t> book_bid_tick(&self.st, 0)
+                                     + <float64_t> book_ask_tick(&self.st, 0)) * 0.5)
 
     @property
     def spread(self):
         """best ask - best bid in price units (<= 0 when crossed/locked); NaN if a side is empty."""
         if self.st.bid.n == 0 or self.st.ask.n == 0:
             return NAN
-        return (book_ask_tick(&self.st, 0) - book_bid_tick(&self.st, 0)) * self.st.tick_size
+        return book_price(&self.st, <float64_t> (book_ask_tick(&self.st, 0)
+                                                 - book_bid_tick(&self.st, 0)))
 
     @property
     def weighted_mid(self):
@@ -565,8 +569,8 @@ cdef class Book:
             return NAN
         cdef float64_t qb = book_bid_size(&self.st, 0)
         cdef float64_t qa = book_ask_size(&self.st, 0)
-        return (book_ask_tick(&self.st, 0) * qb + book_bid_tick(&self.st, 0) * qa) \
-            / (qb + qa) * self.st.tick_size
+        return book_price(&self.st, (book_ask_tick(&self.st, 0) * qb
+                                     + book_bid_tick(&self.st, 0) * qa) / (qb + qa))
 
     def imbalance(self, intp_t levels=1, float64_t decay=1.0):
         """Depth imbalance (sum w_m qb_m - sum w_m qa_m) / (sum w_m qb_m + sum w_m qa_m),

@@ -196,7 +196,13 @@ class Book:
         if crossed not in ("raise", "keep", "drop_stale"):
             raise RefError("OFIError", "crossed")
         self.tick_size, self.crossed, self.strict = float(tick_size), crossed, strict
+        inv = round(1.0 / self.tick_size)
+        self.inv = inv if inv >= 1 and abs(1.0 / self.tick_size - inv) <= 1e-9 * inv else 0
         self.reset()
+
+    def _px(self, ticks):
+        """Ticks -> price: ticks / (1 / tick_size) when that is an integer, else * tick_size."""
+        return ticks / float(self.inv) if self.inv else ticks * self.tick_size
 
     def reset(self):
         self.bids, self.asks = {}, {}
@@ -281,30 +287,30 @@ class Book:
         out = []
         for side in (1, -1):
             lv = self.levels(side)[:n]
-            px = [t * self.tick_size for t, _ in lv] + [math.nan] * (n - len(lv))
+            px = [self._px(float(t)) for t, _ in lv] + [math.nan] * (n - len(lv))
             sz = [q for _, q in lv] + [0.0] * (n - len(lv))
             out += [px, sz]
         return tuple(out)
 
     @property
     def best_bid(self):
-        return max(self.bids) * self.tick_size if self.bids else math.nan
+        return self._px(float(max(self.bids))) if self.bids else math.nan
 
     @property
     def best_ask(self):
-        return min(self.asks) * self.tick_size if self.asks else math.nan
+        return self._px(float(min(self.asks))) if self.asks else math.nan
 
     @property
     def mid(self):
         if not self.bids or not self.asks:
             return math.nan
-        return (max(self.bids) + min(self.asks)) * 0.5 * self.tick_size
+        return self._px((float(max(self.bids)) + float(min(self.asks))) * 0.5)
 
     @property
     def spread(self):
         if not self.bids or not self.asks:
             return math.nan
-        return (min(self.asks) - max(self.bids)) * self.tick_size
+        return self._px(float(min(self.asks) - max(self.bids)))
 
     @property
     def weighted_mid(self):
@@ -312,7 +318,7 @@ class Book:
             return math.nan
         b, a = max(self.bids), min(self.asks)
         qb, qa = self.bids[b], self.asks[a]
-        return (a * qb + b * qa) / (qb + qa) * self.tick_size
+        return self._px((a * qb + b * qa) / (qb + qa))
 
     def imbalance(self, levels=1, decay=1.0):
         bs = [q for _, q in self.levels(1)[:levels]]

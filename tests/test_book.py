@@ -574,3 +574,62 @@ def test_bookofi_matches_reference_bookofi(stream, L, kw):
     assert e.tolist() == re1 and lv.tolist() == rlv
     assert o.values.tolist() == r.values
     assert o.ofi.depth == pytest.approx(r.ofi.depth, rel=1e-15)
+
+
+# ------------------------------------------------------------------ Binance diff streams
+def _binance_check(path, futures):
+    """Sync the diff-depth stream onto the REST snapshot by the exchange's rule (buffering the
+    diffs received before it), apply every diff, and compare the book's best bid/ask with
+    each bookTicker whose update id equals a diff's final update id."""
+    import gzip
+    import json
+    diffs, tickers, snap = [], {}, None
+    with gzip.open(path, "rt") as f:
+        for line in f:
+            _, raw = line.split(" ", 1)
+            msg = json.loads(raw)
+            if "lastUpdateId" in msg:
+                snap = msg
+                continue
+            stream, data = msg.get("stream", ""), msg.get("data", msg)
+            if "@depth" in stream:
+                diffs.append(data)
+            elif "bookTicker" in stream:
+                tickers.setdefault(data["u"], data)
+    assert snap is not None
+    last = snap["lastUpdateId"]
+    book = Book(0.01, crossed="keep")
+    book.load_snapshot([float(p) for p, _ in snap["bids"]], [float(q) for _, q in snap["bids"]],
+                       [float(p) for p, _ in snap["asks"]], [float(q) for _, q in snap["asks"]])
+    if futures:
+        live = [d for d in diffs if d["u"] >= last]
+        assert live[0]["U"] <= last <= live[0]["u"]
+    else:
+        live = [d for d in diffs if d["u"] > last]
+        assert live[0]["U"] <= last + 1 <= live[0]["u"]
+    checked = crossed = 0
+    prev_u = None
+    for d in live:
+        if prev_u is not None:
+            assert (d["pu"] == prev_u) if futures else (d["U"] == prev_u + 1)
+        prev_u = d["u"]
+        for key, side in (("b", 1), ("a", -1)):
+            for p, q in d[key]:
+                book.apply(side, float(p), float(q))
+        crossed += book.best_bid >= book.best_ask
+        t = tickers.get(d["u"])
+        if t is not None:
+            assert (book.best_bid, book.best_bid_size, book.best_ask, book.best_ask_size) == \
+                (float(t["b"]), float(t["B"]), float(t["a"]), float(t["A"])), d["u"]
+            checked += 1
+    return len(live), checked, crossed
+
+
+@pytest.mark.parametrize("market, futures", [("spot", False), ("usdm", True)])
+def test_binance_diff_stream_matches_book_ticker(market, futures, capsys):
+    path = data_file("binance_hftbacktest", market, "btcusdt_20240808.gz")
+    applied, checked, crossed = _binance_check(path, futures)
+    with capsys.disabled():
+        print(f"\nBinance {market}: {applied} diffs applied, best bid/ask equal to bookTicker "
+              f"at all {checked} matching update ids; crossed after a diff: {crossed}")
+    assert checked > 0 and crossed == 0
