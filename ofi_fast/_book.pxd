@@ -23,7 +23,7 @@ cdef struct BookLevel:
 cdef struct BookSide:
     BookLevel* lv        # levels by strictly ascending key; the best level is lv[n - 1]
     intp_t n             # live levels, 0 <= n <= capacity
-    intp_t capacity      # slots allocated (>= 1); doubles when full
+    intp_t capacity      # slots allocated, always >= n + 8 (slack for fixed-size moves); doubles
 
 cdef struct BookState:
     BookSide bid         # bid levels, key = tick

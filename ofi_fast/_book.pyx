@@ -59,11 +59,16 @@ cdef int64_t KEY_MAX = INT64_MAX
 # Largest |tick| accepted: keeps every key and every key sum inside int64.
 cdef float64_t MAX_TICK = 4.0e18
 cdef intp_t RANK_NONE = PY_SSIZE_T_MAX
+# Slots kept free past the last level (capacity >= n + SLACK), so that inserts and deletes
+# near the touch can move a fixed 4 slots without bounds branches.
+cdef enum:
+    SLACK = 8
 
 
 cdef int side_init(BookSide* s, intp_t capacity) noexcept nogil:
     if capacity < 1:
         capacity = 1
+    capacity += SLACK
     s.lv = <BookLevel*> malloc(capacity * sizeof(BookLevel))
     s.n = 0
     s.capacity = capacity
@@ -80,6 +85,7 @@ cdef void side_free(BookSide* s) noexcept nogil:
 
 
 cdef int side_reserve(BookSide* s, intp_t capacity) noexcept nogil:
+    """At least `capacity` slots (always SLACK more than the levels they will hold)."""
     if capacity <= s.capacity:
         return STATUS_OK
     cdef BookLevel* lv = <BookLevel*> realloc(s.lv, capacity * sizeof(BookLevel))
@@ -91,17 +97,20 @@ cdef int side_reserve(BookSide* s, intp_t capacity) noexcept nogil:
 
 
 cdef inline intp_t side_lower(const BookSide* s, int64_t key) noexcept nogil:
-    """First index i with s.lv[i].key >= key (s.n if none): short scan from the best end, then
-    binary search for far prices."""
-    cdef intp_t i = s.n
-    cdef intp_t stop = s.n - 8 if s.n > 8 else 0
-    cdef intp_t lo, hi, mid
-    while i > stop and s.lv[i - 1].key >= key:
-        i -= 1
-    if i > stop or i == 0:
-        return i
+    """First index i with s.lv[i].key >= key (s.n if none). Keys ascend, so among the 8 best
+    slots those >= key form a suffix: counting them (branch-free, a fixed 8-step loop) gives
+    the answer for updates near the touch; far prices fall back to binary search."""
+    cdef intp_t n = s.n, c = 0, j, lo, hi, mid
+    if n < 8:
+        while n > 0 and s.lv[n - 1].key >= key:
+            n -= 1
+        return n
+    for j in range(1, 9):
+        c += s.lv[n - j].key >= key
+    if c < 8:
+        return n - c
     lo = 0
-    hi = i      # s.lv[i].key >= key is known; search [0, i)
+    hi = n - 8      # s.lv[n - 8].key >= key is known; search [0, n - 8)
     while lo < hi:
         mid = (lo + hi) >> 1
         if s.lv[mid].key >= key:
@@ -120,17 +129,15 @@ cdef inline int side_set(BookSide* s, int64_t key, float64_t size, intp_t* index
         inserted[0] = False
         return STATUS_OK
     inserted[0] = True
-    if s.n == s.capacity:
+    if s.n + 1 + SLACK > s.capacity:
         if side_reserve(s, 2 * s.capacity) != STATUS_OK:
             return STATUS_NO_MEMORY
-    if i < s.n:
-        if s.n - i <= 4:      # the common case near the touch: cheaper than a call
-            j = s.n
-            while j > i:
-                s.lv[j] = s.lv[j - 1]
-                j -= 1
-        else:
-            memmove(&s.lv[i + 1], &s.lv[i], (s.n - i) * sizeof(BookLevel))
+    if s.n - i <= 4:
+        # near the touch: a fixed 4-slot move (inlined, no branch on the count); the slack
+        # slots past n make the extra copies harmless
+        memmove(&s.lv[i + 1], &s.lv[i], 4 * sizeof(BookLevel))
+    else:
+        memmove(&s.lv[i + 1], &s.lv[i], (s.n - i) * sizeof(BookLevel))
     s.lv[i].key = key
     s.lv[i].size = size
     s.n += 1
@@ -148,14 +155,10 @@ cdef inline intp_t side_delete(BookSide* s, int64_t key) noexcept nogil:
     cdef intp_t j, i = side_lower(s, key)
     if i == s.n or s.lv[i].key != key:
         return -1
-    if i < s.n - 1:
-        if s.n - i <= 5:
-            j = i
-            while j < s.n - 1:
-                s.lv[j] = s.lv[j + 1]
-                j += 1
-        else:
-            memmove(&s.lv[i], &s.lv[i + 1], (s.n - i - 1) * sizeof(BookLevel))
+    if s.n - i <= 5:
+        memmove(&s.lv[i], &s.lv[i + 1], 4 * sizeof(BookLevel))   # fixed size, see side_set
+    else:
+        memmove(&s.lv[i], &s.lv[i + 1], (s.n - i - 1) * sizeof(BookLevel))
     s.n -= 1
     return i
 
@@ -450,7 +453,7 @@ cdef class Book:
             kv = np.ascontiguousarray(sides[j][0])
             zv = np.ascontiguousarray(sides[j][1])
             m = kv.shape[0]
-            if side_reserve(s, m) != STATUS_OK:
+            if side_reserve(s, m + SLACK) != STATUS_OK:
                 raise MemoryError()
             if m:
                 for q in range(m):
@@ -648,7 +651,7 @@ cdef class Book:
             s = &self.st.bid if j == 0 else &self.st.ask
             k, z = d[name]
             m = len(k)
-            if side_reserve(s, m) != STATUS_OK:
+            if side_reserve(s, m + SLACK) != STATUS_OK:
                 raise MemoryError()
             for i in range(m):
                 s.lv[m - 1 - i].key = k[i] * sign
