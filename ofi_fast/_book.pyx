@@ -487,8 +487,9 @@ cdef class Book:
             return self._top_cache
         cdef Py_buffer buf
         cdef float64_t* d0
-        if isinstance(out, np.ndarray):        # one (4, n) array: rows bid_px, bid_sz, ask_px, ask_sz
-            # the raw buffer protocol: a typed-memoryview acquisition costs several times more
+        if isinstance(out, np.ndarray):
+            # one (4, n) array, rows bid_px, bid_sz, ask_px, ask_sz, through the raw buffer
+            # protocol: a typed-memoryview acquisition costs several times more
             PyObject_GetBuffer(out, &buf, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT)
             ok = (buf.ndim == 2 and buf.shape[0] == 4 and buf.shape[1] == n
                   and buf.itemsize == 8 and buf.format[0] == b'd' and buf.format[1] == 0)
