@@ -113,6 +113,7 @@ cdef int bookofi_commit(const BookState* b, MLOFIState* m, int64_t ts) noexcept 
 cdef class BookOFI:
     cdef Book _book            # the order book (read-only view through .book)
     cdef MultiLevelOFI _ml     # the multi-level OFI over its top `levels` (through .ofi)
+    cdef bint _pending         # deltas of an unfinished batch were applied (batch_end False)
     cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil
     cpdef float64_t update(self, int64_t ts, int side, float64_t price,
                            float64_t size) except? -1.0

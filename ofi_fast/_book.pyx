@@ -670,7 +670,9 @@ cdef int raise_book(int status, intp_t index) except -1:
 # BookOFI: deltas in, book maintained, multi-level OFI out
 # =============================================================================================
 from libc.math cimport INFINITY
-from ofi_fast._ofi cimport mlofi_commit, mlofi_push, mlofi_reserve, mlofi_reset
+from ofi_fast._ofi cimport (
+    mlofi_check_ts, mlofi_commit, mlofi_push, mlofi_reserve, mlofi_reset,
+)
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
 
 from ofi_fast._ofi import MultiLevelOFI as _MultiLevelOFI
@@ -765,6 +767,28 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
     return STATUS_OK
 
 
+cdef inline int bookofi_push_inside(BookState* b, MLOFIState* m, int64_t ts, int side,
+                                    float64_t price, float64_t size) noexcept nogil:
+    """A delta inside a batch: the book only (time order still checked)."""
+    cdef int status = mlofi_check_ts(m, ts)
+    if status != STATUS_OK:
+        return status | (3 << 4)
+    return _apply(b, side, price, size)
+
+
+cdef inline int bookofi_push_full(BookState* b, MLOFIState* m, int64_t ts, int side,
+                                  float64_t price, float64_t size) noexcept nogil:
+    """The delta that ends a batch: OFI between the whole top L before and after."""
+    cdef int status = mlofi_reserve(m, ts)
+    if status != STATUS_OK:
+        return status | (3 << 4)
+    status = _apply(b, side, price, size)
+    if status != STATUS_OK:
+        return status
+    bookofi_commit(b, m, ts)
+    return STATUS_OK
+
+
 cdef int raise_bookofi(int status, intp_t index) except -1:
     raise_status(status & 15, _BOOKOFI_FIELDS[status >> 4], index)
     return 0
@@ -799,31 +823,58 @@ cdef class BookOFI:
         self._book = Book(tick_size, crossed=crossed, strict=strict)
         self._ml = _MultiLevelOFI(levels, window=window, window_time=window_time,
                                   capacity=capacity, grow=grow, weights=weights)
+        self._pending = False
 
     cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil:
-        return bookofi_push(&self._book.st, &self._ml.st, ts, side, price, size)
+        cdef int status
+        if self._pending:
+            status = bookofi_push_full(&self._book.st, &self._ml.st, ts, side, price, size)
+        else:
+            status = bookofi_push(&self._book.st, &self._ml.st, ts, side, price, size)
+        if status == STATUS_OK:
+            self._pending = False
+        return status
 
     cpdef float64_t update(self, int64_t ts, int side, float64_t price,
                            float64_t size) except? -1.0:
-        """Apply one delta at time ``ts``; return the event's best-level e."""
-        cdef int status = bookofi_push(&self._book.st, &self._ml.st, ts, side, price, size)
+        """Apply one delta at time ``ts``; return the event's best-level e (it ends a pending
+        batch, if any)."""
+        cdef int status
+        if self._pending:
+            status = bookofi_push_full(&self._book.st, &self._ml.st, ts, side, price, size)
+        else:
+            status = bookofi_push(&self._book.st, &self._ml.st, ts, side, price, size)
         if status != STATUS_OK:
             raise_bookofi(status, 0)
+        self._pending = False
         return self._ml.st.e[0]
 
-    def update_many(self, ts, side, price, size, *, levels=False, out=None):
+    def update_many(self, ts, side, price, size, *, levels=False, out=None, batch_end=None):
         """Apply arrays of deltas; return e_1 per event (and (n, L) per-level e if
-        ``levels``). ``ts`` may be None without a time window."""
+        ``levels``). ``ts`` may be None without a time window.
+
+        ``batch_end`` (optional bool array): feeds that pack many deltas into one message
+        (Binance diffs, Kraken updates, Tardis rows sharing a local_timestamp) should not
+        produce OFI between the intermediate per-row states (a transient crossed book, a
+        level removed and re-added). Rows with ``batch_end[i] == False`` update the book only
+        (their e is 0 and they are not window events); the row that ends the batch is one
+        OFI event, computed between the states after consecutive batches. A batch may span
+        calls. Without ``batch_end`` every delta is an event.
+        """
         cdef const float64_t[::1] p = column(price, np.float64, "price")
         cdef intp_t n = p.shape[0]
         cdef const float64_t[::1] z = column(size, np.float64, "size", n)
         cdef const signed char[::1] s = side_column(side, n)
         cdef const int64_t[::1] t
+        cdef const unsigned char[::1] be
         cdef bint has_ts = ts is not None
+        cdef bint has_end = batch_end is not None
         if has_ts:
             t = column(ts, np.int64, "ts", n)
         elif self._ml.st.window_time > 0:
             raise OFIError("a time window needs ts", field="ts")
+        if has_end:
+            be = column(batch_end, np.bool_, "batch_end", n).view(np.uint8)
         from ofi_fast._arrays import output
         e_arr = output(out, n)
         cdef float64_t[::1] e = e_arr
@@ -840,9 +891,23 @@ cdef class BookOFI:
             for i in range(n):
                 if has_ts:
                     tsi = t[i]
-                status = bookofi_push(b, ml, tsi, s[i], p[i], z[i])
+                if has_end and not be[i]:
+                    status = bookofi_push_inside(b, ml, tsi, s[i], p[i], z[i])
+                    if status != STATUS_OK:
+                        break
+                    self._pending = True
+                    e[i] = 0.0
+                    if want:
+                        for m in range(L):
+                            lv[i, m] = 0.0
+                    continue
+                if self._pending:
+                    status = bookofi_push_full(b, ml, tsi, s[i], p[i], z[i])
+                else:
+                    status = bookofi_push(b, ml, tsi, s[i], p[i], z[i])
                 if status != STATUS_OK:
                     break
+                self._pending = False
                 e[i] = ml.e[0]
                 if want:
                     for m in range(L):
@@ -855,6 +920,7 @@ cdef class BookOFI:
         """Replace the book side(s) (see Book.load_snapshot) and restart OFI from it: the
         window is cleared and the snapshot becomes the previous state of the next delta."""
         self._book.load_snapshot(bid_px, bid_sz, ask_px, ask_sz)
+        self._pending = False
         mlofi_reset(&self._ml.st)
         bookofi_commit(&self._book.st, &self._ml.st, self._ml.st.last_ts)
         mlofi_reset_keep_prev(&self._ml.st)
@@ -881,11 +947,12 @@ cdef class BookOFI:
 
     def reset(self):
         """Empty the book and forget all events."""
+        self._pending = False
         self._book.reset()
         mlofi_reset(&self._ml.st)
 
     def __reduce__(self):
-        return (_bookofi_restore, (self._book, self._ml))
+        return (_bookofi_restore, (self._book, self._ml, bool(self._pending)))
 
 
 cdef void mlofi_reset_keep_prev(MLOFIState* m) noexcept nogil:
@@ -905,8 +972,9 @@ cdef void mlofi_reset_keep_prev(MLOFIState* m) noexcept nogil:
     m.n_events = 0
 
 
-def _bookofi_restore(Book book, MultiLevelOFI ml):
+def _bookofi_restore(Book book, MultiLevelOFI ml, pending=False):
     cdef BookOFI o = BookOFI.__new__(BookOFI, book.st.tick_size, ml.st.levels)
     o._book = book
     o._ml = ml
+    o._pending = pending
     return o

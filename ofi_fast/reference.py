@@ -491,11 +491,19 @@ class BookOFI:
         self.book.apply(side, price, size, index)
         return self.ofi.update(ts, *self._state())[0]
 
-    def update_many(self, ts, side, price, size, levels=False):
+    def update_many(self, ts, side, price, size, levels=False, batch_end=None):
+        """batch_end[i] False: the delta only updates the book (e = 0, no OFI event); the
+        row ending the batch is one event between batch states."""
         n = len(price)
         ts = [self.ofi.last_ts or 0] * n if ts is None else ts
         rows = []
         for i in range(n):
+            if batch_end is not None and not batch_end[i]:
+                if self.ofi.last_ts is not None and ts[i] < self.ofi.last_ts:
+                    raise RefError("TimeOrderError", "ts", i)
+                self.book.apply(int(side[i]), price[i], size[i], i)
+                rows.append([0.0] * self.levels)
+                continue
             self.update(ts[i], int(side[i]), price[i], size[i], i)
             rows.append(list(self.ofi.all[-1][:self.levels]))
         e1 = [r[0] for r in rows]

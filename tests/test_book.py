@@ -633,3 +633,38 @@ def test_binance_diff_stream_matches_book_ticker(market, futures, capsys):
         print(f"\nBinance {market}: {applied} diffs applied, best bid/ask equal to bookTicker "
               f"at all {checked} matching update ids; crossed after a diff: {crossed}")
     assert checked > 0 and crossed == 0
+
+
+@given(delta_streams(), st.integers(1, 4), st.integers(0, 2**32 - 1), st.integers(1, 25))
+def test_bookofi_batches(stream, L, seed, chunk):
+    """batch_end: one OFI event per batch, between the states after consecutive batches
+    (== mlofi over the batch-end top-L states); batches may span update_many calls."""
+    side, px, sz = stream
+    n = len(px)
+    rng = np.random.default_rng(seed)
+    end = rng.random(n) < 0.4
+    end[-1] = True
+    ts = np.arange(n) // 3
+    rb = ref.Book(1.0, crossed="drop_stale")
+    states = []
+    for i in range(n):
+        rb.apply(int(side[i]), px[i], sz[i])
+        if end[i]:
+            states.append(rb.top(L))
+    bp, bs, ap, az = (np.array([t[k] for t in states]).reshape(len(states), L)
+                      for k in range(4))
+    expect = mlofi(bp, bs, ap, az)
+    o = BookOFI(1.0, levels=L, crossed="drop_stale", window=7)
+    got = []
+    for s0 in range(0, n, chunk):
+        sl = slice(s0, s0 + chunk)
+        got.append(o.update_many(ts[sl], side[sl], px[sl], sz[sl], levels=True,
+                                 batch_end=end[sl])[1])
+    got = np.concatenate(got)
+    assert np.array_equal(got[end], expect) and not got[~end].any()
+    assert o.ofi.n_events == end.sum()
+    r = ref.BookOFI(1.0, levels=L, crossed="drop_stale", window=7)
+    _, rlv = r.update_many(ts.tolist(), side.tolist(), px.tolist(), sz.tolist(), levels=True,
+                           batch_end=end.tolist())
+    assert got.tolist() == rlv and o.values.tolist() == r.values
+    assert o.ofi.depth == pytest.approx(r.ofi.depth, rel=1e-15)
