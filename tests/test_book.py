@@ -609,19 +609,37 @@ def _binance_check(path, futures):
         assert live[0]["U"] <= last + 1 <= live[0]["u"]
     checked = crossed = 0
     prev_u = None
+    quotes = [(book.best_bid, book.best_bid_size, book.best_ask, book.best_ask_size)]
+    rows = []      # (ts, side, price, size, batch_end) for BookOFI
+    snapshot = snap
     for d in live:
         if prev_u is not None:
             assert (d["pu"] == prev_u) if futures else (d["U"] == prev_u + 1)
         prev_u = d["u"]
-        for key, side in (("b", 1), ("a", -1)):
-            for p, q in d[key]:
-                book.apply(side, float(p), float(q))
+        levels = [(side, float(p), float(q)) for key, side in (("b", 1), ("a", -1))
+                  for p, q in d[key]]
+        for k, (side, p, q) in enumerate(levels):
+            book.apply(side, p, q)
+            rows.append((d["E"], side, p, q, k == len(levels) - 1))
+        if levels:
+            quotes.append((book.best_bid, book.best_bid_size, book.best_ask, book.best_ask_size))
         crossed += book.best_bid >= book.best_ask
         t = tickers.get(d["u"])
         if t is not None:
             assert (book.best_bid, book.best_bid_size, book.best_ask, book.best_ask_size) == \
                 (float(t["b"]), float(t["B"]), float(t["a"]), float(t["A"])), d["u"]
             checked += 1
+    # BookOFI fed the same deltas, one OFI event per diff message (batch_end), equals the
+    # best-level OFI of the book's best quotes after each message
+    o = BookOFI(0.01, levels=1, crossed="keep")
+    bids, asks = snapshot["bids"], snapshot["asks"]
+    o.load_snapshot([float(p) for p, _ in bids], [float(q) for _, q in bids],
+                    [float(p) for p, _ in asks], [float(q) for _, q in asks])
+    ts, side, price, size, end = (np.array(c) for c in zip(*rows))
+    e = o.update_many(ts, side, price, size, batch_end=end)
+    q = np.array(quotes)
+    expect = l1_ofi(q[:, 0], q[:, 1], q[:, 2], q[:, 3])[1:]
+    assert np.array_equal(e[end], expect) and not e[~end].any()
     return len(live), checked, crossed
 
 
