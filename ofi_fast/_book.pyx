@@ -671,7 +671,7 @@ cdef int raise_book(int status, intp_t index) except -1:
 # =============================================================================================
 from libc.math cimport INFINITY
 from ofi_fast._ofi cimport (
-    mlofi_check_ts, mlofi_commit, mlofi_push, mlofi_reserve, mlofi_reset,
+    mlofi_check_ts, mlofi_commit, mlofi_push_range, mlofi_reserve, mlofi_reset,
 )
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
 
@@ -715,11 +715,8 @@ cdef inline void bookofi_side(const BookState* b, MLOFIState* m, int side, intp_
             else:
                 px = -INFINITY
                 sz = 0.0
-            x = 0.0
-            if px >= p[j]:
-                x += sz
-            if px <= p[j]:
-                x -= p[L + j]
+            # CKS eq. 10, bid part, as selects (the comparisons are data-dependent)
+            x = (sz if px >= p[j] else 0.0) - (p[L + j] if px <= p[j] else 0.0)
             m.e[j] = x
             p[j] = px
             p[L + j] = sz
@@ -731,11 +728,8 @@ cdef inline void bookofi_side(const BookState* b, MLOFIState* m, int side, intp_
             else:
                 px = INFINITY
                 sz = 0.0
-            x = 0.0
-            if px <= p[2 * L + j]:
-                x -= sz
-            if px >= p[2 * L + j]:
-                x += p[3 * L + j]
+            x = (p[3 * L + j] if px >= p[2 * L + j] else 0.0) \
+                - (sz if px <= p[2 * L + j] else 0.0)
             m.e[j] = x
             p[2 * L + j] = px
             p[3 * L + j] = sz
@@ -762,8 +756,10 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
         for j in range(L):
             d += m.prev[L + j] + m.prev[3 * L + j]
         m.e[L] = d
-    # else: the top L did not change; e = 0 and the depth m.e[L] is the previous event's
-    mlofi_push(m, ts)
+    else:
+        # the top L did not change: e = 0, and the depth m.e[L] is the previous event's
+        lo = hi = L
+    mlofi_push_range(m, ts, lo, hi)
     return STATUS_OK
 
 
