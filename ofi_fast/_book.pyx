@@ -608,6 +608,11 @@ cdef class Book:
         return self.st.ask.n
 
     @property
+    def capacity(self):
+        """Level slots allocated per side (bid, ask): memory follows live levels, not prices."""
+        return (self.st.bid.capacity, self.st.ask.capacity)
+
+    @property
     def n_updates(self):
         return self.st.n_updates
 

@@ -686,3 +686,19 @@ def test_bookofi_batches(stream, L, seed, chunk):
                            batch_end=end.tolist())
     assert got.tolist() == rlv and o.values.tolist() == r.values
     assert o.ofi.depth == pytest.approx(r.ofi.depth, rel=1e-15)
+
+
+def test_memory_follows_live_levels_not_price_range(rng):
+    """Prices spread over +-1e9 ticks, each deleted right after: the level arrays never grow
+    (a dense tick array would need ~2e9 slots or re-centering)."""
+    b = Book(1.0, capacity=4)
+    cap0 = b.capacity
+    b.load_snapshot([1_000_000_000], [1], [1_000_000_001], [1])
+    far = rng.integers(1, 999_999_999, 5000).astype(float)
+    for p in far:
+        b.apply(1, p, 3.0)
+        b.apply(-1, 2e9 + 2 - p, 4.0)
+        assert b.best_bid == 1_000_000_000 and b.best_ask == 1_000_000_001
+        b.apply(1, p, 0.0)
+        b.apply(-1, 2e9 + 2 - p, 0.0)
+    assert b.capacity == cap0 and b.bid_levels == b.ask_levels == 1
