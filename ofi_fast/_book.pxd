@@ -6,7 +6,8 @@
 # (key, size) with the BEST level at the END, key = tick for bids and -tick for asks, so both
 # sides are "ascending key, best last" and share one code path. Best level: O(1) (the last
 # slot). An update near the touch finds its slot by a short backward scan from the end and
-# moves only the levels better than it (memmove); a far update falls back to binary search.
+# moves only the levels better than it (memmove); a far update falls back to binary search
+# and moves the levels on the shorter side of it (the array has free slots at both ends).
 # Memory is proportional to the number of live levels (never to the price range), so prices
 # thousands of ticks away cost one slot each.
 #
@@ -21,9 +22,11 @@ cdef struct BookLevel:
     float64_t size       # absolute size at that price; always > 0 (size 0 deletes the level)
 
 cdef struct BookSide:
-    BookLevel* lv        # levels by strictly ascending key; the best level is lv[n - 1]
+    BookLevel* base      # the allocation (capacity slots); the levels sit in its middle
+    BookLevel* lv        # levels by strictly ascending key, lv[0 .. n); the best is lv[n - 1];
+                         # base <= lv and lv + n + 8 <= base + capacity (free slots behind)
     intp_t n             # live levels, 0 <= n <= capacity
-    intp_t capacity      # slots allocated, always >= n + 8 (slack for fixed-size moves); doubles
+    intp_t capacity      # slots allocated; doubles when nearly full
 
 cdef struct BookState:
     BookSide bid         # bid levels, key = tick

@@ -16,9 +16,11 @@ Structure (decision): per side one sorted array of (key, size) with the best lev
 - updates cluster at the touch, so the slot is found by a backward scan of at most 8 slots
   (then binary search) and the insert/delete moves only the few levels *better* than it;
 - ``top(n)`` is a copy of the last n slots, contiguous in memory;
+- the array keeps free slots at both ends, so an insert or delete moves the levels on the
+  shorter side of it: near the touch the few better ones, deep in the book the few worse
+  ones; only a level in the middle of a deep book moves ~n/2 slots (~1 ns per 4 levels);
 - memory is proportional to the number of live levels, never to the price range: a price
-  thousands of ticks away costs one slot (its insert moves the levels better than it, i.e.
-  the whole side, once: ~1 ns per 4 levels); a dense tick array would need re-centering and an
+  thousands of ticks away costs one slot; a dense tick array would need re-centering and an
   overflow structure for the same cases.
 Measured in bench/bench_book.py (see bench/RESULTS.md).
 
@@ -59,8 +61,8 @@ cdef int64_t KEY_MAX = INT64_MAX
 # Largest |tick| accepted: keeps every key and every key sum inside int64.
 cdef float64_t MAX_TICK = 4.0e18
 cdef intp_t RANK_NONE = PY_SSIZE_T_MAX
-# Slots kept free past the last level (capacity >= n + SLACK), so that inserts and deletes
-# near the touch can move a fixed 4 slots without bounds branches.
+# Slots always kept free past the last level, so that inserts and deletes near the touch can
+# move a fixed 4 slots without bounds branches.
 cdef enum:
     SLACK = 8
 
@@ -68,31 +70,62 @@ cdef enum:
 cdef int side_init(BookSide* s, intp_t capacity) noexcept nogil:
     if capacity < 1:
         capacity = 1
-    capacity += SLACK
-    s.lv = <BookLevel*> malloc(capacity * sizeof(BookLevel))
+    capacity += 2 * SLACK
+    s.base = <BookLevel*> malloc(capacity * sizeof(BookLevel))
+    s.lv = s.base + capacity // 2 if s.base != NULL else NULL
     s.n = 0
     s.capacity = capacity
-    if s.lv == NULL:
+    if s.base == NULL:
         return STATUS_NO_MEMORY
     return STATUS_OK
 
 
 cdef void side_free(BookSide* s) noexcept nogil:
-    free(s.lv)
+    free(s.base)
+    s.base = NULL
     s.lv = NULL
     s.n = 0
     s.capacity = 0
 
 
-cdef int side_reserve(BookSide* s, intp_t capacity) noexcept nogil:
-    """At least `capacity` slots (always SLACK more than the levels they will hold)."""
-    if capacity <= s.capacity:
-        return STATUS_OK
-    cdef BookLevel* lv = <BookLevel*> realloc(s.lv, capacity * sizeof(BookLevel))
-    if lv == NULL:
+cdef int side_recenter(BookSide* s, intp_t capacity) noexcept nogil:
+    """Put the levels in the middle of a buffer of `capacity` slots (the same buffer, or a new
+    one when the size changes), leaving free slots at both ends."""
+    cdef intp_t front = (capacity - s.n) // 2
+    cdef BookLevel* buf
+    if capacity != s.capacity:
+        buf = <BookLevel*> malloc(capacity * sizeof(BookLevel))
+        if buf == NULL:
+            return STATUS_NO_MEMORY
+        if s.n:
+            memcpy(buf + front, s.lv, s.n * sizeof(BookLevel))
+        free(s.base)
+        s.base = buf
+        s.capacity = capacity
+    elif s.n:
+        memmove(s.base + front, s.lv, s.n * sizeof(BookLevel))
+    s.lv = s.base + front
+    return STATUS_OK
+
+
+cdef int side_room(BookSide* s) noexcept nogil:
+    """Room for one more level with SLACK free slots behind the last: re-center the levels,
+    doubling the buffer only when it is nearly full."""
+    cdef intp_t capacity = s.capacity
+    if s.n + 1 + 2 * SLACK > capacity:
+        capacity = 2 * capacity
+    return side_recenter(s, capacity)
+
+
+cdef int side_prepare(BookSide* s, intp_t m) noexcept nogil:
+    """Empty the side and make room for m levels written at s.lv[0 .. m) (snapshots)."""
+    s.n = 0
+    cdef intp_t capacity = s.capacity
+    if capacity < 2 * (m + 2 * SLACK):
+        capacity = 2 * (m + 2 * SLACK)
+    if side_recenter(s, capacity) != STATUS_OK:
         return STATUS_NO_MEMORY
-    s.lv = lv
-    s.capacity = capacity
+    s.lv = s.base + (capacity - m) // 2
     return STATUS_OK
 
 
@@ -129,8 +162,16 @@ cdef inline int side_set(BookSide* s, int64_t key, float64_t size, intp_t* index
         inserted[0] = False
         return STATUS_OK
     inserted[0] = True
-    if s.n + 1 + SLACK > s.capacity:
-        if side_reserve(s, 2 * s.capacity) != STATUS_OK:
+    if i < s.n - i and s.lv > s.base:
+        # nearer the deep end: move the worse levels one slot towards the front instead
+        memmove(s.lv - 1, s.lv, i * sizeof(BookLevel))
+        s.lv -= 1
+        s.lv[i].key = key
+        s.lv[i].size = size
+        s.n += 1
+        return STATUS_OK
+    if s.capacity - (s.lv - s.base) - s.n < SLACK + 1:
+        if side_room(s) != STATUS_OK:
             return STATUS_NO_MEMORY
     if s.n - i <= 4:
         # near the touch: a fixed 4-slot move (inlined, no branch on the count); the slack
@@ -155,7 +196,11 @@ cdef inline intp_t side_delete(BookSide* s, int64_t key) noexcept nogil:
     cdef intp_t j, i = side_lower(s, key)
     if i == s.n or s.lv[i].key != key:
         return -1
-    if s.n - i <= 5:
+    if i < s.n - 1 - i:
+        # nearer the deep end: move the worse levels one slot towards the back
+        memmove(s.lv + 1, s.lv, i * sizeof(BookLevel))
+        s.lv += 1
+    elif s.n - i <= 5:
         memmove(&s.lv[i], &s.lv[i + 1], 4 * sizeof(BookLevel))   # fixed size, see side_set
     else:
         memmove(&s.lv[i], &s.lv[i + 1], (s.n - i - 1) * sizeof(BookLevel))
@@ -453,7 +498,7 @@ cdef class Book:
             kv = np.ascontiguousarray(sides[j][0])
             zv = np.ascontiguousarray(sides[j][1])
             m = kv.shape[0]
-            if side_reserve(s, m + SLACK) != STATUS_OK:
+            if side_prepare(s, m) != STATUS_OK:
                 raise MemoryError()
             if m:
                 for q in range(m):
@@ -657,7 +702,7 @@ cdef class Book:
             s = &self.st.bid if j == 0 else &self.st.ask
             k, z = d[name]
             m = len(k)
-            if side_reserve(s, m + SLACK) != STATUS_OK:
+            if side_prepare(s, m) != STATUS_OK:
                 raise MemoryError()
             for i in range(m):
                 s.lv[m - 1 - i].key = k[i] * sign
