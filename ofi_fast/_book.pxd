@@ -6,13 +6,15 @@
 # (key, size) with the BEST level at the END, key = tick for bids and -tick for asks, so both
 # sides are "ascending key, best last" and share one code path. Best level: O(1) (the last
 # slot). An update near the touch finds its slot by a short backward scan from the end and
-# moves only the levels better than it (memmove); a far update falls back to binary search.
+# moves only the levels better than it (memmove); a far update falls back to binary search
+# and moves the levels on the shorter side of it (the array has free slots at both ends).
 # Memory is proportional to the number of live levels (never to the price range), so prices
 # thousands of ticks away cost one slot each.
 #
 # Status returned by book_apply / Book.push: (status & 15) is a Status of _types.pxd,
 # (status >> 4) the field at fault: 0 side, 1 price, 2 size.
 
+from libc.stdint cimport INT64_MAX, INT64_MIN
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
 cdef struct BookLevel:
@@ -20,14 +22,18 @@ cdef struct BookLevel:
     float64_t size       # absolute size at that price; always > 0 (size 0 deletes the level)
 
 cdef struct BookSide:
-    BookLevel* lv        # levels by strictly ascending key; the best level is lv[n - 1]
+    BookLevel* base      # the allocation (capacity slots); the levels sit in its middle
+    BookLevel* lv        # levels by strictly ascending key, lv[0 .. n); the best is lv[n - 1];
+                         # base <= lv and lv + n + 8 <= base + capacity (free slots behind)
     intp_t n             # live levels, 0 <= n <= capacity
-    intp_t capacity      # slots allocated (>= 1); doubles when full
+    intp_t capacity      # slots allocated; doubles when nearly full
 
 cdef struct BookState:
     BookSide bid         # bid levels, key = tick
     BookSide ask         # ask levels, key = -tick
     float64_t tick_size  # price units per tick (> 0)
+    float64_t inv_tick   # 1 / tick_size when that is an integer (0.01 -> 100), else 0: prices
+                         # are then ticks / inv_tick, the double nearest the decimal price
     int policy           # crossed-book policy: 0 raise, 1 keep, 2 drop_stale
     bint strict          # deleting a level that does not exist is an error
     int64_t n_updates    # updates accepted since reset
@@ -57,16 +63,22 @@ cdef int book_apply_tick(BookState* b, int side, int64_t tick, float64_t size) n
 # Insert/overwrite one level without crossing checks (snapshots). size > 0.
 cdef int book_side_set(BookSide* s, int64_t key, float64_t size) noexcept nogil
 
+# A price in ticks (any real number of ticks) -> price units.
+cdef inline float64_t book_price(const BookState* b, float64_t ticks) noexcept nogil:
+    if b.inv_tick > 0.0:
+        return ticks / b.inv_tick
+    return ticks * b.tick_size
+
 # Level m (0 = best) of a side, in ticks; absent levels give the sentinel and size 0.
 cdef inline int64_t book_bid_tick(const BookState* b, intp_t m) noexcept nogil:
     if m < b.bid.n:
         return b.bid.lv[b.bid.n - 1 - m].key
-    return -0x7FFFFFFFFFFFFFFF - 1
+    return INT64_MIN
 
 cdef inline int64_t book_ask_tick(const BookState* b, intp_t m) noexcept nogil:
     if m < b.ask.n:
         return -b.ask.lv[b.ask.n - 1 - m].key
-    return 0x7FFFFFFFFFFFFFFF
+    return INT64_MAX
 
 cdef inline float64_t book_bid_size(const BookState* b, intp_t m) noexcept nogil:
     if m < b.bid.n:
@@ -104,6 +116,7 @@ cdef int bookofi_commit(const BookState* b, MLOFIState* m, int64_t ts) noexcept 
 cdef class BookOFI:
     cdef Book _book            # the order book (read-only view through .book)
     cdef MultiLevelOFI _ml     # the multi-level OFI over its top `levels` (through .ofi)
+    cdef bint _pending         # deltas of an unfinished batch were applied (batch_end False)
     cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil
     cpdef float64_t update(self, int64_t ts, int side, float64_t price,
                            float64_t size) except? -1.0

@@ -2,8 +2,11 @@
 
 Feeds (Binance, Kraken, Tardis, LOBSTER at price-level granularity) send the *absolute* size at
 a price: ``apply(side, price, size)`` sets it, size 0 deletes the level. Prices are converted to
-integer ticks once, ``tick = round(price / tick_size)``; a price more than 1e-6 tick away from a
-multiple of ``tick_size`` is rejected (OFIError, field ``price``).
+integer ticks once, ``tick = round(price / tick_size)``; a price more than 1e-6 tick (plus
+1e-13 relative, the rounding of the division itself) away from a multiple of ``tick_size`` is
+rejected (OFIError, field ``price``). Prices come back as ``tick / (1 / tick_size)`` when
+``1 / tick_size`` is an integer (0.01 -> 100: the double nearest the decimal price, e.g.
+61828.02 and not 61828.020000000004), else ``tick * tick_size``.
 
 Structure (decision): per side one sorted array of (key, size) with the best level at the end
 (key = tick for bids, -tick for asks, so both sides are "ascending key, best last"). Why:
@@ -13,9 +16,11 @@ Structure (decision): per side one sorted array of (key, size) with the best lev
 - updates cluster at the touch, so the slot is found by a backward scan of at most 8 slots
   (then binary search) and the insert/delete moves only the few levels *better* than it;
 - ``top(n)`` is a copy of the last n slots, contiguous in memory;
+- the array keeps free slots at both ends, so an insert or delete moves the levels on the
+  shorter side of it: near the touch the few better ones, deep in the book the few worse
+  ones; only a level in the middle of a deep book moves ~n/2 slots (~1 ns per 4 levels);
 - memory is proportional to the number of live levels, never to the price range: a price
-  thousands of ticks away costs one slot (its insert moves the levels better than it, i.e.
-  the whole side, once: ~1 ns per 4 levels); a dense tick array would need re-centering and an
+  thousands of ticks away costs one slot; a dense tick array would need re-centering and an
   overflow structure for the same cases.
 Measured in bench/bench_book.py (see bench/RESULTS.md).
 
@@ -32,8 +37,15 @@ cimport cython
 from libc.math cimport NAN, fabs, round as c_round
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove
+from libc.stdint cimport INT64_MAX, INT64_MIN
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
 
 import numpy as np
+from cpython.buffer cimport (
+    PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer,
+)
 
 from ofi_fast._types cimport (
     STATUS_BAD_VALUE, STATUS_CROSSED, STATUS_NEGATIVE, STATUS_NO_MEMORY, STATUS_NON_FINITE,
@@ -44,54 +56,94 @@ from ofi_fast.errors import OFIError, raise_status
 
 _FIELDS = ("side", "price", "size")
 _POLICIES = {"raise": BOOK_RAISE, "keep": BOOK_KEEP, "drop_stale": BOOK_DROP_STALE}
-cdef int64_t KEY_MIN = -0x7FFFFFFFFFFFFFFF - 1
-cdef int64_t KEY_MAX = 0x7FFFFFFFFFFFFFFF
+cdef int64_t KEY_MIN = INT64_MIN
+cdef int64_t KEY_MAX = INT64_MAX
 # Largest |tick| accepted: keeps every key and every key sum inside int64.
 cdef float64_t MAX_TICK = 4.0e18
-cdef intp_t RANK_NONE = 0x7FFFFFFFFFFFFFFF
+cdef intp_t RANK_NONE = PY_SSIZE_T_MAX
+# Slots always kept free past the last level, so that inserts and deletes near the touch can
+# move a fixed 4 slots without bounds branches.
+cdef enum:
+    SLACK = 8
 
 
 cdef int side_init(BookSide* s, intp_t capacity) noexcept nogil:
     if capacity < 1:
         capacity = 1
-    s.lv = <BookLevel*> malloc(capacity * sizeof(BookLevel))
+    capacity += 2 * SLACK
+    s.base = <BookLevel*> malloc(capacity * sizeof(BookLevel))
+    s.lv = s.base + capacity // 2 if s.base != NULL else NULL
     s.n = 0
     s.capacity = capacity
-    if s.lv == NULL:
+    if s.base == NULL:
         return STATUS_NO_MEMORY
     return STATUS_OK
 
 
 cdef void side_free(BookSide* s) noexcept nogil:
-    free(s.lv)
+    free(s.base)
+    s.base = NULL
     s.lv = NULL
     s.n = 0
     s.capacity = 0
 
 
-cdef int side_reserve(BookSide* s, intp_t capacity) noexcept nogil:
-    if capacity <= s.capacity:
-        return STATUS_OK
-    cdef BookLevel* lv = <BookLevel*> realloc(s.lv, capacity * sizeof(BookLevel))
-    if lv == NULL:
+cdef int side_recenter(BookSide* s, intp_t capacity) noexcept nogil:
+    """Put the levels in the middle of a buffer of `capacity` slots (the same buffer, or a new
+    one when the size changes), leaving free slots at both ends."""
+    cdef intp_t front = (capacity - s.n) // 2
+    cdef BookLevel* buf
+    if capacity != s.capacity:
+        buf = <BookLevel*> malloc(capacity * sizeof(BookLevel))
+        if buf == NULL:
+            return STATUS_NO_MEMORY
+        if s.n:
+            memcpy(buf + front, s.lv, s.n * sizeof(BookLevel))
+        free(s.base)
+        s.base = buf
+        s.capacity = capacity
+    elif s.n:
+        memmove(s.base + front, s.lv, s.n * sizeof(BookLevel))
+    s.lv = s.base + front
+    return STATUS_OK
+
+
+cdef int side_room(BookSide* s) noexcept nogil:
+    """Room for one more level with SLACK free slots behind the last: re-center the levels,
+    doubling the buffer only when it is nearly full."""
+    cdef intp_t capacity = s.capacity
+    if s.n + 1 + 2 * SLACK > capacity:
+        capacity = 2 * capacity
+    return side_recenter(s, capacity)
+
+
+cdef int side_prepare(BookSide* s, intp_t m) noexcept nogil:
+    """Empty the side and make room for m levels written at s.lv[0 .. m) (snapshots)."""
+    s.n = 0
+    cdef intp_t capacity = s.capacity
+    if capacity < 2 * (m + 2 * SLACK):
+        capacity = 2 * (m + 2 * SLACK)
+    if side_recenter(s, capacity) != STATUS_OK:
         return STATUS_NO_MEMORY
-    s.lv = lv
-    s.capacity = capacity
+    s.lv = s.base + (capacity - m) // 2
     return STATUS_OK
 
 
 cdef inline intp_t side_lower(const BookSide* s, int64_t key) noexcept nogil:
-    """First index i with s.lv[i].key >= key (s.n if none): short scan from the best end, then
-    binary search for far prices."""
-    cdef intp_t i = s.n
-    cdef intp_t stop = s.n - 8 if s.n > 8 else 0
-    cdef intp_t lo, hi, mid
-    while i > stop and s.lv[i - 1].key >= key:
-        i -= 1
-    if i > stop or i == 0:
-        return i
+    """First index i with s.lv[i].key >= key (s.n if none). Keys ascend, so among the 8 best
+    slots those >= key form a suffix: counting them (branch-free, a fixed 8-step loop) gives
+    the answer for updates near the touch; far prices fall back to binary search."""
+    cdef intp_t n = s.n, c = 0, j, lo, hi, mid
+    if n < 8:
+        while n > 0 and s.lv[n - 1].key >= key:
+            n -= 1
+        return n
+    for j in range(1, 9):
+        c += s.lv[n - j].key >= key
+    if c < 8:
+        return n - c
     lo = 0
-    hi = i      # s.lv[i].key >= key is known; search [0, i)
+    hi = n - 8      # s.lv[n - 8].key >= key is known; search [0, n - 8)
     while lo < hi:
         mid = (lo + hi) >> 1
         if s.lv[mid].key >= key:
@@ -110,17 +162,23 @@ cdef inline int side_set(BookSide* s, int64_t key, float64_t size, intp_t* index
         inserted[0] = False
         return STATUS_OK
     inserted[0] = True
-    if s.n == s.capacity:
-        if side_reserve(s, 2 * s.capacity) != STATUS_OK:
+    if i < s.n - i and s.lv > s.base:
+        # nearer the deep end: move the worse levels one slot towards the front instead
+        memmove(s.lv - 1, s.lv, i * sizeof(BookLevel))
+        s.lv -= 1
+        s.lv[i].key = key
+        s.lv[i].size = size
+        s.n += 1
+        return STATUS_OK
+    if s.capacity - (s.lv - s.base) - s.n < SLACK + 1:
+        if side_room(s) != STATUS_OK:
             return STATUS_NO_MEMORY
-    if i < s.n:
-        if s.n - i <= 4:      # the common case near the touch: cheaper than a call
-            j = s.n
-            while j > i:
-                s.lv[j] = s.lv[j - 1]
-                j -= 1
-        else:
-            memmove(&s.lv[i + 1], &s.lv[i], (s.n - i) * sizeof(BookLevel))
+    if s.n - i <= 4:
+        # near the touch: a fixed 4-slot move (inlined, no branch on the count); the slack
+        # slots past n make the extra copies harmless
+        memmove(&s.lv[i + 1], &s.lv[i], 4 * sizeof(BookLevel))
+    else:
+        memmove(&s.lv[i + 1], &s.lv[i], (s.n - i) * sizeof(BookLevel))
     s.lv[i].key = key
     s.lv[i].size = size
     s.n += 1
@@ -138,14 +196,14 @@ cdef inline intp_t side_delete(BookSide* s, int64_t key) noexcept nogil:
     cdef intp_t j, i = side_lower(s, key)
     if i == s.n or s.lv[i].key != key:
         return -1
-    if i < s.n - 1:
-        if s.n - i <= 5:
-            j = i
-            while j < s.n - 1:
-                s.lv[j] = s.lv[j + 1]
-                j += 1
-        else:
-            memmove(&s.lv[i], &s.lv[i + 1], (s.n - i - 1) * sizeof(BookLevel))
+    if i < s.n - 1 - i:
+        # nearer the deep end: move the worse levels one slot towards the back
+        memmove(s.lv + 1, s.lv, i * sizeof(BookLevel))
+        s.lv += 1
+    elif s.n - i <= 5:
+        memmove(&s.lv[i], &s.lv[i + 1], 4 * sizeof(BookLevel))   # fixed size, see side_set
+    else:
+        memmove(&s.lv[i], &s.lv[i + 1], (s.n - i - 1) * sizeof(BookLevel))
     s.n -= 1
     return i
 
@@ -153,6 +211,8 @@ cdef inline intp_t side_delete(BookSide* s, int64_t key) noexcept nogil:
 cdef int book_init(BookState* b, float64_t tick_size, int policy, bint strict,
                    intp_t capacity) noexcept nogil:
     b.tick_size = tick_size
+    cdef float64_t inv = c_round(1.0 / tick_size)
+    b.inv_tick = inv if inv >= 1.0 and fabs(1.0 / tick_size - inv) <= 1e-9 * inv else 0.0
     b.policy = policy
     b.strict = strict
     book_clear(b)
@@ -178,7 +238,7 @@ cdef void book_clear(BookState* b) noexcept nogil:
     b.n_missing = 0
 
 
-cdef int book_tick(const BookState* b, float64_t price, int64_t* tick) noexcept nogil:
+cdef inline int _tick(const BookState* b, float64_t price, int64_t* tick) noexcept nogil:
     if not (price - price == 0.0):
         return STATUS_NON_FINITE
     cdef float64_t x = price / b.tick_size
@@ -186,13 +246,15 @@ cdef int book_tick(const BookState* b, float64_t price, int64_t* tick) noexcept 
         return STATUS_BAD_VALUE
     # round half away from zero by truncation (one instruction, no libm call)
     cdef int64_t t = <int64_t> (x + 0.5) if x >= 0.0 else <int64_t> (x - 0.5)
-    if fabs(x - <float64_t> t) > 1e-6:
+    # off-grid tolerance: 1e-6 tick, widened by the rounding error of price / tick_size
+    # itself for very large tick counts (1e-13 relative, e.g. 56218.3 / 1e-5)
+    if fabs(x - <float64_t> t) > 1e-6 + fabs(x) * 1e-13:
         return STATUS_BAD_VALUE
     tick[0] = t
     return STATUS_OK
 
 
-cdef int book_apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil:
+cdef inline int _apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil:
     cdef BookSide* s
     cdef BookSide* o
     cdef int64_t key
@@ -245,7 +307,7 @@ cdef int book_apply_tick(BookState* b, int side, int64_t tick, float64_t size) n
     return STATUS_OK
 
 
-cdef int book_apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
+cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
     if side != 1 and side != -1:
         return STATUS_BAD_VALUE
     if not (size - size == 0.0):
@@ -253,10 +315,23 @@ cdef int book_apply(BookState* b, int side, float64_t price, float64_t size) noe
     if size < 0.0:
         return STATUS_NEGATIVE | (2 << 4)
     cdef int64_t tick = 0
-    cdef int status = book_tick(b, price, &tick)
+    cdef int status = _tick(b, price, &tick)
     if status != STATUS_OK:
         return status | (1 << 4)
-    return book_apply_tick(b, side, tick, size)
+    return _apply_tick(b, side, tick, size)
+
+
+# The C API (see _book.pxd); the loops of this module call the inline bodies above.
+cdef int book_tick(const BookState* b, float64_t price, int64_t* tick) noexcept nogil:
+    return _tick(b, price, tick)
+
+
+cdef int book_apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil:
+    return _apply_tick(b, side, tick, size)
+
+
+cdef int book_apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
+    return _apply(b, side, price, size)
 
 
 cdef void book_top(const BookState* b, intp_t n, float64_t* bid_px, float64_t* bid_sz,
@@ -264,16 +339,15 @@ cdef void book_top(const BookState* b, intp_t n, float64_t* bid_px, float64_t* b
     cdef intp_t m
     cdef intp_t nb = b.bid.n
     cdef intp_t na = b.ask.n
-    cdef float64_t t = b.tick_size
     for m in range(n):
         if m < nb:
-            bid_px[m] = b.bid.lv[nb - 1 - m].key * t
+            bid_px[m] = book_price(b, <float64_t> b.bid.lv[nb - 1 - m].key)
             bid_sz[m] = b.bid.lv[nb - 1 - m].size
         else:
             bid_px[m] = NAN
             bid_sz[m] = 0.0
         if m < na:
-            ask_px[m] = -b.ask.lv[na - 1 - m].key * t
+            ask_px[m] = book_price(b, <float64_t> -b.ask.lv[na - 1 - m].key)
             ask_sz[m] = b.ask.lv[na - 1 - m].size
         else:
             ask_px[m] = NAN
@@ -340,7 +414,7 @@ cdef class Book:
 
     cpdef int apply(self, int side, float64_t price, float64_t size) except -1:
         """Set the absolute ``size`` at ``price`` on ``side`` (+1 bid, -1 ask); 0 deletes."""
-        cdef int status = book_apply(&self.st, side, price, size)
+        cdef int status = _apply(&self.st, side, price, size)
         if status != STATUS_OK:
             raise_book(status, 0)
         return 0
@@ -355,7 +429,7 @@ cdef class Book:
         cdef int status = STATUS_OK
         with nogil:
             for i in range(n):
-                status = book_apply(&self.st, s[i], p[i], z[i])
+                status = _apply(&self.st, s[i], p[i], z[i])
                 if status != STATUS_OK:
                     break
         if status != STATUS_OK:
@@ -388,7 +462,8 @@ cdef class Book:
             keep = np.flatnonzero(z > 0)
             x = p[keep] / self.st.tick_size
             r = np.round(x)
-            bad = np.flatnonzero(~(np.abs(r) < MAX_TICK) | ~(np.abs(x - r) <= 1e-6))
+            bad = np.flatnonzero(~(np.abs(r) < MAX_TICK)
+                               | ~(np.abs(x - r) <= 1e-6 + np.abs(x) * 1e-13))
             if bad.size:
                 i = int(keep[bad[0]])
                 raise_status(STATUS_NON_FINITE if not np.isfinite(p[i]) else STATUS_BAD_VALUE,
@@ -423,7 +498,7 @@ cdef class Book:
             kv = np.ascontiguousarray(sides[j][0])
             zv = np.ascontiguousarray(sides[j][1])
             m = kv.shape[0]
-            if side_reserve(s, m) != STATUS_OK:
+            if side_prepare(s, m) != STATUS_OK:
                 raise MemoryError()
             if m:
                 for q in range(m):
@@ -437,7 +512,8 @@ cdef class Book:
 
         Without ``out`` the arrays returned are the book's own read-only buffers, reused (and
         overwritten) by the next ``top`` call with the same ``n``: copy them to keep them.
-        ``out`` = a tuple of four writeable contiguous float64 arrays of length ``n``.
+        ``out`` = a writeable C-contiguous float64 array of shape (4, n) (rows bid_px, bid_sz,
+        ask_px, ask_sz; the fast path) or a tuple of four float64 arrays of length ``n``.
         """
         cdef float64_t[::1] a, b, c, d
         if n < 0:
@@ -454,8 +530,23 @@ cdef class Book:
             book_top(&self.st, n, self._top_ptr[0], self._top_ptr[1], self._top_ptr[2],
                      self._top_ptr[3])
             return self._top_cache
+        cdef Py_buffer buf
+        cdef float64_t* d0
+        if isinstance(out, np.ndarray):
+            # one (4, n) array, rows bid_px, bid_sz, ask_px, ask_sz, through the raw buffer
+            # protocol: a typed-memoryview acquisition costs several times more
+            PyObject_GetBuffer(out, &buf, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT)
+            ok = (buf.ndim == 2 and buf.shape[0] == 4 and buf.shape[1] == n
+                  and buf.itemsize == 8 and buf.format[0] == b'd' and buf.format[1] == 0)
+            d0 = <float64_t*> buf.buf
+            if ok and n:
+                book_top(&self.st, n, d0, d0 + n, d0 + 2 * n, d0 + 3 * n)
+            PyBuffer_Release(&buf)
+            if not ok:
+                raise OFIError(f"out must be a float64 array of shape (4, {n})", field="out")
+            return out
         if len(out) != 4:
-            raise OFIError("out must be a tuple of 4 arrays", field="out")
+            raise OFIError("out must be a (4, n) array or a tuple of 4 arrays", field="out")
         a, b, c, d = out
         if a.shape[0] != n or b.shape[0] != n or c.shape[0] != n or d.shape[0] != n:
             raise OFIError(f"out arrays must have length {n}", field="out")
@@ -476,14 +567,14 @@ cdef class Book:
         """Best bid price (NaN when the bid side is empty)."""
         if self.st.bid.n == 0:
             return NAN
-        return self.st.bid.lv[self.st.bid.n - 1].key * self.st.tick_size
+        return book_price(&self.st, <float64_t> self.st.bid.lv[self.st.bid.n - 1].key)
 
     @property
     def best_ask(self):
         """Best ask price (NaN when the ask side is empty)."""
         if self.st.ask.n == 0:
             return NAN
-        return -self.st.ask.lv[self.st.ask.n - 1].key * self.st.tick_size
+        return book_price(&self.st, <float64_t> -self.st.ask.lv[self.st.ask.n - 1].key)
 
     @property
     def best_bid_size(self):
@@ -508,15 +599,16 @@ cdef class Book:
         """(best bid + best ask) / 2 in price units; NaN when a side is empty."""
         if self.st.bid.n == 0 or self.st.ask.n == 0:
             return NAN
-        return (book_bid_tick(&self.st, 0) + book_ask_tick(&self.st, 0)) * 0.5 \
-            * self.st.tick_size
+        return book_price(&self.st, (<float64_t> book_bid_tick(&self.st, 0)
+                                     + <float64_t> book_ask_tick(&self.st, 0)) * 0.5)
 
     @property
     def spread(self):
         """best ask - best bid in price units (<= 0 when crossed/locked); NaN if a side is empty."""
         if self.st.bid.n == 0 or self.st.ask.n == 0:
             return NAN
-        return (book_ask_tick(&self.st, 0) - book_bid_tick(&self.st, 0)) * self.st.tick_size
+        return book_price(&self.st, <float64_t> (book_ask_tick(&self.st, 0)
+                                                 - book_bid_tick(&self.st, 0)))
 
     @property
     def weighted_mid(self):
@@ -526,8 +618,8 @@ cdef class Book:
             return NAN
         cdef float64_t qb = book_bid_size(&self.st, 0)
         cdef float64_t qa = book_ask_size(&self.st, 0)
-        return (book_ask_tick(&self.st, 0) * qb + book_bid_tick(&self.st, 0) * qa) \
-            / (qb + qa) * self.st.tick_size
+        return book_price(&self.st, (book_ask_tick(&self.st, 0) * qb
+                                     + book_bid_tick(&self.st, 0) * qa) / (qb + qa))
 
     def imbalance(self, intp_t levels=1, float64_t decay=1.0):
         """Depth imbalance (sum w_m qb_m - sum w_m qa_m) / (sum w_m qb_m + sum w_m qa_m),
@@ -559,6 +651,11 @@ cdef class Book:
     @property
     def ask_levels(self):
         return self.st.ask.n
+
+    @property
+    def capacity(self):
+        """Level slots allocated per side (bid, ask): memory follows live levels, not prices."""
+        return (self.st.bid.capacity, self.st.ask.capacity)
 
     @property
     def n_updates(self):
@@ -605,7 +702,7 @@ cdef class Book:
             s = &self.st.bid if j == 0 else &self.st.ask
             k, z = d[name]
             m = len(k)
-            if side_reserve(s, m) != STATUS_OK:
+            if side_prepare(s, m) != STATUS_OK:
                 raise MemoryError()
             for i in range(m):
                 s.lv[m - 1 - i].key = k[i] * sign
@@ -623,7 +720,9 @@ cdef int raise_book(int status, intp_t index) except -1:
 # BookOFI: deltas in, book maintained, multi-level OFI out
 # =============================================================================================
 from libc.math cimport INFINITY
-from ofi_fast._ofi cimport mlofi_commit, mlofi_push, mlofi_reserve, mlofi_reset
+from ofi_fast._ofi cimport (
+    mlofi_check_ts, mlofi_commit, mlofi_push_range, mlofi_reserve, mlofi_reset,
+)
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
 
 from ofi_fast._ofi import MultiLevelOFI as _MultiLevelOFI
@@ -666,11 +765,8 @@ cdef inline void bookofi_side(const BookState* b, MLOFIState* m, int side, intp_
             else:
                 px = -INFINITY
                 sz = 0.0
-            x = 0.0
-            if px >= p[j]:
-                x += sz
-            if px <= p[j]:
-                x -= p[L + j]
+            # CKS eq. 10, bid part, as selects (the comparisons are data-dependent)
+            x = (sz if px >= p[j] else 0.0) - (p[L + j] if px <= p[j] else 0.0)
             m.e[j] = x
             p[j] = px
             p[L + j] = sz
@@ -682,11 +778,8 @@ cdef inline void bookofi_side(const BookState* b, MLOFIState* m, int side, intp_
             else:
                 px = INFINITY
                 sz = 0.0
-            x = 0.0
-            if px <= p[2 * L + j]:
-                x -= sz
-            if px >= p[2 * L + j]:
-                x += p[3 * L + j]
+            x = (p[3 * L + j] if px >= p[2 * L + j] else 0.0) \
+                - (sz if px <= p[2 * L + j] else 0.0)
             m.e[j] = x
             p[2 * L + j] = px
             p[3 * L + j] = sz
@@ -697,7 +790,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
     cdef int status = mlofi_reserve(m, ts)
     if status != STATUS_OK:
         return status | (3 << 4)
-    status = book_apply(b, side, price, size)
+    status = _apply(b, side, price, size)
     if status != STATUS_OK:
         return status
     cdef intp_t j, L = m.levels, lo = b.last_rank, hi
@@ -713,8 +806,32 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
         for j in range(L):
             d += m.prev[L + j] + m.prev[3 * L + j]
         m.e[L] = d
-    # else: the top L did not change; e = 0 and the depth m.e[L] is the previous event's
-    mlofi_push(m, ts)
+    else:
+        # the top L did not change: e = 0, and the depth m.e[L] is the previous event's
+        lo = hi = L
+    mlofi_push_range(m, ts, lo, hi)
+    return STATUS_OK
+
+
+cdef inline int bookofi_push_inside(BookState* b, MLOFIState* m, int64_t ts, int side,
+                                    float64_t price, float64_t size) noexcept nogil:
+    """A delta inside a batch: the book only (time order still checked)."""
+    cdef int status = mlofi_check_ts(m, ts)
+    if status != STATUS_OK:
+        return status | (3 << 4)
+    return _apply(b, side, price, size)
+
+
+cdef inline int bookofi_push_full(BookState* b, MLOFIState* m, int64_t ts, int side,
+                                  float64_t price, float64_t size) noexcept nogil:
+    """The delta that ends a batch: OFI between the whole top L before and after."""
+    cdef int status = mlofi_reserve(m, ts)
+    if status != STATUS_OK:
+        return status | (3 << 4)
+    status = _apply(b, side, price, size)
+    if status != STATUS_OK:
+        return status
+    bookofi_commit(b, m, ts)
     return STATUS_OK
 
 
@@ -752,31 +869,58 @@ cdef class BookOFI:
         self._book = Book(tick_size, crossed=crossed, strict=strict)
         self._ml = _MultiLevelOFI(levels, window=window, window_time=window_time,
                                   capacity=capacity, grow=grow, weights=weights)
+        self._pending = False
 
     cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil:
-        return bookofi_push(&self._book.st, &self._ml.st, ts, side, price, size)
+        cdef int status
+        if self._pending:
+            status = bookofi_push_full(&self._book.st, &self._ml.st, ts, side, price, size)
+        else:
+            status = bookofi_push(&self._book.st, &self._ml.st, ts, side, price, size)
+        if status == STATUS_OK:
+            self._pending = False
+        return status
 
     cpdef float64_t update(self, int64_t ts, int side, float64_t price,
                            float64_t size) except? -1.0:
-        """Apply one delta at time ``ts``; return the event's best-level e."""
-        cdef int status = bookofi_push(&self._book.st, &self._ml.st, ts, side, price, size)
+        """Apply one delta at time ``ts``; return the event's best-level e (it ends a pending
+        batch, if any)."""
+        cdef int status
+        if self._pending:
+            status = bookofi_push_full(&self._book.st, &self._ml.st, ts, side, price, size)
+        else:
+            status = bookofi_push(&self._book.st, &self._ml.st, ts, side, price, size)
         if status != STATUS_OK:
             raise_bookofi(status, 0)
+        self._pending = False
         return self._ml.st.e[0]
 
-    def update_many(self, ts, side, price, size, *, levels=False, out=None):
+    def update_many(self, ts, side, price, size, *, levels=False, out=None, batch_end=None):
         """Apply arrays of deltas; return e_1 per event (and (n, L) per-level e if
-        ``levels``). ``ts`` may be None without a time window."""
+        ``levels``). ``ts`` may be None without a time window.
+
+        ``batch_end`` (optional bool array): feeds that pack many deltas into one message
+        (Binance diffs, Kraken updates, Tardis rows sharing a local_timestamp) should not
+        produce OFI between the intermediate per-row states (a transient crossed book, a
+        level removed and re-added). Rows with ``batch_end[i] == False`` update the book only
+        (their e is 0 and they are not window events); the row that ends the batch is one
+        OFI event, computed between the states after consecutive batches. A batch may span
+        calls. Without ``batch_end`` every delta is an event.
+        """
         cdef const float64_t[::1] p = column(price, np.float64, "price")
         cdef intp_t n = p.shape[0]
         cdef const float64_t[::1] z = column(size, np.float64, "size", n)
         cdef const signed char[::1] s = side_column(side, n)
         cdef const int64_t[::1] t
+        cdef const unsigned char[::1] be
         cdef bint has_ts = ts is not None
+        cdef bint has_end = batch_end is not None
         if has_ts:
             t = column(ts, np.int64, "ts", n)
         elif self._ml.st.window_time > 0:
             raise OFIError("a time window needs ts", field="ts")
+        if has_end:
+            be = column(batch_end, np.bool_, "batch_end", n).view(np.uint8)
         from ofi_fast._arrays import output
         e_arr = output(out, n)
         cdef float64_t[::1] e = e_arr
@@ -793,9 +937,23 @@ cdef class BookOFI:
             for i in range(n):
                 if has_ts:
                     tsi = t[i]
-                status = bookofi_push(b, ml, tsi, s[i], p[i], z[i])
+                if has_end and not be[i]:
+                    status = bookofi_push_inside(b, ml, tsi, s[i], p[i], z[i])
+                    if status != STATUS_OK:
+                        break
+                    self._pending = True
+                    e[i] = 0.0
+                    if want:
+                        for m in range(L):
+                            lv[i, m] = 0.0
+                    continue
+                if self._pending:
+                    status = bookofi_push_full(b, ml, tsi, s[i], p[i], z[i])
+                else:
+                    status = bookofi_push(b, ml, tsi, s[i], p[i], z[i])
                 if status != STATUS_OK:
                     break
+                self._pending = False
                 e[i] = ml.e[0]
                 if want:
                     for m in range(L):
@@ -808,6 +966,7 @@ cdef class BookOFI:
         """Replace the book side(s) (see Book.load_snapshot) and restart OFI from it: the
         window is cleared and the snapshot becomes the previous state of the next delta."""
         self._book.load_snapshot(bid_px, bid_sz, ask_px, ask_sz)
+        self._pending = False
         mlofi_reset(&self._ml.st)
         bookofi_commit(&self._book.st, &self._ml.st, self._ml.st.last_ts)
         mlofi_reset_keep_prev(&self._ml.st)
@@ -834,11 +993,12 @@ cdef class BookOFI:
 
     def reset(self):
         """Empty the book and forget all events."""
+        self._pending = False
         self._book.reset()
         mlofi_reset(&self._ml.st)
 
     def __reduce__(self):
-        return (_bookofi_restore, (self._book, self._ml))
+        return (_bookofi_restore, (self._book, self._ml, bool(self._pending)))
 
 
 cdef void mlofi_reset_keep_prev(MLOFIState* m) noexcept nogil:
@@ -846,7 +1006,8 @@ cdef void mlofi_reset_keep_prev(MLOFIState* m) noexcept nogil:
     counters but keep it as the previous state (has_prev stays True)."""
     cdef intp_t j
     for j in range(m.width):
-        m.e[j] = 0.0
+        if j < m.levels:          # m.e[levels] keeps the snapshot's depth: the next delta
+            m.e[j] = 0.0          # that leaves the top levels unchanged reuses it
         m.sum[j] = 0.0
         m.comp[j] = 0.0
         m.total[j] = 0.0
@@ -857,8 +1018,9 @@ cdef void mlofi_reset_keep_prev(MLOFIState* m) noexcept nogil:
     m.n_events = 0
 
 
-def _bookofi_restore(Book book, MultiLevelOFI ml):
+def _bookofi_restore(Book book, MultiLevelOFI ml, pending=False):
     cdef BookOFI o = BookOFI.__new__(BookOFI, book.st.tick_size, ml.st.levels)
     o._book = book
     o._ml = ml
+    o._pending = pending
     return o

@@ -167,6 +167,8 @@ cdef int mlofi_check_ts(const MLOFIState* st, int64_t ts) noexcept nogil
 cdef int mlofi_reserve(MLOFIState* st, int64_t ts) noexcept nogil
 # Push st.e (already computed) as the event at ts into the window; after mlofi_reserve(ts).
 cdef void mlofi_push(MLOFIState* st, int64_t ts) noexcept nogil
+# The same when st.e is zero outside levels [lo, hi) (the depth st.e[levels] is always added).
+cdef void mlofi_push_range(MLOFIState* st, int64_t ts, intp_t lo, intp_t hi) noexcept nogil
 # Apply st.cur at time ts: per-level e into st.e, window sums updated, prev <- cur.
 cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil
 # Depth scale Q of CCZ eq. 3 over the window: mean over events and levels of (qb + qa) / 2.

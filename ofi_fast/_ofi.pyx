@@ -317,6 +317,7 @@ cdef class _EmptyCall:
 # dummies with size 0 behave the same. When a new best level is inserted every deeper level
 # shifts one rank and produces flow at every rank: that is the rank-based definition.
 
+from libc.math cimport fabs
 from libc.stdlib cimport free as c_free, malloc as c_malloc
 from libc.string cimport memcpy as c_memcpy
 
@@ -443,7 +444,7 @@ cdef inline void mlofi_evict(MLOFIState* st) noexcept nogil:
     cdef intp_t j, w = st.width
     cdef float64_t* row = &st.ring_val[st.head * w]
     for j in range(w):
-        neumaier_add(&st.sum[j], &st.comp[j], -row[j])
+        neumaier_add_nb(&st.sum[j], &st.comp[j], -row[j])
     st.head += 1
     if st.head == st.capacity:
         st.head = 0
@@ -490,8 +491,22 @@ cdef int mlofi_reserve(MLOFIState* st, int64_t ts) noexcept nogil:
     return STATUS_OK
 
 
+cdef inline void neumaier_add_nb(float64_t* s, float64_t* c, float64_t x) noexcept nogil:
+    """neumaier_add (same arithmetic, same result) with the branch turned into a select:
+    per-level flows change sign at random, so the branch mispredicts often."""
+    cdef float64_t t = s[0] + x
+    cdef float64_t a = (s[0] - t) + x
+    cdef float64_t b = (x - t) + s[0]
+    c[0] += a if fabs(s[0]) >= fabs(x) else b
+    s[0] = t
+
+
 cdef void mlofi_push(MLOFIState* st, int64_t ts) noexcept nogil:
-    cdef intp_t j, tail, w = st.width
+    mlofi_push_range(st, ts, 0, st.levels)
+
+
+cdef void mlofi_push_range(MLOFIState* st, int64_t ts, intp_t lo, intp_t hi) noexcept nogil:
+    cdef intp_t j, tail, w = st.width, L = st.levels
     cdef float64_t* e = st.e
     cdef int64_t cutoff
     if st.window_time > 0:
@@ -512,10 +527,12 @@ cdef void mlofi_push(MLOFIState* st, int64_t ts) noexcept nogil:
         c_memcpy(&st.ring_val[tail * w], e, w * sizeof(float64_t))
         st.size += 1
         for j in range(w):
-            neumaier_add(&st.total[j], &st.total_comp[j], e[j])
-    for j in range(w):
-        if e[j] != 0.0:
-            neumaier_add(&st.sum[j], &st.comp[j], e[j])
+            neumaier_add_nb(&st.total[j], &st.total_comp[j], e[j])
+        lo = 0                  # the window sums take every level (zeros change nothing)
+        hi = L
+    for j in range(lo, hi):     # e[j] == 0 outside [lo, hi): adding it changes nothing
+        neumaier_add_nb(&st.sum[j], &st.comp[j], e[j])
+    neumaier_add_nb(&st.sum[L], &st.comp[L], e[L])
     st.has_last = True
     st.last_ts = ts
     st.n_events += 1

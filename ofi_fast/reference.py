@@ -468,7 +468,13 @@ class Book:
         if crossed not in ("raise", "keep", "drop_stale"):
             raise RefError("OFIError", "crossed")
         self.tick_size, self.crossed, self.strict = float(tick_size), crossed, strict
+        inv = round(1.0 / self.tick_size)
+        self.inv = inv if inv >= 1 and abs(1.0 / self.tick_size - inv) <= 1e-9 * inv else 0
         self.reset()
+
+    def _px(self, ticks):
+        """Ticks -> price: ticks / (1 / tick_size) when that is an integer, else * tick_size."""
+        return ticks / float(self.inv) if self.inv else ticks * self.tick_size
 
     def reset(self):
         self.bids, self.asks = {}, {}
@@ -479,7 +485,7 @@ class Book:
             raise RefError("NonFiniteError", field, index)
         x = price / self.tick_size
         r = round(x)
-        if abs(r) >= 4e18 or abs(x - r) > 1e-6:
+        if abs(r) >= 4e18 or abs(x - r) > 1e-6 + abs(x) * 1e-13:
             raise RefError("OFIError", field, index)
         return int(r)
 
@@ -553,30 +559,30 @@ class Book:
         out = []
         for side in (1, -1):
             lv = self.levels(side)[:n]
-            px = [t * self.tick_size for t, _ in lv] + [math.nan] * (n - len(lv))
+            px = [self._px(float(t)) for t, _ in lv] + [math.nan] * (n - len(lv))
             sz = [q for _, q in lv] + [0.0] * (n - len(lv))
             out += [px, sz]
         return tuple(out)
 
     @property
     def best_bid(self):
-        return max(self.bids) * self.tick_size if self.bids else math.nan
+        return self._px(float(max(self.bids))) if self.bids else math.nan
 
     @property
     def best_ask(self):
-        return min(self.asks) * self.tick_size if self.asks else math.nan
+        return self._px(float(min(self.asks))) if self.asks else math.nan
 
     @property
     def mid(self):
         if not self.bids or not self.asks:
             return math.nan
-        return (max(self.bids) + min(self.asks)) * 0.5 * self.tick_size
+        return self._px((float(max(self.bids)) + float(min(self.asks))) * 0.5)
 
     @property
     def spread(self):
         if not self.bids or not self.asks:
             return math.nan
-        return (min(self.asks) - max(self.bids)) * self.tick_size
+        return self._px(float(min(self.asks) - max(self.bids)))
 
     @property
     def weighted_mid(self):
@@ -584,7 +590,7 @@ class Book:
             return math.nan
         b, a = max(self.bids), min(self.asks)
         qb, qa = self.bids[b], self.asks[a]
-        return (a * qb + b * qa) / (qb + qa) * self.tick_size
+        return self._px((a * qb + b * qa) / (qb + qa))
 
     def imbalance(self, levels=1, decay=1.0):
         bs = [q for _, q in self.levels(1)[:levels]]
@@ -729,6 +735,60 @@ def integrated_weights(sample, iterations=10000):
         v = [-x for x in v]
     trace = math.fsum(cov[i][i] for i in range(L))
     return v, lam / trace
+
+
+class BookOFI:
+    """Reference BookOFI: a dict Book plus MultiLevelOFI over its top `levels` after each delta
+    (prices in ticks; absent levels -inf / +inf with size 0)."""
+
+    def __init__(self, tick_size, levels=10, window=None, window_time=None, capacity=None,
+                 grow=False, crossed="raise", strict=False, weights=None):
+        self.book = Book(tick_size, crossed=crossed, strict=strict)
+        self.ofi = MultiLevelOFI(levels, window, window_time, capacity, grow, weights)
+        self.levels = levels
+
+    def _state(self):
+        L = self.levels
+        b = self.book.levels(1)[:L]
+        a = self.book.levels(-1)[:L]
+        bp = [float(t) for t, _ in b] + [-INF] * (L - len(b))
+        bs = [q for _, q in b] + [0.0] * (L - len(b))
+        ap = [float(t) for t, _ in a] + [INF] * (L - len(a))
+        az = [q for _, q in a] + [0.0] * (L - len(a))
+        return bp, bs, ap, az
+
+    def update(self, ts, side, price, size, index=0):
+        if self.ofi.last_ts is not None and ts < self.ofi.last_ts:
+            raise RefError("TimeOrderError", "ts", index)
+        self.book.apply(side, price, size, index)
+        return self.ofi.update(ts, *self._state())[0]
+
+    def update_many(self, ts, side, price, size, levels=False, batch_end=None):
+        """batch_end[i] False: the delta only updates the book (e = 0, no OFI event); the
+        row ending the batch is one event between batch states."""
+        n = len(price)
+        ts = [self.ofi.last_ts or 0] * n if ts is None else ts
+        rows = []
+        for i in range(n):
+            if batch_end is not None and not batch_end[i]:
+                if self.ofi.last_ts is not None and ts[i] < self.ofi.last_ts:
+                    raise RefError("TimeOrderError", "ts", i)
+                self.book.apply(int(side[i]), price[i], size[i], i)
+                rows.append([0.0] * self.levels)
+                continue
+            self.update(ts[i], int(side[i]), price[i], size[i], i)
+            rows.append(list(self.ofi.all[-1][:self.levels]))
+        e1 = [r[0] for r in rows]
+        return (e1, rows) if levels else e1
+
+    def load_snapshot(self, bid_px=None, bid_sz=None, ask_px=None, ask_sz=None):
+        self.book.load_snapshot(bid_px, bid_sz, ask_px, ask_sz)
+        self.ofi.reset()
+        self.ofi.prev = [tuple(x) for x in zip(*self._state())]
+
+    @property
+    def values(self):
+        return self.ofi.values
 def event_bars(values, *, every, ts=None):
     """Bars of ``every`` consecutive events; start = index (or ts) of each bar's first event."""
     out = {"start": [], "sum": [], "count": [], "first": [], "last": []}

@@ -495,3 +495,211 @@ def test_lobster_full_day_step_rule(zip_name, stem, capsys):
     with capsys.disabled():
         print(f"\n{zip_name}: step rule on {compared} messages, {differ} rows differ")
     assert compared == len(msg) - 1 and differ == 0
+
+
+def test_top_out_2d():
+    b = Book(0.5)
+    b.apply_many([1, -1, -1], [10, 11, 12.5], [1, 2, 3])
+    out = np.zeros((4, 3))
+    assert b.top(3, out=out) is out
+    assert same(out, [[10, np.nan, np.nan], [1, 0, 0], [11, 12.5, np.nan], [2, 3, 0]])
+    with pytest.raises(OFIError):
+        b.top(2, out=out)
+
+
+# ------------------------------------------------------------------ Kraken CRC32
+def test_kraken_book_checksums(capsys):
+    """Rebuild every Kraken WS v1 book (depth 1000, 10 pairs) from its snapshot and updates
+    and verify every CRC32 checksum the feed sends (top 10 asks then top 10 bids, each
+    price and volume with the '.' removed and leading zeros stripped, concatenated)."""
+    import json
+    import zlib
+    path = data_file("cryptofeed_sample_data", "KRAKEN.ws.50.0")
+    books, decimals = {}, {}
+
+    def fmt(x, d):
+        return f"{x:.{d}f}".replace(".", "").lstrip("0")
+
+    def checksum(pair):
+        book, (pd_, vd) = books[pair], decimals[pair]
+        bp, bs, ap, az = book.top(10)
+        s = "".join(fmt(p, pd_) + fmt(q, vd) for p, q in zip(ap, az) if q > 0)
+        s += "".join(fmt(p, pd_) + fmt(q, vd) for p, q in zip(bp, bs) if q > 0)
+        return zlib.crc32(s.encode()) & 0xFFFFFFFF
+
+    checked = 0
+    for line in open(path):
+        if line.startswith("wss://") or ": " not in line:
+            continue
+        msg = json.loads(line.split(": ", 1)[1])
+        if not isinstance(msg, list):
+            continue
+        pair = msg[-1]
+        parts = [m for m in msg[1:-2] if isinstance(m, dict)]
+        if "as" in parts[0] or "bs" in parts[0]:
+            snap = parts[0]
+            p0, v0 = snap["as"][0][0], snap["as"][0][1]
+            decimals[pair] = (len(p0.split(".")[1]), len(v0.split(".")[1]))
+            book = Book(10.0 ** -decimals[pair][0], crossed="keep")
+            book.load_snapshot([float(x[0]) for x in snap["bs"]], [float(x[1]) for x in snap["bs"]],
+                               [float(x[0]) for x in snap["as"]], [float(x[1]) for x in snap["as"]])
+            books[pair] = book
+            continue
+        book = books[pair]
+        crc = None
+        for part in parts:
+            for key, side in (("a", -1), ("b", 1)):
+                for lv in part.get(key, []):
+                    book.apply(side, float(lv[0]), float(lv[1]))
+            crc = part.get("c", crc)
+        if crc is not None:
+            assert checksum(pair) == int(crc), (pair, checked)
+            checked += 1
+    with capsys.disabled():
+        print(f"\nKraken: {checked} CRC32 checksums verified over {len(books)} books")
+    assert checked == 4269 and len(books) == 10
+
+
+@given(delta_streams(), st.integers(1, 4),
+       st.sampled_from([{}, {"window": 3}, {"window_time": 4, "capacity": 64}]))
+def test_bookofi_matches_reference_bookofi(stream, L, kw):
+    side, px, sz = stream
+    ts = np.arange(len(px))
+    o = BookOFI(1.0, levels=L, crossed="drop_stale", **kw)
+    r = ref.BookOFI(1.0, levels=L, crossed="drop_stale", **kw)
+    o.load_snapshot([900], [5], [1100], [7])
+    r.load_snapshot([900], [5], [1100], [7])
+    e, lv = o.update_many(ts, side, px, sz, levels=True)
+    re1, rlv = r.update_many(ts.tolist(), side.tolist(), px.tolist(), sz.tolist(), levels=True)
+    assert e.tolist() == re1 and lv.tolist() == rlv
+    assert o.values.tolist() == r.values
+    assert o.ofi.depth == pytest.approx(r.ofi.depth, rel=1e-15)
+
+
+# ------------------------------------------------------------------ Binance diff streams
+def _binance_check(path, futures):
+    """Sync the diff-depth stream onto the REST snapshot by the exchange's rule (buffering the
+    diffs received before it), apply every diff, and compare the book's best bid/ask with
+    each bookTicker whose update id equals a diff's final update id."""
+    import gzip
+    import json
+    diffs, tickers, snap = [], {}, None
+    with gzip.open(path, "rt") as f:
+        for line in f:
+            _, raw = line.split(" ", 1)
+            msg = json.loads(raw)
+            if "lastUpdateId" in msg:
+                snap = msg
+                continue
+            stream, data = msg.get("stream", ""), msg.get("data", msg)
+            if "@depth" in stream:
+                diffs.append(data)
+            elif "bookTicker" in stream:
+                tickers.setdefault(data["u"], data)
+    assert snap is not None
+    last = snap["lastUpdateId"]
+    book = Book(0.01, crossed="keep")
+    book.load_snapshot([float(p) for p, _ in snap["bids"]], [float(q) for _, q in snap["bids"]],
+                       [float(p) for p, _ in snap["asks"]], [float(q) for _, q in snap["asks"]])
+    if futures:
+        live = [d for d in diffs if d["u"] >= last]
+        assert live[0]["U"] <= last <= live[0]["u"]
+    else:
+        live = [d for d in diffs if d["u"] > last]
+        assert live[0]["U"] <= last + 1 <= live[0]["u"]
+    checked = crossed = 0
+    prev_u = None
+    quotes = [(book.best_bid, book.best_bid_size, book.best_ask, book.best_ask_size)]
+    rows = []      # (ts, side, price, size, batch_end) for BookOFI
+    snapshot = snap
+    for d in live:
+        if prev_u is not None:
+            assert (d["pu"] == prev_u) if futures else (d["U"] == prev_u + 1)
+        prev_u = d["u"]
+        levels = [(side, float(p), float(q)) for key, side in (("b", 1), ("a", -1))
+                  for p, q in d[key]]
+        for k, (side, p, q) in enumerate(levels):
+            book.apply(side, p, q)
+            rows.append((d["E"], side, p, q, k == len(levels) - 1))
+        if levels:
+            quotes.append((book.best_bid, book.best_bid_size, book.best_ask, book.best_ask_size))
+        crossed += book.best_bid >= book.best_ask
+        t = tickers.get(d["u"])
+        if t is not None:
+            assert (book.best_bid, book.best_bid_size, book.best_ask, book.best_ask_size) == \
+                (float(t["b"]), float(t["B"]), float(t["a"]), float(t["A"])), d["u"]
+            checked += 1
+    # BookOFI fed the same deltas, one OFI event per diff message (batch_end), equals the
+    # best-level OFI of the book's best quotes after each message
+    o = BookOFI(0.01, levels=1, crossed="keep")
+    bids, asks = snapshot["bids"], snapshot["asks"]
+    o.load_snapshot([float(p) for p, _ in bids], [float(q) for _, q in bids],
+                    [float(p) for p, _ in asks], [float(q) for _, q in asks])
+    ts, side, price, size, end = (np.array(c) for c in zip(*rows))
+    e = o.update_many(ts, side, price, size, batch_end=end)
+    q = np.array(quotes)
+    expect = l1_ofi(q[:, 0], q[:, 1], q[:, 2], q[:, 3])[1:]
+    assert np.array_equal(e[end], expect) and not e[~end].any()
+    return len(live), checked, crossed
+
+
+@pytest.mark.parametrize("market, futures", [("spot", False), ("usdm", True)])
+def test_binance_diff_stream_matches_book_ticker(market, futures, capsys):
+    path = data_file("binance_hftbacktest", market, "btcusdt_20240808.gz")
+    applied, checked, crossed = _binance_check(path, futures)
+    with capsys.disabled():
+        print(f"\nBinance {market}: {applied} diffs applied, best bid/ask equal to bookTicker "
+              f"at all {checked} matching update ids; crossed after a diff: {crossed}")
+    assert checked > 0 and crossed == 0
+
+
+@given(delta_streams(), st.integers(1, 4), st.integers(0, 2**32 - 1), st.integers(1, 25))
+def test_bookofi_batches(stream, L, seed, chunk):
+    """batch_end: one OFI event per batch, between the states after consecutive batches
+    (== mlofi over the batch-end top-L states); batches may span update_many calls."""
+    side, px, sz = stream
+    n = len(px)
+    rng = np.random.default_rng(seed)
+    end = rng.random(n) < 0.4
+    end[-1] = True
+    ts = np.arange(n) // 3
+    rb = ref.Book(1.0, crossed="drop_stale")
+    states = []
+    for i in range(n):
+        rb.apply(int(side[i]), px[i], sz[i])
+        if end[i]:
+            states.append(rb.top(L))
+    bp, bs, ap, az = (np.array([t[k] for t in states]).reshape(len(states), L)
+                      for k in range(4))
+    expect = mlofi(bp, bs, ap, az)
+    o = BookOFI(1.0, levels=L, crossed="drop_stale", window=7)
+    got = []
+    for s0 in range(0, n, chunk):
+        sl = slice(s0, s0 + chunk)
+        got.append(o.update_many(ts[sl], side[sl], px[sl], sz[sl], levels=True,
+                                 batch_end=end[sl])[1])
+    got = np.concatenate(got)
+    assert np.array_equal(got[end], expect) and not got[~end].any()
+    assert o.ofi.n_events == end.sum()
+    r = ref.BookOFI(1.0, levels=L, crossed="drop_stale", window=7)
+    _, rlv = r.update_many(ts.tolist(), side.tolist(), px.tolist(), sz.tolist(), levels=True,
+                           batch_end=end.tolist())
+    assert got.tolist() == rlv and o.values.tolist() == r.values
+    assert o.ofi.depth == pytest.approx(r.ofi.depth, rel=1e-15)
+
+
+def test_memory_follows_live_levels_not_price_range(rng):
+    """Prices spread over +-1e9 ticks, each deleted right after: the level arrays never grow
+    (a dense tick array would need ~2e9 slots or re-centering)."""
+    b = Book(1.0, capacity=4)
+    b.load_snapshot([1_000_000_000], [1], [1_000_000_001], [1])
+    cap0 = b.capacity
+    assert max(cap0) <= 64
+    far = rng.integers(1, 999_999_999, 5000).astype(float)
+    for p in far:
+        b.apply(1, p, 3.0)
+        b.apply(-1, 2e9 + 2 - p, 4.0)
+        assert b.best_bid == 1_000_000_000 and b.best_ask == 1_000_000_001
+        b.apply(1, p, 0.0)
+        b.apply(-1, 2e9 + 2 - p, 0.0)
+    assert b.capacity == cap0 and b.bid_levels == b.ask_levels == 1
