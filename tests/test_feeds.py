@@ -809,3 +809,78 @@ def test_coinbase_malformed_and_chunks(tmp_path):
     assert c.trades.side[0] == -1  # maker was the buyer -> seller-initiated
     assert c.trades.ts_exchange[0] == 1618677818_000001000
     assert c.depth.ts_exchange[2] == 1618677817_500000000
+
+
+# ------------------------------------------------------------------------------------------------
+# Bitstamp L3 -> L2
+# ------------------------------------------------------------------------------------------------
+
+def test_bitstamp_l3_real_capture():
+    r = F.BitstampL3Reader(data_file("bitstamp_ob_analytics", "orders.csv.gz"), chunk_rows=50_000)
+    parts = list(r)
+    d = F.BookDeltas.concat(parts)
+    st = r.stats
+    assert st["rows"] == 314_057 and r.errors.count == 0
+    assert st["created"] + st["changed"] + st["deleted"] == 314_057
+    # the capture opens with 6,512 synthetic creates and closes with 6,518 synthetic deletes of
+    # everything still resting: the aggregated book ends empty, every level's last size is 0
+    assert st["created"] >= 6_512 and st["deleted"] >= 6_518
+    assert r.orders == {} and r.levels == {}
+    last = {}
+    for side, px, sz in zip(d.side.tolist(), d.price.tolist(), d.size.tolist()):
+        last[(side, px)] = sz
+    assert set(last.values()) == {0.0}
+    assert (d.size >= 0).all() and set(np.unique(d.side)) == {-1, 1}
+    assert (d.flags[-1] & FLAG_BATCH_END) and (d.ts_local >= d.ts_exchange - 10**10).all()
+    # the book after the synthetic snapshot (first 6,512 creates) is not crossed
+    book = MiniBook()
+    for i in range(6_512):
+        book.apply(int(d.side[i]), d.price[i], d.size[i])
+    bb, _, ba, _ = book.touch()
+    assert bb < ba and 70_000 < bb < 90_000
+    assert all(len(p) <= 50_000 + 1 for p in parts)
+
+
+def test_bitstamp_trades_real():
+    t = F.read_bitstamp_trades(data_file("bitstamp_ob_analytics", "trades.csv"))
+    assert len(t) == 284 and (t.side == 1).sum() == 162 and (t.side == -1).sum() == 122
+    assert t.trade_id[0] == 568694537 and t.ts_exchange[0] == 1777689383817 * 10**6
+    assert t.ts_local[0] == 1777689383889 * 10**6 and t.price[0] == 78319.0
+
+
+def test_bitstamp_l3_handmade(tmp_path):
+    p = tmp_path / "orders.csv"
+    p.write_text("id,timestamp,exchange_timestamp,price,volume,action,direction\n"
+                 "1,10,9,100.0,0.1,created,bid\n"
+                 "2,11,10,100.0,0.2,created,bid\n"      # level 100 = 0.3 exactly
+                 "3,12,11,101.0,1.0,created,ask\n"
+                 "1,13,12,100.0,0.05,changed,bid\n"     # partial fill: 0.25
+                 "2,14,13,99.5,0.2,changed,bid\n"       # amended to 99.5: two levels change
+                 "9,15,14,100.0,1.0,deleted,bid\n"      # unknown order: counted, ignored
+                 "3,16,15,101.0,1.0,created,ask\n"      # duplicate create: a change, no-op
+                 "1,17,16,100.0,0.05,deleted,bid\n")
+    r = F.BitstampL3Reader(p, chunk_rows=2)
+    d = F.BookDeltas.concat(list(r))
+    np.testing.assert_array_equal(d.side, [1, 1, -1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(d.price, [100, 100, 101, 100, 100, 99.5, 100])
+    np.testing.assert_array_equal(d.size, [0.1, 0.3, 1.0, 0.25, 0.05, 0.2, 0.0])
+    np.testing.assert_array_equal(d.update_id, [1, 2, 3, 1, 2, 2, 1])
+    E = FLAG_BATCH_END
+    np.testing.assert_array_equal(d.flags, [E, E, E, E, 0, E, E])
+    np.testing.assert_array_equal(d.ts_exchange, np.array([9, 10, 11, 12, 13, 13, 16]) * 10**6)
+    assert r.stats["unknown_order"] == 1 and r.stats["duplicate_create"] == 1
+    assert r.stats["no_change"] == 1 and r.orders == {2: (1, 99.5, 20_000_000), 3: (-1, 101.0, 10**8)}
+
+
+@pytest.mark.parametrize("bad", ["4,1,1,100.0,1.0,created,mid", "4,1,1,100.0,1.0,moved,bid",
+                                 "4,1,1,100.0,-1.0,created,bid", "4,1,1,100.0,created,bid",
+                                 "4,1,x,100.0,1.0,created,bid"])
+def test_bitstamp_l3_malformed(tmp_path, bad):
+    p = tmp_path / "orders.csv"
+    p.write_text("id,timestamp,exchange_timestamp,price,volume,action,direction\n"
+                 f"1,1,1,100.0,1.0,created,bid\n{bad}\n2,2,2,101.0,1.0,created,ask\n")
+    with pytest.raises(ParseError) as ei:
+        F.read_bitstamp_l3(p)
+    assert ei.value.line == 3
+    r = F.BitstampL3Reader(p, on_error="skip")
+    assert len(r.read()) == 2 and r.errors.count == 1
