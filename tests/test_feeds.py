@@ -884,3 +884,84 @@ def test_bitstamp_l3_malformed(tmp_path, bad):
     assert ei.value.line == 3
     r = F.BitstampL3Reader(p, on_error="skip")
     assert len(r.read()) == 2 and r.errors.count == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Generic CSV / Parquet
+# ------------------------------------------------------------------------------------------------
+
+def test_generic_trades_equal_dedicated_readers():
+    """The generic reader, given the column names, reads the real files like the dedicated ones."""
+    path = data_file("bitstamp_ob_analytics", "trades.csv")
+    cols = {"ts": "exchange_timestamp", "ts_local": "timestamp", "price": "price",
+            "size": "amount", "side": "side", "trade_id": "trade_id"}
+    for chunk_rows in (7, 10**6):
+        g = F.read_trades(path, cols, ts_unit="ms", chunk_rows=chunk_rows)
+        ref = F.read_bitstamp_trades(path)
+        for k, v in ref.as_dict().items():
+            np.testing.assert_array_equal(getattr(g, k), v, err_msg=k)
+    path = data_file("tardis", TARDIS_TRADES)
+    cols = {"ts": "timestamp", "ts_local": "local_timestamp", "price": "price",
+            "size": "amount", "side": "side", "trade_id": "id"}
+    g = F.read_trades(path, cols, ts_unit="us")
+    ref = F.read_tardis(path)
+    for k, v in ref.as_dict().items():
+        np.testing.assert_array_equal(getattr(g, k), v, err_msg=k)
+
+
+def test_generic_quotes_csv_units_and_errors(tmp_path):
+    p = tmp_path / "q.csv"
+    p.write_text("time;bb;bq;aa;aq;seq\n"
+                 "1618678133.136361;10.5;1;10.6;2;7\n"
+                 "2021-04-17T16:43:37.075687Z;10.5;0;10.7;3;8\n"
+                 "1618678134;;0;10.7;3;9\n")
+    cols = {"ts": "time", "bid_px": "bb", "bid_sz": "bq", "ask_px": "aa", "ask_sz": "aq",
+            "update_id": "seq"}
+    q = F.read_quotes(p, cols, ts_unit="s", delimiter=";")
+    np.testing.assert_array_equal(q.ts_exchange, [1618678133_136361000, 1618677817_075687000,
+                                                  1618678134_000000000])
+    assert (q.ts_local == F.NO_TIME).all()
+    assert np.isnan(q.bid_px[2]) and q.bid_sz[2] == 0 and q.ask_sz[1] == 3
+    np.testing.assert_array_equal(q.update_id, [7, 8, 9])
+    with pytest.raises(ValueError, match="bid_sz"):
+        F.QuotesReader(p, {"ts": "time", "bid_px": "bb"})
+    with pytest.raises(ValueError, match="header"):
+        F.read_quotes(p, dict(cols, ts="when"), delimiter=";")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ts,price,size,side\n1,10,1,buy\n2,10,-1,sell\n3,10,1,hold\n4,10,1\n5,11,2,S\n")
+    with pytest.raises(ParseError) as ei:
+        F.read_trades(bad, {"ts": "ts", "price": "price", "size": "size", "side": "side"})
+    assert ei.value.line == 3
+    r = F.TradesReader(bad, {"ts": "ts", "price": "price", "size": "size", "side": "side"},
+                       on_error="skip", chunk_rows=2)
+    t = r.read()
+    assert r.errors.count == 3 and [x[0] for x in r.errors.first] == [3, 4, 5]
+    np.testing.assert_array_equal(t.ts_exchange, [1, 5])
+    np.testing.assert_array_equal(t.side, [1, -1])
+
+
+def test_generic_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    n = 1000
+    ts = np.arange(n, dtype=np.int64) * 1_000_003 + 1_600_000_000_000_000_000
+    table = pa.table({"t": pa.array(ts, pa.timestamp("ns")), "px": np.linspace(1, 2, n),
+                      "qty": np.arange(n, dtype=np.float64),
+                      "aggr": np.where(np.arange(n) % 3 == 0, "buy", "sell")})
+    p = tmp_path / "t.parquet"
+    pq.write_table(table, p)
+    cols = {"ts": "t", "price": "px", "size": "qty", "side": "aggr"}
+    whole = F.read_trades(p, cols)
+    np.testing.assert_array_equal(whole.ts_exchange, ts)
+    np.testing.assert_array_equal(whole.price, np.linspace(1, 2, n))
+    np.testing.assert_array_equal(whole.side, np.where(np.arange(n) % 3 == 0, 1, -1))
+    parts = list(F.iter_trades(p, cols, chunk_rows=64))
+    assert max(len(x) for x in parts) == 64
+    joined = F.Trades.concat(parts)
+    for k, v in whole.as_dict().items():
+        np.testing.assert_array_equal(getattr(joined, k), v, err_msg=k)
+    # integer ms timestamps in Parquet are scaled like CSV ones
+    pq.write_table(pa.table({"t": ts // 10**6, "px": np.ones(n), "qty": np.ones(n)}), p)
+    t = F.read_trades(p, {"ts": "t", "price": "px", "size": "qty"}, ts_unit="ms")
+    np.testing.assert_array_equal(t.ts_exchange, ts // 10**6 * 10**6)
+    assert (t.side == 0).all()

@@ -23,6 +23,14 @@ from ofi_fast.feeds.bitstamp import (
     read_bitstamp_l3,
     read_bitstamp_trades,
 )
+from ofi_fast.feeds.generic import (
+    QuotesReader,
+    TradesReader,
+    iter_quotes,
+    iter_trades,
+    read_quotes,
+    read_trades,
+)
 from ofi_fast.feeds.binance import BinanceChunk, BinanceReader, iter_binance, read_binance
 from ofi_fast.feeds.lobster import (
     LobsterMessages,
@@ -46,6 +54,12 @@ __all__ = [
     "FLAG_CLEAR",
     "FLAG_SNAPSHOT",
     "Quotes",
+    "QuotesReader",
+    "TradesReader",
+    "iter_quotes",
+    "iter_trades",
+    "read_quotes",
+    "read_trades",
     "TardisBookSnapshots",
     "TardisReader",
     "Trades",
