@@ -12,7 +12,6 @@ the json loops only decode each line.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import subprocess

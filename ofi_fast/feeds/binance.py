@@ -331,9 +331,10 @@ class BinanceReader:
         ts_ex = int(e) * _MS if e is not None else NO_TIME
         rows = ([(1, _px(p), _sz(q)) for p, q in data["b"]]
                 + [(-1, _px(p), _sz(q)) for p, q in data["a"]])
-        for i, (side, p, q) in enumerate(rows):
-            depth.append(ts_ex, ts_local, side, p, q, last_u,
-                         FLAG_BATCH_END if i == len(rows) - 1 else 0)
+        if rows:
+            last = rows.pop()
+            depth.extend([(ts_ex, ts_local, side, p, q, last_u, 0) for side, p, q in rows])
+            depth.append(ts_ex, ts_local, last[0], last[1], last[2], last_u, FLAG_BATCH_END)
         st["applied"] += 1
         self._prev_u = last_u
         self._state = "sync"
