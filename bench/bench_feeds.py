@@ -95,7 +95,7 @@ USDM = ("binance_hftbacktest", "usdm", "btcusdt_20240808.gz")
 @pytest.mark.benchmark(group="binance usdm")
 def test_binance_ofi_fast(benchmark):
     p = _need(*USDM)
-    _run(benchmark, lambda: F.read_binance(p), 27_800_000, 93_954)
+    _run(benchmark, lambda: F.read_binance(p), 27_757_550, 93_954)
 
 
 def _json_loop(p, loads):
@@ -107,7 +107,7 @@ def _json_loop(p, loads):
 @pytest.mark.benchmark(group="binance usdm")
 def test_binance_json_loop(benchmark):
     p = _need(*USDM)
-    _run(benchmark, lambda: _json_loop(p, json.loads), 27_800_000, 93_954)
+    _run(benchmark, lambda: _json_loop(p, json.loads), 27_757_550, 93_954)
 
 
 @pytest.mark.benchmark(group="binance usdm")
@@ -115,7 +115,7 @@ def test_binance_orjson_loop(benchmark):
     if orjson is None:
         pytest.skip("orjson not installed")
     p = _need(*USDM)
-    _run(benchmark, lambda: _json_loop(p, orjson.loads), 27_800_000, 93_954)
+    _run(benchmark, lambda: _json_loop(p, orjson.loads), 27_757_550, 93_954)
 
 
 # Kraken / Coinbase / Bitstamp -------------------------------------------------------------------------
@@ -139,13 +139,13 @@ def test_kraken_json_loop(benchmark):
 @pytest.mark.benchmark(group="bitstamp L3 -> L2")
 def test_bitstamp_ofi_fast(benchmark):
     p = _need("bitstamp_ob_analytics", "orders.csv.gz")
-    _run(benchmark, lambda: F.read_bitstamp_l3(p), 20_000_000, 314_057)
+    _run(benchmark, lambda: F.read_bitstamp_l3(p), 22_947_138, 314_057)
 
 
 @pytest.mark.benchmark(group="bitstamp L3 -> L2")
 def test_bitstamp_pandas_read_csv(benchmark):
     p = _need("bitstamp_ob_analytics", "orders.csv.gz")
-    _run(benchmark, lambda: pd.read_csv(p), 20_000_000, 314_057)
+    _run(benchmark, lambda: pd.read_csv(p), 22_947_138, 314_057)
 
 
 # Peak memory vs chunk size -------------------------------------------------------------------------------
