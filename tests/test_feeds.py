@@ -965,3 +965,44 @@ def test_generic_parquet(tmp_path):
     t = F.read_trades(p, {"ts": "t", "price": "px", "size": "qty"}, ts_unit="ms")
     np.testing.assert_array_equal(t.ts_exchange, ts // 10**6 * 10**6)
     assert (t.side == 0).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Differential (hypothesis): the vectorised LOBSTER parse vs an independent exact reference
+# ------------------------------------------------------------------------------------------------
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+from hypothesis import given, settings, strategies as st
+
+_row = st.tuples(st.integers(0, 86_399), st.text("0123456789", min_size=0, max_size=12),
+                 st.sampled_from([1, 2, 3, 4, 5]), st.integers(0, 10**12),
+                 st.integers(0, 10**6), st.integers(1, 10**8), st.sampled_from([1, -1]))
+
+
+def _ns_reference(sec, frac):
+    """Seconds string -> ns with Fraction arithmetic, sub-ns rounded half up."""
+    x = Fraction(f"{sec}.{frac}" if frac else str(sec)) * 10**9
+    return int(x) + (1 if x - int(x) >= Fraction(1, 2) else 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(_row, min_size=1, max_size=40), chunk_rows=st.integers(1, 50))
+def test_lobster_parse_matches_exact_reference(rows, chunk_rows):
+    rows = sorted(rows, key=lambda r: _ns_reference(r[0], r[1]))
+    lines = [(f"{s}.{f}" if f else f"{s}") + f",{t},{i},{z},{p},{d}"
+             for s, f, t, i, z, p, d in rows]
+    with tempfile.TemporaryDirectory() as tmp:
+        mp = Path(tmp) / "X_2020-03-02_34200000_57600000_message_1.csv"
+        mp.write_text("\n".join(lines) + "\n")
+        whole = F.read_lobster(mp, orderbook=False, tz=None)
+        parts = F.LobsterMessages.concat(list(F.iter_lobster(mp, orderbook=False, tz=None,
+                                                             chunk_rows=chunk_rows)))
+    base = 1_583_107_200 * 10**9
+    exp_ts = [base + _ns_reference(s, f) for s, f, *_ in rows]
+    assert whole.ts.tolist() == exp_ts
+    assert whole.price.tolist() == [p / 10_000 for *_, p, _ in rows]
+    assert whole.side.tolist() == [(-d if t in (4, 5) else 0) for _, _, t, _, _, _, d in rows]
+    for k, v in whole.as_dict().items():
+        np.testing.assert_array_equal(getattr(parts, k), v, err_msg=k)
