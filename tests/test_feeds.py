@@ -1,12 +1,22 @@
 """Tests of ofi_fast.feeds: real files (counts from ../shared/data/README.md), hand-made
 malformed / gapped files, chunked == whole-file."""
 
+import gzip
+import json
+import tempfile
+import zlib
+from fractions import Fraction
+from pathlib import Path
+
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from ofi_fast.errors import ParseError
 import ofi_fast.feeds as F
+from ofi_fast.errors import ParseError, SequenceGapError
+from ofi_fast.feeds import binance as BN
 from ofi_fast.feeds import lobster as L
+from ofi_fast.feeds._l2 import FLAG_BATCH_END, FLAG_CLEAR, FLAG_SNAPSHOT
 
 from conftest import data_file
 
@@ -268,12 +278,7 @@ def test_lobster_needs_date(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Binance
 # ------------------------------------------------------------------------------------------------
-import gzip
-import json
 
-from ofi_fast.errors import SequenceGapError
-from ofi_fast.feeds import binance as BN
-from ofi_fast.feeds._l2 import FLAG_BATCH_END, FLAG_CLEAR, FLAG_SNAPSHOT
 
 
 class MiniBook:
@@ -674,7 +679,6 @@ def test_tardis_book_snapshot_and_bad_header(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Kraken and Coinbase (cryptofeed captures)
 # ------------------------------------------------------------------------------------------------
-import zlib
 
 KRAKEN_PAIRS = ["WAVES/EUR", "XMR/USD", "KSM/XBT", "GRT/ETH", "SC/EUR", "ETH/CHF", "OCEAN/XBT",
                 "OMG/USD", "XBT/CHF", "ADA/XBT"]
@@ -970,11 +974,7 @@ def test_generic_parquet(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Differential (hypothesis): the vectorised LOBSTER parse vs an independent exact reference
 # ------------------------------------------------------------------------------------------------
-import tempfile
-from fractions import Fraction
-from pathlib import Path
 
-from hypothesis import given, settings, strategies as st
 
 _row = st.tuples(st.integers(0, 86_399), st.text("0123456789", min_size=0, max_size=12),
                  st.sampled_from([1, 2, 3, 4, 5]), st.integers(0, 10**12),
