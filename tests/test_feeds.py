@@ -1006,3 +1006,21 @@ def test_lobster_parse_matches_exact_reference(rows, chunk_rows):
     assert whole.side.tolist() == [(-d if t in (4, 5) else 0) for _, _, t, _, _, _, d in rows]
     for k, v in whole.as_dict().items():
         np.testing.assert_array_equal(getattr(parts, k), v, err_msg=k)
+
+
+def test_kraken_coinbase_chunked_equal_whole():
+    path = data_file("cryptofeed_sample_data", "KRAKEN.ws.50.0")
+    whole = F.read_kraken_book(path, pair="XMR/USD")
+    parts = list(F.KrakenBookReader(path, pair="XMR/USD", chunk_rows=100))
+    assert len(parts) > 5
+    joined = F.BookDeltas.concat(parts)
+    for k, v in whole.as_dict().items():
+        np.testing.assert_array_equal(getattr(joined, k), v, err_msg=k)
+    path = data_file("cryptofeed_sample_data", "COINBASE.ws.28.0")
+    whole = F.read_coinbase(path, product="SKL-BTC")
+    parts = list(F.CoinbaseReader(path, product="SKL-BTC", chunk_rows=50))
+    assert len(parts) > 5
+    for name in ("depth", "trades"):
+        joined = type(getattr(whole, name)).concat([getattr(p, name) for p in parts])
+        for k, v in getattr(whole, name).as_dict().items():
+            np.testing.assert_array_equal(getattr(joined, k), v, err_msg=f"{name}.{k}")
