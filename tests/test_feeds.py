@@ -1024,3 +1024,12 @@ def test_kraken_coinbase_chunked_equal_whole():
         joined = type(getattr(whole, name)).concat([getattr(p, name) for p in parts])
         for k, v in getattr(whole, name).as_dict().items():
             np.testing.assert_array_equal(getattr(joined, k), v, err_msg=f"{name}.{k}")
+
+
+def test_tardis_gzip_equals_plain(tmp_path):
+    src = data_file("tardis", TARDIS_L2)
+    gz = tmp_path / "l2.csv.gz"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    a, b = F.read_tardis(src), F.read_tardis(gz, chunk_rows=333)
+    for k, v in a.as_dict().items():
+        np.testing.assert_array_equal(getattr(b, k), v, err_msg=k)
