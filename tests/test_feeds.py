@@ -1,12 +1,22 @@
 """Tests of ofi_fast.feeds: real files (counts from ../shared/data/README.md), hand-made
 malformed / gapped files, chunked == whole-file."""
 
+import gzip
+import json
+import tempfile
+import zlib
+from fractions import Fraction
+from pathlib import Path
+
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from ofi_fast.errors import ParseError
 import ofi_fast.feeds as F
+from ofi_fast.errors import ParseError, SequenceGapError
+from ofi_fast.feeds import binance as BN
 from ofi_fast.feeds import lobster as L
+from ofi_fast.feeds._l2 import FLAG_BATCH_END, FLAG_CLEAR, FLAG_SNAPSHOT
 
 from conftest import data_file
 
@@ -268,12 +278,7 @@ def test_lobster_needs_date(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Binance
 # ------------------------------------------------------------------------------------------------
-import gzip
-import json
 
-from ofi_fast.errors import SequenceGapError
-from ofi_fast.feeds import binance as BN
-from ofi_fast.feeds._l2 import FLAG_BATCH_END, FLAG_CLEAR, FLAG_SNAPSHOT
 
 
 class MiniBook:
@@ -674,7 +679,6 @@ def test_tardis_book_snapshot_and_bad_header(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Kraken and Coinbase (cryptofeed captures)
 # ------------------------------------------------------------------------------------------------
-import zlib
 
 KRAKEN_PAIRS = ["WAVES/EUR", "XMR/USD", "KSM/XBT", "GRT/ETH", "SC/EUR", "ETH/CHF", "OCEAN/XBT",
                 "OMG/USD", "XBT/CHF", "ADA/XBT"]
@@ -809,3 +813,223 @@ def test_coinbase_malformed_and_chunks(tmp_path):
     assert c.trades.side[0] == -1  # maker was the buyer -> seller-initiated
     assert c.trades.ts_exchange[0] == 1618677818_000001000
     assert c.depth.ts_exchange[2] == 1618677817_500000000
+
+
+# ------------------------------------------------------------------------------------------------
+# Bitstamp L3 -> L2
+# ------------------------------------------------------------------------------------------------
+
+def test_bitstamp_l3_real_capture():
+    r = F.BitstampL3Reader(data_file("bitstamp_ob_analytics", "orders.csv.gz"), chunk_rows=50_000)
+    parts = list(r)
+    d = F.BookDeltas.concat(parts)
+    st = r.stats
+    assert st["rows"] == 314_057 and r.errors.count == 0
+    assert st["created"] + st["changed"] + st["deleted"] == 314_057
+    # the capture opens with 6,512 synthetic creates and closes with 6,518 synthetic deletes of
+    # everything still resting: the aggregated book ends empty, every level's last size is 0
+    assert st["created"] >= 6_512 and st["deleted"] >= 6_518
+    assert r.orders == {} and r.levels == {}
+    last = {}
+    for side, px, sz in zip(d.side.tolist(), d.price.tolist(), d.size.tolist()):
+        last[(side, px)] = sz
+    assert set(last.values()) == {0.0}
+    assert (d.size >= 0).all() and set(np.unique(d.side)) == {-1, 1}
+    assert (d.flags[-1] & FLAG_BATCH_END) and (d.ts_local >= d.ts_exchange - 10**10).all()
+    # the book after the synthetic snapshot (first 6,512 creates) is not crossed
+    book = MiniBook()
+    for i in range(6_512):
+        book.apply(int(d.side[i]), d.price[i], d.size[i])
+    bb, _, ba, _ = book.touch()
+    assert bb < ba and 70_000 < bb < 90_000
+    assert all(len(p) <= 50_000 + 1 for p in parts)
+
+
+def test_bitstamp_trades_real():
+    t = F.read_bitstamp_trades(data_file("bitstamp_ob_analytics", "trades.csv"))
+    assert len(t) == 284 and (t.side == 1).sum() == 162 and (t.side == -1).sum() == 122
+    assert t.trade_id[0] == 568694537 and t.ts_exchange[0] == 1777689383817 * 10**6
+    assert t.ts_local[0] == 1777689383889 * 10**6 and t.price[0] == 78319.0
+
+
+def test_bitstamp_l3_handmade(tmp_path):
+    p = tmp_path / "orders.csv"
+    p.write_text("id,timestamp,exchange_timestamp,price,volume,action,direction\n"
+                 "1,10,9,100.0,0.1,created,bid\n"
+                 "2,11,10,100.0,0.2,created,bid\n"      # level 100 = 0.3 exactly
+                 "3,12,11,101.0,1.0,created,ask\n"
+                 "1,13,12,100.0,0.05,changed,bid\n"     # partial fill: 0.25
+                 "2,14,13,99.5,0.2,changed,bid\n"       # amended to 99.5: two levels change
+                 "9,15,14,100.0,1.0,deleted,bid\n"      # unknown order: counted, ignored
+                 "3,16,15,101.0,1.0,created,ask\n"      # duplicate create: a change, no-op
+                 "1,17,16,100.0,0.05,deleted,bid\n")
+    r = F.BitstampL3Reader(p, chunk_rows=2)
+    d = F.BookDeltas.concat(list(r))
+    np.testing.assert_array_equal(d.side, [1, 1, -1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(d.price, [100, 100, 101, 100, 100, 99.5, 100])
+    np.testing.assert_array_equal(d.size, [0.1, 0.3, 1.0, 0.25, 0.05, 0.2, 0.0])
+    np.testing.assert_array_equal(d.update_id, [1, 2, 3, 1, 2, 2, 1])
+    E = FLAG_BATCH_END
+    np.testing.assert_array_equal(d.flags, [E, E, E, E, 0, E, E])
+    np.testing.assert_array_equal(d.ts_exchange, np.array([9, 10, 11, 12, 13, 13, 16]) * 10**6)
+    assert r.stats["unknown_order"] == 1 and r.stats["duplicate_create"] == 1
+    assert r.stats["no_change"] == 1 and r.orders == {2: (1, 99.5, 20_000_000), 3: (-1, 101.0, 10**8)}
+
+
+@pytest.mark.parametrize("bad", ["4,1,1,100.0,1.0,created,mid", "4,1,1,100.0,1.0,moved,bid",
+                                 "4,1,1,100.0,-1.0,created,bid", "4,1,1,100.0,created,bid",
+                                 "4,1,x,100.0,1.0,created,bid"])
+def test_bitstamp_l3_malformed(tmp_path, bad):
+    p = tmp_path / "orders.csv"
+    p.write_text("id,timestamp,exchange_timestamp,price,volume,action,direction\n"
+                 f"1,1,1,100.0,1.0,created,bid\n{bad}\n2,2,2,101.0,1.0,created,ask\n")
+    with pytest.raises(ParseError) as ei:
+        F.read_bitstamp_l3(p)
+    assert ei.value.line == 3
+    r = F.BitstampL3Reader(p, on_error="skip")
+    assert len(r.read()) == 2 and r.errors.count == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Generic CSV / Parquet
+# ------------------------------------------------------------------------------------------------
+
+def test_generic_trades_equal_dedicated_readers():
+    """The generic reader, given the column names, reads the real files like the dedicated ones."""
+    path = data_file("bitstamp_ob_analytics", "trades.csv")
+    cols = {"ts": "exchange_timestamp", "ts_local": "timestamp", "price": "price",
+            "size": "amount", "side": "side", "trade_id": "trade_id"}
+    for chunk_rows in (7, 10**6):
+        g = F.read_trades(path, cols, ts_unit="ms", chunk_rows=chunk_rows)
+        ref = F.read_bitstamp_trades(path)
+        for k, v in ref.as_dict().items():
+            np.testing.assert_array_equal(getattr(g, k), v, err_msg=k)
+    path = data_file("tardis", TARDIS_TRADES)
+    cols = {"ts": "timestamp", "ts_local": "local_timestamp", "price": "price",
+            "size": "amount", "side": "side", "trade_id": "id"}
+    g = F.read_trades(path, cols, ts_unit="us")
+    ref = F.read_tardis(path)
+    for k, v in ref.as_dict().items():
+        np.testing.assert_array_equal(getattr(g, k), v, err_msg=k)
+
+
+def test_generic_quotes_csv_units_and_errors(tmp_path):
+    p = tmp_path / "q.csv"
+    p.write_text("time;bb;bq;aa;aq;seq\n"
+                 "1618678133.136361;10.5;1;10.6;2;7\n"
+                 "2021-04-17T16:43:37.075687Z;10.5;0;10.7;3;8\n"
+                 "1618678134;;0;10.7;3;9\n")
+    cols = {"ts": "time", "bid_px": "bb", "bid_sz": "bq", "ask_px": "aa", "ask_sz": "aq",
+            "update_id": "seq"}
+    q = F.read_quotes(p, cols, ts_unit="s", delimiter=";")
+    np.testing.assert_array_equal(q.ts_exchange, [1618678133_136361000, 1618677817_075687000,
+                                                  1618678134_000000000])
+    assert (q.ts_local == F.NO_TIME).all()
+    assert np.isnan(q.bid_px[2]) and q.bid_sz[2] == 0 and q.ask_sz[1] == 3
+    np.testing.assert_array_equal(q.update_id, [7, 8, 9])
+    with pytest.raises(ValueError, match="bid_sz"):
+        F.QuotesReader(p, {"ts": "time", "bid_px": "bb"})
+    with pytest.raises(ValueError, match="header"):
+        F.read_quotes(p, dict(cols, ts="when"), delimiter=";")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ts,price,size,side\n1,10,1,buy\n2,10,-1,sell\n3,10,1,hold\n4,10,1\n5,11,2,S\n")
+    with pytest.raises(ParseError) as ei:
+        F.read_trades(bad, {"ts": "ts", "price": "price", "size": "size", "side": "side"})
+    assert ei.value.line == 3
+    r = F.TradesReader(bad, {"ts": "ts", "price": "price", "size": "size", "side": "side"},
+                       on_error="skip", chunk_rows=2)
+    t = r.read()
+    assert r.errors.count == 3 and [x[0] for x in r.errors.first] == [3, 4, 5]
+    np.testing.assert_array_equal(t.ts_exchange, [1, 5])
+    np.testing.assert_array_equal(t.side, [1, -1])
+
+
+def test_generic_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    n = 1000
+    ts = np.arange(n, dtype=np.int64) * 1_000_003 + 1_600_000_000_000_000_000
+    table = pa.table({"t": pa.array(ts, pa.timestamp("ns")), "px": np.linspace(1, 2, n),
+                      "qty": np.arange(n, dtype=np.float64),
+                      "aggr": np.where(np.arange(n) % 3 == 0, "buy", "sell")})
+    p = tmp_path / "t.parquet"
+    pq.write_table(table, p)
+    cols = {"ts": "t", "price": "px", "size": "qty", "side": "aggr"}
+    whole = F.read_trades(p, cols)
+    np.testing.assert_array_equal(whole.ts_exchange, ts)
+    np.testing.assert_array_equal(whole.price, np.linspace(1, 2, n))
+    np.testing.assert_array_equal(whole.side, np.where(np.arange(n) % 3 == 0, 1, -1))
+    parts = list(F.iter_trades(p, cols, chunk_rows=64))
+    assert max(len(x) for x in parts) == 64
+    joined = F.Trades.concat(parts)
+    for k, v in whole.as_dict().items():
+        np.testing.assert_array_equal(getattr(joined, k), v, err_msg=k)
+    # integer ms timestamps in Parquet are scaled like CSV ones
+    pq.write_table(pa.table({"t": ts // 10**6, "px": np.ones(n), "qty": np.ones(n)}), p)
+    t = F.read_trades(p, {"ts": "t", "price": "px", "size": "qty"}, ts_unit="ms")
+    np.testing.assert_array_equal(t.ts_exchange, ts // 10**6 * 10**6)
+    assert (t.side == 0).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Differential (hypothesis): the vectorised LOBSTER parse vs an independent exact reference
+# ------------------------------------------------------------------------------------------------
+
+
+_row = st.tuples(st.integers(0, 86_399), st.text("0123456789", min_size=0, max_size=12),
+                 st.sampled_from([1, 2, 3, 4, 5]), st.integers(0, 10**12),
+                 st.integers(0, 10**6), st.integers(1, 10**8), st.sampled_from([1, -1]))
+
+
+def _ns_reference(sec, frac):
+    """Seconds string -> ns with Fraction arithmetic, sub-ns rounded half up."""
+    x = Fraction(f"{sec}.{frac}" if frac else str(sec)) * 10**9
+    return int(x) + (1 if x - int(x) >= Fraction(1, 2) else 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(_row, min_size=1, max_size=40), chunk_rows=st.integers(1, 50))
+def test_lobster_parse_matches_exact_reference(rows, chunk_rows):
+    rows = sorted(rows, key=lambda r: _ns_reference(r[0], r[1]))
+    lines = [(f"{s}.{f}" if f else f"{s}") + f",{t},{i},{z},{p},{d}"
+             for s, f, t, i, z, p, d in rows]
+    with tempfile.TemporaryDirectory() as tmp:
+        mp = Path(tmp) / "X_2020-03-02_34200000_57600000_message_1.csv"
+        mp.write_text("\n".join(lines) + "\n")
+        whole = F.read_lobster(mp, orderbook=False, tz=None)
+        parts = F.LobsterMessages.concat(list(F.iter_lobster(mp, orderbook=False, tz=None,
+                                                             chunk_rows=chunk_rows)))
+    base = 1_583_107_200 * 10**9
+    exp_ts = [base + _ns_reference(s, f) for s, f, *_ in rows]
+    assert whole.ts.tolist() == exp_ts
+    assert whole.price.tolist() == [p / 10_000 for *_, p, _ in rows]
+    assert whole.side.tolist() == [(-d if t in (4, 5) else 0) for _, _, t, _, _, _, d in rows]
+    for k, v in whole.as_dict().items():
+        np.testing.assert_array_equal(getattr(parts, k), v, err_msg=k)
+
+
+def test_kraken_coinbase_chunked_equal_whole():
+    path = data_file("cryptofeed_sample_data", "KRAKEN.ws.50.0")
+    whole = F.read_kraken_book(path, pair="XMR/USD")
+    parts = list(F.KrakenBookReader(path, pair="XMR/USD", chunk_rows=100))
+    assert len(parts) > 5
+    joined = F.BookDeltas.concat(parts)
+    for k, v in whole.as_dict().items():
+        np.testing.assert_array_equal(getattr(joined, k), v, err_msg=k)
+    path = data_file("cryptofeed_sample_data", "COINBASE.ws.28.0")
+    whole = F.read_coinbase(path, product="SKL-BTC")
+    parts = list(F.CoinbaseReader(path, product="SKL-BTC", chunk_rows=50))
+    assert len(parts) > 5
+    for name in ("depth", "trades"):
+        joined = type(getattr(whole, name)).concat([getattr(p, name) for p in parts])
+        for k, v in getattr(whole, name).as_dict().items():
+            np.testing.assert_array_equal(getattr(joined, k), v, err_msg=f"{name}.{k}")
+
+
+def test_tardis_gzip_equals_plain(tmp_path):
+    src = data_file("tardis", TARDIS_L2)
+    gz = tmp_path / "l2.csv.gz"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    a, b = F.read_tardis(src), F.read_tardis(gz, chunk_rows=333)
+    for k, v in a.as_dict().items():
+        np.testing.assert_array_equal(getattr(b, k), v, err_msg=k)

@@ -17,6 +17,20 @@ from ofi_fast.feeds._l2 import (
 from ofi_fast.feeds.tardis import TardisBookSnapshots, TardisReader, iter_tardis, read_tardis
 from ofi_fast.feeds.kraken import KrakenBookReader, kraken_checksum, read_kraken_book
 from ofi_fast.feeds.coinbase import CoinbaseChunk, CoinbaseReader, read_coinbase
+from ofi_fast.feeds.bitstamp import (
+    BitstampL3Reader,
+    BitstampTradesReader,
+    read_bitstamp_l3,
+    read_bitstamp_trades,
+)
+from ofi_fast.feeds.generic import (
+    QuotesReader,
+    TradesReader,
+    iter_quotes,
+    iter_trades,
+    read_quotes,
+    read_trades,
+)
 from ofi_fast.feeds.binance import BinanceChunk, BinanceReader, iter_binance, read_binance
 from ofi_fast.feeds.lobster import (
     LobsterMessages,
@@ -31,11 +45,21 @@ from ofi_fast.feeds.lobster import (
 __all__ = [
     "BinanceChunk",
     "BinanceReader",
+    "BitstampL3Reader",
+    "BitstampTradesReader",
     "BookDeltas",
+    "read_bitstamp_l3",
+    "read_bitstamp_trades",
     "FLAG_BATCH_END",
     "FLAG_CLEAR",
     "FLAG_SNAPSHOT",
     "Quotes",
+    "QuotesReader",
+    "TradesReader",
+    "iter_quotes",
+    "iter_trades",
+    "read_quotes",
+    "read_trades",
     "TardisBookSnapshots",
     "TardisReader",
     "Trades",

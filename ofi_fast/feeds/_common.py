@@ -79,23 +79,25 @@ class LineBlocks:
     """Read a binary stream as blocks of whole lines, at most ``n`` lines per block.
 
     Carries the partial last line over to the next block; adds a final newline when the file
-    lacks one; strips ``\\r``. ``line`` is the 1-based number of the first line of the next block.
+    lacks one; strips ``\r``. ``line`` is the 1-based number of the first line of the next block.
+    Cutting after the n-th newline starts from a position estimated from the mean line length
+    and corrects it with C-level ``count`` / ``find``, so a block costs O(its bytes).
     """
 
     def __init__(self, f, block_bytes: int = 1 << 22):
         self.f = f
         self.block_bytes = block_bytes
-        self.buf = bytearray()
+        self.buf = b""
         self.nl = 0  # newlines in buf
         self.eof = False
         self.line = 1
 
-    def _fill(self) -> None:
-        data = self.f.read(self.block_bytes)
+    def _fill(self, want: int) -> None:
+        data = self.f.read(max(self.block_bytes, want))
         if not data:
             self.eof = True
             if self.buf and self.buf[-1] != _NL:
-                self.buf.append(_NL)
+                self.buf += b"\n"
                 self.nl += 1
             return
         if b"\r" in data:
@@ -103,20 +105,34 @@ class LineBlocks:
         self.buf += data
         self.nl += data.count(b"\n")
 
+    def _cut(self, n: int) -> int:
+        """Index just after the n-th newline of buf (buf holds more than n newlines)."""
+        buf = self.buf
+        est = min(len(buf), int(n * len(buf) / self.nl))
+        c = buf.count(b"\n", 0, est)
+        pos = est
+        if c < n:
+            for _ in range(n - c):
+                pos = buf.find(b"\n", pos) + 1
+            return pos
+        for _ in range(c - n + 1):
+            pos = buf.rfind(b"\n", 0, pos)
+        return pos + 1
+
     def take(self, n: int) -> tuple[bytes, int]:
         """Up to ``n`` complete lines (bytes ending in a newline) and their count; (b"", 0) at end."""
         while self.nl < n and not self.eof:
-            self._fill()
+            avg = len(self.buf) / self.nl if self.nl else 256
+            self._fill(int((n - self.nl) * avg * 1.1))
         if self.nl < n or (self.nl == n and (not self.buf or self.buf[-1] == _NL)):
             # at end of file (a partial last line has been closed by _fill), or exactly n lines
-            out, cnt = bytes(self.buf), self.nl
-            self.buf = bytearray()
+            out, cnt = self.buf, self.nl
+            self.buf = b""
             self.nl = 0
         else:
-            nls = np.flatnonzero(np.frombuffer(self.buf, np.uint8) == _NL)
-            cut = int(nls[n - 1]) + 1
-            out, cnt = bytes(self.buf[:cut]), n
-            del self.buf[:cut]
+            cut = self._cut(n)
+            out, cnt = self.buf[:cut], n
+            self.buf = self.buf[cut:]
             self.nl -= n
         self.line += cnt
         return out, cnt
@@ -144,6 +160,8 @@ class Arrays:
     @classmethod
     def concat(cls, chunks: list):
         """One container holding the rows of ``chunks`` in order (an empty one if none)."""
+        if len(chunks) == 1:
+            return chunks[0]
         out = {}
         for f in dataclasses.fields(cls):
             parts = [getattr(c, f.name) for c in chunks]

@@ -44,28 +44,26 @@ Quotes = arrays_class("Quotes", {
 
 
 class Columns:
-    """Python-list accumulator for one container class; ``flush()`` -> arrays, then empty."""
+    """Row accumulator for one container class: rows are stored as tuples (one list append per
+    row); ``flush()`` transposes them into the typed columns and empties the accumulator."""
 
     def __init__(self, cls):
         self.cls = cls
         self.names = list(cls.DTYPES)
-        self.cols = {k: [] for k in self.names}
+        self.rows = []
 
     def __len__(self):
-        return len(self.cols[self.names[0]])
+        return len(self.rows)
 
     def append(self, *values):
-        for k, v in zip(self.names, values):
-            self.cols[k].append(v)
+        self.rows.append(values)
 
-    def extend(self, **cols):
-        for k in self.names:
-            self.cols[k].extend(cols[k])
+    def extend(self, rows):
+        """Append an iterable of row tuples."""
+        self.rows.extend(rows)
 
     def flush(self):
-        out = {}
-        for k in self.names:
-            dt = self.cls.DTYPES[k]
-            out[k] = np.array(self.cols[k], dtype=dt)  # decimal strings parse to float64
-            self.cols[k] = []
+        cols = list(zip(*self.rows)) if self.rows else [()] * len(self.names)
+        out = {k: np.array(c, dtype=self.cls.DTYPES[k]) for k, c in zip(self.names, cols)}
+        self.rows = []
         return self.cls(**out)

@@ -37,7 +37,6 @@ its local clock, and nothing corrects that.
 
 from __future__ import annotations
 
-import json
 from collections import namedtuple
 
 from ofi_fast.errors import ParseError, SequenceGapError
@@ -46,9 +45,10 @@ from ofi_fast.feeds._common import (
     NO_TIME,
     ErrorLog,
     LineBlocks,
-    decimal_to_int,
     open_binary,
 )
+from ofi_fast.feeds._recorded import JSON_ERRORS, split_line
+from ofi_fast.feeds._recorded import loads as _loads
 from ofi_fast.feeds._l2 import (
     FLAG_BATCH_END,
     FLAG_CLEAR,
@@ -58,15 +58,6 @@ from ofi_fast.feeds._l2 import (
     Quotes,
     Trades,
 )
-
-try:  # optional, ~3x faster JSON
-    import orjson as _orjson
-
-    _loads = _orjson.loads
-    _JSONError = (ValueError, _orjson.JSONDecodeError)
-except ImportError:  # pragma: no cover
-    _loads = json.loads
-    _JSONError = (ValueError,)
 
 _INF = float("inf")
 
@@ -91,26 +82,6 @@ BinanceChunk = namedtuple("BinanceChunk", ["depth", "trades", "quotes"])
 BinanceChunk.__doc__ = "One chunk of a Binance recording: BookDeltas, Trades, Quotes."
 
 _MS = 1_000_000
-
-
-def _split_line(line: bytes):
-    """(local ns or NO_TIME or None for a marker line, json bytes)."""
-    if line.startswith(b"{"):
-        return NO_TIME, line
-    if line.startswith((b"wss://", b"ws://")):
-        return None, b""
-    if line.startswith((b"https://", b"http://")):
-        url, sep, rest = line.partition(b" -> ")
-        if not sep:
-            raise ValueError("http line without ' -> '")
-        head, sep, body = rest.partition(b": ")
-        return decimal_to_int(head, 9), body
-    head, sep, body = line.partition(b" ")
-    if not sep:
-        raise ValueError("no space between the local time and the JSON")
-    if head.endswith(b":"):
-        return decimal_to_int(head[:-1], 9), body
-    return int(head), body
 
 
 class BinanceReader:
@@ -155,7 +126,7 @@ class BinanceReader:
                 if not line.strip():
                     continue
                 try:
-                    ts_local, body = _split_line(line)
+                    ts_local, body = split_line(line)
                     if ts_local is None:
                         self.stats["markers"] += 1
                         continue
@@ -166,7 +137,7 @@ class BinanceReader:
                         # a REST snapshot carries no symbol: take it from the request URL
                         sym = line.split(b"symbol=", 1)[1].split(b"&", 1)[0].split(b" ", 1)[0]
                         msg["_symbol"] = sym.decode().upper()
-                except (ValueError, TypeError) + _JSONError as exc:
+                except JSON_ERRORS as exc:
                     errors.bad(no, f"malformed line ({exc}): {line[:80]!r}")
                     continue
                 yield no, ts_local, msg, path
@@ -331,9 +302,10 @@ class BinanceReader:
         ts_ex = int(e) * _MS if e is not None else NO_TIME
         rows = ([(1, _px(p), _sz(q)) for p, q in data["b"]]
                 + [(-1, _px(p), _sz(q)) for p, q in data["a"]])
-        for i, (side, p, q) in enumerate(rows):
-            depth.append(ts_ex, ts_local, side, p, q, last_u,
-                         FLAG_BATCH_END if i == len(rows) - 1 else 0)
+        if rows:
+            last = rows.pop()
+            depth.extend([(ts_ex, ts_local, side, p, q, last_u, 0) for side, p, q in rows])
+            depth.append(ts_ex, ts_local, last[0], last[1], last[2], last_u, FLAG_BATCH_END)
         st["applied"] += 1
         self._prev_u = last_u
         self._state = "sync"

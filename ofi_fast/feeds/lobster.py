@@ -192,8 +192,9 @@ class LobsterReader:
                     if ob is not None:
                         book, okeep = self._parse_book(oblock, n, oline0)
                         both = keep & okeep
-                        msg = {k: v[both[keep]] for k, v in msg.items()}
-                        book = {k: v[both[okeep]] for k, v in book.items()}
+                        if not both.all():  # drop a row skipped in either file from both
+                            msg = {k: v[both[keep]] for k, v in msg.items()}
+                            book = {k: v[both[okeep]] for k, v in book.items()}
                     else:
                         both = keep
                         book = {k: np.empty((len(msg["ts"]), 0)) for k in

@@ -24,6 +24,9 @@ unknown 0); non-numeric trade ids become -1 (counted in ``stats["non_numeric_ids
 
 from __future__ import annotations
 
+import io
+import warnings
+
 import numpy as np
 
 from ofi_fast.feeds._common import (
@@ -46,6 +49,14 @@ TardisBookSnapshots = arrays_class("TardisBookSnapshots", {
 }, "Tardis book_snapshot_N rows: (n,) times and (n, N) level arrays (NaN price / 0 size = empty).")
 
 _US = 1000
+# Structured dtypes of numpy's C loadtxt fast path. String widths bound the fields: a longer
+# value fails the fast path and the exact Python path reads the chunk instead.
+_L2_DTYPE = np.dtype([("exchange", "S32"), ("symbol", "S64"), ("timestamp", "i8"),
+                      ("local_timestamp", "i8"), ("is_snapshot", "S5"), ("side", "S3"),
+                      ("price", "f8"), ("amount", "f8")])
+_TRADE_DTYPE = np.dtype([("exchange", "S32"), ("symbol", "S64"), ("timestamp", "i8"),
+                         ("local_timestamp", "i8"), ("id", "S64"), ("side", "S7"),
+                         ("price", "f8"), ("amount", "f8")])
 
 
 class TardisReader:
@@ -78,8 +89,7 @@ class TardisReader:
 
     # ---------------------------------------------------------------------------------------
     def _blocks(self):
-        """(first line number, list of field lists per row) for each chunk, fields split."""
-        ncol = len(self.columns)
+        """(first line number, rows, raw block bytes) for each chunk of ``chunk_rows`` lines."""
         with open_binary(self.path) as f:
             lb = LineBlocks(f)
             lb.take(1)  # header
@@ -88,19 +98,35 @@ class TardisReader:
                 block, n = lb.take(self.chunk_rows)
                 if not n:
                     return
-                fields = block.replace(b"\n", b",").split(b",")
-                if len(fields) == ncol * n + 1 and block.count(b",") == (ncol - 1) * n:
-                    yield line0, n, fields[:-1], None
-                else:  # some row has the wrong number of columns: find it, row by row
-                    rows, keep = [], np.ones(n, bool)
-                    for i, ln in enumerate(block.split(b"\n")[:n]):
-                        parts = ln.split(b",")
-                        if len(parts) != ncol:
-                            keep[i] = False
-                            self.errors.bad(line0 + i, f"{len(parts)} columns, expected {ncol}")
-                        else:
-                            rows.extend(parts)
-                    yield line0, int(keep.sum()), rows, keep
+                yield line0, n, block
+
+    def _fields(self, line0, n, block):
+        """Slow path: split fields with Python, reporting rows with a wrong column count."""
+        ncol = len(self.columns)
+        rows, keep = [], np.ones(n, bool)
+        for i, ln in enumerate(block.split(b"\n")[:n]):
+            parts = ln.split(b",")
+            if len(parts) != ncol:
+                keep[i] = False
+                self.errors.bad(line0 + i, f"{len(parts)} columns, expected {ncol}")
+            else:
+                rows.extend(parts)
+        return int(keep.sum()), rows, keep
+
+    def _chunk(self, line0, n, block, convert, fields_convert, dtype):
+        """Fast path: numpy's C ``loadtxt`` with a structured dtype; on any failure the exact
+        row-by-row path, which names the bad line."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                a = np.loadtxt(io.BytesIO(block), delimiter=",", dtype=dtype, ndmin=1,
+                               comments=None, quotechar=None)
+            if len(a) == n:
+                return convert([a[name] for name in dtype.names], n)
+        except (ValueError, TypeError, Warning):
+            pass
+        m, fields, keep = self._fields(line0, n, block)
+        return self._convert(line0, m, fields, keep, fields_convert)
 
     def _convert(self, line0, n, fields, keep, convert):
         """Vectorised conversion; on failure, locate the bad rows one by one."""
@@ -130,13 +156,15 @@ class TardisReader:
         if self.kind == "incremental_book_L2":
             yield from self._iter_l2()
         elif self.kind == "trades":
-            for line0, n, fields, keep in self._blocks():
-                t = self._convert(line0, n, fields, keep, self._trades)
+            for line0, n, block in self._blocks():
+                t = self._chunk(line0, n, block, self._trades_cols, self._trades,
+                                _TRADE_DTYPE)
                 self.stats["rows"] += len(t)
                 yield t
         else:
-            for line0, n, fields, keep in self._blocks():
-                s = self._convert(line0, n, fields, keep, self._snapshots)
+            for line0, n, block in self._blocks():
+                m, fields, keep = self._fields(line0, n, block)
+                s = self._convert(line0, m, fields, keep, self._snapshots)
                 self.stats["rows"] += len(s)
                 yield s
 
@@ -149,18 +177,22 @@ class TardisReader:
     # incremental_book_L2 --------------------------------------------------------------------
     @staticmethod
     def _l2(f, n):
-        ts = np.array(f[2::8][:n]).astype(np.int64) * _US
-        lt = np.array(f[3::8][:n]).astype(np.int64) * _US
-        snap_s = np.array(f[4::8][:n])
+        return TardisReader._l2_cols([f[j::8][:n] for j in range(8)], n)
+
+    @staticmethod
+    def _l2_cols(c, n):
+        ts = np.asarray(c[2]).astype(np.int64) * _US
+        lt = np.asarray(c[3]).astype(np.int64) * _US
+        snap_s = np.asarray(c[4])
         snap = snap_s == b"true"
         if not (snap | (snap_s == b"false")).all():
             raise ValueError("is_snapshot not true/false")
-        side_s = np.array(f[5::8][:n])
+        side_s = np.asarray(c[5])
         bid = side_s == b"bid"
         if not (bid | (side_s == b"ask")).all():
             raise ValueError("side not bid/ask")
-        px = np.array(f[6::8][:n]).astype(np.float64)
-        sz = np.array(f[7::8][:n]).astype(np.float64)
+        px = np.asarray(c[6]).astype(np.float64)
+        sz = np.asarray(c[7]).astype(np.float64)
         if not ((px > 0) & (px < np.inf)).all() or not ((sz >= 0) & (sz < np.inf)).all():
             raise ValueError("price not > 0 or amount not >= 0 (or not finite)")
         return ts, lt, snap, np.where(bid, 1, -1).astype(np.int8), px, sz
@@ -171,8 +203,8 @@ class TardisReader:
         last_lt = None         # local_timestamp of the last row emitted before `prev`
         last_snap = False      # is_snapshot of that row
         seen_snapshot = False
-        for line0, n, fields, keep in self._blocks():
-            cols = self._convert(line0, n, fields, keep, self._l2)
+        for line0, n, block in self._blocks():
+            cols = self._chunk(line0, n, block, self._l2_cols, self._l2, _L2_DTYPE)
             if not seen_snapshot:
                 snap = cols[2]
                 if snap.any():
@@ -217,22 +249,25 @@ class TardisReader:
 
     # trades -----------------------------------------------------------------------------------
     def _trades(self, f, n):
-        ts = np.array(f[2::8][:n]).astype(np.int64) * _US
-        lt = np.array(f[3::8][:n]).astype(np.int64) * _US
-        ids = np.array(f[4::8][:n])
+        return self._trades_cols([f[j::8][:n] for j in range(8)], n)
+
+    def _trades_cols(self, c, n):
+        ts = np.asarray(c[2]).astype(np.int64) * _US
+        lt = np.asarray(c[3]).astype(np.int64) * _US
+        ids = np.asarray(c[4])
         try:
             tid = ids.astype(np.int64)
         except ValueError:
             tid = np.array([int(x) if x.isdigit() else -1 for x in ids], np.int64)
             self.stats["non_numeric_ids"] += int((tid == -1).sum())
-        side_s = np.array(f[5::8][:n])
+        side_s = np.asarray(c[5])
         side = np.zeros(n, np.int8)
         side[side_s == b"buy"] = 1
         side[side_s == b"sell"] = -1
         if not ((side != 0) | (side_s == b"unknown")).all():
             raise ValueError("side not buy/sell/unknown")
-        px = np.array(f[6::8][:n]).astype(np.float64)
-        sz = np.array(f[7::8][:n]).astype(np.float64)
+        px = np.asarray(c[6]).astype(np.float64)
+        sz = np.asarray(c[7]).astype(np.float64)
         if not ((px > 0) & (px < np.inf)).all() or not ((sz >= 0) & (sz < np.inf)).all():
             raise ValueError("price not > 0 or amount not >= 0 (or not finite)")
         return Trades(ts_exchange=ts, ts_local=lt, price=px, size=sz, side=side, trade_id=tid)

@@ -1,0 +1,189 @@
+"""Bitstamp-style order-level (L3) events -> L2 price-level deltas; trade prints.
+
+Orders file (``id,timestamp,exchange_timestamp,price,volume,action,direction``, plain or gzip;
+the layout of ob-analytics' Bitstamp capture of ``live_orders_*``): ``action`` created / changed
+/ deleted, ``direction`` bid / ask, times in ms (local, exchange), volume = the order's
+*remaining* volume after the event.
+
+Aggregation (one resting volume per order id; a level's size = the sum over its orders):
+
+- created: the order rests at (side, price) with its volume;
+- changed: the order's previous volume is taken off its previous level and the new volume put
+  on the (possibly new) level — a partial fill or an amendment;
+- deleted: the order's resting volume is taken off its level (the message's volume is not
+  trusted: the stored one keeps the book consistent).
+
+Each event yields one :class:`~ofi_fast.feeds.BookDeltas` row per level it changes (absolute new
+level size; 0 when its last order leaves), the last with :data:`FLAG_BATCH_END`; an event that
+changes nothing (e.g. a change to the same volume) yields no row and is counted in
+``stats["no_change"]``. Sizes are summed exactly in integer units of ``10**-size_decimals`` (8
+for BTC; volumes may be written like ``7.18e-06``, so each is read as a float and rounded to
+the nearest unit), so a level whose orders all leave is exactly 0. ``update_id`` is the order id.
+A change or delete of an unknown order is counted (``stats["unknown_order"]``) and ignored; a
+create of a live id is treated as a change (``stats["duplicate_create"]``).
+
+Trades file (``trade_id,timestamp,exchange_timestamp,price,amount,buy_order_id,sell_order_id,
+side``): ``side`` is the aggressor (buy +1, sell -1).
+"""
+
+from __future__ import annotations
+
+from ofi_fast.feeds._common import (
+    DEFAULT_CHUNK_ROWS,
+    ErrorLog,
+    LineBlocks,
+    open_binary,
+)
+from ofi_fast.feeds._l2 import FLAG_BATCH_END, BookDeltas, Columns, Trades
+
+ORDER_COLUMNS = ["id", "timestamp", "exchange_timestamp", "price", "volume", "action",
+                 "direction"]
+TRADE_COLUMNS = ["trade_id", "timestamp", "exchange_timestamp", "price", "amount",
+                 "buy_order_id", "sell_order_id", "side"]
+_SIDE = {b"bid": 1, b"ask": -1, b"buy": 1, b"sell": -1}
+_MS = 1_000_000
+_INF = float("inf")
+
+
+def _header(path, expected):
+    with open_binary(path) as f:
+        cols = f.readline().decode().strip().split(",")
+    if cols != expected:
+        raise ValueError(f"{path}: header {cols} is not {expected}")
+
+
+class BitstampL3Reader:
+    """Aggregate an L3 order-event file into L2 deltas; see the module docstring."""
+
+    def __init__(self, path, *, size_decimals: int = 8, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                 on_error: str = "raise"):
+        self.path = str(path)
+        _header(self.path, ORDER_COLUMNS)
+        self.size_decimals = int(size_decimals)
+        self.chunk_rows = int(chunk_rows)
+        self.errors = ErrorLog(self.path, on_error)
+
+    def __iter__(self):
+        self.stats = st = {"rows": 0, "created": 0, "changed": 0, "deleted": 0,
+                           "unknown_order": 0, "duplicate_create": 0, "no_change": 0}
+        self.orders = orders = {}   # id -> (side, price, volume units)
+        self.levels = levels = {}   # (side, price) -> [volume units, order count]
+        scale = 10 ** self.size_decimals
+        out = Columns(BookDeltas)
+        app = out.append
+        with open_binary(self.path) as f:
+            for no, line in LineBlocks(f).lines():
+                if no == 1 or not line:
+                    continue
+                try:
+                    parts = line.split(b",")
+                    if len(parts) != 7:
+                        raise ValueError(f"{len(parts)} columns, expected 7")
+                    oid = int(parts[0])
+                    ts_local = int(parts[1]) * _MS
+                    ts_ex = int(parts[2]) * _MS
+                    price = float(parts[3])
+                    if not 0.0 <= price < _INF:  # the capture has 49 bids at 0.0 (tiny bids)
+                        raise ValueError(f"bad price {parts[3]!r}")
+                    fvol = float(parts[4])  # may be written as 7.18e-06
+                    if not 0.0 <= fvol < _INF:
+                        raise ValueError(f"bad volume {parts[4]!r}")
+                    vol = round(fvol * scale)
+                    if vol < 0:
+                        raise ValueError(f"negative volume {parts[4]!r}")
+                    action = parts[5]
+                    side = _SIDE[parts[6]] if parts[6] in (b"bid", b"ask") else None
+                    if side is None:
+                        raise ValueError(f"direction {parts[6]!r} not bid/ask")
+                    if action not in (b"created", b"changed", b"deleted"):
+                        raise ValueError(f"action {action!r} not created/changed/deleted")
+                except (ValueError, KeyError) as exc:
+                    self.errors.bad(no, f"bad order row ({exc}): {line[:80]!r}")
+                    continue
+                st["rows"] += 1
+                st[action.decode()] += 1
+                old = orders.get(oid)
+                if action == b"created" and old is not None:
+                    st["duplicate_create"] += 1
+                    action = b"changed"
+                if action != b"created" and old is None:
+                    st["unknown_order"] += 1
+                    continue
+                touched = []
+                if old is not None:  # take the order off its level
+                    key = (old[0], old[1])
+                    lv = levels[key]
+                    lv[0] -= old[2]
+                    lv[1] -= 1
+                    touched.append(key)
+                if action == b"deleted":
+                    del orders[oid]
+                else:
+                    key = (side, price)
+                    lv = levels.get(key)
+                    if lv is None:
+                        lv = levels[key] = [0, 0]
+                    lv[0] += vol
+                    lv[1] += 1
+                    orders[oid] = (side, price, vol)
+                    if key not in touched:
+                        touched.append(key)
+                    elif old[2] == vol:
+                        st["no_change"] += 1
+                        continue
+                for i, key in enumerate(touched):
+                    lv = levels[key]
+                    size = lv[0] / scale if lv[1] else 0.0  # exact int / 10**d: correctly rounded
+                    if not lv[1]:
+                        del levels[key]
+                    app(ts_ex, ts_local, key[0], key[1], size, oid,
+                        FLAG_BATCH_END if i == len(touched) - 1 else 0)
+                if len(out) >= self.chunk_rows:
+                    yield out.flush()
+        if len(out):
+            yield out.flush()
+
+    def read(self):
+        """The whole file as one :class:`BookDeltas`."""
+        return BookDeltas.concat(list(self))
+
+
+class BitstampTradesReader:
+    """Bitstamp trades CSV -> :class:`~ofi_fast.feeds.Trades` (side = aggressor); ``errors``
+    counts rows skipped under ``on_error="skip"``."""
+
+    def __init__(self, path, *, on_error: str = "raise"):
+        self.path = str(path)
+        _header(self.path, TRADE_COLUMNS)
+        self.errors = ErrorLog(self.path, on_error)
+
+    def read(self):
+        out = Columns(Trades)
+        with open_binary(self.path) as f:
+            for no, line in LineBlocks(f).lines():
+                if no == 1 or not line:
+                    continue
+                try:
+                    p = line.split(b",")
+                    if len(p) != 8:
+                        raise ValueError(f"{len(p)} columns, expected 8")
+                    price, amount = float(p[3]), float(p[4])
+                    if not (0 < price < _INF and 0 <= amount < _INF):
+                        raise ValueError("bad price or amount")
+                    if p[7] not in (b"buy", b"sell"):
+                        raise ValueError(f"side {p[7]!r} not buy/sell")
+                    out.append(int(p[2]) * _MS, int(p[1]) * _MS, price, amount, _SIDE[p[7]],
+                               int(p[0]))
+                except ValueError as exc:
+                    self.errors.bad(no, f"bad trade row ({exc})")
+        return out.flush()
+
+
+def read_bitstamp_trades(path, **kwargs):
+    """Whole-file convenience: ``BitstampTradesReader(path, **kwargs).read()``."""
+    return BitstampTradesReader(path, **kwargs).read()
+
+
+def read_bitstamp_l3(path, **kwargs):
+    """Whole-file convenience: ``BitstampL3Reader(path, **kwargs).read()``."""
+    return BitstampL3Reader(path, **kwargs).read()
