@@ -124,6 +124,112 @@ cdef int ofi_run_nowindow(OFIState* st, const int64_t* ts, const float64_t* bp,
     return status
 
 
+cdef int ofi_run_window(OFIState* st, const int64_t* ts, const float64_t* bp,
+                        const float64_t* bs, const float64_t* ap, const float64_t* az,
+                        intp_t start, intp_t n, float64_t* e, float64_t* v,
+                        intp_t* bad) noexcept nogil:
+    """Batch path with a count or time window, events start..n-1: ofi_update + rolling_push
+    with the state in locals (the compiler cannot keep struct fields in registers across the
+    stores to ``e`` / ``v``), committed once. The same float operations in the same order, so
+    results equal the one-event path bit for bit. ``ts`` is NULL only for a count window
+    (then the time order is not checked and the last timestamp is kept); ``v`` may be NULL.
+
+    Stops at the first bad event (``bad[0]`` = its index, events before it committed) with its
+    status; a full ring with ``grow`` stops with STATUS_CAPACITY too, for the caller to grow it
+    through ofi_update (the only allocation) and resume."""
+    cdef float64_t pb = st.bid_px, qb = st.bid_sz, pa = st.ask_px, qa = st.ask_sz
+    cdef float64_t b, sb, a, sa, x, out
+    cdef float64_t s1 = st.total, c1 = st.total_comp
+    cdef float64_t s2 = st.roll.sum, c2 = st.roll.comp
+    cdef bint has_prev = st.has_prev, has_last = st.roll.has_last
+    cdef int64_t last = st.roll.last_ts, cutoff, t = st.roll.last_ts
+    cdef int64_t n_crossed = 0, n_locked = 0
+    cdef int64_t window = st.roll.window, window_time = st.roll.window_time
+    cdef int64_t* rts = st.roll.ring.ts
+    cdef float64_t* rval = st.roll.ring.val
+    cdef intp_t cap = st.roll.ring.capacity, head = st.roll.ring.head, size = st.roll.ring.size
+    cdef intp_t i, tail
+    cdef int status = STATUS_OK
+    for i in range(start, n):
+        b = bp[i]
+        sb = bs[i]
+        a = ap[i]
+        sa = az[i]
+        status = ofi_check_side(&b, sb, -INFINITY, 1)
+        if status:
+            break
+        status = ofi_check_side(&a, sa, INFINITY, 3)
+        if status:
+            break
+        x = ofi_l1_event(pb, qb, pa, qa, b, sb, a, sa) if has_prev else 0.0
+        # rolling_push, inlined on the locals
+        if ts != NULL:
+            t = ts[i]
+            if has_last and t < last:
+                status = STATUS_TIME_BACKWARDS
+                break
+        if window_time > 0:
+            cutoff = t - window_time
+            if size == cap and rts[head] > cutoff:
+                status = STATUS_CAPACITY        # full, and nothing leaves the window
+                break
+            while size > 0 and rts[head] <= cutoff:
+                neumaier_add(&s2, &c2, -rval[head])
+                head += 1
+                if head == cap:
+                    head = 0
+                size -= 1
+            if size == 0:
+                s2 = 0.0
+                c2 = 0.0
+        elif size == cap:
+            neumaier_add(&s2, &c2, -rval[head])
+            head += 1
+            if head == cap:
+                head = 0
+            size -= 1
+        tail = head + size
+        if tail >= cap:
+            tail -= cap
+        rts[tail] = t
+        rval[tail] = x
+        size += 1
+        neumaier_add(&s2, &c2, x)
+        has_last = True
+        last = t
+        # the rest of ofi_update
+        neumaier_add(&s1, &c1, x)
+        n_crossed += b > a
+        n_locked += b == a
+        pb = b
+        qb = sb
+        pa = a
+        qa = sa
+        has_prev = True
+        e[i] = x
+        if v != NULL:
+            v[i] = s2 + c2
+    else:
+        i = n
+    bad[0] = i
+    if i > start:
+        st.bid_px, st.bid_sz, st.ask_px, st.ask_sz = pb, qb, pa, qa
+        st.has_prev = True
+        st.total = s1
+        st.total_comp = c1
+        st.roll.sum = s2
+        st.roll.comp = c2
+        st.roll.has_last = True
+        st.roll.last_ts = last
+        st.roll.n_pushed += i - start
+        st.roll.ring.head = head
+        st.roll.ring.size = size
+        st.n_events += i - start
+        st.n_crossed += n_crossed
+        st.n_locked += n_locked
+    return status
+
+
 cdef int raise_ofi(int status, OFIState* st, intp_t index) except -1:
     field = _FIELDS[status >> 4]
     if (status & 15) != STATUS_OK and field == "ts":
@@ -208,10 +314,27 @@ cdef class OFI:
         cdef int status = STATUS_OK
         cdef int64_t tsi = self.st.roll.last_ts
         cdef bint fast = not want_v and self.st.roll.window == 0 and self.st.roll.window_time == 0
+        cdef intp_t start = 0
         with nogil:
-            if fast and n > 0:
+            if n == 0:
+                pass
+            elif fast:
                 status = ofi_run_nowindow(&self.st, &t[0] if has_ts else NULL, &bp[0], &bs[0],
                                           &ap[0], &az[0], n, &e[0], &i)
+            elif self.st.roll.window > 0 or self.st.roll.window_time > 0:
+                while True:
+                    status = ofi_run_window(&self.st, &t[0] if has_ts else NULL, &bp[0],
+                                            &bs[0], &ap[0], &az[0], start, n, &e[0],
+                                            &v[0] if want_v else NULL, &i)
+                    if status != STATUS_CAPACITY or not self.st.roll.grow:
+                        break
+                    # the ring is full and may grow: one event through the general path
+                    status = ofi_update(&self.st, t[i], bp[i], bs[i], ap[i], az[i], &e[i])
+                    if status != STATUS_OK:
+                        break
+                    if want_v:
+                        v[i] = rolling_value(&self.st.roll)
+                    start = i + 1
             else:
                 for i in range(n):
                     if has_ts:
@@ -285,13 +408,14 @@ cdef class OFI:
         rolling_setstate(&self.st.roll, d["roll"])
 
 
-def l1_ofi(bid_px, bid_sz, ask_px, ask_sz):
+def l1_ofi(bid_px, bid_sz, ask_px, ask_sz, *, out=None):
     """e_n of Cont, Kukanov & Stoikov (2014, eq. 10) for each row of best quotes.
 
-    Arrays of equal length (any float-convertible dtype); returns float64 e_n with e_0 = 0.
-    Empty sides are size 0 with NaN price. Same as ``OFI().update_many(None, ...)``.
+    Arrays of equal length (any float-convertible dtype); returns float64 e_n with e_0 = 0
+    (written into ``out``, a C-contiguous float64 array of the same length, when given: no
+    allocation). Empty sides are size 0 with NaN price. Same as ``OFI().update_many(None, ...)``.
     """
-    return OFI().update_many(None, bid_px, bid_sz, ask_px, ask_sz)
+    return OFI().update_many(None, bid_px, bid_sz, ask_px, ask_sz, out=out)
 
 
 @cython.final

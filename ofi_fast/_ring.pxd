@@ -32,12 +32,13 @@ cdef void ring_clear(Ring* r) noexcept nogil
 cdef int ring_grow(Ring* r, intp_t capacity) noexcept nogil
 
 # Neumaier (Kahan-Babuska) compensated accumulation: *s + *c is the running sum.
-# Branch-free: the larger-magnitude operand is selected, not branched on.
+# Branch-free: both candidate corrections are computed and one is selected (flows change sign
+# at random, so a branch on the magnitudes would mispredict often).
 cdef inline void neumaier_add(float64_t* s, float64_t* c, float64_t x) noexcept nogil:
     cdef float64_t t = s[0] + x
-    cdef float64_t big = s[0] if fabs(s[0]) >= fabs(x) else x
-    cdef float64_t small = x if fabs(s[0]) >= fabs(x) else s[0]
-    c[0] += (big - t) + small
+    cdef float64_t a = (s[0] - t) + x      # |s| >= |x|: the low part lost from x
+    cdef float64_t b = (x - t) + s[0]      # |x| > |s|: the low part lost from s
+    c[0] += a if fabs(s[0]) >= fabs(x) else b
     s[0] = t
 
 # Rolling sum over a count window, a time window, or the whole stream (no window).

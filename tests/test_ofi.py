@@ -266,6 +266,35 @@ def test_out_argument_is_checked_and_used():
     with pytest.raises(ofi_fast.OFIError, match="out"):
         o.update_many(None, [1.0], [1.0], [2.0], [1.0], out=np.empty(2))
 
+    got = ofi_fast.l1_ofi([1.0] * 3, [1.0, 2, 3], [2.0] * 3, [1.0] * 3, out=out)
+    assert got is out and out.tolist() == [0, 1, 1]
+
+
+def test_capacity_in_update_many_names_index_and_keeps_applied_events():
+    # the windowed batch kernel stops at the event that needs a 4th slot; events before it stay
+    o = ofi_fast.OFI(window_time=100, capacity=3)
+    ts = np.array([0, 1, 2, 3, 500])
+    with pytest.raises(ofi_fast.CapacityError) as ei:
+        o.update_many(ts, [100.0] * 5, [1.0, 2, 3, 4, 5], [101.0] * 5, [1.0] * 5)
+    assert ei.value.index == 3 and ei.value.needed == 4
+    assert (o.value, o.count, o.n_events) == (2.0, 3, 3)
+    o.update_many(ts[3:] + 1000, [100.0] * 2, [4.0, 5], [101.0] * 2, [1.0] * 2)
+    assert (o.value, o.count) == (1.0, 1)
+
+
+@given(st.integers(1, 4), st.integers(1, 40))
+def test_update_many_grows_the_ring_like_update(capacity, chunk):
+    ts, bp, bs, ap, az = random_quotes(np.random.default_rng(capacity * 100 + chunk), 120)
+    one = ofi_fast.OFI(window_time=3000, capacity=capacity, grow=True)
+    singles = [(one.update(*row), one.value) for row in zip(ts, bp, bs, ap, az)]
+    many = ofi_fast.OFI(window_time=3000, capacity=capacity, grow=True)
+    got = []
+    for s in range(0, len(ts), chunk):
+        e, v = many.update_many(ts[s:s + chunk], bp[s:s + chunk], bs[s:s + chunk],
+                                ap[s:s + chunk], az[s:s + chunk], rolling=True)
+        got += list(zip(e.tolist(), v.tolist()))
+    assert got == singles and many.capacity == one.capacity
+
 
 # --- memory ---------------------------------------------------------------------------------
 def test_no_allocation_per_event():
