@@ -57,6 +57,14 @@ def test_c_loop_O2(benchmark, data, c_l1_ofi):
 
 
 @pytest.mark.benchmark(group="l1_ofi batch")
+def test_c_loop_O2_allocating(benchmark, data, c_l1_ofi):
+    # the C loop with a fresh result array per call, as l1_ofi without out= does
+    _, bp, bs, ap, az = data
+    per_event(benchmark, len(bp))
+    benchmark(lambda: c_l1_ofi(bp, bs, ap, az, np.empty_like(bp)))
+
+
+@pytest.mark.benchmark(group="l1_ofi batch")
 def test_numpy_vectorized(benchmark, data):
     _, bp, bs, ap, az = data
     per_event(benchmark, len(bp))

@@ -57,6 +57,7 @@ cdef struct OLSState:
     bint dirty             # moments changed since the last solve
     bint singular          # the last solve found cxx + ridge I singular (beta = NaN)
     int64_t removed        # removals since the last exact recompute
+    bint cancelled         # a removal cancelled a centred sum to rounding noise: recompute now
     bint has_last          # a pair has been pushed since the last reset
     int64_t last_ts        # its timestamp
     int64_t n_updates      # pairs accepted since reset

@@ -414,6 +414,7 @@ cdef void ols_reset(OLSState* st) noexcept nogil:
     st.head = 0
     st.size = 0
     st.removed = 0
+    st.cancelled = False
     st.has_last = False
     st.last_ts = 0
     st.n_updates = 0
@@ -422,6 +423,15 @@ cdef void ols_reset(OLSState* st) noexcept nogil:
     cdef intp_t i
     for i in range(st.p):
         st.beta[i] = NAN
+
+
+cdef inline void _check_cancel(OLSState* st, float64_t before, float64_t after) noexcept nogil:
+    # A removal that takes a centred sum of squares from `before` down to rounding noise (a
+    # regressor or y becoming constant in the window) leaves an error of order eps * before,
+    # not 0: flag an exact recompute from the ring, so a constant window is seen as constant
+    # (singular fit) and not as a tiny spurious variance.
+    if before > 0.0 and after <= 1e-9 * before:
+        st.cancelled = True
 
 
 cdef inline void _ols_add1(OLSState* st, float64_t x, float64_t y) noexcept nogil:
@@ -451,9 +461,12 @@ cdef inline void _ols_remove1(OLSState* st, float64_t x, float64_t y) noexcept n
     st.mx[0] -= dx * inv
     st.my -= dy * inv
     ey = y - st.my
+    cdef float64_t cxx0 = st.cxx[0], cyy0 = st.cyy
     st.cyy -= dy * ey
     st.cxy[0] -= dx * ey
     st.cxx[0] -= dx * (x - st.mx[0])
+    _check_cancel(st, cxx0, st.cxx[0])
+    _check_cancel(st, cyy0, st.cyy)
 
 
 cdef inline void _ols_replace1(OLSState* st, float64_t xa, float64_t ya, float64_t xb,
@@ -464,11 +477,14 @@ cdef inline void _ols_replace1(OLSState* st, float64_t xa, float64_t ya, float64
     cdef float64_t inv = st.inv_window
     cdef float64_t ax = xa - st.mx[0], ay = ya - st.my, bx = xb - st.mx[0], by = yb - st.my
     cdef float64_t ddx = xb - xa, ddy = yb - ya
+    cdef float64_t cxx0 = st.cxx[0], cyy0 = st.cyy
     st.cxx[0] += ddx * (bx + ax - ddx * inv)
     st.cxy[0] += bx * by - ax * ay - ddx * ddy * inv
     st.cyy += ddy * (by + ay - ddy * inv)
     st.mx[0] += ddx * inv
     st.my += ddy * inv
+    _check_cancel(st, cxx0, st.cxx[0])
+    _check_cancel(st, cyy0, st.cyy)
 
 
 cdef inline void _ols_add(OLSState* st, const float64_t* x, float64_t y) noexcept nogil:
@@ -511,12 +527,17 @@ cdef inline void _ols_remove(OLSState* st, const float64_t* x, float64_t y) noex
     dy = y - st.my
     st.my -= dy / nn
     ey = y - st.my
+    cdef float64_t c0 = st.cyy
     st.cyy -= dy * ey
+    _check_cancel(st, c0, st.cyy)
     for i in range(p):
         st.cxy[i] -= st.dx[i] * ey
         for j in range(i + 1):
+            c0 = st.cxx[i * p + j]
             st.cxx[i * p + j] -= st.dx[i] * (x[j] - st.mx[j])
             st.cxx[j * p + i] = st.cxx[i * p + j]
+            if j == i:
+                _check_cancel(st, c0, st.cxx[i * p + i])
 
 
 cdef int _ols_grow(OLSState* st) noexcept nogil:
@@ -616,7 +637,7 @@ cdef int ols_update(OLSState* st, int64_t ts, const float64_t* x, float64_t y) n
 
 
 cdef inline int _ols_done(OLSState* st, int64_t ts) noexcept nogil:
-    if st.removed >= st.size and st.removed >= _RECOMPUTE_MIN:
+    if st.cancelled or (st.removed >= st.size and st.removed >= _RECOMPUTE_MIN):
         ols_recompute(st)
     st.has_last = True
     st.last_ts = ts
@@ -630,6 +651,7 @@ cdef void ols_recompute(OLSState* st) noexcept nogil:
     cdef float64_t nn, ey, c
     cdef const float64_t* xr
     st.removed = 0
+    st.cancelled = False
     if st.capacity == 0:
         return          # no buffer: the whole-stream moments cannot be recomputed
     _ols_zero(st)

@@ -59,6 +59,19 @@ cdef inline int ofi_check_side(float64_t* px, float64_t sz, float64_t empty_px,
     return 2 | (field << 4)                    # STATUS_NON_FINITE, price
 
 
+# Validate one row of best quotes (both sides): 0, or the Status of the first bad field.
+# The common case (four finite values, sizes >= 0) is one test: x - x is 0 for finite x only.
+cdef inline int ofi_check_row(float64_t* bid_px, float64_t bid_sz, float64_t* ask_px,
+                              float64_t ask_sz) noexcept nogil:
+    if (((bid_px[0] - bid_px[0]) + (ask_px[0] - ask_px[0]) + (bid_sz - bid_sz)
+            + (ask_sz - ask_sz) == 0.0) & (bid_sz >= 0.0) & (ask_sz >= 0.0)):
+        return 0
+    cdef int status = ofi_check_side(bid_px, bid_sz, -INFINITY, 1)
+    if status:
+        return status
+    return ofi_check_side(ask_px, ask_sz, INFINITY, 3)
+
+
 cdef int ofi_init(OFIState* st, int64_t window, int64_t window_time, intp_t capacity,
                   bint grow) noexcept nogil
 cdef void ofi_free(OFIState* st) noexcept nogil
@@ -67,10 +80,7 @@ cdef void ofi_reset(OFIState* st) noexcept nogil
 # is unchanged and the return value says which status and field. Inline: it is the hot path.
 cdef inline int ofi_update(OFIState* st, int64_t ts, float64_t bid_px, float64_t bid_sz,
                     float64_t ask_px, float64_t ask_sz, float64_t* e) noexcept nogil:
-    cdef int status = ofi_check_side(&bid_px, bid_sz, -INFINITY, 1)
-    if status:
-        return status
-    status = ofi_check_side(&ask_px, ask_sz, INFINITY, 3)
+    cdef int status = ofi_check_row(&bid_px, bid_sz, &ask_px, ask_sz)
     if status:
         return status
     cdef float64_t x = 0.0

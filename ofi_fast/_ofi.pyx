@@ -64,21 +64,6 @@ cdef void ofi_reset(OFIState* st) noexcept nogil:
         rolling_reset(&st.roll)
 
 
-cdef inline int ofi_load_row(const float64_t* bp, const float64_t* bs, const float64_t* ap,
-                             const float64_t* az, intp_t i, float64_t* b, float64_t* sb,
-                             float64_t* a, float64_t* sa) noexcept nogil:
-    """Row i of the batch into b, sb, a, sa, validated as ofi_update does (empty sides become
-    -inf / +inf). Returns 0 or the status with its field."""
-    b[0] = bp[i]
-    sb[0] = bs[i]
-    a[0] = ap[i]
-    sa[0] = az[i]
-    cdef int status = ofi_check_side(b, sb[0], -INFINITY, 1)
-    if status:
-        return status
-    return ofi_check_side(a, sa[0], INFINITY, 3)
-
-
 cdef int ofi_run_nowindow(OFIState* st, const int64_t* ts, const float64_t* bp,
                           const float64_t* bs, const float64_t* ap, const float64_t* az,
                           intp_t n, float64_t* e, intp_t* bad) noexcept nogil:
@@ -93,7 +78,11 @@ cdef int ofi_run_nowindow(OFIState* st, const int64_t* ts, const float64_t* bp,
     cdef intp_t i
     cdef int status = STATUS_OK
     for i in range(n):
-        status = ofi_load_row(bp, bs, ap, az, i, &b, &sb, &a, &sa)
+        b = bp[i]
+        sb = bs[i]
+        a = ap[i]
+        sa = az[i]
+        status = ofi_check_row(&b, sb, &a, sa)
         if status:
             break
         if ts != NULL:
@@ -159,7 +148,11 @@ cdef int ofi_run_window(OFIState* st, const int64_t* ts, const float64_t* bp,
     cdef intp_t i, tail
     cdef int status = STATUS_OK
     for i in range(start, n):
-        status = ofi_load_row(bp, bs, ap, az, i, &b, &sb, &a, &sa)
+        b = bp[i]
+        sb = bs[i]
+        a = ap[i]
+        sa = az[i]
+        status = ofi_check_row(&b, sb, &a, sa)
         if status:
             break
         x = ofi_l1_event(pb, qb, pa, qa, b, sb, a, sa) if has_prev else 0.0
