@@ -569,7 +569,9 @@ def multilevel_day(path, levels, *, bar_seconds=10, window_minutes=30, tick_size
     For each window: in-sample R^2 of dmid (ticks) on OFI_1, on the M-vector MLOFI (OLS with
     intercept, optional ridge) and on integrated OFI (PCA fitted in the window); and the
     *parameter-out-of-sample* R^2 of the same contemporaneous relation with every parameter
-    (weights, betas, training mean) taken from the previous window. Returns a dict of means.
+    (weights, betas, training mean) taken from the previous window. Returns a dict of means,
+    plus walk-forward one-bar-ahead forecast metrics (``forecast_l1``, ``forecast_ml`` and
+    ``forecast_int``, the last on integrated OFI with the previous window's weights).
 
     The per-level flows enter the bar table through ``features(extra_sum=...)``.
     """
@@ -585,9 +587,14 @@ def multilevel_day(path, levels, *, bar_seconds=10, window_minutes=30, tick_size
     win = t["start"] // (window_minutes * 60 * NS)
     res = {k: [] for k in ("r2_l1", "r2_ml", "r2_int", "evr", "oos_l1", "oos_ml", "oos_int")}
     prev = None
+    # integrated OFI as a forecast feature: bar k projected on the PCA weights fitted on the
+    # previous window (past bars only); the first window has no weights and stays NaN
+    z_int = np.full(len(y), np.nan)
     for w in np.unique(win):
         s_ = win == w
         Xw, Zw, yw = X[s_], Z[s_], y[s_]
+        if prev is not None:
+            z_int[s_] = Zw @ prev[2]
         f1 = fit_impact(Xw[:, 0], yw)
         om = _ols_r2(Xw, yw, ridge)
         wts, evr = integrated_weights(Zw)
@@ -611,8 +618,12 @@ def multilevel_day(path, levels, *, bar_seconds=10, window_minutes=30, tick_size
                         train=train)["metrics"]
     f_ml = walk_forward(X1, y1, feature_end=fe, target_start=ts_, target_end=te, train=train,
                         ridge=ridge)["metrics"]
+    ok = np.isfinite(z_int[:len(y1)])
+    f_int = walk_forward(z_int[:len(y1)][ok, None], y1[ok], feature_end=fe[ok],
+                         target_start=ts_[ok], target_end=te[ok], train=train)["metrics"]
     out = {k: float(np.nanmean(v)) for k, v in res.items()}
-    out.update(levels=M, windows=len(res["r2_l1"]), forecast_l1=f_l1, forecast_ml=f_ml)
+    out.update(levels=M, windows=len(res["r2_l1"]), forecast_l1=f_l1, forecast_ml=f_ml,
+               forecast_int=f_int)
     return out
 
 
@@ -620,7 +631,7 @@ def multilevel_table(specs, **kw):
     """Printable table of :func:`multilevel_day` for ``[(path, levels), ...]``."""
     head = (f"{'stock':<6}{'M':>3}{'R2 OFI1':>9}{'R2 MLOFI':>10}{'R2 intOFI':>11}{'PC1 var':>9}"
             f" | {'oos OFI1':>9}{'oos ML':>8}{'oos int':>8} | {'fc R2 OFI1':>11}"
-            f"{'fc R2 ML':>10}")
+            f"{'fc R2 ML':>10}{'fc R2 int':>11}")
     lines = [head, "-" * len(head)]
     for path, levels in specs:
         r = multilevel_day(path, levels, **kw)
@@ -628,7 +639,8 @@ def multilevel_table(specs, **kw):
         lines.append(f"{name:<6}{levels:>3}{r['r2_l1']:>9.3f}{r['r2_ml']:>10.3f}"
                      f"{r['r2_int']:>11.3f}{r['evr']:>9.3f} | {r['oos_l1']:>9.3f}"
                      f"{r['oos_ml']:>8.3f}{r['oos_int']:>8.3f} | "
-                     f"{r['forecast_l1']['r2_oos']:>11.4f}{r['forecast_ml']['r2_oos']:>10.4f}")
+                     f"{r['forecast_l1']['r2_oos']:>11.4f}{r['forecast_ml']['r2_oos']:>10.4f}"
+                     f"{r['forecast_int']['r2_oos']:>11.4f}")
     return "\n".join(lines)
 
 
