@@ -215,6 +215,8 @@ def test_multilevel_real_goog5():
     # nested models: more levels cannot lower the in-sample R^2 (XGH, CCZ direction)
     assert r["r2_ml"] >= r["r2_l1"] and r["r2_int"] > r["r2_l1"]
     assert 0.5 < r["evr"] <= 1.0 and r["windows"] == 13
+    # the integrated-OFI forecast starts after the first window (weights from past bars only)
+    assert r["forecast_int"]["n"] <= r["forecast_l1"]["n"] - 180 + 1
 
 
 def test_cks_depth_hand_computed():
