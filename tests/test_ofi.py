@@ -17,8 +17,15 @@ NAN = float("nan")
 
 
 def test_compiled_modules_are_tested():
-    # The tests must exercise the compiled extension, not a pure-Python fallback.
-    assert ofi_fast._ofi.__file__.endswith(".so"), ofi_fast._ofi.__file__
+    # The tests must exercise the compiled extensions, not a pure-Python fallback or a stale
+    # tree: every ofi_fast/_*.pyx is imported from a compiled module.
+    import importlib
+    from pathlib import Path
+    pyx = sorted(Path(ofi_fast.__file__).parent.glob("_*.pyx"))
+    assert len(pyx) >= 5
+    for p in pyx:
+        mod = importlib.import_module(f"ofi_fast.{p.stem}")
+        assert mod.__file__.endswith((".so", ".pyd")), mod.__file__
 
 
 # --- hand-computed cases (Cont, Kukanov & Stoikov 2014, eq. 10; THEORY-DETAIL test vector A) --
