@@ -47,6 +47,17 @@ def run(*args, pre="", cwd=REPO):
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
+def run_in(*args):
+    """``main(args)`` in this process (no interpreter start-up: for the many error paths);
+    an exception escaping main fails the test, as a traceback would."""
+    import contextlib
+    import io
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(args))
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 def table_of(stdout):
     """The summary table's rows as {label: value}; bar counts dropped from the labels
     ("R^2 (in sample, 266 bars)" -> "R^2 (in sample)")."""
@@ -441,8 +452,6 @@ L2_CASES = {
     # name: (files, reader of (depth, trades), clock, --format or None)
     "binance_spot": ([("binance_hftbacktest", "spot", "btcusdt_20240808.gz")],
                      lambda f: feeds.read_binance(f[0])[:2], "local"),
-    "binance_usdm": ([("binance_hftbacktest", "usdm", "btcusdt_20240808.gz")],
-                     lambda f: feeds.read_binance(f[0])[:2], "local"),
     "binance_cryptofeed": ([("cryptofeed_sample_data", "BINANCE.http.0.0"),
                             ("cryptofeed_sample_data", "BINANCE.ws.1.0")],
                            lambda f: feeds.read_binance(f[1], snapshots=f[0])[:2], "local"),
@@ -684,65 +693,71 @@ def lobster_copy(tmp_path):
     (["analyze", "--events", "1000", "--out", "bars.xlsx"], "unknown output format"),
 ])
 def test_usage_errors(args, fragment):
-    check_one_line_error(run(*args), fragment)
+    check_one_line_error(run_in(*args), fragment)
 
 
 def test_file_errors(tmp_path, lobster_copy):
     txt = tmp_path / "notes.txt"
     txt.write_text("hello, world\n")
-    check_one_line_error(run("analyze", str(txt)), "unknown format")
+    check_one_line_error(run_in("analyze", str(txt)), "unknown format")
     bad_zip = tmp_path / "x.zip"
     bad_zip.write_bytes(b"not a zip")
-    check_one_line_error(run("analyze", str(bad_zip)), "not a zip")
+    check_one_line_error(run_in("analyze", str(bad_zip)), "not a zip")
     other_zip = tmp_path / "y.zip"
     with zipfile.ZipFile(other_zip, "w") as zf:
         zf.writestr("readme.txt", "x")
-    check_one_line_error(run("analyze", str(other_zip)), "no LOBSTER")
-    check_one_line_error(run("analyze", str(bad_zip), str(other_zip)), "one LOBSTER zip")
-    check_one_line_error(run("analyze", str(lobster_copy / MSG10), str(txt), str(txt)),
+    check_one_line_error(run_in("analyze", str(other_zip)), "no LOBSTER")
+    check_one_line_error(run_in("analyze", str(bad_zip), str(other_zip)), "one LOBSTER zip")
+    check_one_line_error(run_in("analyze", str(lobster_copy / MSG10), str(txt), str(txt)),
                          "LOBSTER input is one zip")
     # a message file without its orderbook file
-    check_one_line_error(run("analyze", str(lobster_copy / MSG10)), "does not exist")
+    check_one_line_error(run_in("analyze", str(lobster_copy / MSG10)), "does not exist")
     # an orderbook that does not match the messages
     book = np.loadtxt(data_file(LOB, BOOK10), delimiter=",")
     np.savetxt(lobster_copy / BOOK10, book[:500], delimiter=",", fmt="%d")
-    check_one_line_error(run("analyze", str(lobster_copy / MSG10)),
+    check_one_line_error(run_in("analyze", str(lobster_copy / MSG10)),
                          "order-book file has 500 rows")
     np.savetxt(lobster_copy / BOOK10, book[:, :3], delimiter=",", fmt="%d")
-    check_one_line_error(run("analyze", str(lobster_copy / MSG10)), "not the LOBSTER orderbook")
+    check_one_line_error(run_in("analyze", str(lobster_copy / MSG10)), "not the LOBSTER orderbook")
     # malformed and empty CSV
     bad = tmp_path / "bad_message_1.csv"
     bad.write_text("34200.1,1,1,100,5853300,1\n34200.2,1,oops,100,5853300,1\n")
     (tmp_path / "bad_orderbook_1.csv").write_text("1,2,3,4\n1,2,3,4\n")
-    check_one_line_error(run("analyze", str(bad)), "bad_message_1.csv:2:", "oops")
+    check_one_line_error(run_in("analyze", str(bad)), "bad_message_1.csv:2:", "oops")
     empty = tmp_path / "e_message_1.csv"
     empty.write_text("")
     (tmp_path / "e_orderbook_1.csv").write_text("")
-    check_one_line_error(run("analyze", str(empty)), "empty")
+    check_one_line_error(run_in("analyze", str(empty)), "empty")
     # time going backwards in the messages
     msg = np.loadtxt(data_file(LOB, MSG10), delimiter=",")
     msg[[10, 20]] = msg[[20, 10]]
     np.savetxt(tmp_path / "t_message_1.csv", msg, delimiter=",",
                fmt=["%.9f"] + ["%d"] * 5)
     np.savetxt(tmp_path / "t_orderbook_1.csv", book, delimiter=",", fmt="%d")
-    check_one_line_error(run("analyze", str(tmp_path / "t_message_1.csv")),
+    check_one_line_error(run_in("analyze", str(tmp_path / "t_message_1.csv")),
                          "time goes backwards")
     # CSV without recognisable columns; a trades file alone
     csv = tmp_path / "x.csv"
     csv.write_text("a,b,c\n1,2,3\n")
-    check_one_line_error(run("analyze", str(csv), "--format", "csv"), "needs columns")
+    check_one_line_error(run_in("analyze", str(csv), "--format", "csv"), "needs columns")
     tr = tmp_path / "t.csv"
     tr.write_text("ts,price,size\n1,2,3\n")
-    check_one_line_error(run("analyze", str(tr)), "needs a quotes CSV")
+    check_one_line_error(run_in("analyze", str(tr)), "needs a quotes CSV")
+
+
+def test_errors_from_the_real_entry_point():
+    """The same one-line errors through ``python -m ofi_fast``."""
+    check_one_line_error(run("analyze", "/no/such/file.csv"), "no such file")
+    check_one_line_error(run("stream", "--every", "0"), "--every")
 
 
 def test_feed_errors():
     tardis_tr = data_file("tardis", "tardis_binance_BTCUSDT_trades_2019-12-01_rows_1_100.csv")
-    check_one_line_error(run("analyze", str(tardis_tr)), "needs its incremental_book_L2")
-    check_one_line_error(run("analyze", str(tardis_tr), "--format", "binance"), "malformed")
+    check_one_line_error(run_in("analyze", str(tardis_tr)), "needs its incremental_book_L2")
+    check_one_line_error(run_in("analyze", str(tardis_tr), "--format", "binance"), "malformed")
     spot = data_file("binance_hftbacktest", "spot", "btcusdt_20240808.gz")
-    check_one_line_error(run("analyze", str(spot), "--tick-size", "1"), "--tick-size")
-    check_one_line_error(run("analyze", str(data_file(*CB)), "--format", "kraken"),
+    check_one_line_error(run_in("analyze", str(spot), "--tick-size", "1"), "--tick-size")
+    check_one_line_error(run_in("analyze", str(data_file(*CB)), "--format", "kraken"),
                          "no events")
 
 
