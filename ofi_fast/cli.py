@@ -1147,6 +1147,11 @@ def summarize(table, every_ns, n_events, min_train=50, *, bb=None, vpin_bucket=N
     return s
 
 
+def _vol(v):
+    """A volume: whole numbers with thousands separators, else 6 significant digits."""
+    return f"{v:,.0f}" if v == int(v) or abs(v) >= 1e6 else f"{v:,.6g}"
+
+
 def format_summary(name, s, elapsed, input_seconds=None, note=""):
     """The summary table ``analyze`` prints."""
     def num(v, fmt):
@@ -1177,9 +1182,10 @@ def format_summary(name, s, elapsed, input_seconds=None, note=""):
     ]
     if "buy_volume" in s:
         rows.append(("buy / sell volume (imbalance)",
-                     f"{s['buy_volume']:,.6g} / {s['sell_volume']:,.6g} "
+                     f"{_vol(s['buy_volume'])} / {_vol(s['sell_volume'])} "
                      f"({num(s['trade_imbalance_total'], '+.4f')})"
-                     + (f", {s['unknown_volume']:,.6g} unsigned" if s["unknown_volume"] else "")))
+                     + (f", {_vol(s['unknown_volume'])} unsigned" if s["unknown_volume"]
+                        else "")))
     if "vpin_method" in s:
         rows.append((f"VPIN min / median / max ({s['vpin_method']})",
                      " / ".join(num(s[k], ".4f") for k in ("vpin_min", "vpin_median",

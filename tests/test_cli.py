@@ -208,7 +208,7 @@ def test_analyze_default_prints_library_numbers(sim_run):
     buy = sim.trade_size[sim.trade_side > 0].sum()
     sell = sim.trade_size[sim.trade_side < 0].sum()
     bs = t["buy / sell volume (imbalance)"]
-    assert bs == f"{buy:,.6g} / {sell:,.6g} ({(buy - sell) / (buy + sell):+.4f})"
+    assert bs == f"{buy:,.0f} / {sell:,.0f} ({(buy - sell) / (buy + sell):+.4f})"
     lo, med, hi = (float(v) for v in t["trade imbalance min / median / max"].split(" / "))
     assert -1 <= lo <= med <= hi <= 1
 
