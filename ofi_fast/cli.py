@@ -3,20 +3,24 @@
 Sub-commands:
 
 - ``ofi-fast analyze [FILE ...]``: best-level OFI (Cont, Kukanov & Stoikov 2014, eq. 10) summed
-  into clock bars, the contemporaneous impact regression ``dmid_k = alpha + beta * OFI_k + eps``
-  (their eq. 13), a walk-forward out-of-sample evaluation, trade-imbalance ranges; prints a
-  summary table, writes the bar table (``--out``, CSV or Parquet) and a figure (``--plot``).
-  With no FILE it runs on the embedded simulator (:mod:`ofi_fast.simulate`).
-- ``ofi-fast stream [FILE ...]``: replays the events one by one through the streaming
-  :class:`ofi_fast.OFI`, printing one line per bar, then per-event latency percentiles.
+  into clock bars (from best quotes through :class:`ofi_fast.OFI`, or from L2 deltas through
+  :class:`ofi_fast.BookOFI`), the contemporaneous impact regression
+  ``dmid_k = alpha + beta * OFI_k + eps`` (:func:`ofi_fast.fit_impact`, plain and Newey-West
+  t), a walk-forward out-of-sample evaluation of that model and a next-bar forecast (no
+  look-ahead), trade flow (:class:`ofi_fast.TradeFlow`) and VPIN (:func:`ofi_fast.vpin` on the
+  bars); prints a summary table, writes the bar table (``--out``, CSV or Parquet) and a figure
+  (``--plot``). With no FILE it runs on the embedded simulator (:mod:`ofi_fast.simulate`).
+- ``ofi-fast stream [FILE ...]``: replays the input in time order through the streaming
+  objects (``OFI.update`` per quote update or ``BookOFI`` per exchange message, and
+  ``TradeFlow.update`` per trade), printing one line per bar, then per-call latency
+  percentiles.
 - ``ofi-fast bench``: latency of the streaming classes (ns per call, p50/p99/p99.9) beside the
   empty-call floor, and batch throughput.
 
+Input goes through the :mod:`ofi_fast.feeds` readers chunk by chunk (``FORMATS``; detection by
+:func:`detect_format`, ``--format`` to override), so memory is bounded by ``--chunk-size``.
 Errors in the input or the options print one line ``ofi-fast: error: ...`` to stderr and exit
-with status 2 (no traceback). Three functions are the swap points for the package's other
-modules as they land: :func:`open_source` (input formats, later ``ofi_fast.feeds``),
-:func:`fit_model` (the impact fit, later ``ofi_fast.fit_impact``) and :func:`walk_forward`
-(forecast evaluation, later ``ofi_fast.analysis``).
+with status 2 (no traceback).
 """
 
 from __future__ import annotations
@@ -32,8 +36,6 @@ from pathlib import Path
 import numpy as np
 
 NS_PER_S = 1_000_000_000
-LOBSTER_PRICE_SCALE = 10_000          # LOBSTER prices are USD x 10000
-LOBSTER_DUMMY = 9_999_999_999         # LOBSTER's price of an empty level (+ ask, - bid)
 
 
 class CliError(Exception):
@@ -1381,7 +1383,6 @@ def _delta_units(c):
     exchange message (rows up to a FLAG_BATCH_END), a snapshot, or the rows left at the end of
     the chunk (a message continued in the next chunk: BookOFI keeps the batch pending)."""
     from ofi_fast.feeds import FLAG_BATCH_END, FLAG_SNAPSHOT
-    n = len(c)
     snap = (c.flags & FLAG_SNAPSHOT) != 0
     be = (c.flags & FLAG_BATCH_END) != 0
     brk = be.copy()
@@ -1399,6 +1400,7 @@ def cmd_stream(args):
     print one line per bar and the per-call latency percentiles at the end."""
     import ofi_fast
     from ofi_fast._ofi import _EmptyCall
+    from ofi_fast.feeds import FLAG_CLEAR
     every = _every_ns(args.every)
     window = _every_ns(args.window)
     source = _open(args)
@@ -1484,7 +1486,7 @@ def cmd_stream(args):
                 if deltas:
                     a, b = int(u_a[j]), int(u_b[j])
                     if u_snap[j]:
-                        if snap_rows is None or (c.flags[a] & 2):       # FLAG_CLEAR
+                        if snap_rows is None or (c.flags[a] & FLAG_CLEAR):
                             snap_rows = []
                         snap_rows.append((c.side[a:b], c.price[a:b], c.size[a:b]))
                         if be[b - 1]:
