@@ -1413,7 +1413,8 @@ def cmd_stream(args):
     out = sys.stdout
     unit = "messages" if deltas else "events"
     out.write(f"ofi-fast stream: {source.name}; one line per {args.every:g} s bar, "
-              f"rolling window {args.window:g} s\n")
+              f"rolling window {args.window:g} s; times of day UTC (simulator: after "
+              f"midnight)\n")
     out.write(f"{'bar start':>12}  {unit:>8}  {'trades':>6}  {'OFI(bar)':>11}  "
               f"{'OFI(window)':>11}  {'TFI(window)':>11}  {'mid':>11}  {'dmid':>9}\n")
     st = {"k": None, "ofi": 0.0, "n": 0, "nt": 0, "prev": math.nan, "last": math.nan}
@@ -1532,7 +1533,7 @@ def cmd_stream(args):
     p = _percentiles(np.concatenate(lat_ev) if lat_ev else np.zeros(0))
     pt = _percentiles(np.concatenate(lat_tr) if lat_tr else np.zeros(0))
     f = _percentiles(floor if floor is not None else np.zeros(0))
-    what = (f"{n_rows:,} L2 deltas in {n_units:,} messages" if deltas
+    what = (f"{n_rows:,} L2 rows (snapshots included) in {n_units:,} messages" if deltas
             else f"{n_units:,} events")
     out.write(f"\n{what}, {n_trades:,} trades; latency per call, ns "
               f"(perf_counter_ns around each call, timer included):\n")
