@@ -1272,14 +1272,14 @@ def plot(table, s, path):
         xs = np.linspace(x[ok].min(), x[ok].max(), 2)
         ax1.plot(xs, s["alpha"] + s["beta"] * xs, color="tab:red",
                  label=f"fit: beta={s['beta']:.3g}, R²={s['r2']:.3f}")
-    ax1.set_xlabel(f"OFI per {s['bar_seconds']:g} s bar (shares)")
+    ax1.set_xlabel(f"OFI per {s['bar_seconds']:g} s bar (size units)")
     ax1.set_ylabel("mid change per bar")
     ax1.set_title("Order flow imbalance vs mid change")
     ax1.legend(loc="upper left")
     t_h = (table["start_ns"] - table["start_ns"][0]) / 3600e9 if x.size else x
     ax2.plot(t_h, np.cumsum(x), color="tab:blue", lw=0.8, label="cumulative OFI")
     ax2.set_xlabel("hours from start")
-    ax2.set_ylabel("cumulative OFI (shares)", color="tab:blue")
+    ax2.set_ylabel("cumulative OFI (size units)", color="tab:blue")
     ax3 = ax2.twinx()
     ax3.plot(t_h, table["mid_close"], color="tab:orange", lw=0.8, label="mid")
     ax3.set_ylabel("mid price", color="tab:orange")
