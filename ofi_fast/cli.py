@@ -475,7 +475,28 @@ CSV_ALIASES = {
 }
 
 
+def _is_parquet(p):
+    return Path(p).suffix.lower() in (".parquet", ".pq")
+
+
+def _parquet_first(p):
+    """Column names and first row of a Parquet file (needs pyarrow)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise CliError(f"{p}: reading Parquet needs pyarrow (pip install 'ofi_fast[parquet]')"
+                       ) from None
+    f = pq.ParquetFile(str(p))
+    names = f.schema_arrow.names
+    first = next(f.iter_batches(batch_size=1), None)
+    row = [first.column(i)[0].as_py() if first is not None and len(first) else None
+           for i in range(len(names))]
+    return names, row
+
+
 def _csv_header(p):
+    if _is_parquet(p):
+        return _parquet_first(p)[0]
     line = _head(p, 1).decode("utf-8", "replace").strip()
     return [c.strip() for c in line.split(",")]
 
@@ -509,10 +530,16 @@ def _ts_unit(p, col, header, unit):
     """The timestamp unit of a CSV: decimal numbers are seconds; integers are in --ts-unit,
     or (auto) the unit their magnitude suggests for epoch times (>= 1e17 ns, >= 1e14 us,
     >= 1e11 ms, else s); ISO-8601 strings need no unit."""
-    line = _head(p, 2).decode("utf-8", "replace").splitlines()
-    if len(line) < 2:
-        return "ns" if unit == "auto" else unit
-    v = line[1].split(",")[header.index(col)].strip()
+    if _is_parquet(p):
+        v = _parquet_first(p)[1][header.index(col)]
+        if v is None or not isinstance(v, (int, float, str)):
+            return "ns"                   # a timestamp column: the reader casts it to ns
+        v = str(v)
+    else:
+        line = _head(p, 2).decode("utf-8", "replace").splitlines()
+        if len(line) < 2:
+            return "ns" if unit == "auto" else unit
+        v = line[1].split(",")[header.index(col)].strip()
     try:
         x = abs(float(v))
     except ValueError:
@@ -525,8 +552,8 @@ def _ts_unit(p, col, header, unit):
 
 
 def _csv_source(paths, opts):
-    """Generic CSV (gzip or plain): one quotes file and/or one trades file, column names
-    recognised from the header (``CSV_ALIASES``) or given with ``--columns``."""
+    """Generic CSV (gzip or plain) or Parquet: one quotes file and/or one trades file, column
+    names recognised from the header (``CSV_ALIASES``) or given with ``--columns``."""
     from ofi_fast.feeds import QuotesReader, TradesReader
     files = {}
     for p in paths:
@@ -597,6 +624,8 @@ def detect_format(paths):
         n = p.name
         if p.suffix.lower() == ".zip" or "message" in n or "orderbook" in n:
             return "lobster"
+    if _is_parquet(paths[0]):
+        return "csv"
     name = paths[0].name.upper()
     for fmt in ("BINANCE", "COINBASE", "KRAKEN"):
         if name.startswith(fmt + "."):

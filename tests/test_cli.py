@@ -357,6 +357,26 @@ def test_analyze_csv_quotes_and_trades_equal_the_simulator(tmp_path):
     assert json.loads(c.stdout)["beta"] == sa["beta"]
 
 
+def test_analyze_parquet_quotes_and_trades(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    sim = simulate(20_000, seed=4, levels=1)
+    bp, bs, ap, az = sim.best()
+    pq.write_table(pa.table({"ts": sim.ts, "bid": bp, "bid_size": bs, "ask": ap,
+                             "ask_size": az}), tmp_path / "q.parquet")
+    pq.write_table(pa.table({"ts": sim.trade_ts, "price": sim.trade_price,
+                             "size": sim.trade_size, "side": sim.trade_side}),
+                   tmp_path / "t.parquet")
+    a = run("analyze", "--events", "20000", "--seed", "4", "--levels", "1", "--every", "1",
+            "--json")
+    b = run("analyze", str(tmp_path / "q.parquet"), str(tmp_path / "t.parquet"), "--every", "1",
+            "--ts-unit", "ns", "--json")
+    assert b.returncode == 0, b.stderr
+    sa, sb = json.loads(a.stdout), json.loads(b.stdout)
+    for k in ("events", "trades", "bars", "beta", "r2", "vpin_median", "buy_volume"):
+        assert sa[k] == sb[k], k
+
+
 # ---------------------------------------------------------------- analyze on real LOBSTER data
 
 def _lobster_arrays(msg_path, book_path):
