@@ -1681,8 +1681,9 @@ def build_parser():
         sp.add_argument("--format", default="auto", choices=["auto", *FORMATS],
                         help="input format (default: detect from names and content)")
         sp.add_argument("--clock", default="auto", choices=["auto", "local", "exchange"],
-                        help="recordings: timestamps from the local receive clock (auto: "
-                        "when recorded) or the exchange's")
+                        help="recordings: timestamps from the local receive clock or the "
+                        "exchange's (auto: local for Binance, Coinbase, Kraken, Tardis; "
+                        "exchange for Bitstamp)")
         sp.add_argument("--tick-size", type=_positive(float), default=None, metavar="PRICE",
                         help="L2 feeds: price grid of the book (default: inferred)")
         sp.add_argument("--symbol", default=None,
@@ -1706,8 +1707,9 @@ def build_parser():
                         help="events per chunk: bounds memory (default 1,000,000)")
 
     a = sub.add_parser("analyze", help="OFI bars, impact fit, out-of-sample evaluation",
-                       description="Build best-level OFI into clock bars, fit dmid on OFI, "
-                       "evaluate walk-forward, print a summary.")
+                       description="Build best-level OFI into clock bars, fit dmid on OFI "
+                       "(fit_impact), evaluate it out of sample (same-bar OFI with a past fit, "
+                       "and a next-bar forecast), add trade flow and VPIN; print a summary.")
     inputs(a, 1_000_000)
     a.add_argument("--out", metavar="PATH", help="write the bar table (.csv or .parquet)")
     a.add_argument("--plot", metavar="PNG", help="write a figure (needs matplotlib)")
