@@ -976,8 +976,9 @@ class BarBuilder:
                                                     minlength=w)
         self.cols["unknown_volume"][sl] += np.bincount(rel, np.where(signed == 0, size, 0.0),
                                                        minlength=w)
-        lp = self.cols["last_price"]
-        lp[tk] = price                       # last write wins: the bar's last trade price
+        lb = self._bars(ts, price, every=ev)          # the bar's last trade price
+        has = lb.count > 0
+        self.cols["last_price"][(lb.start[has] // ev) - k0] = lb.last[has]
         self.n_trades += int(ts.shape[0])
         self.n_trades_unsided += int(np.count_nonzero(np.asarray(side) == 0))
 
