@@ -3,9 +3,12 @@
 Run: python -m pytest bench/bench_cli.py --benchmark-only --benchmark-columns=min,median
 Each row is one call over N events; divide by N for ns/event (RESULTS.md does).
 
-- analyze pipeline: ofi_fast.OFI.update_many + ofi_fast.bars per 1M-event chunk, merged bars,
-  OLS fit and walk-forward evaluation (cli.BarBuilder + cli.summarize), what `analyze` runs
+- analyze pipeline: ofi_fast.OFI.update_many + ofi_fast.bars per 1M-event chunk, TradeFlow
+  on the trades, merged bars, fit_impact, walk-forward (RollingOLS), next-bar forecast
+  (analysis.walk_forward) and bar VPIN (cli.BarBuilder + cli.summarize): what `analyze` runs
   after reading.
+- L2 pipeline: the same on the Binance spot recording's deltas through BookOFI (batch_end),
+  the reader's output held in memory (skipped without the data).
 - numpy baseline: the same OFI formula vectorised in numpy, bars by np.bincount, lstsq fit.
 - simulator: ofi_fast.simulate.simulate, 5 levels.
 """
@@ -31,9 +34,30 @@ def test_analyze_pipeline(benchmark, chunks):
         bb = cli.BarBuilder(EVERY)
         for c in chunks:
             bb.add(c)
-        return cli.summarize(bb.table(), EVERY, bb.n_events)
+        return cli.summarize(bb.table(), EVERY, bb.n_events, bb=bb)
     s = benchmark.pedantic(run, rounds=5, iterations=1)
-    assert s["events"] == N and s["r2"] > 0.3
+    assert s["events"] == N and s["r2"] > 0.3 and s["vpin_median"] > 0
+
+
+def test_l2_pipeline(benchmark):
+    import os
+    from pathlib import Path
+    d = Path(os.environ.get("OFI_FAST_DATA", Path(__file__).resolve().parents[2] / "shared"
+                            / "data")) / "binance_hftbacktest" / "spot" / "btcusdt_20240808.gz"
+    if not d.exists():
+        pytest.skip(f"{d} not available")
+    src = cli.open_source([str(d)])
+    chunks = list(src.chunks())
+    n = sum(len(c) for c in chunks)
+    benchmark.extra_info["rows"] = n
+
+    def run():
+        bb = cli.BarBuilder(EVERY, kind="deltas")
+        for c in chunks:
+            bb.add(c)
+        return cli.summarize(bb.table(), EVERY, bb.n_events, bb=bb)
+    s = benchmark.pedantic(run, rounds=5, iterations=1)
+    assert s["messages"] == 3449
 
 
 def _numpy_ofi(bp, bs, ap, az):
