@@ -1,7 +1,8 @@
 """Shared plumbing of the feed readers: opening files, reading whole lines in bounded blocks,
 error policy, and the small array containers every reader returns.
 
-Pure Python + numpy; nothing compiled.
+Pure Python + numpy, except :class:`TokenSource`, which drives the compiled tokenizer
+(``ofi_fast._csv``) of the CSV readers (LOBSTER, Tardis).
 """
 
 from __future__ import annotations
@@ -146,6 +147,88 @@ class LineBlocks:
             first = self.line - cnt
             for i, ln in enumerate(block.split(b"\n")[:cnt]):
                 yield first + i, ln
+
+
+class TokenSource:
+    """Feed whole lines of a binary stream to a compiled :class:`ofi_fast._csv.Tokenizer`.
+
+    Reads ``block_bytes`` at a time (memory: one block plus the partial line carried over);
+    :meth:`read` parses up to ``max_lines`` lines straight into the caller's output arrays.
+    Malformed lines go to ``errors`` (an :class:`ErrorLog`): it raises ``ParseError`` with the
+    1-based line number and the field, or (``on_error="skip"``) counts the line and parsing
+    continues with the next one. ``skip_lines`` header lines are skipped first. ``line`` is the
+    1-based number of the next line to read; ``bad_ids`` counts ``ID`` fields read as -1.
+    """
+
+    def __init__(self, f, tok, errors: ErrorLog, *, skip_lines: int = 0,
+                 block_bytes: int = 1 << 22):
+        self.f = f
+        self.tok = tok
+        self.errors = errors
+        self.block_bytes = block_bytes
+        self.buf = b""
+        self.pos = 0
+        self.final = False
+        self.line = 1
+        self.bad_ids = 0
+        for _ in range(skip_lines):
+            self.skip_line()
+
+    def fill(self) -> None:
+        """Append the next block to the unparsed tail (or note the end of the stream)."""
+        data = self.f.read(self.block_bytes)
+        if not data:
+            self.final = True
+            return
+        self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
+        self.pos = 0
+
+    def first_line(self) -> bytes:
+        """The next line (without its end), not consumed; b"" at the end of the stream."""
+        while True:
+            i = self.buf.find(b"\n", self.pos)
+            if i >= 0 or self.final:
+                return self.buf[self.pos:(i if i >= 0 else len(self.buf))].rstrip(b"\r")
+            self.fill()
+
+    def skip_line(self) -> None:
+        while True:
+            i = self.buf.find(b"\n", self.pos)
+            if i >= 0 or self.final:
+                if i >= 0 or self.pos < len(self.buf):
+                    self.line += 1
+                self.pos = i + 1 if i >= 0 else len(self.buf)
+                return
+            self.fill()
+
+    def read(self, outs, max_lines: int):
+        """Parse up to ``max_lines`` lines into ``outs`` (rows from 0).
+
+        Returns ``(rows, lines, bad)``: rows written, lines consumed (0 only at the end of the
+        stream) and the 0-based indices, within these lines, of the malformed lines skipped.
+        """
+        tok = self.tok.bind(outs)
+        rows = lines = 0
+        bad = []
+        while lines < max_lines:
+            st, pos, nl, nr, field, fs, fe, nxt, nbad = tok.parse(
+                self.buf, self.pos, max_lines - lines, self.final, rows)
+            self.pos = pos
+            lines += nl
+            rows += nr
+            self.bad_ids += nbad
+            if st == 0:
+                if lines >= max_lines or self.final:
+                    break
+                self.fill()
+                continue
+            reason = tok.describe(st, field, bytes(self.buf[fs:fe]))
+            self.errors.bad(self.line + lines, reason)  # raises under on_error="raise"
+            bad.append(lines)
+            lines += 1
+            self.pos = nxt
+        self.line += lines
+        return rows, lines, bad
 
 
 class Arrays:
