@@ -71,6 +71,22 @@ for _i in range(1, 23):
 for _i in range(1, 19):
     P10I[_i] = P10I[_i - 1] * 10
 
+cdef extern from *:
+    """
+    #if defined(_MSC_VER)
+    #include <intrin.h>
+    static __inline int ofi_ctz64(unsigned long long x) {
+        unsigned long i; _BitScanForward64(&i, x); return (int)i;
+    }
+    #else
+    #define ofi_ctz64(x) __builtin_ctzll(x)
+    #endif
+    """
+    int ofi_ctz64(unsigned long long x) noexcept nogil
+
+import sys
+cdef bint LITTLE_ENDIAN = sys.byteorder == "little"
+
 # 2**63 // 10: above it one more decimal digit may overflow.
 cdef uint64_t TENTH = 922337203685477580ULL
 cdef int STRTOD_BUF = 400  # longest float field handed to strtod (tmp buffer size)
@@ -86,13 +102,60 @@ cdef inline bint at_end(const char* q, const char* le) noexcept nogil:
     return q >= le or q[0] == 44
 
 
-cdef inline int parse_uint(const char** pp, const char* le, bint neg, uint64_t* out) noexcept nogil:
+cdef inline int swar_digits(const char* p, uint64_t* val) noexcept nogil:
+    """Count (0..8) and value of the leading ASCII digits of the 8 bytes at ``p``.
+
+    SWAR (Lemire, "Fast parsing of integers", 2018): bytes XOR '0' are digits iff < 10; the
+    first non-digit byte is found from the high bits of ``x + 0x76`` (a carry only leaks into
+    bytes after a non-digit, which are ignored); the n digits are shifted to the top bytes
+    (as if left-padded with zeros) and combined pairwise by three multiplications.
+    Little-endian byte order only (the callers check LITTLE_ENDIAN).
+    """
+    cdef uint64_t x
+    cdef uint64_t mask
+    cdef int n
+    memcpy(&x, p, 8)
+    x ^= 0x3030303030303030ULL
+    mask = ((x + 0x7676767676767676ULL) | x) & 0x8080808080808080ULL
+    n = 8 if mask == 0 else (ofi_ctz64(mask) >> 3)
+    if n == 0:
+        return 0
+    x <<= 8 * (8 - n)
+    x = ((x & 0x0F0F0F0F0F0F0F0FULL) * 2561ULL) >> 8
+    x = ((x & 0x00FF00FF00FF00FFULL) * 6553601ULL) >> 16
+    x = ((x & 0x0000FFFF0000FFFFULL) * 42949672960001ULL) >> 32
+    val[0] = x
+    return n
+
+
+cdef inline const char* digits_fast(const char* p, const char* be, uint64_t* val) noexcept nogil:
+    """Consume digits 8 at a time while no overflow is possible (value < 10**10 before each
+    step); the caller's scalar loop finishes (and overflow-checks) the rest."""
+    cdef uint64_t v = val[0]
+    cdef uint64_t x = 0
+    cdef int n
+    if not LITTLE_ENDIAN:
+        return p
+    while p + 8 <= be and v < 10000000000ULL:
+        n = swar_digits(p, &x)
+        if n == 0:
+            break
+        v = v * <uint64_t>P10I[n] + x
+        p += n
+        if n < 8:
+            break
+    val[0] = v
+    return p
+
+
+cdef inline int parse_uint(const char** pp, const char* le, const char* be, bint neg,
+                           uint64_t* out) noexcept nogil:
     """Digits at ``*pp`` into ``out`` (magnitude <= 2**63 - 1, or 2**63 when ``neg``)."""
-    cdef const char* p = pp[0]
-    cdef const char* d0 = p
+    cdef const char* d0 = pp[0]
     cdef uint64_t v = 0
     cdef uint64_t d
     cdef uint64_t last = 7 + neg  # last digit allowed after TENTH
+    cdef const char* p = digits_fast(d0, be, &v)
     while p < le and is_digit(p[0]):
         d = <uint64_t>(p[0] - 48)
         if v >= TENTH and (v > TENTH or d > last):
@@ -112,7 +175,8 @@ cdef inline int64_t signed(uint64_t v, bint neg) noexcept nogil:
     return <int64_t>v
 
 
-cdef inline int parse_int(const char** pp, const char* le, int64_t* out) noexcept nogil:
+cdef inline int parse_int(const char** pp, const char* le, const char* be,
+                          int64_t* out) noexcept nogil:
     """``[+-]?[0-9]+`` -> int64 (overflow-checked)."""
     cdef const char* p = pp[0]
     cdef bint neg = False
@@ -121,7 +185,7 @@ cdef inline int parse_int(const char** pp, const char* le, int64_t* out) noexcep
     if p < le and (p[0] == 45 or p[0] == 43):  # '-' '+'
         neg = p[0] == 45
         p += 1
-    st = parse_uint(&p, le, neg, &v)
+    st = parse_uint(&p, le, be, neg, &v)
     if st:
         return st
     pp[0] = p
@@ -129,7 +193,7 @@ cdef inline int parse_int(const char** pp, const char* le, int64_t* out) noexcep
     return P_OK
 
 
-cdef inline int parse_scaled(const char** pp, const char* le, int digits,
+cdef inline int parse_scaled(const char** pp, const char* le, const char* be, int digits,
                              int64_t* out) noexcept nogil:
     """Exact decimal -> integer units of 10**-digits; rounding half away from zero."""
     cdef const char* p = pp[0]
@@ -140,10 +204,16 @@ cdef inline int parse_scaled(const char** pp, const char* le, int digits,
     cdef uint64_t lim
     cdef int nf = 0
     cdef int up = 0
+    cdef int n
+    cdef uint64_t x = 0
+    cdef const char* s0
     if p < le and (p[0] == 45 or p[0] == 43):
         neg = p[0] == 45
         p += 1
     lim = <uint64_t>INT64_MAX + neg
+    s0 = p
+    p = digits_fast(p, be, &v)
+    any_digit = p > s0
     while p < le and is_digit(p[0]):
         d = <uint64_t>(p[0] - 48)
         if v >= TENTH and (v > TENTH or d > <uint64_t>(7 + neg)):
@@ -153,6 +223,13 @@ cdef inline int parse_scaled(const char** pp, const char* le, int digits,
         any_digit = True
     if p < le and p[0] == 46:  # '.'
         p += 1
+        if LITTLE_ENDIAN and p + 8 <= be and v < 10000000000ULL:
+            n = swar_digits(p, &x)
+            if n <= digits:
+                v = v * <uint64_t>P10I[n] + x
+                nf = n
+                p += n
+                any_digit = any_digit or n > 0
         while p < le and is_digit(p[0]):
             d = <uint64_t>(p[0] - 48)
             if nf < digits:
@@ -179,7 +256,8 @@ cdef inline int parse_scaled(const char** pp, const char* le, int digits,
     return P_OK
 
 
-cdef inline int parse_float(const char** pp, const char* le, float64_t* out) noexcept nogil:
+cdef inline int parse_float(const char** pp, const char* le, const char* be,
+                            float64_t* out) noexcept nogil:
     """Decimal (optionally with exponent) -> the correctly rounded float64."""
     cdef const char* p = pp[0]
     cdef const char* s0 = p
@@ -196,9 +274,32 @@ cdef inline int parse_float(const char** pp, const char* le, float64_t* out) noe
     cdef char tmp[400]
     cdef char* endp
     cdef intp_t n
+    cdef uint64_t a = 0
+    cdef uint64_t b = 0
+    cdef int n1, n2
+    cdef const char* q
     if p < le and (p[0] == 45 or p[0] == 43):
         neg = p[0] == 45
         p += 1
+    if LITTLE_ENDIAN and p + 18 <= be:
+        # fast path: up to 8 integer + 8 fraction digits, no exponent: m = a * 10**n2 + b has
+        # at most 14 digits (< 2**53) and 10**n2 is exact, so m / 10**n2 is correctly rounded
+        n1 = swar_digits(p, &a)
+        if n1 < 8:
+            q = p + n1
+            if q[0] == 46:
+                n2 = swar_digits(q + 1, &b)
+                q = q + 1 + n2
+                if n2 < 8 and n1 + n2 > 0 and q[0] != 101 and q[0] != 69:
+                    v = <float64_t>(a * <uint64_t>P10I[n2] + b) / P10F[n2]
+                    pp[0] = q
+                    out[0] = -v if neg else v
+                    return P_OK
+            elif n1 > 0 and q[0] != 101 and q[0] != 69:
+                v = <float64_t>a
+                pp[0] = q
+                out[0] = -v if neg else v
+                return P_OK
     while p < le and is_digit(p[0]):
         d = p[0] - 48
         any_digit = True
@@ -278,13 +379,14 @@ cdef inline const char* field_end(const char* q, const char* le) noexcept nogil:
 cdef inline int parse_id(const char* fs, const char* q, int64_t* out) noexcept nogil:
     """``[+-]?[0-9]+`` filling the whole field ``fs..q`` -> int64, else P_BAD_NUMBER."""
     cdef const char* p = fs
-    if parse_int(&p, q, out) != P_OK or p != q:
+    if parse_int(&p, q, q, out) != P_OK or p != q:
         return P_BAD_NUMBER
     return P_OK
 
 
-cdef inline int parse_field(const ColSpec* col, const char** qq, const char* le, intp_t row,
-                            bint* sent, int64_t* bad_ids) noexcept nogil:
+cdef inline int parse_field(const ColSpec* col, const char** qq, const char* le,
+                            const char* be, intp_t row, bint* sent,
+                            int64_t* bad_ids) noexcept nogil:
     """Parse one field at ``*qq`` into ``col``'s row ``row``; ``*qq`` moves to the field end."""
     cdef const char* q = qq[0]
     cdef const char* fs = q
@@ -296,7 +398,7 @@ cdef inline int parse_field(const ColSpec* col, const char** qq, const char* le,
     cdef bint hit = False
     cdef char* dst = col.out + row * col.stride
     if kind == K_INT_F64:
-        st = parse_int(&q, le, &iv)
+        st = parse_int(&q, le, be, &iv)
         if st == P_OK and at_end(q, le):
             if (col.flags & F_SENTINEL) and iv == col.sentinel:
                 (<float64_t*>dst)[0] = NAN
@@ -310,7 +412,7 @@ cdef inline int parse_field(const ColSpec* col, const char** qq, const char* le,
             else:
                 (<float64_t*>dst)[0] = (<float64_t>iv) / col.divisor
     elif kind == K_INT or kind == K_INT8:
-        st = parse_int(&q, le, &iv)
+        st = parse_int(&q, le, be, &iv)
         if st == P_OK and at_end(q, le):
             if iv < col.lo or iv > col.hi or ((col.flags & F_NONZERO) and iv == 0):
                 st = P_OUT_OF_RANGE
@@ -330,7 +432,7 @@ cdef inline int parse_field(const ColSpec* col, const char** qq, const char* le,
         if (col.flags & F_EMPTY_OK) and at_end(q, le):
             (<float64_t*>dst)[0] = col.empty
         else:
-            st = parse_float(&q, le, &fv)
+            st = parse_float(&q, le, be, &fv)
             if st == P_OK and at_end(q, le):
                 if (((col.flags & F_POSITIVE) and not fv > 0.0)
                         or ((col.flags & F_NONNEG) and not fv >= 0.0)):
@@ -340,7 +442,7 @@ cdef inline int parse_field(const ColSpec* col, const char** qq, const char* le,
     elif kind == K_SKIP:
         q = field_end(q, le)
     elif kind == K_SCALED:
-        st = parse_scaled(&q, le, col.digits, &iv)
+        st = parse_scaled(&q, le, be, col.digits, &iv)
         if st == P_OK and at_end(q, le):
             if iv < col.lo or iv > col.hi:
                 st = P_OUT_OF_RANGE
@@ -395,7 +497,7 @@ cdef inline int parse_field(const ColSpec* col, const char** qq, const char* le,
 
 
 cdef inline int parse_line(const ColSpec* cols, int ncols, const char* p, const char* le,
-                           intp_t row, int64_t* bad_ids, int* field,
+                           const char* be, intp_t row, int64_t* bad_ids, int* field,
                            const char** fstart) noexcept nogil:
     """Parse the fields of one non-empty line ``p..le`` into row ``row``."""
     cdef const char* q = p
@@ -404,7 +506,7 @@ cdef inline int parse_line(const ColSpec* cols, int ncols, const char* p, const 
     cdef bint sent = False
     for c in range(ncols):
         fs = q
-        st = parse_field(&cols[c], &q, le, row, &sent, bad_ids)
+        st = parse_field(&cols[c], &q, le, be, row, &sent, bad_ids)
         if st != P_OK:
             field[0] = c
             fstart[0] = fs
@@ -465,7 +567,7 @@ cdef int parse_block(const ColSpec* cols, int ncols, const char* buf, intp_t sta
             fs = p
         else:
             line_bad = 0
-            st = parse_line(cols, ncols, p, le, row0 + rows, &line_bad, &field, &fs)
+            st = parse_line(cols, ncols, p, le, bend, row0 + rows, &line_bad, &field, &fs)
         if st != P_OK:
             res.field = field
             res.fstart = fs - buf
@@ -598,6 +700,14 @@ cdef class Tokenizer:
         self._outs = outs
         self.capacity = cap if cap != PY_SSIZE_T_MAX_ else 0
         return self
+
+    def unbind(self):
+        """Forget the output arrays (before they are resized or freed)."""
+        cdef int c
+        for c in range(self.ncols):
+            self.cols[c].out = NULL
+        self._outs = [None] * self.ncols
+        self.capacity = 0
 
     def parse(self, buf, Py_ssize_t start, Py_ssize_t max_lines, bint final, Py_ssize_t row0):
         """Parse up to ``max_lines`` lines of ``buf[start:]`` into rows from ``row0``."""

@@ -50,6 +50,17 @@ def open_binary(path, member: str | None = None):
     return f
 
 
+def uncompressed_size(path, member: str | None = None) -> int | None:
+    """Bytes of a plain file or of a zip member (None for gzip, whose size is not stored)."""
+    path = os.fspath(path)
+    if member is not None:
+        return zipfile.ZipFile(path).getinfo(member).file_size
+    with open(path, "rb") as f:
+        if f.read(2) == b"\x1f\x8b":
+            return None
+    return os.path.getsize(path)
+
+
 class ErrorLog:
     """Counts (and keeps the first few of) the malformed lines skipped under ``on_error='skip'``.
 
@@ -183,6 +194,19 @@ class TokenSource:
         self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
         self.pos = 0
 
+    def estimate_lines(self, total_bytes: int | None) -> int | None:
+        """Lines left in a stream of ``total_bytes`` uncompressed bytes, extrapolated from the
+        first block (exact when it holds the whole stream), plus 5 % margin; None if unknown."""
+        if not self.buf and not self.final:
+            self.fill()
+        seen = len(self.buf) - self.pos
+        nl = self.buf.count(b"\n", self.pos)
+        if self.final:
+            return nl + 1
+        if not total_bytes or not seen:
+            return None
+        return int(total_bytes * max(nl, 1) / seen * 1.05) + 64
+
     def first_line(self) -> bytes:
         """The next line (without its end), not consumed; b"" at the end of the stream."""
         while True:
@@ -201,8 +225,8 @@ class TokenSource:
                 return
             self.fill()
 
-    def read(self, outs, max_lines: int):
-        """Parse up to ``max_lines`` lines into ``outs`` (rows from 0).
+    def read(self, outs, max_lines: int, row0: int = 0):
+        """Parse up to ``max_lines`` lines into ``outs`` (rows from ``row0``).
 
         Returns ``(rows, lines, bad)``: rows written, lines consumed (0 only at the end of the
         stream) and the 0-based indices, within these lines, of the malformed lines skipped.
@@ -212,7 +236,7 @@ class TokenSource:
         bad = []
         while lines < max_lines:
             st, pos, nl, nr, field, fs, fe, nxt, nbad = tok.parse(
-                self.buf, self.pos, max_lines - lines, self.final, rows)
+                self.buf, self.pos, max_lines - lines, self.final, row0 + rows)
             self.pos = pos
             lines += nl
             rows += nr
@@ -227,6 +251,7 @@ class TokenSource:
             bad.append(lines)
             lines += 1
             self.pos = nxt
+        tok.unbind()
         self.line += lines
         return rows, lines, bad
 

@@ -48,6 +48,7 @@ from ofi_fast.feeds._common import (
     ErrorLog,
     TokenSource,
     arrays_class,
+    uncompressed_size,
     decimal_to_int,
     open_binary,
 )
@@ -193,10 +194,15 @@ class LobsterReader:
         return Tokenizer(cols)
 
     def __iter__(self):
+        return self._chunks(grow=False)
+
+    def _chunks(self, grow):
+        """Yield one :class:`LobsterMessages` per ``chunk_rows`` lines; with ``grow`` a single
+        one for the whole file (the arrays double in place, ``ndarray.resize`` = realloc, so
+        the whole-file read never copies the parsed columns)."""
         self.counts = {t: 0 for t in range(1, 8)}
         self.rows = 0
         last_ts = None
-        cap = self.chunk_rows
         with open_binary(*self.msg_src) as fm:
             fo = open_binary(*self.ob_src) if self.ob_src else None
             try:
@@ -207,41 +213,64 @@ class LobsterReader:
                     if self.level is None:
                         self.level = max(1, (obs.first_line().count(b",") + 1) // 4)
                     obs.tok = self._book_tokenizer()
+                lv = self.level if obs is not None else 0
                 while True:
                     line0 = ms.line
+                    cap = self.chunk_rows
+                    if grow:
+                        est = ms.estimate_lines(uncompressed_size(*self.msg_src))
+                        cap = max(1, est) if est is not None else max(cap, 1 << 16)
                     msg = {k: np.empty(cap, LobsterMessages.DTYPES[k]) for k in _MSG_COLS}
-                    n, nlines, bad = ms.read([msg[k] for k in _MSG_COLS], cap)
-                    keep = None
-                    if bad:
-                        keep = np.ones(nlines, bool)
-                        keep[bad] = False
-                    if obs is not None:
-                        oline0 = obs.line
-                        lv = self.level
-                        book = {k: np.empty((cap, lv)) for k in _BOOK_COLS}
-                        outs = [book[k][:, i] for i in range(lv) for k in _BOOK_COLS]
-                        on, onlines, obad = obs.read(outs, cap)
-                        if onlines != nlines:
-                            self.ob_errors.on_error = "raise"
-                            self.ob_errors.bad(oline0 + onlines, f"order-book file has "
-                                               f"{onlines} rows where the message file has "
-                                               f"{nlines}")
-                        book = {k: v[:on] for k, v in book.items()}
-                        if obad or bad:  # drop a row skipped in either file from both
-                            okeep = np.ones(onlines, bool)
-                            okeep[obad] = False
-                            mkeep = keep if keep is not None else np.ones(nlines, bool)
-                            both = mkeep & okeep
-                            msg = {k: v[:n][both[mkeep]] for k, v in msg.items()}
-                            book = {k: v[both[okeep]] for k, v in book.items()}
-                            keep = both
-                        else:
-                            msg = {k: v[:n] for k, v in msg.items()}
-                    else:
-                        msg = {k: v[:n] for k, v in msg.items()}
-                        book = {k: np.empty((n, 0)) for k in _BOOK_COLS}
+                    book = {k: np.empty((cap, lv)) for k in _BOOK_COLS}
+                    n = on = nlines = 0
+                    bad, obad = [], []
+                    while True:
+                        want = cap - max(n, on)
+                        dn, dl, db = ms.read([msg[k][n:] for k in _MSG_COLS], want)
+                        bad += [nlines + i for i in db]
+                        if obs is not None:
+                            oline0 = obs.line
+                            outs = [book[k][on:, i] for i in range(lv) for k in _BOOK_COLS]
+                            don, dol, dob = obs.read(outs, want)
+                            del outs
+                            if dol != dl:
+                                self.ob_errors.on_error = "raise"
+                                self.ob_errors.bad(oline0 + dol, f"order-book file has "
+                                                   f"{nlines + dol} rows where the message "
+                                                   f"file has {nlines + dl}")
+                            obad += [nlines + i for i in dob]
+                            on += don
+                        n += dn
+                        nlines += dl
+                        if not grow or dl < want:
+                            break
+                        cap *= 2
+                        for k in _MSG_COLS:
+                            msg[k].resize(cap, refcheck=False)
+                        for k in _BOOK_COLS:
+                            book[k].resize((cap, lv), refcheck=False)
                     if nlines == 0:
                         break
+                    # trim in place (realloc) so a chunk never holds more memory than its rows
+                    for k in _MSG_COLS:
+                        msg[k].resize(n, refcheck=False)
+                    if obs is not None:
+                        for k in _BOOK_COLS:
+                            book[k].resize((on, lv), refcheck=False)
+                    else:
+                        book = {k: np.empty((n, 0)) for k in _BOOK_COLS}
+                    keep = None
+                    if bad or obad:  # drop a row skipped in either file from both
+                        mkeep = np.ones(nlines, bool)
+                        mkeep[bad] = False
+                        okeep = np.ones(nlines, bool)
+                        okeep[obad] = False
+                        keep = mkeep & okeep
+                        msg = {k: v[keep[mkeep]] for k, v in msg.items()}
+                        if obs is not None:
+                            book = {k: v[keep[okeep]] for k, v in book.items()}
+                        else:
+                            book = {k: np.empty((len(msg["ts"]), 0)) for k in _BOOK_COLS}
                     rows_line = (np.arange(nlines) if keep is None
                                  else np.flatnonzero(keep)) + line0
                     msg, book, rows_line = self._finish_messages(msg, book, rows_line)
@@ -294,8 +323,9 @@ class LobsterReader:
         return msg, book, rows_line
 
     def read(self) -> "LobsterMessages":
-        """The whole file as one :class:`LobsterMessages`."""
-        return LobsterMessages.concat(list(self))
+        """The whole file as one :class:`LobsterMessages` (parsed into arrays grown in place,
+        without a final concatenation)."""
+        return LobsterMessages.concat(list(self._chunks(grow=True)))
 
     # -- pure-Python exact reference (tests compare the tokenizer's output with it) -------------
     def _columns(self, sec, frac, nd, vals):
