@@ -698,7 +698,7 @@ cdef class Tokenizer:
             self.cols[c].stride = a.strides[0]
             cap = min(cap, a.shape[0])
         self._outs = outs
-        self.capacity = cap if cap != PY_SSIZE_T_MAX_ else 0
+        self.capacity = cap  # unbounded when every column is skipped
         return self
 
     def unbind(self):
