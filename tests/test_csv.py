@@ -386,3 +386,21 @@ def test_tardis_trade_ids_and_crlf(tmp_path):
     assert t.trade_id.tolist() == [17, -1, -1] and r.stats["non_numeric_ids"] == 2
     assert t.side.tolist() == [1, -1, 0] and t.ts_local.tolist() == [2000, 4000, 6000]
     assert t.price.tolist() == [10.5, 10.25, 11.0]
+
+
+def test_whole_file_growth_path_equals_chunks(monkeypatch):
+    """read() parses into arrays grown in place (ndarray.resize); force many doublings by
+    under-estimating the line count, and compare with the chunked iteration."""
+    from conftest import data_file
+    lob = data_file("lobster", "AAPL_2012-06-21_34200000_57600000_message_10.csv")
+    tar = data_file("tardis", "tardis_binance_BTCUSDT_incremental_book_L2_2019-12-01_rows_1_2050.csv")
+    tr = data_file("tardis", "tardis_binance_BTCUSDT_trades_2019-12-01_rows_1_100.csv")
+    chunked = [F.LobsterMessages.concat(list(F.iter_lobster(lob, chunk_rows=100))),
+               F.BookDeltas.concat(list(F.iter_tardis(tar, chunk_rows=100))),
+               F.Trades.concat(list(F.iter_tardis(tr, chunk_rows=7)))]
+    monkeypatch.setattr(TokenSource, "estimate_lines", lambda self, total: 1)
+    whole = [F.read_lobster(lob), F.read_tardis(tar), F.read_tardis(tr)]
+    for w, c in zip(whole, chunked):
+        assert len(w) == len(c) > 0
+        for k, v in c.as_dict().items():
+            np.testing.assert_array_equal(getattr(w, k), v, err_msg=k)

@@ -35,6 +35,7 @@ from ofi_fast.feeds._common import (
     TokenSource,
     arrays_class,
     open_binary,
+    uncompressed_size,
 )
 from ofi_fast.feeds._l2 import FLAG_BATCH_END, FLAG_CLEAR, FLAG_SNAPSHOT, BookDeltas, Trades
 
@@ -89,25 +90,49 @@ class TardisReader:
               and (len(self.columns) - 4) % 4 == 0 and self.columns[4] == "asks[0].price"):
             self.kind = "book_snapshot"
             self.levels = (len(self.columns) - 4) // 4
+            want = {f"{side}[{i}].{k}" for side in ("asks", "bids") for i in range(self.levels)
+                    for k in ("price", "amount")}
+            if set(self.columns[4:]) != want:
+                raise ValueError(f"{self.path}: Tardis book_snapshot header does not name "
+                                 f"asks/bids[0..{self.levels - 1}].price/amount once each")
         else:
             raise ValueError(f"{self.path}: unknown Tardis CSV header {header!r}")
 
     # ---------------------------------------------------------------------------------------
-    def _chunks(self, spec, make_outs):
-        """Yield ``(rows, outs)`` per chunk of ``chunk_rows`` lines, parsed by the compiled
-        tokenizer straight into fresh arrays (``make_outs(cap)`` -> (tokenizer outputs, arrays
-        to return)); malformed lines raise or are skipped and counted in ``errors``."""
-        cap = self.chunk_rows
+    def _chunks(self, spec, alloc, views, grow=False):
+        """Yield ``(rows, arrays)`` per chunk of ``chunk_rows`` lines, parsed by the compiled
+        tokenizer straight into fresh arrays (``alloc(cap)`` -> arrays, ``views(arrays, r)`` ->
+        the tokenizer's outputs from row ``r``); malformed lines raise or are skipped and
+        counted in ``errors``. With ``grow``, one chunk for the whole file: the arrays start at
+        the line count extrapolated from the first block and double in place if needed."""
         with open_binary(self.path) as f:
             src = TokenSource(f, Tokenizer(spec), self.errors, skip_lines=1)
             while True:
-                outs, arrays = make_outs(cap)
+                cap = self.chunk_rows
+                if grow:
+                    est = src.estimate_lines(uncompressed_size(self.path))
+                    cap = max(1, est) if est is not None else max(cap, 1 << 16)
+                arrays = alloc(cap)
+                rows = lines = 0
                 bad_ids = src.bad_ids
-                rows, lines, _ = src.read(outs, cap)
+                while True:
+                    want = cap - rows
+                    dr, dl, _ = src.read(views(arrays, rows), want)
+                    rows += dr
+                    lines += dl
+                    if not grow or dl < want:
+                        break
+                    cap *= 2
+                    for x in arrays:
+                        x.resize((cap,) + x.shape[1:], refcheck=False)
                 self.stats["non_numeric_ids"] += src.bad_ids - bad_ids
                 if not lines:
                     return
-                yield rows, [a[:rows] for a in arrays]
+                for x in arrays:  # trim in place (realloc): a chunk holds only its rows
+                    x.resize((rows,) + x.shape[1:], refcheck=False)
+                yield rows, arrays
+                if grow:
+                    grow = False
 
     def __iter__(self):
         self.stats = {"rows": 0, "snapshots": 0, "dropped_before_snapshot": 0,
@@ -115,20 +140,29 @@ class TardisReader:
         if self.kind == "incremental_book_L2":
             yield from self._iter_l2()
         elif self.kind == "trades":
-            for rows, (ts, lt, tid, side, px, sz) in self._chunks(_TRADE_SPEC, _trade_outs):
+            for rows, (ts, lt, tid, side, px, sz) in self._chunks(
+                    _TRADE_SPEC, _trade_alloc, _views, self._grow):
                 self.stats["rows"] += rows
                 yield Trades(ts_exchange=ts, ts_local=lt, price=px, size=sz, side=side,
                              trade_id=tid)
         else:
-            for rows, arrays in self._chunks(self._snapshot_spec(), self._snapshot_outs):
+            for rows, arrays in self._chunks(self._snapshot_spec(), self._snapshot_alloc,
+                                             self._snapshot_views, self._grow):
                 self.stats["rows"] += rows
                 yield TardisBookSnapshots(**dict(zip(_SNAP_FIELDS, arrays)))
 
+    _grow = False
+
     def read(self):
-        """The whole file as one container."""
+        """The whole file as one container (parsed into arrays grown in place, without a final
+        concatenation)."""
         cls = {"incremental_book_L2": BookDeltas, "trades": Trades,
                "book_snapshot": TardisBookSnapshots}[self.kind]
-        return cls.concat(list(self))
+        self._grow = True
+        try:
+            return cls.concat(list(self))
+        finally:
+            self._grow = False
 
     # incremental_book_L2 --------------------------------------------------------------------
     def _iter_l2(self):
@@ -137,7 +171,8 @@ class TardisReader:
         last_lt = None         # local_timestamp of the last row emitted before `prev`
         last_snap = False      # is_snapshot of that row
         seen_snapshot = False
-        for _, (ts, lt, snap, side, px, sz) in self._chunks(_L2_SPEC, _l2_outs):
+        for _, (ts, lt, snap, side, px, sz) in self._chunks(_L2_SPEC, _l2_alloc, _views,
+                                                            self._grow):
             cols = (ts, lt, snap.view(np.bool_), side, px, sz)
             if not seen_snapshot:
                 snap = cols[2]
@@ -201,28 +236,32 @@ class TardisReader:
                 self._snap_slots.append((f"{m[1][:3]}_sz", int(m[2])))
         return spec
 
-    def _snapshot_outs(self, cap):
-        ts, lt = np.empty(cap, np.int64), np.empty(cap, np.int64)
-        lv = {k: np.full((cap, self.levels), np.nan if k.endswith("px") else 0.0)
-              for k in _SNAP_FIELDS[2:]}
-        outs = [None, None, ts, lt] + [None if s is None else lv[s[0]][:, s[1]]
-                                       for s in self._snap_slots]
-        return outs, [ts, lt] + [lv[k] for k in _SNAP_FIELDS[2:]]
+    def _snapshot_alloc(self, cap):
+        return ([np.empty(cap, np.int64), np.empty(cap, np.int64)]
+                + [np.empty((cap, self.levels)) for _ in _SNAP_FIELDS[2:]])
+
+    def _snapshot_views(self, arrays, r):
+        lv = dict(zip(_SNAP_FIELDS[2:], arrays[2:]))
+        return [None, None, arrays[0][r:], arrays[1][r:]] + [
+            None if s is None else lv[s[0]][r:, s[1]] for s in self._snap_slots]
 
 
 _SNAP_FIELDS = ("ts_exchange", "ts_local", "ask_px", "ask_sz", "bid_px", "bid_sz")
 
 
-def _l2_outs(cap):
-    a = [np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8),
-         np.empty(cap, np.int8), np.empty(cap), np.empty(cap)]
-    return [None, None] + a, a
+def _l2_alloc(cap):
+    return [np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8),
+            np.empty(cap, np.int8), np.empty(cap), np.empty(cap)]
 
 
-def _trade_outs(cap):
-    a = [np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64),
-         np.empty(cap, np.int8), np.empty(cap), np.empty(cap)]
-    return [None, None] + a, a
+def _trade_alloc(cap):
+    return [np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64),
+            np.empty(cap, np.int8), np.empty(cap), np.empty(cap)]
+
+
+def _views(arrays, r):
+    """Tokenizer outputs (exchange and symbol skipped) from row ``r``."""
+    return [None, None] + [a[r:] for a in arrays]
 
 
 def read_tardis(path, **kwargs):
