@@ -29,23 +29,24 @@ def _same(a, b):
     return int(a) == b
 
 
-def _run(columns, data, skip_blank=False, block_bytes=None, on_error="raise"):
+def _run(columns, data, skip_blank=False, block_bytes=None, on_error="raise", prefetch=False):
     """Parse with the compiled tokenizer (optionally through TokenSource in small blocks)."""
     if block_bytes is None:
         arrays, bad_ids = C.parse_rows(columns, data, skip_blank=skip_blank)
         return [None if a is None else a.tolist() for a in arrays], bad_ids, []
     tok = C.Tokenizer(columns, skip_blank)
     log = ErrorLog("mem.csv", on_error)
-    src = TokenSource(io.BytesIO(data), tok, log, block_bytes=block_bytes)
+    src = TokenSource(io.BytesIO(data), tok, log, block_bytes=block_bytes, prefetch=prefetch)
     cap = data.count(b"\n") + 2
     outs = [None if c["kind"] == C.SKIP else np.zeros(cap, C._OUT_DTYPE[c["kind"]])
             for c in columns]
     rows = 0
-    while True:  # a few lines per call: exercises row0 and blocks cut anywhere
-        n, lines, _ = src.read(outs, 3, row0=rows)
-        rows += n
-        if lines == 0:
-            break
+    with src:
+        while True:  # a few lines per call: exercises row0 and blocks cut anywhere
+            n, lines, _ = src.read(outs, 3, row0=rows)
+            rows += n
+            if lines == 0:
+                break
     return ([None if a is None else a[:rows].tolist() for a in outs], src.bad_ids,
             [line for line, _ in log.first])
 
@@ -255,11 +256,11 @@ def test_tokenizer_matches_reference(case, skip_blank, block_bytes):
 
 
 @settings(max_examples=150, deadline=None)
-@given(case=_blocks(), block_bytes=st.sampled_from([1, 5, 64, 1 << 20]))
-def test_tokenizer_skip_mode_matches_reference(case, block_bytes):
+@given(case=_blocks(), block_bytes=st.sampled_from([1, 5, 64, 1 << 20]), prefetch=st.booleans())
+def test_tokenizer_skip_mode_matches_reference(case, block_bytes, prefetch):
     spec, data = case
     exp, exp_ids, bad = R.csv_parse(spec, data, on_error="skip")
-    got, ids, got_bad = _run(spec, data, False, block_bytes, on_error="skip")
+    got, ids, got_bad = _run(spec, data, False, block_bytes, on_error="skip", prefetch=prefetch)
     _check_equal(got, exp)
     assert ids == exp_ids
     assert got_bad == [line for _, line, _ in bad][:ErrorLog.keep]
@@ -404,3 +405,30 @@ def test_whole_file_growth_path_equals_chunks(monkeypatch):
         assert len(w) == len(c) > 0
         for k, v in c.as_dict().items():
             np.testing.assert_array_equal(getattr(w, k), v, err_msg=k)
+
+
+def test_prefetch_errors_and_early_close():
+    import threading
+
+    class Broken(io.BytesIO):
+        def read(self, n=-1):
+            if self.tell() > 20:
+                raise OSError("disk on fire")
+            return super().read(8)
+
+    spec = [C.column("a", C.INT), C.column("b", C.INT)]
+    src = TokenSource(Broken(b"1,2\n" * 100), C.Tokenizer(spec), ErrorLog("x", "raise"),
+                      block_bytes=8, prefetch=True)
+    a, b = np.zeros(200, np.int64), np.zeros(200, np.int64)
+    with src, pytest.raises(OSError, match="fire"):
+        src.read([a, b], 200)
+    assert a[:5].tolist() == [1] * 5  # rows before the failing read were parsed
+    # a reader abandoned after its first chunk stops its prefetch threads
+    from conftest import data_file
+    before = threading.active_count()
+    it = F.iter_lobster(data_file("lobster", "LOBSTER_SampleFile_GOOG_2012-06-21_10.zip"),
+                        chunk_rows=10)
+    assert len(next(it)) == 10
+    assert threading.active_count() > before  # the order-book prefetcher waits on its queue
+    it.close()
+    assert threading.active_count() == before

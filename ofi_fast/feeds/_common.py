@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+import queue
+import threading
 import zipfile
 from typing import Iterable
 
@@ -160,38 +162,118 @@ class LineBlocks:
                 yield first + i, ln
 
 
+class BlockPrefetcher:
+    """Read ``block_bytes`` blocks of ``f`` in a background thread, at most ``depth`` ahead.
+
+    Inflating a zip or gzip member (zlib) and reading a file release the GIL, and so does the
+    tokenizer, so decompression of the next block overlaps the parsing of this one. Memory:
+    ``depth + 1`` blocks. :meth:`read` returns the next block (``b""`` at the end) or re-raises
+    the exception the thread met; :meth:`close` stops and joins the thread (``f`` stays open:
+    its owner closes it after).
+    """
+
+    def __init__(self, f, block_bytes: int, depth: int = 2):
+        self.f = f
+        self.block_bytes = block_bytes
+        self.q = queue.Queue(depth)
+        self.stopped = False
+        self.done = False
+        self.thread = threading.Thread(target=self._run, name="ofi_fast-prefetch", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopped:
+            try:
+                data = self.f.read(self.block_bytes)
+            except BaseException as exc:  # handed to the reading thread
+                data = exc
+            while not self.stopped:
+                try:
+                    self.q.put(data, timeout=0.05)
+                    break
+                except queue.Full:
+                    pass
+            if not isinstance(data, bytes) or not data:
+                return
+
+    def read(self, n: int = -1) -> bytes:
+        if self.done:
+            return b""
+        data = self.q.get()
+        if isinstance(data, BaseException):
+            self.done = True
+            raise data
+        if not data:
+            self.done = True
+        return data
+
+    def close(self) -> None:
+        self.stopped = True
+        self.thread.join()
+
+
 class TokenSource:
     """Feed whole lines of a binary stream to a compiled :class:`ofi_fast._csv.Tokenizer`.
 
-    Reads ``block_bytes`` at a time (memory: one block plus the partial line carried over);
-    :meth:`read` parses up to ``max_lines`` lines straight into the caller's output arrays.
-    Malformed lines go to ``errors`` (an :class:`ErrorLog`): it raises ``ParseError`` with the
-    1-based line number and the field, or (``on_error="skip"``) counts the line and parsing
-    continues with the next one. ``skip_lines`` header lines are skipped first. ``line`` is the
-    1-based number of the next line to read; ``bad_ids`` counts ``ID`` fields read as -1.
+    Reads ``block_bytes`` at a time (through a :class:`BlockPrefetcher` when ``prefetch``);
+    memory: a few blocks plus the partial line carried over. :meth:`read` parses up to
+    ``max_lines`` lines straight into the caller's output arrays. Malformed lines go to
+    ``errors`` (an :class:`ErrorLog`): it raises ``ParseError`` with the 1-based line number and
+    the field, or (``on_error="skip"``) counts the line and parsing continues with the next one.
+    ``skip_lines`` header lines are skipped first. ``line`` is the 1-based number of the next
+    line to read; ``bad_ids`` counts ``ID`` fields read as -1. Call :meth:`close` (or use it as
+    a context manager) before closing ``f``.
+
+    Block boundaries: the partial line at the end of a block is joined with the start of the
+    next block up to its first newline (a short buffer); the rest of that block is parsed in
+    place, so a block is never copied.
     """
 
     def __init__(self, f, tok, errors: ErrorLog, *, skip_lines: int = 0,
-                 block_bytes: int = 1 << 22):
-        self.f = f
+                 block_bytes: int = 1 << 22, prefetch: bool = False):
+        self.f = BlockPrefetcher(f, block_bytes) if prefetch else f
         self.tok = tok
         self.errors = errors
         self.block_bytes = block_bytes
         self.buf = b""
         self.pos = 0
+        self.pending = None  # (block, offset): the rest of a block after a joined line
         self.final = False
         self.line = 1
         self.bad_ids = 0
         for _ in range(skip_lines):
             self.skip_line()
 
+    def close(self) -> None:
+        if isinstance(self.f, BlockPrefetcher):
+            self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def fill(self) -> None:
-        """Append the next block to the unparsed tail (or note the end of the stream)."""
+        """Make more bytes available after the unparsed tail (or note the end of the stream)."""
+        if self.pending is not None:
+            self.buf, self.pos = self.pending
+            self.pending = None
+            return
         data = self.f.read(self.block_bytes)
         if not data:
             self.final = True
             return
-        self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
+        if self.pos < len(self.buf):  # a partial line: join it with the next line only
+            tail = self.buf[self.pos:]
+            i = data.find(b"\n")
+            if i < 0:
+                self.buf = tail + data
+            else:
+                self.buf = tail + data[:i + 1]
+                self.pending = (data, i + 1)
+        else:
+            self.buf = data
         self.pos = 0
 
     def estimate_lines(self, total_bytes: int | None) -> int | None:

@@ -205,11 +205,11 @@ class LobsterReader:
         last_ts = None
         with open_binary(*self.msg_src) as fm:
             fo = open_binary(*self.ob_src) if self.ob_src else None
+            ms = obs = None
             try:
-                ms = TokenSource(fm, self._msg_tokenizer(), self.errors)
-                obs = None
+                ms = TokenSource(fm, self._msg_tokenizer(), self.errors, prefetch=True)
                 if fo is not None:
-                    obs = TokenSource(fo, None, self.ob_errors)
+                    obs = TokenSource(fo, None, self.ob_errors, prefetch=True)
                     if self.level is None:
                         self.level = max(1, (obs.first_line().count(b",") + 1) // 4)
                     obs.tok = self._book_tokenizer()
@@ -290,6 +290,9 @@ class LobsterReader:
                     self.rows += len(chunk)
                     yield chunk
             finally:
+                for src in (ms, obs):  # stop the prefetch threads before the files close
+                    if src is not None:
+                        src.close()
                 if fo is not None:
                     fo.close()
 

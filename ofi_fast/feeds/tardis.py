@@ -105,8 +105,8 @@ class TardisReader:
         the tokenizer's outputs from row ``r``); malformed lines raise or are skipped and
         counted in ``errors``. With ``grow``, one chunk for the whole file: the arrays start at
         the line count extrapolated from the first block and double in place if needed."""
-        with open_binary(self.path) as f:
-            src = TokenSource(f, Tokenizer(spec), self.errors, skip_lines=1)
+        with open_binary(self.path) as f, \
+                TokenSource(f, Tokenizer(spec), self.errors, skip_lines=1, prefetch=True) as src:
             while True:
                 cap = self.chunk_rows
                 if grow:
