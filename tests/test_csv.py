@@ -171,7 +171,7 @@ def test_int_limits_and_overflow():
     assert ei.value.args[0] == C.PARSE_OVERFLOW
 
 
-# whole blocks vs the reference: random specs, rows, line ends, blocks ------------------------------
+# whole blocks vs the reference: random specs, rows, line ends, blocks -------------------------
 
 _KINDS = [C.SKIP, C.INT, C.INT8, C.SCALED, C.FLOAT, C.INT_F64, C.BOOL, C.SIDE_BOOK, C.SIDE_TRADE,
           C.ID]
@@ -300,7 +300,7 @@ def test_bind_checks():
         C.Tokenizer([C.column("a", C.INT8, lo=-200)])
 
 
-# error paths through the readers: ParseError names file, line and field ----------------------------
+# error paths through the readers: ParseError names file, line and field ----------------------
 
 MSG = ["34200.1,1,11,100,1000000,1", "34200.2,1,12,50,1000100,-1", "34200.3,3,11,100,1000000,1"]
 BOOK = ["1000100,50,1000000,100"] * 3
@@ -394,7 +394,8 @@ def test_whole_file_growth_path_equals_chunks(monkeypatch):
     under-estimating the line count, and compare with the chunked iteration."""
     from conftest import data_file
     lob = data_file("lobster", "AAPL_2012-06-21_34200000_57600000_message_10.csv")
-    tar = data_file("tardis", "tardis_binance_BTCUSDT_incremental_book_L2_2019-12-01_rows_1_2050.csv")
+    tar = data_file("tardis",
+                    "tardis_binance_BTCUSDT_incremental_book_L2_2019-12-01_rows_1_2050.csv")
     tr = data_file("tardis", "tardis_binance_BTCUSDT_trades_2019-12-01_rows_1_100.csv")
     chunked = [F.LobsterMessages.concat(list(F.iter_lobster(lob, chunk_rows=100))),
                F.BookDeltas.concat(list(F.iter_tardis(tar, chunk_rows=100))),

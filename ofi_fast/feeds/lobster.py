@@ -30,6 +30,16 @@ Decisions (where the format leaves things open):
 - Empty book levels: price NaN, size 0.
 - Times with more than 9 decimals (one row of the AMZN level-5 sample reads
   ``43002.632812672004``) are rounded to the nearest ns, halves up, in integer arithmetic.
+
+Parsing: the compiled tokenizer :mod:`ofi_fast._csv` reads each line straight into the typed
+columns with the GIL released (time -> exact int64 ns plus midnight; prices ``float64(v) /
+10000``, the same two IEEE operations as numpy's ``astype`` and divide; dummy prices -> NaN and
+their sizes -> 0), validating as it goes: time >= 0, type 1..7, order id and sizes >= 0,
+direction +-1, 6 message / 4 x LEVEL book columns. Halt rows (type 7, price -1/0/1) and the
+time order are checked on the parsed chunk. Lines end in ``\n`` or ``\r\n``; an empty line is
+malformed. A background thread inflates the next block of a zip member while the current one
+is parsed (:class:`~ofi_fast.feeds._common.BlockPrefetcher`). ``_slow_message`` and
+``LobsterReader._columns`` are the pure-Python exact path the tests compare with.
 """
 
 from __future__ import annotations

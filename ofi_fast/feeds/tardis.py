@@ -20,6 +20,13 @@ size at ``price`` (0 deletes). Flags:
 unknown 0); non-numeric trade ids become -1 (counted in ``stats["non_numeric_ids"]``).
 
 ``book_snapshot_N`` -> :class:`TardisBookSnapshots`, (n, N) arrays, empty levels NaN / 0.
+
+Parsing: the compiled tokenizer :mod:`ofi_fast._csv` reads each line into typed columns with
+the GIL released: ``exchange`` / ``symbol`` skipped (not checked), times ``int * 1000``
+(overflow-checked), ``is_snapshot`` ``true``/``false``, ``side`` ``bid``/``ask`` (book) or
+``buy``/``sell``/``unknown`` (trades), prices > 0 and amounts >= 0 as float64 equal bit for
+bit to Python's ``float(text)`` (no ``nan`` / ``inf`` spellings). Malformed lines raise
+``ParseError`` naming the file, line and field, or are skipped and counted.
 """
 
 from __future__ import annotations
