@@ -109,7 +109,7 @@ cdef inline int swar_digits(const char* p, uint64_t* val) noexcept nogil:
     first non-digit byte is found from the high bits of ``x + 0x76`` (a carry only leaks into
     bytes after a non-digit, which are ignored); the n digits are shifted to the top bytes
     (as if left-padded with zeros) and combined pairwise by three multiplications.
-    Little-endian byte order only (the callers check LITTLE_ENDIAN).
+    Little-endian byte order only (the callers check LITTLE_ENDIAN). ``*val`` = 0 when n = 0.
     """
     cdef uint64_t x
     cdef uint64_t mask
@@ -119,6 +119,7 @@ cdef inline int swar_digits(const char* p, uint64_t* val) noexcept nogil:
     mask = ((x + 0x7676767676767676ULL) | x) & 0x8080808080808080ULL
     n = 8 if mask == 0 else (ofi_ctz64(mask) >> 3)
     if n == 0:
+        val[0] = 0
         return 0
     x <<= 8 * (8 - n)
     x = ((x & 0x0F0F0F0F0F0F0F0FULL) * 2561ULL) >> 8
@@ -146,6 +147,62 @@ cdef inline const char* digits_fast(const char* p, const char* be, uint64_t* val
             break
     val[0] = v
     return p
+
+
+cdef inline int uint_fast(const char* q, const char* be, uint64_t* out) noexcept nogil:
+    """1..18 leading digits at ``q`` (< 10**18: no overflow) by at most three SWAR steps, no
+    call: the count, or 0 when not handled here (sign, no digit, 19+ digits, near the buffer
+    end): then the full parser runs. Used inline by the integer columns' hot path."""
+    cdef uint64_t a = 0
+    cdef uint64_t b = 0
+    cdef int n1, n2
+    if not LITTLE_ENDIAN or q + 16 > be:
+        return 0
+    n1 = swar_digits(q, &a)
+    if n1 < 8:
+        out[0] = a
+        return n1
+    n2 = swar_digits(q + 8, &b)
+    if n2 < 8:
+        out[0] = a * <uint64_t>P10I[n2] + b
+        return 8 + n2
+    if q + 24 > be:
+        return 0
+    a = a * 100000000ULL + b  # 16 digits, < 10**16
+    n2 = swar_digits(q + 16, &b)
+    if n2 > 2:  # 19+ digits may overflow: the full parser checks
+        return 0
+    out[0] = a * <uint64_t>P10I[n2] + b
+    return 16 + n2
+
+
+cdef inline int ufloat_fast(const char* q, const char* be, float64_t* out) noexcept nogil:
+    """Unsigned ``d{0,7}.d{0,7}`` or ``d{1,7}`` (no exponent) at ``q``: the bytes consumed, or
+    0 when not handled here. ``m / 10**k`` with ``m < 10**14`` and ``k <= 7``: one correctly
+    rounded IEEE division of two exact doubles, equal to ``float(text)``."""
+    cdef uint64_t a = 0
+    cdef uint64_t b = 0
+    cdef int n1, n2
+    cdef const char* r
+    if not LITTLE_ENDIAN or q + 18 > be:
+        return 0
+    n1 = swar_digits(q, &a)
+    if n1 == 8:
+        return 0
+    r = q + n1
+    if r[0] == 46:  # '.'
+        n2 = swar_digits(r + 1, &b)
+        if n2 == 8 or n1 + n2 == 0:
+            return 0
+        r = r + 1 + n2
+        if r[0] == 101 or r[0] == 69:
+            return 0
+        out[0] = <float64_t>(a * <uint64_t>P10I[n2] + b) / P10F[n2]
+        return <int>(r - q)
+    if n1 == 0 or r[0] == 101 or r[0] == 69:
+        return 0
+    out[0] = <float64_t>a
+    return n1
 
 
 cdef inline int parse_uint(const char** pp, const char* le, const char* be, bint neg,
@@ -393,12 +450,18 @@ cdef inline int parse_field(const ColSpec* col, const char** qq, const char* le,
     cdef int kind = col.kind
     cdef int st = P_OK
     cdef int64_t iv
+    cdef uint64_t uv = 0
     cdef float64_t fv
     cdef intp_t n
     cdef bint hit = False
     cdef char* dst = col.out + row * col.stride
     if kind == K_INT_F64:
-        st = parse_int(&q, le, be, &iv)
+        n = uint_fast(q, be, &uv)  # hot path: unsigned, up to 15 digits, no call
+        if n:
+            iv = <int64_t>uv
+            q += n
+        else:
+            st = parse_int(&q, le, be, &iv)
         if st == P_OK and at_end(q, le):
             if (col.flags & F_SENTINEL) and iv == col.sentinel:
                 (<float64_t*>dst)[0] = NAN
@@ -412,7 +475,12 @@ cdef inline int parse_field(const ColSpec* col, const char** qq, const char* le,
             else:
                 (<float64_t*>dst)[0] = (<float64_t>iv) / col.divisor
     elif kind == K_INT or kind == K_INT8:
-        st = parse_int(&q, le, be, &iv)
+        n = uint_fast(q, be, &uv)
+        if n:
+            iv = <int64_t>uv
+            q += n
+        else:
+            st = parse_int(&q, le, be, &iv)
         if st == P_OK and at_end(q, le):
             if iv < col.lo or iv > col.hi or ((col.flags & F_NONZERO) and iv == 0):
                 st = P_OUT_OF_RANGE
@@ -432,7 +500,11 @@ cdef inline int parse_field(const ColSpec* col, const char** qq, const char* le,
         if (col.flags & F_EMPTY_OK) and at_end(q, le):
             (<float64_t*>dst)[0] = col.empty
         else:
-            st = parse_float(&q, le, be, &fv)
+            n = ufloat_fast(q, be, &fv)  # hot path: unsigned d.d without exponent, no call
+            if n:
+                q += n
+            else:
+                st = parse_float(&q, le, be, &fv)
             if st == P_OK and at_end(q, le):
                 if (((col.flags & F_POSITIVE) and not fv > 0.0)
                         or ((col.flags & F_NONNEG) and not fv >= 0.0)):

@@ -433,3 +433,31 @@ def test_prefetch_errors_and_early_close():
     assert threading.active_count() > before  # the order-book prefetcher waits on its queue
     it.close()
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("kind", [C.INT, C.INT_F64, C.ID, C.FLOAT, C.SCALED])
+def test_every_digit_count_fast_and_slow_paths(kind):
+    """Numbers of 1..20 digits (and with a fraction for floats / decimals), in the middle of a
+    long buffer (SWAR paths: 1, 2 or 3 steps of 8 digits) and at its very end (scalar path)."""
+    rng = np.random.default_rng(7)
+    texts = []
+    for n in range(1, 21):
+        texts += ["9" * n, "1" + "0" * (n - 1), "".join(rng.choice(list("0123456789"), n)),
+                  "-" + "7" * n]
+        if kind in (C.FLOAT, C.SCALED):
+            for k in range(0, 10):
+                texts.append("".join(rng.choice(list("0123456789"), n)) + "." + "3" * k)
+    spec = [C.column("x", kind, digits=9), C.column("y", C.INT)]
+    for t in texts:
+        for data in [(t + ",5\n") * 3 + "1,2\n" * 4, "1,2\n" + t + ",5"]:
+            data = data.encode()
+            try:
+                exp, exp_ids, _ = R.csv_parse(spec, data)
+            except R.CSVFieldError as e:
+                with pytest.raises(ValueError) as ei:
+                    C.parse_rows(spec, data)
+                assert ei.value.args[:3] == (e.status, e.line, e.field), t
+                continue
+            got, ids = C.parse_rows(spec, data)
+            _check_equal([a.tolist() for a in got], exp)
+            assert ids == exp_ids
