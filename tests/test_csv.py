@@ -461,3 +461,15 @@ def test_every_digit_count_fast_and_slow_paths(kind):
             got, ids = C.parse_rows(spec, data)
             _check_equal([a.tolist() for a in got], exp)
             assert ids == exp_ids
+
+
+def test_lobster_level_from_first_book_line(tmp_path):
+    """Files named freely: the level count comes from the first order-book line."""
+    mp, bp = tmp_path / "msg.csv", tmp_path / "book.csv"
+    mp.write_text("\n".join(MSG) + "\n")
+    bp.write_text("\n".join(["1000100,50,1000000,100,1000200,5,9999,1"] * 3) + "\n")
+    r = F.LobsterReader(mp, bp, date="2020-03-02", tz=None)
+    m = r.read()
+    assert r.level == 2 and m.bid_px.shape == (3, 2)
+    np.testing.assert_array_equal(m.ask_px[0], [100.01, 100.02])
+    np.testing.assert_array_equal(m.bid_sz[0], [100.0, 1.0])
