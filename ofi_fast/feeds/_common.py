@@ -77,10 +77,11 @@ class ErrorLog:
         self.count = 0
         self.first: list[tuple[int, str]] = []  # (1-based line, reason)
 
-    def bad(self, line: int, reason: str) -> None:
-        """Report a malformed line: raise :class:`ParseError` or count it."""
+    def bad(self, line: int, reason: str, field: str | None = None) -> None:
+        """Report a malformed line: raise :class:`ParseError` (with ``field`` when known) or
+        count it."""
         if self.on_error == "raise":
-            raise ParseError(reason, path=self.path, line=line)
+            raise ParseError(reason, path=self.path, line=line, field=field)
         self.count += 1
         if len(self.first) < self.keep:
             self.first.append((line, reason))
@@ -328,7 +329,8 @@ class TokenSource:
                 self.fill()
                 continue
             reason = tok.describe(st, field, bytes(self.buf[fs:fe]))
-            self.errors.bad(self.line + lines, reason)  # raises under on_error="raise"
+            name = tok.names[field] if 0 <= field < len(tok.names) else None
+            self.errors.bad(self.line + lines, reason, name)  # raises under on_error="raise"
             bad.append(lines)
             lines += 1
             self.pos = nxt
