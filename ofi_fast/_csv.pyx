@@ -44,6 +44,8 @@ from libc.stdint cimport INT64_MAX, INT64_MIN, int8_t, uint64_t
 from libc.stdlib cimport free, malloc, strtod
 from libc.string cimport memchr, memcmp, memcpy
 
+import sys
+
 import numpy as np
 
 from ofi_fast._types cimport float64_t, int64_t, intp_t
@@ -84,8 +86,7 @@ cdef extern from *:
     """
     int ofi_ctz64(unsigned long long x) noexcept nogil
 
-import sys
-cdef bint LITTLE_ENDIAN = sys.byteorder == "little"
+cdef bint LITTLE_ENDIAN = sys.byteorder == "little"  # SWAR paths assume little-endian bytes
 
 # 2**63 // 10: above it one more decimal digit may overflow.
 cdef uint64_t TENTH = 922337203685477580ULL
