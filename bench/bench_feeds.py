@@ -68,6 +68,37 @@ def test_lobster_pandas_read_csv(benchmark):
     _run(benchmark, read, 6_094_817 + 34_073_243, 147_916)
 
 
+# Tokenizer alone: the decompressed order-book member in memory (34 MB, 40 columns) --------------------
+@pytest.fixture(scope="module")
+def goog10_book_bytes():
+    p = _need(*GOOG10)
+    return zipfile.ZipFile(p).read(GOOG10_MEMBERS[1])
+
+
+@pytest.mark.benchmark(group="lobster GOOG orderbook in memory")
+def test_book_tokenizer_ofi_fast(benchmark, goog10_book_bytes):
+    import numpy as np
+
+    from ofi_fast.feeds.lobster import _BOOK_COLS, LobsterReader
+    r = LobsterReader(DATA.joinpath(*GOOG10))
+    tok = r._book_tokenizer()
+    n = 147_916
+
+    def parse():
+        book = {k: np.empty((n, 10)) for k in _BOOK_COLS}
+        tok.bind([book[k][:, i] for i in range(10) for k in _BOOK_COLS])
+        assert tok.parse(goog10_book_bytes, 0, n, True, 0)[3] == n
+        tok.unbind()
+    _run(benchmark, parse, len(goog10_book_bytes), n)
+
+
+@pytest.mark.benchmark(group="lobster GOOG orderbook in memory")
+def test_book_pandas_read_csv_bytesio(benchmark, goog10_book_bytes):
+    import io
+    _run(benchmark, lambda: pd.read_csv(io.BytesIO(goog10_book_bytes), header=None),
+         len(goog10_book_bytes), 147_916)
+
+
 # Tardis incremental_book_L2 (the 2,050-row sample, repeated 40x to a 6 MB file) --------------------
 @pytest.fixture(scope="module")
 def tardis_big(tmp_path_factory):
@@ -86,6 +117,28 @@ def test_tardis_ofi_fast(benchmark, tardis_big):
 @pytest.mark.benchmark(group="tardis L2 x40")
 def test_tardis_pandas_read_csv(benchmark, tardis_big):
     _run(benchmark, lambda: pd.read_csv(tardis_big), tardis_big.stat().st_size, 2050 * 40)
+
+
+# Tardis trades (the 100-row sample, repeated 400x to a 3.2 MB file) ------------------------------------
+@pytest.fixture(scope="module")
+def tardis_trades_big(tmp_path_factory):
+    src = _need("tardis", "tardis_binance_BTCUSDT_trades_2019-12-01_rows_1_100.csv")
+    head, _, body = src.read_bytes().partition(b"\n")
+    p = tmp_path_factory.mktemp("tardis") / "tradesx400.csv"
+    p.write_bytes(head + b"\n" + body * 400)
+    return p
+
+
+@pytest.mark.benchmark(group="tardis trades x400")
+def test_tardis_trades_ofi_fast(benchmark, tardis_trades_big):
+    _run(benchmark, lambda: F.read_tardis(tardis_trades_big), tardis_trades_big.stat().st_size,
+         100 * 400)
+
+
+@pytest.mark.benchmark(group="tardis trades x400")
+def test_tardis_trades_pandas_read_csv(benchmark, tardis_trades_big):
+    _run(benchmark, lambda: pd.read_csv(tardis_trades_big), tardis_trades_big.stat().st_size,
+         100 * 400)
 
 
 # Binance USD-M recording (gzip, 27.8 MB of JSON lines) ----------------------------------------------
@@ -150,32 +203,38 @@ def test_bitstamp_pandas_read_csv(benchmark):
 
 # Peak memory vs chunk size -------------------------------------------------------------------------------
 _RSS = """
-import resource, sys, ofi_fast.feeds as F
+import sys, ofi_fast.feeds as F
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1])
+
+base = status("VmRSS:")
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
 n = 0
 for c in F.iter_lobster(sys.argv[1], chunk_rows=int(sys.argv[2])):
     n += len(c)
-print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
-_RSS_BASE = """
-import resource, ofi_fast.feeds
-print(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(n, base, status("VmHWM:"))
 """
 
 
 def peak_rss_table(chunks=(1_000, 10_000, 100_000, 1_000_000)):
-    """[(chunk_rows, peak RSS MiB above the import baseline)] reading GOOG level 10 in chunks."""
+    """[(chunk_rows, rows, RSS after import MiB, peak RSS while reading MiB)] reading GOOG
+    level 10 in chunks (Linux: the peak is reset after the imports via /proc/self/clear_refs,
+    so it measures the reading alone)."""
     p = DATA.joinpath(*GOOG10)
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=root)
-    base = int(subprocess.check_output([sys.executable, "-c", _RSS_BASE], env=env).split()[1])
-    out = [("import only", 0, base / 1024)]
+    out = []
     for c in chunks:
-        n, rss = subprocess.check_output([sys.executable, "-c", _RSS, str(p), str(c)],
-                                         env=env).split()
-        out.append((c, int(n), int(rss) / 1024))
+        n, base, peak = subprocess.check_output([sys.executable, "-c", _RSS, str(p), str(c)],
+                                                env=env).split()
+        out.append((c, int(n), int(base) / 1024, int(peak) / 1024))
     return out
 
 
 if __name__ == "__main__":
-    for row in peak_rss_table():
-        print(f"chunk_rows={row[0]!s:>10}  rows={row[1]:>7}  peak RSS={row[2]:7.1f} MiB")
+    for c, n, base, peak in peak_rss_table():
+        print(f"chunk_rows={c:>9}  rows={n:>7}  RSS after import={base:6.1f} MiB  "
+              f"peak while reading={peak:6.1f} MiB  (+{peak - base:5.1f})")

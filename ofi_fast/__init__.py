@@ -8,6 +8,7 @@ from pathlib import Path as _Path
 
 from ofi_fast.errors import (
     CapacityError,
+    ChecksumError,
     CrossedBookError,
     NegativeSizeError,
     NonFiniteError,
@@ -77,4 +78,5 @@ __all__ = [
     "MultiLevelOFI",
     "integrated_weights",
     "mlofi",
+    "ChecksumError",
 ]

@@ -56,6 +56,19 @@ class SequenceGapError(OFIError):
     """A feed's update ids do not chain (missed messages)."""
 
 
+class ChecksumError(SequenceGapError):
+    """A feed's checksum disagrees with the book rebuilt from its messages (e.g. Kraken's CRC32
+    of the top 10 levels): the message is named by ``path``:``index`` (line) in the text, and
+    ``expected`` / ``got`` hold the message's and the rebuilt book's checksums. A subclass of
+    :class:`SequenceGapError` (a missed or corrupted update is the usual cause), so code that
+    catches gaps catches it too."""
+
+    def __init__(self, message: str, *, field=None, index=None, expected=None, got=None):
+        super().__init__(message, field=field, index=index)
+        self.expected = expected
+        self.got = got
+
+
 class ParseError(OFIError):
     """Malformed input in a file: ``path`` and ``line`` (1-based) say where."""
 

@@ -1012,3 +1012,182 @@ class VPIN:
     def value(self):
         v = self._buckets()[1]
         return v[-1] if v else math.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# Feeds: the typed CSV tokenizer (ofi_fast._csv), line by line in plain Python
+# ---------------------------------------------------------------------------------------------
+
+# Column kinds and parse statuses: the values of ofi_fast._csv (tests check they agree).
+CSV_SKIP, CSV_INT, CSV_INT8, CSV_SCALED, CSV_FLOAT, CSV_INT_F64 = 0, 1, 2, 3, 4, 5
+CSV_BOOL, CSV_SIDE_BOOK, CSV_SIDE_TRADE, CSV_ID = 6, 7, 8, 9
+(CSV_OK, CSV_BAD_NUMBER, CSV_OUT_OF_RANGE, CSV_OVERFLOW, CSV_TOO_FEW, CSV_TOO_MANY,
+ CSV_BAD_TOKEN, CSV_EMPTY_FIELD, CSV_EMPTY_LINE, CSV_TOO_LONG) = range(10)
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_WORDS = {CSV_BOOL: {b"true": 1, b"false": 0}, CSV_SIDE_BOOK: {b"bid": 1, b"ask": -1},
+          CSV_SIDE_TRADE: {b"buy": 1, b"sell": -1, b"unknown": 0}}
+
+
+class CSVFieldError(ValueError):
+    """(status, 1-based line, 0-based field) of the first malformed line."""
+
+    def __init__(self, status, line, field):
+        super().__init__(status, line, field)
+        self.status, self.line, self.field = status, line, field
+
+
+def _digits_end(s, i):
+    while i < len(s) and 48 <= s[i] <= 57:
+        i += 1
+    return i
+
+
+def _int_prefix(s):
+    """(value or None, end) of ``[+-]?[0-9]+`` at the start of ``s``."""
+    i = 1 if s[:1] in (b"+", b"-") else 0
+    j = _digits_end(s, i)
+    return (int(s[:j]) if j > i else None), j
+
+
+def _csv_field(spec, s, prev_sentinel):
+    """(status, value, hit_sentinel, bad_id) of one field under ``spec`` (a _csv.column dict)."""
+    kind = spec["kind"]
+    if kind == CSV_SKIP:
+        return CSV_OK, None, False, False
+    if kind in _WORDS:
+        if not s:
+            return CSV_EMPTY_FIELD, None, False, False
+        v = _WORDS[kind].get(s)
+        return (CSV_OK, v, False, False) if v is not None else (CSV_BAD_TOKEN, None, False, False)
+    if kind == CSV_ID:
+        v, j = _int_prefix(s)
+        if v is None or j != len(s) or not _I64_MIN <= v <= _I64_MAX:
+            return CSV_OK, -1, False, True
+        return CSV_OK, v, False, False
+    bad = CSV_EMPTY_FIELD if not s else CSV_BAD_NUMBER
+    if kind == CSV_FLOAT:
+        if not s and spec.get("empty") is not None:
+            return CSV_OK, float(spec["empty"]), False, False
+        i = 1 if s[:1] in (b"+", b"-") else 0
+        j = _digits_end(s, i)
+        k = j
+        if s[k:k + 1] == b".":
+            k = _digits_end(s, k + 1)
+        if k - i - (1 if k > j else 0) <= 0:  # no digit
+            return bad, None, False, False
+        if s[k:k + 1] in (b"e", b"E"):
+            e = k + 1 + (1 if s[k + 1:k + 2] in (b"+", b"-") else 0)
+            k2 = _digits_end(s, e)
+            if k2 == e:
+                return CSV_BAD_NUMBER, None, False, False
+            k = k2
+        v = float(s[:k])
+        if math.isinf(v):
+            return CSV_OVERFLOW, None, False, False
+        if k != len(s):
+            return CSV_BAD_NUMBER, None, False, False
+        if (spec.get("positive") and not v > 0) or (spec.get("nonneg") and not v >= 0):
+            return CSV_OUT_OF_RANGE, None, False, False
+        return CSV_OK, v, False, False
+    if kind == CSV_SCALED:
+        d = spec.get("digits", 0)
+        i = 1 if s[:1] in (b"+", b"-") else 0
+        j = _digits_end(s, i)
+        whole, frac, k = s[i:j], b"", j
+        if s[j:j + 1] == b".":
+            k = _digits_end(s, j + 1)
+            frac = s[j + 1:k]
+        if not whole and not frac:
+            return bad, None, False, False
+        mag = int(whole or b"0") * 10**d + int(frac[:d].ljust(d, b"0") or b"0")
+        if len(frac) > d and frac[d] >= ord("5"):
+            mag += 1
+        if mag > _I64_MAX + (s[:1] == b"-"):
+            return CSV_OVERFLOW, None, False, False
+        if k != len(s):
+            return CSV_BAD_NUMBER, None, False, False
+        v = -mag if s[:1] == b"-" else mag
+    else:  # INT, INT8, INT_F64
+        v, j = _int_prefix(s)
+        if v is None:
+            return bad, None, False, False
+        if not _I64_MIN <= v <= _I64_MAX:
+            return CSV_OVERFLOW, None, False, False
+        if j != len(s):
+            return CSV_BAD_NUMBER, None, False, False
+    if kind == CSV_INT_F64 and spec.get("sentinel") is not None and v == spec["sentinel"]:
+        return CSV_OK, math.nan, True, False
+    lo, hi = spec.get("lo"), spec.get("hi")
+    if kind == CSV_INT8:
+        lo = -128 if lo is None else lo
+        hi = 127 if hi is None else hi
+    if (lo is not None and v < lo) or (hi is not None and v > hi) or (spec.get("nonzero")
+                                                                      and v == 0):
+        return CSV_OUT_OF_RANGE, None, False, False
+    if kind == CSV_INT_F64:
+        if spec.get("zero_after_sentinel") and prev_sentinel:
+            return CSV_OK, 0.0, False, False
+        return CSV_OK, float(v) / float(spec.get("divisor", 1.0)), False, False
+    if kind == CSV_INT:
+        v = v * spec.get("mult", 1)
+        if not _I64_MIN <= v <= _I64_MAX:
+            return CSV_OVERFLOW, None, False, False
+    if kind in (CSV_INT, CSV_SCALED):
+        v += spec.get("offset", 0)
+        if not _I64_MIN <= v <= _I64_MAX:
+            return CSV_OVERFLOW, None, False, False
+    return CSV_OK, v, False, False
+
+
+def csv_parse(columns, data: bytes, *, skip_blank=False, on_error="raise"):
+    """Reference of ``ofi_fast._csv.Tokenizer``: parse ``data`` line by line.
+
+    Lines end with ``\\n`` or ``\\r\\n`` (the last may lack it); fields are split at commas
+    and each parsed by its column spec (see ofi_fast/_csv.pyx for the grammar of each kind),
+    left to right, the first bad field deciding the error. Returns ``(values, bad_ids,
+    bad_lines)``: ``values`` one list per column (None for skipped ones), ``bad_ids`` the
+    number of ID fields read as -1 in the rows kept, ``bad_lines`` the (status, line, field)
+    of the lines skipped under ``on_error="skip"``; under ``"raise"`` the first bad line raises
+    :class:`CSVFieldError`.
+    """
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    ncols = len(columns)
+    out = [None if c["kind"] == CSV_SKIP else [] for c in columns]
+    bad_ids, bad_lines = 0, []
+    for no, line in enumerate(lines, 1):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        err = None
+        row = []
+        ids = 0
+        if not line:
+            if skip_blank:
+                continue
+            err = (CSV_EMPTY_LINE, no, -1)
+        else:
+            fields = line.split(b",")
+            sent = False
+            for c, spec in enumerate(columns):
+                if c >= len(fields):
+                    err = (CSV_TOO_FEW, no, c)
+                    break
+                st, v, sent, bad_id = _csv_field(spec, fields[c], sent)
+                if st != CSV_OK:
+                    err = (st, no, c)
+                    break
+                row.append(v)
+                ids += bad_id
+            if err is None and len(fields) > ncols:
+                err = (CSV_TOO_MANY, no, ncols)
+        if err is not None:
+            if on_error == "raise":
+                raise CSVFieldError(*err)
+            bad_lines.append(err)
+            continue
+        for c, v in enumerate(row):
+            if out[c] is not None:
+                out[c].append(v)
+        bad_ids += ids
+    return out, bad_ids, bad_lines

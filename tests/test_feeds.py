@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import ofi_fast.feeds as F
-from ofi_fast.errors import ParseError, SequenceGapError
+from ofi_fast.errors import ChecksumError, ParseError, SequenceGapError
 from ofi_fast.feeds import binance as BN
 from ofi_fast.feeds import lobster as L
 from ofi_fast.feeds._l2 import FLAG_BATCH_END, FLAG_CLEAR, FLAG_SNAPSHOT
@@ -738,6 +738,8 @@ def test_kraken_checksum_mismatch_names_message(tmp_path):
     p.write_bytes(b"\n".join(lines[:idx + 200]))
     with pytest.raises(SequenceGapError) as ei:
         F.read_kraken_book(p, pair="XMR/USD")
+    assert isinstance(ei.value, ChecksumError)  # the specific subclass, still a gap error
+    assert ei.value.expected == (crc + 1) % 2**32 and ei.value.got == crc
     assert f"{p}:{idx + 1}" in str(ei.value) and str(crc) in str(ei.value)
     assert "XMR/USD" in str(ei.value) and ei.value.index == idx + 1
     r = F.KrakenBookReader(p, pair="XMR/USD", on_gap="resync")
@@ -763,6 +765,45 @@ def test_kraken_malformed(tmp_path):
     assert r.errors.count == 1 and len(d) == 3
     np.testing.assert_array_equal(d.ts_exchange, [1_500_000_000, 1_500_000_000, 3_500_000_000])
     np.testing.assert_array_equal(d.side, [1, -1, 1])
+
+
+def test_kraken_trades_real_capture():
+    path = data_file("cryptofeed_sample_data", "KRAKEN.ws.48.0")
+    lines = path.read_text().splitlines()
+    msgs = 0
+    for pair, n_msgs, n_trades in (("XMR/USD", 3, 4), ("SC/EUR", 5, 6)):
+        r = F.KrakenTradesReader(path, pair=pair)
+        t = r.read()
+        assert r.stats["messages"] == n_msgs and len(t) == r.stats["trades"] == n_trades
+        msgs += n_msgs
+        # every trade checked against the raw JSON of its line (taker side b -> +1, s -> -1)
+        exp = []
+        for ln in lines:
+            head, _, body = ln.partition(": ")
+            if body.startswith("[") and f'"trade","{pair}"]' in body:
+                for e in json.loads(body)[1]:
+                    exp.append((int(Fraction(e[2]) * 10**9), int(Fraction(head) * 10**9),
+                                float(e[0]), float(e[1]), {"b": 1, "s": -1}[e[3]]))
+        assert list(zip(t.ts_exchange.tolist(), t.ts_local.tolist(), t.price.tolist(),
+                        t.size.tolist(), t.side.tolist())) == exp
+        assert (t.trade_id == -1).all()
+    assert msgs == 8  # README: 8 trade messages
+
+
+def test_kraken_trades_malformed(tmp_path):
+    p = tmp_path / "kt.txt"
+    p.write_text('1.0: [1,[["10.0","1.0","1.5","b","m",""]],"trade","A/B"]\n'
+                 '2.0: [1,[["10.0","1.0","2.5","x","m",""]],"trade","A/B"]\n'
+                 '3.0: [1,[["9.5","2.0","3.5","s","l",""]],"trade","A/B"]\n'
+                 '4.0: [1,[["9.5","2.0","4.5","s","l",""]],"trade","C/D"]\n')
+    with pytest.raises(ParseError, match="side") as ei:
+        F.read_kraken_trades(p)
+    assert ei.value.line == 2
+    r = F.KrakenTradesReader(p, on_error="skip", chunk_rows=1)
+    t = r.read()
+    assert r.errors.count == 1 and r.stats["other_pair"] == 1
+    np.testing.assert_array_equal(t.side, [1, -1])
+    np.testing.assert_array_equal(t.ts_exchange, [1_500_000_000, 3_500_000_000])
 
 
 COINBASE_PRODUCTS = ["BAND-BTC", "BAND-GBP", "CRV-EUR", "DASH-BTC", "NMR-EUR", "NU-GBP",

@@ -2,7 +2,8 @@
 
 int64 ns timestamps, float64 prices and sizes, int8 sides (+1 bid / buyer-initiated, -1 ask /
 seller-initiated, 0 unknown). Each reader iterates chunks of bounded size and has a whole-file
-convenience. Pure Python + numpy; nothing compiled.
+convenience. Python + numpy; the CSV readers (LOBSTER, Tardis) parse with the compiled
+tokenizer ``ofi_fast._csv``.
 """
 
 from ofi_fast.feeds._common import NO_TIME, ErrorLog
@@ -15,7 +16,13 @@ from ofi_fast.feeds._l2 import (
     Trades,
 )
 from ofi_fast.feeds.tardis import TardisBookSnapshots, TardisReader, iter_tardis, read_tardis
-from ofi_fast.feeds.kraken import KrakenBookReader, kraken_checksum, read_kraken_book
+from ofi_fast.feeds.kraken import (
+    KrakenBookReader,
+    KrakenTradesReader,
+    kraken_checksum,
+    read_kraken_book,
+    read_kraken_trades,
+)
 from ofi_fast.feeds.coinbase import CoinbaseChunk, CoinbaseReader, read_coinbase
 from ofi_fast.feeds.bitstamp import (
     BitstampL3Reader,
@@ -71,9 +78,11 @@ __all__ = [
     "CoinbaseReader",
     "ErrorLog",
     "KrakenBookReader",
+    "KrakenTradesReader",
     "kraken_checksum",
     "read_coinbase",
     "read_kraken_book",
+    "read_kraken_trades",
     "LobsterMessages",
     "LobsterReader",
     "LobsterTrades",

@@ -1,7 +1,8 @@
 """Shared plumbing of the feed readers: opening files, reading whole lines in bounded blocks,
 error policy, and the small array containers every reader returns.
 
-Pure Python + numpy; nothing compiled.
+Pure Python + numpy, except :class:`TokenSource`, which drives the compiled tokenizer
+(``ofi_fast._csv``) of the CSV readers (LOBSTER, Tardis).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+import queue
+import threading
 import zipfile
 from typing import Iterable
 
@@ -49,6 +52,17 @@ def open_binary(path, member: str | None = None):
     return f
 
 
+def uncompressed_size(path, member: str | None = None) -> int | None:
+    """Bytes of a plain file or of a zip member (None for gzip, whose size is not stored)."""
+    path = os.fspath(path)
+    if member is not None:
+        return zipfile.ZipFile(path).getinfo(member).file_size
+    with open(path, "rb") as f:
+        if f.read(2) == b"\x1f\x8b":
+            return None
+    return os.path.getsize(path)
+
+
 class ErrorLog:
     """Counts (and keeps the first few of) the malformed lines skipped under ``on_error='skip'``.
 
@@ -63,10 +77,11 @@ class ErrorLog:
         self.count = 0
         self.first: list[tuple[int, str]] = []  # (1-based line, reason)
 
-    def bad(self, line: int, reason: str) -> None:
-        """Report a malformed line: raise :class:`ParseError` or count it."""
+    def bad(self, line: int, reason: str, field: str | None = None) -> None:
+        """Report a malformed line: raise :class:`ParseError` (with ``field`` when known) or
+        count it."""
         if self.on_error == "raise":
-            raise ParseError(reason, path=self.path, line=line)
+            raise ParseError(reason, path=self.path, line=line, field=field)
         self.count += 1
         if len(self.first) < self.keep:
             self.first.append((line, reason))
@@ -146,6 +161,182 @@ class LineBlocks:
             first = self.line - cnt
             for i, ln in enumerate(block.split(b"\n")[:cnt]):
                 yield first + i, ln
+
+
+class BlockPrefetcher:
+    """Read ``block_bytes`` blocks of ``f`` in a background thread, at most ``depth`` ahead.
+
+    Inflating a zip or gzip member (zlib) and reading a file release the GIL, and so does the
+    tokenizer, so decompression of the next block overlaps the parsing of this one. Memory:
+    ``depth + 1`` blocks. :meth:`read` returns the next block (``b""`` at the end) or re-raises
+    the exception the thread met; :meth:`close` stops and joins the thread (``f`` stays open:
+    its owner closes it after).
+    """
+
+    def __init__(self, f, block_bytes: int, depth: int = 2):
+        self.f = f
+        self.block_bytes = block_bytes
+        self.q = queue.Queue(depth)
+        self.stopped = False
+        self.done = False
+        self.thread = threading.Thread(target=self._run, name="ofi_fast-prefetch", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopped:
+            try:
+                data = self.f.read(self.block_bytes)
+            except BaseException as exc:  # handed to the reading thread
+                data = exc
+            while not self.stopped:
+                try:
+                    self.q.put(data, timeout=0.05)
+                    break
+                except queue.Full:
+                    pass
+            if not isinstance(data, bytes) or not data:
+                return
+
+    def read(self, n: int = -1) -> bytes:
+        if self.done:
+            return b""
+        data = self.q.get()
+        if isinstance(data, BaseException):
+            self.done = True
+            raise data
+        if not data:
+            self.done = True
+        return data
+
+    def close(self) -> None:
+        self.stopped = True
+        self.thread.join()
+
+
+class TokenSource:
+    """Feed whole lines of a binary stream to a compiled :class:`ofi_fast._csv.Tokenizer`.
+
+    Reads ``block_bytes`` at a time (through a :class:`BlockPrefetcher` when ``prefetch``);
+    memory: a few blocks plus the partial line carried over. :meth:`read` parses up to
+    ``max_lines`` lines straight into the caller's output arrays. Malformed lines go to
+    ``errors`` (an :class:`ErrorLog`): it raises ``ParseError`` with the 1-based line number and
+    the field, or (``on_error="skip"``) counts the line and parsing continues with the next one.
+    ``skip_lines`` header lines are skipped first. ``line`` is the 1-based number of the next
+    line to read; ``bad_ids`` counts ``ID`` fields read as -1. Call :meth:`close` (or use it as
+    a context manager) before closing ``f``.
+
+    Block boundaries: the partial line at the end of a block is joined with the start of the
+    next block up to its first newline (a short buffer); the rest of that block is parsed in
+    place, so a block is never copied.
+    """
+
+    def __init__(self, f, tok, errors: ErrorLog, *, skip_lines: int = 0,
+                 block_bytes: int = 1 << 22, prefetch: bool = False):
+        self.f = BlockPrefetcher(f, block_bytes) if prefetch else f
+        self.tok = tok
+        self.errors = errors
+        self.block_bytes = block_bytes
+        self.buf = b""
+        self.pos = 0
+        self.pending = None  # (block, offset): the rest of a block after a joined line
+        self.final = False
+        self.line = 1
+        self.bad_ids = 0
+        for _ in range(skip_lines):
+            self.skip_line()
+
+    def close(self) -> None:
+        if isinstance(self.f, BlockPrefetcher):
+            self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def fill(self) -> None:
+        """Make more bytes available after the unparsed tail (or note the end of the stream)."""
+        if self.pending is not None:
+            self.buf, self.pos = self.pending
+            self.pending = None
+            return
+        data = self.f.read(self.block_bytes)
+        if not data:
+            self.final = True
+            return
+        if self.pos < len(self.buf):  # a partial line: join it with the next line only
+            tail = self.buf[self.pos:]
+            i = data.find(b"\n")
+            if i < 0:
+                self.buf = tail + data
+            else:
+                self.buf = tail + data[:i + 1]
+                self.pending = (data, i + 1)
+        else:
+            self.buf = data
+        self.pos = 0
+
+    def estimate_lines(self, total_bytes: int | None) -> int | None:
+        """Lines left in a stream of ``total_bytes`` uncompressed bytes, extrapolated from the
+        first 256 KiB of the first block, plus 5 % margin (an under-estimate only costs the
+        arrays a doubling); None if unknown."""
+        if not self.buf and not self.final:
+            self.fill()
+        seen = min(len(self.buf) - self.pos, 1 << 18)
+        nl = self.buf.count(b"\n", self.pos, self.pos + seen)
+        if not total_bytes or not seen:
+            return None if not self.final else nl + 1
+        return int(total_bytes * max(nl, 1) / seen * 1.05) + 64
+
+    def first_line(self) -> bytes:
+        """The next line (without its end), not consumed; b"" at the end of the stream."""
+        while True:
+            i = self.buf.find(b"\n", self.pos)
+            if i >= 0 or self.final:
+                return self.buf[self.pos:(i if i >= 0 else len(self.buf))].rstrip(b"\r")
+            self.fill()
+
+    def skip_line(self) -> None:
+        while True:
+            i = self.buf.find(b"\n", self.pos)
+            if i >= 0 or self.final:
+                if i >= 0 or self.pos < len(self.buf):
+                    self.line += 1
+                self.pos = i + 1 if i >= 0 else len(self.buf)
+                return
+            self.fill()
+
+    def read(self, outs, max_lines: int, row0: int = 0):
+        """Parse up to ``max_lines`` lines into ``outs`` (rows from ``row0``).
+
+        Returns ``(rows, lines, bad)``: rows written, lines consumed (0 only at the end of the
+        stream) and the 0-based indices, within these lines, of the malformed lines skipped.
+        """
+        tok = self.tok.bind(outs)
+        rows = lines = 0
+        bad = []
+        while lines < max_lines:
+            st, pos, nl, nr, field, fs, fe, nxt, nbad = tok.parse(
+                self.buf, self.pos, max_lines - lines, self.final, row0 + rows)
+            self.pos = pos
+            lines += nl
+            rows += nr
+            self.bad_ids += nbad
+            if st == 0:
+                if lines >= max_lines or self.final:
+                    break
+                self.fill()
+                continue
+            reason = tok.describe(st, field, bytes(self.buf[fs:fe]))
+            name = tok.names[field] if 0 <= field < len(tok.names) else None
+            self.errors.bad(self.line + lines, reason, name)  # raises under on_error="raise"
+            bad.append(lines)
+            lines += 1
+            self.pos = nxt
+        tok.unbind()
+        self.line += lines
+        return rows, lines, bad
 
 
 class Arrays:

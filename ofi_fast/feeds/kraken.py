@@ -10,9 +10,10 @@ zeros stripped; CRC32 of that as an unsigned 32-bit integer. The book is kept to
 depth D (levels pushed beyond D are removed, as Kraken requires of clients).
 
 The reader keeps a small pure-Python book (prices as the exact strings Kraken sent) for the
-chosen pair. A checksum mismatch raises :class:`~ofi_fast.errors.SequenceGapError` naming the
-line, the pair and both checksums (``on_gap="raise"``), or under ``on_gap="resync"`` drops the
-pair's updates (counted) until the next snapshot. Output rows: ``ts_exchange`` = the level's own
+chosen pair. A checksum mismatch raises :class:`~ofi_fast.errors.ChecksumError` (a subclass of
+:class:`~ofi_fast.errors.SequenceGapError`) naming the file and line of the message, the pair
+and both checksums (``on_gap="raise"``), or under ``on_gap="resync"`` drops the pair's updates
+(counted) until the next snapshot. Output rows: ``ts_exchange`` = the level's own
 timestamp, ``ts_local`` = the recorder's, ``update_id`` = -1 (Kraken v1 has no sequence id).
 """
 
@@ -21,9 +22,16 @@ from __future__ import annotations
 import heapq
 import zlib
 
-from ofi_fast.errors import SequenceGapError
+from ofi_fast.errors import ChecksumError, SequenceGapError
 from ofi_fast.feeds._common import DEFAULT_CHUNK_ROWS, ErrorLog, decimal_to_int
-from ofi_fast.feeds._l2 import FLAG_BATCH_END, FLAG_CLEAR, FLAG_SNAPSHOT, BookDeltas, Columns
+from ofi_fast.feeds._l2 import (
+    FLAG_BATCH_END,
+    FLAG_CLEAR,
+    FLAG_SNAPSHOT,
+    BookDeltas,
+    Columns,
+    Trades,
+)
 from ofi_fast.feeds._recorded import recorded_messages
 
 
@@ -152,7 +160,7 @@ class KrakenBookReader:
                 detail = (f"{self.path}:{no}: Kraken checksum mismatch for {self.pair}: "
                           f"message says {checksum}, rebuilt top-10 book gives {got}")
                 if self.on_gap == "raise":
-                    raise SequenceGapError(detail, field="c", index=no)
+                    raise ChecksumError(detail, field="c", index=no, expected=checksum, got=got)
                 st["gaps"].append((no, detail))
                 st["dropped_gap"] += 1
                 self._synced = False
@@ -177,3 +185,83 @@ class KrakenBookReader:
 def read_kraken_book(path, **kwargs):
     """Whole-file convenience: ``KrakenBookReader(path, **kwargs).read()``."""
     return KrakenBookReader(path, **kwargs).read()
+
+
+_TAKER_SIDE = {"b": 1, "s": -1}
+
+
+class KrakenTradesReader:
+    """Kraken WebSocket v1 ``trade`` captures -> :class:`Trades` (one pair).
+
+    Messages (docs.kraken.com, "WebSocket API v1 - trade"): ``[channelID, [[price, volume,
+    time, side, orderType, misc], ...], "trade", pair]``; ``side`` is the taker's (``b`` buy ->
+    buyer-initiated +1, ``s`` sell -> -1), ``time`` decimal seconds -> int64 ns exactly. Kraken
+    v1 trades carry no id: ``trade_id`` = -1. ``pair`` defaults to the first pair with a trade
+    message; other pairs are counted in ``stats["other_pair"]``, trade messages in
+    ``stats["messages"]``. A malformed message raises ParseError (file, line) or, under
+    ``on_error="skip"``, is counted in ``errors``.
+    """
+
+    def __init__(self, path, *, pair=None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                 on_error: str = "raise"):
+        self.path = str(path)
+        self.pair = pair
+        self.chunk_rows = int(chunk_rows)
+        self.errors = ErrorLog(self.path, on_error)
+
+    def __iter__(self):
+        self.stats = st = {"lines": 0, "markers": 0, "events": 0, "messages": 0, "trades": 0,
+                           "other_pair": 0, "other_channel": 0}
+        out = Columns(Trades)
+        for no, ts_local, msg in recorded_messages(self.path, self.errors, st):
+            st["lines"] += 1
+            if isinstance(msg, dict):
+                st["events"] += 1
+                continue
+            try:
+                if (not isinstance(msg, list) or len(msg) != 4 or not isinstance(msg[2], str)
+                        or not isinstance(msg[3], str)):
+                    raise ValueError("not [channelID, trades, channelName, pair]")
+                if msg[2] != "trade":
+                    st["other_channel"] += 1
+                    continue
+                if self.pair is None:
+                    self.pair = msg[3]
+                if msg[3] != self.pair:
+                    st["other_pair"] += 1
+                    continue
+                if not isinstance(msg[1], list) or not msg[1]:
+                    raise ValueError("trade payload is not a non-empty list")
+                rows = [self._trade(e, ts_local) for e in msg[1]]
+            except (TypeError, ValueError, IndexError) as exc:
+                self.errors.bad(no, f"bad Kraken trade message ({type(exc).__name__}: {exc})")
+                continue
+            st["messages"] += 1
+            st["trades"] += len(rows)
+            out.extend(rows)
+            if len(out) >= self.chunk_rows:
+                yield out.flush()
+        if len(out):
+            yield out.flush()
+
+    def read(self):
+        """The whole capture (for the chosen pair) as one :class:`Trades`."""
+        return Trades.concat(list(self))
+
+    @staticmethod
+    def _trade(e, ts_local):
+        if not isinstance(e, list) or len(e) < 4:
+            raise ValueError(f"trade entry {e!r} is not [price, volume, time, side, ...]")
+        price, size = float(e[0]), float(e[1])
+        if not (0 < price < float("inf") and 0 <= size < float("inf")):
+            raise ValueError(f"bad price/volume {e[0]!r}/{e[1]!r}")
+        side = _TAKER_SIDE.get(e[3])
+        if side is None:
+            raise ValueError(f"side {e[3]!r} is not 'b' or 's'")
+        # Trades columns: ts_exchange, ts_local, price, size, side, trade_id
+        return decimal_to_int(e[2], 9), ts_local, price, size, side, -1
+
+
+def read_kraken_trades(path, **kwargs):
+    """Whole-file convenience: ``KrakenTradesReader(path, **kwargs).read()``."""
+    return KrakenTradesReader(path, **kwargs).read()

@@ -30,6 +30,16 @@ Decisions (where the format leaves things open):
 - Empty book levels: price NaN, size 0.
 - Times with more than 9 decimals (one row of the AMZN level-5 sample reads
   ``43002.632812672004``) are rounded to the nearest ns, halves up, in integer arithmetic.
+
+Parsing: the compiled tokenizer :mod:`ofi_fast._csv` reads each line straight into the typed
+columns with the GIL released (time -> exact int64 ns plus midnight; prices ``float64(v) /
+10000``, the same two IEEE operations as numpy's ``astype`` and divide; dummy prices -> NaN and
+their sizes -> 0), validating as it goes: time >= 0, type 1..7, order id and sizes >= 0,
+direction +-1, 6 message / 4 x LEVEL book columns. Halt rows (type 7, price -1/0/1) and the
+time order are checked on the parsed chunk. Lines end in ``\n`` or ``\r\n``; an empty line is
+malformed. A background thread inflates the next block of a zip member while the current one
+is parsed (:class:`~ofi_fast.feeds._common.BlockPrefetcher`). ``_slow_message`` and
+``LobsterReader._columns`` are the pure-Python exact path the tests compare with.
 """
 
 from __future__ import annotations
@@ -37,17 +47,18 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
-import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ofi_fast._csv import INT, INT8, INT_F64, SCALED, Tokenizer, column
 from ofi_fast.feeds._common import (
     DEFAULT_CHUNK_ROWS,
     ErrorLog,
-    LineBlocks,
+    TokenSource,
     arrays_class,
+    uncompressed_size,
     decimal_to_int,
     open_binary,
 )
@@ -80,6 +91,8 @@ LobsterTrades = arrays_class("LobsterTrades", {
 }, "Executions (types 4/5, and 6 with side 0) with the aggressor side.")
 
 _POW10 = 10 ** np.arange(10, dtype=np.int64)
+_MSG_COLS = ("ts", "type", "order_id", "size", "price", "direction")
+_BOOK_COLS = ("ask_px", "ask_sz", "bid_px", "bid_sz")
 _NAME_RE = re.compile(r"(?P<ticker>[^/\\_]+)_(?P<date>\d{4}-\d{2}-\d{2})_\d+_\d+_"
                       r"(?P<kind>message|orderbook)_(?P<level>\d+)\.csv$")
 
@@ -167,48 +180,118 @@ class LobsterReader:
         self.rows = 0
 
     # -- iteration ---------------------------------------------------------------------------
+    def _msg_tokenizer(self):
+        """Message columns: exact ns time (+ midnight), type 1..7, id >= 0, size >= 0 -> float,
+        price / 10000 -> float, direction +-1."""
+        return Tokenizer([
+            column("time", SCALED, digits=9, lo=0, offset=self.origin_ns),
+            column("type", INT8, lo=1, hi=7),
+            column("order_id", INT, lo=0),
+            column("size", INT_F64, lo=0),
+            column("price", INT_F64, divisor=PRICE_SCALE),
+            column("direction", INT8, lo=-1, hi=1, nonzero=True),
+        ])
+
+    def _book_tokenizer(self):
+        """Order-book columns per level: ask price (dummy -> NaN), ask size (0 on an empty
+        level), bid price, bid size."""
+        cols = []
+        for i in range(self.level):
+            cols += [column(f"ask_px[{i}]", INT_F64, divisor=PRICE_SCALE, sentinel=DUMMY_ASK),
+                     column(f"ask_sz[{i}]", INT_F64, lo=0, zero_after_sentinel=True),
+                     column(f"bid_px[{i}]", INT_F64, divisor=PRICE_SCALE, sentinel=DUMMY_BID),
+                     column(f"bid_sz[{i}]", INT_F64, lo=0, zero_after_sentinel=True)]
+        return Tokenizer(cols)
+
     def __iter__(self):
+        return self._chunks(grow=False)
+
+    def _chunks(self, grow):
+        """Yield one :class:`LobsterMessages` per ``chunk_rows`` lines; with ``grow`` a single
+        one for the whole file (the arrays double in place, ``ndarray.resize`` = realloc, so
+        the whole-file read never copies the parsed columns)."""
         self.counts = {t: 0 for t in range(1, 8)}
         self.rows = 0
         last_ts = None
         with open_binary(*self.msg_src) as fm:
             fo = open_binary(*self.ob_src) if self.ob_src else None
+            ms = obs = None
             try:
-                mb = LineBlocks(fm)
-                ob = LineBlocks(fo) if fo is not None else None
+                ms = TokenSource(fm, self._msg_tokenizer(), self.errors, prefetch=True)
+                if fo is not None:
+                    obs = TokenSource(fo, None, self.ob_errors, prefetch=True)
+                    if self.level is None:
+                        self.level = max(1, (obs.first_line().count(b",") + 1) // 4)
+                    obs.tok = self._book_tokenizer()
+                lv = self.level if obs is not None else 0
                 while True:
-                    line0 = mb.line
-                    block, n = mb.take(self.chunk_rows)
-                    if ob is not None:
-                        oline0 = ob.line
-                        oblock, on = ob.take(self.chunk_rows)
-                        if on != n:
-                            self.ob_errors.on_error = "raise"
-                            self.ob_errors.bad(oline0 + on, f"order-book file has {on} rows "
-                                               f"where the message file has {n}")
-                    if n == 0:
+                    line0 = ms.line
+                    cap = self.chunk_rows
+                    if grow:
+                        est = ms.estimate_lines(uncompressed_size(*self.msg_src))
+                        cap = max(1, est) if est is not None else max(cap, 1 << 16)
+                    msg = {k: np.empty(cap, LobsterMessages.DTYPES[k]) for k in _MSG_COLS}
+                    book = {k: np.empty((cap, lv)) for k in _BOOK_COLS}
+                    n = on = nlines = 0
+                    bad, obad = [], []
+                    while True:
+                        want = cap - max(n, on)
+                        dn, dl, db = ms.read([msg[k][n:] for k in _MSG_COLS], want)
+                        bad += [nlines + i for i in db]
+                        if obs is not None:
+                            oline0 = obs.line
+                            outs = [book[k][on:, i] for i in range(lv) for k in _BOOK_COLS]
+                            don, dol, dob = obs.read(outs, want)
+                            del outs
+                            if dol != dl:
+                                self.ob_errors.on_error = "raise"
+                                self.ob_errors.bad(oline0 + dol, f"order-book file has "
+                                                   f"{nlines + dol} rows where the message "
+                                                   f"file has {nlines + dl}")
+                            obad += [nlines + i for i in dob]
+                            on += don
+                        n += dn
+                        nlines += dl
+                        if not grow or dl < want:
+                            break
+                        cap *= 2
+                        for k in _MSG_COLS:
+                            msg[k].resize(cap, refcheck=False)
+                        for k in _BOOK_COLS:
+                            book[k].resize((cap, lv), refcheck=False)
+                    if nlines == 0:
                         break
-                    msg, keep = self._parse_messages(block, n, line0)
-                    if ob is not None:
-                        book, okeep = self._parse_book(oblock, n, oline0)
-                        both = keep & okeep
-                        if not both.all():  # drop a row skipped in either file from both
-                            msg = {k: v[both[keep]] for k, v in msg.items()}
-                            book = {k: v[both[okeep]] for k, v in book.items()}
+                    # trim in place (realloc) so a chunk never holds more memory than its rows
+                    for k in _MSG_COLS:
+                        msg[k].resize(n, refcheck=False)
+                    if obs is not None:
+                        for k in _BOOK_COLS:
+                            book[k].resize((on, lv), refcheck=False)
                     else:
-                        both = keep
-                        book = {k: np.empty((len(msg["ts"]), 0)) for k in
-                                ("ask_px", "ask_sz", "bid_px", "bid_sz")}
+                        book = {k: np.empty((n, 0)) for k in _BOOK_COLS}
+                    keep = None
+                    if bad or obad:  # drop a row skipped in either file from both
+                        mkeep = np.ones(nlines, bool)
+                        mkeep[bad] = False
+                        okeep = np.ones(nlines, bool)
+                        okeep[obad] = False
+                        keep = mkeep & okeep
+                        msg = {k: v[keep[mkeep]] for k, v in msg.items()}
+                        if obs is not None:
+                            book = {k: v[keep[okeep]] for k, v in book.items()}
+                        else:
+                            book = {k: np.empty((len(msg["ts"]), 0)) for k in _BOOK_COLS}
+                    rows_line = (np.arange(nlines) if keep is None
+                                 else np.flatnonzero(keep)) + line0
+                    msg, book, rows_line = self._finish_messages(msg, book, rows_line)
                     ts = msg["ts"]
                     if len(ts):
-                        back = np.flatnonzero(np.diff(ts) < 0)
+                        back = np.flatnonzero(ts[1:] < ts[:-1])
                         if last_ts is not None and ts[0] < last_ts:
                             back = np.r_[-1, back]
                         if len(back):
-                            rows = np.flatnonzero(both)
                             self.errors.on_error = "raise"  # cannot be skipped consistently
-                            self.errors.bad(line0 + int(rows[back[0] + 1]),
-                                            "time goes backwards")
+                            self.errors.bad(int(rows_line[back[0] + 1]), "time goes backwards")
                         last_ts = int(ts[-1])
                     chunk = LobsterMessages(**msg, **book)
                     bc = np.bincount(chunk.type, minlength=8)
@@ -217,33 +300,47 @@ class LobsterReader:
                     self.rows += len(chunk)
                     yield chunk
             finally:
+                for src in (ms, obs):  # stop the prefetch threads before the files close
+                    if src is not None:
+                        src.close()
                 if fo is not None:
                     fo.close()
 
+    def _finish_messages(self, msg, book, rows_line):
+        """Aggressor side, halt codes (type 7: price -1/0/1 -> NaN price + halt code)."""
+        typ, direction, price = msg["type"], msg["direction"], msg["price"]
+        n = len(typ)
+        side = np.zeros(n, np.int8)
+        ex = (typ == EXECUTE_VISIBLE) | (typ == EXECUTE_HIDDEN)
+        np.negative(direction, out=side, where=ex)
+        halt = np.zeros(n, np.int8)
+        is_halt = np.flatnonzero(typ == HALT)
+        if len(is_halt):
+            raw = np.rint(price[is_halt] * PRICE_SCALE)
+            bad = (raw < -1) | (raw > 1)
+            if bad.any():
+                drop = []
+                for j in np.flatnonzero(bad):
+                    self.errors.bad(int(rows_line[is_halt[j]]),
+                                    f"type 7 (halt) row with price {int(raw[j])}, not -1/0/1")
+                    drop.append(is_halt[j])
+                keep = np.ones(n, bool)
+                keep[drop] = False
+                msg = {k: v[keep] for k, v in msg.items()}
+                book = {k: v[keep] for k, v in book.items()}
+                return self._finish_messages(msg, book, rows_line[keep])
+            halt[is_halt] = (raw + 2).astype(np.int8)
+            price[is_halt] = np.nan
+        msg["side"] = side
+        msg["halt"] = halt
+        return msg, book, rows_line
+
     def read(self) -> "LobsterMessages":
-        """The whole file as one :class:`LobsterMessages`."""
-        return LobsterMessages.concat(list(self))
+        """The whole file as one :class:`LobsterMessages` (parsed into arrays grown in place,
+        without a final concatenation)."""
+        return LobsterMessages.concat(list(self._chunks(grow=True)))
 
-    # -- message parsing ---------------------------------------------------------------------
-    def _parse_messages(self, block: bytes, n: int, line0: int):
-        """Parse ``n`` message lines. Returns (columns of the good rows, keep mask (n,))."""
-        fast = _fast_messages(block, n)
-        if fast is not None:
-            sec, frac, nd, vals = fast
-            ok = _valid_messages(vals, nd)
-            if ok.all():
-                return self._columns(sec, frac, nd, vals), ok
-        # slow path: line by line, exact, finds and reports the bad lines
-        rows, keep = [], np.ones(n, dtype=bool)
-        for i, ln in enumerate(block.split(b"\n")[:n]):
-            try:
-                rows.append(_slow_message(ln))
-            except ValueError as exc:
-                keep[i] = False
-                self.errors.bad(line0 + i, f"bad LOBSTER message row {ln[:80]!r}: {exc}")
-        a = np.array(rows, dtype=np.int64).reshape(-1, 8)
-        return self._columns(a[:, 0], a[:, 1], a[:, 2], a[:, 3:]), keep
-
+    # -- pure-Python exact reference (tests compare the tokenizer's output with it) -------------
     def _columns(self, sec, frac, nd, vals):
         ts = self.origin_ns + sec * 1_000_000_000 + frac * _POW10[9 - nd]
         typ = vals[:, 0].astype(np.int8)
@@ -261,91 +358,6 @@ class LobsterReader:
         return {"ts": ts, "type": typ, "order_id": vals[:, 1].copy(),
                 "size": vals[:, 2].astype(np.float64), "price": price,
                 "direction": direction, "side": side, "halt": halt}
-
-    # -- order-book parsing --------------------------------------------------------------------
-    def _parse_book(self, block: bytes, n: int, line0: int):
-        if self.level is None:
-            first = block[: block.find(b"\n")]
-            self.level = (first.count(b",") + 1) // 4
-        ncol = 4 * self.level
-        a = _fast_ints(block, n * ncol)
-        keep = np.ones(n, dtype=bool)
-        if a is None:
-            rows = []
-            for i, ln in enumerate(block.split(b"\n")[:n]):
-                parts = ln.split(b",")
-                try:
-                    if len(parts) != ncol:
-                        raise ValueError(f"{len(parts)} columns, expected {ncol}")
-                    rows.append([int(p) for p in parts])
-                except ValueError as exc:
-                    keep[i] = False
-                    self.ob_errors.bad(line0 + i, f"bad LOBSTER order-book row: {exc}")
-            a = np.array(rows, dtype=np.int64).reshape(-1, ncol)
-        else:
-            a = a.reshape(n, ncol)
-        ask_px = a[:, 0::4].astype(np.float64)
-        bid_px = a[:, 2::4].astype(np.float64)
-        ask_sz = a[:, 1::4].astype(np.float64)
-        bid_sz = a[:, 3::4].astype(np.float64)
-        ea = a[:, 0::4] == DUMMY_ASK
-        eb = a[:, 2::4] == DUMMY_BID
-        ask_px /= PRICE_SCALE
-        bid_px /= PRICE_SCALE
-        ask_px[ea] = np.nan
-        ask_sz[ea] = 0.0
-        bid_px[eb] = np.nan
-        bid_sz[eb] = 0.0
-        return {"ask_px": ask_px, "ask_sz": ask_sz, "bid_px": bid_px, "bid_sz": bid_sz}, keep
-
-
-def _fast_ints(block: bytes, expect: int):
-    """All comma/newline separated integers of ``block`` via numpy's C parser, or None."""
-    text = block.replace(b"\n", b",")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            a = np.fromstring(text, dtype=np.int64, sep=",")
-        except (DeprecationWarning, ValueError):
-            return None
-    return a if len(a) == expect else None
-
-
-def _fast_messages(block: bytes, n: int):
-    """Vectorised parse of ``n`` well-formed message lines, or None to fall back to the slow path.
-
-    The time ``SSSSS.fffffffff`` is split at the dot into two integers; the number of decimals
-    (from the byte positions of the dot and the next comma) scales the fraction to ns exactly.
-    """
-    raw = np.frombuffer(block, np.uint8)
-    dots = np.flatnonzero(raw == 46)
-    if len(dots) != n:
-        return None
-    commas = np.flatnonzero(raw == 44)
-    if len(commas) != 5 * n:
-        return None
-    first_comma = commas[0::5]
-    nls = np.flatnonzero(raw == 10)
-    starts = np.empty(n, np.int64)
-    starts[0] = 0
-    starts[1:] = nls[:-1] + 1
-    nd = first_comma - dots - 1
-    if not ((dots > starts).all() and (nd >= 1).all() and (nd <= 18).all()
-            and (commas[4::5] < nls).all()):
-        return None
-    vals = _fast_ints(block.replace(b".", b","), 7 * n)
-    if vals is None:
-        return None
-    vals = vals.reshape(n, 7)
-    frac = vals[:, 1]
-    long = nd > 9
-    if long.any():  # sub-ns digits: round to the nearest ns (halves up), exactly
-        frac = frac.copy()
-        scale = 10 ** (nd[long] - 9)
-        frac[long] = (frac[long] + scale // 2) // scale
-        nd = np.where(long, 9, nd)
-    return vals[:, 0], frac, nd, vals[:, 2:]
-
 
 def _valid_messages(vals, nd):
     typ, direction = vals[:, 0], vals[:, 4]

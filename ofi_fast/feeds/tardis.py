@@ -20,21 +20,29 @@ size at ``price`` (0 deletes). Flags:
 unknown 0); non-numeric trade ids become -1 (counted in ``stats["non_numeric_ids"]``).
 
 ``book_snapshot_N`` -> :class:`TardisBookSnapshots`, (n, N) arrays, empty levels NaN / 0.
+
+Parsing: the compiled tokenizer :mod:`ofi_fast._csv` reads each line into typed columns with
+the GIL released: ``exchange`` / ``symbol`` skipped (not checked), times ``int * 1000``
+(overflow-checked), ``is_snapshot`` ``true``/``false``, ``side`` ``bid``/``ask`` (book) or
+``buy``/``sell``/``unknown`` (trades), prices > 0 and amounts >= 0 as float64 equal bit for
+bit to Python's ``float(text)`` (no ``nan`` / ``inf`` spellings). Malformed lines raise
+``ParseError`` naming the file, line and field, or are skipped and counted.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
+import re
 
 import numpy as np
 
+from ofi_fast._csv import BOOL, FLOAT, ID, INT, SIDE_BOOK, SIDE_TRADE, SKIP, Tokenizer, column
 from ofi_fast.feeds._common import (
     DEFAULT_CHUNK_ROWS,
     ErrorLog,
-    LineBlocks,
+    TokenSource,
     arrays_class,
     open_binary,
+    uncompressed_size,
 )
 from ofi_fast.feeds._l2 import FLAG_BATCH_END, FLAG_CLEAR, FLAG_SNAPSHOT, BookDeltas, Trades
 
@@ -49,14 +57,20 @@ TardisBookSnapshots = arrays_class("TardisBookSnapshots", {
 }, "Tardis book_snapshot_N rows: (n,) times and (n, N) level arrays (NaN price / 0 size = empty).")
 
 _US = 1000
-# Structured dtypes of numpy's C loadtxt fast path. String widths bound the fields: a longer
-# value fails the fast path and the exact Python path reads the chunk instead.
-_L2_DTYPE = np.dtype([("exchange", "S32"), ("symbol", "S64"), ("timestamp", "i8"),
-                      ("local_timestamp", "i8"), ("is_snapshot", "S5"), ("side", "S3"),
-                      ("price", "f8"), ("amount", "f8")])
-_TRADE_DTYPE = np.dtype([("exchange", "S32"), ("symbol", "S64"), ("timestamp", "i8"),
-                         ("local_timestamp", "i8"), ("id", "S64"), ("side", "S7"),
-                         ("price", "f8"), ("amount", "f8")])
+_SNAP_RE = re.compile(r"(asks|bids)\[(\d+)\]\.(price|amount)$")
+
+
+def _time(name):
+    """Tardis microseconds -> int64 ns (x 1000, overflow-checked)."""
+    return column(name, INT, mult=_US)
+
+
+_L2_SPEC = [column("exchange", SKIP), column("symbol", SKIP), _time("timestamp"),
+            _time("local_timestamp"), column("is_snapshot", BOOL), column("side", SIDE_BOOK),
+            column("price", FLOAT, positive=True), column("amount", FLOAT, nonneg=True)]
+_TRADE_SPEC = [column("exchange", SKIP), column("symbol", SKIP), _time("timestamp"),
+               _time("local_timestamp"), column("id", ID), column("side", SIDE_TRADE),
+               column("price", FLOAT, positive=True), column("amount", FLOAT, nonneg=True)]
 
 
 class TardisReader:
@@ -83,72 +97,49 @@ class TardisReader:
               and (len(self.columns) - 4) % 4 == 0 and self.columns[4] == "asks[0].price"):
             self.kind = "book_snapshot"
             self.levels = (len(self.columns) - 4) // 4
-            self._snap_cols = {c: j + 4 for j, c in enumerate(self.columns[4:])}
+            want = {f"{side}[{i}].{k}" for side in ("asks", "bids") for i in range(self.levels)
+                    for k in ("price", "amount")}
+            if set(self.columns[4:]) != want:
+                raise ValueError(f"{self.path}: Tardis book_snapshot header does not name "
+                                 f"asks/bids[0..{self.levels - 1}].price/amount once each")
         else:
             raise ValueError(f"{self.path}: unknown Tardis CSV header {header!r}")
 
     # ---------------------------------------------------------------------------------------
-    def _blocks(self):
-        """(first line number, rows, raw block bytes) for each chunk of ``chunk_rows`` lines."""
-        with open_binary(self.path) as f:
-            lb = LineBlocks(f)
-            lb.take(1)  # header
+    def _chunks(self, spec, alloc, views, grow=False):
+        """Yield ``(rows, arrays)`` per chunk of ``chunk_rows`` lines, parsed by the compiled
+        tokenizer straight into fresh arrays (``alloc(cap)`` -> arrays, ``views(arrays, r)`` ->
+        the tokenizer's outputs from row ``r``); malformed lines raise or are skipped and
+        counted in ``errors``. With ``grow``, one chunk for the whole file: the arrays start at
+        the line count extrapolated from the first block and double in place if needed."""
+        with open_binary(self.path) as f, \
+                TokenSource(f, Tokenizer(spec), self.errors, skip_lines=1, prefetch=True) as src:
             while True:
-                line0 = lb.line
-                block, n = lb.take(self.chunk_rows)
-                if not n:
+                cap = self.chunk_rows
+                if grow:
+                    est = src.estimate_lines(uncompressed_size(self.path))
+                    cap = max(1, est) if est is not None else max(cap, 1 << 16)
+                arrays = alloc(cap)
+                rows = lines = 0
+                bad_ids = src.bad_ids
+                while True:
+                    want = cap - rows
+                    dr, dl, _ = src.read(views(arrays, rows), want)
+                    rows += dr
+                    lines += dl
+                    if not grow or dl < want:
+                        break
+                    cap *= 2
+                    for x in arrays:
+                        x.resize((cap,) + x.shape[1:], refcheck=False)
+                self.stats["non_numeric_ids"] += src.bad_ids - bad_ids
+                if not lines:
                     return
-                yield line0, n, block
-
-    def _fields(self, line0, n, block):
-        """Slow path: split fields with Python, reporting rows with a wrong column count."""
-        ncol = len(self.columns)
-        rows, keep = [], np.ones(n, bool)
-        for i, ln in enumerate(block.split(b"\n")[:n]):
-            parts = ln.split(b",")
-            if len(parts) != ncol:
-                keep[i] = False
-                self.errors.bad(line0 + i, f"{len(parts)} columns, expected {ncol}")
-            else:
-                rows.extend(parts)
-        return int(keep.sum()), rows, keep
-
-    def _chunk(self, line0, n, block, convert, fields_convert, dtype):
-        """Fast path: numpy's C ``loadtxt`` with a structured dtype; on any failure the exact
-        row-by-row path, which names the bad line."""
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
-                a = np.loadtxt(io.BytesIO(block), delimiter=",", dtype=dtype, ndmin=1,
-                               comments=None, quotechar=None)
-            if len(a) == n:
-                return convert([a[name] for name in dtype.names], n)
-        except (ValueError, TypeError, Warning):
-            pass
-        m, fields, keep = self._fields(line0, n, block)
-        return self._convert(line0, m, fields, keep, fields_convert)
-
-    def _convert(self, line0, n, fields, keep, convert):
-        """Vectorised conversion; on failure, locate the bad rows one by one."""
-        ncol = len(self.columns)
-        try:
-            return convert(fields, n)
-        except ValueError:
-            pass
-        good = []
-        lines = np.arange(line0, line0 + len(keep)) if keep is not None else \
-            np.arange(line0, line0 + n)
-        if keep is not None:
-            lines = lines[keep]
-        for i in range(n):
-            row = fields[i * ncol:(i + 1) * ncol]
-            try:
-                convert(row, 1)
-            except ValueError as exc:
-                self.errors.bad(int(lines[i]), f"bad Tardis row ({exc}): {b','.join(row)[:80]!r}")
-                continue
-            good.extend(row)
-        return convert(good, len(good) // ncol)
+                for x in arrays:  # trim in place (realloc): a chunk holds only its rows
+                    x.resize((rows,) + x.shape[1:], refcheck=False)
+                yield rows, arrays
+                if grow:
+                    grow = False
 
     def __iter__(self):
         self.stats = {"rows": 0, "snapshots": 0, "dropped_before_snapshot": 0,
@@ -156,55 +147,40 @@ class TardisReader:
         if self.kind == "incremental_book_L2":
             yield from self._iter_l2()
         elif self.kind == "trades":
-            for line0, n, block in self._blocks():
-                t = self._chunk(line0, n, block, self._trades_cols, self._trades,
-                                _TRADE_DTYPE)
-                self.stats["rows"] += len(t)
-                yield t
+            for rows, (ts, lt, tid, side, px, sz) in self._chunks(
+                    _TRADE_SPEC, _trade_alloc, _views, self._grow):
+                self.stats["rows"] += rows
+                yield Trades(ts_exchange=ts, ts_local=lt, price=px, size=sz, side=side,
+                             trade_id=tid)
         else:
-            for line0, n, block in self._blocks():
-                m, fields, keep = self._fields(line0, n, block)
-                s = self._convert(line0, m, fields, keep, self._snapshots)
-                self.stats["rows"] += len(s)
-                yield s
+            for rows, arrays in self._chunks(self._snapshot_spec(), self._snapshot_alloc,
+                                             self._snapshot_views, self._grow):
+                self.stats["rows"] += rows
+                yield TardisBookSnapshots(**dict(zip(_SNAP_FIELDS, arrays)))
+
+    _grow = False
 
     def read(self):
-        """The whole file as one container."""
+        """The whole file as one container (parsed into arrays grown in place, without a final
+        concatenation)."""
         cls = {"incremental_book_L2": BookDeltas, "trades": Trades,
                "book_snapshot": TardisBookSnapshots}[self.kind]
-        return cls.concat(list(self))
+        self._grow = True
+        try:
+            return cls.concat(list(self))
+        finally:
+            self._grow = False
 
     # incremental_book_L2 --------------------------------------------------------------------
-    @staticmethod
-    def _l2(f, n):
-        return TardisReader._l2_cols([f[j::8][:n] for j in range(8)], n)
-
-    @staticmethod
-    def _l2_cols(c, n):
-        ts = np.asarray(c[2]).astype(np.int64) * _US
-        lt = np.asarray(c[3]).astype(np.int64) * _US
-        snap_s = np.asarray(c[4])
-        snap = snap_s == b"true"
-        if not (snap | (snap_s == b"false")).all():
-            raise ValueError("is_snapshot not true/false")
-        side_s = np.asarray(c[5])
-        bid = side_s == b"bid"
-        if not (bid | (side_s == b"ask")).all():
-            raise ValueError("side not bid/ask")
-        px = np.asarray(c[6]).astype(np.float64)
-        sz = np.asarray(c[7]).astype(np.float64)
-        if not ((px > 0) & (px < np.inf)).all() or not ((sz >= 0) & (sz < np.inf)).all():
-            raise ValueError("price not > 0 or amount not >= 0 (or not finite)")
-        return ts, lt, snap, np.where(bid, 1, -1).astype(np.int8), px, sz
-
     def _iter_l2(self):
         st = self.stats
         prev = None            # (ts, lt, snap, side, px, sz) of the chunk held back
         last_lt = None         # local_timestamp of the last row emitted before `prev`
         last_snap = False      # is_snapshot of that row
         seen_snapshot = False
-        for line0, n, block in self._blocks():
-            cols = self._chunk(line0, n, block, self._l2_cols, self._l2, _L2_DTYPE)
+        for _, (ts, lt, snap, side, px, sz) in self._chunks(_L2_SPEC, _l2_alloc, _views,
+                                                            self._grow):
+            cols = (ts, lt, snap.view(np.bool_), side, px, sz)
             if not seen_snapshot:
                 snap = cols[2]
                 if snap.any():
@@ -247,47 +223,52 @@ class TardisReader:
         return BookDeltas(ts_exchange=ts, ts_local=lt, side=side, price=px, size=sz,
                           update_id=np.full(n, -1, np.int64), flags=flags)
 
-    # trades -----------------------------------------------------------------------------------
-    def _trades(self, f, n):
-        return self._trades_cols([f[j::8][:n] for j in range(8)], n)
-
-    def _trades_cols(self, c, n):
-        ts = np.asarray(c[2]).astype(np.int64) * _US
-        lt = np.asarray(c[3]).astype(np.int64) * _US
-        ids = np.asarray(c[4])
-        try:
-            tid = ids.astype(np.int64)
-        except ValueError:
-            tid = np.array([int(x) if x.isdigit() else -1 for x in ids], np.int64)
-            self.stats["non_numeric_ids"] += int((tid == -1).sum())
-        side_s = np.asarray(c[5])
-        side = np.zeros(n, np.int8)
-        side[side_s == b"buy"] = 1
-        side[side_s == b"sell"] = -1
-        if not ((side != 0) | (side_s == b"unknown")).all():
-            raise ValueError("side not buy/sell/unknown")
-        px = np.asarray(c[6]).astype(np.float64)
-        sz = np.asarray(c[7]).astype(np.float64)
-        if not ((px > 0) & (px < np.inf)).all() or not ((sz >= 0) & (sz < np.inf)).all():
-            raise ValueError("price not > 0 or amount not >= 0 (or not finite)")
-        return Trades(ts_exchange=ts, ts_local=lt, price=px, size=sz, side=side, trade_id=tid)
-
     # book_snapshot_N ---------------------------------------------------------------------------
-    def _snapshots(self, f, n):
-        ncol = len(self.columns)
-        ts = np.array(f[2::ncol][:n]).astype(np.int64) * _US
-        lt = np.array(f[3::ncol][:n]).astype(np.int64) * _US
-        out = {}
-        for side in ("asks", "bids"):
-            for k, name in (("price", "px"), ("amount", "sz")):
-                cols = []
-                for i in range(self.levels):
-                    j = self._snap_cols[f"{side}[{i}].{k}"]
-                    a = np.array(f[j::ncol][:n])
-                    a = np.where(a == b"", b"nan" if k == "price" else b"0", a)
-                    cols.append(a.astype(np.float64))
-                out[f"{side[:3]}_{name}"] = np.stack(cols, axis=1) if cols else np.empty((n, 0))
-        return TardisBookSnapshots(ts_exchange=ts, ts_local=lt, **out)
+    def _snapshot_spec(self):
+        """timestamp, local_timestamp, then each level column of the header in its order:
+        prices > 0 (empty -> NaN), amounts >= 0 (empty -> 0); other columns skipped."""
+        spec = [column("exchange", SKIP), column("symbol", SKIP), _time("timestamp"),
+                _time("local_timestamp")]
+        self._snap_slots = []
+        for name in self.columns[4:]:
+            m = _SNAP_RE.match(name)
+            if m is None or int(m[2]) >= self.levels:
+                spec.append(column(name, SKIP))
+                self._snap_slots.append(None)
+            elif m[3] == "price":
+                spec.append(column(name, FLOAT, positive=True, empty=np.nan))
+                self._snap_slots.append((f"{m[1][:3]}_px", int(m[2])))
+            else:
+                spec.append(column(name, FLOAT, nonneg=True, empty=0.0))
+                self._snap_slots.append((f"{m[1][:3]}_sz", int(m[2])))
+        return spec
+
+    def _snapshot_alloc(self, cap):
+        return ([np.empty(cap, np.int64), np.empty(cap, np.int64)]
+                + [np.empty((cap, self.levels)) for _ in _SNAP_FIELDS[2:]])
+
+    def _snapshot_views(self, arrays, r):
+        lv = dict(zip(_SNAP_FIELDS[2:], arrays[2:]))
+        return [None, None, arrays[0][r:], arrays[1][r:]] + [
+            None if s is None else lv[s[0]][r:, s[1]] for s in self._snap_slots]
+
+
+_SNAP_FIELDS = ("ts_exchange", "ts_local", "ask_px", "ask_sz", "bid_px", "bid_sz")
+
+
+def _l2_alloc(cap):
+    return [np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8),
+            np.empty(cap, np.int8), np.empty(cap), np.empty(cap)]
+
+
+def _trade_alloc(cap):
+    return [np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64),
+            np.empty(cap, np.int8), np.empty(cap), np.empty(cap)]
+
+
+def _views(arrays, r):
+    """Tokenizer outputs (exchange and symbol skipped) from row ``r``."""
+    return [None, None] + [a[r:] for a in arrays]
 
 
 def read_tardis(path, **kwargs):
