@@ -34,6 +34,8 @@ cdef struct BookState:
     float64_t tick_size  # price units per tick (> 0)
     float64_t inv_tick   # 1 / tick_size when that is an integer (0.01 -> 100), else 0: prices
                          # are then ticks / inv_tick, the double nearest the decimal price
+    float64_t tick_mul   # 1.0 / tick_size rounded: the fast path's price -> tick multiplier
+                         # (a result near the off-grid tolerance is re-checked by division)
     int policy           # crossed-book policy: 0 raise, 1 keep, 2 drop_stale
     bint strict          # deleting a level that does not exist is an error
     int64_t n_updates    # updates accepted since reset

@@ -34,6 +34,7 @@ Deleting a level that does not exist is ignored (counted in ``n_missing``) unles
 """
 
 cimport cython
+from libc.float cimport DBL_MAX
 from libc.math cimport NAN, fabs, round as c_round
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove
@@ -132,8 +133,10 @@ cdef int side_prepare(BookSide* s, intp_t m) noexcept nogil:
 cdef inline intp_t side_lower(const BookSide* s, int64_t key) noexcept nogil:
     """First index i with s.lv[i].key >= key (s.n if none). Keys ascend, so among the 8 best
     slots those >= key form a suffix: counting them (branch-free, a fixed 8-step loop) gives
-    the answer for updates near the touch; far prices fall back to binary search."""
-    cdef intp_t n = s.n, c = 0, j, lo, hi, mid
+    the answer for updates near the touch; far prices fall back to a branch-free binary
+    search (conditional moves, no data-dependent jumps)."""
+    cdef intp_t n = s.n, c = 0, j, m, half
+    cdef const BookLevel* base
     if n < 8:
         while n > 0 and s.lv[n - 1].key >= key:
             n -= 1
@@ -142,15 +145,15 @@ cdef inline intp_t side_lower(const BookSide* s, int64_t key) noexcept nogil:
         c += s.lv[n - j].key >= key
     if c < 8:
         return n - c
-    lo = 0
-    hi = n - 8      # s.lv[n - 8].key >= key is known; search [0, n - 8)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if s.lv[mid].key >= key:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+    # s.lv[n - 8].key >= key is known: the answer lies in [0, n - 8]; invariant: it lies in
+    # [base, base + m] (Khuong & Morin's branch-free lower bound)
+    base = s.lv
+    m = n - 8
+    while m > 1:
+        half = m >> 1
+        base = base + half if base[half].key < key else base
+        m -= half
+    return (base - s.lv) + (base[0].key < key)
 
 
 cdef inline int side_set(BookSide* s, int64_t key, float64_t size, intp_t* index,
@@ -211,6 +214,7 @@ cdef inline intp_t side_delete(BookSide* s, int64_t key) noexcept nogil:
 cdef int book_init(BookState* b, float64_t tick_size, int policy, bint strict,
                    intp_t capacity) noexcept nogil:
     b.tick_size = tick_size
+    b.tick_mul = 1.0 / tick_size
     cdef float64_t inv = c_round(1.0 / tick_size)
     b.inv_tick = inv if inv >= 1.0 and fabs(1.0 / tick_size - inv) <= 1e-9 * inv else 0.0
     b.policy = policy
@@ -307,7 +311,9 @@ cdef inline int _apply_tick(BookState* b, int side, int64_t tick, float64_t size
     return STATUS_OK
 
 
-cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
+cdef inline int _apply_checked(BookState* b, int side, float64_t price,
+                               float64_t size) noexcept nogil:
+    """The general path: every check in order (the first failing one is reported)."""
     if side != 1 and side != -1:
         return STATUS_BAD_VALUE
     if not (size - size == 0.0):
@@ -319,6 +325,86 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     if status != STATUS_OK:
         return status | (1 << 4)
     return _apply_tick(b, side, tick, size)
+
+
+# 1.5 * 2**52: (x + ROUND_MAGIC) - ROUND_MAGIC rounds x to the nearest integer (ties to even)
+# for |x| < 2**51, in two additions (no libm call, no branch).
+cdef float64_t ROUND_MAGIC = 6755399441055744.0
+# The fast path handles |price / tick_size| < 2**40 ticks, where the off-grid tolerance
+# (1e-6 + 1e-13 |x| < 0.12 tick) keeps the nearest integer unambiguous.
+cdef float64_t FAST_TICKS = 1099511627776.0
+cdef enum:
+    NEAR = 8          # slots searched (and moved) by the near-touch fast path; <= SLACK
+
+
+cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
+    """One delta. Fast path, taken by a valid update whose price is among the NEAR best
+    slots of its side (or just better than the best) and that does not cross: no division
+    and no data-dependent branch. Validity is one AND of comparisons (sizes finite and >= 0,
+    side +-1, price on the grid after multiplying by 1/tick_size, with a tolerance 1 % tighter
+    than the exact check so that the division could not disagree); insert, overwrite and
+    delete are one fixed NEAR-slot move whose source and destination offsets (0 or 1) come
+    from (found, size == 0). Anything else (a bad value, a far price, a small side, a
+    crossing, a strict missing delete, a side that must grow) takes the general path
+    `_apply_checked`, which rechecks everything, so results and errors are identical."""
+    cdef float64_t x = price * b.tick_mul
+    cdef float64_t r = (x + ROUND_MAGIC) - ROUND_MAGIC
+    cdef float64_t ax = fabs(x)
+    cdef bint ok = (((side == 1) | (side == -1)) & (size >= 0.0) & (size <= DBL_MAX)
+                    & (ax < FAST_TICKS) & (fabs(x - r) <= 1e-6 + 0.99e-13 * ax))
+    if not ok:
+        return _apply_checked(b, side, price, size)
+    cdef int64_t key = (<int64_t> r) * side
+    # the side by arithmetic, not a branch (bid/ask arrive in random order): k = 0 bid, 1 ask
+    cdef intp_t k = (1 - side) >> 1
+    cdef intp_t stride = <char*> &b.ask - <char*> &b.bid
+    cdef BookSide* s = <BookSide*> (<char*> &b.bid + k * stride)
+    cdef BookSide* o = <BookSide*> (<char*> &b.ask - k * stride)
+    cdef intp_t n = s.n
+    cdef BookLevel* lv = s.lv
+    if n < NEAR or s.capacity - (lv - s.base) - n < SLACK + 1:
+        return _apply_tick(b, side, <int64_t> r, size)
+    # levels among the NEAR best with key >= this key (a suffix: keys ascend), unrolled
+    cdef BookLevel* e = lv + n
+    cdef intp_t c = ((e[-1].key >= key) + (e[-2].key >= key) + (e[-3].key >= key)
+                     + (e[-4].key >= key) + (e[-5].key >= key) + (e[-6].key >= key)
+                     + (e[-7].key >= key) + (e[-8].key >= key))
+    if c == NEAR:
+        return _apply_tick(b, side, <int64_t> r, size)       # far from the touch
+    cdef intp_t i = n - c
+    # lv[n] (c == 0) is a free slot, readable (SLACK slots behind the last level)
+    cdef bint found = (c > 0) & (lv[i].key == key)
+    cdef bint zero = size == 0.0
+    cdef bint missing = (found == 0) & zero
+    if missing & b.strict:
+        return _apply_tick(b, side, <int64_t> r, size)       # the strict error
+    # |key| < 2**40 here, so the sentinel keeps the sum inside int64
+    cdef int64_t top = o.lv[o.n - 1].key if o.n > 0 else -(<int64_t> 1 << 62)
+    if (zero == 0) & (key + top >= 0):
+        return _apply_tick(b, side, <int64_t> r, size)       # crosses: the policy decides
+    cdef intp_t ins = (found == 0) & (zero == 0)
+    cdef intp_t dele = found & zero
+    cdef BookLevel tmp[NEAR]
+    # insert: lv[i .. i + NEAR) -> lv[i + 1 ..); delete: lv[i + 1 .. i + 1 + NEAR) -> lv[i ..);
+    # overwrite / missing delete: a copy onto itself. Everything read or written lies below
+    # lv + n + 2 <= lv + n + SLACK.
+    memcpy(tmp, lv + i + dele, NEAR * sizeof(BookLevel))
+    memcpy(lv + i + ins, tmp, NEAR * sizeof(BookLevel))
+    # the level's slot; for a deletion a free slot instead (the one just vacated at the end,
+    # or lv[n] for a missing level), chosen by arithmetic: no branch on the kind of update
+    cdef intp_t at = i + zero * (n - dele - i)
+    lv[at].key = key
+    lv[at].size = size
+    s.n = n + ins - dele
+    b.last_side = side
+    b.last_rank = RANK_NONE if missing else c - found
+    b.last_shift = (found == 0) | zero
+    b.n_missing += missing
+    if b.policy == BOOK_KEEP and (zero == 0) and b.bid.n > 0 and b.ask.n > 0 \
+            and b.bid.lv[b.bid.n - 1].key + b.ask.lv[b.ask.n - 1].key >= 0:
+        b.n_crossed += 1                       # still crossed from an earlier update
+    b.n_updates += 1
+    return STATUS_OK
 
 
 # The C API (see _book.pxd); the loops of this module call the inline bodies above.

@@ -6,7 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import ofi_fast
 from ofi_fast import reference as ref
@@ -249,6 +249,97 @@ def test_apply_many_chunks_equal_apply(stream, chunk):
     for s in range(0, len(px), chunk):
         b.apply_many(side[s:s + chunk], px[s:s + chunk], sz[s:s + chunk])
     assert all(same(x, y) for x, y in zip(a.levels(1) + a.levels(-1), b.levels(1) + b.levels(-1)))
+
+
+# ------------------------------------------------------------------ the near-touch fast path
+def touch_heavy_deltas(rng, n, p_missing=0.05, p_cross=0.03, far=0.05):
+    """Streams that keep 10-40 dense levels per side (so the near-touch fast path of
+    Book.apply runs most of the time): sets and deletes within 12 ticks of the touch, some
+    deletions of absent levels, some crossing updates, some far levels."""
+    side = rng.choice([1, -1], n).astype(np.int8)
+    mid = 1000 + np.cumsum(rng.integers(-1, 2, n) * (rng.random(n) < 0.05))
+    off = rng.integers(1, 13, n)
+    farm = rng.random(n) < far
+    off[farm] = rng.integers(13, 3000, farm.sum())
+    cross = rng.random(n) < p_cross
+    off[cross] = -rng.integers(0, 4, cross.sum())
+    px = np.where(side == 1, mid - off, mid + off).astype(np.float64)
+    sz = rng.integers(1, 50, n).astype(np.float64)
+    dele = rng.random(n) < 0.3 + p_missing
+    sz[dele] = 0.0
+    return side, px, sz
+
+
+@settings(max_examples=40)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["keep", "drop_stale", "raise"]),
+       st.booleans(), st.sampled_from([1.0, 0.01]))
+def test_fast_path_matches_reference_on_deep_books(seed, policy, strict, tick):
+    """Long touch-heavy streams (books of 10-40 levels, so inserts, overwrites, deletes and
+    missing deletes go through the branch-free near-touch path) == reference after every
+    event, including errors (crossing under "raise", missing levels under strict)."""
+    rng = np.random.default_rng(seed)
+    side, px, sz = touch_heavy_deltas(rng, 600)
+    px = px * tick
+    b = Book(tick, crossed=policy, strict=strict, capacity=8)
+    rb = ref.Book(tick, crossed=policy, strict=strict)
+    deep = 0
+    for i in range(len(px)):
+        deep += b.bid_levels >= 8 and b.ask_levels >= 8
+        try:
+            rb.apply(int(side[i]), px[i], sz[i], i)
+        except ref.RefError as err:
+            with pytest.raises(OFIError) as ei:
+                b.apply(int(side[i]), px[i], sz[i])
+            assert type(ei.value).__name__ == err.kind and ei.value.field == err.field
+        else:
+            b.apply(int(side[i]), px[i], sz[i])
+        assert_same_book(b, rb, 12)
+    assert (b.n_updates, b.n_crossed, b.n_dropped, b.n_missing) == \
+        (rb.n_updates, rb.n_crossed, rb.n_dropped, rb.n_missing)
+    assert deep > len(px) // 2          # the stream did exercise deep books
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 10))
+def test_fast_path_bookofi_ranks_match_reference(seed, L):
+    """BookOFI reads the rank/shift the fast path records: per-level e on deep books ==
+    reference (exact: integer-valued data)."""
+    rng = np.random.default_rng(seed)
+    side, px, sz = touch_heavy_deltas(rng, 600)
+    ts = np.arange(len(px))
+    o = BookOFI(1.0, levels=L, crossed="drop_stale")
+    r = ref.BookOFI(1.0, levels=L, crossed="drop_stale")
+    e, lv = o.update_many(ts, side, px, sz, levels=True)
+    re1, rlv = r.update_many(ts.tolist(), side.tolist(), px.tolist(), sz.tolist(), levels=True)
+    assert e.tolist() == re1 and lv.tolist() == rlv
+
+
+@given(st.sampled_from([1.0, 0.01, 0.5, 1e-5, 0.1, 0.25, 3e-8]),
+       st.integers(-10**11, 10**11) | st.integers(-100, 100),
+       st.floats(-3e-6, 3e-6) | st.sampled_from([0.0, 1e-6, -1e-6, 0.5, -0.5]),
+       st.integers(0, 9))
+def test_tick_conversion_matches_reference_at_the_tolerance(tick, t, d, filled):
+    """Prices (t + d) * tick around the 1e-6-tick off-grid tolerance: accepted exactly when
+    the reference accepts, at the same tick, whether the fast path (multiply by 1/tick) or
+    the general path (division) handles the update."""
+    price = (t + d) * tick
+    rb = ref.Book(tick)
+    try:
+        want = rb._tick(price)
+    except ref.RefError:
+        want = None
+    b = Book(tick, crossed="keep")
+    if want is not None and filled:
+        # `filled` levels just below the price: the fast path's slot search runs
+        b.apply_many(np.ones(filled + 8, np.int8), (want - 1 - np.arange(filled + 8)) * tick,
+                     np.ones(filled + 8))
+    if want is None:
+        with pytest.raises(OFIError) as ei:
+            b.apply(1, price, 1.0)
+        assert ei.value.field == "price"
+    else:
+        b.apply(1, price, 1.0)
+        assert b.best_bid_tick == want
 
 
 # ------------------------------------------------------------------ LOBSTER
