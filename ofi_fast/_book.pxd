@@ -100,9 +100,6 @@ cdef void book_top(const BookState* b, intp_t n, float64_t* bid_px, float64_t* b
 cdef class Book:
     cdef BookState st
     cdef readonly str crossed
-    cdef object _top_cache            # (bid_px, bid_sz, ask_px, ask_sz) reused by top(n)
-    cdef float64_t* _top_ptr[4]
-    cdef intp_t _top_n
     cdef int push(self, int side, float64_t price, float64_t size) noexcept nogil
     cpdef int apply(self, int side, float64_t price, float64_t size) except -1
 

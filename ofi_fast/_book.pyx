@@ -44,9 +44,17 @@ cdef extern from "Python.h":
 
 
 import numpy as np
-from cpython.buffer cimport (
-    PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer,
-)
+cdef extern from "numpy/arrayobject.h":
+    ctypedef Py_ssize_t npy_intp
+    enum: NPY_FLOAT64
+    object PyArray_EMPTY(int nd, npy_intp* dims, int typenum, int fortran)
+    void* PyArray_DATA(object arr)
+    bint PyArray_Check(object obj)
+    int PyArray_NDIM(object arr)
+    npy_intp* PyArray_DIMS(object arr)
+    int PyArray_TYPE(object arr)
+    bint PyArray_ISCARRAY(object arr)
+    int _import_array() except -1
 
 from ofi_fast._types cimport (
     STATUS_BAD_VALUE, STATUS_CROSSED, STATUS_NEGATIVE, STATUS_NO_MEMORY, STATUS_NON_FINITE,
@@ -54,6 +62,8 @@ from ofi_fast._types cimport (
 )
 from ofi_fast._arrays import column
 from ofi_fast.errors import OFIError, raise_status
+
+_import_array()
 
 _FIELDS = ("side", "price", "size")
 _POLICIES = {"raise": BOOK_RAISE, "keep": BOOK_KEEP, "drop_stale": BOOK_DROP_STALE}
@@ -365,10 +375,10 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     if n < NEAR or s.capacity - (lv - s.base) - n < SLACK + 1:
         return _apply_tick(b, side, <int64_t> r, size)
     # levels among the NEAR best with key >= this key (a suffix: keys ascend), unrolled
-    cdef BookLevel* e = lv + n
-    cdef intp_t c = ((e[-1].key >= key) + (e[-2].key >= key) + (e[-3].key >= key)
-                     + (e[-4].key >= key) + (e[-5].key >= key) + (e[-6].key >= key)
-                     + (e[-7].key >= key) + (e[-8].key >= key))
+    cdef intp_t c = ((lv[n - 1].key >= key) + (lv[n - 2].key >= key)
+                     + (lv[n - 3].key >= key) + (lv[n - 4].key >= key)
+                     + (lv[n - 5].key >= key) + (lv[n - 6].key >= key)
+                     + (lv[n - 7].key >= key) + (lv[n - 8].key >= key))
     if c == NEAR:
         return _apply_tick(b, side, <int64_t> r, size)       # far from the touch
     cdef intp_t i = n - c
@@ -489,8 +499,6 @@ cdef class Book:
         self.crossed = crossed
         if book_init(&self.st, ts, _policy(crossed), bool(strict), cap) != STATUS_OK:
             raise MemoryError()
-        self._top_cache = None
-        self._top_n = -1
 
     def __dealloc__(self):
         book_free(&self.st)
@@ -593,43 +601,39 @@ cdef class Book:
             s.n = m
 
     def top(self, intp_t n=10, out=None):
-        """The best ``n`` levels: ``(bid_px, bid_sz, ask_px, ask_sz)``, best first; missing
-        levels have NaN price and size 0.
+        """The best ``n`` levels, best first: a new float64 array of shape (4, n) whose rows
+        are ``bid_px, bid_sz, ask_px, ask_sz`` (so ``bid_px, bid_sz, ask_px, ask_sz =
+        book.top(n)`` unpacks it); missing levels have NaN price and size 0.
 
-        Without ``out`` the arrays returned are the book's own read-only buffers, reused (and
-        overwritten) by the next ``top`` call with the same ``n``: copy them to keep them.
-        ``out`` = a writeable C-contiguous float64 array of shape (4, n) (rows bid_px, bid_sz,
-        ask_px, ask_sz; the fast path) or a tuple of four float64 arrays of length ``n``.
+        Decision: the result is always the caller's own array (never a view of the book, so
+        it stays valid after further updates and may be modified): one allocation per call.
+        For no allocation at all pass ``out=``: a writeable C-contiguous float64 array of
+        shape (4, n) (the fast path; returned filled) or a tuple of four float64 arrays of
+        length ``n``.
         """
-        cdef float64_t[::1] a, b, c, d
+        cdef npy_intp dims[2]
+        cdef float64_t* d0
         if n < 0:
             raise OFIError(f"n must be >= 0, got {n}", field="n")
         if out is None:
-            if n != self._top_n:
-                arrs = tuple(np.empty(n, dtype=np.float64) for _ in range(4))
-                for j in range(4):
-                    a = arrs[j]
-                    self._top_ptr[j] = &a[0] if n else NULL
-                    arrs[j].flags.writeable = False
-                self._top_cache = arrs
-                self._top_n = n
-            book_top(&self.st, n, self._top_ptr[0], self._top_ptr[1], self._top_ptr[2],
-                     self._top_ptr[3])
-            return self._top_cache
-        cdef Py_buffer buf
-        cdef float64_t* d0
-        if isinstance(out, np.ndarray):
-            # one (4, n) array, rows bid_px, bid_sz, ask_px, ask_sz, through the raw buffer
-            # protocol: a typed-memoryview acquisition costs several times more
-            PyObject_GetBuffer(out, &buf, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT)
-            ok = (buf.ndim == 2 and buf.shape[0] == 4 and buf.shape[1] == n
-                  and buf.itemsize == 8 and buf.format[0] == b'd' and buf.format[1] == 0)
-            d0 = <float64_t*> buf.buf
-            if ok and n:
-                book_top(&self.st, n, d0, d0 + n, d0 + 2 * n, d0 + 3 * n)
-            PyBuffer_Release(&buf)
-            if not ok:
-                raise OFIError(f"out must be a float64 array of shape (4, {n})", field="out")
+            dims[0] = 4
+            dims[1] = n
+            res = PyArray_EMPTY(2, dims, NPY_FLOAT64, 0)
+            d0 = <float64_t*> PyArray_DATA(res)
+            book_top(&self.st, n, d0, d0 + n, d0 + 2 * n, d0 + 3 * n)
+            return res
+        cdef float64_t[::1] a, b, c, d
+        cdef npy_intp* shape
+        if PyArray_Check(out):
+            # one (4, n) array, rows bid_px, bid_sz, ask_px, ask_sz, checked with the numpy
+            # C API (a buffer or typed-memoryview acquisition costs several times more)
+            shape = PyArray_DIMS(out)
+            if not (PyArray_NDIM(out) == 2 and shape[0] == 4 and shape[1] == n
+                    and PyArray_TYPE(out) == NPY_FLOAT64 and PyArray_ISCARRAY(out)):
+                raise OFIError(f"out must be a writeable C-contiguous float64 array of shape "
+                               f"(4, {n})", field="out")
+            d0 = <float64_t*> PyArray_DATA(out)
+            book_top(&self.st, n, d0, d0 + n, d0 + 2 * n, d0 + 3 * n)
             return out
         if len(out) != 4:
             raise OFIError("out must be a (4, n) array or a tuple of 4 arrays", field="out")
@@ -797,6 +801,15 @@ cdef class Book:
         self.st.n_updates, self.st.n_crossed, self.st.n_dropped, self.st.n_missing = d["counts"]
 
 
+@cython.final
+cdef class _EmptyApply:
+    """An empty cpdef method with Book.apply's signature: the Python call-overhead floor that
+    bench/bench_book.py measures beside Book.apply."""
+
+    cpdef int apply(self, int side, float64_t price, float64_t size) except -1:
+        return 0
+
+
 cdef int raise_book(int status, intp_t index) except -1:
     raise_status(status & 15, _FIELDS[status >> 4], index)
     return 0
@@ -948,6 +961,7 @@ cdef class BookOFI:
     - ``book`` (the :class:`Book`), ``ofi`` (the :class:`MultiLevelOFI`: ``values``,
       ``depth``, ``normalized``, ``integrated``, ``fit``).
     A bad delta (or ts going backwards) raises with field and index; nothing changes for it.
+    ``load_snapshot(..., ts=None, allow_older=False)`` keeps the time order (see there).
     """
 
     def __cinit__(self, tick_size, levels=10, window=None, window_time=None, capacity=None,
@@ -1048,14 +1062,38 @@ cdef class BookOFI:
             raise_bookofi(status, i)
         return (e_arr, lv_arr) if levels else e_arr
 
-    def load_snapshot(self, bid_px=None, bid_sz=None, ask_px=None, ask_sz=None):
+    def load_snapshot(self, bid_px=None, bid_sz=None, ask_px=None, ask_sz=None, ts=None, *,
+                      allow_older=False):
         """Replace the book side(s) (see Book.load_snapshot) and restart OFI from it: the
-        window is cleared and the snapshot becomes the previous state of the next delta."""
-        self._book.load_snapshot(bid_px, bid_sz, ask_px, ask_sz)
+        window is cleared and the snapshot becomes the previous state of the next delta.
+
+        Time order (decision): the snapshot is a point in the event stream, taken at ``ts``
+        (``None``: at the time of the last event, no time passes). A ``ts`` older than the
+        last event raises TimeOrderError (field ``ts``; nothing changes): a stale snapshot
+        applied over newer deltas is almost always a feed-handling bug. ``allow_older=True``
+        accepts it (a deliberate resync: the exchange's snapshot time precedes deltas already
+        seen); the time order then restarts at ``ts``. Later deltas need ts >= the
+        snapshot's time. ``reset()`` forgets the time entirely.
+        """
+        cdef MLOFIState* m = &self._ml.st
+        cdef bint has = m.has_last
+        cdef int64_t at = m.last_ts
+        cdef int64_t t
+        if ts is not None:
+            t = ts
+            if has and t < at and not allow_older:
+                raise_status(STATUS_TIME_BACKWARDS, "ts", 0,
+                             f"snapshot at {t} is older than the last event ({at}); "
+                             "pass allow_older=True to resync to it")
+            at = t
+            has = True
+        self._book.load_snapshot(bid_px, bid_sz, ask_px, ask_sz)   # raises before any change
         self._pending = False
-        mlofi_reset(&self._ml.st)
-        bookofi_commit(&self._book.st, &self._ml.st, self._ml.st.last_ts)
-        mlofi_reset_keep_prev(&self._ml.st)
+        mlofi_reset(m)
+        bookofi_commit(&self._book.st, m, at)
+        mlofi_reset_keep_prev(m)
+        m.has_last = has
+        m.last_ts = at
 
     @property
     def book(self):

@@ -163,17 +163,40 @@ def test_snapshot():
     assert ei.value.field == "bid_sz" and ei.value.index == 1
 
 
-def test_top_out_and_cache():
+def test_top_returns_fresh_arrays_and_fills_out():
+    """top(n) is a new (4, n) array each call (never a view of the book: it keeps its values
+    after later updates and is writeable); out= is filled in place and returned."""
     b = Book(1.0)
     b.apply_many([1, 1, -1], [10, 9, 11], [1, 2, 3])
     t1 = b.top(3)
-    assert not t1[0].flags.writeable
+    assert isinstance(t1, np.ndarray) and t1.shape == (4, 3) and t1.dtype == np.float64
+    assert t1.flags.writeable and t1.flags.owndata
+    bp, bs, ap, az = t1                       # unpacks as (bid_px, bid_sz, ask_px, ask_sz)
+    assert same(bp, [10, 9, np.nan]) and same(bs, [1, 2, 0])
+    assert same(ap, [11, np.nan, np.nan]) and same(az, [3, 0, 0])
+    t2 = b.top(3)
+    assert t2 is not t1 and not np.shares_memory(t1, t2)
+    b.apply(1, 10, 0.0)                       # a later update does not touch earlier results
+    t1[1, 0] = -5.0                           # nor does writing to a result touch the book
+    assert same(t2, [[10, 9, np.nan], [1, 2, 0], [11, np.nan, np.nan], [3, 0, 0]])
+    assert same(b.top(3)[0], [9, np.nan, np.nan]) and b.best_bid_size == 2
     out = tuple(np.zeros(3) for _ in range(4))
     r = b.top(3, out=out)
-    assert r is out and same(out[0], [10, 9, np.nan]) and same(out[3], [3, 0, 0])
-    assert len(b.top(0)[0]) == 0
+    assert r is out and same(out[0], [9, np.nan, np.nan]) and same(out[3], [3, 0, 0])
+    assert b.top(0).shape == (4, 0)
     with pytest.raises(OFIError):
         b.top(2, out=out)
+    with pytest.raises(OFIError):
+        b.top(-1)
+    for bad in (np.zeros((4, 6))[:, ::2], np.zeros((4, 3), np.float32), np.zeros((3, 3)),
+                np.zeros((4, 3)).T.copy().T, np.zeros(12)):
+        with pytest.raises(OFIError) as ei:
+            b.top(3, out=bad)
+        assert ei.value.field == "out"
+    ro = np.zeros((4, 3))
+    ro.flags.writeable = False
+    with pytest.raises(OFIError):
+        b.top(3, out=ro)
 
 
 def test_pickle_mid_stream(rng):
@@ -515,6 +538,59 @@ def test_bookofi_snapshot_pickle_and_errors(rng):
     assert all(same(x, y) for x, y in zip(top_before, o3.book.top(5)))
     assert o3.values.tolist() == vals
     assert ofi_fast.BookOFI is BookOFI
+
+
+def test_bookofi_snapshot_keeps_time_order():
+    """load_snapshot(ts=...) is an event in time: older than the last event -> TimeOrderError
+    (nothing changes) unless allow_older=True (time order restarts at ts); without ts it
+    happens at the last event's time; the reference agrees step by step."""
+    o = BookOFI(1.0, levels=2, window_time=100, capacity=16)
+    r = ref.BookOFI(1.0, levels=2, window_time=100, capacity=16)
+    snap = ([100, 99], [10, 5], [101, 102], [12, 9])
+    for x in (o, r):
+        x.load_snapshot(*snap)                  # no event yet: no time constraint
+        x.update(10, 1, 100, 11)
+        x.update(12, -1, 101, 10)
+
+    def state():
+        return np.nan_to_num(o.book.top(4), nan=-1.0).tolist(), o.values.tolist(), o.ofi.n_events
+
+    before = state()
+    with pytest.raises(TimeOrderError) as ei:
+        o.load_snapshot(*snap, ts=11)
+    assert ei.value.field == "ts" and ei.value.index == 0
+    with pytest.raises(ref.RefError):
+        r.load_snapshot(*snap, ts=11)
+    assert state() == before
+    with pytest.raises(NegativeSizeError):      # a bad snapshot does not move the time either
+        o.load_snapshot([100], [-1], [101], [1], ts=50)
+    assert state() == before
+    # no ts: the snapshot is at the last event's time (12)
+    for x in (o, r):
+        x.load_snapshot(*snap)
+    with pytest.raises(TimeOrderError):
+        o.update(11, 1, 100, 3)
+    assert o.update(12, 1, 100, 3) == r.update(12, 1, 100, 3) == -7.0
+    # a newer snapshot moves the time forward
+    for x in (o, r):
+        x.load_snapshot(*snap, ts=40)
+    with pytest.raises(TimeOrderError):
+        o.update(39, 1, 100, 3)
+    # allow_older: a deliberate resync; the time order restarts at its ts
+    for x in (o, r):
+        x.load_snapshot(*snap, ts=5, allow_older=True)
+    with pytest.raises(TimeOrderError):
+        o.update_many([6, 4], [1, 1], [100, 100], [1, 2])
+    assert o.ofi.n_events == 1                  # the delta at 6 is applied, 4 is not
+    r.update(6, 1, 100, 1)
+    assert o.update(7, -1, 101, 1) == r.update(7, -1, 101, 1)
+    assert o.values.tolist() == r.values
+    c = pickle.loads(pickle.dumps(o))           # the time order survives pickling
+    with pytest.raises(TimeOrderError):
+        c.update(6, 1, 100, 2)
+    o.reset()                                   # reset forgets the time
+    o.load_snapshot(*snap, ts=0)
+    assert o.update(1, 1, 100, 10) == 0.0
 
 
 def lobster_step_fast(msg, ob, tick=100.0):
