@@ -145,8 +145,7 @@ cdef inline intp_t side_lower(const BookSide* s, int64_t key) noexcept nogil:
     slots those >= key form a suffix: counting them (branch-free, a fixed 8-step loop) gives
     the answer for updates near the touch; far prices fall back to a branch-free binary
     search (conditional moves, no data-dependent jumps)."""
-    cdef intp_t n = s.n, c = 0, j, m, half
-    cdef const BookLevel* base
+    cdef intp_t n = s.n, c = 0, j
     if n < 8:
         while n > 0 and s.lv[n - 1].key >= key:
             n -= 1
@@ -155,26 +154,26 @@ cdef inline intp_t side_lower(const BookSide* s, int64_t key) noexcept nogil:
         c += s.lv[n - j].key >= key
     if c < 8:
         return n - c
-    # s.lv[n - 8].key >= key is known: the answer lies in [0, n - 8]; invariant: it lies in
-    # [base, base + m] (Khuong & Morin's branch-free lower bound)
-    base = s.lv
-    m = n - 8
+    return side_search(s.lv, n - 8, key)    # s.lv[n - 8].key >= key is known
+
+
+cdef inline intp_t side_search(const BookLevel* lv, intp_t m, int64_t key) noexcept nogil:
+    """First index i in [0, m] with lv[i].key >= key, given lv[m].key >= key (Khuong &
+    Morin's branch-free lower bound: conditional moves, no data-dependent jumps). Invariant:
+    the answer lies in [base, base + m]."""
+    cdef const BookLevel* base = lv
+    cdef intp_t half
     while m > 1:
         half = m >> 1
         base = base + half if base[half].key < key else base
         m -= half
-    return (base - s.lv) + (base[0].key < key)
+    return (base - lv) + (base[0].key < key)
 
 
-cdef inline int side_set(BookSide* s, int64_t key, float64_t size, intp_t* index,
-                         bint* inserted) noexcept nogil:
-    cdef intp_t j, i = side_lower(s, key)
-    index[0] = i
-    if i < s.n and s.lv[i].key == key:
-        s.lv[i].size = size
-        inserted[0] = False
-        return STATUS_OK
-    inserted[0] = True
+cdef inline int side_insert_at(BookSide* s, intp_t i, int64_t key,
+                               float64_t size) noexcept nogil:
+    """Insert a new level at index i (s.lv[i - 1].key < key < s.lv[i].key), moving the
+    shorter side of the array."""
     if i < s.n - i and s.lv > s.base:
         # nearer the deep end: move the worse levels one slot towards the front instead
         memmove(s.lv - 1, s.lv, i * sizeof(BookLevel))
@@ -198,6 +197,31 @@ cdef inline int side_set(BookSide* s, int64_t key, float64_t size, intp_t* index
     return STATUS_OK
 
 
+cdef inline void side_remove_at(BookSide* s, intp_t i) noexcept nogil:
+    """Remove the level at index i, moving the shorter side of the array."""
+    if i < s.n - 1 - i:
+        # nearer the deep end: move the worse levels one slot towards the back
+        memmove(s.lv + 1, s.lv, i * sizeof(BookLevel))
+        s.lv += 1
+    elif s.n - i <= 5:
+        memmove(&s.lv[i], &s.lv[i + 1], 4 * sizeof(BookLevel))   # fixed size, see insert
+    else:
+        memmove(&s.lv[i], &s.lv[i + 1], (s.n - i - 1) * sizeof(BookLevel))
+    s.n -= 1
+
+
+cdef inline int side_set(BookSide* s, int64_t key, float64_t size, intp_t* index,
+                         bint* inserted) noexcept nogil:
+    cdef intp_t i = side_lower(s, key)
+    index[0] = i
+    if i < s.n and s.lv[i].key == key:
+        s.lv[i].size = size
+        inserted[0] = False
+        return STATUS_OK
+    inserted[0] = True
+    return side_insert_at(s, i, key, size)
+
+
 cdef int book_side_set(BookSide* s, int64_t key, float64_t size) noexcept nogil:
     cdef intp_t i
     cdef bint inserted
@@ -206,18 +230,10 @@ cdef int book_side_set(BookSide* s, int64_t key, float64_t size) noexcept nogil:
 
 cdef inline intp_t side_delete(BookSide* s, int64_t key) noexcept nogil:
     """Remove the level with this key; return its index, or -1 when it does not exist."""
-    cdef intp_t j, i = side_lower(s, key)
+    cdef intp_t i = side_lower(s, key)
     if i == s.n or s.lv[i].key != key:
         return -1
-    if i < s.n - 1 - i:
-        # nearer the deep end: move the worse levels one slot towards the back
-        memmove(s.lv + 1, s.lv, i * sizeof(BookLevel))
-        s.lv += 1
-    elif s.n - i <= 5:
-        memmove(&s.lv[i], &s.lv[i + 1], 4 * sizeof(BookLevel))   # fixed size, see side_set
-    else:
-        memmove(&s.lv[i], &s.lv[i + 1], (s.n - i - 1) * sizeof(BookLevel))
-    s.n -= 1
+    side_remove_at(s, i)
     return i
 
 
@@ -347,6 +363,40 @@ cdef enum:
     NEAR = 8          # slots searched (and moved) by the near-touch fast path; <= SLACK
 
 
+cdef int _apply_far(BookState* b, BookSide* s, BookSide* o, int side, int64_t key,
+                    float64_t size) noexcept nogil:
+    """The fast path's continuation for a valid update deeper than the NEAR best levels of
+    a side of >= NEAR levels with room behind (side, key and the search window already
+    known): branch-free binary search, then the insert/delete moves the shorter side. A
+    missing level or a crossing goes to `_apply_tick` (counters, strict mode, policies)."""
+    cdef intp_t n = s.n
+    cdef intp_t i = side_search(s.lv, n - NEAR, key)       # s.lv[n - NEAR].key >= key
+    cdef bint found = s.lv[i].key == key                   # i <= n - NEAR < n
+    if size == 0.0:
+        if not found:
+            return _apply_tick(b, side, key * side, size)
+        side_remove_at(s, i)
+        b.last_rank = n - 1 - i
+        b.last_shift = True
+    else:
+        if o.n > 0 and key + o.lv[o.n - 1].key >= 0:
+            return _apply_tick(b, side, key * side, size)   # crossed: the policy decides
+        if found:
+            s.lv[i].size = size
+            b.last_rank = n - 1 - i
+            b.last_shift = False
+        else:
+            side_insert_at(s, i, key, size)                 # room was checked: cannot fail
+            b.last_rank = n - i
+            b.last_shift = True
+        if b.policy == BOOK_KEEP and b.bid.n > 0 and b.ask.n > 0 \
+                and b.bid.lv[b.bid.n - 1].key + b.ask.lv[b.ask.n - 1].key >= 0:
+            b.n_crossed += 1                   # still crossed from an earlier update
+    b.last_side = side
+    b.n_updates += 1
+    return STATUS_OK
+
+
 cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
     """One delta. Fast path, taken by a valid update whose price is among the NEAR best
     slots of its side (or just better than the best) and that does not cross: no division
@@ -380,7 +430,7 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
                      + (lv[n - 5].key >= key) + (lv[n - 6].key >= key)
                      + (lv[n - 7].key >= key) + (lv[n - 8].key >= key))
     if c == NEAR:
-        return _apply_tick(b, side, <int64_t> r, size)       # far from the touch
+        return _apply_far(b, s, o, side, key, size)         # deeper than the NEAR best
     cdef intp_t i = n - c
     # lv[n] (c == 0) is a free slot, readable (SLACK slots behind the last level)
     cdef bint found = (c > 0) & (lv[i].key == key)
