@@ -5,9 +5,9 @@
 # Structure (see _book.pyx docstring for the measurements): each side is a sorted array of
 # (key, size) with the BEST level at the END, key = tick for bids and -tick for asks, so both
 # sides are "ascending key, best last" and share one code path. Best level: O(1) (the last
-# slot). An update near the touch finds its slot by a short backward scan from the end and
-# moves only the levels better than it (memmove); a far update falls back to binary search
-# and moves the levels on the shorter side of it (the array has free slots at both ends).
+# slot). An update among the 8 best slots takes a branch-free fast path (count of the 8 best
+# keys; insert/overwrite/delete as one fixed 8-slot move); a deeper update uses a branch-free
+# binary search and moves the levels on the shorter side of it (free slots at both ends).
 # Memory is proportional to the number of live levels (never to the price range), so prices
 # thousands of ticks away cost one slot each.
 #

@@ -4,7 +4,9 @@ Feeds (Binance, Kraken, Tardis, LOBSTER at price-level granularity) send the *ab
 a price: ``apply(side, price, size)`` sets it, size 0 deletes the level. Prices are converted to
 integer ticks once, ``tick = round(price / tick_size)``; a price more than 1e-6 tick (plus
 1e-13 relative, the rounding of the division itself) away from a multiple of ``tick_size`` is
-rejected (OFIError, field ``price``). Prices come back as ``tick / (1 / tick_size)`` when
+rejected (OFIError, field ``price``). The fast path multiplies by 1 / tick_size instead and
+accepts only within a 1 % tighter tolerance; a price near the edge is decided by the division,
+so the outcome and the tick never depend on the path. Prices come back as ``tick / (1 / tick_size)`` when
 ``1 / tick_size`` is an integer (0.01 -> 100: the double nearest the decimal price, e.g.
 61828.02 and not 61828.020000000004), else ``tick * tick_size``.
 
@@ -13,8 +15,11 @@ Structure (decision): per side one sorted array of (key, size) with the best lev
 
 - best bid/ask is the last slot: O(1) after every update, with no re-scan when the best level
   is deleted (the next best is simply the new last slot);
-- updates cluster at the touch, so the slot is found by a backward scan of at most 8 slots
-  (then binary search) and the insert/delete moves only the few levels *better* than it;
+- updates cluster at the touch: a valid update among the 8 best slots of a side (that does
+  not cross) takes a fast path with no data-dependent branch (see ``_apply``): a branch-free
+  count of the 8 best keys finds the slot, and insert, overwrite and delete are one fixed
+  8-slot move whose offsets come from (found, size == 0); deeper updates use a branch-free
+  binary search;
 - ``top(n)`` is a copy of the last n slots, contiguous in memory;
 - the array keeps free slots at both ends, so an insert or delete moves the levels on the
   shorter side of it: near the touch the few better ones, deep in the book the few worse
@@ -533,7 +538,7 @@ cdef class Book:
       duplicates: the last one wins.
     - ``best_bid``, ``best_ask`` (price; NaN when the side is empty), ``best_bid_size``,
       ``best_ask_size``, ``mid``, ``spread``, ``weighted_mid``, ``imbalance(levels, decay)``,
-      ``top(n)``.
+      ``top(n)`` (a new (4, n) array; ``top(n, out=)`` fills yours without allocating).
     ``capacity`` is the initial number of levels per side; sides grow by doubling.
     See the module docstring for the structure and the crossed-book policies.
     """
