@@ -409,9 +409,12 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     side +-1, price on the grid after multiplying by 1/tick_size, with a tolerance 1 % tighter
     than the exact check so that the division could not disagree); insert, overwrite and
     delete are one fixed NEAR-slot move whose source and destination offsets (0 or 1) come
-    from (found, size == 0). Anything else (a bad value, a far price, a small side, a
-    crossing, a strict missing delete, a side that must grow) takes the general path
-    `_apply_checked`, which rechecks everything, so results and errors are identical."""
+    from (found, size == 0). A valid update deeper than the NEAR best continues in
+    `_apply_far`. Anything else goes to the general code, which decides everything again from
+    the unchanged state, so results and errors are those of the general code: a bad value or
+    an off-grid-looking price to `_apply_checked` (every check in order, the exact division);
+    a small side, a side that must grow, a crossing or a strict missing delete to
+    `_apply_tick`."""
     cdef float64_t x = price * b.tick_mul
     cdef float64_t r = (x + ROUND_MAGIC) - ROUND_MAGIC
     cdef float64_t ax = fabs(x)
