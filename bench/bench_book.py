@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ofi_fast import Book, BookOFI
-from ofi_fast._ofi import _EmptyCall
+from ofi_fast._book import _EmptyApply
 
 N = 1_000_000          # compiled batch paths
 N_PY = 200_000         # per-call Python loops (the ns/update is what is compared)
@@ -118,14 +118,16 @@ def test_book_apply_python(benchmark, py_stream):
 
 
 def test_empty_call_floor(benchmark, py_stream):
-    """The floor: an empty cpdef method with 5 arguments, same Python loop."""
+    """The floor: an empty cpdef method with Book.apply's exact signature
+    (``_EmptyApply.apply(int side, double price, double size)``), same Python loop: what
+    any per-call compiled method pays before doing any work."""
     s, p, q = py_stream
-    e = _EmptyCall()
+    e = _EmptyApply()
 
     def loop():
-        u = e.update
+        ap = e.apply
         for i in range(len(p)):
-            u(s[i], p[i], q[i], 0.0, 0.0)
+            ap(s[i], p[i], q[i])
     run(benchmark, loop, len(p))
 
 
@@ -199,6 +201,7 @@ def loaded_book(stream):
 
 
 def test_book_top10(benchmark, loaded_book):
+    """top(10): a new (4, 10) array per call (one allocation)."""
     t = loaded_book.top
 
     def loop():

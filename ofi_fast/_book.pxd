@@ -5,9 +5,9 @@
 # Structure (see _book.pyx docstring for the measurements): each side is a sorted array of
 # (key, size) with the BEST level at the END, key = tick for bids and -tick for asks, so both
 # sides are "ascending key, best last" and share one code path. Best level: O(1) (the last
-# slot). An update near the touch finds its slot by a short backward scan from the end and
-# moves only the levels better than it (memmove); a far update falls back to binary search
-# and moves the levels on the shorter side of it (the array has free slots at both ends).
+# slot). An update among the 8 best slots takes a branch-free fast path (count of the 8 best
+# keys; insert/overwrite/delete as one fixed 8-slot move); a deeper update uses a branch-free
+# binary search and moves the levels on the shorter side of it (free slots at both ends).
 # Memory is proportional to the number of live levels (never to the price range), so prices
 # thousands of ticks away cost one slot each.
 #
@@ -34,6 +34,8 @@ cdef struct BookState:
     float64_t tick_size  # price units per tick (> 0)
     float64_t inv_tick   # 1 / tick_size when that is an integer (0.01 -> 100), else 0: prices
                          # are then ticks / inv_tick, the double nearest the decimal price
+    float64_t tick_mul   # 1.0 / tick_size rounded: the fast path's price -> tick multiplier
+                         # (a result near the off-grid tolerance is re-checked by division)
     int policy           # crossed-book policy: 0 raise, 1 keep, 2 drop_stale
     bint strict          # deleting a level that does not exist is an error
     int64_t n_updates    # updates accepted since reset
@@ -98,9 +100,6 @@ cdef void book_top(const BookState* b, intp_t n, float64_t* bid_px, float64_t* b
 cdef class Book:
     cdef BookState st
     cdef readonly str crossed
-    cdef object _top_cache            # (bid_px, bid_sz, ask_px, ask_sz) reused by top(n)
-    cdef float64_t* _top_ptr[4]
-    cdef intp_t _top_n
     cdef int push(self, int side, float64_t price, float64_t size) noexcept nogil
     cpdef int apply(self, int side, float64_t price, float64_t size) except -1
 

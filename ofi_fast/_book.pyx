@@ -4,7 +4,9 @@ Feeds (Binance, Kraken, Tardis, LOBSTER at price-level granularity) send the *ab
 a price: ``apply(side, price, size)`` sets it, size 0 deletes the level. Prices are converted to
 integer ticks once, ``tick = round(price / tick_size)``; a price more than 1e-6 tick (plus
 1e-13 relative, the rounding of the division itself) away from a multiple of ``tick_size`` is
-rejected (OFIError, field ``price``). Prices come back as ``tick / (1 / tick_size)`` when
+rejected (OFIError, field ``price``). The fast path multiplies by 1 / tick_size instead and
+accepts only within a 1 % tighter tolerance; a price near the edge is decided by the division,
+so the outcome and the tick never depend on the path. Prices come back as ``tick / (1 / tick_size)`` when
 ``1 / tick_size`` is an integer (0.01 -> 100: the double nearest the decimal price, e.g.
 61828.02 and not 61828.020000000004), else ``tick * tick_size``.
 
@@ -13,8 +15,11 @@ Structure (decision): per side one sorted array of (key, size) with the best lev
 
 - best bid/ask is the last slot: O(1) after every update, with no re-scan when the best level
   is deleted (the next best is simply the new last slot);
-- updates cluster at the touch, so the slot is found by a backward scan of at most 8 slots
-  (then binary search) and the insert/delete moves only the few levels *better* than it;
+- updates cluster at the touch: a valid update among the 8 best slots of a side (that does
+  not cross) takes a fast path with no data-dependent branch (see ``_apply``): a branch-free
+  count of the 8 best keys finds the slot, and insert, overwrite and delete are one fixed
+  8-slot move whose offsets come from (found, size == 0); deeper updates use a branch-free
+  binary search;
 - ``top(n)`` is a copy of the last n slots, contiguous in memory;
 - the array keeps free slots at both ends, so an insert or delete moves the levels on the
   shorter side of it: near the touch the few better ones, deep in the book the few worse
@@ -34,6 +39,7 @@ Deleting a level that does not exist is ignored (counted in ``n_missing``) unles
 """
 
 cimport cython
+from libc.float cimport DBL_MAX
 from libc.math cimport NAN, fabs, round as c_round
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove
@@ -43,9 +49,17 @@ cdef extern from "Python.h":
 
 
 import numpy as np
-from cpython.buffer cimport (
-    PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer,
-)
+cdef extern from "numpy/arrayobject.h":
+    ctypedef Py_ssize_t npy_intp
+    enum: NPY_FLOAT64
+    object PyArray_EMPTY(int nd, npy_intp* dims, int typenum, int fortran)
+    void* PyArray_DATA(object arr)
+    bint PyArray_Check(object obj)
+    int PyArray_NDIM(object arr)
+    npy_intp* PyArray_DIMS(object arr)
+    int PyArray_TYPE(object arr)
+    bint PyArray_ISCARRAY(object arr)
+    int _import_array() except -1
 
 from ofi_fast._types cimport (
     STATUS_BAD_VALUE, STATUS_CROSSED, STATUS_NEGATIVE, STATUS_NO_MEMORY, STATUS_NON_FINITE,
@@ -53,6 +67,8 @@ from ofi_fast._types cimport (
 )
 from ofi_fast._arrays import column
 from ofi_fast.errors import OFIError, raise_status
+
+_import_array()
 
 _FIELDS = ("side", "price", "size")
 _POLICIES = {"raise": BOOK_RAISE, "keep": BOOK_KEEP, "drop_stale": BOOK_DROP_STALE}
@@ -132,8 +148,9 @@ cdef int side_prepare(BookSide* s, intp_t m) noexcept nogil:
 cdef inline intp_t side_lower(const BookSide* s, int64_t key) noexcept nogil:
     """First index i with s.lv[i].key >= key (s.n if none). Keys ascend, so among the 8 best
     slots those >= key form a suffix: counting them (branch-free, a fixed 8-step loop) gives
-    the answer for updates near the touch; far prices fall back to binary search."""
-    cdef intp_t n = s.n, c = 0, j, lo, hi, mid
+    the answer for updates near the touch; far prices fall back to a branch-free binary
+    search (conditional moves, no data-dependent jumps)."""
+    cdef intp_t n = s.n, c = 0, j
     if n < 8:
         while n > 0 and s.lv[n - 1].key >= key:
             n -= 1
@@ -142,26 +159,26 @@ cdef inline intp_t side_lower(const BookSide* s, int64_t key) noexcept nogil:
         c += s.lv[n - j].key >= key
     if c < 8:
         return n - c
-    lo = 0
-    hi = n - 8      # s.lv[n - 8].key >= key is known; search [0, n - 8)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if s.lv[mid].key >= key:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+    return side_search(s.lv, n - 8, key)    # s.lv[n - 8].key >= key is known
 
 
-cdef inline int side_set(BookSide* s, int64_t key, float64_t size, intp_t* index,
-                         bint* inserted) noexcept nogil:
-    cdef intp_t j, i = side_lower(s, key)
-    index[0] = i
-    if i < s.n and s.lv[i].key == key:
-        s.lv[i].size = size
-        inserted[0] = False
-        return STATUS_OK
-    inserted[0] = True
+cdef inline intp_t side_search(const BookLevel* lv, intp_t m, int64_t key) noexcept nogil:
+    """First index i in [0, m] with lv[i].key >= key, given lv[m].key >= key (Khuong &
+    Morin's branch-free lower bound: conditional moves, no data-dependent jumps). Invariant:
+    the answer lies in [base, base + m]."""
+    cdef const BookLevel* base = lv
+    cdef intp_t half
+    while m > 1:
+        half = m >> 1
+        base = base + half if base[half].key < key else base
+        m -= half
+    return (base - lv) + (base[0].key < key)
+
+
+cdef inline int side_insert_at(BookSide* s, intp_t i, int64_t key,
+                               float64_t size) noexcept nogil:
+    """Insert a new level at index i (s.lv[i - 1].key < key < s.lv[i].key), moving the
+    shorter side of the array."""
     if i < s.n - i and s.lv > s.base:
         # nearer the deep end: move the worse levels one slot towards the front instead
         memmove(s.lv - 1, s.lv, i * sizeof(BookLevel))
@@ -185,6 +202,31 @@ cdef inline int side_set(BookSide* s, int64_t key, float64_t size, intp_t* index
     return STATUS_OK
 
 
+cdef inline void side_remove_at(BookSide* s, intp_t i) noexcept nogil:
+    """Remove the level at index i, moving the shorter side of the array."""
+    if i < s.n - 1 - i:
+        # nearer the deep end: move the worse levels one slot towards the back
+        memmove(s.lv + 1, s.lv, i * sizeof(BookLevel))
+        s.lv += 1
+    elif s.n - i <= 5:
+        memmove(&s.lv[i], &s.lv[i + 1], 4 * sizeof(BookLevel))   # fixed size, see insert
+    else:
+        memmove(&s.lv[i], &s.lv[i + 1], (s.n - i - 1) * sizeof(BookLevel))
+    s.n -= 1
+
+
+cdef inline int side_set(BookSide* s, int64_t key, float64_t size, intp_t* index,
+                         bint* inserted) noexcept nogil:
+    cdef intp_t i = side_lower(s, key)
+    index[0] = i
+    if i < s.n and s.lv[i].key == key:
+        s.lv[i].size = size
+        inserted[0] = False
+        return STATUS_OK
+    inserted[0] = True
+    return side_insert_at(s, i, key, size)
+
+
 cdef int book_side_set(BookSide* s, int64_t key, float64_t size) noexcept nogil:
     cdef intp_t i
     cdef bint inserted
@@ -193,24 +235,17 @@ cdef int book_side_set(BookSide* s, int64_t key, float64_t size) noexcept nogil:
 
 cdef inline intp_t side_delete(BookSide* s, int64_t key) noexcept nogil:
     """Remove the level with this key; return its index, or -1 when it does not exist."""
-    cdef intp_t j, i = side_lower(s, key)
+    cdef intp_t i = side_lower(s, key)
     if i == s.n or s.lv[i].key != key:
         return -1
-    if i < s.n - 1 - i:
-        # nearer the deep end: move the worse levels one slot towards the back
-        memmove(s.lv + 1, s.lv, i * sizeof(BookLevel))
-        s.lv += 1
-    elif s.n - i <= 5:
-        memmove(&s.lv[i], &s.lv[i + 1], 4 * sizeof(BookLevel))   # fixed size, see side_set
-    else:
-        memmove(&s.lv[i], &s.lv[i + 1], (s.n - i - 1) * sizeof(BookLevel))
-    s.n -= 1
+    side_remove_at(s, i)
     return i
 
 
 cdef int book_init(BookState* b, float64_t tick_size, int policy, bint strict,
                    intp_t capacity) noexcept nogil:
     b.tick_size = tick_size
+    b.tick_mul = 1.0 / tick_size
     cdef float64_t inv = c_round(1.0 / tick_size)
     b.inv_tick = inv if inv >= 1.0 and fabs(1.0 / tick_size - inv) <= 1e-9 * inv else 0.0
     b.policy = policy
@@ -307,7 +342,9 @@ cdef inline int _apply_tick(BookState* b, int side, int64_t tick, float64_t size
     return STATUS_OK
 
 
-cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
+cdef inline int _apply_checked(BookState* b, int side, float64_t price,
+                               float64_t size) noexcept nogil:
+    """The general path: every check in order (the first failing one is reported)."""
     if side != 1 and side != -1:
         return STATUS_BAD_VALUE
     if not (size - size == 0.0):
@@ -319,6 +356,123 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     if status != STATUS_OK:
         return status | (1 << 4)
     return _apply_tick(b, side, tick, size)
+
+
+# 1.5 * 2**52: (x + ROUND_MAGIC) - ROUND_MAGIC rounds x to the nearest integer (ties to even)
+# for |x| < 2**51, in two additions (no libm call, no branch).
+cdef float64_t ROUND_MAGIC = 6755399441055744.0
+# The fast path handles |price / tick_size| < 2**40 ticks, where the off-grid tolerance
+# (1e-6 + 1e-13 |x| < 0.12 tick) keeps the nearest integer unambiguous.
+cdef float64_t FAST_TICKS = 1099511627776.0
+cdef enum:
+    NEAR = 8          # slots searched (and moved) by the near-touch fast path; <= SLACK
+
+
+cdef int _apply_far(BookState* b, BookSide* s, BookSide* o, int side, int64_t key,
+                    float64_t size) noexcept nogil:
+    """The fast path's continuation for a valid update deeper than the NEAR best levels of
+    a side of >= NEAR levels with room behind (side, key and the search window already
+    known): branch-free binary search, then the insert/delete moves the shorter side. A
+    missing level or a crossing goes to `_apply_tick` (counters, strict mode, policies)."""
+    cdef intp_t n = s.n
+    cdef intp_t i = side_search(s.lv, n - NEAR, key)       # s.lv[n - NEAR].key >= key
+    cdef bint found = s.lv[i].key == key                   # i <= n - NEAR < n
+    if size == 0.0:
+        if not found:
+            return _apply_tick(b, side, key * side, size)
+        side_remove_at(s, i)
+        b.last_rank = n - 1 - i
+        b.last_shift = True
+    else:
+        if o.n > 0 and key + o.lv[o.n - 1].key >= 0:
+            return _apply_tick(b, side, key * side, size)   # crossed: the policy decides
+        if found:
+            s.lv[i].size = size
+            b.last_rank = n - 1 - i
+            b.last_shift = False
+        else:
+            side_insert_at(s, i, key, size)                 # room was checked: cannot fail
+            b.last_rank = n - i
+            b.last_shift = True
+        if b.policy == BOOK_KEEP and b.bid.n > 0 and b.ask.n > 0 \
+                and b.bid.lv[b.bid.n - 1].key + b.ask.lv[b.ask.n - 1].key >= 0:
+            b.n_crossed += 1                   # still crossed from an earlier update
+    b.last_side = side
+    b.n_updates += 1
+    return STATUS_OK
+
+
+cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
+    """One delta. Fast path, taken by a valid update whose price is among the NEAR best
+    slots of its side (or just better than the best) and that does not cross: no division
+    and no data-dependent branch. Validity is one AND of comparisons (sizes finite and >= 0,
+    side +-1, price on the grid after multiplying by 1/tick_size, with a tolerance 1 % tighter
+    than the exact check so that the division could not disagree); insert, overwrite and
+    delete are one fixed NEAR-slot move whose source and destination offsets (0 or 1) come
+    from (found, size == 0). A valid update deeper than the NEAR best continues in
+    `_apply_far`. Anything else goes to the general code, which decides everything again from
+    the unchanged state, so results and errors are those of the general code: a bad value or
+    an off-grid-looking price to `_apply_checked` (every check in order, the exact division);
+    a small side, a side that must grow, a crossing or a strict missing delete to
+    `_apply_tick`."""
+    cdef float64_t x = price * b.tick_mul
+    cdef float64_t r = (x + ROUND_MAGIC) - ROUND_MAGIC
+    cdef float64_t ax = fabs(x)
+    cdef bint ok = (((side == 1) | (side == -1)) & (size >= 0.0) & (size <= DBL_MAX)
+                    & (ax < FAST_TICKS) & (fabs(x - r) <= 1e-6 + 0.99e-13 * ax))
+    if not ok:
+        return _apply_checked(b, side, price, size)
+    cdef int64_t key = (<int64_t> r) * side
+    # the side by arithmetic, not a branch (bid/ask arrive in random order): k = 0 bid, 1 ask
+    cdef intp_t k = (1 - side) >> 1
+    cdef intp_t stride = <char*> &b.ask - <char*> &b.bid
+    cdef BookSide* s = <BookSide*> (<char*> &b.bid + k * stride)
+    cdef BookSide* o = <BookSide*> (<char*> &b.ask - k * stride)
+    cdef intp_t n = s.n
+    cdef BookLevel* lv = s.lv
+    if n < NEAR or s.capacity - (lv - s.base) - n < SLACK + 1:
+        return _apply_tick(b, side, <int64_t> r, size)
+    # levels among the NEAR best with key >= this key (a suffix: keys ascend), unrolled
+    cdef intp_t c = ((lv[n - 1].key >= key) + (lv[n - 2].key >= key)
+                     + (lv[n - 3].key >= key) + (lv[n - 4].key >= key)
+                     + (lv[n - 5].key >= key) + (lv[n - 6].key >= key)
+                     + (lv[n - 7].key >= key) + (lv[n - 8].key >= key))
+    if c == NEAR:
+        return _apply_far(b, s, o, side, key, size)         # deeper than the NEAR best
+    cdef intp_t i = n - c
+    # lv[n] (c == 0) is a free slot, readable (SLACK slots behind the last level)
+    cdef bint found = (c > 0) & (lv[i].key == key)
+    cdef bint zero = size == 0.0
+    cdef bint missing = (found == 0) & zero
+    if missing & b.strict:
+        return _apply_tick(b, side, <int64_t> r, size)       # the strict error
+    # |key| < 2**40 here, so the sentinel keeps the sum inside int64
+    cdef int64_t top = o.lv[o.n - 1].key if o.n > 0 else -(<int64_t> 1 << 62)
+    if (zero == 0) & (key + top >= 0):
+        return _apply_tick(b, side, <int64_t> r, size)       # crosses: the policy decides
+    cdef intp_t ins = (found == 0) & (zero == 0)
+    cdef intp_t dele = found & zero
+    cdef BookLevel tmp[NEAR]
+    # insert: lv[i .. i + NEAR) -> lv[i + 1 ..); delete: lv[i + 1 .. i + 1 + NEAR) -> lv[i ..);
+    # overwrite / missing delete: a copy onto itself. Everything read or written lies below
+    # lv + n + 2 <= lv + n + SLACK.
+    memcpy(tmp, lv + i + dele, NEAR * sizeof(BookLevel))
+    memcpy(lv + i + ins, tmp, NEAR * sizeof(BookLevel))
+    # the level's slot; for a deletion a free slot instead (the one just vacated at the end,
+    # or lv[n] for a missing level), chosen by arithmetic: no branch on the kind of update
+    cdef intp_t at = i + zero * (n - dele - i)
+    lv[at].key = key
+    lv[at].size = size
+    s.n = n + ins - dele
+    b.last_side = side
+    b.last_rank = RANK_NONE if missing else c - found
+    b.last_shift = (found == 0) | zero
+    b.n_missing += missing
+    if b.policy == BOOK_KEEP and (zero == 0) and b.bid.n > 0 and b.ask.n > 0 \
+            and b.bid.lv[b.bid.n - 1].key + b.ask.lv[b.ask.n - 1].key >= 0:
+        b.n_crossed += 1                       # still crossed from an earlier update
+    b.n_updates += 1
+    return STATUS_OK
 
 
 # The C API (see _book.pxd); the loops of this module call the inline bodies above.
@@ -387,7 +541,7 @@ cdef class Book:
       duplicates: the last one wins.
     - ``best_bid``, ``best_ask`` (price; NaN when the side is empty), ``best_bid_size``,
       ``best_ask_size``, ``mid``, ``spread``, ``weighted_mid``, ``imbalance(levels, decay)``,
-      ``top(n)``.
+      ``top(n)`` (a new (4, n) array; ``top(n, out=)`` fills yours without allocating).
     ``capacity`` is the initial number of levels per side; sides grow by doubling.
     See the module docstring for the structure and the crossed-book policies.
     """
@@ -403,8 +557,6 @@ cdef class Book:
         self.crossed = crossed
         if book_init(&self.st, ts, _policy(crossed), bool(strict), cap) != STATUS_OK:
             raise MemoryError()
-        self._top_cache = None
-        self._top_n = -1
 
     def __dealloc__(self):
         book_free(&self.st)
@@ -507,43 +659,39 @@ cdef class Book:
             s.n = m
 
     def top(self, intp_t n=10, out=None):
-        """The best ``n`` levels: ``(bid_px, bid_sz, ask_px, ask_sz)``, best first; missing
-        levels have NaN price and size 0.
+        """The best ``n`` levels, best first: a new float64 array of shape (4, n) whose rows
+        are ``bid_px, bid_sz, ask_px, ask_sz`` (so ``bid_px, bid_sz, ask_px, ask_sz =
+        book.top(n)`` unpacks it); missing levels have NaN price and size 0.
 
-        Without ``out`` the arrays returned are the book's own read-only buffers, reused (and
-        overwritten) by the next ``top`` call with the same ``n``: copy them to keep them.
-        ``out`` = a writeable C-contiguous float64 array of shape (4, n) (rows bid_px, bid_sz,
-        ask_px, ask_sz; the fast path) or a tuple of four float64 arrays of length ``n``.
+        Decision: the result is always the caller's own array (never a view of the book, so
+        it stays valid after further updates and may be modified): one allocation per call.
+        For no allocation at all pass ``out=``: a writeable C-contiguous float64 array of
+        shape (4, n) (the fast path; returned filled) or a tuple of four float64 arrays of
+        length ``n``.
         """
-        cdef float64_t[::1] a, b, c, d
+        cdef npy_intp dims[2]
+        cdef float64_t* d0
         if n < 0:
             raise OFIError(f"n must be >= 0, got {n}", field="n")
         if out is None:
-            if n != self._top_n:
-                arrs = tuple(np.empty(n, dtype=np.float64) for _ in range(4))
-                for j in range(4):
-                    a = arrs[j]
-                    self._top_ptr[j] = &a[0] if n else NULL
-                    arrs[j].flags.writeable = False
-                self._top_cache = arrs
-                self._top_n = n
-            book_top(&self.st, n, self._top_ptr[0], self._top_ptr[1], self._top_ptr[2],
-                     self._top_ptr[3])
-            return self._top_cache
-        cdef Py_buffer buf
-        cdef float64_t* d0
-        if isinstance(out, np.ndarray):
-            # one (4, n) array, rows bid_px, bid_sz, ask_px, ask_sz, through the raw buffer
-            # protocol: a typed-memoryview acquisition costs several times more
-            PyObject_GetBuffer(out, &buf, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT)
-            ok = (buf.ndim == 2 and buf.shape[0] == 4 and buf.shape[1] == n
-                  and buf.itemsize == 8 and buf.format[0] == b'd' and buf.format[1] == 0)
-            d0 = <float64_t*> buf.buf
-            if ok and n:
-                book_top(&self.st, n, d0, d0 + n, d0 + 2 * n, d0 + 3 * n)
-            PyBuffer_Release(&buf)
-            if not ok:
-                raise OFIError(f"out must be a float64 array of shape (4, {n})", field="out")
+            dims[0] = 4
+            dims[1] = n
+            res = PyArray_EMPTY(2, dims, NPY_FLOAT64, 0)
+            d0 = <float64_t*> PyArray_DATA(res)
+            book_top(&self.st, n, d0, d0 + n, d0 + 2 * n, d0 + 3 * n)
+            return res
+        cdef float64_t[::1] a, b, c, d
+        cdef npy_intp* shape
+        if PyArray_Check(out):
+            # one (4, n) array, rows bid_px, bid_sz, ask_px, ask_sz, checked with the numpy
+            # C API (a buffer or typed-memoryview acquisition costs several times more)
+            shape = PyArray_DIMS(out)
+            if not (PyArray_NDIM(out) == 2 and shape[0] == 4 and shape[1] == n
+                    and PyArray_TYPE(out) == NPY_FLOAT64 and PyArray_ISCARRAY(out)):
+                raise OFIError(f"out must be a writeable C-contiguous float64 array of shape "
+                               f"(4, {n})", field="out")
+            d0 = <float64_t*> PyArray_DATA(out)
+            book_top(&self.st, n, d0, d0 + n, d0 + 2 * n, d0 + 3 * n)
             return out
         if len(out) != 4:
             raise OFIError("out must be a (4, n) array or a tuple of 4 arrays", field="out")
@@ -711,6 +859,15 @@ cdef class Book:
         self.st.n_updates, self.st.n_crossed, self.st.n_dropped, self.st.n_missing = d["counts"]
 
 
+@cython.final
+cdef class _EmptyApply:
+    """An empty cpdef method with Book.apply's signature: the Python call-overhead floor that
+    bench/bench_book.py measures beside Book.apply."""
+
+    cpdef int apply(self, int side, float64_t price, float64_t size) except -1:
+        return 0
+
+
 cdef int raise_book(int status, intp_t index) except -1:
     raise_status(status & 15, _FIELDS[status >> 4], index)
     return 0
@@ -862,6 +1019,7 @@ cdef class BookOFI:
     - ``book`` (the :class:`Book`), ``ofi`` (the :class:`MultiLevelOFI`: ``values``,
       ``depth``, ``normalized``, ``integrated``, ``fit``).
     A bad delta (or ts going backwards) raises with field and index; nothing changes for it.
+    ``load_snapshot(..., ts=None, allow_older=False)`` keeps the time order (see there).
     """
 
     def __cinit__(self, tick_size, levels=10, window=None, window_time=None, capacity=None,
@@ -962,14 +1120,38 @@ cdef class BookOFI:
             raise_bookofi(status, i)
         return (e_arr, lv_arr) if levels else e_arr
 
-    def load_snapshot(self, bid_px=None, bid_sz=None, ask_px=None, ask_sz=None):
+    def load_snapshot(self, bid_px=None, bid_sz=None, ask_px=None, ask_sz=None, ts=None, *,
+                      allow_older=False):
         """Replace the book side(s) (see Book.load_snapshot) and restart OFI from it: the
-        window is cleared and the snapshot becomes the previous state of the next delta."""
-        self._book.load_snapshot(bid_px, bid_sz, ask_px, ask_sz)
+        window is cleared and the snapshot becomes the previous state of the next delta.
+
+        Time order (decision): the snapshot is a point in the event stream, taken at ``ts``
+        (``None``: at the time of the last event, no time passes). A ``ts`` older than the
+        last event raises TimeOrderError (field ``ts``; nothing changes): a stale snapshot
+        applied over newer deltas is almost always a feed-handling bug. ``allow_older=True``
+        accepts it (a deliberate resync: the exchange's snapshot time precedes deltas already
+        seen); the time order then restarts at ``ts``. Later deltas need ts >= the
+        snapshot's time. ``reset()`` forgets the time entirely.
+        """
+        cdef MLOFIState* m = &self._ml.st
+        cdef bint has = m.has_last
+        cdef int64_t at = m.last_ts
+        cdef int64_t t
+        if ts is not None:
+            t = ts
+            if has and t < at and not allow_older:
+                raise_status(STATUS_TIME_BACKWARDS, "ts", 0,
+                             f"snapshot at {t} is older than the last event ({at}); "
+                             "pass allow_older=True to resync to it")
+            at = t
+            has = True
+        self._book.load_snapshot(bid_px, bid_sz, ask_px, ask_sz)   # raises before any change
         self._pending = False
-        mlofi_reset(&self._ml.st)
-        bookofi_commit(&self._book.st, &self._ml.st, self._ml.st.last_ts)
-        mlofi_reset_keep_prev(&self._ml.st)
+        mlofi_reset(m)
+        bookofi_commit(&self._book.st, m, at)
+        mlofi_reset_keep_prev(m)
+        m.has_last = has
+        m.last_ts = at
 
     @property
     def book(self):

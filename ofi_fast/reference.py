@@ -781,10 +781,17 @@ class BookOFI:
         e1 = [r[0] for r in rows]
         return (e1, rows) if levels else e1
 
-    def load_snapshot(self, bid_px=None, bid_sz=None, ask_px=None, ask_sz=None):
+    def load_snapshot(self, bid_px=None, bid_sz=None, ask_px=None, ask_sz=None, ts=None,
+                      allow_older=False):
+        """The snapshot happens at ts (None: the last event's time); older than the last
+        event -> TimeOrderError unless allow_older (then the time order restarts at ts)."""
+        last = self.ofi.last_ts
+        if ts is not None and last is not None and ts < last and not allow_older:
+            raise RefError("TimeOrderError", "ts", 0)
         self.book.load_snapshot(bid_px, bid_sz, ask_px, ask_sz)
         self.ofi.reset()
         self.ofi.prev = [tuple(x) for x in zip(*self._state())]
+        self.ofi.last_ts = last if ts is None else ts
 
     @property
     def values(self):

@@ -6,7 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import ofi_fast
 from ofi_fast import reference as ref
@@ -163,17 +163,40 @@ def test_snapshot():
     assert ei.value.field == "bid_sz" and ei.value.index == 1
 
 
-def test_top_out_and_cache():
+def test_top_returns_fresh_arrays_and_fills_out():
+    """top(n) is a new (4, n) array each call (never a view of the book: it keeps its values
+    after later updates and is writeable); out= is filled in place and returned."""
     b = Book(1.0)
     b.apply_many([1, 1, -1], [10, 9, 11], [1, 2, 3])
     t1 = b.top(3)
-    assert not t1[0].flags.writeable
+    assert isinstance(t1, np.ndarray) and t1.shape == (4, 3) and t1.dtype == np.float64
+    assert t1.flags.writeable and t1.flags.owndata
+    bp, bs, ap, az = t1                       # unpacks as (bid_px, bid_sz, ask_px, ask_sz)
+    assert same(bp, [10, 9, np.nan]) and same(bs, [1, 2, 0])
+    assert same(ap, [11, np.nan, np.nan]) and same(az, [3, 0, 0])
+    t2 = b.top(3)
+    assert t2 is not t1 and not np.shares_memory(t1, t2)
+    b.apply(1, 10, 0.0)                       # a later update does not touch earlier results
+    t1[1, 0] = -5.0                           # nor does writing to a result touch the book
+    assert same(t2, [[10, 9, np.nan], [1, 2, 0], [11, np.nan, np.nan], [3, 0, 0]])
+    assert same(b.top(3)[0], [9, np.nan, np.nan]) and b.best_bid_size == 2
     out = tuple(np.zeros(3) for _ in range(4))
     r = b.top(3, out=out)
-    assert r is out and same(out[0], [10, 9, np.nan]) and same(out[3], [3, 0, 0])
-    assert len(b.top(0)[0]) == 0
+    assert r is out and same(out[0], [9, np.nan, np.nan]) and same(out[3], [3, 0, 0])
+    assert b.top(0).shape == (4, 0)
     with pytest.raises(OFIError):
         b.top(2, out=out)
+    with pytest.raises(OFIError):
+        b.top(-1)
+    for bad in (np.zeros((4, 6))[:, ::2], np.zeros((4, 3), np.float32), np.zeros((3, 3)),
+                np.zeros((4, 3)).T.copy().T, np.zeros(12)):
+        with pytest.raises(OFIError) as ei:
+            b.top(3, out=bad)
+        assert ei.value.field == "out"
+    ro = np.zeros((4, 3))
+    ro.flags.writeable = False
+    with pytest.raises(OFIError):
+        b.top(3, out=ro)
 
 
 def test_pickle_mid_stream(rng):
@@ -249,6 +272,101 @@ def test_apply_many_chunks_equal_apply(stream, chunk):
     for s in range(0, len(px), chunk):
         b.apply_many(side[s:s + chunk], px[s:s + chunk], sz[s:s + chunk])
     assert all(same(x, y) for x, y in zip(a.levels(1) + a.levels(-1), b.levels(1) + b.levels(-1)))
+
+
+# ------------------------------------------------------------------ the near-touch fast path
+def touch_heavy_deltas(rng, n, p_missing=0.05, p_cross=0.03, far=0.05):
+    """Streams that keep 10-40 dense levels per side (so the near-touch fast path of
+    Book.apply runs most of the time): sets and deletes within 12 ticks of the touch, some
+    deletions of absent levels, some crossing updates, some far levels."""
+    side = rng.choice([1, -1], n).astype(np.int8)
+    mid = 1000 + np.cumsum(rng.integers(-1, 2, n) * (rng.random(n) < 0.05))
+    off = rng.integers(1, 13, n)
+    farm = rng.random(n) < far
+    off[farm] = rng.integers(13, 3000, farm.sum())
+    cross = rng.random(n) < p_cross
+    off[cross] = -rng.integers(0, 4, cross.sum())
+    px = np.where(side == 1, mid - off, mid + off).astype(np.float64)
+    sz = rng.integers(1, 50, n).astype(np.float64)
+    dele = rng.random(n) < 0.3 + p_missing
+    sz[dele] = 0.0
+    return side, px, sz
+
+
+@settings(max_examples=40)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["keep", "drop_stale", "raise"]),
+       st.booleans(), st.sampled_from([1.0, 0.01]))
+def test_fast_path_matches_reference_on_deep_books(seed, policy, strict, tick):
+    """Long touch-heavy streams (books of 10-40 levels, so inserts, overwrites, deletes and
+    missing deletes go through the branch-free near-touch path) == reference after every
+    event, including errors (crossing under "raise", missing levels under strict)."""
+    rng = np.random.default_rng(seed)
+    side, px, sz = touch_heavy_deltas(rng, 600)
+    px = px * tick
+    b = Book(tick, crossed=policy, strict=strict, capacity=8)
+    rb = ref.Book(tick, crossed=policy, strict=strict)
+    snap = (np.arange(999, 987, -1) * tick, np.full(12, 5.0),
+            np.arange(1001, 1013) * tick, np.full(12, 5.0))
+    b.load_snapshot(*snap)
+    rb.load_snapshot(*snap)
+    deep = 0
+    for i in range(len(px)):
+        deep += b.bid_levels >= 8 and b.ask_levels >= 8
+        try:
+            rb.apply(int(side[i]), px[i], sz[i], i)
+        except ref.RefError as err:
+            with pytest.raises(OFIError) as ei:
+                b.apply(int(side[i]), px[i], sz[i])
+            assert type(ei.value).__name__ == err.kind and ei.value.field == err.field
+        else:
+            b.apply(int(side[i]), px[i], sz[i])
+        assert_same_book(b, rb, 12)
+    assert (b.n_updates, b.n_crossed, b.n_dropped, b.n_missing) == \
+        (rb.n_updates, rb.n_crossed, rb.n_dropped, rb.n_missing)
+    assert deep > len(px) // 4          # the stream did exercise deep books (>= 60 % seen)
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 10))
+def test_fast_path_bookofi_ranks_match_reference(seed, L):
+    """BookOFI reads the rank/shift the fast path records: per-level e on deep books ==
+    reference (exact: integer-valued data)."""
+    rng = np.random.default_rng(seed)
+    side, px, sz = touch_heavy_deltas(rng, 600)
+    ts = np.arange(len(px))
+    o = BookOFI(1.0, levels=L, crossed="drop_stale")
+    r = ref.BookOFI(1.0, levels=L, crossed="drop_stale")
+    e, lv = o.update_many(ts, side, px, sz, levels=True)
+    re1, rlv = r.update_many(ts.tolist(), side.tolist(), px.tolist(), sz.tolist(), levels=True)
+    assert e.tolist() == re1 and lv.tolist() == rlv
+
+
+@given(st.sampled_from([1.0, 0.01, 0.5, 1e-5, 0.1, 0.25, 3e-8]),
+       st.integers(-10**11, 10**11) | st.integers(-100, 100),
+       st.floats(-3e-6, 3e-6) | st.sampled_from([0.0, 1e-6, -1e-6, 0.5, -0.5]),
+       st.integers(0, 9))
+def test_tick_conversion_matches_reference_at_the_tolerance(tick, t, d, filled):
+    """Prices (t + d) * tick around the 1e-6-tick off-grid tolerance: accepted exactly when
+    the reference accepts, at the same tick, whether the fast path (multiply by 1/tick) or
+    the general path (division) handles the update."""
+    price = (t + d) * tick
+    rb = ref.Book(tick)
+    try:
+        want = rb._tick(price)
+    except ref.RefError:
+        want = None
+    b = Book(tick, crossed="keep")
+    if want is not None and filled:
+        # `filled` levels just below the price: the fast path's slot search runs
+        b.apply_many(np.ones(filled + 8, np.int8), (want - 1 - np.arange(filled + 8)) * tick,
+                     np.ones(filled + 8))
+    if want is None:
+        with pytest.raises(OFIError) as ei:
+            b.apply(1, price, 1.0)
+        assert ei.value.field == "price"
+    else:
+        b.apply(1, price, 1.0)
+        assert b.best_bid_tick == want
 
 
 # ------------------------------------------------------------------ LOBSTER
@@ -424,6 +542,59 @@ def test_bookofi_snapshot_pickle_and_errors(rng):
     assert all(same(x, y) for x, y in zip(top_before, o3.book.top(5)))
     assert o3.values.tolist() == vals
     assert ofi_fast.BookOFI is BookOFI
+
+
+def test_bookofi_snapshot_keeps_time_order():
+    """load_snapshot(ts=...) is an event in time: older than the last event -> TimeOrderError
+    (nothing changes) unless allow_older=True (time order restarts at ts); without ts it
+    happens at the last event's time; the reference agrees step by step."""
+    o = BookOFI(1.0, levels=2, window_time=100, capacity=16)
+    r = ref.BookOFI(1.0, levels=2, window_time=100, capacity=16)
+    snap = ([100, 99], [10, 5], [101, 102], [12, 9])
+    for x in (o, r):
+        x.load_snapshot(*snap)                  # no event yet: no time constraint
+        x.update(10, 1, 100, 11)
+        x.update(12, -1, 101, 10)
+
+    def state():
+        return np.nan_to_num(o.book.top(4), nan=-1.0).tolist(), o.values.tolist(), o.ofi.n_events
+
+    before = state()
+    with pytest.raises(TimeOrderError) as ei:
+        o.load_snapshot(*snap, ts=11)
+    assert ei.value.field == "ts" and ei.value.index == 0
+    with pytest.raises(ref.RefError):
+        r.load_snapshot(*snap, ts=11)
+    assert state() == before
+    with pytest.raises(NegativeSizeError):      # a bad snapshot does not move the time either
+        o.load_snapshot([100], [-1], [101], [1], ts=50)
+    assert state() == before
+    # no ts: the snapshot is at the last event's time (12)
+    for x in (o, r):
+        x.load_snapshot(*snap)
+    with pytest.raises(TimeOrderError):
+        o.update(11, 1, 100, 3)
+    assert o.update(12, 1, 100, 3) == r.update(12, 1, 100, 3) == -7.0
+    # a newer snapshot moves the time forward
+    for x in (o, r):
+        x.load_snapshot(*snap, ts=40)
+    with pytest.raises(TimeOrderError):
+        o.update(39, 1, 100, 3)
+    # allow_older: a deliberate resync; the time order restarts at its ts
+    for x in (o, r):
+        x.load_snapshot(*snap, ts=5, allow_older=True)
+    with pytest.raises(TimeOrderError):
+        o.update_many([6, 4], [1, 1], [100, 100], [1, 2])
+    assert o.ofi.n_events == 1                  # the delta at 6 is applied, 4 is not
+    r.update(6, 1, 100, 1)
+    assert o.update(7, -1, 101, 1) == r.update(7, -1, 101, 1)
+    assert o.values.tolist() == r.values
+    c = pickle.loads(pickle.dumps(o))           # the time order survives pickling
+    with pytest.raises(TimeOrderError):
+        c.update(6, 1, 100, 2)
+    o.reset()                                   # reset forgets the time
+    o.load_snapshot(*snap, ts=0)
+    assert o.update(1, 1, 100, 10) == 0.0
 
 
 def lobster_step_fast(msg, ob, tick=100.0):
