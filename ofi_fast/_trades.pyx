@@ -604,15 +604,9 @@ cdef int tradeflow_update(TradeFlowState* st, int64_t ts, float64_t price, float
     return _tradeflow_step(st, ts, price, size, side, bid_px, ask_px, signed)
 
 
-cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
-                                float64_t size, int side, float64_t bid_px, float64_t ask_px,
-                                float64_t* signed) noexcept nogil:
-    cdef TradeRing* r = &st.ring
-    cdef float64_t tot
-    cdef intp_t keep, j
-    cdef int k, status
-    cdef int8_t s
-    # Validate everything before touching the state.
+cdef inline int _trade_check(const TradeFlowState* st, int64_t ts, float64_t price,
+                             float64_t size, int side) noexcept nogil:
+    # One trade's validity, field by field (0 ts, 1 price, 2 size, 3 side in bits 4+).
     if st.has_last and ts < st.last_ts:
         return STATUS_TIME_BACKWARDS
     if not (price - price == 0.0):
@@ -623,6 +617,21 @@ cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
         return STATUS_NEGATIVE | (2 << 4)
     if side < -1 or side > 1:
         return STATUS_BAD_VALUE | (3 << 4)
+    return STATUS_OK
+
+
+cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
+                                float64_t size, int side, float64_t bid_px, float64_t ask_px,
+                                float64_t* signed) noexcept nogil:
+    cdef TradeRing* r = &st.ring
+    cdef float64_t tot
+    cdef intp_t keep, j
+    cdef int k, status
+    cdef int8_t s
+    # Validate everything before touching the state.
+    status = _trade_check(st, ts, price, size, side)
+    if status:
+        return status
     if st.window_time:
         # trades that will stay in (ts - window_time, ts]; the ring must hold them plus this one
         keep = r.count
@@ -695,16 +704,9 @@ cdef inline int _tradeflow_step_plain(TradeFlowState* st, int64_t ts, float64_t 
     """_tradeflow_step for the common case, no window and no classifier: the same checks and
     sums, small enough to be inlined into update_many's loop (the general step is not)."""
     cdef int k
-    if st.has_last and ts < st.last_ts:
-        return STATUS_TIME_BACKWARDS
-    if not (price - price == 0.0):
-        return STATUS_NON_FINITE | (1 << 4)
-    if not (size - size == 0.0):
-        return STATUS_NON_FINITE | (2 << 4)
-    if size < 0.0:
-        return STATUS_NEGATIVE | (2 << 4)
-    if side < -1 or side > 1:
-        return STATUS_BAD_VALUE | (3 << 4)
+    cdef int status = _trade_check(st, ts, price, size, side)
+    if status:
+        return status
     k = side + 1
     neumaier_add(&st.vol[k], &st.comp[k], size)
     st.n[k] += 1
