@@ -790,6 +790,14 @@ def test_kraken_trades_real_capture():
     assert msgs == 8  # README: 8 trade messages
 
 
+def test_kraken_trades_reader_skips_book_messages():
+    # the book capture has 4- and 5-element book messages (["a"], ["b"] or both) and no trade
+    path = data_file("cryptofeed_sample_data", "KRAKEN.ws.50.0")
+    r = F.KrakenTradesReader(path)
+    t = r.read()
+    assert len(t) == 0 and r.errors.count == 0 and r.stats["other_channel"] > 1000
+
+
 def test_kraken_trades_malformed(tmp_path):
     p = tmp_path / "kt.txt"
     p.write_text('1.0: [1,[["10.0","1.0","1.5","b","m",""]],"trade","A/B"]\n'

@@ -219,12 +219,14 @@ class KrakenTradesReader:
                 st["events"] += 1
                 continue
             try:
+                if (isinstance(msg, list) and len(msg) >= 4 and isinstance(msg[-2], str)
+                        and msg[-2] != "trade"):
+                    # another channel's message (a book update has 4 or 5 elements)
+                    st["other_channel"] += 1
+                    continue
                 if (not isinstance(msg, list) or len(msg) != 4 or not isinstance(msg[2], str)
                         or not isinstance(msg[3], str)):
                     raise ValueError("not [channelID, trades, channelName, pair]")
-                if msg[2] != "trade":
-                    st["other_channel"] += 1
-                    continue
                 if self.pair is None:
                     self.pair = msg[3]
                 if msg[3] != self.pair:
