@@ -10,7 +10,7 @@ classify_trades (tick, quote, lee_ready, emo) <= 5 ns/trade; TradeFlow.update fr
 import numpy as np
 import pytest
 
-from ofi_fast._trades import TradeFlow, VPIN, _EmptyTradeCall, classify_trades, trade_flow, vpin
+from ofi_fast._trades import TradeFlow, _EmptyTradeCall, classify_trades, trade_flow, vpin
 
 N = 1_000_000          # batch kernels
 N_CALL = 100_000       # Python-level calls
