@@ -17,6 +17,9 @@ settings.register_profile("default", max_examples=200, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci-short", max_examples=40, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
+# a long fuzz run before a release: HYPOTHESIS_PROFILE=deep python -m pytest -q
+settings.register_profile("deep", max_examples=3000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO = Path(__file__).resolve().parent.parent
