@@ -26,10 +26,12 @@ def quotes(n, seed=0):
 @pytest.fixture(scope="session")
 def c_l1_ofi():
     """ctypes handle to bench/cloop.c compiled with gcc -O2 (skips if no compiler)."""
+    src = HERE / "cloop.c"
+    assert src.is_file(), f"{src} is missing: the C baseline is part of the benchmark"
     out = HERE / "_cbuild" / "libcloop.so"
     out.parent.mkdir(exist_ok=True)
     try:
-        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(out), str(HERE / "cloop.c")],
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(out), str(src)],
                        check=True, capture_output=True)
     except (OSError, subprocess.CalledProcessError) as exc:
         pytest.skip(f"no C compiler for the baseline: {exc}")
