@@ -42,8 +42,12 @@ def split_line(line: bytes):
     return int(head), body
 
 
-def recorded_messages(path, errors, stats):
-    """Yield (line number, local ns, decoded JSON) of a capture; markers counted in stats."""
+def recorded_messages(path, errors, stats, inspect=None):
+    """Yield (line number, local ns, decoded JSON) of a capture; markers counted in stats.
+
+    ``inspect(msg, line)``, when given, checks or completes each decoded message and returns
+    it; a ValueError/TypeError it raises counts the line as malformed, as a decoding error does.
+    """
     with open_binary(path) as f:
         for no, line in LineBlocks(f).lines():
             if not line.strip():
@@ -54,6 +58,8 @@ def recorded_messages(path, errors, stats):
                     stats["markers"] += 1
                     continue
                 msg = loads(body)
+                if inspect is not None:
+                    msg = inspect(msg, line)
             except JSON_ERRORS as exc:
                 errors.bad(no, f"malformed line ({exc}): {line[:80]!r}")
                 continue

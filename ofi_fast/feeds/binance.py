@@ -40,15 +40,8 @@ from __future__ import annotations
 from collections import namedtuple
 
 from ofi_fast.errors import ParseError, SequenceGapError
-from ofi_fast.feeds._common import (
-    DEFAULT_CHUNK_ROWS,
-    NO_TIME,
-    ErrorLog,
-    LineBlocks,
-    open_binary,
-)
-from ofi_fast.feeds._recorded import JSON_ERRORS, split_line
-from ofi_fast.feeds._recorded import loads as _loads
+from ofi_fast.feeds._common import DEFAULT_CHUNK_ROWS, NO_TIME, ErrorLog
+from ofi_fast.feeds._recorded import recorded_messages
 from ofi_fast.feeds._l2 import (
     FLAG_BATCH_END,
     FLAG_CLEAR,
@@ -82,6 +75,17 @@ BinanceChunk = namedtuple("BinanceChunk", ["depth", "trades", "quotes"])
 BinanceChunk.__doc__ = "One chunk of a Binance recording: BookDeltas, Trades, Quotes."
 
 _MS = 1_000_000
+
+
+def _binance_message(msg, line):
+    """A recorded line's JSON must be an object; a REST snapshot carries no symbol, so take it
+    from the request URL in front of it (``msg["_symbol"]``)."""
+    if not isinstance(msg, dict):
+        raise ValueError("JSON is not an object")
+    if line.startswith(b"http") and b"symbol=" in line:
+        sym = line.split(b"symbol=", 1)[1].split(b"&", 1)[0].split(b" ", 1)[0]
+        msg["_symbol"] = sym.decode().upper()
+    return msg
 
 
 class BinanceReader:
@@ -121,26 +125,8 @@ class BinanceReader:
 
     # -- input ---------------------------------------------------------------------------------
     def _lines(self, path, errors):
-        with open_binary(path) as f:
-            for no, line in LineBlocks(f).lines():
-                if not line.strip():
-                    continue
-                try:
-                    ts_local, body = split_line(line)
-                    if ts_local is None:
-                        self.stats["markers"] += 1
-                        continue
-                    msg = _loads(body)
-                    if not isinstance(msg, dict):
-                        raise ValueError("JSON is not an object")
-                    if line.startswith(b"http") and b"symbol=" in line:
-                        # a REST snapshot carries no symbol: take it from the request URL
-                        sym = line.split(b"symbol=", 1)[1].split(b"&", 1)[0].split(b" ", 1)[0]
-                        msg["_symbol"] = sym.decode().upper()
-                except JSON_ERRORS as exc:
-                    errors.bad(no, f"malformed line ({exc}): {line[:80]!r}")
-                    continue
-                yield no, ts_local, msg, path
+        for no, ts_local, msg in recorded_messages(path, errors, self.stats, _binance_message):
+            yield no, ts_local, msg, path
 
     def _merged(self):
         main = self._lines(self.path, self.errors)
