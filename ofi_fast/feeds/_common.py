@@ -76,6 +76,9 @@ class ErrorLog:
         self.on_error = check_on_error(on_error)
         self.count = 0
         self.first: list[tuple[int, str]] = []  # (1-based line, reason)
+        # Set when the container ended early (truncated .gz / zip member, corrupt deflate data)
+        # and on_error="skip" kept what came before the cut: (1-based line of the cut, reason).
+        self.truncated: tuple[int, str] | None = None
 
     def bad(self, line: int, reason: str, field: str | None = None) -> None:
         """Report a malformed line: raise :class:`ParseError` (with ``field`` when known) or
