@@ -645,19 +645,16 @@ def multilevel_table(specs, **kw):
 
 
 def main(argv=None):
+    """``python -m ofi_fast.analysis cks|multilevel ...``: an alias of ``ofi-fast cks`` /
+    ``ofi-fast multilevel`` (same options, same one-line errors)."""
+    from ofi_fast.cli import main as cli_main
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) >= 2 and argv[0] == "cks":
-        print(cks_table(argv[1:]))
-        return 0
-    if len(argv) >= 2 and argv[0] == "multilevel":
-        # PATH:LEVELS, e.g. LOBSTER_SampleFile_GOOG_2012-06-21_10.zip:10
-        specs = [(p.rsplit(":", 1)[0], int(p.rsplit(":", 1)[1])) for p in argv[1:]]
-        print(multilevel_table(specs))
-        return 0
-    print("usage: python -m ofi_fast.analysis cks LOBSTER_level1.zip [...]\n"
-          "       python -m ofi_fast.analysis multilevel LOBSTER_levelM.zip:M [...]",
-          file=sys.stderr)
-    return 2
+    if not argv or argv[0] not in ("cks", "multilevel"):
+        print("usage: python -m ofi_fast.analysis cks LOBSTER_level1.zip [...]\n"
+              "       python -m ofi_fast.analysis multilevel LOBSTER_levelM.zip:M [...]\n"
+              "(aliases of 'ofi-fast cks' and 'ofi-fast multilevel')", file=sys.stderr)
+        return 2
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 int64 ns timestamps, float64 prices and sizes, int8 sides (+1 bid / buyer-initiated, -1 ask /
 seller-initiated, 0 unknown). Each reader iterates chunks of bounded size and has a whole-file
 convenience. Python + numpy; the CSV readers (LOBSTER, Tardis) parse with the compiled
-tokenizer ``ofi_fast._csv``.
+tokenizer ``ofi_fast._csv``. :func:`open` detects the format of any of them and returns one
+:class:`Source` (chunks of quotes or L2 deltas plus trades, and its data quality).
 """
 
 from ofi_fast.feeds._common import NO_TIME, ErrorLog
@@ -48,8 +49,24 @@ from ofi_fast.feeds.lobster import (
     midnight_ns,
     read_lobster,
 )
+from ofi_fast.feeds.sources import (
+    FORMATS,
+    Chunk,
+    InputError,
+    Source,
+    detect_format,
+    infer_tick_size,
+    open,
+)
 
 __all__ = [
+    "FORMATS",
+    "Chunk",
+    "InputError",
+    "Source",
+    "detect_format",
+    "infer_tick_size",
+    "open",
     "BinanceChunk",
     "BinanceReader",
     "BitstampL3Reader",

@@ -148,7 +148,8 @@ class BinanceReader:
             "lines": 0, "markers": 0, "depth_messages": 0, "applied": 0, "snapshots": 0,
             "dropped_stale": 0, "dropped_gap": 0, "unsynced_at_end": 0, "trades": 0,
             "quotes": 0, "other_symbol": 0, "other_stream": 0, "gaps": [],
-            "first_applied_line": None, "snapshot_lines": [],
+            "first_applied_line": None, "snapshot_lines": [], "gap_records": [],
+            "symbols": set(),
         }
         depth, trades, quotes = Columns(BookDeltas), Columns(Trades), Columns(Quotes)
         self._state = "wait"   # "wait": no snapshot; "first": after snapshot; "sync"
@@ -185,6 +186,7 @@ class BinanceReader:
     def _want_symbol(self, sym) -> bool:
         if sym is None:
             return True
+        self.stats["symbols"].add(sym)
         if self.symbol is None:
             self.symbol = sym
         if sym != self.symbol:
@@ -240,6 +242,9 @@ class BinanceReader:
                          FLAG_SNAPSHOT | FLAG_CLEAR | FLAG_BATCH_END)
         st["snapshots"] += 1
         st["snapshot_lines"].append(no)
+        if self._state == "gap" and st["gap_records"]:
+            g = st["gap_records"][-1]
+            g["resync_line"], g["resync_ts_local"], g["resync_ts_exchange"] = no, ts_local, ts_ex
         self._last_id = last_id
         self._state = "first"
         self._prev_u = None
@@ -268,21 +273,26 @@ class BinanceReader:
             target = L if futures else L + 1
             if not (first_u <= target <= last_u):
                 self._gap(no, f"first diff after snapshot lastUpdateId={L} does not straddle "
-                              f"{target}: U={first_u}, u={last_u}", first_u, last_u)
+                              f"{target}: U={first_u}, u={last_u}", first_u, last_u,
+                          ts_local, data, L)
                 return
             st["first_applied_line"] = st["first_applied_line"] or no
         elif self._state == "sync":
             if futures:
                 if int(pu) != self._prev_u:
                     self._gap(no, f"pu={int(pu)} != previous u={self._prev_u} (U={first_u}, "
-                                  f"u={last_u})", first_u, last_u)
+                                  f"u={last_u})", first_u, last_u, ts_local, data,
+                              self._prev_u)
                     return
             elif first_u != self._prev_u + 1:
                 self._gap(no, f"U={first_u} != previous u + 1 = {self._prev_u + 1} "
-                              f"(u={last_u})", first_u, last_u)
+                              f"(u={last_u})", first_u, last_u, ts_local, data, self._prev_u)
                 return
         else:  # "gap": waiting for the next snapshot
             st["dropped_gap"] += 1
+            g = st["gap_records"][-1]
+            g["dropped"] += 1
+            g["last_ts_local"], g["last_ts_exchange"] = ts_local, _event_ns(data)
             return
         e = data.get("E")
         ts_ex = int(e) * _MS if e is not None else NO_TIME
@@ -296,14 +306,30 @@ class BinanceReader:
         self._prev_u = last_u
         self._state = "sync"
 
-    def _gap(self, no, detail, first_u, last_u):
+    def _gap(self, no, detail, first_u, last_u, ts_local, data, prev_id):
+        """A break of the id chain at line ``no``: raise, or record it (``stats["gaps"]``: (line,
+        detail); ``stats["gap_records"]``: one dict per gap with the ids, the times of the gap
+        message and of the last diff dropped after it, the number of diffs dropped, and the
+        line / times of the snapshot that resynced the book, None while none has)."""
         st = self.stats
         where = f"{self.path}:{no}"
         if self.on_gap == "raise":
             raise SequenceGapError(f"{where}: sequence gap: {detail}", field="U", index=no)
         st["gaps"].append((no, detail))
+        ts_ex = _event_ns(data)
+        st["gap_records"].append({
+            "line": no, "detail": detail, "first_id": first_u, "last_id": last_u,
+            "prev_id": prev_id, "ts_local": ts_local, "ts_exchange": ts_ex, "dropped": 1,
+            "last_ts_local": ts_local, "last_ts_exchange": ts_ex, "resync_line": None,
+            "resync_ts_local": None, "resync_ts_exchange": None})
         st["dropped_gap"] += 1
         self._state = "gap"
+
+
+def _event_ns(data) -> int:
+    """A diff's exchange event time ``E`` in ns (NO_TIME when absent or not an integer)."""
+    e = data.get("E")
+    return int(e) * _MS if isinstance(e, int) else NO_TIME
 
 
 def read_binance(path, **kwargs) -> BinanceChunk:
