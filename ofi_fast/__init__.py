@@ -34,6 +34,23 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0+unknown"
 
 
+#: Names served lazily (module ``__getattr__``), so ``import ofi_fast`` does not import the
+#: pipeline, the feed readers or their optional dependencies.
+_LAZY = {"analyze": "ofi_fast.pipeline", "stream": "ofi_fast.pipeline",
+         "Analysis": "ofi_fast.pipeline", "BarTable": "ofi_fast.pipeline",
+         "StreamBar": "ofi_fast.pipeline", "DataQuality": "ofi_fast.quality"}
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'ofi_fast' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
 def get_include() -> str:
     """The folder to add to a downstream Cython build's include path.
 
@@ -44,6 +61,12 @@ def get_include() -> str:
 
 
 __all__ = [
+    "Analysis",
+    "BarTable",
+    "DataQuality",
+    "StreamBar",
+    "analyze",
+    "stream",
     "Bars",
     "BVCBars",
     "Classifier",

@@ -889,6 +889,7 @@ def analyze(inputs=None, *, format: str = "auto", every: float = 10.0, min_train
     table = bb.table(q.gaps)
     s, fit = summarize(table, every_ns, bb.n_events, min_train, bb=bb,
                        vpin_bucket=vpin_bucket, vpin_buckets=vpin_buckets)
+    table["valid"] = table.pop("valid")           # last column, after vpin
     q = dataclasses.replace(q, rows_applied=bb.n_rows, invalid_bars=s["invalid_bars"],
                             **_book_counts(bb))
     summary = {"input": source.name, "symbol": source.symbol, **s, "quality": q.as_dict()}
@@ -1057,6 +1058,12 @@ def _stream(source, every, window, classify, latency, ofi_fast, FLAG_CLEAR):
         if latency is not None and latency.first_chunk is None and len(c):
             latency.first_chunk = c
         nu, nt = u_ts.shape[0], c.trade_ts.shape[0]
+        if deltas and nu:
+            # events stay in file order: a snapshot stamped after the diffs buffered for it
+            # (Binance) takes their time, and the times are made non-decreasing
+            rev = np.minimum.accumulate(u_ts[::-1])[::-1]
+            u_ts = np.where(u_snap, rev, u_ts)
+            np.maximum.accumulate(u_ts, out=u_ts)
         order = np.argsort(np.concatenate([u_ts, c.trade_ts]), kind="stable").tolist()
         lat_e = np.empty(nu, np.int64)
         lat_t = np.empty(nt, np.int64)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import ofi_fast
-from ofi_fast import cli, feeds
+from ofi_fast import cli, feeds, pipeline
 from ofi_fast.feeds import FLAG_BATCH_END, FLAG_SNAPSHOT
 from ofi_fast.feeds.lobster import midnight_ns
 from ofi_fast.simulate import simulate
@@ -217,7 +217,8 @@ def test_analyze_csv_holds_the_bars(sim_run):
     r, d, sim, b, close, dmid, _ = sim_run
     a = np.genfromtxt(d / "bars.csv", delimiter=",", names=True)
     assert a.dtype.names == ("start_ns", "events", "ofi", "mid_open", "mid_close", "dmid",
-                             "n_trades", "buy_volume", "sell_volume", "trade_imbalance", "vpin")
+                             "n_trades", "buy_volume", "sell_volume", "trade_imbalance", "vpin",
+                             "valid")
     np.testing.assert_array_equal(a["start_ns"].astype(np.int64), b.start)
     np.testing.assert_array_equal(a["events"], b.count)
     np.testing.assert_array_equal(a["ofi"], b.sum)            # integer sums: exact
@@ -313,7 +314,7 @@ def test_python_m_and_version_and_help():
     r = run("--help")
     assert r.returncode == 0 and "analyze" in r.stdout and "stream" in r.stdout
     r = run("analyze", "--help")
-    for fmt in cli.FORMATS:
+    for fmt in feeds.FORMATS:
         assert fmt in r.stdout
 
 
@@ -496,7 +497,7 @@ def l2_oracle(depth, tick, clock):
     ts = depth.ts_local if clock == "local" else depth.ts_exchange
     n_snap = int(np.argmin(snap)) if snap.any() else 0
     assert not snap[n_snap:].any()                    # one snapshot, at the start
-    book = ofi_fast.Book(tick, crossed="drop_stale")
+    book = ofi_fast.Book(tick, crossed="keep")
     states, mts = [], []
     if n_snap:
         s, p, z = depth.side[:n_snap], depth.price[:n_snap], depth.size[:n_snap]
@@ -595,15 +596,15 @@ def test_detect_format():
                           ("bitstamp_ob_analytics", "orders.csv.gz")]}
     for fmt, fs in cases.items():
         for f in fs:
-            assert cli.detect_format([data_file(*f)]) == fmt, f
+            assert feeds.detect_format([data_file(*f)]) == fmt, f
 
 
 def test_infer_tick_size():
-    assert cli.infer_tick_size([61828.02, 61828.5, 61830.0]) == pytest.approx(1e-4)
-    assert cli.infer_tick_size([100.0, 101.0]) == pytest.approx(1e-2)
-    assert cli.infer_tick_size([0.00001234]) == pytest.approx(1e-10)
+    assert feeds.infer_tick_size([61828.02, 61828.5, 61830.0]) == pytest.approx(1e-4)
+    assert feeds.infer_tick_size([100.0, 101.0]) == pytest.approx(1e-2)
+    assert feeds.infer_tick_size([0.00001234]) == pytest.approx(1e-10)
     for p in (61828.02, 61828.5):   # every sample price lies on the grid
-        x = p / cli.infer_tick_size([61828.02, 61828.5])
+        x = p / feeds.infer_tick_size([61828.02, 61828.5])
         assert abs(x - round(x)) < 1e-6
 
 
@@ -663,7 +664,7 @@ def test_stream_l2_binance():
     r = run("stream", str(f), "--every", "30")
     assert r.returncode == 0, r.stderr
     depth, trades = feeds.read_binance(str(f))[:2]
-    tick = cli.infer_tick_size(depth.price[:65536])
+    tick = feeds.infer_tick_size(depth.price[:65536])
     mts, e, *_ = l2_oracle(depth, tick, "local")
     b = ofi_fast.bars(mts, e, every=30 * NS)
     rows = _stream_rows(r.stdout)
@@ -786,7 +787,11 @@ def test_parquet_output(tmp_path):
     out = tmp_path / "bars.parquet"
     r = run("analyze", "--events", "20000", "--every", "1", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    t = pq.read_table(out).to_pydict()
+    import pyarrow as pa
+    tab = pq.read_table(out)
+    assert tab.schema.field("start").type == pa.timestamp("ns", tz="UTC")
+    t = tab.to_pydict()
+    t["start_ns"] = tab.column("start").cast(pa.int64()).to_pylist()
     sim = simulate(20_000, seed=0, levels=5)
     b, close, dmid = library_bars(sim.ts, *sim.best(), NS)
     assert t["ofi"] == b.sum.tolist() and t["events"] == b.count.tolist()
@@ -808,31 +813,31 @@ def test_fit_model_matches_polyfit(rng):
     x = rng.normal(size=300) * 1000
     y = 2e-5 * x + rng.normal(size=300) * 0.01
     y[5] = np.nan
-    f = cli.fit_model(x, y)
+    f = pipeline.fit_model(x, y)
     ok = np.isfinite(y)
     beta, alpha, r2 = ols(x[ok], y[ok])
-    assert f["n"] == 299
-    assert f["beta"] == pytest.approx(beta, rel=1e-10)
-    assert f["alpha"] == pytest.approx(alpha, rel=1e-8, abs=1e-14)
-    assert f["r2"] == pytest.approx(r2, rel=1e-10)
+    assert f.n == 299
+    assert f.beta == pytest.approx(beta, rel=1e-10)
+    assert f.alpha == pytest.approx(alpha, rel=1e-8, abs=1e-14)
+    assert f.r2 == pytest.approx(r2, rel=1e-10)
     res = y[ok] - alpha - beta * x[ok]
     se = np.sqrt(res @ res / (299 - 2) / ((x[ok] - x[ok].mean()) ** 2).sum())
-    assert f["t_beta"] == pytest.approx(beta / se, rel=1e-8)
-    assert np.isfinite(f["t_beta_robust"])
-    assert np.isnan(cli.fit_model([1, 1, 1, 1], [1, 2, 3, 4])["beta"])
-    assert np.isnan(cli.fit_model([1, 2], [1, 2])["t_beta"])      # n < 3: no t-statistic
+    assert f.t_beta == pytest.approx(beta / se, rel=1e-8)
+    assert np.isfinite(f.t_beta_robust)
+    assert np.isnan(pipeline.fit_model([1, 1, 1, 1], [1, 2, 3, 4]).beta)
+    assert np.isnan(pipeline.fit_model([1, 2], [1, 2]).t_beta)      # n < 3: no t-statistic
 
 
 def test_walk_forward_matches_refit_loop(rng):
     n, k = 120, 20
     x = rng.normal(size=n) * 500
     y = 3e-5 * x + rng.normal(size=n) * 0.02
-    w = cli.walk_forward(x, y, min_train=k)
+    w = pipeline.impact_oos(x, y, min_train=k)
     oos, hit = refit_oos(x, y, k)
     assert w["n_oos"] == n - k
     assert w["oos_r2"] == pytest.approx(oos, rel=1e-9)
     assert w["hit_rate"] == pytest.approx(hit)
-    assert np.isnan(cli.walk_forward(x[:10], y[:10], min_train=20)["oos_r2"])
+    assert np.isnan(pipeline.impact_oos(x[:10], y[:10], min_train=20)["oos_r2"])
 
 
 def test_forecast_has_no_look_ahead(rng):
@@ -843,8 +848,8 @@ def test_forecast_has_no_look_ahead(rng):
     start = np.arange(n, dtype=np.int64) * NS
     same = {"start_ns": start, "ofi": x, "dmid": 2 * x}
     lagged = {"start_ns": start, "ofi": x, "dmid": np.r_[0.0, 2 * x[:-1]]}
-    f0 = cli.forecast(same, NS, 50)
-    f1 = cli.forecast(lagged, NS, 50)
+    f0 = pipeline.forecast(same, NS, 50)
+    f1 = pipeline.forecast(lagged, NS, 50)
     assert f0["forecast_r2"] < 0.05 and f1["forecast_r2"] > 0.999
     fr2, fhit, nf = refit_forecast(x, 2 * x, 50)
     assert f0["n_forecast"] == nf and f0["forecast_r2"] == pytest.approx(fr2, rel=1e-9)
@@ -854,8 +859,8 @@ def test_bar_builder_chunk_invariant():
     sim = simulate(30_000, seed=5, levels=2)
     tables = []
     for chunk in (30_000, 1_000, 333):
-        src = cli.open_source([], events=30_000, seed=5, levels=2, chunk_size=chunk)
-        bb = cli.BarBuilder(NS)
+        src = feeds.open(None, events=30_000, seed=5, levels=2, chunk_rows=chunk)
+        bb = pipeline.BarBuilder(NS)
         for c in src.chunks():
             bb.add(c)
         tables.append(bb.table())
@@ -881,9 +886,7 @@ def test_stream_into_closed_pipe():
 
 
 def test_progress_is_silent_without_tty():
-    src = cli.open_source([], events=1000, chunk_size=300)
-    it = cli._progress(src, True)          # stderr is not a TTY under pytest's capture
-    assert sum(len(c) for c in it) == 1000
+    assert cli._progress(True) is None     # stderr is not a TTY under pytest's capture
 
 
 def test_stream_collapses_long_gaps():
