@@ -5,7 +5,7 @@ Each row is one call over N events; divide by N for ns/event (RESULTS.md does).
 
 - analyze pipeline: ofi_fast.OFI.update_many + ofi_fast.bars per 1M-event chunk, TradeFlow
   on the trades, merged bars, fit_impact, walk-forward (RollingOLS), next-bar forecast
-  (analysis.walk_forward) and bar VPIN (cli.BarBuilder + cli.summarize): what `analyze` runs
+  (analysis.walk_forward) and bar VPIN (pipeline.BarBuilder + pipeline.summarize): what `analyze` runs
   after reading.
 - L2 pipeline: the same on the Binance spot recording's deltas through BookOFI (batch_end),
   the reader's output held in memory (skipped without the data).
@@ -16,7 +16,7 @@ Each row is one call over N events; divide by N for ns/event (RESULTS.md does).
 import numpy as np
 import pytest
 
-from ofi_fast import cli
+from ofi_fast import feeds, pipeline
 from ofi_fast.simulate import simulate
 
 N = 2_000_000
@@ -25,16 +25,16 @@ EVERY = 10_000_000_000
 
 @pytest.fixture(scope="module")
 def chunks():
-    src = cli.open_source([], events=N, seed=0, levels=1, chunk_size=1_000_000)
+    src = feeds.open(None, events=N, seed=0, levels=1, chunk_rows=1_000_000)
     return list(src.chunks())
 
 
 def test_analyze_pipeline(benchmark, chunks):
     def run():
-        bb = cli.BarBuilder(EVERY)
+        bb = pipeline.BarBuilder(EVERY, tick_size=0.01)
         for c in chunks:
             bb.add(c)
-        return cli.summarize(bb.table(), EVERY, bb.n_events, bb=bb)
+        return pipeline.summarize(bb.table(), EVERY, bb.n_events, bb=bb)[0]
     s = benchmark.pedantic(run, rounds=5, iterations=1)
     assert s["events"] == N and s["r2"] > 0.3 and s["vpin_median"] > 0
 
@@ -46,16 +46,16 @@ def test_l2_pipeline(benchmark):
                             / "data")) / "binance_hftbacktest" / "spot" / "btcusdt_20240808.gz"
     if not d.exists():
         pytest.skip(f"{d} not available")
-    src = cli.open_source([str(d)])
+    src = feeds.open(str(d))
     chunks = list(src.chunks())
     n = sum(len(c) for c in chunks)
     benchmark.extra_info["rows"] = n
 
     def run():
-        bb = cli.BarBuilder(EVERY, kind="deltas")
+        bb = pipeline.BarBuilder(EVERY, kind="deltas")
         for c in chunks:
             bb.add(c)
-        return cli.summarize(bb.table(), EVERY, bb.n_events, bb=bb)
+        return pipeline.summarize(bb.table(), EVERY, bb.n_events, bb=bb)[0]
     s = benchmark.pedantic(run, rounds=5, iterations=1)
     assert s["messages"] == 3449
 

@@ -1,25 +1,11 @@
 """Type stubs for ofi_fast._trades (compiled)."""
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-class BVCBars(NamedTuple):
-    start: NDArray[np.int64]
-    volume: NDArray[np.float64]
-    last: NDArray[np.float64]
-    dp: NDArray[np.float64]
-    sigma: NDArray[np.float64]
-    buy_fraction: NDArray[np.float64]
-    buy_volume: NDArray[np.float64]
-    sell_volume: NDArray[np.float64]
-
-class VPINBuckets(NamedTuple):
-    ts: NDArray[np.int64]
-    vpin: NDArray[np.float64]
-    buy: NDArray[np.float64]
-    sell: NDArray[np.float64]
+from ofi_fast._results import BVCBars as BVCBars, VPINBuckets as VPINBuckets
 
 def classify_trades(price: ArrayLike, size: ArrayLike | None = None, *, method: str,
                     bid_px: ArrayLike | None = None, ask_px: ArrayLike | None = None,

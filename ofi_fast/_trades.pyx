@@ -28,7 +28,7 @@ from libc.math cimport NAN, erfc, sqrt
 from libc.stdint cimport int8_t
 from libc.stdlib cimport free, malloc
 
-from collections import namedtuple
+from ofi_fast._results import BVCBars, VPINBuckets
 
 import numpy as np
 
@@ -1052,13 +1052,7 @@ cdef class _EmptyTradeCall:
 # ---------------------------------------------------------------------------------------------
 # Bulk volume classification (Easley, Lopez de Prado & O'Hara 2012)
 # ---------------------------------------------------------------------------------------------
-BVCBars = namedtuple("BVCBars", "start volume last dp sigma buy_fraction buy_volume sell_volume")
-BVCBars.__doc__ = """Clock bars with their BVC split (arrays of one length, one row per bar).
-
-``start`` bar left edge (ts units); ``volume`` V_i; ``last`` last trade price (carried forward
-through empty bars); ``dp`` P_i - P_{i-1} (NaN for the first bar); ``sigma`` the std of dP used
-(NaN where undefined); ``buy_fraction`` Z(dP_i / sigma), 0.5 where undefined; ``buy_volume``
-V_i * buy_fraction; ``sell_volume`` V_i - buy_volume."""
+# BVCBars: a NamedTuple of ofi_fast._results (module-level, so it pickles)
 
 
 cdef inline float64_t normal_cdf(float64_t x) noexcept nogil:
@@ -1181,10 +1175,7 @@ def bvc(ts, price, size, *, every, window=50, sigma=None, max_bars=50_000_000):
 # ---------------------------------------------------------------------------------------------
 # VPIN (Easley, Lopez de Prado & O'Hara 2012)
 # ---------------------------------------------------------------------------------------------
-VPINBuckets = namedtuple("VPINBuckets", "ts vpin buy sell")
-VPINBuckets.__doc__ = """Buckets closed, one row each: ``ts`` the timestamp of the trade that
-filled the bucket, ``vpin`` VPIN at that close (NaN until n_buckets buckets are complete),
-``buy``/``sell`` the bucket's buy and sell volume (buy + sell = bucket_volume)."""
+# VPINBuckets: a NamedTuple of ofi_fast._results (module-level, so it pickles)
 
 
 cdef int vpin_init(VPINState* st, float64_t bucket_volume, intp_t n_buckets) noexcept nogil:

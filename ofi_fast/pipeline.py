@@ -117,10 +117,9 @@ class BarBuilder:
     def _fill(self, name):
         return np.nan if name.startswith("mid") or name == "last_price" else 0.0
 
-    def _span(self, k_lo, k_hi):
-        """Make bars k_lo..k_hi exist (the grid grows at either end); return k0. A span of more
-        than ``max_bars`` bars is a :class:`BarLimitError` naming the timestamp, raised before
-        anything is allocated."""
+    def _limit(self, k_lo, k_hi):
+        """A grid spanning bars k_lo..k_hi (with the bars so far) of more than ``max_bars``
+        bars is a :class:`BarLimitError` naming the timestamp, before anything is allocated."""
         lo = k_lo if self.k0 is None else min(k_lo, self.k0)
         hi = k_hi if self.k0 is None else max(k_hi, self.k0 + self.n - 1)
         if hi - lo + 1 > self.max_bars:
@@ -131,6 +130,10 @@ class BarBuilder:
                 f"{hi - lo + 1:,} bars of {self.every / NS_PER_S:g} s from "
                 f"{_iso(near * self.every)} (at most {self.max_bars:,}; check the timestamps or "
                 "use a longer bar)", field="ts")
+
+    def _span(self, k_lo, k_hi):
+        """Make bars k_lo..k_hi exist (the grid grows at either end); return k0."""
+        self._limit(k_lo, k_hi)
         if self.k0 is None:
             self.k0 = k_lo
         if k_lo < self.k0:
@@ -161,6 +164,7 @@ class BarBuilder:
 
     def _add_event_bars(self, ts, e):
         ev = self.every
+        self._limit(int(ts[0]) // ev, int(ts[-1]) // ev)
         b = self._bars(ts, e, every=ev)
         k = b.start // ev
         self._check_order(int(k[0]))
@@ -271,6 +275,7 @@ class BarBuilder:
         message of each bar."""
         ev = self.every
         ts = c.ts[a:b]
+        self._limit(int(ts[0]) // ev, int(ts[-1]) // ev)
         k = ts // ev
         out = np.empty(b - a)
         bounds = np.r_[0, np.flatnonzero(k[1:] != k[:-1]) + 1, b - a]
@@ -305,6 +310,7 @@ class BarBuilder:
 
     def _add_trades(self, ts, price, size, side):
         ev = self.every
+        self._limit(int(ts[0]) // ev, int(ts[-1]) // ev)
         signed = self.flow.update_many(ts, price, size, side)
         tk = ts // ev
         k0 = self._span(int(tk[0]), int(tk[-1]))

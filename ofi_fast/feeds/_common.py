@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 import zipfile
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import numpy as np
 
@@ -343,7 +343,11 @@ class TokenSource:
 
 
 class Arrays:
-    """Base of the readers' chunk containers: a dataclass of equal-length numpy columns."""
+    """Base of the readers' chunk containers: each subclass is a frozen dataclass of
+    equal-length numpy columns (module-level, so it pickles and is typed), with ``DTYPES``
+    ({column: dtype}) in field order."""
+
+    DTYPES: ClassVar[dict[str, np.dtype]]
 
     def __len__(self) -> int:
         return len(getattr(self, dataclasses.fields(self)[0].name))
@@ -371,15 +375,6 @@ class Arrays:
 
     def take(self, mask):
         return type(self)(**{k: v[mask] for k, v in self.as_dict().items()})
-
-
-def arrays_class(name: str, columns: dict, doc: str):
-    """Make a frozen dataclass of numpy columns with dtypes ``columns`` ({name: dtype})."""
-    cls = dataclasses.make_dataclass(
-        name, [(c, np.ndarray) for c in columns], bases=(Arrays,), frozen=True, eq=False)
-    cls.DTYPES = {c: np.dtype(t) for c, t in columns.items()}
-    cls.__doc__ = doc
-    return cls
 
 
 def decimal_to_int(s: bytes | str, digits: int) -> int:

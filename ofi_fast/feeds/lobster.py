@@ -44,20 +44,23 @@ is parsed (:class:`~ofi_fast.feeds._common.BlockPrefetcher`). ``_slow_message`` 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import re
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ofi_fast._csv import INT, INT8, INT_F64, SCALED, Tokenizer, column
 from ofi_fast.feeds._common import (
     DEFAULT_CHUNK_ROWS,
     ErrorLog,
     TokenSource,
-    arrays_class,
+    Arrays,
     uncompressed_size,
     decimal_to_int,
     open_binary,
@@ -69,26 +72,60 @@ DUMMY_ASK = 9_999_999_999
 DUMMY_BID = -9_999_999_999
 PRICE_SCALE = 10_000.0
 
-LobsterMessages = arrays_class("LobsterMessages", {
-    "ts": np.int64,          # ns since epoch, UTC
-    "type": np.int8,         # 1..7
-    "order_id": np.int64,    # LOBSTER order reference (0 for hidden executions)
-    "size": np.float64,      # shares
-    "price": np.float64,     # USD; NaN on type 7
-    "direction": np.int8,    # +1 buy limit order, -1 sell limit order
-    "side": np.int8,         # aggressor: +1 buyer-, -1 seller-initiated (types 4/5); 0 otherwise
-    "halt": np.int8,         # 0, or HALT_BEGIN / HALT_QUOTING / HALT_TRADING on type 7
-    "ask_px": np.float64,    # (n, LEVEL) USD, NaN = empty level
-    "ask_sz": np.float64,    # (n, LEVEL) shares, 0 on an empty level
-    "bid_px": np.float64,
-    "bid_sz": np.float64,
-}, "One chunk of LOBSTER events: message columns (n,) and book-after-event columns (n, LEVEL)."
-   " Book columns have shape (n, 0) when no order-book file is read.")
 
-LobsterTrades = arrays_class("LobsterTrades", {
-    "ts": np.int64, "price": np.float64, "size": np.float64, "side": np.int8,
-    "type": np.int8, "order_id": np.int64,
-}, "Executions (types 4/5, and 6 with side 0) with the aggressor side.")
+@dataclasses.dataclass(frozen=True, eq=False)
+class LobsterMessages(Arrays):
+    """One chunk of LOBSTER events: message columns (n,) and book-after-event columns (n, LEVEL).
+    Book columns have shape (n, 0) when no order-book file is read."""
+
+    ts: NDArray[np.int64]  # ns since epoch, UTC
+    type: NDArray[np.int8]  # 1..7
+    order_id: NDArray[np.int64]  # LOBSTER order reference (0 for hidden executions)
+    size: NDArray[np.float64]  # shares
+    price: NDArray[np.float64]  # USD; NaN on type 7
+    direction: NDArray[np.int8]  # +1 buy limit order, -1 sell limit order
+    side: NDArray[np.int8]  # aggressor: +1 buyer-, -1 seller-initiated (types 4/5); 0 otherwise
+    halt: NDArray[np.int8]  # 0, or HALT_BEGIN / HALT_QUOTING / HALT_TRADING on type 7
+    ask_px: NDArray[np.float64]  # (n, LEVEL) USD, NaN = empty level
+    ask_sz: NDArray[np.float64]  # (n, LEVEL) shares, 0 on an empty level
+    bid_px: NDArray[np.float64]
+    bid_sz: NDArray[np.float64]
+
+    DTYPES: ClassVar[dict[str, np.dtype]] = {
+        "ts": np.dtype(np.int64),
+        "type": np.dtype(np.int8),
+        "order_id": np.dtype(np.int64),
+        "size": np.dtype(np.float64),
+        "price": np.dtype(np.float64),
+        "direction": np.dtype(np.int8),
+        "side": np.dtype(np.int8),
+        "halt": np.dtype(np.int8),
+        "ask_px": np.dtype(np.float64),
+        "ask_sz": np.dtype(np.float64),
+        "bid_px": np.dtype(np.float64),
+        "bid_sz": np.dtype(np.float64),
+    }
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LobsterTrades(Arrays):
+    """Executions (types 4/5, and 6 with side 0) with the aggressor side."""
+
+    ts: NDArray[np.int64]
+    price: NDArray[np.float64]
+    size: NDArray[np.float64]
+    side: NDArray[np.int8]
+    type: NDArray[np.int8]
+    order_id: NDArray[np.int64]
+
+    DTYPES: ClassVar[dict[str, np.dtype]] = {
+        "ts": np.dtype(np.int64),
+        "price": np.dtype(np.float64),
+        "size": np.dtype(np.float64),
+        "side": np.dtype(np.int8),
+        "type": np.dtype(np.int8),
+        "order_id": np.dtype(np.int64),
+    }
 
 _POW10 = 10 ** np.arange(10, dtype=np.int64)
 _MSG_COLS = ("ts", "type", "order_id", "size", "price", "direction")

@@ -31,16 +31,19 @@ bit to Python's ``float(text)`` (no ``nan`` / ``inf`` spellings). Malformed line
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from typing import ClassVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ofi_fast._csv import BOOL, FLOAT, ID, INT, SIDE_BOOK, SIDE_TRADE, SKIP, Tokenizer, column
 from ofi_fast.feeds._common import (
     DEFAULT_CHUNK_ROWS,
     ErrorLog,
     TokenSource,
-    arrays_class,
+    Arrays,
     open_binary,
     uncompressed_size,
 )
@@ -51,10 +54,27 @@ L2_COLUMNS = ["exchange", "symbol", "timestamp", "local_timestamp", "is_snapshot
 TRADE_COLUMNS = ["exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price",
                  "amount"]
 
-TardisBookSnapshots = arrays_class("TardisBookSnapshots", {
-    "ts_exchange": np.int64, "ts_local": np.int64,
-    "ask_px": np.float64, "ask_sz": np.float64, "bid_px": np.float64, "bid_sz": np.float64,
-}, "Tardis book_snapshot_N rows: (n,) times and (n, N) level arrays (NaN price / 0 size = empty).")
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TardisBookSnapshots(Arrays):
+    """Tardis book_snapshot_N rows: (n,) times and (n, N) level arrays (NaN price / 0 size =
+    empty)."""
+
+    ts_exchange: NDArray[np.int64]
+    ts_local: NDArray[np.int64]
+    ask_px: NDArray[np.float64]
+    ask_sz: NDArray[np.float64]
+    bid_px: NDArray[np.float64]
+    bid_sz: NDArray[np.float64]
+
+    DTYPES: ClassVar[dict[str, np.dtype]] = {
+        "ts_exchange": np.dtype(np.int64),
+        "ts_local": np.dtype(np.int64),
+        "ask_px": np.dtype(np.float64),
+        "ask_sz": np.dtype(np.float64),
+        "bid_px": np.dtype(np.float64),
+        "bid_sz": np.dtype(np.float64),
+    }
 
 _US = 1000
 _SNAP_RE = re.compile(r"(asks|bids)\[(\d+)\]\.(price|amount)$")
