@@ -25,8 +25,10 @@ import math
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ofi_fast._impact import RollingOLS, bar_mid, bars, fit_impact
 from ofi_fast._ofi import integrated_weights, l1_ofi
@@ -78,8 +80,10 @@ def _fill_mid(bid_px, ask_px):
     return mid[idx]
 
 
-def features(ts, bid_px, bid_sz, ask_px, ask_sz, *, every, closed="left", tick_size=None,
-             lot_size=1.0, trades=None, extra_sum=None, extra_last=None, frame="auto"):
+def features(ts: ArrayLike, bid_px: ArrayLike, bid_sz: ArrayLike, ask_px: ArrayLike,
+             ask_sz: ArrayLike, *, every: int, closed: str = "left",
+             tick_size: float | None = None, lot_size: float = 1.0, trades: Any = None,
+             extra_sum: Any = None, extra_last: Any = None, frame: Any = "auto") -> Any:
     """Turn quotes (best level, or (n, L) top-L books) and optionally trades into a bar table.
 
     ``ts`` int64 (any unit; ``every`` in the same unit), quotes as for :func:`ofi_fast.l1_ofi`
@@ -213,7 +217,8 @@ def _ffill(a):
 # ---------------------------------------------------------------------------------------------
 # contemporaneous impact per window (CKS)
 # ---------------------------------------------------------------------------------------------
-def impact_fits(start, ofi, dmid, *, window, lags=None, min_bars=10, frame="auto"):
+def impact_fits(start: ArrayLike, ofi: ArrayLike, dmid: ArrayLike, *, window: int,
+                lags: int | None = None, min_bars: int = 10, frame: Any = "auto") -> Any:
     """Fit ``dmid = alpha + beta ofi`` (CKS eq. 14) separately in each window of bars.
 
     ``start`` are the bar starts (ts units); window i holds the bars with
@@ -335,7 +340,8 @@ def check_no_lookahead(feature_end, target_start):
             index=i)
 
 
-def predictive_pairs(table, columns, *, horizon=1, target="dmid"):
+def predictive_pairs(table: Any, columns: Sequence[str], *, horizon: int = 1,
+                     target: str = "dmid") -> tuple[Any, Any, Any, Any, Any]:
     """Align bar features with the next ``horizon`` bars' mid change, without look-ahead.
 
     Row k: X = ``table[columns][k]`` (information up to ``end_k``), y = sum of
@@ -353,8 +359,9 @@ def predictive_pairs(table, columns, *, horizon=1, target="dmid"):
     return X, y, end[:n], end[:n], end[horizon:horizon + n]
 
 
-def walk_forward(X, y, *, feature_end, target_start, target_end, train=None, min_train=30,
-                 ridge=0.0):
+def walk_forward(X: ArrayLike, y: ArrayLike, *, feature_end: ArrayLike,
+                 target_start: ArrayLike, target_end: ArrayLike, train: int | None = None,
+                 min_train: int = 30, ridge: float = 0.0) -> dict[str, Any]:
     """Walk-forward out-of-sample forecasts of ``y`` from ``X`` with a rolling OLS.
 
     The guard (:func:`check_no_lookahead`) first requires ``feature_end <= target_start`` on
@@ -409,8 +416,9 @@ def autocorr(x, max_lag=10):
                      for k in range(1, max_lag + 1)])
 
 
-def report(table, *, window, columns=("ofi",), target="dmid_ticks", lags=None, train=None,
-           min_train=30, max_lag=5):
+def report(table: Any, *, window: int, columns: Sequence[str] = ("ofi",),
+           target: str = "dmid_ticks", lags: int | None = None, train: int | None = None,
+           min_train: int = 30, max_lag: int = 5) -> dict[str, Any]:
     """One call: per-window contemporaneous fits (summary), walk-forward one-bar-ahead
     forecast metrics for ``columns`` and the autocorrelation of the first column."""
     if target not in (table.columns if hasattr(table, "columns") else table):

@@ -37,7 +37,8 @@ its local clock, and nothing corrects that.
 
 from __future__ import annotations
 
-from collections import namedtuple
+import os
+from typing import Any, Iterator, NamedTuple
 
 from ofi_fast.errors import ParseError, SequenceGapError
 from ofi_fast.feeds._common import DEFAULT_CHUNK_ROWS, NO_TIME, ErrorLog
@@ -71,8 +72,12 @@ def _sz(s) -> float:
     return v
 
 
-BinanceChunk = namedtuple("BinanceChunk", ["depth", "trades", "quotes"])
-BinanceChunk.__doc__ = "One chunk of a Binance recording: BookDeltas, Trades, Quotes."
+class BinanceChunk(NamedTuple):
+    """One chunk of a Binance recording: BookDeltas, Trades, Quotes."""
+
+    depth: BookDeltas
+    trades: Trades
+    quotes: Quotes
 
 _MS = 1_000_000
 
@@ -332,11 +337,11 @@ def _event_ns(data) -> int:
     return int(e) * _MS if isinstance(e, int) else NO_TIME
 
 
-def read_binance(path, **kwargs) -> BinanceChunk:
+def read_binance(path: str | os.PathLike[str], **kwargs: Any) -> BinanceChunk:
     """Whole-file convenience: ``BinanceReader(path, **kwargs).read()``."""
     return BinanceReader(path, **kwargs).read()
 
 
-def iter_binance(path, **kwargs):
+def iter_binance(path: str | os.PathLike[str], **kwargs: Any) -> Iterator[BinanceChunk]:
     """Chunked reading: ``iter(BinanceReader(path, **kwargs))``."""
     return iter(BinanceReader(path, **kwargs))

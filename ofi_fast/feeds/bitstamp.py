@@ -28,6 +28,9 @@ side``): ``side`` is the aggressor (buy +1, sell -1).
 
 from __future__ import annotations
 
+import os
+from typing import Any, Iterator
+
 from ofi_fast.feeds._common import (
     DEFAULT_CHUNK_ROWS,
     ErrorLog,
@@ -179,11 +182,11 @@ class BitstampTradesReader:
         return out.flush()
 
 
-def read_bitstamp_trades(path, **kwargs):
+def read_bitstamp_trades(path: str | os.PathLike[str], **kwargs: Any) -> Trades:
     """Whole-file convenience: ``BitstampTradesReader(path, **kwargs).read()``."""
     return BitstampTradesReader(path, **kwargs).read()
 
 
-def read_bitstamp_l3(path, **kwargs):
+def read_bitstamp_l3(path: str | os.PathLike[str], **kwargs: Any) -> BookDeltas:
     """Whole-file convenience: ``BitstampL3Reader(path, **kwargs).read()``."""
     return BitstampL3Reader(path, **kwargs).read()

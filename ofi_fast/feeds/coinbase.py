@@ -16,7 +16,8 @@ Per product (``product=``, default the first one with a book or trade message; o
 
 from __future__ import annotations
 
-from collections import namedtuple
+import os
+from typing import Any, Iterator, NamedTuple
 
 from ofi_fast.feeds._common import DEFAULT_CHUNK_ROWS, NO_TIME, ErrorLog
 from ofi_fast.feeds._l2 import (
@@ -29,8 +30,11 @@ from ofi_fast.feeds._l2 import (
 )
 from ofi_fast.feeds._recorded import iso_to_ns, recorded_messages
 
-CoinbaseChunk = namedtuple("CoinbaseChunk", ["depth", "trades"])
-CoinbaseChunk.__doc__ = "One chunk of a Coinbase capture: BookDeltas, Trades."
+class CoinbaseChunk(NamedTuple):
+    """One chunk of a Coinbase capture (one product): level2 BookDeltas and match Trades."""
+
+    depth: BookDeltas
+    trades: Trades
 
 _INF = float("inf")
 _SIDE = {"buy": 1, "sell": -1}
@@ -115,6 +119,6 @@ class CoinbaseReader:
                              Trades.concat([p.trades for p in parts]))
 
 
-def read_coinbase(path, **kwargs) -> CoinbaseChunk:
+def read_coinbase(path: str | os.PathLike[str], **kwargs: Any) -> CoinbaseChunk:
     """Whole-file convenience: ``CoinbaseReader(path, **kwargs).read()``."""
     return CoinbaseReader(path, **kwargs).read()

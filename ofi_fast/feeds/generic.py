@@ -23,6 +23,9 @@ number), or under ``on_error="skip"`` are counted in ``reader.errors``.
 
 from __future__ import annotations
 
+import os
+from typing import Any, Iterator
+
 import numpy as np
 
 from ofi_fast.feeds._common import (
@@ -254,19 +257,21 @@ class TradesReader(_Reader):
                       price=price, size=size, side=side, trade_id=self._int(raw, "trade_id", n))
 
 
-def read_quotes(path, columns, **kwargs):
+def read_quotes(path: str | os.PathLike[str], columns: dict[str, str], **kwargs: Any) -> Quotes:
     """Whole-file convenience: ``QuotesReader(path, columns, **kwargs).read()``."""
     return QuotesReader(path, columns, **kwargs).read()
 
 
-def read_trades(path, columns, **kwargs):
+def read_trades(path: str | os.PathLike[str], columns: dict[str, str], **kwargs: Any) -> Trades:
     """Whole-file convenience: ``TradesReader(path, columns, **kwargs).read()``."""
     return TradesReader(path, columns, **kwargs).read()
 
 
-def iter_quotes(path, columns, **kwargs):
+def iter_quotes(path: str | os.PathLike[str], columns: dict[str, str],
+                **kwargs: Any) -> Iterator[Quotes]:
     return iter(QuotesReader(path, columns, **kwargs))
 
 
-def iter_trades(path, columns, **kwargs):
+def iter_trades(path: str | os.PathLike[str], columns: dict[str, str],
+                **kwargs: Any) -> Iterator[Trades]:
     return iter(TradesReader(path, columns, **kwargs))

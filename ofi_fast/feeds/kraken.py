@@ -19,6 +19,9 @@ timestamp, ``ts_local`` = the recorder's, ``update_id`` = -1 (Kraken v1 has no s
 
 from __future__ import annotations
 
+import os
+from typing import Any, Iterator
+
 import heapq
 import zlib
 
@@ -182,7 +185,7 @@ class KrakenBookReader:
         return p, v, decimal_to_int(t, 9)
 
 
-def read_kraken_book(path, **kwargs):
+def read_kraken_book(path: str | os.PathLike[str], **kwargs: Any) -> BookDeltas:
     """Whole-file convenience: ``KrakenBookReader(path, **kwargs).read()``."""
     return KrakenBookReader(path, **kwargs).read()
 
@@ -264,6 +267,6 @@ class KrakenTradesReader:
         return decimal_to_int(e[2], 9), ts_local, price, size, side, -1
 
 
-def read_kraken_trades(path, **kwargs):
+def read_kraken_trades(path: str | os.PathLike[str], **kwargs: Any) -> Trades:
     """Whole-file convenience: ``KrakenTradesReader(path, **kwargs).read()``."""
     return KrakenTradesReader(path, **kwargs).read()

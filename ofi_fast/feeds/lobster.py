@@ -50,7 +50,7 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 from numpy.typing import NDArray
@@ -421,12 +421,14 @@ def _slow_message(ln: bytes):
     return row
 
 
-def read_lobster(path, orderbook=None, **kwargs) -> "LobsterMessages":
+def read_lobster(path: str | os.PathLike[str], orderbook: str | os.PathLike[str] | None = None,
+                 **kwargs: Any) -> LobsterMessages:
     """Whole-file convenience: ``LobsterReader(path, orderbook, **kwargs).read()``."""
     return LobsterReader(path, orderbook, **kwargs).read()
 
 
-def iter_lobster(path, orderbook=None, **kwargs):
+def iter_lobster(path: str | os.PathLike[str], orderbook: str | os.PathLike[str] | None = None,
+                 **kwargs: Any) -> Iterator[LobsterMessages]:
     """Chunked reading: ``iter(LobsterReader(path, orderbook, **kwargs))``."""
     return iter(LobsterReader(path, orderbook, **kwargs))
 

@@ -31,9 +31,11 @@ bit to Python's ``float(text)`` (no ``nan`` / ``inf`` spellings). Malformed line
 
 from __future__ import annotations
 
+import os
+
 import dataclasses
 import re
-from typing import ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 from numpy.typing import NDArray
@@ -291,11 +293,13 @@ def _views(arrays, r):
     return [None, None] + [a[r:] for a in arrays]
 
 
-def read_tardis(path, **kwargs):
+def read_tardis(path: str | os.PathLike[str],
+                **kwargs: Any) -> BookDeltas | Trades | TardisBookSnapshots:
     """Whole-file convenience: ``TardisReader(path, **kwargs).read()``."""
     return TardisReader(path, **kwargs).read()
 
 
-def iter_tardis(path, **kwargs):
+def iter_tardis(path: str | os.PathLike[str],
+                **kwargs: Any) -> Iterator[BookDeltas | Trades | TardisBookSnapshots]:
     """Chunked reading: ``iter(TardisReader(path, **kwargs))``."""
     return iter(TardisReader(path, **kwargs))
