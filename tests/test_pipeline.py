@@ -479,3 +479,58 @@ def test_bitstamp_trades_inside_the_book():
     share, n = inside_share(ts, bb, ba, tt, tp)
     assert n > 250 and share >= 0.99
     assert reversing_spikes(ts, bb, ba, 1.0) == 0
+
+
+# ---------------------------------------------------------------- parse skips, commands
+
+def test_skipped_lines_are_counted_and_warned(tmp_path):
+    src = data_file("lobster", "AAPL_2012-06-21_34200000_57600000_message_10.csv")
+    book = data_file("lobster", "AAPL_2012-06-21_34200000_57600000_orderbook_10.csv")
+    lines = src.read_text().splitlines()
+    lines[99] = lines[99].replace(",", ";", 1)            # line 100 malformed
+    m = tmp_path / src.name
+    m.write_text("\n".join(lines) + "\n")
+    (tmp_path / book.name).write_bytes(book.read_bytes())
+    with pytest.raises(ofi_fast.ParseError, match=":100:"):
+        ofi_fast.analyze(str(m))
+    a = ofi_fast.analyze(str(m), on_error="skip")         # the pair's row 100 is dropped
+    q = a.quality
+    assert q.dropped == {"parse_skip": 1} and q.parse_first[0][0] == 100
+    assert (q.rows_read, q.messages_read, a.summary["events"]) == (998, 999, 998)
+    assert "1 of 999 rows" in q.warning()
+    r = cli("analyze", str(m))
+    assert r.returncode == 2 and ":100:" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_skipped_lines_of_a_recording_are_reported(tmp_path):
+    lines = gzip.open(data_file(*SPOT)).read().split(b"\n")
+    trade = [i for i, ln in enumerate(lines) if b'"e":"trade"' in ln][50]
+    lines[trade] = lines[trade][:40]                     # a cut JSON line
+    p = tmp_path / "spot_bad.gz"
+    p.write_bytes(gzip.compress(b"\n".join(lines)))
+    with pytest.raises(ofi_fast.ParseError, match=f":{trade + 1}:"):
+        ofi_fast.analyze(str(p))
+    a = ofi_fast.analyze(str(p), on_error="skip")
+    q = a.quality
+    assert q.dropped["parse_skip"] == 1 and q.parse_first[0][0] == trade + 1
+    assert q.lost == 1 and "1 parse skip" in q.warning()
+    assert a.summary["trades"] == 9_756
+    r = cli("analyze", str(p), "--on-error", "skip")
+    assert r.returncode == 0 and "parse skip" in r.stderr
+
+
+def test_cks_and_multilevel_commands(tmp_path):
+    z = str(data_file("lobster", "LOBSTER_SampleFile_GOOG_2012-06-21_1.zip"))
+    r = cli("cks", z)
+    assert r.returncode == 0
+    from ofi_fast.analysis import cks_table
+    assert r.stdout.strip() == cks_table([z]).strip()
+    alias = subprocess.run([sys.executable, "-m", "ofi_fast.analysis", "cks", z],
+                           capture_output=True, text=True, cwd=REPO,
+                           env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert alias.returncode == 0 and alias.stdout == r.stdout
+    for args, frag in ((["cks", "/no/such.zip"], "no such file"),
+                       (["multilevel", z], "LOBSTER_levelM.zip:M"),
+                       (["multilevel", "/no/such.zip:5"], "no such file")):
+        r = cli(*args)
+        assert r.returncode == 2 and frag in r.stderr and len(r.stderr.splitlines()) == 1

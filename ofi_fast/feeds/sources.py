@@ -19,6 +19,7 @@ import builtins
 import os
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -130,8 +131,8 @@ class Source:
                 yield c
         except OFIError:
             raise
-        except (ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-            raise InputError(f"{self.name}: {_msg(exc)}") from None
+        except (ValueError, KeyError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+            raise InputError(f"{self.name}: {_msg(exc)[:200]}") from None
 
     @property
     def quality(self) -> DataQuality:
@@ -139,6 +140,8 @@ class Source:
         if self._collect is not None:
             d.update(self._collect())
         dropped = {k: int(v) for k, v in d.pop("dropped", {}).items() if v}
+        if self._unit == "rows":           # one event a row: the dropped rows were read too
+            d["messages_read"] += sum(dropped.values())
         return DataQuality(source=self.name, unit=self._unit, rows_read=self.rows_read,
                            rows_applied=self.rows_read, trades_read=self.trades_read,
                            dropped=dropped, **d)
@@ -211,7 +214,7 @@ def _simulator_source(events, seed, levels, chunk_size):
 
     return Source(f"simulator (seed {seed}, {levels} level{'s' if levels != 1 else ''})",
                   chunks, fmt="simulator", note="best quotes after each simulated event",
-                  symbol="SIM", unit="rows", n_events=events)
+                  symbol="SIM", unit="rows", n_events=events, tick_size=0.01)
 
 
 # ---- LOBSTER ---------------------------------------------------------------------------------
@@ -286,7 +289,7 @@ def _lobster_source(paths, opts):
                         trade_side=t.side)
 
     m = _NAME_RE.search(Path(label.rsplit(":", 1)[-1]).name)
-    return Source(label, chunks, fmt="lobster",
+    return Source(label, chunks, fmt="lobster", tick_size=opts["tick_size"],
                   note="LOBSTER messages; best quotes from the order-book file",
                   symbol=m.group("ticker") if m else None, unit="rows",
                   collect=lambda: _log_quality(reader.errors, reader.ob_errors))
