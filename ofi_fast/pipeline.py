@@ -19,9 +19,9 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
@@ -709,7 +709,7 @@ class BarTable:
                 text.append(v.astype(np.int64).astype(str))
             else:
                 text.append(np.char.mod("%.12g", v.astype(np.float64)))
-        with atomic_path(path) as tmp, builtins_open(tmp, "w", newline="") as fh:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
             fh.write(",".join(cols) + "\n")
             n = len(self)
             step = 100_000
@@ -727,9 +727,6 @@ class BarTable:
         else:
             raise InputError(f"{path}: unknown output format {suffix or '(none)'} "
                              "(use .csv or .parquet)")
-
-
-builtins_open = open
 
 
 class atomic_path:
@@ -988,18 +985,18 @@ def stream(inputs=None, *, every: float = 10.0, window: float = 1.0, format: str
     closes. Bars with nothing in them are not yielded (their starts are the missing multiples
     of ``every``; nothing changes in them). ``latency``: a :class:`Latency` to fill.
     """
-    import ofi_fast
-    from ofi_fast.feeds import FLAG_CLEAR
     every_ns = _every_ns(every)
     window_ns = _every_ns(window, "window")
     source = _source(inputs, format, dict(
         symbol=symbol, clock=clock, tick_size=tick_size, chunk_rows=chunk_rows, on_gap=on_gap,
         on_error=on_error, columns=columns, ts_unit=ts_unit, events=events, seed=seed,
         levels=levels))
-    return _stream(source, every_ns, window_ns, classify, latency, ofi_fast, FLAG_CLEAR)
+    return _stream(source, every_ns, window_ns, classify, latency)
 
 
-def _stream(source, every, window, classify, latency, ofi_fast, FLAG_CLEAR):
+def _stream(source, every, window, classify, latency):
+    import ofi_fast
+    from ofi_fast.feeds import FLAG_CLEAR
     flow = ofi_fast.TradeFlow(window_time=window, grow=True, classify=classify)
     deltas = source.kind == "deltas"
     ofi = None if deltas else ofi_fast.OFI(window_time=window, grow=True)
@@ -1009,7 +1006,6 @@ def _stream(source, every, window, classify, latency, ofi_fast, FLAG_CLEAR):
     st = {"k": None, "ofi": 0.0, "n": 0, "nt": 0, "prev": math.nan, "last": math.nan}
     snap_rows = None
     gaps_seen = 0
-    invalid_from = None          # ts of an open gap (the book is invalid until a resync)
     pending: list[StreamBar] = []
 
     def close(k):

@@ -21,7 +21,7 @@ import ofi_fast
 from ofi_fast import feeds, pipeline
 from ofi_fast.errors import OFIError, SequenceGapError
 from ofi_fast.feeds import FLAG_BATCH_END, FLAG_CLEAR, FLAG_SNAPSHOT
-from ofi_fast.quality import DataQuality, Gap
+from ofi_fast.quality import Gap
 
 from conftest import REPO, data_file
 

@@ -612,8 +612,8 @@ def _tardis_source(paths, opts):
     sym = opts.get("symbol")
     _check_symbol(p, sym, found, "symbol")
     if sym is None and len(found) > 1:
-        raise InputError(f"{p}: the Tardis files hold several symbols ({', '.join(sorted(found))}); "
-                         "choose one with --symbol")
+        raise InputError(f"{p}: the Tardis files hold several symbols "
+                         f"({', '.join(sorted(found))}); choose one with --symbol")
 
     def collect():
         st = getattr(book, "stats", None) or {}
