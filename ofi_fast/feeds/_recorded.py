@@ -49,7 +49,7 @@ def recorded_messages(path, errors, stats, inspect=None):
     it; a ValueError/TypeError it raises counts the line as malformed, as a decoding error does.
     """
     with open_binary(path) as f:
-        for no, line in LineBlocks(f).lines():
+        for no, line in LineBlocks(f, errors=errors).lines():
             if not line.strip():
                 continue
             try:

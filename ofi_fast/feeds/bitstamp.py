@@ -72,7 +72,7 @@ class BitstampL3Reader:
         out = Columns(BookDeltas)
         app = out.append
         with open_binary(self.path) as f:
-            for no, line in LineBlocks(f).lines():
+            for no, line in LineBlocks(f, errors=self.errors).lines():
                 if no == 1 or not line:
                     continue
                 try:
@@ -160,7 +160,7 @@ class BitstampTradesReader:
     def read(self):
         out = Columns(Trades)
         with open_binary(self.path) as f:
-            for no, line in LineBlocks(f).lines():
+            for no, line in LineBlocks(f, errors=self.errors).lines():
                 if no == 1 or not line:
                     continue
                 try:

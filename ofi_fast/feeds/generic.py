@@ -30,9 +30,11 @@ from ofi_fast.feeds._common import (
     NO_TIME,
     ErrorLog,
     LineBlocks,
+    cut,
     decimal_to_int,
     open_binary,
 )
+from ofi_fast.errors import ParseError
 from ofi_fast.feeds._l2 import Quotes, Trades
 from ofi_fast.feeds._recorded import iso_to_ns
 
@@ -95,9 +97,13 @@ class _Reader:
                 row += len(batch)
             return
         with open_binary(self.path) as fh:
-            lb = LineBlocks(fh)
+            lb = LineBlocks(fh, errors=self.errors)
             header, _ = lb.take(1)
-            names = header.rstrip(b"\n").decode().split(self.delimiter.decode())
+            try:
+                names = header.rstrip(b"\n").decode("utf-8").split(self.delimiter.decode())
+            except UnicodeDecodeError as exc:
+                raise ParseError(f"header is not UTF-8 ({exc.reason} at byte {exc.start}): "
+                                 f"{cut(header)}", path=self.path, line=1) from None
             self._check_header(names)
             idx = {f: names.index(c) for f, c in self.columns.items()}
             ncol = len(names)
