@@ -181,7 +181,7 @@ def check_window(window, window_time, capacity, slot_bytes=16):
     return w, wt, cap
 
 
-def alloc_error(str name, n, size_t nbytes):
+def alloc_error(str name, n, nbytes):
     """The MemoryError for a buffer of ``n`` slots (``nbytes`` bytes) that malloc refused."""
     return MemoryError(f"{name}={n} needs {nbytes:,} bytes, which could not be allocated")
 

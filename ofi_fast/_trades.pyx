@@ -36,7 +36,9 @@ from ofi_fast._types cimport (
     STATUS_BAD_VALUE, STATUS_CAPACITY, STATUS_NEGATIVE, STATUS_NO_MEMORY, STATUS_NON_FINITE,
     STATUS_OK, STATUS_TIME_BACKWARDS, float64_t, int64_t, intp_t,
 )
-from ofi_fast._guard cimport guard_enter, guard_exit, guard_free, guard_init, guard_wait
+from ofi_fast._guard cimport (
+    checked_nbytes, guard_enter, guard_exit, guard_free, guard_init, guard_wait,
+)
 from ofi_fast._ring cimport neumaier_add
 from ofi_fast._arrays import column, integer, output
 from ofi_fast._ring import alloc_error, check_window
@@ -1480,6 +1482,7 @@ cdef class VPIN:
             raise OFIError(f"bucket_volume must be > 0 and finite, got {bucket_volume!r}",
                            field="bucket_volume")
         nb = integer(n_buckets, "n_buckets", 1, 2**62)
+        checked_nbytes(nb, sizeof(float64_t), "n_buckets")
         guard_init(&self.guard)
         if vpin_init(&self.st, v, nb) != STATUS_OK:
             raise alloc_error("n_buckets", nb, 8 * nb)

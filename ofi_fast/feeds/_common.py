@@ -67,23 +67,46 @@ def cut(text, limit: int = 80) -> str:
 
 
 class CheckedFile:
-    """A binary file whose container errors (see :data:`CONTAINER_ERRORS`) become
-    :class:`~ofi_fast.errors.TruncatedError` naming the file. ``line`` is filled in by the
-    line reader that meets it."""
+    """A compressed member (gzip, zip) whose container errors (see :data:`CONTAINER_ERRORS`)
+    become :class:`~ofi_fast.errors.TruncatedError` naming the file. Reads go through
+    ``read1`` pieces, so the data decompressed before a cut is returned first and the error is
+    raised by the next read; the line reader that meets it names the line."""
+
+    piece = 1 << 18
 
     def __init__(self, f, path: str):
         self.f = f
         self.path = path
+        self.name = path
+        self.failed = None
+
+    def _error(self, exc):
+        return TruncatedError(f"truncated or corrupt compressed data "
+                              f"({type(exc).__name__}: {exc})", path=self.path)
 
     def _call(self, fn, *args):
         try:
             return fn(*args)
         except CONTAINER_ERRORS as exc:
-            raise TruncatedError(f"truncated or corrupt compressed data "
-                                 f"({type(exc).__name__}: {exc})", path=self.path) from None
+            raise self._error(exc) from None
 
     def read(self, n: int = -1) -> bytes:
-        return self._call(self.f.read, n)
+        if self.failed is not None:
+            raise self.failed
+        parts, got = [], 0
+        while n < 0 or got < n:
+            try:
+                data = self.f.read1(self.piece if n < 0 else min(self.piece, n - got))
+            except CONTAINER_ERRORS as exc:
+                self.failed = self._error(exc)
+                if not parts:
+                    raise self.failed from None
+                break
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
 
     def readline(self, n: int = -1) -> bytes:
         return self._call(self.f.readline, n)
@@ -110,7 +133,7 @@ def check_on_error(on_error: str) -> str:
 def open_binary(path, member: str | None = None):
     """Open ``path`` for binary reading: plain, ``.gz`` (by magic bytes), or a ``.zip`` member.
 
-    Returns a :class:`CheckedFile`: a damaged container (a zip whose directory is unreadable,
+    Compressed data comes through a :class:`CheckedFile`: a damaged container (a zip whose directory is unreadable,
     a truncated member, corrupt deflate data, a bad CRC) raises :class:`TruncatedError` (a
     :class:`ParseError`) naming the file, never a raw zlib / zipfile / EOF error.
     """
@@ -131,7 +154,7 @@ def open_binary(path, member: str | None = None):
     f = open(path, "rb")
     if f.peek(2)[:2] == b"\x1f\x8b":
         return CheckedFile(gzip.GzipFile(fileobj=f), path)
-    return CheckedFile(f, path)
+    return f
 
 
 def uncompressed_size(path, member: str | None = None) -> int | None:
@@ -201,7 +224,7 @@ class LineBlocks:
         self.f = f
         self.block_bytes = block_bytes
         self.errors = errors
-        self.path = errors.path if errors is not None else getattr(f, "path", None)
+        self.path = errors.path if errors is not None else getattr(f, "name", None)
         self.buf = b""
         self.nl = 0  # newlines in buf
         self.eof = False
@@ -252,10 +275,37 @@ class LineBlocks:
             return
         if b"\r" in data:
             data = data.replace(b"\r", b"")
+        old = len(self.buf)
         self.buf += data
         self.nl += data.count(b"\n")
+        if len(data) > MAX_LINE_BYTES // 2:
+            self._check_complete(max(0, old - MAX_LINE_BYTES))
         if len(self.buf) - (self.buf.rfind(b"\n") + 1) > MAX_LINE_BYTES:
             self._too_long()
+
+    def _check_complete(self, start: int) -> None:
+        """Complete lines over MAX_LINE_BYTES in buf[start:] (one read can hold them whole).
+        Such a line covers a whole window of MAX_LINE_BYTES // 2 bytes without a newline, so
+        only len / (8 MiB) windows are searched, not every line."""
+        h = MAX_LINE_BYTES // 2
+        w = start
+        while w + h <= len(self.buf):
+            if self.buf.find(b"\n", w, w + h) < 0:
+                lo = self.buf.rfind(b"\n", 0, w) + 1
+                hi = self.buf.find(b"\n", w)
+                if hi >= 0 and hi - lo > MAX_LINE_BYTES:
+                    line = self.line + self.buf.count(b"\n", 0, lo)
+                    if self.errors is None or self.errors.on_error == "raise":
+                        raise ParseError(f"line longer than {MAX_LINE_BYTES >> 20} MiB "
+                                         "(MAX_LINE_BYTES)", path=self.path, line=line)
+                    self.buf = self.buf[:lo] + _LONG_LINE + self.buf[hi:]
+                    w = lo + len(_LONG_LINE)
+                    continue
+                if hi < 0:
+                    return      # the partial last line: checked by the caller
+                w = hi + 1
+                continue
+            w += h
 
     def _cut(self, n: int) -> int:
         """Index just after the n-th newline of buf (buf holds more than n newlines)."""
@@ -411,8 +461,12 @@ class TokenSource:
             i = data.find(b"\n")
             if i < 0:
                 if len(tail) + len(data) > MAX_LINE_BYTES:
-                    raise _LongLine
+                    self.buf, self.pos, self.pending = b"", 0, None
+                    raise _LongLine(False)
                 self.buf = tail + data
+            elif len(tail) + i > MAX_LINE_BYTES:
+                self.buf, self.pos, self.pending = b"", 0, (data, i + 1)
+                raise _LongLine(True)
             else:
                 self.buf = tail + data[:i + 1]
                 self.pending = (data, i + 1)
@@ -459,16 +513,16 @@ class TokenSource:
             partial = self.pos < len(self.buf)
             self.errors.cut_short(exc, self.line + lines, partial)  # raises unless skip
             self.buf, self.pos, self.pending, self.final = b"", 0, None, True
-        except _LongLine:
+        except _LongLine as exc:
             self.errors.bad(self.line + lines,
                             f"line longer than {MAX_LINE_BYTES >> 20} MiB (MAX_LINE_BYTES)")
-            self._drop_line(lines)
+            if not exc.args[0]:      # its newline is still ahead: read up to it
+                self._drop_line(lines)
             return True
         return False
 
     def _drop_line(self, lines: int) -> None:
         # skip: discard the over-long line up to its newline (or the end of the stream)
-        self.buf, self.pos, self.pending = b"", 0, None
         while True:
             try:
                 data = self.f.read(self.block_bytes)

@@ -28,10 +28,13 @@ side``): ``side`` is the aggressor (buy +1, sell -1).
 
 from __future__ import annotations
 
+from ofi_fast.errors import ParseError
 from ofi_fast.feeds._common import (
     DEFAULT_CHUNK_ROWS,
+    MAX_LINE_BYTES,
     ErrorLog,
     LineBlocks,
+    cut,
     open_binary,
 )
 from ofi_fast.feeds._l2 import FLAG_BATCH_END, BookDeltas, Columns, Trades
@@ -47,9 +50,14 @@ _INF = float("inf")
 
 def _header(path, expected):
     with open_binary(path) as f:
-        cols = f.readline().decode().strip().split(",")
+        head = f.readline(MAX_LINE_BYTES)
+    try:
+        cols = head.decode("utf-8").strip().split(",")
+    except UnicodeDecodeError as exc:
+        raise ParseError(f"header is not UTF-8 ({exc.reason} at byte {exc.start}): {cut(head)}",
+                         path=path, line=1) from None
     if cols != expected:
-        raise ValueError(f"{path}: header {cols} is not {expected}")
+        raise ParseError(f"header {cut(','.join(cols))} is not {expected}", path=path, line=1)
 
 
 class BitstampL3Reader:
@@ -98,7 +106,7 @@ class BitstampL3Reader:
                     if action not in (b"created", b"changed", b"deleted"):
                         raise ValueError(f"action {action!r} not created/changed/deleted")
                 except (ValueError, KeyError) as exc:
-                    self.errors.bad(no, f"bad order row ({exc}): {line[:80]!r}")
+                    self.errors.bad(no, f"bad order row ({exc}): {cut(line)}")
                     continue
                 st["rows"] += 1
                 st[action.decode()] += 1

@@ -127,7 +127,8 @@ class _Reader:
     def _check_header(self, names):
         missing = [c for c in self.columns.values() if c not in names]
         if missing:
-            raise ValueError(f"{self.path}: columns {missing} not in the header {names}")
+            raise ParseError(f"columns {missing} not in the header {cut(str(names))}",
+                             path=self.path, line=1)
 
     def _convert_all(self, raw, n):
         raise NotImplementedError
