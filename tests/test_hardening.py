@@ -20,6 +20,7 @@ from ofi_fast.errors import OFIError, ParseError, TruncatedError
 from ofi_fast.feeds._common import MAX_LINE_BYTES, ErrorLog, LineBlocks, open_binary
 from tests.conftest import data_file
 
+TARDIS_BOOK = "tardis_binance_BTCUSDT_incremental_book_L2_2019-12-01_rows_1_2050.csv"
 HUGE = 2**61      # slots whose byte size overflows size_t on a 64-bit machine
 BIG = 2**40       # a possible size that malloc cannot satisfy here (16 TiB and more)
 
@@ -265,7 +266,7 @@ def test_tokenizer_source_caps_a_long_line(tmp_path):
 
 # --------------------------------------------------------------------- 4. one error type
 def _tardis_gz_cut(tmp_path):
-    src = data_file("tardis", "tardis_binance_BTCUSDT_incremental_book_L2_2019-12-01_rows_1_2050.csv")
+    src = data_file("tardis", TARDIS_BOOK)
     raw = src.read_bytes()
     blob = gzip.compress(raw)
     p = tmp_path / "cut.csv.gz"
@@ -294,8 +295,7 @@ def test_truncated_gz_under_skip_keeps_rows_before_the_cut(tmp_path):
     p, raw, kept = _tardis_gz_cut(tmp_path)
     r = feeds.TardisReader(p, on_error="skip")
     out = r.read()
-    whole = feeds.read_tardis(data_file(
-        "tardis", "tardis_binance_BTCUSDT_incremental_book_L2_2019-12-01_rows_1_2050.csv"))
+    whole = feeds.read_tardis(data_file("tardis", TARDIS_BOOK))
     n_kept = kept.count(b"\n") - 1                        # complete data lines (minus header)
     assert len(out) == n_kept
     assert np.array_equal(out.price, whole.price[:n_kept])

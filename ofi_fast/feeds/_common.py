@@ -57,6 +57,18 @@ def ascii_int(s) -> int:
     return int(b)
 
 
+def json_int(v) -> int:
+    """An integer field of a JSON message: an int (not a bool) or a string with the
+    tokenizer's integer grammar (:func:`ascii_int`), within int64; else ValueError."""
+    if type(v) is int:
+        if not -2**63 <= v < 2**63:
+            raise ValueError(f"integer {str(v)[:40]} does not fit in int64")
+        return v
+    if isinstance(v, str):
+        return json_int(ascii_int(v))
+    raise ValueError(f"expected an integer, got {type(v).__name__} {cut(repr(v))}")
+
+
 def cut(text, limit: int = 80) -> str:
     """``repr`` of ``text`` cut to ``limit`` characters (error messages never echo a whole
     field: a bad 8 MB field gives an 80-character message)."""
@@ -133,8 +145,8 @@ def check_on_error(on_error: str) -> str:
 def open_binary(path, member: str | None = None):
     """Open ``path`` for binary reading: plain, ``.gz`` (by magic bytes), or a ``.zip`` member.
 
-    Compressed data comes through a :class:`CheckedFile`: a damaged container (a zip whose directory is unreadable,
-    a truncated member, corrupt deflate data, a bad CRC) raises :class:`TruncatedError` (a
+    Compressed data comes through a :class:`CheckedFile`: a damaged container (a zip whose
+    directory is unreadable, a truncated member, corrupt deflate data, a bad CRC) raises :class:`TruncatedError` (a
     :class:`ParseError`) naming the file, never a raw zlib / zipfile / EOF error.
     """
     path = os.fspath(path)
@@ -626,7 +638,8 @@ def decimal_to_int(s: bytes | str, digits: int) -> int:
     if neg or s.startswith("+"):
         s = s[1:]
     whole, dot, frac = s.partition(".")
-    if (not whole and not frac) or (whole and not whole.isdigit()) or (frac and not frac.isdigit()):
+    if not s.isascii() or (not whole and not frac) or (whole and not whole.isdigit()) or (
+            frac and not frac.isdigit()):
         raise ValueError(f"not a decimal number: {s!r}")
     extra = 0
     if len(frac) > digits:

@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections import namedtuple
 
 from ofi_fast.errors import ParseError, SequenceGapError
-from ofi_fast.feeds._common import DEFAULT_CHUNK_ROWS, NO_TIME, ErrorLog
+from ofi_fast.feeds._common import DEFAULT_CHUNK_ROWS, NO_TIME, ErrorLog, json_int
 from ofi_fast.feeds._recorded import recorded_messages
 from ofi_fast.feeds._l2 import (
     FLAG_BATCH_END,
@@ -209,15 +209,15 @@ class BinanceReader:
                 m = data["m"]
                 if not isinstance(m, bool):
                     raise ValueError(f"'m' is not a boolean: {m!r}")
-                trades.append(int(data["T"]) * _MS, ts_local, _px(data["p"]), _sz(data["q"]),
-                              -1 if m else 1, int(tid))
+                trades.append(json_int(data["T"]) * _MS, ts_local, _px(data["p"]), _sz(data["q"]),
+                              -1 if m else 1, json_int(tid))
                 st["trades"] += 1
         elif ev == "bookTicker" or (ev is None and "b" in data and "A" in data):
             if self._want(data):
                 e = data.get("E")
-                quotes.append(int(e) * _MS if e is not None else NO_TIME, ts_local,
+                quotes.append(json_int(e) * _MS if e is not None else NO_TIME, ts_local,
                               _px(data["b"]), _sz(data["B"]), _px(data["a"]), _sz(data["A"]),
-                              int(data["u"]))
+                              json_int(data["u"]))
                 st["quotes"] += 1
         else:
             st["other_stream"] += 1
@@ -225,10 +225,10 @@ class BinanceReader:
     # snapshots -----------------------------------------------------------------------------------
     def _on_snapshot(self, no, ts_local, data, depth):
         st = self.stats
-        last_id = int(data["lastUpdateId"])
+        last_id = json_int(data["lastUpdateId"])
         bids, asks = data["bids"], data["asks"]
         e = data.get("E")
-        ts_ex = int(e) * _MS if e is not None else NO_TIME
+        ts_ex = json_int(e) * _MS if e is not None else NO_TIME
         rows = ([(1, _px(p), _sz(q)) for p, q in bids]
                 + [(-1, _px(p), _sz(q)) for p, q in asks])
         for i, (side, p, q) in enumerate(rows):
@@ -250,7 +250,7 @@ class BinanceReader:
     # diffs ---------------------------------------------------------------------------------------
     def _on_diff(self, no, ts_local, data, depth):
         st = self.stats
-        first_u, last_u = int(data["U"]), int(data["u"])
+        first_u, last_u = json_int(data["U"]), json_int(data["u"])
         pu = data.get("pu")
         if self.market is None:
             self.market = "usdm" if pu is not None else "spot"
@@ -273,8 +273,8 @@ class BinanceReader:
             st["first_applied_line"] = st["first_applied_line"] or no
         elif self._state == "sync":
             if futures:
-                if int(pu) != self._prev_u:
-                    self._gap(no, f"pu={int(pu)} != previous u={self._prev_u} (U={first_u}, "
+                if json_int(pu) != self._prev_u:
+                    self._gap(no, f"pu={json_int(pu)} != previous u={self._prev_u} (U={first_u}, "
                                   f"u={last_u})", first_u, last_u)
                     return
             elif first_u != self._prev_u + 1:
@@ -285,7 +285,7 @@ class BinanceReader:
             st["dropped_gap"] += 1
             return
         e = data.get("E")
-        ts_ex = int(e) * _MS if e is not None else NO_TIME
+        ts_ex = json_int(e) * _MS if e is not None else NO_TIME
         rows = ([(1, _px(p), _sz(q)) for p, q in data["b"]]
                 + [(-1, _px(p), _sz(q)) for p, q in data["a"]])
         if rows:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-from ofi_fast.feeds._common import DEFAULT_CHUNK_ROWS, NO_TIME, ErrorLog
+from ofi_fast.feeds._common import DEFAULT_CHUNK_ROWS, NO_TIME, ErrorLog, json_int
 from ofi_fast.feeds._l2 import (
     FLAG_BATCH_END,
     FLAG_CLEAR,
@@ -99,7 +99,7 @@ class CoinbaseReader:
                 else:
                     maker = _SIDE[msg["side"]]
                     trades.append(iso_to_ns(msg["time"]), ts_local, _num(msg["price"], True),
-                                  _num(msg["size"], False), -maker, int(msg["trade_id"]))
+                                  _num(msg["size"], False), -maker, json_int(msg["trade_id"]))
                     st[typ] += 1
             except (KeyError, TypeError, ValueError, IndexError) as exc:
                 self.errors.bad(no, f"bad Coinbase message ({type(exc).__name__}: {exc})")
