@@ -14,6 +14,8 @@ each); ``HYPOTHESIS_PROFILE=deep`` runs thousands (tests/conftest.py).
 
 import gzip
 import os
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
@@ -140,5 +142,37 @@ def test_readers_raise_only_parse_errors(name, tmp_path):
         path.write_bytes(blob)
         for on_error in ("raise", "skip"):
             _read_all(reader, path, on_error)
+
+    run()
+
+
+CLI_EXAMPLES = int(os.environ.get("OFI_FAST_FUZZ_CLI_EXAMPLES", 300 if DEEP else 6))
+
+
+def test_cli_exits_0_or_2_with_one_line(tmp_path):
+    """``python -m ofi_fast analyze MUTANT`` (a Tardis book file): exit 0, or exit 2 with
+    exactly one line on stderr (no traceback)."""
+    path = DATA_DIR / FORMATS["tardis_book"][0]
+    if not path.exists():
+        pytest.skip(f"real data file not available: {path}")
+    lines = path.read_bytes().splitlines(keepends=True)
+
+    @seed(1414)
+    @settings(max_examples=CLI_EXAMPLES, deadline=None, derandomize=not DEEP,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(data=st.data())
+    def run(data):
+        blob = _mutate(list(lines), 1, data)
+        compress = data.draw(st.sampled_from(["plain", "gz_cut"]))
+        p = tmp_path / ("m.csv.gz" if compress == "gz_cut" else "m.csv")
+        if compress == "gz_cut":
+            blob = gzip.compress(blob)
+            blob = blob[:data.draw(st.integers(10, len(blob) - 1))]
+        p.write_bytes(blob)
+        r = subprocess.run([sys.executable, "-m", "ofi_fast", "analyze", str(p)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode in (0, 2), r.stderr[-2000:]
+        if r.returncode == 2:
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
 
     run()

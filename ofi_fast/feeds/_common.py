@@ -93,7 +93,7 @@ class CheckedFile:
         self.failed = None
 
     def _error(self, exc):
-        return TruncatedError(f"truncated or corrupt compressed data "
+        return TruncatedError(f"file is truncated or its compressed data is corrupt "
                               f"({type(exc).__name__}: {exc})", path=self.path)
 
     def _call(self, fn, *args):
