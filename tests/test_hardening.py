@@ -421,3 +421,57 @@ def test_rolling_ols_recovers_exactly_once_a_huge_pair_left(rng):
         fresh.update(float(x[i]), float(y[i]))
     fresh.recompute()
     assert o.beta == fresh.beta and o.alpha == fresh.alpha and o.r2 == fresh.r2
+
+
+def test_kraken_null_or_true_where_a_string_belongs(tmp_path):
+    src = data_file("cryptofeed_sample_data", "KRAKEN.ws.48.0")
+    lines = src.read_bytes().splitlines(keepends=True)
+    k = next(i for i, ln in enumerate(lines) if b',"trade","' in ln)
+    bad = lines[k].replace(b',"trade","', b',null,"', 1)
+    bad2 = lines[k + 1].replace(b'"s"', b'true', 1).replace(b'"b"', b'true', 1)
+    p = tmp_path / "k.ws"
+    p.write_bytes(b"".join(lines[:k]) + bad + bad2 + b"".join(lines[k + 2:]))
+    whole = feeds.read_kraken_trades(src, on_error="skip")
+    r = feeds.KrakenTradesReader(p, on_error="skip")
+    out = r.read()
+    assert r.errors.count >= 1 and len(out) < len(whole)
+    with pytest.raises(ParseError, match=rf"k\.ws:{k + 1}:"):
+        feeds.read_kraken_trades(p)
+
+
+def test_lobster_price_must_be_positive(tmp_path):
+    src = data_file("lobster", "AAPL_2012-06-21_34200000_57600000_message_10.csv")
+    lines = src.read_bytes().splitlines(keepends=True)[:100]
+    parts = lines[10].split(b",")
+    parts[4] = b"0"
+    lines[10] = b",".join(parts)
+    p = tmp_path / src.name
+    p.write_bytes(b"".join(lines))
+    with pytest.raises(ParseError, match=rf"{src.name}:11: price"):
+        feeds.read_lobster(p)
+    r = feeds.LobsterReader(p, on_error="skip")
+    assert len(r.read()) == 99 and r.errors.count == 1
+
+
+@pytest.mark.parametrize("ts", [b"1_618_678_132", "\u0661\u0662\u0663".encode(), b"-5",
+                                b"99999999999999999999", b"9223372036854775807"])
+def test_generic_reader_integer_grammar_and_range(tmp_path, ts):
+    p = tmp_path / "g.csv"
+    p.write_bytes(b"ts,price,size\n1000,1.5,2\n" + ts + b",1.5,2\n3000,1.5,2\n")
+    cols = {"ts": "ts", "price": "price", "size": "size"}
+    with pytest.raises(ParseError, match=r"g\.csv:3:"):
+        feeds.read_trades(p, cols, ts_unit="ms")
+    r = feeds.TradesReader(p, cols, ts_unit="ms", on_error="skip")
+    out = r.read()
+    assert list(out.ts_exchange) == [1_000_000_000, 3_000_000_000] and r.errors.count == 1
+
+
+def test_recorded_local_time_beyond_int64_is_reported_at_its_line(tmp_path):
+    src = data_file("cryptofeed_sample_data", "BINANCE.ws.1.0")
+    lines = src.read_bytes().splitlines(keepends=True)[:200]
+    k = next(i for i, ln in enumerate(lines) if ln[:1].isdigit())
+    lines[k] = b"1" * 30 + lines[k][lines[k].index(b":"):]
+    p = tmp_path / "b.ws"
+    p.write_bytes(b"".join(lines))
+    with pytest.raises(ParseError, match=rf"b\.ws:{k + 1}:"):
+        feeds.read_binance(p)

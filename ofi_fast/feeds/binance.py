@@ -161,7 +161,7 @@ class BinanceReader:
             data = msg.get("data", msg)
             try:
                 self._dispatch(no, ts_local, data, src, depth, trades, quotes)
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
                 if isinstance(exc, (SequenceGapError, ParseError)):
                     raise
                 errors = self.errors if src == self.path else self.snap_errors

@@ -101,7 +101,7 @@ class CoinbaseReader:
                     trades.append(iso_to_ns(msg["time"]), ts_local, _num(msg["price"], True),
                                   _num(msg["size"], False), -maker, json_int(msg["trade_id"]))
                     st[typ] += 1
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
                 self.errors.bad(no, f"bad Coinbase message ({type(exc).__name__}: {exc})")
             if len(depth) >= self.chunk_rows or len(trades) >= self.chunk_rows:
                 yield CoinbaseChunk(depth.flush(), trades.flush())
