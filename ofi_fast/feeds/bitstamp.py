@@ -34,10 +34,19 @@ from ofi_fast.feeds._common import (
     MAX_LINE_BYTES,
     ErrorLog,
     LineBlocks,
+    ascii_int,
     cut,
     open_binary,
 )
 from ofi_fast.feeds._l2 import FLAG_BATCH_END, BookDeltas, Columns, Trades
+
+def _ms_time(field: bytes) -> int:
+    """A Bitstamp millisecond timestamp -> ns: ASCII digits, > 0, within int64 once in ns."""
+    v = ascii_int(field) * _MS
+    if not 0 < v < 2**63:
+        raise ValueError(f"timestamp {cut(field)} is not a positive int64 in ns")
+    return v
+
 
 ORDER_COLUMNS = ["id", "timestamp", "exchange_timestamp", "price", "volume", "action",
                  "direction"]
@@ -87,9 +96,9 @@ class BitstampL3Reader:
                     parts = line.split(b",")
                     if len(parts) != 7:
                         raise ValueError(f"{len(parts)} columns, expected 7")
-                    oid = int(parts[0])
-                    ts_local = int(parts[1]) * _MS
-                    ts_ex = int(parts[2]) * _MS
+                    oid = ascii_int(parts[0])
+                    ts_local = _ms_time(parts[1])
+                    ts_ex = _ms_time(parts[2])
                     price = float(parts[3])
                     if not 0.0 <= price < _INF:  # the capture has 49 bids at 0.0 (tiny bids)
                         raise ValueError(f"bad price {parts[3]!r}")
@@ -180,8 +189,8 @@ class BitstampTradesReader:
                         raise ValueError("bad price or amount")
                     if p[7] not in (b"buy", b"sell"):
                         raise ValueError(f"side {p[7]!r} not buy/sell")
-                    out.append(int(p[2]) * _MS, int(p[1]) * _MS, price, amount, _SIDE[p[7]],
-                               int(p[0]))
+                    out.append(_ms_time(p[2]), _ms_time(p[1]), price, amount, _SIDE[p[7]],
+                               ascii_int(p[0]))
                 except ValueError as exc:
                     self.errors.bad(no, f"bad trade row ({exc})")
         return out.flush()
