@@ -913,6 +913,7 @@ cdef class TradeFlow:
         cdef bint has_q = bid_px is not None or ask_px is not None
         cdef intp_t n_run
         bad_q = -1
+        bad_field = None
         if has_side:
             side_arr = np.asarray(side)
             if side_arr.dtype != np.int8:
@@ -933,8 +934,9 @@ cdef class TradeFlow:
             bq = column(bid_px, np.float64, "bid_px", n)
             aq = column(ask_px, np.float64, "ask_px", n)
             # an infinite quote is an error at its row: the rows before it are applied
-            bad_q = min([i for i in (_first_infinite(bq), _first_infinite(aq)) if i >= 0],
-                        default=-1)
+            bad_q, bad_field = min([(j, f) for j, f in ((_first_infinite(bq), "bid_px"),
+                                                         (_first_infinite(aq), "ask_px"))
+                                    if j >= 0], default=(-1, None))
         sv_arr = output(out, n)
         cdef float64_t[::1] sv = sv_arr
         cdef float64_t[::1] v
@@ -983,7 +985,8 @@ cdef class TradeFlow:
         if status != STATUS_OK:
             raise_tradeflow(status, &self.st, i)
         if bad_q >= 0:
-            _check_quotes(bq, aq)
+            raise_status(STATUS_NON_FINITE, bad_field, bad_q,
+                         "an infinite quote; NaN marks a missing side")
         return (sv_arr, v_arr) if rolling else sv_arr
 
     @property

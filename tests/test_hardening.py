@@ -401,6 +401,9 @@ def test_infinite_quotes_are_rejected():
         tf.update_many(None, [1.0, 1.0, 1.0], [1.0, 1.0, 1.0], bid_px=[0.5, 0.5, np.inf],
                        ask_px=[1.5, 1.5, 1.5])
     assert tf.n_events == 2            # the rows before the bad one are applied
+    with pytest.raises(OFIError, match=r"ask_px\[1\]"):
+        ofi_fast.TradeFlow(classify="quote").update_many(
+            None, [1.0] * 3, [1.0] * 3, bid_px=[0.5, 0.5, np.inf], ask_px=[1.5, np.inf, 1.5])
     c = ofi_fast.Classifier("quote")
     c.update_quote(0, np.nan, 2.0)     # NaN is a missing side, not an error
     assert c.update(0, 1.0) == 0       # first trade, no usable quote: tick rule gives 0
