@@ -16,6 +16,7 @@ from ofi_fast.errors import (
     ParseError,
     SequenceGapError,
     TimeOrderError,
+    TruncatedError,
 )
 from ofi_fast._ring import RollingSum
 from ofi_fast._ofi import OFI, l1_ofi
@@ -95,6 +96,7 @@ __all__ = [
     "RollingSum",
     "SequenceGapError",
     "TimeOrderError",
+    "TruncatedError",
     "bars",
     "get_include",
     "l1_ofi",

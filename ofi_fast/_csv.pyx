@@ -48,6 +48,7 @@ import sys
 
 import numpy as np
 
+from ofi_fast._guard cimport Guard, guard_enter, guard_exit, guard_free, guard_init, guard_wait
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
 SKIP, INT, INT8, SCALED, FLOAT, INT_F64, BOOL, SIDE_BOOK, SIDE_TRADE, ID = range(10)
@@ -695,6 +696,7 @@ cdef class Tokenizer:
     cdef readonly tuple names
     cdef list _outs
     cdef readonly intp_t capacity
+    cdef Guard guard      # parse() releases the GIL over the bound arrays: see _guard.pxd
 
     def __cinit__(self, columns, bint skip_blank=False):
         cdef int c
@@ -702,6 +704,9 @@ cdef class Tokenizer:
         specs = tuple(dict(x) for x in columns)
         if not specs:
             raise ValueError("no columns")
+        if len(specs) > 4096:
+            raise ValueError(f"{len(specs)} columns: at most 4096")
+        guard_init(&self.guard)
         self.cols = <ColSpec*>malloc(len(specs) * sizeof(ColSpec))
         if self.cols == NULL:
             raise MemoryError()
@@ -747,9 +752,17 @@ cdef class Tokenizer:
 
     def __dealloc__(self):
         free(self.cols)
+        guard_free(&self.guard)
 
     def bind(self, outs):
         """Set the output array of each column (None for SKIP columns); capacity = min length."""
+        guard_enter(&self.guard)   # Python code runs in here: hold the lock throughout
+        try:
+            return self._bind(outs)
+        finally:
+            guard_exit(&self.guard)
+
+    def _bind(self, outs):
         cdef int c
         cdef intp_t cap = PY_SSIZE_T_MAX_
         outs = list(outs)
@@ -777,6 +790,8 @@ cdef class Tokenizer:
     def unbind(self):
         """Forget the output arrays (before they are resized or freed)."""
         cdef int c
+        if self.guard.busy:
+            guard_wait(&self.guard)
         for c in range(self.ncols):
             self.cols[c].out = NULL
         self._outs = [None] * self.ncols
@@ -801,21 +816,29 @@ cdef class Tokenizer:
         if n == 0:
             return (P_OK, 0, 0, 0, -1, 0, 0, 0, 0)
         p = <const char*>&mv[0]
+        guard_enter(&self.guard)
+        if row0 + ml > self.capacity:      # re-bound to shorter arrays by another thread
+            guard_exit(&self.guard)
+            raise ValueError("the bound outputs changed during the call")
         with nogil:
             parse_block(self.cols, self.ncols, p, start, n, ml, final, self.skip_blank, row0,
                         &res)
+        guard_exit(&self.guard)
         return (res.status, res.pos, res.lines, res.rows, res.field, res.fstart, res.fend,
                 res.next, res.bad_ids)
 
     def describe(self, int status, int field, text):
-        """Words for a parse error: which field, what was wrong, the field's text."""
+        """Words for a parse error: which field, what was wrong, the field's text (cut to
+        80 characters)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         if status == P_EMPTY_LINE:
             return "empty line"
         if status == P_TOO_FEW:
             return (f"too few columns: field {field + 1} ({self.names[field]}) missing, "
                     f"expected {self.ncols} columns")
         if status == P_TOO_MANY:
-            return f"too many columns: expected {self.ncols} columns, more follow: {text[:40]!r}"
+            return f"too many columns: expected {self.ncols} columns, more follow: {_cut(text)}"
         x = self.specs[field]
         kind = x["kind"]
         where = f"field {field + 1} ({x['name']})"
@@ -824,24 +847,30 @@ cdef class Tokenizer:
         if status == P_BAD_TOKEN:
             words = {K_BOOL: "true/false", K_SIDE_BOOK: "bid/ask",
                      K_SIDE_TRADE: "buy/sell/unknown"}[kind]
-            return f"{where}: {text[:40]!r} is not one of {words}"
+            return f"{where}: {_cut(text)} is not one of {words}"
         if status == P_OVERFLOW:
-            return f"{where}: {text[:40]!r} overflows {'float64' if kind == K_FLOAT else 'int64'}"
+            return f"{where}: {_cut(text)} overflows {'float64' if kind == K_FLOAT else 'int64'}"
         if status == P_TOO_LONG:
             return f"{where}: number longer than {STRTOD_BUF - 1} characters"
         if status == P_BAD_NUMBER:
             what = {K_SCALED: "a decimal number", K_FLOAT: "a decimal float"}.get(
                 kind, "an integer")
-            return f"{where}: {text[:40]!r} is not {what} (invalid characters)"
+            return f"{where}: {_cut(text)} is not {what} (invalid characters)"
         if status == P_OUT_OF_RANGE:
             if kind == K_FLOAT:
                 bound = "> 0" if x.get("positive") else ">= 0"
-                return f"{where}: {text[:40]!r} is not {bound}"
+                return f"{where}: {_cut(text)} is not {bound}"
             lo, hi = self.cols[field].lo, self.cols[field].hi
             neg = "negative, " if text.startswith(b"-") and lo >= 0 else ""
             nz = " and non-zero" if x.get("nonzero") else ""
-            return f"{where}: {text[:40]!r} is {neg}outside {lo}..{hi}{nz}"
+            return f"{where}: {_cut(text)} is {neg}outside {lo}..{hi}{nz}"
         return f"{where}: parse status {status}"
+
+
+def _cut(text, int limit=80):
+    """``repr`` of a field's bytes, cut to ``limit`` characters (a marker says it was cut)."""
+    r = repr(bytes(text[:limit]))
+    return r + "..." if len(text) > limit else r
 
 
 def parse_rows(columns, data, *, skip_blank=False):

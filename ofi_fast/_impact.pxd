@@ -5,6 +5,7 @@
 # Status returned by ols_update / RollingOLS.push: (status & 15) is a Status of _types.pxd,
 # (status >> 4) the field at fault: 0 ts, 1 x, 2 y.
 
+from ofi_fast._guard cimport Guard
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
 # Floor division for int64 (C truncates toward zero; bars need floor for negative ts).
@@ -61,6 +62,9 @@ cdef struct OLSState:
     bint has_last          # a pair has been pushed since the last reset
     int64_t last_ts        # its timestamp
     int64_t n_updates      # pairs accepted since reset
+    int64_t poison_until   # number (1-based, of n_updates) of the last pair with |x| or |y| >
+                           # 1e100; once it has left the window the moments are recomputed
+                           # exactly from the ring (0: none pending)
 
 cdef int ols_init(OLSState* st, intp_t p, int64_t window, int64_t window_time,
                   intp_t capacity, bint grow, float64_t ridge) noexcept nogil
@@ -80,11 +84,13 @@ cdef float64_t ols_r2(OLSState* st) noexcept nogil
 
 cdef class RollingOLS:
     cdef OLSState st
+    cdef Guard guard            # serialises calls from several threads (see _guard.pxd)
     cdef readonly object window
     cdef readonly object window_time
     # C-level update for cimporting code: see the status layout above.
     cdef int push(self, int64_t ts, const float64_t* x, float64_t y) noexcept nogil
     cdef int _load_x(self, object x) except -1
+    cdef int64_t _ts(self, int64_t ts) except? -1
     cpdef int64_t update(self, object x, float64_t y, int64_t ts=*) except -1
 
 

@@ -11,7 +11,7 @@ the choice only moves events that fall exactly on a boundary; ``closed="right"``
 cimport cython
 from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.math cimport NAN, fabs, floor, sqrt
-from libc.stdint cimport INT64_MIN
+from libc.stdint cimport INT64_MIN, SIZE_MAX
 from libc.stdlib cimport free, malloc, realloc
 
 import numpy as np
@@ -24,8 +24,9 @@ from ofi_fast._types cimport (
     STATUS_CAPACITY, STATUS_NEGATIVE, STATUS_NO_MEMORY, STATUS_NON_FINITE, STATUS_OK,
     STATUS_TIME_BACKWARDS, float64_t, int64_t, intp_t,
 )
-from ofi_fast._arrays import column, output
-from ofi_fast._ring import check_window
+from ofi_fast._guard cimport guard_enter, guard_exit, guard_free, guard_init, guard_wait
+from ofi_fast._arrays import column, integer, output
+from ofi_fast._ring import alloc_error, check_window
 from ofi_fast.errors import CapacityError, OFIError, raise_status
 
 
@@ -351,6 +352,15 @@ _OLS_FIELDS = ("ts", "x", "y")
 # per update, and the Welford rounding never runs for more than that many steps.
 cdef intp_t _RECOMPUTE_MIN = 1024
 
+#: A pair with |x| or |y| above this makes the window's running moments overflow or lose all
+#: precision (squares near 1e200): the moments are recomputed exactly from the ring as soon as
+#: the pair has left the window. Cost: two compares per value on the update path.
+cdef float64_t _OLS_HUGE = 1e100
+#: Most regressors (the solve is O(p^3) and the state 2 p^2 doubles).
+cdef enum:
+    OLS_MAX_FEATURES = 4096
+MAX_FEATURES = OLS_MAX_FEATURES
+
 
 cdef int ols_init(OLSState* st, intp_t p, int64_t window, int64_t window_time,
                   intp_t capacity, bint grow, float64_t ridge) noexcept nogil:
@@ -364,6 +374,12 @@ cdef int ols_init(OLSState* st, intp_t p, int64_t window, int64_t window_time,
     st.xs = NULL
     st.ys = NULL
     st.capacity = 0
+    st.mx = NULL
+    st.poison_until = 0
+    # sizes were checked at the Python edge (RollingOLS.__cinit__); refuse an overflow anyway
+    if (p < 1 or p > OLS_MAX_FEATURES or capacity < 0
+            or <size_t> capacity > (SIZE_MAX // 4) // ((<size_t> p + 2) * sizeof(float64_t))):
+        return STATUS_NO_MEMORY
     # one block for the p-sized vectors and p*p matrices
     st.mx = <float64_t*> malloc((5 * p + 2 * p * p) * sizeof(float64_t))
     if st.mx == NULL:
@@ -418,6 +434,7 @@ cdef void ols_reset(OLSState* st) noexcept nogil:
     st.has_last = False
     st.last_ts = 0
     st.n_updates = 0
+    st.poison_until = 0
     st.singular = False
     st.alpha = NAN
     cdef intp_t i
@@ -543,9 +560,14 @@ cdef inline void _ols_remove(OLSState* st, const float64_t* x, float64_t y) noex
 cdef int _ols_grow(OLSState* st) noexcept nogil:
     # Double the ring, unrolling it so the oldest pair is in slot 0.
     cdef intp_t cap = 2 * st.capacity, p = st.p, i, j, k
-    cdef int64_t* ts = <int64_t*> malloc(cap * sizeof(int64_t))
-    cdef float64_t* xs = <float64_t*> malloc(cap * p * sizeof(float64_t))
-    cdef float64_t* ys = <float64_t*> malloc(cap * sizeof(float64_t))
+    cdef int64_t* ts = NULL
+    cdef float64_t* xs = NULL
+    cdef float64_t* ys = NULL
+    if <size_t> st.capacity > (SIZE_MAX // 8) // ((<size_t> p + 2) * sizeof(float64_t)):
+        return STATUS_NO_MEMORY      # the doubled ring would overflow
+    ts = <int64_t*> malloc(cap * sizeof(int64_t))
+    xs = <float64_t*> malloc(cap * p * sizeof(float64_t))
+    ys = <float64_t*> malloc(cap * sizeof(float64_t))
     if ts == NULL or xs == NULL or ys == NULL:
         free(ts)
         free(xs)
@@ -584,9 +606,11 @@ cdef int ols_update(OLSState* st, int64_t ts, const float64_t* x, float64_t y) n
     cdef intp_t i, k, j, tail, p = st.p
     cdef int status
     cdef int64_t cutoff
+    cdef bint huge = fabs(y) > _OLS_HUGE
     for i in range(p):
         if not (x[i] - x[i] == 0.0):
             return STATUS_NON_FINITE | (1 << 4)
+        huge |= fabs(x[i]) > _OLS_HUGE
     if not (y - y == 0.0):
         return STATUS_NON_FINITE | (2 << 4)
     if st.has_last and ts < st.last_ts:
@@ -621,6 +645,8 @@ cdef int ols_update(OLSState* st, int64_t ts, const float64_t* x, float64_t y) n
             j += 1
             st.head = 0 if j == st.capacity else j
             st.removed += 1
+            if huge:
+                st.poison_until = st.n_updates + 1
             return _ols_done(st, ts)
         _ols_pop(st)
     if st.capacity > 0:
@@ -633,10 +659,16 @@ cdef int ols_update(OLSState* st, int64_t ts, const float64_t* x, float64_t y) n
             st.xs[tail * p + i] = x[i]
         st.size += 1
     _ols_add(st, x, y)
+    if huge and st.capacity > 0:
+        st.poison_until = st.n_updates + 1
     return _ols_done(st, ts)
 
 
 cdef inline int _ols_done(OLSState* st, int64_t ts) noexcept nogil:
+    # the last huge pair (pair number poison_until) has left once n_updates + 1 - size >= it
+    if st.poison_until > 0 and st.n_updates + 1 - st.size >= st.poison_until:
+        st.poison_until = 0
+        st.cancelled = True
     if st.cancelled or (st.removed >= st.size and st.removed >= _RECOMPUTE_MIN):
         ols_recompute(st)
     st.has_last = True
@@ -822,22 +854,25 @@ cdef class RollingOLS:
 
     def __cinit__(self, window=None, window_time=None, n_features=1, *, capacity=None,
                   grow=False, ridge=0.0):
-        w, wt, cap = check_window(window, window_time, capacity)
-        p = int(n_features)
-        if p < 1:
-            raise OFIError(f"n_features must be >= 1, got {n_features!r}", field="n_features")
+        p = integer(n_features, "n_features", 1, MAX_FEATURES)
+        w, wt, cap = check_window(window, window_time, capacity, 8 * (p + 2))
+        if isinstance(ridge, (bool, np.bool_, str, bytes)):
+            raise OFIError(f"ridge must be a number, got {ridge!r:.80}", field="ridge")
         r = float(ridge)
         if not (r >= 0.0 and np.isfinite(r)):
             raise OFIError(f"ridge must be finite and >= 0, got {ridge!r}", field="ridge")
         self.window = window
         self.window_time = window_time
         self.st.mx = NULL
+        guard_init(&self.guard)
         if ols_init(&self.st, p, w, wt, cap if (w or wt) else 0, bool(grow), r) != STATUS_OK:
             ols_free(&self.st)
-            raise MemoryError()
+            raise alloc_error("window" if w else "capacity", cap,
+                              8 * (p + 2) * cap + 8 * (5 * p + 2 * p * p))
 
     def __dealloc__(self):
         ols_free(&self.st)
+        guard_free(&self.guard)
 
     cdef int push(self, int64_t ts, const float64_t* x, float64_t y) noexcept nogil:
         return ols_update(&self.st, ts, x, y)
@@ -884,18 +919,33 @@ cdef class RollingOLS:
     cpdef int64_t update(self, object x, float64_t y, int64_t ts=INT64_MIN) except -1:
         """Add the pair (x, y) (at time ``ts``); return the number of pairs in the window."""
         cdef int status
-        if ts == INT64_MIN:
-            if self.st.window_time > 0:
-                raise OFIError("a time window needs ts", field="ts")
-            ts = self.st.last_ts if self.st.has_last else 0
         if type(x) is float and self.st.p == 1:
+            # the hot path: nothing here runs Python code, so a quiet guard check suffices
+            if self.guard.busy:
+                guard_wait(&self.guard)
+            ts = self._ts(ts)
             self.st.xin[0] = PyFloat_AS_DOUBLE(x)
+            status = ols_update(&self.st, ts, self.st.xin, y)
         else:
-            self._load_x(x)
-        status = ols_update(&self.st, ts, self.st.xin, y)
+            # _load_x may run Python code (x's __float__ / __array__) between which another
+            # thread could take the object: hold its lock from loading x to the update
+            guard_enter(&self.guard)
+            try:
+                ts = self._ts(ts)
+                self._load_x(x)
+                status = ols_update(&self.st, ts, self.st.xin, y)
+            finally:
+                guard_exit(&self.guard)
         if status != STATUS_OK:
             _raise_ols(status, &self.st, 0)
         return self.st.n
+
+    cdef int64_t _ts(self, int64_t ts) except? -1:
+        if ts == INT64_MIN:
+            if self.st.window_time > 0:
+                raise OFIError("a time window needs ts", field="ts")
+            return self.st.last_ts if self.st.has_last else 0
+        return ts
 
     def update_many(self, x, y, ts=None, *, forecast=False, out=None):
         """Add pairs from arrays: ``x`` of shape (n,) (one regressor) or (n, n_features).
@@ -928,9 +978,11 @@ cdef class RollingOLS:
             fv = f_arr
         cdef intp_t i = 0
         cdef int status = STATUS_OK
-        cdef int64_t tsi = self.st.last_ts if self.st.has_last else 0
+        cdef int64_t tsi
         if n == 0:
             return f_arr
+        guard_enter(&self.guard)
+        tsi = self.st.last_ts if self.st.has_last else 0
         with nogil:
             for i in range(n):
                 if has_ts:
@@ -940,18 +992,25 @@ cdef class RollingOLS:
                 status = ols_update(&self.st, tsi, &xv[i, 0], yv[i])
                 if status != STATUS_OK:
                     break
+        guard_exit(&self.guard)
         if status != STATUS_OK:
             _raise_ols(status, &self.st, i)
         return f_arr
 
     def predict(self, x):
         """alpha + beta . x with the current fit (NaN while singular or empty)."""
-        self._load_x(x)
-        return ols_predict(&self.st, self.st.xin)
+        guard_enter(&self.guard)   # _load_x may run Python code: hold the lock for it
+        try:
+            self._load_x(x)
+            return ols_predict(&self.st, self.st.xin)
+        finally:
+            guard_exit(&self.guard)
 
     @property
     def beta(self):
         """Slope(s): a float with one regressor, else an array of n_features (NaN if singular)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         ols_solve(&self.st)
         if self.st.p == 1:
             return self.st.beta[0]
@@ -960,22 +1019,30 @@ cdef class RollingOLS:
     @property
     def alpha(self):
         """Intercept, ``mean(y) - beta . mean(x)`` (NaN if singular)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         ols_solve(&self.st)
         return self.st.alpha
 
     @property
     def r2(self):
         """In-sample R^2 over the window, 1 - SSR/Syy (NaN if singular or y constant)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return ols_r2(&self.st)
 
     @property
     def n(self):
         """Pairs in the window (all pairs since reset without a window)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.n
 
     @property
     def singular(self):
         """True when the current window cannot identify beta (see the class docstring)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         ols_solve(&self.st)
         return bool(self.st.singular)
 
@@ -990,25 +1057,35 @@ cdef class RollingOLS:
     @property
     def capacity(self):
         """Slots in the ring buffer (0 without a window)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.capacity
 
     @property
     def n_updates(self):
         """Pairs accepted since the last reset."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.n_updates
 
     @property
     def mean_x(self):
+        if self.guard.busy:
+            guard_wait(&self.guard)
         if self.st.p == 1:
             return self.st.mx[0]
         return np.array([self.st.mx[i] for i in range(self.st.p)])
 
     @property
     def mean_y(self):
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.my
 
     def moments(self):
         """The centred moments (n, mean_x, mean_y, Cxx, Cxy, Syy) as numpy arrays/floats."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         cdef intp_t p = self.st.p
         return {"n": self.st.n, "mean_x": np.array([self.st.mx[i] for i in range(p)]),
                 "mean_y": self.st.my,
@@ -1017,14 +1094,20 @@ cdef class RollingOLS:
 
     def recompute(self):
         """Recompute the moments exactly from the window (no-op without a window)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         ols_recompute(&self.st)
 
     def reset(self):
         """Forget all pairs."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         ols_reset(&self.st)
 
     def __reduce__(self):
         cdef intp_t i, j, k, p = self.st.p, n = self.st.size
+        if self.guard.busy:
+            guard_wait(&self.guard)
         ts = np.empty(n, dtype=np.int64)
         xs = np.empty((n, p))
         ys = np.empty(n)
@@ -1042,13 +1125,23 @@ cdef class RollingOLS:
                          [self.st.cxx[i] for i in range(p * p)],
                          [self.st.cxy[i] for i in range(p)], self.st.cyy),
              "counters": (self.st.removed, bool(self.st.has_last), self.st.last_ts,
-                          self.st.n_updates)}
+                          self.st.n_updates), "poison_until": self.st.poison_until}
         return (_restore_ols, (self.window, self.window_time, p, self.st.capacity or None,
                                bool(self.st.grow), self.st.ridge), d)
 
     def __setstate__(self, d):
+        guard_enter(&self.guard)   # Python code runs in here: hold the lock throughout
+        try:
+            self._setstate(d)
+        finally:
+            guard_exit(&self.guard)
+
+    def _setstate(self, d):
         cdef intp_t i, k, p = self.st.p
         ts, xs, ys = d["ring"]
+        if len(ts) > max(d["capacity"], self.st.capacity):
+            raise OFIError("pickled RollingOLS state holds more pairs than its capacity",
+                           field="state")
         while self.st.capacity < d["capacity"]:
             if _ols_grow(&self.st) != STATUS_OK:
                 raise MemoryError()
@@ -1069,6 +1162,7 @@ cdef class RollingOLS:
         for i in range(p * p):
             self.st.cxx[i] = cxx[i]
         self.st.removed, self.st.has_last, self.st.last_ts, self.st.n_updates = d["counters"]
+        self.st.poison_until = d.get("poison_until", 0)
         self.st.dirty = True
 
 

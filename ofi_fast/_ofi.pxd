@@ -5,6 +5,7 @@
 # Status returned by ofi_update / OFI.push: (status & 15) is a Status of _types.pxd,
 # (status >> 4) the field at fault: 0 ts, 1 bid_px, 2 bid_sz, 3 ask_px, 4 ask_sz.
 
+from ofi_fast._guard cimport Guard
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 from libc.math cimport INFINITY
 
@@ -107,6 +108,7 @@ cdef inline int ofi_update(OFIState* st, int64_t ts, float64_t bid_px, float64_t
 
 cdef class OFI:
     cdef OFIState st
+    cdef Guard guard            # serialises calls from several threads (see _guard.pxd)
     cdef readonly object window
     cdef readonly object window_time
     # C-level update for cimporting code: see the status layout above.
@@ -187,6 +189,7 @@ cdef float64_t mlofi_depth(const MLOFIState* st) noexcept nogil
 
 cdef class MultiLevelOFI:
     cdef MLOFIState st
+    cdef Guard guard            # serialises calls from several threads (see _guard.pxd)
     cdef readonly object window
     cdef readonly object window_time
     cdef public object explained_variance_ratio

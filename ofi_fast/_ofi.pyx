@@ -32,8 +32,9 @@ from ofi_fast._ring cimport (
     raise_rolling, rolling_free, rolling_getstate, rolling_init, rolling_reset, rolling_setstate,
     rolling_value,
 )
-from ofi_fast._arrays import column, output
-from ofi_fast._ring import check_window
+from ofi_fast._guard cimport guard_enter, guard_exit, guard_free, guard_init, guard_wait
+from ofi_fast._arrays import column, integer, output
+from ofi_fast._ring import alloc_error, check_window
 from ofi_fast.errors import OFIError, raise_status
 
 _FIELDS = ("ts", "bid_px", "bid_sz", "ask_px", "ask_sz")
@@ -252,13 +253,15 @@ cdef class OFI:
 
     def __cinit__(self, window=None, window_time=None, capacity=None, grow=False):
         w, wt, cap = check_window(window, window_time, capacity)
+        guard_init(&self.guard)
         self.window = window
         self.window_time = window_time
         if ofi_init(&self.st, w, wt, cap, bool(grow)) != STATUS_OK:
-            raise MemoryError()
+            raise alloc_error("window" if w else "capacity", cap, 16 * cap)
 
     def __dealloc__(self):
         ofi_free(&self.st)
+        guard_free(&self.guard)
 
     cdef int push(self, int64_t ts, float64_t bid_px, float64_t bid_sz,
                   float64_t ask_px, float64_t ask_sz, float64_t* e) noexcept nogil:
@@ -271,6 +274,8 @@ cdef class OFI:
                            float64_t ask_px, float64_t ask_sz) except? -1.0:
         """Feed one best-quote state at time ``ts``; return its e_n (0 for the first event)."""
         cdef float64_t e
+        if self.guard.busy:
+            guard_wait(&self.guard)
         cdef int status = ofi_update(&self.st, ts, bid_px, bid_sz, ask_px, ask_sz, &e)
         if status != STATUS_OK:
             raise_ofi(status, &self.st, 0)
@@ -306,9 +311,11 @@ cdef class OFI:
         cdef bint want_v = rolling
         cdef intp_t i = 0
         cdef int status = STATUS_OK
-        cdef int64_t tsi = self.st.roll.last_ts
+        cdef int64_t tsi
         cdef bint fast = not want_v and self.st.roll.window == 0 and self.st.roll.window_time == 0
         cdef intp_t start = 0
+        guard_enter(&self.guard)
+        tsi = self.st.roll.last_ts
         with nogil:
             if n == 0:
                 pass
@@ -338,6 +345,7 @@ cdef class OFI:
                         break
                     if want_v:
                         v[i] = rolling_value(&self.st.roll)
+        guard_exit(&self.guard)
         if status != STATUS_OK:
             raise_ofi(status, &self.st, i)
         return (e_arr, v_arr) if rolling else e_arr
@@ -345,16 +353,22 @@ cdef class OFI:
     @property
     def value(self):
         """OFI summed over the current window (over the whole stream without a window)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return rolling_value(&self.st.roll)
 
     @property
     def total(self):
         """OFI summed over every event since the last reset, whatever the window."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.total + self.st.total_comp
 
     @property
     def count(self):
         """Events in the current window (all events since reset when there is no window)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         if self.st.roll.window or self.st.roll.window_time:
             return self.st.roll.ring.size
         return self.st.n_events
@@ -362,28 +376,40 @@ cdef class OFI:
     @property
     def n_events(self):
         """Events accepted since the last reset."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.n_events
 
     @property
     def n_crossed(self):
         """Events whose quotes were crossed (best bid > best ask)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.n_crossed
 
     @property
     def n_locked(self):
         """Events whose quotes were locked (best bid == best ask)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.n_locked
 
     @property
     def capacity(self):
         """Slots in the window's ring buffer."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.roll.ring.capacity
 
     def reset(self):
         """Forget all events: the next event is again a first event (e = 0)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         ofi_reset(&self.st)
 
     def __reduce__(self):
+        if self.guard.busy:
+            guard_wait(&self.guard)
         st = {
             "prev": (self.st.bid_px, self.st.bid_sz, self.st.ask_px, self.st.ask_sz),
             "has_prev": bool(self.st.has_prev),
@@ -395,11 +421,15 @@ cdef class OFI:
                       bool(self.st.roll.grow)), st)
 
     def __setstate__(self, d):
-        self.st.bid_px, self.st.bid_sz, self.st.ask_px, self.st.ask_sz = d["prev"]
-        self.st.has_prev = d["has_prev"]
-        self.st.n_events, self.st.n_crossed, self.st.n_locked = d["counts"]
-        self.st.total, self.st.total_comp = d["total"]
-        rolling_setstate(&self.st.roll, d["roll"])
+        guard_enter(&self.guard)   # Python code runs in here: hold the lock throughout
+        try:
+            self.st.bid_px, self.st.bid_sz, self.st.ask_px, self.st.ask_sz = d["prev"]
+            self.st.has_prev = d["has_prev"]
+            self.st.n_events, self.st.n_crossed, self.st.n_locked = d["counts"]
+            self.st.total, self.st.total_comp = d["total"]
+            rolling_setstate(&self.st.roll, d["roll"])
+        finally:
+            guard_exit(&self.guard)
 
 
 def l1_ofi(bid_px, bid_sz, ask_px, ask_sz, *, out=None):
@@ -439,7 +469,15 @@ from libc.math cimport fabs
 from libc.stdlib cimport free as c_free, malloc as c_malloc
 from libc.string cimport memcpy as c_memcpy
 
+from libc.stdint cimport SIZE_MAX
+
 from ofi_fast._types cimport STATUS_CAPACITY, STATUS_NO_MEMORY, STATUS_TIME_BACKWARDS
+
+#: Most levels a MultiLevelOFI (or BookOFI) tracks: a sane bound far beyond any real book's
+#: depth of interest (the state is 9 doubles per level, rewritten on every event).
+cdef enum:
+    MLOFI_MAX_LEVELS = 1 << 20
+MAX_LEVELS = MLOFI_MAX_LEVELS
 
 _ML_FIELDS = ("ts", "bid_px", "bid_sz", "ask_px", "ask_sz")
 
@@ -459,6 +497,13 @@ cdef int mlofi_init(MLOFIState* st, intp_t levels, int64_t window, int64_t windo
     if capacity < 1:
         capacity = 1
     st.capacity = capacity
+    st.prev = st.cur = st.e = st.sum = st.comp = st.total = st.total_comp = NULL
+    st.weights = st.ring_val = NULL
+    st.ring_ts = NULL
+    # the Python edge has checked these sizes (MultiLevelOFI.__cinit__); refuse overflow anyway
+    if (levels < 1 or capacity < 1 or levels > MLOFI_MAX_LEVELS
+            or <size_t> capacity > (SIZE_MAX // 2) // (<size_t> w * sizeof(float64_t))):
+        return STATUS_NO_MEMORY
     st.prev = <float64_t*> c_malloc(4 * levels * sizeof(float64_t))
     st.cur = <float64_t*> c_malloc(4 * levels * sizeof(float64_t))
     st.e = <float64_t*> c_malloc(w * sizeof(float64_t))
@@ -537,8 +582,12 @@ cdef int mlofi_check(MLOFIState* st, const float64_t* bid_px, const float64_t* b
 cdef int mlofi_grow(MLOFIState* st) noexcept nogil:
     """Double the ring, unrolled so the oldest event is at slot 0."""
     cdef intp_t cap = 2 * st.capacity, w = st.width, i, j
-    cdef int64_t* ts = <int64_t*> c_malloc(cap * sizeof(int64_t))
-    cdef float64_t* val = <float64_t*> c_malloc(cap * w * sizeof(float64_t))
+    cdef int64_t* ts = NULL
+    cdef float64_t* val = NULL
+    if <size_t> st.capacity > (SIZE_MAX // 4) // (<size_t> w * sizeof(float64_t)):
+        return STATUS_NO_MEMORY      # the doubled ring would overflow
+    ts = <int64_t*> c_malloc(cap * sizeof(int64_t))
+    val = <float64_t*> c_malloc(cap * w * sizeof(float64_t))
     if ts == NULL or val == NULL:
         c_free(ts)
         c_free(val)
@@ -755,20 +804,24 @@ cdef class MultiLevelOFI:
 
     def __cinit__(self, levels, window=None, window_time=None, capacity=None, grow=False,
                   weights=None):
-        L = int(levels)
-        if L < 1:
-            raise OFIError(f"levels must be >= 1, got {levels!r}", field="levels")
-        w, wt, cap = check_window(window, window_time, capacity)
+        L = integer(levels, "levels", 1, MLOFI_MAX_LEVELS)
+        w, wt, cap = check_window(window, window_time, capacity, 8 + 8 * (L + 1))
+        if not (w or wt):
+            cap = 1
+        guard_init(&self.guard)
         self.window = window
         self.window_time = window_time
         self.explained_variance_ratio = None
         if mlofi_init(&self.st, L, w, wt, cap, bool(grow)) != STATUS_OK:
-            raise MemoryError()
+            mlofi_free(&self.st)
+            raise alloc_error("window" if w else ("capacity" if wt else "levels"),
+                              cap if (w or wt) else L, (8 + 8 * (L + 1)) * cap + 72 * L)
         if weights is not None:
             self.weights = weights
 
     def __dealloc__(self):
         mlofi_free(&self.st)
+        guard_free(&self.guard)
 
     cdef int push(self, int64_t ts, const float64_t* bid_px, const float64_t* bid_sz,
                   const float64_t* ask_px, const float64_t* ask_sz) noexcept nogil:
@@ -791,10 +844,12 @@ cdef class MultiLevelOFI:
         cdef const float64_t[::1] bs = column(bid_sz, np.float64, "bid_sz", L)
         cdef const float64_t[::1] ap = column(ask_px, np.float64, "ask_px", L)
         cdef const float64_t[::1] az = column(ask_sz, np.float64, "ask_sz", L)
+        out = np.empty(L, dtype=np.float64)
+        if self.guard.busy:
+            guard_wait(&self.guard)
         cdef int status = self.push(ts, &bp[0], &bs[0], &ap[0], &az[0])
         if status != STATUS_OK:
             raise_mlofi(status, 0)
-        out = np.empty(L, dtype=np.float64)
         cdef float64_t[::1] o = out
         c_memcpy(&o[0], self.st.e, L * sizeof(float64_t))
         return out
@@ -841,9 +896,11 @@ cdef class MultiLevelOFI:
         cdef bint want_v = rolling
         cdef intp_t i = 0, m
         cdef int status = STATUS_OK
-        cdef int64_t tsi = self.st.last_ts
+        cdef int64_t tsi
         if n == 0:
             return (e_arr, v_arr) if rolling else e_arr
+        guard_enter(&self.guard)
+        tsi = self.st.last_ts
         with nogil:
             for i in range(n):
                 if has_ts:
@@ -858,6 +915,7 @@ cdef class MultiLevelOFI:
                 if want_v:
                     for m in range(L):
                         v[i, m] = self.st.sum[m] + self.st.comp[m]
+        guard_exit(&self.guard)
         if status != STATUS_OK:
             raise_mlofi(status, i)
         return (e_arr, v_arr) if rolling else e_arr
@@ -865,6 +923,8 @@ cdef class MultiLevelOFI:
     def _vec(self, bint total=False):
         cdef intp_t m, L = self.st.levels
         out = np.empty(L, dtype=np.float64)
+        if self.guard.busy:
+            guard_wait(&self.guard)
         cdef float64_t[::1] o = out
         cdef bint windowed = self.st.window > 0 or self.st.window_time > 0
         for m in range(L):
@@ -888,6 +948,8 @@ cdef class MultiLevelOFI:
     def last(self):
         """The last event's e_m per level."""
         out = np.empty(self.st.levels, dtype=np.float64)
+        if self.guard.busy:
+            guard_wait(&self.guard)
         for m in range(self.st.levels):
             out[m] = self.st.e[m]
         return out
@@ -895,11 +957,15 @@ cdef class MultiLevelOFI:
     @property
     def depth(self):
         """Depth scale Q (CCZ eq. 3) over the window; 0 when the window is empty."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return mlofi_depth(&self.st)
 
     @property
     def normalized(self):
         """values / depth (CCZ eq. 3); zeros when the window is empty or Q = 0."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         q = mlofi_depth(&self.st)
         v = self._vec()
         return v / q if q > 0 else np.zeros_like(v)
@@ -914,6 +980,8 @@ cdef class MultiLevelOFI:
     @property
     def weights(self):
         """Integrated-OFI weights (None until fitted or given)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         if not self.st.has_weights:
             return None
         return np.array([self.st.weights[m] for m in range(self.st.levels)])
@@ -922,6 +990,8 @@ cdef class MultiLevelOFI:
     def weights(self, w):
         """Set weights; they are L1-normalised and their sign fixed so that sum(w) > 0."""
         if w is None:
+            if self.guard.busy:
+                guard_wait(&self.guard)
             self.st.has_weights = False
             return
         a = column(w, np.float64, "weights", self.st.levels)
@@ -930,6 +1000,8 @@ cdef class MultiLevelOFI:
         a = a / np.abs(a).sum()
         if a.sum() < 0:
             a = -a
+        if self.guard.busy:
+            guard_wait(&self.guard)
         for m in range(self.st.levels):
             self.st.weights[m] = a[m]
         self.st.has_weights = True
@@ -947,20 +1019,28 @@ cdef class MultiLevelOFI:
     @property
     def count(self):
         """Events in the window (all events since reset without a window)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         if self.st.window > 0 or self.st.window_time > 0:
             return self.st.size
         return self.st.n_events
 
     @property
     def n_events(self):
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.n_events
 
     def reset(self):
         """Forget all events (weights are kept): the next event is a first event (e = 0)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         mlofi_reset(&self.st)
 
     def __reduce__(self):
         cdef intp_t L = self.st.levels, w = self.st.width, i, j
+        if self.guard.busy:
+            guard_wait(&self.guard)
         ring_ts = np.empty(self.st.size, dtype=np.int64)
         ring_val = np.empty((self.st.size, w), dtype=np.float64)
         for i in range(self.st.size):
@@ -983,6 +1063,13 @@ cdef class MultiLevelOFI:
                                 bool(self.st.grow)), st)
 
     def __setstate__(self, d):
+        guard_enter(&self.guard)   # Python code runs in here: hold the lock throughout
+        try:
+            self._setstate(d)
+        finally:
+            guard_exit(&self.guard)
+
+    def _setstate(self, d):
         cdef intp_t L = self.st.levels, w = self.st.width, i, k
         for k in range(4 * L):
             self.st.prev[k] = d["prev"][k]

@@ -3,6 +3,7 @@
 
 from libc.math cimport fabs
 
+from ofi_fast._guard cimport Guard
 from ofi_fast._types cimport (
     STATUS_CAPACITY, STATUS_OK, STATUS_TIME_BACKWARDS, float64_t, int64_t, intp_t,
 )
@@ -129,6 +130,7 @@ cdef void rolling_recompute(RollingSumState* st) noexcept nogil
 
 cdef class RollingSum:
     cdef RollingSumState st
+    cdef Guard guard            # serialises calls from several threads (see _guard.pxd)
     cdef readonly object window
     cdef readonly object window_time
     cdef int push(self, int64_t ts, float64_t x) noexcept nogil

@@ -12,16 +12,21 @@ every removal, so a rolling sum over 10 million pushes stays within 1e-9 relativ
 """
 
 cimport cython
+from libc.stdint cimport SIZE_MAX
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
 import numpy as np
 
 from ofi_fast cimport _types
+from ofi_fast._guard cimport (
+    checked_nbytes, guard_enter, guard_exit, guard_free, guard_init, guard_wait,
+)
 from ofi_fast._types cimport (
     STATUS_CAPACITY, STATUS_NO_MEMORY, STATUS_NON_FINITE, STATUS_OK, STATUS_TIME_BACKWARDS,
     float64_t, int64_t, intp_t,
 )
+from ofi_fast._arrays import column, integer
 from ofi_fast.errors import CapacityError, OFIError, raise_status
 
 
@@ -29,6 +34,12 @@ DEFAULT_TIME_CAPACITY = 1 << 16
 
 
 cdef int ring_init(Ring* r, intp_t capacity) noexcept nogil:
+    # the Python edge has checked the size (check_window); this refuses an overflow anyway
+    r.ts = NULL
+    r.val = NULL
+    if capacity < 1 or <size_t> capacity > (SIZE_MAX // 2) // sizeof(int64_t):
+        ring_free(r)
+        return STATUS_NO_MEMORY
     r.ts = <int64_t*> malloc(capacity * sizeof(int64_t))
     r.val = <float64_t*> malloc(capacity * sizeof(float64_t))
     r.capacity = capacity
@@ -57,9 +68,13 @@ cdef void ring_clear(Ring* r) noexcept nogil:
 
 cdef int ring_grow(Ring* r, intp_t capacity) noexcept nogil:
     """Reallocate to ``capacity`` slots (>= size), unrolling the ring to start at slot 0."""
-    cdef int64_t* ts = <int64_t*> malloc(capacity * sizeof(int64_t))
-    cdef float64_t* val = <float64_t*> malloc(capacity * sizeof(float64_t))
+    cdef int64_t* ts = NULL
+    cdef float64_t* val = NULL
     cdef intp_t i, j
+    if capacity < r.size or <size_t> capacity > (SIZE_MAX // 2) // sizeof(int64_t):
+        return STATUS_NO_MEMORY      # also a doubled capacity that overflowed
+    ts = <int64_t*> malloc(capacity * sizeof(int64_t))
+    val = <float64_t*> malloc(capacity * sizeof(float64_t))
     if ts == NULL or val == NULL:
         free(ts)
         free(val)
@@ -137,27 +152,38 @@ def _status_codes():
     }
 
 
-def check_window(window, window_time, capacity):
-    """Validate window arguments; return (window, window_time, capacity) as C-ready ints."""
+def check_window(window, window_time, capacity, slot_bytes=16):
+    """Validate window arguments; return (window, window_time, capacity) as C-ready ints.
+
+    Integers only (``operator.index``; bools refused). The buffer of ``capacity`` (or
+    ``window``) slots of ``slot_bytes`` bytes must not overflow the address space: an
+    impossible size is an OFIError (a ValueError) naming the argument; a possible one that
+    malloc cannot satisfy is a MemoryError raised by the allocation.
+    """
     if window is not None and window_time is not None:
         raise OFIError("give window (events) or window_time (time units), not both",
                        field="window")
-    w = 0 if window is None else int(window)
-    wt = 0 if window_time is None else int(window_time)
-    if window is not None and w < 1:
-        raise OFIError(f"window must be >= 1 event, got {window!r}", field="window")
-    if window_time is not None and wt < 1:
-        raise OFIError(f"window_time must be >= 1 time unit, got {window_time!r}",
-                       field="window_time")
+    w = 0 if window is None else integer(window, "window", 1)
+    wt = 0 if window_time is None else integer(window_time, "window_time", 1)
+    if wt > 2**63 - 1:
+        raise OFIError(f"window_time must be < 2**63 time units, got {wt}", field="window_time")
     if capacity is None:
         cap = w if w else (DEFAULT_TIME_CAPACITY if wt else 1)
     else:
-        cap = int(capacity)
-        if cap < 1:
-            raise OFIError(f"capacity must be >= 1, got {capacity!r}", field="capacity")
+        cap = integer(capacity, "capacity", 1)
         if w:
             cap = w
+    name = "window" if w else "capacity"
+    if cap > 2**62:
+        raise OFIError(f"{name}={cap} is too large: {cap} slots of {slot_bytes} bytes overflow",
+                       field=name)
+    checked_nbytes(cap, slot_bytes, name)
     return w, wt, cap
+
+
+def alloc_error(str name, n, nbytes):
+    """The MemoryError for a buffer of ``n`` slots (``nbytes`` bytes) that malloc refused."""
+    return MemoryError(f"{name}={n} needs {nbytes:,} bytes, which could not be allocated")
 
 
 cdef int raise_rolling(int status, RollingSumState* st, str field, intp_t index) except -1:
@@ -193,9 +219,9 @@ cdef int rolling_setstate(RollingSumState* st, dict d) except -1:
     cdef int64_t[::1] tsv = np.ascontiguousarray(d["ts"], dtype=np.int64)
     cdef float64_t[::1] vv = np.ascontiguousarray(d["val"], dtype=np.float64)
     cdef intp_t i, n = tsv.shape[0], cap = d["capacity"]
-    if cap != st.ring.capacity:
+    if cap != st.ring.capacity or n > st.ring.capacity:
         if ring_grow(&st.ring, max(cap, n)) != STATUS_OK:
-            raise MemoryError()
+            raise MemoryError(f"a ring of {max(cap, n)} slots could not be allocated")
     ring_clear(&st.ring)
     for i in range(n):
         st.ring.ts[i] = tsv[i]
@@ -229,13 +255,15 @@ cdef class RollingSum:
 
     def __cinit__(self, window=None, window_time=None, capacity=None, grow=False):
         w, wt, cap = check_window(window, window_time, capacity)
+        guard_init(&self.guard)
         self.window = window
         self.window_time = window_time
         if rolling_init(&self.st, w, wt, cap, bool(grow)) != STATUS_OK:
-            raise MemoryError()
+            raise alloc_error("window" if w else "capacity", cap, 16 * cap)
 
     def __dealloc__(self):
         rolling_free(&self.st)
+        guard_free(&self.guard)
 
     cdef int push(self, int64_t ts, float64_t x) noexcept nogil:
         """C-level push: a status code (STATUS_OK, time backwards, capacity, non-finite)."""
@@ -245,6 +273,8 @@ cdef class RollingSum:
 
     cpdef float64_t update(self, int64_t ts, float64_t value) except? -1.0:
         """Push one value at time ``ts``; return the window's sum after it."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         cdef int status = self.push(ts, value)
         if status != STATUS_OK:
             raise_rolling(status, &self.st, "value" if status == STATUS_NON_FINITE else "ts", 0)
@@ -257,14 +287,12 @@ cdef class RollingSum:
         before it are applied, the error names the element's index, and the state is as it
         was after the last good element.
         """
-        cdef float64_t[::1] v = np.ascontiguousarray(values, dtype=np.float64)
+        cdef const float64_t[::1] v = column(values, np.float64, "values")
         cdef intp_t n = v.shape[0], i
-        cdef int64_t[::1] t
+        cdef const int64_t[::1] t
         cdef bint has_ts = ts is not None
         if has_ts:
-            t = np.ascontiguousarray(ts, dtype=np.int64)
-            if t.shape[0] != n:
-                raise OFIError(f"ts has {t.shape[0]} elements but values has {n}", field="ts")
+            t = column(ts, np.int64, "ts", n)
         elif self.st.window_time > 0:
             raise OFIError("a time window needs ts", field="ts")
         if out is None:
@@ -273,7 +301,9 @@ cdef class RollingSum:
         if o.shape[0] != n:
             raise OFIError(f"out has {o.shape[0]} elements, expected {n}", field="out")
         cdef int status = STATUS_OK
-        cdef int64_t tsi = self.st.last_ts
+        cdef int64_t tsi
+        guard_enter(&self.guard)
+        tsi = self.st.last_ts
         with nogil:
             for i in range(n):
                 if has_ts:
@@ -282,6 +312,7 @@ cdef class RollingSum:
                 if status != STATUS_OK:
                     break
                 o[i] = self.st.sum + self.st.comp
+        guard_exit(&self.guard)
         if status != STATUS_OK:
             raise_rolling(status, &self.st, "values" if status == STATUS_NON_FINITE else "ts", i)
         return out
@@ -289,29 +320,45 @@ cdef class RollingSum:
     @property
     def value(self):
         """The sum over the current window (0.0 when empty)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.sum + self.st.comp
 
     @property
     def count(self):
         """Elements in the current window (pushes since reset when there is no window)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.ring.size if (self.st.window or self.st.window_time) else self.st.n_pushed
 
     @property
     def capacity(self):
         """Slots in the ring buffer (grows only with grow=True)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.ring.capacity
 
     def reset(self):
         """Forget everything pushed; keep the window and the buffer."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         rolling_reset(&self.st)
 
     def recompute(self):
         """Re-sum the window exactly from the buffer (drops accumulated rounding)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         rolling_recompute(&self.st)
 
     def __reduce__(self):
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return (RollingSum, (self.window, self.window_time, self.st.ring.capacity,
                              bool(self.st.grow)), rolling_getstate(&self.st))
 
     def __setstate__(self, state):
-        rolling_setstate(&self.st, state)
+        guard_enter(&self.guard)   # the state's arrays are converted inside: hold the lock
+        try:
+            rolling_setstate(&self.st, state)
+        finally:
+            guard_exit(&self.guard)

@@ -6,6 +6,7 @@
 # _types.pxd, (status >> 4) the field at fault: 0 ts, 1 price, 2 size, 3 side, 4 bid_px, 5 ask_px.
 
 from libc.stdint cimport int8_t
+from ofi_fast._guard cimport Guard
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
 # Classification methods (the `method=` strings map to these).
@@ -143,6 +144,7 @@ cdef int tradeflow_update(TradeFlowState* st, int64_t ts, float64_t price, float
 
 cdef class TradeFlow:
     cdef TradeFlowState st
+    cdef Guard guard            # serialises calls from several threads (see _guard.pxd)
     cdef readonly object window
     cdef readonly object window_time
     cdef readonly object classify
@@ -155,6 +157,7 @@ cdef class TradeFlow:
 
 cdef class Classifier:
     cdef StreamClassifierState st
+    cdef Guard guard            # serialises calls from several threads (see _guard.pxd)
     cdef readonly object method
     cdef int push(self, int64_t ts, float64_t price, int8_t* sign) noexcept nogil
     cpdef int update(self, int64_t ts, float64_t price) except? -2
@@ -199,5 +202,6 @@ cdef int vpin_update(VPINState* st, int64_t ts, float64_t size, float64_t buy_fr
 
 cdef class VPIN:
     cdef VPINState st
+    cdef Guard guard            # serialises calls from several threads (see _guard.pxd)
     cdef int push(self, int64_t ts, float64_t size, float64_t buy_fraction) noexcept nogil
-    cpdef int update(self, int64_t ts, float64_t size, int side=*) except -1
+    cpdef int64_t update(self, int64_t ts, float64_t size, int side=*) except -1

@@ -24,8 +24,8 @@ rounded to integer ticks first. The mid comparison is done as ``2p`` vs ``a + b`
 """
 
 cimport cython
-from libc.math cimport NAN, erfc, sqrt
-from libc.stdint cimport int8_t
+from libc.math cimport INFINITY, NAN, erfc, floor, sqrt
+from libc.stdint cimport SIZE_MAX, int8_t
 from libc.stdlib cimport free, malloc
 
 from ofi_fast._results import BVCBars, VPINBuckets
@@ -36,9 +36,12 @@ from ofi_fast._types cimport (
     STATUS_BAD_VALUE, STATUS_CAPACITY, STATUS_NEGATIVE, STATUS_NO_MEMORY, STATUS_NON_FINITE,
     STATUS_OK, STATUS_TIME_BACKWARDS, float64_t, int64_t, intp_t,
 )
+from ofi_fast._guard cimport (
+    checked_nbytes, guard_enter, guard_exit, guard_free, guard_init, guard_wait,
+)
 from ofi_fast._ring cimport neumaier_add
-from ofi_fast._arrays import column, output
-from ofi_fast._ring import check_window
+from ofi_fast._arrays import column, integer, output
+from ofi_fast._ring import alloc_error, check_window
 from ofi_fast.errors import CapacityError, OFIError, raise_status
 
 _FIELDS = ("ts", "price", "size", "side", "bid_px", "ask_px")
@@ -167,6 +170,11 @@ cdef int stream_classifier_quote(StreamClassifierState* st, int64_t ts, float64_
     cdef intp_t i, j, cap
     if st.has_quote_ts and ts < st.last_quote_ts:
         return STATUS_TIME_BACKWARDS
+    # NaN is a missing side; an infinite quote is an error (it would sign every trade)
+    if bid_px == INFINITY or bid_px == -INFINITY:
+        return STATUS_NON_FINITE | (4 << 4)
+    if ask_px == INFINITY or ask_px == -INFINITY:
+        return STATUS_NON_FINITE | (5 << 4)
     st.has_quote_ts = True
     st.last_quote_ts = ts
     if st.quote_lag == 0:
@@ -174,6 +182,8 @@ cdef int stream_classifier_quote(StreamClassifierState* st, int64_t ts, float64_
         st.ask_px = ask_px
         return STATUS_OK
     if q.count == q.capacity:
+        if <size_t> q.capacity > (SIZE_MAX // 4) // (3 * sizeof(float64_t)):
+            return STATUS_NO_MEMORY
         cap = 2 * q.capacity if q.capacity else 64
         g.ts = <int64_t*> malloc(cap * sizeof(int64_t))
         g.bid = <float64_t*> malloc(cap * sizeof(float64_t))
@@ -240,9 +250,8 @@ cdef class Classifier:
     def __cinit__(self, method="lee_ready", quote_lag=0):
         self.st.cls.method = _method_code(method)
         self.method = method
-        if int(quote_lag) < 0:
-            raise OFIError(f"quote_lag must be >= 0, got {quote_lag!r}", field="quote_lag")
-        self.st.quote_lag = int(quote_lag)
+        self.st.quote_lag = integer(quote_lag, "quote_lag", 0, 2**63 - 1)
+        guard_init(&self.guard)
         self.st.pending.ts = NULL
         self.st.pending.bid = NULL
         self.st.pending.ask = NULL
@@ -253,14 +262,19 @@ cdef class Classifier:
         free(self.st.pending.ts)
         free(self.st.pending.bid)
         free(self.st.pending.ask)
+        guard_free(&self.guard)
 
     @property
     def quote_lag(self):
         """Quote delay in ts units."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.quote_lag
 
     def reset(self):
         """Forget all trades and quotes."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         classifier_reset(&self.st.cls)
         self.st.bid_px = NAN
         self.st.ask_px = NAN
@@ -272,11 +286,13 @@ cdef class Classifier:
         self.st.last_quote_ts = 0
 
     def update_quote(self, int64_t ts, float64_t bid_px, float64_t ask_px):
-        """Record the best quote at time ``ts`` (NaN for a missing side)."""
+        """Record the best quote at time ``ts`` (NaN for a missing side; infinity is an error)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         cdef int status = stream_classifier_quote(&self.st, ts, bid_px, ask_px)
         if status == STATUS_NO_MEMORY:
-            raise MemoryError()
-        raise_status(status, "ts", 0)
+            raise MemoryError("the pending-quote ring could not grow")
+        raise_status(status & 15, _FIELDS[status >> 4], 0)
 
     cdef int push(self, int64_t ts, float64_t price, int8_t* sign) noexcept nogil:
         return stream_classifier_trade(&self.st, ts, price, sign)
@@ -284,6 +300,8 @@ cdef class Classifier:
     cpdef int update(self, int64_t ts, float64_t price) except? -2:
         """Classify one trade; return +1, -1 or 0."""
         cdef int8_t s
+        if self.guard.busy:
+            guard_wait(&self.guard)
         cdef int status = stream_classifier_trade(&self.st, ts, price, &s)
         if status != STATUS_OK:
             raise_status(status & 15, _FIELDS[status >> 4], 0)
@@ -315,8 +333,10 @@ cdef class Classifier:
         out_arr = output(out, n, dtype=np.int8)
         cdef int8_t[::1] o = out_arr
         cdef int status = STATUS_OK
-        cdef int64_t tsi = self.st.last_ts
+        cdef int64_t tsi
         cdef bint quote_failed = False
+        guard_enter(&self.guard)
+        tsi = self.st.last_ts
         with nogil:
             for i in range(n):
                 if has_ts:
@@ -336,35 +356,47 @@ cdef class Classifier:
                 status = stream_classifier_trade(&self.st, tsi, px[i], &o[i])
                 if status != STATUS_OK:
                     break
+        guard_exit(&self.guard)
         if status == STATUS_NO_MEMORY:
-            raise MemoryError()
+            raise MemoryError("the pending-quote ring could not grow")
         if status != STATUS_OK:
-            raise_status(status & 15, "ts" if quote_failed else _FIELDS[status >> 4], i)
+            raise_status(status & 15, "ts" if quote_failed and not (status >> 4)
+                         else _FIELDS[status >> 4], i)
         return out_arr
 
     @property
     def n_trades(self):
         """Trades classified since reset."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.cls.n_trades
 
     @property
     def n_no_quote(self):
         """Trades a quote-based rule sent to the tick rule (no, locked or crossed quote)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.cls.n_no_quote
 
     @property
     def n_crossed(self):
         """Trades whose prevailing quote was crossed (bid > ask)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.cls.n_crossed
 
     @property
     def n_unclassified(self):
         """Trades that came out 0."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.cls.n_unclassified
 
     def __reduce__(self):
         cdef QuoteQueue* q = &self.st.pending
         cdef intp_t i, j
+        if self.guard.busy:
+            guard_wait(&self.guard)
         pending = []
         for i in range(q.count):
             j = (q.head + i) % q.capacity
@@ -376,14 +408,31 @@ cdef class Classifier:
                  "last_quote": (bool(self.st.has_quote_ts), self.st.last_quote_ts)})
 
     def __setstate__(self, d):
-        classifier_setstate(&self.st.cls, d["cls"])
-        self.st.has_quote_ts = False
-        for ts, b, a in d["pending"]:
-            if stream_classifier_quote(&self.st, ts, b, a) != STATUS_OK:
-                raise MemoryError()
-        self.st.bid_px, self.st.ask_px = d["quote"]
-        self.st.has_last, self.st.last_ts = d["last"]
-        self.st.has_quote_ts, self.st.last_quote_ts = d["last_quote"]
+        guard_enter(&self.guard)   # Python code runs in here: hold the lock throughout
+        try:
+            classifier_setstate(&self.st.cls, d["cls"])
+            self.st.has_quote_ts = False
+            for ts, b, a in d["pending"]:
+                if stream_classifier_quote(&self.st, ts, b, a) != STATUS_OK:
+                    raise MemoryError("the pending-quote ring could not grow")
+            self.st.bid_px, self.st.ask_px = d["quote"]
+            self.st.has_last, self.st.last_ts = d["last"]
+            self.st.has_quote_ts, self.st.last_quote_ts = d["last_quote"]
+        finally:
+            guard_exit(&self.guard)
+
+
+def _first_infinite(x):
+    """Index of the first +-inf in ``x`` (NaN is a missing side, not an error), or -1."""
+    bad = np.flatnonzero(np.isinf(x))
+    return int(bad[0]) if bad.shape[0] else -1
+
+
+def _check_quotes(bid, ask):
+    for name, q in (("bid_px", bid), ("ask_px", ask)):
+        i = _first_infinite(q)
+        if i >= 0:
+            raise_status(STATUS_NON_FINITE, name, i, "an infinite quote; NaN marks a missing side")
 
 
 def _ticks(x, tick_size):
@@ -452,6 +501,7 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
                            field="quote_ts")
         bid = _ticks(column(bid_px, np.float64, "bid_px", n), tick_size)
         ask = _ticks(column(ask_px, np.float64, "ask_px", n), tick_size)
+        _check_quotes(bid, ask)
         with nogil:
             bad = _classify_aligned(&c, &px[0], &bid[0], &ask[0], n, &out[0])
         if bad:
@@ -463,6 +513,7 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
     m = qt.shape[0]
     bid = _ticks(column(bid_px, np.float64, "bid_px", m), tick_size)
     ask = _ticks(column(ask_px, np.float64, "ask_px", m), tick_size)
+    _check_quotes(bid, ask)
     t = column(ts, np.int64, "ts", n)
     bad = _first_backwards(t)
     if bad >= 0:
@@ -483,6 +534,12 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
 # Trade flow imbalance
 # ---------------------------------------------------------------------------------------------
 cdef int trade_ring_init(TradeRing* r, intp_t capacity) noexcept nogil:
+    r.ts = NULL
+    r.size = NULL
+    r.side = NULL
+    if capacity < 1 or <size_t> capacity > (SIZE_MAX // 2) // 17:   # also a doubling overflow
+        trade_ring_free(r)
+        return STATUS_NO_MEMORY
     r.ts = <int64_t*> malloc(capacity * sizeof(int64_t))
     r.size = <float64_t*> malloc(capacity * sizeof(float64_t))
     r.side = <int8_t*> malloc(capacity * sizeof(int8_t))
@@ -780,26 +837,26 @@ cdef class TradeFlow:
             if not (wv > 0.0 and wv - wv == 0.0):
                 raise OFIError(f"window_volume must be > 0 and finite, got {window_volume!r}",
                                field="window_volume")
-            w, wt = 0, 0
-            cap = 1 << 16 if capacity is None else int(capacity)
-            if cap < 1:
-                raise OFIError(f"capacity must be >= 1, got {capacity!r}", field="capacity")
+            w, wt, cap = check_window(None, 1, capacity, 17)
+            wt = 0
         else:
-            w, wt, cap = check_window(window, window_time, capacity)
+            w, wt, cap = check_window(window, window_time, capacity, 17)
         self.window = window
         self.window_time = window_time
         self.window_volume = window_volume
         self.classify = classify
+        guard_init(&self.guard)
         if tradeflow_init(&self.st, _method_code(classify, True), w, wt, cap,
                           bool(grow)) != STATUS_OK:
-            raise MemoryError()
+            raise alloc_error("window" if w else "capacity", cap, 17 * cap)
         if wv > 0.0:
             self.st.window_volume = wv
             if trade_ring_init(&self.st.ring, cap) != STATUS_OK:
-                raise MemoryError()
+                raise alloc_error("capacity", cap, 17 * cap)
 
     def __dealloc__(self):
         tradeflow_free(&self.st)
+        guard_free(&self.guard)
 
     cdef int push(self, int64_t ts, float64_t price, float64_t size, int side,
                   float64_t* signed) noexcept nogil:
@@ -810,6 +867,8 @@ cdef class TradeFlow:
                            int side=0) except? -1.0:
         """Feed one trade; return its signed volume (+size buy, -size sell, 0 unknown)."""
         cdef float64_t v
+        if self.guard.busy:
+            guard_wait(&self.guard)
         cdef int status = tradeflow_update(&self.st, ts, price, size, side, self.st.bid_px,
                                            self.st.ask_px, &v)
         if status != STATUS_OK:
@@ -820,8 +879,15 @@ cdef class TradeFlow:
         """Record the prevailing best quote used to classify later side-0 trades (NaN: none).
 
         ``ts`` is accepted for a uniform signature; the quote applies to the next trades
-        (for a quote delay use :class:`Classifier` or :func:`classify_trades`).
+        (for a quote delay use :class:`Classifier` or :func:`classify_trades`). NaN marks a
+        missing side; an infinite quote is an error.
         """
+        if bid_px == INFINITY or bid_px == -INFINITY:
+            raise_status(STATUS_NON_FINITE, "bid_px", 0, "an infinite quote")
+        if ask_px == INFINITY or ask_px == -INFINITY:
+            raise_status(STATUS_NON_FINITE, "ask_px", 0, "an infinite quote")
+        if self.guard.busy:
+            guard_wait(&self.guard)
         self.st.bid_px = bid_px
         self.st.ask_px = ask_px
 
@@ -845,6 +911,9 @@ cdef class TradeFlow:
         cdef const float64_t[::1] aq
         cdef bint has_side = side is not None, has_ts = ts is not None
         cdef bint has_q = bid_px is not None or ask_px is not None
+        cdef intp_t n_run
+        bad_q = -1
+        bad_field = None
         if has_side:
             side_arr = np.asarray(side)
             if side_arr.dtype != np.int8:
@@ -864,6 +933,10 @@ cdef class TradeFlow:
                                field="bid_px" if bid_px is None else "ask_px")
             bq = column(bid_px, np.float64, "bid_px", n)
             aq = column(ask_px, np.float64, "ask_px", n)
+            # an infinite quote is an error at its row: the rows before it are applied
+            bad_q, bad_field = min([(j, f) for j, f in ((_first_infinite(bq), "bid_px"),
+                                                         (_first_infinite(aq), "ask_px"))
+                                    if j >= 0], default=(-1, None))
         sv_arr = output(out, n)
         cdef float64_t[::1] sv = sv_arr
         cdef float64_t[::1] v
@@ -876,14 +949,19 @@ cdef class TradeFlow:
         cdef int status = STATUS_OK
         cdef int64_t tsi = self.st.last_ts
         cdef int si = 0
-        cdef float64_t b = self.st.bid_px, a = self.st.ask_px
+        cdef float64_t b, a
+        cdef TradeFlowState loc
+        n_run = n if bad_q < 0 else bad_q
+        guard_enter(&self.guard)
+        b = self.st.bid_px
+        a = self.st.ask_px
         # the loop runs on a local copy of the state (stores to the output arrays could alias
         # the object's fields and force them to memory every trade); copied back after it
-        cdef TradeFlowState loc = self.st
+        loc = self.st
         cdef bint plain = (loc.window == 0 and loc.window_time == 0
                            and loc.window_volume == 0.0 and loc.cls.method == METHOD_NONE)
         with nogil:
-            for i in range(n):
+            for i in range(n_run):
                 if has_ts:
                     tsi = t[i]
                 if has_side:
@@ -899,91 +977,127 @@ cdef class TradeFlow:
                     break
                 if want_v:
                     v[i] = _imbalance(&loc)
-            if has_q and status == STATUS_OK and n > 0:
+            if has_q and status == STATUS_OK and n_run > 0:
                 loc.bid_px = b
                 loc.ask_px = a
             self.st = loc
+        guard_exit(&self.guard)
         if status != STATUS_OK:
             raise_tradeflow(status, &self.st, i)
+        if bad_q >= 0:
+            raise_status(STATUS_NON_FINITE, bad_field, bad_q,
+                         "an infinite quote; NaN marks a missing side")
         return (sv_arr, v_arr) if rolling else sv_arr
 
     @property
     def buy_volume(self):
         """B: buyer-initiated volume in the window."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return _vol(&self.st, 2)
 
     @property
     def sell_volume(self):
         """S: seller-initiated volume in the window."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return _vol(&self.st, 0)
 
     @property
     def unknown_volume(self):
         """U: volume of trades of unknown side in the window (in neither B nor S)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return _vol(&self.st, 1)
 
     @property
     def net(self):
         """B - S (CKS 2014 eq. 13's TI)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return (self.st.vol[2] - self.st.vol[0]) + (self.st.comp[2] - self.st.comp[0])
 
     @property
     def imbalance(self):
         """(B - S) / (B + S) in [-1, 1]; 0 when B + S = 0 (see ``empty``)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return _imbalance(&self.st)
 
     @property
     def empty(self):
         """True when B + S = 0 (the imbalance is then 0 by convention)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return not (_vol(&self.st, 2) + _vol(&self.st, 0) > 0.0)
 
     @property
     def n_buy(self):
         """Buyer-initiated trades in the window."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.n[2]
 
     @property
     def n_sell(self):
         """Seller-initiated trades in the window."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.n[0]
 
     @property
     def n_unknown(self):
         """Trades of unknown side in the window."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.n[1]
 
     @property
     def count(self):
         """Trades in the window (all trades since reset without a window)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.n[0] + self.st.n[1] + self.st.n[2]
 
     @property
     def n_events(self):
         """Trades accepted since the last reset."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.n_events
 
     @property
     def n_classified(self):
         """Side-0 trades whose side the classifier inferred (since reset)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.n_classified
 
     @property
     def n_no_quote(self):
         """Side-0 trades a quote-based rule signed by the tick rule (no/locked/crossed quote)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.cls.n_no_quote
 
     @property
     def capacity(self):
         """Slots in the window's ring buffer (0 without a window)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.ring.capacity
 
     def reset(self):
         """Forget all trades and the quote."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         tradeflow_reset(&self.st)
 
     def __reduce__(self):
         cdef TradeRing* r = &self.st.ring
         cdef intp_t i, j
+        if self.guard.busy:
+            guard_wait(&self.guard)
         n = r.count
         ts = np.empty(n, dtype=np.int64)
         size = np.empty(n, dtype=np.float64)
@@ -1006,6 +1120,13 @@ cdef class TradeFlow:
                             self.window_volume), st)
 
     def __setstate__(self, d):
+        guard_enter(&self.guard)   # Python code runs in here: hold the lock throughout
+        try:
+            self._setstate(d)
+        finally:
+            guard_exit(&self.guard)
+
+    def _setstate(self, d):
         cdef intp_t i, n
         classifier_setstate(&self.st.cls, d["cls"])
         self.st.bid_px, self.st.ask_px = d["quote"]
@@ -1178,9 +1299,20 @@ def bvc(ts, price, size, *, every, window=50, sigma=None, max_bars=50_000_000):
 # VPINBuckets: a NamedTuple of ofi_fast._results (module-level, so it pickles)
 
 
+#: Most buckets one trade may close (2**53: beyond it the count is not exact in float64). A trade
+#: that would close more is an error (field "size"), raised before the state changes.
+cdef float64_t VPIN_MAX_CLOSES = 9007199254740992.0
+MAX_CLOSES_PER_TRADE = 2**53
+#: Default bound on the buckets one ``update_many`` call may return (the rows it allocates).
+DEFAULT_MAX_BUCKETS = 50_000_000
+
+
 cdef int vpin_init(VPINState* st, float64_t bucket_volume, intp_t n_buckets) noexcept nogil:
     st.bucket_volume = bucket_volume
     st.n_buckets = n_buckets
+    st.imb = NULL
+    if n_buckets < 1 or <size_t> n_buckets > (SIZE_MAX // 2) // sizeof(float64_t):
+        return STATUS_NO_MEMORY
     st.imb = <float64_t*> malloc(n_buckets * sizeof(float64_t))
     if st.imb == NULL:
         return STATUS_NO_MEMORY
@@ -1210,9 +1342,56 @@ cdef float64_t vpin_value(const VPINState* st) noexcept nogil:
     return (st.sum + st.comp) / (st.n_buckets * st.bucket_volume)
 
 
+cdef inline void _vpin_close(VPINState* st, float64_t x) noexcept nogil:
+    # Close a bucket whose |V_S - V_B| is x (the bookkeeping of the loop in vpin_update).
+    if st.n_closed >= st.n_buckets:
+        neumaier_add(&st.sum, &st.comp, -st.imb[st.head])
+    neumaier_add(&st.sum, &st.comp, x)
+    st.imb[st.head] = x
+    st.head += 1
+    if st.head == st.n_buckets:
+        st.head = 0
+    st.n_closed += 1
+
+
+cdef float64_t _vpin_skip(VPINState* st, float64_t size, float64_t f) noexcept nogil:
+    # A trade closing more than n_buckets + 4 buckets, nothing to write out: close the open
+    # bucket, then the run of full buckets in closed form (all alike, |V - 2 V f|; only the
+    # last n_buckets of them stay in the ring, so the work is O(n_buckets) however large the
+    # trade), leaving the last two or three buckets' worth to the loop. Returns the size left.
+    cdef float64_t V = st.bucket_volume, room = V - st.fill, b, x, m
+    cdef intp_t k, j, head0
+    b = st.buy + room * f
+    x = V - 2.0 * b
+    _vpin_close(st, -x if x < 0.0 else x)
+    st.fill = 0.0
+    st.buy = 0.0
+    size -= room
+    m = floor(size / V) - 2.0
+    if m < 1.0:
+        return size
+    b = 0.0 + V * f
+    x = V - 2.0 * b
+    if x < 0.0:
+        x = -x
+    head0 = st.head
+    k = <intp_t> m if m < <float64_t> st.n_buckets else st.n_buckets
+    for j in range(k):
+        _vpin_close(st, x)
+    st.n_closed += <intp_t> m - k
+    st.head = <intp_t> ((head0 + <int64_t> m) % st.n_buckets)
+    if k == st.n_buckets:       # every slot is x: re-sum exactly
+        st.sum = 0.0
+        st.comp = 0.0
+        for j in range(st.n_buckets):
+            neumaier_add(&st.sum, &st.comp, x)
+    size -= m * V
+    return size if size > 0.0 else 0.0
+
+
 cdef int vpin_update(VPINState* st, int64_t ts, float64_t size, float64_t buy_fraction,
                      VPINOut* out) noexcept nogil:
-    cdef float64_t room, take, b, x
+    cdef float64_t room, take, b, x, closes
     if st.has_last and ts < st.last_ts:
         return STATUS_TIME_BACKWARDS
     if not (size - size == 0.0):
@@ -1221,10 +1400,15 @@ cdef int vpin_update(VPINState* st, int64_t ts, float64_t size, float64_t buy_fr
         return STATUS_NEGATIVE | (1 << 4)
     if not (buy_fraction >= 0.0 and buy_fraction <= 1.0):
         return STATUS_BAD_VALUE | (2 << 4)
-    if out != NULL and out.n + <intp_t> ((st.fill + size) / st.bucket_volume) > out.capacity:
+    closes = (st.fill + size) / st.bucket_volume
+    if not (closes <= VPIN_MAX_CLOSES):
+        return STATUS_BAD_VALUE | (1 << 4)
+    if out != NULL and out.n + <intp_t> closes > out.capacity:
         return STATUS_CAPACITY
     st.has_last = True
     st.last_ts = ts
+    if out == NULL and closes > <float64_t> st.n_buckets + 4.0:
+        size = _vpin_skip(st, size, buy_fraction)
     while size > 0.0:
         room = st.bucket_volume - st.fill
         if size < room:
@@ -1259,6 +1443,9 @@ cdef int vpin_update(VPINState* st, int64_t ts, float64_t size, float64_t buy_fr
 cdef int raise_vpin(int status, VPINState* st, intp_t index) except -1:
     field = ("ts", "size", "side")[status >> 4]
     detail = "buy fraction must be in [0, 1]" if field == "side" else ""
+    if field == "size" and (status & 15) == STATUS_BAD_VALUE:
+        detail = (f"the trade would close more than 2**53 buckets of {st.bucket_volume!r}: "
+                  "check the units of size and bucket_volume")
     raise_status(status & 15, field, index, detail)
     return 0
 
@@ -1281,46 +1468,63 @@ cdef class VPIN:
     """
 
     def __cinit__(self, bucket_volume, n_buckets):
+        if isinstance(bucket_volume, (bool, np.bool_, str, bytes)):
+            raise OFIError(f"bucket_volume must be a number, got {bucket_volume!r:.80}",
+                           field="bucket_volume")
         cdef float64_t v = float(bucket_volume)
         if not (v > 0.0 and v - v == 0.0):
             raise OFIError(f"bucket_volume must be > 0 and finite, got {bucket_volume!r}",
                            field="bucket_volume")
-        if int(n_buckets) < 1:
-            raise OFIError(f"n_buckets must be >= 1, got {n_buckets!r}", field="n_buckets")
-        if vpin_init(&self.st, v, int(n_buckets)) != STATUS_OK:
-            raise MemoryError()
+        nb = integer(n_buckets, "n_buckets", 1, 2**62)
+        checked_nbytes(nb, sizeof(float64_t), "n_buckets")
+        guard_init(&self.guard)
+        if vpin_init(&self.st, v, nb) != STATUS_OK:
+            raise alloc_error("n_buckets", nb, 8 * nb)
 
     def __dealloc__(self):
         vpin_free(&self.st)
+        guard_free(&self.guard)
 
     cdef int push(self, int64_t ts, float64_t size, float64_t buy_fraction) noexcept nogil:
         return vpin_update(&self.st, ts, size, buy_fraction, NULL)
 
-    cpdef int update(self, int64_t ts, float64_t size, int side=0) except -1:
-        """Feed one trade (side +1 / -1 / 0); return the number of buckets it closed."""
+    cpdef int64_t update(self, int64_t ts, float64_t size, int side=0) except -1:
+        """Feed one trade (side +1 / -1 / 0); return the number of buckets it closed.
+
+        Work is O(n_buckets) however many buckets the trade closes (the run of full buckets
+        is filled in closed form); a trade closing more than 2**53 buckets is an OFIError.
+        """
         if side < -1 or side > 1:
             raise_status(STATUS_BAD_VALUE, "side", 0, "side must be -1, 0 or +1")
+        if self.guard.busy:
+            guard_wait(&self.guard)
         cdef intp_t before = self.st.n_closed
         cdef int status = vpin_update(&self.st, ts, size, 0.5 * (side + 1), NULL)
         if status != STATUS_OK:
             raise_vpin(status, &self.st, 0)
-        return <int> (self.st.n_closed - before)
+        return self.st.n_closed - before
 
     def update_fraction(self, int64_t ts, float64_t size, float64_t buy_fraction):
         """Feed one trade (or bar) with an explicit buy share in [0, 1]; return buckets closed."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         cdef intp_t before = self.st.n_closed
         cdef int status = vpin_update(&self.st, ts, size, buy_fraction, NULL)
         if status != STATUS_OK:
             raise_vpin(status, &self.st, 0)
         return self.st.n_closed - before
 
-    def update_many(self, ts, size, side=None, *, buy_fraction=None):
+    def update_many(self, ts, size, side=None, *, buy_fraction=None,
+                    max_buckets=DEFAULT_MAX_BUCKETS):
         """Feed arrays of trades; return :class:`VPINBuckets` for the buckets closed.
 
         Give ``side`` (+1 / -1 / 0) or ``buy_fraction`` (in [0, 1]), not both (neither: all
         unknown, split evenly). On a bad trade at index i, trades 0..i-1 are applied and the
-        error names field and index i.
+        error names field and index i. ``max_buckets`` bounds the rows returned (32 bytes
+        each): trades whose volume would close more buckets raise OFIError (field
+        ``bucket_volume``) before anything is allocated or applied.
         """
+        mb = integer(max_buckets, "max_buckets", 0)
         cdef const float64_t[::1] sz = column(size, np.float64, "size")
         cdef intp_t n = sz.shape[0], i = 0, start = 0
         cdef const int64_t[::1] t = column(ts, np.int64, "ts", n)
@@ -1341,8 +1545,14 @@ cdef class VPIN:
             sd = column(side_arr, np.int8, "side", n)
         # output rows: a first guess from the total volume, doubled if a trade needs more
         total = float(np.sum(sz)) if n else 0.0
-        cdef intp_t cap = 16 + (int((self.st.fill + total) / self.st.bucket_volume)
-                                if total - total == 0.0 and total >= 0 else n)
+        if self.guard.busy:
+            guard_wait(&self.guard)
+        expect = (self.st.fill + total) / self.st.bucket_volume
+        if total - total == 0.0 and total >= 0 and expect > mb:
+            raise OFIError(f"these trades would close about {expect:.4g} buckets of volume "
+                           f"{self.st.bucket_volume!r} (max_buckets={mb:,}): check the units of "
+                           "size and bucket_volume", field="bucket_volume")
+        cdef intp_t cap = 16 + (int(expect) if total - total == 0.0 and total >= 0 else n)
         res_ts = np.empty(cap, dtype=np.int64)
         res_v = np.empty(cap)
         res_b = np.empty(cap)
@@ -1364,6 +1574,7 @@ cdef class VPIN:
             out.buy = &ob[0]
             out.sell = &osl[0]
             out.capacity = res_ts.shape[0]
+            guard_enter(&self.guard)
             with nogil:
                 for i in range(start, n):
                     if use_frac:
@@ -1379,6 +1590,7 @@ cdef class VPIN:
                     status = vpin_update(&self.st, t[i], sz[i], f, &out)
                     if status != STATUS_OK:
                         break
+            guard_exit(&self.guard)
             if status != STATUS_CAPACITY:
                 break
             # one trade closes more buckets than there are rows left: grow and resume at it
@@ -1401,6 +1613,8 @@ cdef class VPIN:
     @property
     def value(self):
         """VPIN at the last bucket close (NaN until n_buckets buckets are complete)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return vpin_value(&self.st)
 
     @property
@@ -1414,23 +1628,34 @@ cdef class VPIN:
     @property
     def n_closed(self):
         """Buckets completed since reset."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.n_closed
 
     @property
     def open_volume(self):
         """Volume in the open (partial) bucket."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.fill
 
     @property
     def open_buy(self):
         """Buy volume in the open bucket."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         return self.st.buy
 
     def reset(self):
+        """Forget all trades and buckets."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
         vpin_reset(&self.st)
 
     def __reduce__(self):
         cdef intp_t i
+        if self.guard.busy:
+            guard_wait(&self.guard)
         imb = [self.st.imb[i] for i in range(self.st.n_buckets)]
         return (VPIN, (self.st.bucket_volume, self.st.n_buckets),
                 {"open": (self.st.fill, self.st.buy), "imb": imb, "head": self.st.head,
@@ -1438,6 +1663,13 @@ cdef class VPIN:
                  "last": (bool(self.st.has_last), self.st.last_ts)})
 
     def __setstate__(self, d):
+        guard_enter(&self.guard)   # Python code runs in here: hold the lock throughout
+        try:
+            self._setstate(d)
+        finally:
+            guard_exit(&self.guard)
+
+    def _setstate(self, d):
         cdef intp_t i
         self.st.fill, self.st.buy = d["open"]
         for i in range(self.st.n_buckets):
@@ -1448,6 +1680,11 @@ cdef class VPIN:
         self.st.has_last, self.st.last_ts = d["last"]
 
 
-def vpin(ts, size, side=None, *, buy_fraction=None, bucket_volume, n_buckets):
-    """VPIN at each bucket close from a fresh :class:`VPIN` -> :class:`VPINBuckets`."""
-    return VPIN(bucket_volume, n_buckets).update_many(ts, size, side, buy_fraction=buy_fraction)
+def vpin(ts, size, side=None, *, buy_fraction=None, bucket_volume, n_buckets,
+         max_buckets=DEFAULT_MAX_BUCKETS):
+    """VPIN at each bucket close from a fresh :class:`VPIN` -> :class:`VPINBuckets`.
+
+    ``max_buckets`` bounds the buckets (rows) returned; see :meth:`VPIN.update_many`.
+    """
+    return VPIN(bucket_volume, n_buckets).update_many(ts, size, side, buy_fraction=buy_fraction,
+                                                      max_buckets=max_buckets)

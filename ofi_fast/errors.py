@@ -70,13 +70,28 @@ class ChecksumError(SequenceGapError):
 
 
 class ParseError(OFIError):
-    """Malformed input in a file: ``path`` and ``line`` (1-based) say where."""
+    """Malformed input in a file: ``path`` and ``line`` (1-based) say where, ``field`` which
+    column or key when known. The message starts with ``path:line:`` (or ``path:`` when no
+    line applies) and quotes at most 80 characters of the offending text."""
 
     def __init__(self, message: str, *, path=None, line: int | None = None, field=None, index=None):
-        where = f"{path}:{line}: " if path is not None and line is not None else ""
+        if path is not None and line is not None:
+            where = f"{path}:{line}: "
+        elif path is not None:
+            where = f"{path}: "
+        else:
+            where = ""
         super().__init__(where + message, field=field, index=index)
         self.path = path
         self.line = line
+        self.reason = message
+
+
+class TruncatedError(ParseError):
+    """The file's container ended early or is corrupt (a truncated ``.gz`` or zip member, bad
+    deflate data, a bad CRC): ``line`` is the first line that could not be read whole. Under
+    ``on_error="skip"`` the readers keep everything before it and report the cut in
+    ``ErrorLog.truncated`` instead of raising."""
 
 
 _CLASSES = {

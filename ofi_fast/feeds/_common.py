@@ -11,13 +11,15 @@ import dataclasses
 import gzip
 import os
 import queue
+import re
 import threading
 import zipfile
+import zlib
 from typing import ClassVar, Iterable
 
 import numpy as np
 
-from ofi_fast.errors import ParseError
+from ofi_fast.errors import ParseError, TruncatedError
 
 #: Sentinel for an int64 timestamp the feed does not carry (e.g. Binance spot bookTicker has no
 #: event time). Never silently replaced by the other clock.
@@ -28,6 +30,111 @@ DEFAULT_CHUNK_ROWS = 65_536
 
 _NL = 10  # b"\n"
 
+#: Longest line (bytes, without its newline) any reader accepts: a longer one is a ParseError
+#: naming the file and line (under ``on_error="skip"`` it is counted and skipped), so one bad
+#: line can never make a reader hold more than this much of it in memory.
+MAX_LINE_BYTES = 16 << 20
+
+#: Most bytes one read asks the file for (a read of n bytes allocates n bytes up front).
+MAX_READ_BYTES = 64 << 20
+
+#: What a damaged container raises while it is being read: truncated gzip / zip member (EOF),
+#: corrupt deflate data, bad CRC, bad gzip header. Turned into TruncatedError by CheckedFile.
+CONTAINER_ERRORS = (EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile)
+
+#: What stands for an over-long line under on_error="skip" (readers count it as malformed).
+_LONG_LINE = b"\x00line longer than MAX_LINE_BYTES (16 MiB), dropped"
+
+_ASCII_INT = re.compile(rb"[+-]?[0-9]+\Z")
+
+
+def ascii_int(s) -> int:
+    """``int(s)`` with the compiled tokenizer's grammar: ``[+-]?[0-9]+`` in ASCII only (no
+    ``_``, no spaces, no other scripts' digits). Raises ValueError otherwise."""
+    b = s.encode("ascii", "replace") if isinstance(s, str) else bytes(s)
+    if not _ASCII_INT.match(b):
+        raise ValueError(f"not an integer: {cut(s)}")
+    return int(b)
+
+
+def json_int(v) -> int:
+    """An integer field of a JSON message: an int (not a bool) or a string with the
+    tokenizer's integer grammar (:func:`ascii_int`), within int64; else ValueError."""
+    if type(v) is int:
+        if not -2**63 <= v < 2**63:
+            raise ValueError(f"integer {str(v)[:40]} does not fit in int64")
+        return v
+    if isinstance(v, str):
+        return json_int(ascii_int(v))
+    raise ValueError(f"expected an integer, got {type(v).__name__} {cut(repr(v))}")
+
+
+def cut(text, limit: int = 80) -> str:
+    """``repr`` of ``text`` cut to ``limit`` characters (error messages never echo a whole
+    field: a bad 8 MB field gives an 80-character message)."""
+    r = repr(text[:limit])
+    if len(text) > limit:
+        r += f"... ({len(text):,} {'bytes' if isinstance(text, (bytes, bytearray)) else 'chars'})"
+    return r
+
+
+class CheckedFile:
+    """A compressed member (gzip, zip) whose container errors (see :data:`CONTAINER_ERRORS`)
+    become :class:`~ofi_fast.errors.TruncatedError` naming the file. Reads go through
+    ``read1`` pieces, so the data decompressed before a cut is returned first and the error is
+    raised by the next read; the line reader that meets it names the line."""
+
+    piece = 1 << 18
+
+    def __init__(self, f, path: str):
+        self.f = f
+        self.path = path
+        self.name = path
+        self.failed = None
+
+    def _error(self, exc):
+        return TruncatedError(f"file is truncated or its compressed data is corrupt "
+                              f"({type(exc).__name__}: {exc})", path=self.path)
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except CONTAINER_ERRORS as exc:
+            raise self._error(exc) from None
+
+    def read(self, n: int = -1) -> bytes:
+        if self.failed is not None:
+            raise self.failed
+        parts, got = [], 0
+        while n < 0 or got < n:
+            try:
+                data = self.f.read1(self.piece if n < 0 else min(self.piece, n - got))
+            except CONTAINER_ERRORS as exc:
+                self.failed = self._error(exc)
+                if not parts:
+                    raise self.failed from None
+                break
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+
+    def readline(self, n: int = -1) -> bytes:
+        return self._call(self.f.readline, n)
+
+    def peek(self, n: int = 1) -> bytes:
+        return self._call(self.f.peek, n)
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def check_on_error(on_error: str) -> str:
     if on_error not in ("raise", "skip"):
@@ -36,19 +143,29 @@ def check_on_error(on_error: str) -> str:
 
 
 def open_binary(path, member: str | None = None):
-    """Open ``path`` for binary reading: plain, ``.gz`` (by magic bytes), or a ``.zip`` member."""
+    """Open ``path`` for binary reading: plain, ``.gz`` (by magic bytes), or a ``.zip`` member.
+
+    Compressed data comes through a :class:`CheckedFile`: a damaged container (a zip whose
+    directory is unreadable, a truncated member, corrupt deflate data, a bad CRC) raises :class:`TruncatedError` (a
+    :class:`ParseError`) naming the file, never a raw zlib / zipfile / EOF error.
+    """
     path = os.fspath(path)
     if member is not None or path.endswith(".zip"):
-        zf = zipfile.ZipFile(path)
-        if member is None:
-            names = [n for n in zf.namelist() if not n.endswith("/")]
-            if len(names) != 1:
-                raise ValueError(f"{path}: zip holds {len(names)} files; name the member")
-            member = names[0]
-        return zf.open(member)
+        try:
+            zf = zipfile.ZipFile(path)
+            if member is None:
+                names = [n for n in zf.namelist() if not n.endswith("/")]
+                if len(names) != 1:
+                    raise ParseError(f"zip holds {len(names)} files; name the member",
+                                     path=path, line=0)
+                member = names[0]
+            return CheckedFile(zf.open(member), path)
+        except (*CONTAINER_ERRORS, KeyError, NotImplementedError, RuntimeError) as exc:
+            raise TruncatedError(f"unreadable zip archive ({type(exc).__name__}: {exc})",
+                                 path=path) from None
     f = open(path, "rb")
     if f.peek(2)[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=f)
+        return CheckedFile(gzip.GzipFile(fileobj=f), path)
     return f
 
 
@@ -89,6 +206,19 @@ class ErrorLog:
         if len(self.first) < self.keep:
             self.first.append((line, reason))
 
+    def cut_short(self, exc: "TruncatedError", line: int, partial: bool) -> None:
+        """The container ended early at ``line`` (the first line not read whole): raise
+        :class:`TruncatedError` naming the file and line, or (``on_error="skip"``) keep what
+        came before, record ``truncated = (line, reason)`` and count the partial line lost."""
+        reason = f"file is truncated at line {line}: {exc.reason}"
+        if self.on_error == "raise":
+            raise TruncatedError(exc.reason, path=self.path, line=line) from None
+        self.truncated = (line, reason)
+        if partial:
+            self.count += 1
+            if len(self.first) < self.keep:
+                self.first.append((line, reason))
+
     def __repr__(self):
         return f"ErrorLog({self.path!r}, skipped={self.count}, first={self.first[:3]})"
 
@@ -102,26 +232,92 @@ class LineBlocks:
     and corrects it with C-level ``count`` / ``find``, so a block costs O(its bytes).
     """
 
-    def __init__(self, f, block_bytes: int = 1 << 22):
+    def __init__(self, f, block_bytes: int = 1 << 22, errors: "ErrorLog | None" = None):
         self.f = f
         self.block_bytes = block_bytes
+        self.errors = errors
+        self.path = errors.path if errors is not None else getattr(f, "name", None)
         self.buf = b""
         self.nl = 0  # newlines in buf
         self.eof = False
         self.line = 1
+        self.dropping = False  # skipping the rest of an over-long line (on_error="skip")
+
+    def _read(self, n: int) -> bytes:
+        try:
+            return self.f.read(n)
+        except TruncatedError as exc:
+            # the cut is in the first line not yet complete: the partial line after the last
+            # newline is lost (never handed out as if it were whole)
+            cut_line = self.line + self.nl
+            i = self.buf.rfind(b"\n")
+            partial = len(self.buf) > i + 1 or self.dropping
+            self.buf = self.buf[:i + 1]
+            self.dropping = False
+            log = self.errors if self.errors is not None else ErrorLog(self.path, "raise")
+            log.cut_short(exc, cut_line, partial)
+            self.eof = True
+            return b""
+
+    def _too_long(self) -> None:
+        """The buffer's last line exceeds MAX_LINE_BYTES: raise ParseError, or (skip) replace
+        it by a short placeholder line that the reader counts as malformed at its number."""
+        i = self.buf.rfind(b"\n")
+        line = self.line + self.nl
+        if self.errors is None or self.errors.on_error == "raise":
+            raise ParseError(f"line longer than {MAX_LINE_BYTES >> 20} MiB (MAX_LINE_BYTES)",
+                             path=self.path, line=line)
+        self.buf = self.buf[:i + 1] + _LONG_LINE
+        self.dropping = True
 
     def _fill(self, want: int) -> None:
-        data = self.f.read(max(self.block_bytes, want))
+        data = self._read(min(max(self.block_bytes, want), MAX_READ_BYTES))
+        if data and self.dropping:
+            j = data.find(b"\n")
+            if j < 0:
+                return      # still inside the over-long line
+            self.dropping = False
+            data = data[j:]  # its newline ends the placeholder
         if not data:
             self.eof = True
+            self.dropping = False
             if self.buf and self.buf[-1] != _NL:
                 self.buf += b"\n"
                 self.nl += 1
             return
         if b"\r" in data:
             data = data.replace(b"\r", b"")
+        old = len(self.buf)
         self.buf += data
         self.nl += data.count(b"\n")
+        if len(data) > MAX_LINE_BYTES // 2:
+            self._check_complete(max(0, old - MAX_LINE_BYTES))
+        if len(self.buf) - (self.buf.rfind(b"\n") + 1) > MAX_LINE_BYTES:
+            self._too_long()
+
+    def _check_complete(self, start: int) -> None:
+        """Complete lines over MAX_LINE_BYTES in buf[start:] (one read can hold them whole).
+        Such a line covers a whole window of MAX_LINE_BYTES // 2 bytes without a newline, so
+        only len / (8 MiB) windows are searched, not every line."""
+        h = MAX_LINE_BYTES // 2
+        w = start
+        while w + h <= len(self.buf):
+            if self.buf.find(b"\n", w, w + h) < 0:
+                lo = self.buf.rfind(b"\n", 0, w) + 1
+                hi = self.buf.find(b"\n", w)
+                if hi >= 0 and hi - lo > MAX_LINE_BYTES:
+                    line = self.line + self.buf.count(b"\n", 0, lo)
+                    if self.errors is None or self.errors.on_error == "raise":
+                        raise ParseError(f"line longer than {MAX_LINE_BYTES >> 20} MiB "
+                                         "(MAX_LINE_BYTES)", path=self.path, line=line)
+                    self.buf = self.buf[:lo] + _LONG_LINE + self.buf[hi:]
+                    w = lo + len(_LONG_LINE)
+                    continue
+                if hi < 0:
+                    return      # the partial last line: checked by the caller
+                w = hi + 1
+                continue
+            w += h
 
     def _cut(self, n: int) -> int:
         """Index just after the n-th newline of buf (buf holds more than n newlines)."""
@@ -216,6 +412,10 @@ class BlockPrefetcher:
         self.thread.join()
 
 
+class _LongLine(Exception):
+    """A partial line grew past MAX_LINE_BYTES (internal to TokenSource)."""
+
+
 class TokenSource:
     """Feed whole lines of a binary stream to a compiled :class:`ofi_fast._csv.Tokenizer`.
 
@@ -272,7 +472,13 @@ class TokenSource:
             tail = self.buf[self.pos:]
             i = data.find(b"\n")
             if i < 0:
+                if len(tail) + len(data) > MAX_LINE_BYTES:
+                    self.buf, self.pos, self.pending = b"", 0, None
+                    raise _LongLine(False)
                 self.buf = tail + data
+            elif len(tail) + i > MAX_LINE_BYTES:
+                self.buf, self.pos, self.pending = b"", 0, (data, i + 1)
+                raise _LongLine(True)
             else:
                 self.buf = tail + data[:i + 1]
                 self.pending = (data, i + 1)
@@ -298,7 +504,7 @@ class TokenSource:
             i = self.buf.find(b"\n", self.pos)
             if i >= 0 or self.final:
                 return self.buf[self.pos:(i if i >= 0 else len(self.buf))].rstrip(b"\r")
-            self.fill()
+            self._fill_at(0)
 
     def skip_line(self) -> None:
         while True:
@@ -308,7 +514,41 @@ class TokenSource:
                     self.line += 1
                 self.pos = i + 1 if i >= 0 else len(self.buf)
                 return
+            self._fill_at(0)
+
+    def _fill_at(self, lines: int) -> bool:
+        """:meth:`fill`, with the container's end and over-long lines handled at line
+        ``self.line + lines``; returns True when a long line was dropped (skip) in its place."""
+        try:
             self.fill()
+        except TruncatedError as exc:
+            partial = self.pos < len(self.buf)
+            self.errors.cut_short(exc, self.line + lines, partial)  # raises unless skip
+            self.buf, self.pos, self.pending, self.final = b"", 0, None, True
+        except _LongLine as exc:
+            self.errors.bad(self.line + lines,
+                            f"line longer than {MAX_LINE_BYTES >> 20} MiB (MAX_LINE_BYTES)")
+            if not exc.args[0]:      # its newline is still ahead: read up to it
+                self._drop_line(lines)
+            return True
+        return False
+
+    def _drop_line(self, lines: int) -> None:
+        # skip: discard the over-long line up to its newline (or the end of the stream)
+        while True:
+            try:
+                data = self.f.read(self.block_bytes)
+            except TruncatedError as exc:
+                self.errors.cut_short(exc, self.line + lines, False)
+                self.final = True
+                return
+            if not data:
+                self.final = True
+                return
+            i = data.find(b"\n")
+            if i >= 0:
+                self.buf, self.pos = data, i + 1
+                return
 
     def read(self, outs, max_lines: int, row0: int = 0):
         """Parse up to ``max_lines`` lines into ``outs`` (rows from ``row0``).
@@ -329,9 +569,11 @@ class TokenSource:
             if st == 0:
                 if lines >= max_lines or self.final:
                     break
-                self.fill()
+                if self._fill_at(lines):   # an over-long line was counted and dropped
+                    bad.append(lines)
+                    lines += 1
                 continue
-            reason = tok.describe(st, field, bytes(self.buf[fs:fe]))
+            reason = tok.describe(st, field, bytes(self.buf[fs:min(fe, fs + 100)]))
             name = tok.names[field] if 0 <= field < len(tok.names) else None
             self.errors.bad(self.line + lines, reason, name)  # raises under on_error="raise"
             bad.append(lines)
@@ -391,7 +633,8 @@ def decimal_to_int(s: bytes | str, digits: int) -> int:
     if neg or s.startswith("+"):
         s = s[1:]
     whole, dot, frac = s.partition(".")
-    if (not whole and not frac) or (whole and not whole.isdigit()) or (frac and not frac.isdigit()):
+    if not s.isascii() or (not whole and not frac) or (whole and not whole.isdigit()) or (
+            frac and not frac.isdigit()):
         raise ValueError(f"not a decimal number: {s!r}")
     extra = 0
     if len(frac) > digits:

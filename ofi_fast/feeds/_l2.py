@@ -94,11 +94,18 @@ class Columns:
         self.cls = cls
         self.names = list(cls.DTYPES)
         self.rows = []
+        self._ints = [i for i, t in enumerate(cls.DTYPES.values()) if t.kind in "iu"]
 
     def __len__(self):
         return len(self.rows)
 
     def append(self, *values):
+        """Add one row; a Python int that its integer column cannot hold is a ValueError (the
+        reader reports it at the message's line) instead of an OverflowError at flush."""
+        for i in self._ints:
+            v = values[i]
+            if not -0x8000000000000000 <= v <= 0x7FFFFFFFFFFFFFFF:
+                raise ValueError(f"{self.names[i]} = {str(v)[:40]} does not fit in int64")
         self.rows.append(values)
 
     def extend(self, rows):

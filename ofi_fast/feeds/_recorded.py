@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 
-from ofi_fast.feeds._common import NO_TIME, LineBlocks, decimal_to_int, open_binary
+from ofi_fast.feeds._common import NO_TIME, LineBlocks, ascii_int, decimal_to_int, open_binary
 
 try:  # optional, ~3x faster JSON
     import orjson as _orjson
@@ -33,13 +33,20 @@ def split_line(line: bytes):
         if not sep:
             raise ValueError("http line without ' -> '")
         head, _, body = rest.partition(b": ")
-        return decimal_to_int(head, 9), body
+        return _local_ns(decimal_to_int(head, 9)), body
     head, sep, body = line.partition(b" ")
     if not sep:
         raise ValueError("no space between the local time and the JSON")
     if head.endswith(b":"):
-        return decimal_to_int(head[:-1], 9), body
-    return int(head), body
+        return _local_ns(decimal_to_int(head[:-1], 9)), body
+    return _local_ns(ascii_int(head)), body
+
+
+def _local_ns(v: int) -> int:
+    """A recorder's local time in ns: non-negative and within int64, else ValueError."""
+    if not 0 < v < 2**63:
+        raise ValueError(f"local time {v} ns is not a positive int64")
+    return v
 
 
 def recorded_messages(path, errors, stats, inspect=None):
@@ -49,7 +56,7 @@ def recorded_messages(path, errors, stats, inspect=None):
     it; a ValueError/TypeError it raises counts the line as malformed, as a decoding error does.
     """
     with open_binary(path) as f:
-        for no, line in LineBlocks(f).lines():
+        for no, line in LineBlocks(f, errors=errors).lines():
             if not line.strip():
                 continue
             try:

@@ -41,7 +41,7 @@ import os
 from typing import Any, Iterator, NamedTuple
 
 from ofi_fast.errors import ParseError, SequenceGapError
-from ofi_fast.feeds._common import DEFAULT_CHUNK_ROWS, NO_TIME, ErrorLog
+from ofi_fast.feeds._common import DEFAULT_CHUNK_ROWS, NO_TIME, ErrorLog, json_int
 from ofi_fast.feeds._recorded import recorded_messages
 from ofi_fast.feeds._l2 import (
     FLAG_BATCH_END,
@@ -167,7 +167,7 @@ class BinanceReader:
             data = msg.get("data", msg)
             try:
                 self._dispatch(no, ts_local, data, src, depth, trades, quotes)
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
                 if isinstance(exc, (SequenceGapError, ParseError)):
                     raise
                 errors = self.errors if src == self.path else self.snap_errors
@@ -216,15 +216,15 @@ class BinanceReader:
                 m = data["m"]
                 if not isinstance(m, bool):
                     raise ValueError(f"'m' is not a boolean: {m!r}")
-                trades.append(int(data["T"]) * _MS, ts_local, _px(data["p"]), _sz(data["q"]),
-                              -1 if m else 1, int(tid))
+                trades.append(json_int(data["T"]) * _MS, ts_local, _px(data["p"]), _sz(data["q"]),
+                              -1 if m else 1, json_int(tid))
                 st["trades"] += 1
         elif ev == "bookTicker" or (ev is None and "b" in data and "A" in data):
             if self._want(data):
                 e = data.get("E")
-                quotes.append(int(e) * _MS if e is not None else NO_TIME, ts_local,
+                quotes.append(json_int(e) * _MS if e is not None else NO_TIME, ts_local,
                               _px(data["b"]), _sz(data["B"]), _px(data["a"]), _sz(data["A"]),
-                              int(data["u"]))
+                              json_int(data["u"]))
                 st["quotes"] += 1
         else:
             st["other_stream"] += 1
@@ -232,10 +232,10 @@ class BinanceReader:
     # snapshots -----------------------------------------------------------------------------------
     def _on_snapshot(self, no, ts_local, data, depth):
         st = self.stats
-        last_id = int(data["lastUpdateId"])
+        last_id = json_int(data["lastUpdateId"])
         bids, asks = data["bids"], data["asks"]
         e = data.get("E")
-        ts_ex = int(e) * _MS if e is not None else NO_TIME
+        ts_ex = json_int(e) * _MS if e is not None else NO_TIME
         rows = ([(1, _px(p), _sz(q)) for p, q in bids]
                 + [(-1, _px(p), _sz(q)) for p, q in asks])
         for i, (side, p, q) in enumerate(rows):
@@ -260,7 +260,7 @@ class BinanceReader:
     # diffs ---------------------------------------------------------------------------------------
     def _on_diff(self, no, ts_local, data, depth):
         st = self.stats
-        first_u, last_u = int(data["U"]), int(data["u"])
+        first_u, last_u = json_int(data["U"]), json_int(data["u"])
         pu = data.get("pu")
         if self.market is None:
             self.market = "usdm" if pu is not None else "spot"
@@ -284,8 +284,8 @@ class BinanceReader:
             st["first_applied_line"] = st["first_applied_line"] or no
         elif self._state == "sync":
             if futures:
-                if int(pu) != self._prev_u:
-                    self._gap(no, f"pu={int(pu)} != previous u={self._prev_u} (U={first_u}, "
+                if json_int(pu) != self._prev_u:
+                    self._gap(no, f"pu={json_int(pu)} != previous u={self._prev_u} (U={first_u}, "
                                   f"u={last_u})", first_u, last_u, ts_local, data,
                               self._prev_u)
                     return
@@ -300,7 +300,7 @@ class BinanceReader:
             g["last_ts_local"], g["last_ts_exchange"] = ts_local, _event_ns(data)
             return
         e = data.get("E")
-        ts_ex = int(e) * _MS if e is not None else NO_TIME
+        ts_ex = json_int(e) * _MS if e is not None else NO_TIME
         rows = ([(1, _px(p), _sz(q)) for p, q in data["b"]]
                 + [(-1, _px(p), _sz(q)) for p, q in data["a"]])
         if rows:

@@ -31,13 +31,25 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator
 
+from ofi_fast.errors import ParseError
 from ofi_fast.feeds._common import (
     DEFAULT_CHUNK_ROWS,
+    MAX_LINE_BYTES,
     ErrorLog,
     LineBlocks,
+    ascii_int,
+    cut,
     open_binary,
 )
 from ofi_fast.feeds._l2 import FLAG_BATCH_END, BookDeltas, Columns, Trades
+
+def _ms_time(field: bytes) -> int:
+    """A Bitstamp millisecond timestamp -> ns: ASCII digits, > 0, within int64 once in ns."""
+    v = ascii_int(field) * _MS
+    if not 0 < v < 2**63:
+        raise ValueError(f"timestamp {cut(field)} is not a positive int64 in ns")
+    return v
+
 
 ORDER_COLUMNS = ["id", "timestamp", "exchange_timestamp", "price", "volume", "action",
                  "direction"]
@@ -50,9 +62,14 @@ _INF = float("inf")
 
 def _header(path, expected):
     with open_binary(path) as f:
-        cols = f.readline().decode().strip().split(",")
+        head = f.readline(MAX_LINE_BYTES)
+    try:
+        cols = head.decode("utf-8").strip().split(",")
+    except UnicodeDecodeError as exc:
+        raise ParseError(f"header is not UTF-8 ({exc.reason} at byte {exc.start}): {cut(head)}",
+                         path=path, line=1) from None
     if cols != expected:
-        raise ValueError(f"{path}: header {cols} is not {expected}")
+        raise ParseError(f"header {cut(','.join(cols))} is not {expected}", path=path, line=1)
 
 
 class BitstampL3Reader:
@@ -75,16 +92,16 @@ class BitstampL3Reader:
         out = Columns(BookDeltas)
         app = out.append
         with open_binary(self.path) as f:
-            for no, line in LineBlocks(f).lines():
+            for no, line in LineBlocks(f, errors=self.errors).lines():
                 if no == 1 or not line:
                     continue
                 try:
                     parts = line.split(b",")
                     if len(parts) != 7:
                         raise ValueError(f"{len(parts)} columns, expected 7")
-                    oid = int(parts[0])
-                    ts_local = int(parts[1]) * _MS
-                    ts_ex = int(parts[2]) * _MS
+                    oid = ascii_int(parts[0])
+                    ts_local = _ms_time(parts[1])
+                    ts_ex = _ms_time(parts[2])
                     price = float(parts[3])
                     if not 0.0 <= price < _INF:  # the capture has 49 bids at 0.0 (tiny bids)
                         raise ValueError(f"bad price {parts[3]!r}")
@@ -101,7 +118,7 @@ class BitstampL3Reader:
                     if action not in (b"created", b"changed", b"deleted"):
                         raise ValueError(f"action {action!r} not created/changed/deleted")
                 except (ValueError, KeyError) as exc:
-                    self.errors.bad(no, f"bad order row ({exc}): {line[:80]!r}")
+                    self.errors.bad(no, f"bad order row ({exc}): {cut(line)}")
                     continue
                 st["rows"] += 1
                 st[action.decode()] += 1
@@ -163,7 +180,7 @@ class BitstampTradesReader:
     def read(self):
         out = Columns(Trades)
         with open_binary(self.path) as f:
-            for no, line in LineBlocks(f).lines():
+            for no, line in LineBlocks(f, errors=self.errors).lines():
                 if no == 1 or not line:
                     continue
                 try:
@@ -175,8 +192,8 @@ class BitstampTradesReader:
                         raise ValueError("bad price or amount")
                     if p[7] not in (b"buy", b"sell"):
                         raise ValueError(f"side {p[7]!r} not buy/sell")
-                    out.append(int(p[2]) * _MS, int(p[1]) * _MS, price, amount, _SIDE[p[7]],
-                               int(p[0]))
+                    out.append(_ms_time(p[2]), _ms_time(p[1]), price, amount, _SIDE[p[7]],
+                               ascii_int(p[0]))
                 except ValueError as exc:
                     self.errors.bad(no, f"bad trade row ({exc})")
         return out.flush()

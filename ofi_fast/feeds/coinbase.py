@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator, NamedTuple
 
-from ofi_fast.feeds._common import DEFAULT_CHUNK_ROWS, NO_TIME, ErrorLog
+from ofi_fast.feeds._common import DEFAULT_CHUNK_ROWS, NO_TIME, ErrorLog, json_int
 from ofi_fast.feeds._l2 import (
     FLAG_BATCH_END,
     FLAG_CLEAR,
@@ -103,9 +103,9 @@ class CoinbaseReader:
                 else:
                     maker = _SIDE[msg["side"]]
                     trades.append(iso_to_ns(msg["time"]), ts_local, _num(msg["price"], True),
-                                  _num(msg["size"], False), -maker, int(msg["trade_id"]))
+                                  _num(msg["size"], False), -maker, json_int(msg["trade_id"]))
                     st[typ] += 1
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
                 self.errors.bad(no, f"bad Coinbase message ({type(exc).__name__}: {exc})")
             if len(depth) >= self.chunk_rows or len(trades) >= self.chunk_rows:
                 yield CoinbaseChunk(depth.flush(), trades.flush())

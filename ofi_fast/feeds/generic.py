@@ -24,6 +24,7 @@ number), or under ``on_error="skip"`` are counted in ``reader.errors``.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Iterator
 
 import numpy as np
@@ -33,9 +34,11 @@ from ofi_fast.feeds._common import (
     NO_TIME,
     ErrorLog,
     LineBlocks,
+    cut,
     decimal_to_int,
     open_binary,
 )
+from ofi_fast.errors import ParseError
 from ofi_fast.feeds._l2 import Quotes, Trades
 from ofi_fast.feeds._recorded import iso_to_ns
 
@@ -98,9 +101,13 @@ class _Reader:
                 row += len(batch)
             return
         with open_binary(self.path) as fh:
-            lb = LineBlocks(fh)
+            lb = LineBlocks(fh, errors=self.errors)
             header, _ = lb.take(1)
-            names = header.rstrip(b"\n").decode().split(self.delimiter.decode())
+            try:
+                names = header.rstrip(b"\n").decode("utf-8").split(self.delimiter.decode())
+            except UnicodeDecodeError as exc:
+                raise ParseError(f"header is not UTF-8 ({exc.reason} at byte {exc.start}): "
+                                 f"{cut(header)}", path=self.path, line=1) from None
             self._check_header(names)
             idx = {f: names.index(c) for f, c in self.columns.items()}
             ncol = len(names)
@@ -124,7 +131,8 @@ class _Reader:
     def _check_header(self, names):
         missing = [c for c in self.columns.values() if c not in names]
         if missing:
-            raise ValueError(f"{self.path}: columns {missing} not in the header {names}")
+            raise ParseError(f"columns {missing} not in the header {cut(str(names))}",
+                             path=self.path, line=1)
 
     def _convert_all(self, raw, n):
         raise NotImplementedError
@@ -178,20 +186,26 @@ class _Reader:
         if a.dtype == object:
             a = np.array([x.decode() if isinstance(x, bytes) else x for x in v])
         if a.dtype.kind in "iu":
-            return a.astype(np.int64) * _UNIT[self.ts_unit]
+            return _scaled_ts(a, _UNIT[self.ts_unit], f)
         if a.dtype.kind == "f":
             raise ValueError("float timestamps are not exact; store integers or decimal strings")
         try:
-            return a.astype(np.int64) * _UNIT[self.ts_unit]
+            ints = a.astype(np.int64)
         except (ValueError, OverflowError):
-            pass
+            ints = None
+        if ints is not None:
+            _check_int_strings(a, f)
+            return _scaled_ts(ints, _UNIT[self.ts_unit], f)
         out = np.empty(n, np.int64)
         for i, x in enumerate(a.tolist()):
             s = x.decode() if isinstance(x, bytes) else str(x)
             if "T" in s or ":" in s or "-" in s[1:]:
-                out[i] = iso_to_ns(s)
+                v = iso_to_ns(s)
             else:
-                out[i] = _exact_ns(s, self.ts_unit)
+                v = _exact_ns(s, self.ts_unit)
+            if not 0 <= v < 2**63:
+                raise ValueError(f"{f}: {cut(s)} is not a non-negative int64 time in ns")
+            out[i] = v
         return out
 
     @staticmethod
@@ -213,7 +227,32 @@ class _Reader:
     def _int(raw, f, n):
         if f not in raw:
             return np.full(n, -1, np.int64)
-        return np.asarray(raw[f]).astype(np.int64)
+        a = np.asarray(raw[f])
+        if a.dtype == object:
+            a = np.array([x.decode() if isinstance(x, bytes) else x for x in raw[f]])
+        if a.dtype.kind in "SU":
+            _check_int_strings(a, f)
+        elif a.dtype.kind not in "iu":
+            raise ValueError(f"{f}: integers expected, got {a.dtype}")
+        return a.astype(np.int64)
+
+
+_INT_LINES = re.compile(rb"[+-]?[0-9]+(?:\n[+-]?[0-9]+)*")
+
+
+def _check_int_strings(a, f):
+    """Integer strings with the tokenizer's grammar (ASCII ``[+-]?[0-9]+``: no ``_``, no
+    spaces, no other scripts' digits, which numpy's ``astype(int64)`` would accept)."""
+    b = a if a.dtype.kind == "S" else np.char.encode(a, "ascii")   # UnicodeError: ValueError
+    if len(b) and not _INT_LINES.fullmatch(b"\n".join(b.tolist())):
+        raise ValueError(f"{f}: not an integer (ASCII digits only)")
+
+
+def _scaled_ts(v, unit: int, f):
+    """int64 timestamps in ``unit`` -> ns: non-negative, and the product must fit in int64."""
+    if len(v) and (v.min() < 0 or v.max() > np.iinfo(np.int64).max // unit):
+        raise ValueError(f"{f}: a timestamp is negative or beyond int64 once in ns")
+    return v.astype(np.int64) * unit
 
 
 def _exact_ns(s: str, unit: str) -> int:

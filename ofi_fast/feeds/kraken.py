@@ -100,7 +100,7 @@ class KrakenBookReader:
                     continue
                 self._depth = int(msg[-2].partition("-")[2] or 10)
                 self._message(no, ts_local, msg[1:-2], out)
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
                 if isinstance(exc, SequenceGapError):
                     raise
                 self.errors.bad(no, f"bad Kraken book message ({type(exc).__name__}: {exc})")
@@ -238,7 +238,7 @@ class KrakenTradesReader:
                 if not isinstance(msg[1], list) or not msg[1]:
                     raise ValueError("trade payload is not a non-empty list")
                 rows = [self._trade(e, ts_local) for e in msg[1]]
-            except (TypeError, ValueError, IndexError) as exc:
+            except (TypeError, ValueError, IndexError, AttributeError) as exc:
                 self.errors.bad(no, f"bad Kraken trade message ({type(exc).__name__}: {exc})")
                 continue
             st["messages"] += 1

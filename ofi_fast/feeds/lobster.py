@@ -234,9 +234,10 @@ class LobsterReader:
         level), bid price, bid size."""
         cols = []
         for i in range(self.level):
-            cols += [column(f"ask_px[{i}]", INT_F64, divisor=PRICE_SCALE, sentinel=DUMMY_ASK),
+            cols += [column(f"ask_px[{i}]", INT_F64, lo=1, divisor=PRICE_SCALE, sentinel=DUMMY_ASK),
                      column(f"ask_sz[{i}]", INT_F64, lo=0, zero_after_sentinel=True),
-                     column(f"bid_px[{i}]", INT_F64, divisor=PRICE_SCALE, sentinel=DUMMY_BID),
+                     column(f"bid_px[{i}]", INT_F64, lo=1, divisor=PRICE_SCALE,
+                            sentinel=DUMMY_BID),
                      column(f"bid_sz[{i}]", INT_F64, lo=0, zero_after_sentinel=True)]
         return Tokenizer(cols)
 
@@ -351,6 +352,17 @@ class LobsterReader:
         ex = (typ == EXECUTE_VISIBLE) | (typ == EXECUTE_HIDDEN)
         np.negative(direction, out=side, where=ex)
         halt = np.zeros(n, np.int8)
+        # LOBSTER prices are > 0 on every row but type 7's codes: a price <= 0 is malformed
+        nonpos = np.flatnonzero((typ != HALT) & ~(price > 0))
+        if len(nonpos):
+            for j in nonpos:
+                self.errors.bad(int(rows_line[j]), f"price {price[j]!r} is not > 0 (type "
+                                f"{int(typ[j])})", "price")
+            keep = np.ones(n, bool)
+            keep[nonpos] = False
+            msg = {k: v[keep] for k, v in msg.items()}
+            book = {k: v[keep] for k, v in book.items()}
+            return self._finish_messages(msg, book, rows_line[keep])
         is_halt = np.flatnonzero(typ == HALT)
         if len(is_halt):
             raw = np.rint(price[is_halt] * PRICE_SCALE)

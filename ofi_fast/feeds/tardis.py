@@ -84,7 +84,7 @@ _SNAP_RE = re.compile(r"(asks|bids)\[(\d+)\]\.(price|amount)$")
 
 def _time(name):
     """Tardis microseconds -> int64 ns (x 1000, overflow-checked)."""
-    return column(name, INT, mult=_US)
+    return column(name, INT, mult=_US, lo=1)   # microseconds since the epoch, > 0
 
 
 _L2_SPEC = [column("exchange", SKIP), column("symbol", SKIP), _time("timestamp"),

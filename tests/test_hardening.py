@@ -1,0 +1,480 @@
+"""Regression tests for the findings of issue 14 (hardening): sizes, integer arguments,
+threads, bounded work (VPIN, line caps), one error type for damaged files, value checks.
+
+Each test asserts the behaviour the issue asks for; before the fix it failed (heap overflow,
+hang, raw exception or silently wrong data, as the issue's text says)."""
+
+import fractions
+import gzip
+import pickle
+import threading
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+import ofi_fast
+from ofi_fast import feeds, reference
+from ofi_fast.errors import OFIError, ParseError, TruncatedError
+from ofi_fast.feeds._common import MAX_LINE_BYTES, ErrorLog, LineBlocks, open_binary
+from tests.conftest import data_file
+
+TARDIS_BOOK = "tardis_binance_BTCUSDT_incremental_book_L2_2019-12-01_rows_1_2050.csv"
+HUGE = 2**61      # slots whose byte size overflows size_t on a 64-bit machine
+BIG = 2**40       # a possible size that malloc cannot satisfy here (16 TiB and more)
+
+# constructor, the argument that sizes its buffer, the other arguments
+SIZED = [
+    (ofi_fast.RollingSum, "window", {}),
+    (ofi_fast.OFI, "window", {}),
+    (lambda **kw: ofi_fast.MultiLevelOFI(3, **kw), "window", {}),
+    (ofi_fast.TradeFlow, "window", {}),
+    (ofi_fast.RollingOLS, "window", {}),
+    (ofi_fast.RollingSum, "capacity", {"window_time": 10}),
+    (ofi_fast.OFI, "capacity", {"window_time": 10}),
+    (ofi_fast.TradeFlow, "capacity", {"window_time": 10}),
+    (ofi_fast.RollingOLS, "capacity", {"window_time": 10}),
+    (lambda **kw: ofi_fast.VPIN(10.0, **kw), "n_buckets", {}),
+]
+
+
+# ------------------------------------------------------------------------------- 1. sizes
+@pytest.mark.parametrize("make, arg, extra", SIZED)
+def test_overflowing_size_is_a_value_error_naming_the_argument(make, arg, extra):
+    with pytest.raises(ValueError, match=arg):
+        make(**{arg: HUGE}, **extra)
+
+
+@pytest.mark.parametrize("make, arg, extra", SIZED)
+def test_size_that_does_not_fit_is_a_memory_error(make, arg, extra):
+    with pytest.raises(MemoryError, match=arg):
+        make(**{arg: BIG}, **extra)
+
+
+@pytest.mark.parametrize("bad", ["5", 5.0, fractions.Fraction(5), True, None.__class__])
+@pytest.mark.parametrize("make, arg, extra", SIZED)
+def test_integer_arguments_must_be_integers(make, arg, extra, bad):
+    with pytest.raises(OFIError, match=arg):
+        make(**{arg: bad}, **extra)
+
+
+def test_integer_arguments_accept_numpy_integers():
+    assert ofi_fast.OFI(window=np.int64(7)).update(0, 1.0, 1.0, 2.0, 1.0) == 0.0
+    assert ofi_fast.VPIN(1.0, np.int32(3)).n_buckets == 3
+
+
+def test_level_and_feature_counts_are_bounded():
+    with pytest.raises(OFIError, match="levels"):
+        ofi_fast.MultiLevelOFI(2**61)
+    with pytest.raises(OFIError, match="n_features"):
+        ofi_fast.RollingOLS(n_features=2**40)
+    with pytest.raises(OFIError, match="quote_lag"):
+        ofi_fast.Classifier("quote", quote_lag=1.5)
+
+
+# ------------------------------------------------------------------------------ 2. threads
+def _hammer(fn, chunks, n_threads=2):
+    """Call fn(chunk) for every chunk from n_threads threads at once; re-raise any error."""
+    errors = []
+    barrier = threading.Barrier(n_threads)
+
+    def work(part):
+        barrier.wait()
+        try:
+            for c in part:
+                fn(c)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(chunks[k::n_threads],))
+               for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_one_rolling_sum_from_two_threads_loses_nothing(rng):
+    # integer values: the sum is exact in any order, so any lost or torn update shows
+    chunks = [rng.integers(-50, 50, 20_000).astype(np.float64) for _ in range(40)]
+    r = ofi_fast.RollingSum()
+    _hammer(lambda c: r.update_many(None, c), chunks)
+    assert r.count == sum(len(c) for c in chunks)
+    assert r.value == float(sum(int(c.sum()) for c in chunks))
+
+
+def test_one_object_mixed_update_and_update_many_from_two_threads(rng):
+    chunks = [rng.integers(0, 9, 5_000).astype(np.float64) for _ in range(20)]
+    tf = ofi_fast.TradeFlow()
+
+    def feed(c):
+        if c[0] % 2:
+            tf.update_many(None, np.full(len(c), 100.0), c, np.ones(len(c), np.int8))
+        else:
+            for x in c[:500]:
+                tf.update(0, 100.0, float(x), 1)
+            tf.update_many(None, np.full(len(c) - 500, 100.0), c[500:],
+                           np.ones(len(c) - 500, np.int8))
+
+    _hammer(feed, chunks)
+    assert tf.n_buy == sum(len(c) for c in chunks)
+    assert tf.buy_volume == float(sum(int(c.sum()) for c in chunks))
+
+
+def test_ofi_state_after_two_threads_equals_a_serial_run(rng):
+    # every chunk starts and ends with the same quote Q0, so the event at each chunk join has
+    # e = 0 whatever chunk came before: every order of the (serialised) calls gives the same
+    # state, bit for bit (integer sizes), and an interleaving of two calls would not
+    from tests.conftest import random_quotes
+    chunks = []
+    for _ in range(30):
+        ts, bp, bs, ap, az = random_quotes(rng, 3_000)
+        for a in (bp, bs, ap, az):
+            a[0] = a[-1] = {id(bp): 1000.0, id(bs): 5.0, id(ap): 1001.0, id(az): 5.0}[id(a)]
+        chunks.append((bp, bs, ap, az))
+    shared = ofi_fast.OFI()
+    _hammer(lambda c: shared.update_many(None, *c), chunks)
+    serial = ofi_fast.OFI()
+    for c in chunks:
+        serial.update_many(None, *c)
+    assert shared.n_events == serial.n_events == 30 * 3_000
+    assert shared.total == serial.total and shared.value == serial.value
+    assert pickle.dumps(shared) == pickle.dumps(serial)
+
+
+@pytest.mark.parametrize("make, feed", [
+    (lambda: ofi_fast.VPIN(7.0, 5),
+     lambda o, c: o.update_many(np.zeros(len(c), np.int64), c, np.ones(len(c), np.int8))),
+    (lambda: ofi_fast.RollingOLS(),
+     lambda o, c: o.update_many(c, c)),
+    (lambda: ofi_fast.Classifier("tick"),
+     lambda o, c: o.update_many(None, c)),
+    (lambda: ofi_fast.MultiLevelOFI(2),
+     lambda o, c: o.update_many(None, np.c_[c, c - 1], np.c_[c, c], np.c_[c + 1, c + 2],
+                                np.c_[c, c])),
+])
+def test_shared_object_in_two_threads_counts_every_event(make, feed, rng):
+    chunks = [rng.integers(1, 9, 4_000).astype(np.float64) for _ in range(16)]
+    o = make()
+    _hammer(lambda c: feed(o, c), chunks)
+    total = sum(len(c) for c in chunks)
+    if isinstance(o, ofi_fast.VPIN):
+        assert o.n_closed == int(sum(c.sum() for c in chunks) // 7)
+    elif isinstance(o, ofi_fast.RollingOLS):
+        assert o.n == total
+    elif isinstance(o, ofi_fast.Classifier):
+        assert o.n_trades == total
+    else:
+        assert o.n_events == total
+
+
+def test_tokenizer_shared_by_two_threads(rng):
+    from ofi_fast import _csv
+    tok = _csv.Tokenizer([_csv.column("a", _csv.INT), _csv.column("b", _csv.FLOAT)])
+    text = b"".join(b"%d,%d.5\n" % (i, i) for i in range(20_000))
+
+    def parse(_):
+        a = np.zeros(20_000, np.int64)
+        b = np.zeros(20_000, np.float64)
+        # bind + parse must not interleave with the other thread's bind: hold one sequence
+        with lock:
+            tok.bind([a, b])
+            st, pos, lines, rows, *_ = tok.parse(text, 0, 20_000, True, 0)
+            tok.unbind()
+        assert st == 0 and rows == 20_000 and a[-1] == 19_999 and b[-1] == 19_999.5
+
+    lock = threading.Lock()
+    _hammer(parse, list(range(8)))
+
+
+# ------------------------------------------------------------------------ 3. bounded work
+def _quick(fn, limit=2.0):
+    t0 = time.perf_counter()
+    try:
+        return fn()
+    finally:
+        assert time.perf_counter() - t0 < limit, "did not return at once"
+
+
+def test_vpin_huge_trade_is_a_clear_error_at_once():
+    v = ofi_fast.VPIN(1.0, 5)
+    with pytest.raises(OFIError, match="2\\*\\*53 buckets"):
+        _quick(lambda: v.update(0, 1e20, 1))
+    assert v.n_closed == 0 and v.open_volume == 0.0   # state unchanged
+
+
+def test_vpin_tiny_bucket_is_a_clear_error_at_once():
+    v = ofi_fast.VPIN(1e-300, 5)
+    with pytest.raises(OFIError, match="size"):
+        _quick(lambda: v.update(0, 1.0, 1))
+
+
+def test_vpin_many_buckets_in_closed_form():
+    # 1e14 buckets of 10 in one all-buy trade: every bucket has |V_S - V_B| = V, VPIN = 1
+    v = ofi_fast.VPIN(10.0, 5)
+    assert _quick(lambda: v.update(0, 1e15, 1)) == 10**14
+    assert v.n_closed == 10**14 and v.value == 1.0 and v.open_volume == 0.0
+    v.update(1, 25.0, -1)       # two all-sell buckets follow: VPIN still 1, 5 in the ring
+    assert v.n_closed == 10**14 + 2 and v.open_volume == 5.0 and v.value == 1.0
+
+
+def test_vpin_closed_form_equals_reference_on_integer_volumes():
+    ts = np.arange(6, dtype=np.int64)
+    size = np.array([7.0, 100.0, 2.0, 50.0, 61.0, 3.0])
+    side = np.array([1, -1, 0, 1, -1, 1], np.int8)
+    v = ofi_fast.VPIN(3.0, 5)
+    closed = [v.update(int(t), float(s), int(d)) for t, s, d in zip(ts, size, side)]
+    r_ts, r_vpin, r_buy, r_sell = reference.vpin(list(ts), list(size), list(side),
+                                                 bucket_volume=3.0, n_buckets=5)
+    assert sum(closed) == len(r_ts) == 74
+    assert v.value == r_vpin[-1]
+    assert v.open_volume == float(size.sum() - 3.0 * len(r_ts))
+
+
+def test_vpin_update_many_refuses_before_allocating_a_huge_output():
+    with pytest.raises(OFIError, match="bucket_volume"):
+        _quick(lambda: ofi_fast.vpin(np.arange(3), np.array([1e6, 1e6, 1e6]), bucket_volume=1e-9,
+                                     n_buckets=50))
+
+
+def test_line_reader_caps_a_long_line(tmp_path):
+    p = tmp_path / "long.csv"
+    p.write_bytes(b"a,b\n1,2\n" + b"3" * (MAX_LINE_BYTES + 10) + b",4\n5,6\n")
+    with open_binary(p) as f:
+        with pytest.raises(ParseError, match=r"long\.csv:3: line longer than 16 MiB"):
+            list(LineBlocks(f).lines())
+    log = ErrorLog(p, "skip")
+    with open_binary(p) as f:
+        got = list(LineBlocks(f, errors=log).lines())
+    assert [no for no, _ in got] == [1, 2, 3, 4]          # line 3 is a short placeholder
+    assert got[3][1] == b"5,6" and len(got[2][1]) < 100
+
+
+def test_tokenizer_source_caps_a_long_line(tmp_path):
+    src = data_file("tardis", "tardis_binance_BTCUSDT_trades_2019-12-01_rows_1_100.csv")
+    lines = src.read_bytes().splitlines(keepends=True)
+    p = tmp_path / "t.csv"
+    p.write_bytes(b"".join(lines[:5]) + b"x" * (MAX_LINE_BYTES + 1) + b"\n" + b"".join(lines[5:]))
+    with pytest.raises(ParseError, match=r"t\.csv:6: .*16 MiB"):
+        feeds.read_tardis(p)
+    r = feeds.TardisReader(p, on_error="skip")
+    out = r.read()
+    assert len(out) == len(lines) - 1 and r.errors.count == 1
+
+
+# --------------------------------------------------------------------- 4. one error type
+def _tardis_gz_cut(tmp_path):
+    src = data_file("tardis", TARDIS_BOOK)
+    raw = src.read_bytes()
+    blob = gzip.compress(raw)
+    p = tmp_path / "cut.csv.gz"
+    p.write_bytes(blob[:len(blob) * 2 // 3])
+    with gzip.open(p) as f:      # what survives the cut, read independently with gzip
+        kept = b""
+        try:
+            while True:
+                b = f.read(1)
+                if not b:
+                    break
+                kept += b
+        except EOFError:
+            pass
+    return p, raw, kept
+
+
+def test_truncated_gz_raises_naming_file_and_line(tmp_path):
+    p, raw, kept = _tardis_gz_cut(tmp_path)
+    cut_line = kept.count(b"\n") + 1
+    with pytest.raises(TruncatedError, match=rf"cut\.csv\.gz:{cut_line}: .*truncated"):
+        feeds.read_tardis(p)
+
+
+def test_truncated_gz_under_skip_keeps_rows_before_the_cut(tmp_path):
+    p, raw, kept = _tardis_gz_cut(tmp_path)
+    r = feeds.TardisReader(p, on_error="skip")
+    out = r.read()
+    whole = feeds.read_tardis(data_file("tardis", TARDIS_BOOK))
+    n_kept = kept.count(b"\n") - 1                        # complete data lines (minus header)
+    assert len(out) == n_kept
+    assert np.array_equal(out.price, whole.price[:n_kept])
+    line, reason = r.errors.truncated
+    assert line == n_kept + 2 and "truncated" in reason
+    assert r.errors.count == (1 if not kept.endswith(b"\n") else 0)
+
+
+def test_truncated_gz_line_reader(tmp_path):
+    body = b"".join(b"%d,x\n" % i for i in range(50_000))
+    blob = gzip.compress(body)
+    p = tmp_path / "x.gz"
+    p.write_bytes(blob[:len(blob) // 2])
+    with open_binary(p) as f:
+        with pytest.raises(TruncatedError, match="truncated"):
+            list(LineBlocks(f).lines())
+    log = ErrorLog(p, "skip")
+    with open_binary(p) as f:
+        got = list(LineBlocks(f, errors=log).lines())
+    assert [ln for _, ln in got] == body.split(b"\n")[:len(got)]
+    assert log.truncated[0] == len(got) + 1
+
+
+def test_bad_zip_crc_is_a_parse_error(tmp_path):
+    p = tmp_path / "AAPL_2012-06-21_34200000_57600000_message_1.zip"
+    text = b"".join(b"34200.%05d,1,%d,100,5858000,1\n" % (i, i) for i in range(2_000))
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("AAPL_2012-06-21_34200000_57600000_message_1.csv", text)
+    blob = bytearray(p.read_bytes())
+    i = blob.index(b"34200.01000")
+    blob[i] = ord("9")           # same length, wrong CRC
+    p.write_bytes(bytes(blob))
+    with pytest.raises(ParseError, match="Bad CRC|corrupt"):
+        with open_binary(p) as f:
+            while f.read(1 << 16):
+                pass
+
+
+def test_corrupt_deflate_is_a_parse_error(tmp_path):
+    blob = bytearray(gzip.compress(b"".join(b"%d,1\n" % i for i in range(100_000))))
+    blob[len(blob) // 2:len(blob) // 2 + 8] = b"\xff" * 8
+    p = tmp_path / "c.gz"
+    p.write_bytes(bytes(blob))
+    with pytest.raises(ParseError):
+        with open_binary(p) as f:
+            list(LineBlocks(f).lines())
+
+
+def test_non_utf8_header_is_a_parse_error(tmp_path):
+    p = tmp_path / "q.csv"
+    p.write_bytes(b"ts,pri\xffce,size\n1,2,3\n")
+    with pytest.raises(ParseError, match=r"q\.csv:1: header is not UTF-8"):
+        feeds.read_trades(p, {"ts": "ts", "price": "price", "size": "size"})
+
+
+def test_error_message_quotes_at_most_80_characters(tmp_path):
+    src = data_file("tardis", "tardis_binance_BTCUSDT_trades_2019-12-01_rows_1_100.csv")
+    lines = src.read_bytes().splitlines(keepends=True)
+    parts = lines[3].split(b",")
+    parts[5] = b"9" * 100_000 + b"x"
+    p = tmp_path / "f.csv"
+    p.write_bytes(b"".join(lines[:3]) + b",".join(parts) + b"".join(lines[4:]))
+    with pytest.raises(ParseError) as e:
+        feeds.read_tardis(p)
+    assert "f.csv:4:" in str(e.value) and len(str(e.value)) < 400
+
+
+# ---------------------------------------------------------------------------- 5. values
+@pytest.mark.parametrize("ts", [np.array([1.0, 2.0]), np.array([np.nan, 1.0]), [1.5, 2.5],
+                                np.array([True, False]), np.array([2**63], dtype=np.uint64)])
+def test_update_many_refuses_non_integer_timestamps(ts):
+    q = (np.array([1.0, 1.0]), np.array([1.0, 2.0]), np.array([2.0, 2.0]), np.array([1.0, 1.0]))
+    for call in (lambda: ofi_fast.OFI().update_many(ts, *q),
+                 lambda: ofi_fast.RollingSum().update_many(ts, [1.0, 2.0]),
+                 lambda: ofi_fast.TradeFlow().update_many(ts, [1.0, 1.0], [1.0, 1.0]),
+                 lambda: ofi_fast.VPIN(1.0, 2).update_many(ts, [1.0, 1.0]),
+                 lambda: ofi_fast.RollingOLS().update_many([1.0, 2.0], [1.0, 2.0], ts),
+                 lambda: ofi_fast.Classifier("tick").update_many(ts, [1.0, 2.0])):
+        with pytest.raises(OFIError, match="ts"):
+            call()
+
+
+def test_update_many_accepts_datetime64_timestamps():
+    ts = np.array(["2024-01-01T00:00:00", "2024-01-01T00:00:01"], dtype="datetime64[ns]")
+    out = ofi_fast.RollingSum(window_time=10**9).update_many(ts, [1.0, 2.0])
+    assert list(out) == [1.0, 2.0]          # 1 s apart: the first left the 1 s window
+    with pytest.raises(OFIError, match="NaT"):
+        ofi_fast.RollingSum().update_many(np.array(["NaT", "2024-01-01"], "datetime64[ns]"),
+                                          [1.0, 2.0])
+
+
+def test_infinite_quotes_are_rejected():
+    c = ofi_fast.Classifier("quote")
+    with pytest.raises(OFIError, match="bid_px"):
+        c.update_quote(0, np.inf, 2.0)
+    with pytest.raises(OFIError, match="ask_px"):
+        ofi_fast.TradeFlow(classify="quote").update_quote(0, 1.0, -np.inf)
+    with pytest.raises(OFIError, match=r"ask_px\[1\]"):
+        ofi_fast.classify_trades([1.0, 2.0], method="quote", bid_px=[0.5, 1.5],
+                                 ask_px=[1.5, np.inf])
+    tf = ofi_fast.TradeFlow(classify="quote")
+    with pytest.raises(OFIError, match=r"bid_px\[2\]"):
+        tf.update_many(None, [1.0, 1.0, 1.0], [1.0, 1.0, 1.0], bid_px=[0.5, 0.5, np.inf],
+                       ask_px=[1.5, 1.5, 1.5])
+    assert tf.n_events == 2            # the rows before the bad one are applied
+    with pytest.raises(OFIError, match=r"ask_px\[1\]"):
+        ofi_fast.TradeFlow(classify="quote").update_many(
+            None, [1.0] * 3, [1.0] * 3, bid_px=[0.5, 0.5, np.inf], ask_px=[1.5, np.inf, 1.5])
+    c = ofi_fast.Classifier("quote")
+    c.update_quote(0, np.nan, 2.0)     # NaN is a missing side, not an error
+    assert c.update(0, 1.0) == 0       # first trade, no usable quote: tick rule gives 0
+
+
+def test_rolling_ols_recovers_exactly_once_a_huge_pair_left(rng):
+    x = rng.normal(size=40)
+    y = 2.0 * x + rng.normal(size=40)
+    o = ofi_fast.RollingOLS(window=10)
+    for i in range(20):
+        o.update(float(x[i]), float(y[i]))
+    o.update(1e200, 1.0)
+    assert not np.isfinite(o.beta) or abs(o.beta) < 1e-150   # the huge pair dominates
+    for i in range(20, 30):
+        o.update(float(x[i]), float(y[i]))
+    fresh = ofi_fast.RollingOLS(window=10)
+    for i in range(20, 30):
+        fresh.update(float(x[i]), float(y[i]))
+    fresh.recompute()
+    assert o.beta == fresh.beta and o.alpha == fresh.alpha and o.r2 == fresh.r2
+
+
+def test_kraken_null_or_true_where_a_string_belongs(tmp_path):
+    src = data_file("cryptofeed_sample_data", "KRAKEN.ws.48.0")
+    lines = src.read_bytes().splitlines(keepends=True)
+    k = next(i for i, ln in enumerate(lines) if b',"trade","' in ln)
+    bad = lines[k].replace(b',"trade","', b',null,"', 1)
+    bad2 = lines[k + 1].replace(b'"s"', b'true', 1).replace(b'"b"', b'true', 1)
+    p = tmp_path / "k.ws"
+    p.write_bytes(b"".join(lines[:k]) + bad + bad2 + b"".join(lines[k + 2:]))
+    whole = feeds.read_kraken_trades(src, on_error="skip")
+    r = feeds.KrakenTradesReader(p, on_error="skip")
+    out = r.read()
+    assert r.errors.count >= 1 and len(out) < len(whole)
+    with pytest.raises(ParseError, match=rf"k\.ws:{k + 1}:"):
+        feeds.read_kraken_trades(p)
+
+
+def test_lobster_price_must_be_positive(tmp_path):
+    src = data_file("lobster", "AAPL_2012-06-21_34200000_57600000_message_10.csv")
+    lines = src.read_bytes().splitlines(keepends=True)[:100]
+    parts = lines[10].split(b",")
+    parts[4] = b"0"
+    lines[10] = b",".join(parts)
+    p = tmp_path / src.name
+    p.write_bytes(b"".join(lines))
+    with pytest.raises(ParseError, match=rf"{src.name}:11: price"):
+        feeds.read_lobster(p)
+    r = feeds.LobsterReader(p, on_error="skip")
+    assert len(r.read()) == 99 and r.errors.count == 1
+
+
+@pytest.mark.parametrize("ts", [b"1_618_678_132", "\u0661\u0662\u0663".encode(), b"-5",
+                                b"99999999999999999999", b"9223372036854775807"])
+def test_generic_reader_integer_grammar_and_range(tmp_path, ts):
+    p = tmp_path / "g.csv"
+    p.write_bytes(b"ts,price,size\n1000,1.5,2\n" + ts + b",1.5,2\n3000,1.5,2\n")
+    cols = {"ts": "ts", "price": "price", "size": "size"}
+    with pytest.raises(ParseError, match=r"g\.csv:3:"):
+        feeds.read_trades(p, cols, ts_unit="ms")
+    r = feeds.TradesReader(p, cols, ts_unit="ms", on_error="skip")
+    out = r.read()
+    assert list(out.ts_exchange) == [1_000_000_000, 3_000_000_000] and r.errors.count == 1
+
+
+def test_recorded_local_time_beyond_int64_is_reported_at_its_line(tmp_path):
+    src = data_file("cryptofeed_sample_data", "BINANCE.ws.1.0")
+    lines = src.read_bytes().splitlines(keepends=True)[:200]
+    k = next(i for i, ln in enumerate(lines) if ln[:1].isdigit())
+    lines[k] = b"1" * 30 + lines[k][lines[k].index(b":"):]
+    p = tmp_path / "b.ws"
+    p.write_bytes(b"".join(lines))
+    with pytest.raises(ParseError, match=rf"b\.ws:{k + 1}:"):
+        feeds.read_binance(p)
