@@ -25,8 +25,6 @@ Cost: about 40 ns per event and one Python call per touch that empties (see benc
 """
 
 cimport cython
-from libc.math cimport ceil
-
 import numpy as np
 
 cdef extern from "numpy/arrayobject.h":
@@ -71,6 +69,36 @@ cdef float64_t pairwise_sum(const float64_t* a, intp_t n) noexcept nogil:
     n2 = n // 2
     n2 -= n2 % 8
     return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2)
+
+
+# numpy's Generator.geometric(p) for p >= 1/3 (this double, as numpy's C literal rounds) is a
+# sequential search over one uniform per draw (random_geometric_search in numpy's
+# distributions.c); below it, inversion of an exponential (left to numpy).
+cdef float64_t GEOMETRIC_SEARCH = 0.333333333333333333333333
+
+
+def geometric_search(u, float64_t p, float64_t lot):
+    """``lot * rng.geometric(p, N)`` from ``u = rng.random(N)`` (the same generator state
+    before and after: both take one double per draw), p >= 1/3: numpy's search, step for step,
+    10x faster than the generic numpy call (25 ns per draw here)."""
+    cdef const float64_t[::1] uv = np.ascontiguousarray(u, dtype=np.float64)
+    out = np.empty(uv.shape[0], np.float64)
+    cdef float64_t[::1] o = out
+    cdef intp_t i
+    cdef int64_t x
+    cdef float64_t s, prod, q = 1.0 - p, v
+    with nogil:
+        for i in range(uv.shape[0]):
+            v = uv[i]
+            x = 1
+            s = p
+            prod = p
+            while v > s:
+                prod *= q
+                s += prod
+                x += 1
+            o[i] = lot * <float64_t> x
+    return out
 
 
 def _pairwise_sum(a):
@@ -196,7 +224,11 @@ cdef class SimEngine:
         rng = self.rng
         rest = slice(self.used, None)
         self.pool_u = np.concatenate([self.pool_u[rest], rng.random(N)])
-        self.pool_sz = np.concatenate([self.pool_sz[rest], self.lot * rng.geometric(self.geo_p, N)])
+        if self.geo_p >= GEOMETRIC_SEARCH:
+            sizes = geometric_search(rng.random(N), self.geo_p, self.lot)
+        else:
+            sizes = self.lot * rng.geometric(self.geo_p, N)
+        self.pool_sz = np.concatenate([self.pool_sz[rest], sizes])
         self.pool_ex = np.concatenate([self.pool_ex[rest], rng.standard_exponential(N)])
         self.used = 0
         return self._pools()
@@ -309,7 +341,10 @@ cdef class SimEngine:
                 ch += cum[a] <= x
             if ch > C - 1:
                 ch = C - 1
-            t = self.t_prev + <int64_t> ceil(self.pex[i] * self.scale)
+            # ceil of a non-negative double: truncate, add one if something was cut off
+            x = self.pex[i] * self.scale
+            t = <int64_t> x
+            t = self.t_prev + t + ((<float64_t> t) < x)
             j = self.col[ch]
             self.dsum[j] += self.sgn[ch] * sz
             m = self.dsum[j] + self.q0[j]
