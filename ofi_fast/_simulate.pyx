@@ -320,103 +320,149 @@ cdef class SimEngine:
     cdef int _run(self, intp_t n, float64_t tick, int64_t* o_ts, signed char* o_et,
                   signed char* o_sd, float64_t* o_px, float64_t* o_sz, float64_t* o_bp,
                   float64_t* o_bq, float64_t* o_ap, float64_t* o_aq) except -1:
-        cdef intp_t K = self.K, C = self.C, pos = 0, i, a, j, ch, lvl
-        cdef float64_t u, sz, x, m, c
-        cdef int64_t t, tk
+        # The block's constants and the loop's state live in locals (the compiler cannot
+        # keep object fields in registers across the stores into the outputs); they are
+        # written back at every block end and on return.
+        cdef intp_t K = self.K, C = self.C, W = self.W, pos = 0, i, a, j, ch, lvl
+        cdef intp_t r = 0, base = 0, nadj = 0, ncut = 4 * K + 2
+        cdef float64_t u, sz, x, m, c, total = 0.0, scale = 0.0, lot = self.lot
+        cdef int64_t t, tk, t_prev = 0, bt = self.bid_tick, at = self.ask_tick
         cdef int et, sd
         cdef bint bad, emit
         cdef float64_t* q = self.q
+        cdef float64_t* q0 = self.q0
+        cdef float64_t* dsum = self.dsum
         cdef const float64_t* cum = self.cum
+        cdef const int64_t* col = self.col
+        cdef const float64_t* sgn = self.sgn
+        cdef const signed char* etype = self.etype
+        cdef const signed char* side = self.side
+        cdef const int64_t* offset = self.offset
+        cdef intp_t* adj_col = self.adj_col
+        cdef float64_t* adj_val = self.adj_val
+        cdef const float64_t* pu = NULL
+        cdef const float64_t* psz = NULL
+        cdef const float64_t* pex = NULL
+        cdef float64_t* bp
+        cdef float64_t* bq
+        cdef float64_t* ap
+        cdef float64_t* aq
+        cdef bint loaded = False
         while pos < n:
             if not self.active:
+                self.bid_tick = bt
+                self.ask_tick = at
                 self._begin_block()
-            i = self.base + self.r
-            u = self.pu[i]
-            sz = self.psz[i]
+                loaded = False
+            if not loaded:
+                r, base, nadj = self.r, self.base, self.nadj
+                total, scale, t_prev = self.total, self.scale, self.t_prev
+                pu, psz, pex = self.pu, self.psz, self.pex
+                loaded = True
+            i = base + r
+            u = pu[i]
+            sz = psz[i]
             # channel: how many cumulative rates are <= u * total (searchsorted, right),
             # counted without branches
-            x = u * self.total
+            x = u * total
             ch = 0
             for a in range(C):
                 ch += cum[a] <= x
             if ch > C - 1:
                 ch = C - 1
             # ceil of a non-negative double: truncate, add one if something was cut off
-            x = self.pex[i] * self.scale
+            x = pex[i] * scale
             t = <int64_t> x
-            t = self.t_prev + t + ((<float64_t> t) < x)
-            j = self.col[ch]
-            self.dsum[j] += self.sgn[ch] * sz
-            m = self.dsum[j] + self.q0[j]
-            for a in range(self.nadj):
-                if self.adj_col[a] == j:
-                    m += self.adj_val[a]
-            bad = m <= 0.0 or ch >= 4 * K + 2
+            t = t_prev + t + ((<float64_t> t) < x)
+            j = col[ch]
+            dsum[j] += sgn[ch] * sz
+            m = dsum[j] + q0[j]
+            for a in range(nadj):
+                if adj_col[a] == j:
+                    m += adj_val[a]
+            bad = (m <= 0.0) | (ch >= ncut)
             if bad and 2 * K < ch < 4 * K and j != K:
                 # a cancellation would empty level j behind the touch: it leaves one lot
-                c = q[j] - self.lot
+                c = q[j] - lot
                 if c > 0:
-                    self.adj_col[self.nadj] = j
-                    self.adj_val[self.nadj] = sz - c
-                    self.nadj += 1
+                    adj_col[nadj] = j
+                    adj_val[nadj] = sz - c
+                    nadj += 1
                     m += sz - c
                     sz = c
                     bad = False
             if not bad:
                 q[j] = m
-                self._emit(pos, tick, t, self.etype[ch], self.side[ch],
-                           (self.bid_tick if j < K else self.ask_tick) + self.offset[j], sz,
-                           o_ts, o_et, o_sd, o_px, o_sz, o_bp, o_bq, o_ap, o_aq)
+                o_ts[pos] = t
+                o_et[pos] = etype[ch]
+                o_sd[pos] = side[ch]
+                o_px[pos] = (<float64_t> ((bt if j < K else at) + offset[j])) * tick
+                o_sz[pos] = sz
+                bp = o_bp + pos * K
+                bq = o_bq + pos * K
+                ap = o_ap + pos * K
+                aq = o_aq + pos * K
+                for a in range(K):
+                    bp[a] = (<float64_t> (bt - a)) * tick
+                    bq[a] = q[a]
+                    ap[a] = (<float64_t> (at + a)) * tick
+                    aq[a] = q[K + a]
                 pos += 1
-                self.t_prev = t
-                self.r += 1
-                if self.r == self.W:
-                    self.used += self.W
+                t_prev = t
+                r += 1
+                if r == W:
+                    self.used += W
                     self.ts = t
                     self.active = False
                 continue
             # the break: the block ends here; apply the event to the book
-            self.used += self.r + 1
+            self.used += r + 1
             self.ts = t
             self.active = False
             emit = True
             if ch == 4 * K + 2:                              # bid inside the spread
-                self.bid_tick += 1
+                bt += 1
                 for a in range(K - 1, 0, -1):
                     q[a] = q[a - 1]
                 q[0] = sz
-                et, sd, tk, c = ADD, 1, self.bid_tick, sz
+                et, sd, tk, c = ADD, 1, bt, sz
             elif ch == 4 * K + 3:                            # ask inside the spread
-                self.ask_tick -= 1
+                at -= 1
                 for a in range(K - 1, 0, -1):
                     q[K + a] = q[K + a - 1]
                 q[K] = sz
-                et, sd, tk, c = ADD, -1, self.ask_tick, sz
+                et, sd, tk, c = ADD, -1, at, sz
             else:
-                et = self.etype[ch]
+                et = etype[ch]
                 sd = 1 if j < K else -1
                 lvl = j if j < K else j - K
                 if lvl > 0:                                  # never empty a level behind
-                    c = q[j] - self.lot
+                    c = q[j] - lot
                     if c <= 0:
                         emit = False                         # a single lot: dropped
                     else:
                         q[j] -= c
-                        tk = self.bid_tick - lvl if j < K else self.ask_tick + lvl
+                        tk = bt - lvl if j < K else at + lvl
                 else:
                     # the touch empties: the next level becomes the touch, a new level
                     # appears at the back
                     c = q[j]
-                    tk = self.bid_tick if j < K else self.ask_tick
+                    tk = bt if j < K else at
                     for a in range(j, j + K - 1):
                         q[a] = q[a + 1]
                     q[j + K - 1] = self._depth()
                     if j < K:
-                        self.bid_tick -= 1
+                        bt -= 1
                     else:
-                        self.ask_tick += 1
+                        at += 1
             if emit:
+                self.bid_tick = bt
+                self.ask_tick = at
                 self._emit(pos, tick, t, et, sd, tk, c, o_ts, o_et, o_sd, o_px, o_sz, o_bp,
                            o_bq, o_ap, o_aq)
                 pos += 1
+        self.bid_tick = bt
+        self.ask_tick = at
+        if self.active:                                      # stopped inside a block
+            self.r, self.nadj, self.t_prev = r, nadj, t_prev
         return 0
