@@ -105,6 +105,40 @@ def test_book_apply_many(benchmark, stream):
     assert book.n_updates == len(p)
 
 
+# ------------------------------------------------------------------ flat cost, deep inserts
+@pytest.mark.parametrize("n", [10_000, 100_000, 1_000_000, 10_000_000, 30_000_000])
+def test_book_apply_many_flat(benchmark, stream, n):
+    """Flat cost: the first n deltas of the stream (n <= 1e6), or n / 1e6 passes of the whole
+    stream on one book, reset between passes (the reset is timed too)."""
+    s, p, q = stream
+    book = Book(1.0)
+    if n <= len(p):
+        s, p, q = s[:n], p[:n], q[:n]
+        run(benchmark, lambda: book.apply_many(s, p, q), n, setup=book.reset)
+        return
+
+    def passes():
+        for _ in range(n // len(p)):
+            book.reset()
+            book.apply_many(s, p, q)
+    run(benchmark, passes, n, rounds=3 if n < 30_000_000 else 1)
+
+
+@pytest.mark.parametrize("order", ["deeper", "better"])
+def test_book_million_levels_at_one_end(benchmark, order):
+    """Issue 14: 1e6 bid levels, each deeper (or better) than all others, from an empty book
+    of capacity 1 (was 114 s for "deeper": every insert moved the whole side)."""
+    n = 1_000_000
+    px = (2e6 - np.arange(n)) if order == "deeper" else (1.0 + np.arange(n))
+    side = np.ones(n, np.int8)
+    z = np.full(n, 2.0)
+    holder = {}
+
+    def setup():
+        holder["b"] = Book(1.0, capacity=1)
+    run(benchmark, lambda: holder["b"].apply_many(side, px, z), n, setup=setup, rounds=3)
+
+
 # ------------------------------------------------------------------ per-call from Python
 def test_book_apply_python(benchmark, py_stream):
     s, p, q = py_stream

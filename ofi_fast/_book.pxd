@@ -11,10 +11,19 @@
 # Memory is proportional to the number of live levels (never to the price range), so prices
 # thousands of ticks away cost one slot each.
 #
+# Messages (decision, issue 12): an exchange message may list several rows (Binance: its bids,
+# then its asks), and the book between two of its rows is no state the exchange ever had. So
+# crossing is judged only at the end of a message: book_apply_row(..., end=False) applies a row
+# inside a message with no crossing logic; a row with end=True (and book_apply, a row that is
+# its own message) ends it, and the resulting state is judged by the policy (BOOK_RAISE: the row
+# is refused when the state would be crossed or locked; BOOK_KEEP: counted; BOOK_DROP_STALE:
+# counted, then the other side's levels at or through the last row's side's best are removed).
+#
 # Status returned by book_apply / Book.push: (status & 15) is a Status of _types.pxd,
 # (status >> 4) the field at fault: 0 side, 1 price, 2 size.
 
 from libc.stdint cimport INT64_MAX, INT64_MIN
+from ofi_fast._guard cimport Guard
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
 cdef struct BookLevel:
@@ -36,10 +45,11 @@ cdef struct BookState:
                          # are then ticks / inv_tick, the double nearest the decimal price
     float64_t tick_mul   # 1.0 / tick_size rounded: the fast path's price -> tick multiplier
                          # (a result near the off-grid tolerance is re-checked by division)
-    int policy           # crossed-book policy: 0 raise, 1 keep, 2 drop_stale
+    int policy           # crossed-book policy at message ends: 0 raise, 1 keep, 2 drop_stale
     bint strict          # deleting a level that does not exist is an error
-    int64_t n_updates    # updates accepted since reset
-    int64_t n_crossed    # updates after which best bid >= best ask (policy keep)
+    int64_t n_updates    # rows accepted since reset
+    int64_t n_crossed    # message ends at which best bid > best ask (keep, drop_stale)
+    int64_t n_locked     # message ends at which best bid == best ask (keep, drop_stale)
     int64_t n_dropped    # levels removed by policy drop_stale
     int64_t n_missing    # deletions of levels that did not exist (ignored unless strict)
     int last_side        # side the last update changed (+1 / -1); 0 when both sides changed
@@ -59,8 +69,12 @@ cdef void book_clear(BookState* b) noexcept nogil
 # Price -> integer tick; returns 0, or STATUS_BAD_VALUE / STATUS_NON_FINITE when the price is
 # not finite or not within 1e-6 tick of a multiple of tick_size.
 cdef int book_tick(const BookState* b, float64_t price, int64_t* tick) noexcept nogil
-# One delta: absolute size at (side, price); size 0 deletes. State unchanged on failure.
+# One delta that is its own message: absolute size at (side, price); size 0 deletes; then the
+# crossing policy. State unchanged on failure.
 cdef int book_apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil
+# One row of a message: end=False applies it with no crossing logic; end=True as book_apply.
+cdef int book_apply_row(BookState* b, int side, float64_t price, float64_t size,
+                        bint end) noexcept nogil
 cdef int book_apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil
 # Insert/overwrite one level without crossing checks (snapshots). size > 0.
 cdef int book_side_set(BookSide* s, int64_t key, float64_t size) noexcept nogil
@@ -99,9 +113,11 @@ cdef void book_top(const BookState* b, intp_t n, float64_t* bid_px, float64_t* b
 
 cdef class Book:
     cdef BookState st
+    cdef Guard guard           # serialises threads (see _guard.pxd); BookOFI uses its book's
     cdef readonly str crossed
     cdef int push(self, int side, float64_t price, float64_t size) noexcept nogil
-    cpdef int apply(self, int side, float64_t price, float64_t size) except -1
+    cpdef int apply(self, int side, float64_t price, float64_t size,
+                    bint batch_end=*) except -1
 
 
 # Book + multi-level OFI fed by deltas. Status layout of BookOFI.push: (status & 15) a Status,

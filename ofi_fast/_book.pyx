@@ -29,11 +29,21 @@ Structure (decision): per side one sorted array of (key, size) with the best lev
   overflow structure for the same cases.
 Measured in bench/bench_book.py (see bench/RESULTS.md).
 
-Crossed/locked book (best bid >= best ask) after an update, by ``crossed=``:
-- ``"raise"`` (default): CrossedBookError, the update is not applied;
-- ``"keep"``: applied, counted in ``n_crossed``;
-- ``"drop_stale"``: applied, and the other side's levels at or through the new price are
-  removed (the newest update is taken as the truth), counted in ``n_dropped``.
+Crossing is judged at the end of an exchange message, never between its rows (issue 12):
+a Binance diff lists all its bids before its asks, a Kraken or Tardis message several levels,
+and the book between two rows of one message is a state the exchange never had (on the
+Binance samples such transient states cross at USD-M row 2,326 and spot row 1,557; no
+message END is crossed). ``batch_end`` (``apply``, ``apply_many``, ``BookOFI.update_many``)
+marks the row that ends a message; without it every row is its own message. At a message end
+with best bid >= best ask, by ``crossed=``:
+- ``"keep"`` (default): nothing is removed (the book shows what the feed shows); the state is
+  counted in ``n_crossed`` (best bid > best ask) or ``n_locked`` (equal);
+- ``"raise"``: the row ending the message is refused with CrossedBookError (field price; the
+  book stays as it was before that row, earlier rows of the message stay applied);
+- ``"drop_stale"``: counted as under keep, then the side of the message's last row is taken
+  as the truth and the other side's levels at or through its best are removed (counted in
+  ``n_dropped``). It deletes levels the feed still shows whenever a crossing is real (a
+  marketable order shown for one message, as in Bitstamp's L3 feed), so it is opt-in.
 Deleting a level that does not exist is ignored (counted in ``n_missing``) unless
 ``strict=True`` (then OFIError on field ``price``): feeds do send such deletions.
 """
@@ -61,6 +71,9 @@ cdef extern from "numpy/arrayobject.h":
     bint PyArray_ISCARRAY(object arr)
     int _import_array() except -1
 
+from ofi_fast._guard cimport (
+    Guard, checked_nbytes, guard_enter, guard_exit, guard_free, guard_init, guard_wait,
+)
 from ofi_fast._types cimport (
     STATUS_BAD_VALUE, STATUS_CROSSED, STATUS_NEGATIVE, STATUS_NO_MEMORY, STATUS_NON_FINITE,
     STATUS_OK, float64_t, int64_t, intp_t,
@@ -125,10 +138,15 @@ cdef int side_recenter(BookSide* s, intp_t capacity) noexcept nogil:
 
 
 cdef int side_room(BookSide* s) noexcept nogil:
-    """Room for one more level with SLACK free slots behind the last: re-center the levels,
-    doubling the buffer only when it is nearly full."""
+    """Room for one more level at either end: re-center the levels, doubling the buffer when
+    less than a quarter of the levels (plus the slack) would be free, so that each end then
+    has at least n / 8 free slots and re-centering (n moves) happens at most once per n / 8
+    inserts at one end: amortised O(1) moves per insert at either end (issue 14: a million
+    levels, each deeper than all others, were quadratic)."""
     cdef intp_t capacity = s.capacity
-    if s.n + 1 + 2 * SLACK > capacity:
+    while s.n + 1 + 2 * SLACK + s.n // 4 > capacity:
+        if capacity > PY_SSIZE_T_MAX // (4 * <intp_t> sizeof(BookLevel)):
+            return STATUS_NO_MEMORY
         capacity = 2 * capacity
     return side_recenter(s, capacity)
 
@@ -178,9 +196,11 @@ cdef inline intp_t side_search(const BookLevel* lv, intp_t m, int64_t key) noexc
 cdef inline int side_insert_at(BookSide* s, intp_t i, int64_t key,
                                float64_t size) noexcept nogil:
     """Insert a new level at index i (s.lv[i - 1].key < key < s.lv[i].key), moving the
-    shorter side of the array."""
-    if i < s.n - i and s.lv > s.base:
+    shorter side of the array (re-centering first when that end has no free slot)."""
+    if i < s.n - i:
         # nearer the deep end: move the worse levels one slot towards the front instead
+        if s.lv == s.base and side_room(s) != STATUS_OK:
+            return STATUS_NO_MEMORY
         memmove(s.lv - 1, s.lv, i * sizeof(BookLevel))
         s.lv -= 1
         s.lv[i].key = key
@@ -269,6 +289,7 @@ cdef void book_clear(BookState* b) noexcept nogil:
     b.last_shift = True
     b.n_updates = 0
     b.n_crossed = 0
+    b.n_locked = 0
     b.n_dropped = 0
     b.n_missing = 0
 
@@ -290,16 +311,15 @@ cdef inline int _tick(const BookState* b, float64_t price, int64_t* tick) noexce
 
 
 cdef inline int _apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil:
+    """One row, valid except possibly `side` and a strict missing delete; no crossing logic
+    (that is judged at the end of the message, in `_judge`)."""
     cdef BookSide* s
-    cdef BookSide* o
     cdef int64_t key
     if side == 1:
         s = &b.bid
-        o = &b.ask
         key = tick
     elif side == -1:
         s = &b.ask
-        o = &b.bid
         key = -tick
     else:
         return STATUS_BAD_VALUE                # field 0: side
@@ -318,26 +338,11 @@ cdef inline int _apply_tick(BookState* b, int side, int64_t tick, float64_t size
         b.last_shift = True
         b.n_updates += 1
         return STATUS_OK
-    # bid tick t crosses ask tick a when t >= a, i.e. key + other_key >= 0 (both sides alike)
-    cdef bint crosses = o.n > 0 and key + o.lv[o.n - 1].key >= 0
-    if crosses and b.policy == BOOK_RAISE:
-        return STATUS_CROSSED | (1 << 4)
     if side_set(s, key, size, &i, &inserted) != STATUS_OK:
         return STATUS_NO_MEMORY | (1 << 4)
     b.last_side = side
     b.last_rank = s.n - 1 - i
     b.last_shift = inserted
-    if crosses:
-        if b.policy == BOOK_DROP_STALE:
-            b.last_side = 0                    # both sides changed
-            while o.n > 0 and key + o.lv[o.n - 1].key >= 0:
-                o.n -= 1
-                b.n_dropped += 1
-        else:
-            b.n_crossed += 1
-    elif b.policy == BOOK_KEEP and b.bid.n > 0 and b.ask.n > 0 \
-            and b.bid.lv[b.bid.n - 1].key + b.ask.lv[b.ask.n - 1].key >= 0:
-        b.n_crossed += 1                       # still crossed from an earlier update
     b.n_updates += 1
     return STATUS_OK
 
@@ -368,12 +373,12 @@ cdef enum:
     NEAR = 8          # slots searched (and moved) by the near-touch fast path; <= SLACK
 
 
-cdef int _apply_far(BookState* b, BookSide* s, BookSide* o, int side, int64_t key,
+cdef int _apply_far(BookState* b, BookSide* s, int side, int64_t key,
                     float64_t size) noexcept nogil:
     """The fast path's continuation for a valid update deeper than the NEAR best levels of
     a side of >= NEAR levels with room behind (side, key and the search window already
     known): branch-free binary search, then the insert/delete moves the shorter side. A
-    missing level or a crossing goes to `_apply_tick` (counters, strict mode, policies)."""
+    missing level goes to `_apply_tick` (counter, strict mode)."""
     cdef intp_t n = s.n
     cdef intp_t i = side_search(s.lv, n - NEAR, key)       # s.lv[n - NEAR].key >= key
     cdef bint found = s.lv[i].key == key                   # i <= n - NEAR < n
@@ -383,20 +388,15 @@ cdef int _apply_far(BookState* b, BookSide* s, BookSide* o, int side, int64_t ke
         side_remove_at(s, i)
         b.last_rank = n - 1 - i
         b.last_shift = True
+    elif found:
+        s.lv[i].size = size
+        b.last_rank = n - 1 - i
+        b.last_shift = False
     else:
-        if o.n > 0 and key + o.lv[o.n - 1].key >= 0:
-            return _apply_tick(b, side, key * side, size)   # crossed: the policy decides
-        if found:
-            s.lv[i].size = size
-            b.last_rank = n - 1 - i
-            b.last_shift = False
-        else:
-            side_insert_at(s, i, key, size)                 # room was checked: cannot fail
-            b.last_rank = n - i
-            b.last_shift = True
-        if b.policy == BOOK_KEEP and b.bid.n > 0 and b.ask.n > 0 \
-                and b.bid.lv[b.bid.n - 1].key + b.ask.lv[b.ask.n - 1].key >= 0:
-            b.n_crossed += 1                   # still crossed from an earlier update
+        if side_insert_at(s, i, key, size) != STATUS_OK:
+            return STATUS_NO_MEMORY | (1 << 4)
+        b.last_rank = n - i
+        b.last_shift = True
     b.last_side = side
     b.n_updates += 1
     return STATUS_OK
@@ -413,8 +413,8 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     `_apply_far`. Anything else goes to the general code, which decides everything again from
     the unchanged state, so results and errors are those of the general code: a bad value or
     an off-grid-looking price to `_apply_checked` (every check in order, the exact division);
-    a small side, a side that must grow, a crossing or a strict missing delete to
-    `_apply_tick`."""
+    a small side, a side that must grow or a strict missing delete to `_apply_tick`.
+    No crossing logic: see `_apply_end`."""
     cdef float64_t x = price * b.tick_mul
     cdef float64_t r = (x + ROUND_MAGIC) - ROUND_MAGIC
     cdef float64_t ax = fabs(x)
@@ -427,7 +427,6 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     cdef intp_t k = (1 - side) >> 1
     cdef intp_t stride = <char*> &b.ask - <char*> &b.bid
     cdef BookSide* s = <BookSide*> (<char*> &b.bid + k * stride)
-    cdef BookSide* o = <BookSide*> (<char*> &b.ask - k * stride)
     cdef intp_t n = s.n
     cdef BookLevel* lv = s.lv
     if n < NEAR or s.capacity - (lv - s.base) - n < SLACK + 1:
@@ -438,7 +437,7 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
                      + (lv[n - 5].key >= key) + (lv[n - 6].key >= key)
                      + (lv[n - 7].key >= key) + (lv[n - 8].key >= key))
     if c == NEAR:
-        return _apply_far(b, s, o, side, key, size)         # deeper than the NEAR best
+        return _apply_far(b, s, side, key, size)            # deeper than the NEAR best
     cdef intp_t i = n - c
     # lv[n] (c == 0) is a free slot, readable (SLACK slots behind the last level)
     cdef bint found = (c > 0) & (lv[i].key == key)
@@ -446,10 +445,6 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     cdef bint missing = (found == 0) & zero
     if missing & b.strict:
         return _apply_tick(b, side, <int64_t> r, size)       # the strict error
-    # |key| < 2**40 here, so the sentinel keeps the sum inside int64
-    cdef int64_t top = o.lv[o.n - 1].key if o.n > 0 else -(<int64_t> 1 << 62)
-    if (zero == 0) & (key + top >= 0):
-        return _apply_tick(b, side, <int64_t> r, size)       # crosses: the policy decides
     cdef intp_t ins = (found == 0) & (zero == 0)
     cdef intp_t dele = found & zero
     cdef BookLevel tmp[NEAR]
@@ -468,11 +463,85 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     b.last_rank = RANK_NONE if missing else c - found
     b.last_shift = (found == 0) | zero
     b.n_missing += missing
-    if b.policy == BOOK_KEEP and (zero == 0) and b.bid.n > 0 and b.ask.n > 0 \
-            and b.bid.lv[b.bid.n - 1].key + b.ask.lv[b.ask.n - 1].key >= 0:
-        b.n_crossed += 1                       # still crossed from an earlier update
     b.n_updates += 1
     return STATUS_OK
+
+
+cdef void _judge_crossed(BookState* b, int64_t x) noexcept nogil:
+    """The state at a message end is crossed (x = best bid - best ask > 0 ticks) or locked
+    (x == 0): count it; under drop_stale the side of the message's last row is taken as the
+    truth and the other side's levels at or through its best are removed (counted)."""
+    if x == 0:
+        b.n_locked += 1
+    else:
+        b.n_crossed += 1
+    if b.policy != BOOK_DROP_STALE:
+        return
+    cdef BookSide* s = &b.bid if b.last_side == 1 else &b.ask
+    cdef BookSide* o = &b.ask if b.last_side == 1 else &b.bid
+    cdef int64_t top = s.lv[s.n - 1].key
+    while o.n > 0 and top + o.lv[o.n - 1].key >= 0:
+        o.n -= 1
+        b.n_dropped += 1
+    b.last_side = 0                            # both sides changed
+
+
+cdef inline void _judge(BookState* b) noexcept nogil:
+    """Judge the state at the end of a message (keep, drop_stale)."""
+    cdef int64_t x
+    if b.bid.n > 0 and b.ask.n > 0:
+        # bid tick t and ask tick a: t - a = bid key + ask key
+        x = b.bid.lv[b.bid.n - 1].key + b.ask.lv[b.ask.n - 1].key
+        if x >= 0:
+            _judge_crossed(b, x)
+
+
+cdef int _apply_end_raise(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
+    """Policy raise, a row that ends a message: refused (CrossedBookError on field price,
+    nothing changes) when the state after it would be crossed or locked. Every check of
+    `_apply_checked` comes first, then a strict missing delete, then the crossing."""
+    if side != 1 and side != -1:
+        return STATUS_BAD_VALUE
+    if not (size - size == 0.0):
+        return STATUS_NON_FINITE | (2 << 4)
+    if size < 0.0:
+        return STATUS_NEGATIVE | (2 << 4)
+    cdef int64_t tick = 0
+    cdef int status = _tick(b, price, &tick)
+    if status != STATUS_OK:
+        return status | (1 << 4)
+    cdef BookSide* s = &b.bid if side == 1 else &b.ask
+    cdef BookSide* o = &b.ask if side == 1 else &b.bid
+    cdef int64_t key = tick * side, top
+    cdef intp_t i
+    if size == 0.0 and b.strict:
+        i = side_lower(s, key)
+        if i == s.n or s.lv[i].key != key:
+            return STATUS_BAD_VALUE | (1 << 4)
+    if o.n > 0:
+        # this side's best after the row
+        if size > 0.0:
+            top = key if s.n == 0 or key > s.lv[s.n - 1].key else s.lv[s.n - 1].key
+        elif s.n == 0 or (s.n == 1 and s.lv[0].key == key):
+            return _apply_tick(b, side, tick, size)          # the side ends up empty
+        elif s.lv[s.n - 1].key == key:
+            top = s.lv[s.n - 2].key                          # the best level is deleted
+        else:
+            top = s.lv[s.n - 1].key
+        if top + o.lv[o.n - 1].key >= 0:
+            return STATUS_CROSSED | (1 << 4)
+    return _apply_tick(b, side, tick, size)
+
+
+cdef inline int _apply_end(BookState* b, int side, float64_t price,
+                           float64_t size) noexcept nogil:
+    """A row that ends a message (or is one): apply it, then judge the resulting state."""
+    if b.policy == BOOK_RAISE:
+        return _apply_end_raise(b, side, price, size)
+    cdef int status = _apply(b, side, price, size)
+    if status == STATUS_OK:
+        _judge(b)
+    return status
 
 
 # The C API (see _book.pxd); the loops of this module call the inline bodies above.
@@ -485,6 +554,13 @@ cdef int book_apply_tick(BookState* b, int side, int64_t tick, float64_t size) n
 
 
 cdef int book_apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
+    return _apply_end(b, side, price, size)
+
+
+cdef int book_apply_row(BookState* b, int side, float64_t price, float64_t size,
+                        bint end) noexcept nogil:
+    if end:
+        return _apply_end(b, side, price, size)
     return _apply(b, side, price, size)
 
 
@@ -516,6 +592,23 @@ def _policy(crossed):
                        field="crossed") from None
 
 
+cdef inline int _wait(Guard* g) except -1:
+    """GIL-holding methods: wait while another thread is inside a GIL-released section."""
+    if g.busy:
+        guard_wait(g)
+    return 0
+
+
+def _int_arg(value, name, minimum):
+    """An integer argument (bool, float, str refused: OFIError naming it) >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise OFIError(f"{name} must be an integer, got {value!r}", field=name)
+    v = int(value)
+    if v < minimum:
+        raise OFIError(f"{name} must be >= {minimum}, got {v}", field=name)
+    return v
+
+
 def side_column(side, n=None, field="side"):
     """``side`` as an int8 array; values other than +1/-1 become 0, which the kernel rejects
     at their index (so no narrowing conversion can turn e.g. 257 into 1)."""
@@ -530,60 +623,100 @@ def side_column(side, n=None, field="side"):
 cdef class Book:
     """L2 order book fed by absolute-size price-level updates, in integer ticks.
 
-    ``Book(tick_size, crossed="raise", strict=False, capacity=1024)``
+    ``Book(tick_size, crossed="keep", strict=False, capacity=1024)``
 
-    - ``apply(side, price, size)``: side +1 bid / -1 ask; ``size`` is the new absolute size at
-      that price (>= 0, finite); 0 deletes the level. ``apply_many(side, price, size)`` does
-      the same for arrays with the GIL released (events before a bad one stay applied; the
-      error names field and index).
+    - ``apply(side, price, size, batch_end=True)``: side +1 bid / -1 ask; ``size`` is the new
+      absolute size at that price (>= 0, finite); 0 deletes the level.
+      ``apply_many(side, price, size, batch_end=None)`` does the same for arrays with the GIL
+      released (events before a bad one stay applied; the error names field and index).
+    - Messages: ``batch_end`` marks the row that ends an exchange message; the crossing policy
+      judges the book only there (a Binance diff lists its bids before its asks, so the book
+      between its rows may look crossed although the exchange never was). Without it every
+      row is its own message. ``n_crossed`` / ``n_locked`` count message ends at which best
+      bid > / == best ask; ``n_dropped`` the levels the drop_stale policy removed;
+      ``n_missing`` deletions of absent levels.
     - ``load_snapshot(bid_px, bid_sz, ask_px, ask_sz)`` replaces the given side(s) (pass None
       to keep a side); levels of size 0 (e.g. LOBSTER's +-9999999999 dummies) are skipped;
       duplicates: the last one wins.
     - ``best_bid``, ``best_ask`` (price; NaN when the side is empty), ``best_bid_size``,
       ``best_ask_size``, ``mid``, ``spread``, ``weighted_mid``, ``imbalance(levels, decay)``,
       ``top(n)`` (a new (4, n) array; ``top(n, out=)`` fills yours without allocating).
-    ``capacity`` is the initial number of levels per side; sides grow by doubling.
-    See the module docstring for the structure and the crossed-book policies.
+    ``capacity`` is the initial number of levels per side (an integer >= 1; sides grow by
+    doubling); a size that overflows is a ValueError naming it, one that cannot be allocated
+    a MemoryError. See the module docstring for the structure and the crossed-book policies.
+    Threads: one Book may be shared; its calls serialise (see README, thread safety).
     """
 
-    def __cinit__(self, tick_size, crossed="raise", strict=False, capacity=1024):
-        ts = float(tick_size)
+    def __cinit__(self, tick_size, crossed="keep", strict=False, capacity=1024):
+        guard_init(&self.guard)
+        try:
+            ts = float(tick_size)
+        except (TypeError, ValueError):
+            ts = float("nan")
         if not (ts > 0.0 and ts < float("inf")):
             raise OFIError(f"tick_size must be a positive finite number, got {tick_size!r}",
                            field="tick_size")
-        cap = int(capacity)
-        if cap < 1:
-            raise OFIError(f"capacity must be >= 1, got {capacity!r}", field="capacity")
+        cap = _int_arg(capacity, "capacity", 1)
+        cdef size_t nbytes = checked_nbytes(cap, 2 * sizeof(BookLevel), "capacity")
         self.crossed = crossed
         if book_init(&self.st, ts, _policy(crossed), bool(strict), cap) != STATUS_OK:
-            raise MemoryError()
+            raise MemoryError(f"capacity={cap} needs {nbytes:,} bytes, which could not be "
+                              "allocated")
 
     def __dealloc__(self):
         book_free(&self.st)
+        guard_free(&self.guard)
 
     cdef int push(self, int side, float64_t price, float64_t size) noexcept nogil:
         return book_apply(&self.st, side, price, size)
 
-    cpdef int apply(self, int side, float64_t price, float64_t size) except -1:
-        """Set the absolute ``size`` at ``price`` on ``side`` (+1 bid, -1 ask); 0 deletes."""
-        cdef int status = _apply(&self.st, side, price, size)
+    cpdef int apply(self, int side, float64_t price, float64_t size,
+                    bint batch_end=True) except -1:
+        """Set the absolute ``size`` at ``price`` on ``side`` (+1 bid, -1 ask); 0 deletes.
+        ``batch_end=False``: the row does not end its message (no crossing judgement)."""
+        if self.guard.busy:
+            guard_wait(&self.guard)
+        cdef int status
+        if batch_end:
+            status = _apply_end(&self.st, side, price, size)
+        else:
+            status = _apply(&self.st, side, price, size)
         if status != STATUS_OK:
             raise_book(status, 0)
         return 0
 
-    def apply_many(self, side, price, size):
-        """Apply arrays of updates in order (GIL released). Returns the number applied."""
+    def apply_many(self, side, price, size, batch_end=None):
+        """Apply arrays of updates in order (GIL released). Returns the number applied.
+
+        ``batch_end`` (optional bool array): True on the row that ends each exchange message;
+        the crossing policy judges the book only there. None: every row ends its message."""
         cdef const float64_t[::1] p = column(price, np.float64, "price")
         cdef intp_t n = p.shape[0]
         cdef const float64_t[::1] z = column(size, np.float64, "size", n)
         cdef const signed char[::1] s = side_column(side, n)
+        cdef const unsigned char[::1] be
+        cdef bint has_end = batch_end is not None
+        if has_end:
+            be = column(batch_end, np.bool_, "batch_end", n).view(np.uint8)
         cdef intp_t i = 0
         cdef int status = STATUS_OK
+        cdef BookState* b = &self.st
+        guard_enter(&self.guard)
         with nogil:
-            for i in range(n):
-                status = _apply(&self.st, s[i], p[i], z[i])
-                if status != STATUS_OK:
-                    break
+            if has_end:
+                for i in range(n):
+                    if be[i]:
+                        status = _apply_end(b, s[i], p[i], z[i])
+                    else:
+                        status = _apply(b, s[i], p[i], z[i])
+                    if status != STATUS_OK:
+                        break
+            else:
+                for i in range(n):
+                    status = _apply_end(b, s[i], p[i], z[i])
+                    if status != STATUS_OK:
+                        break
+        guard_exit(&self.guard)
         if status != STATUS_OK:
             raise_book(status, i)
         return n
@@ -596,6 +729,7 @@ cdef class Book:
         ``"raise"`` policy (nothing changes) and is kept as sent under the other policies (a
         snapshot has no stale side). The update counters are not changed.
         """
+        _wait(&self.guard)
         sides = []
         for name, px, sz, sign in (("bid", bid_px, bid_sz, 1), ("ask", ask_px, ask_sz, -1)):
             if px is None and sz is None:
@@ -658,7 +792,7 @@ cdef class Book:
                     s.lv[q].size = zv[q]
             s.n = m
 
-    def top(self, intp_t n=10, out=None):
+    def top(self, n=10, out=None):
         """The best ``n`` levels, best first: a new float64 array of shape (4, n) whose rows
         are ``bid_px, bid_sz, ask_px, ask_sz`` (so ``bid_px, bid_sz, ask_px, ask_sz =
         book.top(n)`` unpacks it); missing levels have NaN price and size 0.
@@ -671,35 +805,37 @@ cdef class Book:
         """
         cdef npy_intp dims[2]
         cdef float64_t* d0
-        if n < 0:
-            raise OFIError(f"n must be >= 0, got {n}", field="n")
+        if type(n) is not int or n < 0:
+            n = _int_arg(n, "n", 0)
+        _wait(&self.guard)
+        cdef intp_t k = n
         if out is None:
             dims[0] = 4
-            dims[1] = n
+            dims[1] = k
             res = PyArray_EMPTY(2, dims, NPY_FLOAT64, 0)
             d0 = <float64_t*> PyArray_DATA(res)
-            book_top(&self.st, n, d0, d0 + n, d0 + 2 * n, d0 + 3 * n)
+            book_top(&self.st, k, d0, d0 + k, d0 + 2 * k, d0 + 3 * k)
             return res
         cdef float64_t[::1] a, b, c, d
         cdef npy_intp* shape
         if PyArray_Check(out):
-            # one (4, n) array, rows bid_px, bid_sz, ask_px, ask_sz, checked with the numpy
+            # one (4, k) array, rows bid_px, bid_sz, ask_px, ask_sz, checked with the numpy
             # C API (a buffer or typed-memoryview acquisition costs several times more)
             shape = PyArray_DIMS(out)
-            if not (PyArray_NDIM(out) == 2 and shape[0] == 4 and shape[1] == n
+            if not (PyArray_NDIM(out) == 2 and shape[0] == 4 and shape[1] == k
                     and PyArray_TYPE(out) == NPY_FLOAT64 and PyArray_ISCARRAY(out)):
                 raise OFIError(f"out must be a writeable C-contiguous float64 array of shape "
-                               f"(4, {n})", field="out")
+                               f"(4, {k})", field="out")
             d0 = <float64_t*> PyArray_DATA(out)
-            book_top(&self.st, n, d0, d0 + n, d0 + 2 * n, d0 + 3 * n)
+            book_top(&self.st, k, d0, d0 + k, d0 + 2 * k, d0 + 3 * k)
             return out
         if len(out) != 4:
             raise OFIError("out must be a (4, n) array or a tuple of 4 arrays", field="out")
         a, b, c, d = out
-        if a.shape[0] != n or b.shape[0] != n or c.shape[0] != n or d.shape[0] != n:
-            raise OFIError(f"out arrays must have length {n}", field="out")
-        if n:
-            book_top(&self.st, n, &a[0], &b[0], &c[0], &d[0])
+        if a.shape[0] != k or b.shape[0] != k or c.shape[0] != k or d.shape[0] != k:
+            raise OFIError(f"out arrays must have length {k}", field="out")
+        if k:
+            book_top(&self.st, k, &a[0], &b[0], &c[0], &d[0])
         return out
 
     @property
@@ -713,6 +849,7 @@ cdef class Book:
     @property
     def best_bid(self):
         """Best bid price (NaN when the bid side is empty)."""
+        _wait(&self.guard)
         if self.st.bid.n == 0:
             return NAN
         return book_price(&self.st, <float64_t> self.st.bid.lv[self.st.bid.n - 1].key)
@@ -720,31 +857,37 @@ cdef class Book:
     @property
     def best_ask(self):
         """Best ask price (NaN when the ask side is empty)."""
+        _wait(&self.guard)
         if self.st.ask.n == 0:
             return NAN
         return book_price(&self.st, <float64_t> -self.st.ask.lv[self.st.ask.n - 1].key)
 
     @property
     def best_bid_size(self):
+        _wait(&self.guard)
         return book_bid_size(&self.st, 0)
 
     @property
     def best_ask_size(self):
+        _wait(&self.guard)
         return book_ask_size(&self.st, 0)
 
     @property
     def best_bid_tick(self):
         """Best bid in ticks (None when empty)."""
+        _wait(&self.guard)
         return self.st.bid.lv[self.st.bid.n - 1].key if self.st.bid.n else None
 
     @property
     def best_ask_tick(self):
         """Best ask in ticks (None when empty)."""
+        _wait(&self.guard)
         return -self.st.ask.lv[self.st.ask.n - 1].key if self.st.ask.n else None
 
     @property
     def mid(self):
         """(best bid + best ask) / 2 in price units; NaN when a side is empty."""
+        _wait(&self.guard)
         if self.st.bid.n == 0 or self.st.ask.n == 0:
             return NAN
         return book_price(&self.st, (<float64_t> book_bid_tick(&self.st, 0)
@@ -753,6 +896,7 @@ cdef class Book:
     @property
     def spread(self):
         """best ask - best bid in price units (<= 0 when crossed/locked); NaN if a side is empty."""
+        _wait(&self.guard)
         if self.st.bid.n == 0 or self.st.ask.n == 0:
             return NAN
         return book_price(&self.st, <float64_t> (book_ask_tick(&self.st, 0)
@@ -762,6 +906,7 @@ cdef class Book:
     def weighted_mid(self):
         """Size-weighted mid of the best level (THEORY-DETAIL 6.3, not Stoikov's micro-price):
         W = (Pa qb + Pb qa) / (qb + qa); NaN when a side is empty."""
+        _wait(&self.guard)
         if self.st.bid.n == 0 or self.st.ask.n == 0:
             return NAN
         cdef float64_t qb = book_bid_size(&self.st, 0)
@@ -769,21 +914,25 @@ cdef class Book:
         return book_price(&self.st, (book_ask_tick(&self.st, 0) * qb
                                      + book_bid_tick(&self.st, 0) * qa) / (qb + qa))
 
-    def imbalance(self, intp_t levels=1, float64_t decay=1.0):
+    def imbalance(self, levels=1, float64_t decay=1.0):
         """Depth imbalance (sum w_m qb_m - sum w_m qa_m) / (sum w_m qb_m + sum w_m qa_m),
         w_m = decay**(m-1), over the best ``levels`` levels by rank (empty levels size 0).
 
         ``levels=1`` is the queue imbalance at the touch (Gould & Bonart 2016); the decayed
         multi-level form is a practitioner generalisation (THEORY-DETAIL 6.2). Both sides empty:
-        0. One side empty: +-1.
+        0. One side empty: +-1. ``levels`` beyond the book's depth add nothing (the loop stops
+        at the deeper side's last level).
         """
-        if levels < 1:
-            raise OFIError(f"levels must be >= 1, got {levels}", field="levels")
+        if type(levels) is not int or levels < 1:
+            levels = _int_arg(levels, "levels", 1)
         if not (decay > 0.0 and decay <= 1.0):
             raise OFIError(f"decay must be in (0, 1], got {decay}", field="decay")
+        _wait(&self.guard)
+        cdef intp_t depth = max(self.st.bid.n, self.st.ask.n)
+        cdef intp_t L = depth if levels > depth else levels
         cdef float64_t wb = 0.0, wa = 0.0, w = 1.0
         cdef intp_t m
-        for m in range(levels):
+        for m in range(L):
             wb += w * book_bid_size(&self.st, m)
             wa += w * book_ask_size(&self.st, m)
             w *= decay
@@ -794,35 +943,49 @@ cdef class Book:
     @property
     def bid_levels(self):
         """Number of bid levels."""
+        _wait(&self.guard)
         return self.st.bid.n
 
     @property
     def ask_levels(self):
+        _wait(&self.guard)
         return self.st.ask.n
 
     @property
     def capacity(self):
         """Level slots allocated per side (bid, ask): memory follows live levels, not prices."""
+        _wait(&self.guard)
         return (self.st.bid.capacity, self.st.ask.capacity)
 
     @property
     def n_updates(self):
+        _wait(&self.guard)
         return self.st.n_updates
 
     @property
     def n_crossed(self):
+        _wait(&self.guard)
         return self.st.n_crossed
 
     @property
+    def n_locked(self):
+        """Message ends at which best bid == best ask (policies keep, drop_stale)."""
+        _wait(&self.guard)
+        return self.st.n_locked
+
+    @property
     def n_dropped(self):
+        _wait(&self.guard)
         return self.st.n_dropped
 
     @property
     def n_missing(self):
+        _wait(&self.guard)
         return self.st.n_missing
 
     def levels(self, int side):
         """All levels of a side as (ticks int64, sizes float64), best first."""
+        _wait(&self.guard)
         cdef BookSide* s = &self.st.bid if side == 1 else &self.st.ask
         k = np.empty(s.n, dtype=np.int64)
         z = np.empty(s.n, dtype=np.float64)
@@ -834,16 +997,19 @@ cdef class Book:
 
     def reset(self):
         """Empty both sides and zero the counters."""
+        _wait(&self.guard)
         book_clear(&self.st)
 
     def __reduce__(self):
+        _wait(&self.guard)
         state = {"bid": self.levels(1), "ask": self.levels(-1),
                  "counts": (self.st.n_updates, self.st.n_crossed, self.st.n_dropped,
-                            self.st.n_missing)}
+                            self.st.n_missing, self.st.n_locked)}
         return (Book, (self.st.tick_size, self.crossed, bool(self.st.strict),
                        max(self.st.bid.capacity, self.st.ask.capacity)), state)
 
     def __setstate__(self, d):
+        _wait(&self.guard)
         cdef BookSide* s
         cdef intp_t i, m
         for j, name, sign in ((0, "bid", 1), (1, "ask", -1)):
@@ -856,7 +1022,9 @@ cdef class Book:
                 s.lv[m - 1 - i].key = k[i] * sign
                 s.lv[m - 1 - i].size = z[i]
             s.n = m
-        self.st.n_updates, self.st.n_crossed, self.st.n_dropped, self.st.n_missing = d["counts"]
+        counts = tuple(d["counts"]) + (0,) * (5 - len(d["counts"]))   # 4: before n_locked
+        (self.st.n_updates, self.st.n_crossed, self.st.n_dropped, self.st.n_missing,
+         self.st.n_locked) = counts
 
 
 @cython.final
@@ -864,7 +1032,8 @@ cdef class _EmptyApply:
     """An empty cpdef method with Book.apply's signature: the Python call-overhead floor that
     bench/bench_book.py measures beside Book.apply."""
 
-    cpdef int apply(self, int side, float64_t price, float64_t size) except -1:
+    cpdef int apply(self, int side, float64_t price, float64_t size,
+                    bint batch_end=True) except -1:
         return 0
 
 
@@ -947,7 +1116,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
     cdef int status = mlofi_reserve(m, ts)
     if status != STATUS_OK:
         return status | (3 << 4)
-    status = _apply(b, side, price, size)
+    status = _apply_end(b, side, price, size)
     if status != STATUS_OK:
         return status
     cdef intp_t j, L = m.levels, lo = b.last_rank, hi
@@ -972,7 +1141,8 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
 
 cdef inline int bookofi_push_inside(BookState* b, MLOFIState* m, int64_t ts, int side,
                                     float64_t price, float64_t size) noexcept nogil:
-    """A delta inside a batch: the book only (time order still checked)."""
+    """A delta inside a batch: the book only (time order still checked; no crossing
+    judgement: the batch is one message)."""
     cdef int status = mlofi_check_ts(m, ts)
     if status != STATUS_OK:
         return status | (3 << 4)
@@ -981,11 +1151,12 @@ cdef inline int bookofi_push_inside(BookState* b, MLOFIState* m, int64_t ts, int
 
 cdef inline int bookofi_push_full(BookState* b, MLOFIState* m, int64_t ts, int side,
                                   float64_t price, float64_t size) noexcept nogil:
-    """The delta that ends a batch: OFI between the whole top L before and after."""
+    """The delta that ends a batch: crossing judged, then OFI between the whole top L before
+    and after."""
     cdef int status = mlofi_reserve(m, ts)
     if status != STATUS_OK:
         return status | (3 << 4)
-    status = _apply(b, side, price, size)
+    status = _apply_end(b, side, price, size)
     if status != STATUS_OK:
         return status
     bookofi_commit(b, m, ts)
@@ -1002,7 +1173,7 @@ cdef class BookOFI:
     """An order book fed by L2 deltas plus multi-level OFI over its top ``levels`` levels.
 
     ``BookOFI(tick_size, levels=10, window=None, window_time=None, capacity=None, grow=False,
-    crossed="raise", strict=False, weights=None)``
+    crossed="keep", strict=False, weights=None)``
 
     After every delta the top ``levels`` of the book form one state of
     :class:`~ofi_fast.MultiLevelOFI` (levels by rank, absent levels empty); the event's e_m
@@ -1020,10 +1191,13 @@ cdef class BookOFI:
       ``depth``, ``normalized``, ``integrated``, ``fit``).
     A bad delta (or ts going backwards) raises with field and index; nothing changes for it.
     ``load_snapshot(..., ts=None, allow_older=False)`` keeps the time order (see there).
+    The crossing policy judges the book at batch ends (every row without ``batch_end``);
+    ``n_crossed``, ``n_locked``, ``n_dropped``, ``n_missing`` are the book's counters.
+    Threads: calls serialise on the book's guard (see README, thread safety).
     """
 
     def __cinit__(self, tick_size, levels=10, window=None, window_time=None, capacity=None,
-                  grow=False, crossed="raise", strict=False, weights=None):
+                  grow=False, crossed="keep", strict=False, weights=None):
         self._book = Book(tick_size, crossed=crossed, strict=strict)
         self._ml = _MultiLevelOFI(levels, window=window, window_time=window_time,
                                   capacity=capacity, grow=grow, weights=weights)
@@ -1043,6 +1217,8 @@ cdef class BookOFI:
                            float64_t size) except? -1.0:
         """Apply one delta at time ``ts``; return the event's best-level e (it ends a pending
         batch, if any)."""
+        if self._book.guard.busy:
+            guard_wait(&self._book.guard)
         cdef int status
         if self._pending:
             status = bookofi_push_full(&self._book.st, &self._ml.st, ts, side, price, size)
@@ -1091,6 +1267,7 @@ cdef class BookOFI:
         cdef int64_t tsi = self._ml.st.last_ts
         cdef BookState* b = &self._book.st
         cdef MLOFIState* ml = &self._ml.st
+        guard_enter(&self._book.guard)
         with nogil:
             for i in range(n):
                 if has_ts:
@@ -1116,6 +1293,7 @@ cdef class BookOFI:
                 if want:
                     for m in range(L):
                         lv[i, m] = ml.e[m]
+        guard_exit(&self._book.guard)
         if status != STATUS_OK:
             raise_bookofi(status, i)
         return (e_arr, lv_arr) if levels else e_arr
@@ -1133,6 +1311,7 @@ cdef class BookOFI:
         seen); the time order then restarts at ``ts``. Later deltas need ts >= the
         snapshot's time. ``reset()`` forgets the time entirely.
         """
+        _wait(&self._book.guard)
         cdef MLOFIState* m = &self._ml.st
         cdef bint has = m.has_last
         cdef int64_t at = m.last_ts
@@ -1164,22 +1343,46 @@ cdef class BookOFI:
         return self._ml
 
     @property
+    def n_crossed(self):
+        """The book's message ends with best bid > best ask."""
+        return self._book.n_crossed
+
+    @property
+    def n_locked(self):
+        """The book's message ends with best bid == best ask."""
+        return self._book.n_locked
+
+    @property
+    def n_dropped(self):
+        """Levels the book's drop_stale policy removed."""
+        return self._book.n_dropped
+
+    @property
+    def n_missing(self):
+        """Deletions of levels the book did not hold."""
+        return self._book.n_missing
+
+    @property
     def value(self):
         """Best-level OFI over the window."""
+        _wait(&self._book.guard)
         return self._ml.st.sum[0] + self._ml.st.comp[0]
 
     @property
     def values(self):
         """Multi-level OFI over the window, per level."""
+        _wait(&self._book.guard)
         return self._ml.values
 
     def reset(self):
         """Empty the book and forget all events."""
+        _wait(&self._book.guard)
         self._pending = False
         self._book.reset()
         mlofi_reset(&self._ml.st)
 
     def __reduce__(self):
+        _wait(&self._book.guard)
         return (_bookofi_restore, (self._book, self._ml, bool(self._pending)))
 
 

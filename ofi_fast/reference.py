@@ -462,9 +462,10 @@ def vpin(ts, size, side=None, *, buy_fraction=None, bucket_volume, n_buckets):
 # _book: L2 order book from price-level deltas (dict per side), book imbalance, weighted mid
 # ---------------------------------------------------------------------------------------------
 class Book:
-    """Dict-based price-level book in integer ticks (see ofi_fast.Book for the semantics)."""
+    """Dict-based price-level book in integer ticks (see ofi_fast.Book for the semantics).
+    Crossing is judged at message ends only (rows with batch_end True)."""
 
-    def __init__(self, tick_size, crossed="raise", strict=False, capacity=1024):
+    def __init__(self, tick_size, crossed="keep", strict=False, capacity=1024):
         if crossed not in ("raise", "keep", "drop_stale"):
             raise RefError("OFIError", "crossed")
         self.tick_size, self.crossed, self.strict = float(tick_size), crossed, strict
@@ -478,7 +479,7 @@ class Book:
 
     def reset(self):
         self.bids, self.asks = {}, {}
-        self.n_updates = self.n_crossed = self.n_dropped = self.n_missing = 0
+        self.n_updates = self.n_crossed = self.n_locked = self.n_dropped = self.n_missing = 0
 
     def _tick(self, price, field="price", index=0):
         if not math.isfinite(price):
@@ -489,7 +490,7 @@ class Book:
             raise RefError("OFIError", field, index)
         return int(r)
 
-    def apply(self, side, price, size, index=0):
+    def apply(self, side, price, size, index=0, batch_end=True):
         if side not in (1, -1):
             raise RefError("OFIError", "side", index)
         if not math.isfinite(size):
@@ -497,34 +498,56 @@ class Book:
         if size < 0:
             raise RefError("NegativeSizeError", "size", index)
         t = self._tick(price, "price", index)
-        mine, other = (self.bids, self.asks) if side == 1 else (self.asks, self.bids)
+        mine = self.bids if side == 1 else self.asks
+        if size == 0 and t not in mine and self.strict:
+            raise RefError("OFIError", "price", index)
+        if batch_end and self.crossed == "raise":     # refused if the end state would cross
+            after = dict(mine)
+            if size == 0:
+                after.pop(t, None)
+            else:
+                after[t] = size
+            bids, asks = (after, self.asks) if side == 1 else (self.bids, after)
+            if bids and asks and max(bids) >= min(asks):
+                raise RefError("CrossedBookError", "price", index)
         if size == 0:
             if t in mine:
                 del mine[t]
-            elif self.strict:
-                raise RefError("OFIError", "price", index)
             else:
                 self.n_missing += 1
-            self.n_updates += 1
-            return
-        def crosses(o):   # o: a tick on the other side
-            return t >= o if side == 1 else o >= t
-        crossed_now = bool(other) and crosses(min(other) if side == 1 else max(other))
-        if crossed_now and self.crossed == "raise":
-            raise RefError("CrossedBookError", "price", index)
-        mine[t] = size
-        if crossed_now and self.crossed == "drop_stale":
-            for o in [o for o in other if crosses(o)]:
-                del other[o]
-                self.n_dropped += 1
-        elif self.crossed == "keep" and self.bids and self.asks \
-                and max(self.bids) >= min(self.asks):
-            self.n_crossed += 1
+        else:
+            mine[t] = size
         self.n_updates += 1
+        if batch_end:
+            self._judge(side)
 
-    def apply_many(self, side, price, size):
+    def _judge(self, side):
+        """End of a message: count a crossed / locked state; drop_stale: the last row's side
+        is the truth, the other side's levels at or through its best are removed."""
+        if not self.bids or not self.asks:
+            return
+        b, a = max(self.bids), min(self.asks)
+        if b < a:
+            return
+        if b == a:
+            self.n_locked += 1
+        else:
+            self.n_crossed += 1
+        if self.crossed == "drop_stale":
+            if side == 1:
+                drop = [o for o in self.asks if o <= b]
+                for o in drop:
+                    del self.asks[o]
+            else:
+                drop = [o for o in self.bids if o >= a]
+                for o in drop:
+                    del self.bids[o]
+            self.n_dropped += len(drop)
+
+    def apply_many(self, side, price, size, batch_end=None):
         for i in range(len(price)):
-            self.apply(int(side[i]), price[i], size[i], i)
+            self.apply(int(side[i]), price[i], size[i], i,
+                       True if batch_end is None else bool(batch_end[i]))
         return len(price)
 
     def load_snapshot(self, bid_px=None, bid_sz=None, ask_px=None, ask_sz=None):
@@ -742,7 +765,7 @@ class BookOFI:
     (prices in ticks; absent levels -inf / +inf with size 0)."""
 
     def __init__(self, tick_size, levels=10, window=None, window_time=None, capacity=None,
-                 grow=False, crossed="raise", strict=False, weights=None):
+                 grow=False, crossed="keep", strict=False, weights=None):
         self.book = Book(tick_size, crossed=crossed, strict=strict)
         self.ofi = MultiLevelOFI(levels, window, window_time, capacity, grow, weights)
         self.levels = levels
@@ -773,7 +796,7 @@ class BookOFI:
             if batch_end is not None and not batch_end[i]:
                 if self.ofi.last_ts is not None and ts[i] < self.ofi.last_ts:
                     raise RefError("TimeOrderError", "ts", i)
-                self.book.apply(int(side[i]), price[i], size[i], i)
+                self.book.apply(int(side[i]), price[i], size[i], i, batch_end=False)
                 rows.append([0.0] * self.levels)
                 continue
             self.update(ts[i], int(side[i]), price[i], size[i], i)

@@ -94,7 +94,7 @@ def test_far_prices_and_jumps():
 
 
 def test_crossed_policies():
-    b = Book(1.0)
+    b = Book(1.0, crossed="raise")
     b.load_snapshot([100, 99], [1, 2], [101, 102], [3, 4])
     with pytest.raises(CrossedBookError) as ei:
         b.apply(1, 101, 5)
@@ -107,13 +107,82 @@ def test_crossed_policies():
     d.load_snapshot([100, 99], [1, 2], [101, 102, 103], [3, 4, 5])
     d.apply(1, 102, 9)
     assert d.best_bid == 102 and d.best_ask == 103 and d.n_dropped == 2
+    assert d.n_crossed == 1 and d.n_locked == 0     # 102 > 101 before the repair
 
-    k = Book(1.0, crossed="keep")
+    k = Book(1.0)                                   # the default: keep, counted
+    assert k.crossed == "keep"
     k.load_snapshot([100], [1], [101], [3])
     k.apply(1, 101, 9)
-    assert k.best_bid == 101 and k.best_ask == 101 and k.n_crossed == 1
+    assert k.best_bid == 101 and k.best_ask == 101 and (k.n_locked, k.n_crossed) == (1, 0)
+    k.apply(1, 102, 1)
+    assert (k.n_locked, k.n_crossed) == (1, 1) and k.bid_levels == 3 and k.n_dropped == 0
     with pytest.raises(OFIError):
         Book(1.0, crossed="ignore")
+
+
+@pytest.mark.parametrize("policy", ["raise", "keep", "drop_stale"])
+def test_crossing_is_judged_at_message_ends_only(policy):
+    """One message moves the market up 3 ticks, bids first (as a Binance diff does): after
+    its bid rows the book looks crossed, after its last row it is not. No policy may act
+    inside the message; the end state is the exchange's."""
+    msg_side = [1, 1, 1, -1, -1]
+    msg_px = [103, 102, 100, 101, 104]       # new bids 103, 102; old bid 100 and ask 101 go
+    msg_sz = [5, 6, 0, 0, 7]
+    end = [False, False, False, False, True]
+    b = Book(1.0, crossed=policy)
+    b.load_snapshot([100, 99], [1, 2], [101, 102, 103, 104], [3, 4, 5, 6])
+    # the message also deletes asks 102 and 103 (else its end state would cross)
+    msg_side[3:3] = [-1, -1]
+    msg_px[3:3] = [102, 103]
+    msg_sz[3:3] = [0, 0]
+    end[3:3] = [False, False]
+    b.apply_many(msg_side, msg_px, msg_sz, batch_end=end)
+    assert (b.best_bid, b.best_ask) == (103, 104)
+    assert b.bid_levels == 3 and b.ask_levels == 1
+    assert (b.n_crossed, b.n_locked, b.n_dropped) == (0, 0, 0)
+    # the same rows one message each: the third row (bid 100 deleted, 103 bid vs 101 ask)
+    # ends a crossed message
+    c = Book(1.0, crossed=policy)
+    c.load_snapshot([100, 99], [1, 2], [101, 102, 103, 104], [3, 4, 5, 6])
+    if policy == "raise":
+        with pytest.raises(CrossedBookError) as ei:
+            c.apply_many(msg_side, msg_px, msg_sz)
+        assert ei.value.index == 0 and c.best_bid == 100    # row 0 refused, nothing changed
+    elif policy == "keep":
+        c.apply_many(msg_side, msg_px, msg_sz)
+        # rows 0..4 end with bid 103 over ask 101 (asks 102, 103 deleted at rows 3, 4);
+        # row 5 deletes ask 101 (best ask 104), row 6 sets 104
+        assert (c.n_crossed, c.n_locked) == (5, 0)
+        assert (c.best_bid, c.best_ask) == (103, 104) and c.n_dropped == 0
+    else:
+        c.apply_many(msg_side, msg_px, msg_sz)
+        # row 0 (bid 103) drops asks 101, 102, 103; later rows delete absent asks
+        assert c.n_dropped == 3 and (c.n_crossed, c.n_locked) == (1, 0)
+        assert (c.best_bid, c.best_ask) == (103, 104) and c.n_missing == 3
+    # a single apply is its own message unless told otherwise
+    d = Book(1.0, crossed=policy)
+    d.load_snapshot([100], [1], [101], [3])
+    d.apply(1, 102, 1, batch_end=False)      # inside a message: never judged
+    assert (d.n_crossed, d.best_bid) == (0, 102)
+    d.apply(-1, 101, 0, batch_end=False)
+    d.apply(-1, 103, 2)                      # ends the message: 102 bid vs 103 ask
+    assert (d.n_crossed, d.n_locked, d.n_dropped) == (0, 0, 0)
+    assert (d.best_bid, d.best_ask) == (102, 103)
+
+
+def test_raise_refuses_only_the_message_end_row():
+    b = Book(1.0, crossed="raise")
+    b.load_snapshot([100], [1], [101], [3])
+    with pytest.raises(CrossedBookError) as ei:
+        b.apply_many([1, -1], [102, 101], [1, 5], batch_end=[False, True])
+    # row 1 would leave 102 vs 101 crossed: refused; row 0 (inside the message) stays
+    assert ei.value.index == 1 and (b.best_bid, b.best_ask, b.best_ask_size) == (102, 101, 3)
+    b.apply(-1, 101, 0)                      # deleting the ask ends the crossing: accepted
+    assert b.best_bid == 102 and math.isnan(b.best_ask)
+    r = ref.Book(1.0, crossed="raise")
+    r.load_snapshot([100], [1], [101], [3])
+    with pytest.raises(ref.RefError):
+        r.apply_many([1, -1], [102, 101], [1, 5], batch_end=[False, True])
 
 
 def test_strict_mode():
@@ -147,7 +216,7 @@ def test_bad_input_names_field_and_index():
 
 
 def test_snapshot():
-    b = Book(100.0)
+    b = Book(100.0, crossed="raise")
     # LOBSTER-style dummies with size 0 are skipped; duplicates: last wins
     b.load_snapshot([5853300, -9999999999, 5853000, 5853300], [18, 0, 150, 20],
                     [5859400, 9999999999], [200, 0])
@@ -158,6 +227,9 @@ def test_snapshot():
     with pytest.raises(CrossedBookError):
         b.load_snapshot(ask_px=[5853300], ask_sz=[1])
     assert b.best_ask == 5859500
+    k = Book(100.0)                                   # keep: a crossed snapshot is kept as sent
+    k.load_snapshot([5853300], [1], [5853300], [1])
+    assert k.best_bid == k.best_ask == 5853300 and k.n_locked == 0
     with pytest.raises(NegativeSizeError) as ei:
         b.load_snapshot([1, 2], [1, -1], [3], [1])
     assert ei.value.field == "bid_sz" and ei.value.index == 1
@@ -238,28 +310,63 @@ def delta_streams(draw):
     return side, px, sz
 
 
-@given(delta_streams(), st.sampled_from(["keep", "drop_stale", "raise"]))
-def test_book_matches_reference_after_every_event(stream, policy):
+@given(delta_streams(), st.sampled_from(["keep", "drop_stale", "raise"]),
+       st.sampled_from([1.0, 0.0, 0.3, 0.7]), st.integers(0, 2**32 - 1))
+def test_book_matches_reference_after_every_event(stream, policy, p_end, seed):
+    """Rows end their message with probability p_end (1: every row is a message)."""
     side, px, sz = stream
+    end = np.random.default_rng(seed).random(len(px)) < p_end
     b = Book(1.0, crossed=policy, capacity=4)
     rb = ref.Book(1.0, crossed=policy)
     for i in range(len(px)):
         err = None
         try:
-            rb.apply(int(side[i]), px[i], sz[i], i)
+            rb.apply(int(side[i]), px[i], sz[i], i, batch_end=bool(end[i]))
         except ref.RefError as e:
             err = e
         if err is None:
-            b.apply(int(side[i]), px[i], sz[i])
+            b.apply(int(side[i]), px[i], sz[i], bool(end[i]))
         else:
             with pytest.raises(OFIError) as ei:
-                b.apply(int(side[i]), px[i], sz[i])
+                b.apply(int(side[i]), px[i], sz[i], batch_end=bool(end[i]))
             assert type(ei.value).__name__ == err.kind and ei.value.field == err.field
         assert_same_book(b, rb, 10)
         assert b.imbalance(5, 0.5) == pytest.approx(rb.imbalance(5, 0.5), rel=1e-12, abs=1e-15)
         assert same(b.weighted_mid, rb.weighted_mid)
-    assert (b.n_updates, b.n_crossed, b.n_dropped, b.n_missing) == \
-        (rb.n_updates, rb.n_crossed, rb.n_dropped, rb.n_missing)
+    assert (b.n_updates, b.n_crossed, b.n_locked, b.n_dropped, b.n_missing) == \
+        (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_dropped, rb.n_missing)
+
+
+@given(delta_streams(), st.sampled_from(["keep", "drop_stale", "raise"]),
+       st.integers(0, 2**32 - 1), st.integers(1, 40))
+def test_apply_many_batch_end_equals_apply_and_reference(stream, policy, seed, chunk):
+    """apply_many(batch_end=) in chunks == apply(batch_end=) row by row == reference, up
+    to the first error (same index, kind, field), counters included."""
+    side, px, sz = stream
+    end = np.random.default_rng(seed).random(len(px)) < 0.4
+    a, c = Book(1.0, crossed=policy), Book(1.0, crossed=policy)
+    rb = ref.Book(1.0, crossed=policy)
+    err = None
+    try:
+        rb.apply_many(side.tolist(), px.tolist(), sz.tolist(), batch_end=end.tolist())
+    except ref.RefError as e:
+        err = e
+    stop = len(px) if err is None else err.index
+    for i in range(stop):
+        a.apply(int(side[i]), px[i], sz[i], batch_end=bool(end[i]))
+    got = None
+    for s0 in range(0, len(px), chunk):
+        sl = slice(s0, s0 + chunk)
+        try:
+            c.apply_many(side[sl], px[sl], sz[sl], batch_end=end[sl])
+        except OFIError as e:
+            got = (s0 + e.index, type(e).__name__, e.field)
+            break
+    assert got == (None if err is None else (err.index, err.kind, err.field))
+    for b in (a, c):
+        assert_same_book(b, rb, 10)
+        assert (b.n_updates, b.n_crossed, b.n_locked, b.n_dropped, b.n_missing) == \
+            (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_dropped, rb.n_missing)
 
 
 @given(delta_streams(), st.integers(1, 40))
@@ -837,7 +944,7 @@ def test_bookofi_batches(stream, L, seed, chunk):
     rb = ref.Book(1.0, crossed="drop_stale")
     states = []
     for i in range(n):
-        rb.apply(int(side[i]), px[i], sz[i])
+        rb.apply(int(side[i]), px[i], sz[i], batch_end=bool(end[i]))
         if end[i]:
             states.append(rb.top(L))
     bp, bs, ap, az = (np.array([t[k] for t in states]).reshape(len(states), L)
@@ -874,3 +981,200 @@ def test_memory_follows_live_levels_not_price_range(rng):
         b.apply(1, p, 0.0)
         b.apply(-1, 2e9 + 2 - p, 0.0)
     assert b.capacity == cap0 and b.bid_levels == b.ask_levels == 1
+
+
+# ------------------------------------------------------------------ messages on real feeds
+def _binance_depth(market):
+    from ofi_fast.feeds import FLAG_BATCH_END, FLAG_SNAPSHOT, read_binance
+    d = read_binance(data_file("binance_hftbacktest", market, "btcusdt_20240808.gz")).depth
+    snap = (d.flags & FLAG_SNAPSHOT) != 0
+    first = int(np.flatnonzero(~snap)[0])
+    assert not snap[first:].any()          # one snapshot, then the diffs
+    be = (d.flags & FLAG_BATCH_END) != 0
+    bid, ask = snap & (d.side == 1), snap & (d.side == -1)
+    snapshot = (d.price[bid], d.size[bid], d.price[ask], d.size[ask])
+    return snapshot, d.side[first:], d.price[first:], d.size[first:], be[first:]
+
+
+@pytest.mark.parametrize("market, row", [("usdm", 2326), ("spot", 1557)])
+def test_binance_raw_diffs_replay_when_judged_at_message_ends(market, row):
+    """Issue 12 item 4: judged per row, the raw diff stream 'crosses' at the row where a
+    message's new bids sit above asks its later rows delete; judged at message ends (the
+    reader's FLAG_BATCH_END) it replays under every policy, and no message ends crossed."""
+    snapshot, side, px, sz, end = _binance_depth(market)
+    per_row = Book(0.01, crossed="raise")
+    per_row.load_snapshot(*snapshot)
+    with pytest.raises(CrossedBookError) as ei:
+        per_row.apply_many(side, px, sz)
+    assert ei.value.index == row and not end[row]     # inside a message, not at its end
+    books = {}
+    for policy in ("raise", "keep", "drop_stale"):
+        b = Book(0.01, crossed=policy)
+        b.load_snapshot(*snapshot)
+        assert b.apply_many(side, px, sz, batch_end=end) == len(px)
+        assert (b.n_crossed, b.n_locked, b.n_dropped) == (0, 0, 0)
+        books[policy] = b
+    default = Book(0.01)
+    default.load_snapshot(*snapshot)
+    default.apply_many(side, px, sz, batch_end=end)
+    for b in books.values():
+        for side_ in (1, -1):
+            k0, z0 = default.levels(side_)
+            k1, z1 = b.levels(side_)
+            assert np.array_equal(k0, k1) and np.array_equal(z0, z1)
+    # the reference, message by message, agrees level for level
+    rb = ref.Book(0.01)
+    rb.load_snapshot(*(a.tolist() for a in snapshot))
+    rb.apply_many(side.tolist(), px.tolist(), sz.tolist(), batch_end=end.tolist())
+    assert [t for t, _ in rb.levels(1)] == default.levels(1)[0].tolist()
+    assert [q for _, q in rb.levels(-1)] == default.levels(-1)[1].tolist()
+    assert (rb.n_crossed, rb.n_locked, rb.n_missing) == \
+        (default.n_crossed, default.n_locked, default.n_missing)
+
+
+def test_bitstamp_l3_keeps_the_ask_side_under_the_default():
+    """Issue 12 item 4: on the Bitstamp L3 capture a marketable bid (order 2002347659919360,
+    79116.0, orders line 6843) shows in the orders feed and its fills only in the trades
+    file. drop_stale took it as the truth and deleted the whole ask side; the default keeps
+    every level the feed shows (the book equals the reference's at every message end) and
+    counts the crossed states instead."""
+    from ofi_fast.feeds import FLAG_BATCH_END, read_bitstamp_l3
+    d = read_bitstamp_l3(data_file("bitstamp_ob_analytics", "orders.csv.gz"))
+    end = (d.flags & FLAG_BATCH_END) != 0
+    n = int(np.flatnonzero(end)[20_000]) + 1        # 20,000 messages (the ghost bid included)
+    side, px, sz, end = d.side[:n], d.price[:n], d.size[:n], end[:n]
+    keep, drop = Book(0.01), Book(0.01, crossed="drop_stale")
+    rb = ref.Book(0.01)
+    lost = 0
+    cuts = np.flatnonzero(end) + 1
+    a = 0
+    for k, b_ in enumerate(cuts.tolist()):
+        sl = slice(a, b_)
+        keep.apply_many(side[sl], px[sl], sz[sl], batch_end=end[sl])
+        drop.apply_many(side[sl], px[sl], sz[sl], batch_end=end[sl])
+        rb.apply_many(side[sl].tolist(), px[sl].tolist(), sz[sl].tolist(),
+                      batch_end=end[sl].tolist())
+        if k % 97 == 0 or k == len(cuts) - 1:
+            assert_same_book(keep, rb, n=5)
+        lost = max(lost, keep.ask_levels - drop.ask_levels)
+        a = b_
+    assert keep.n_dropped == 0 and keep.ask_levels == len(rb.asks) > 2000
+    assert keep.n_crossed == rb.n_crossed > 0 and keep.n_locked == rb.n_locked
+    assert drop.n_dropped > 100 and lost > 100      # what drop_stale deleted
+
+
+# ------------------------------------------------------------------ issue 14: sizes, work, threads
+@pytest.mark.parametrize("cap, exc", [(2**61, ValueError), (2**62, ValueError),
+                                      (2**44, MemoryError), (0, OFIError), (-5, OFIError),
+                                      (2.5, OFIError), ("10", OFIError), (True, OFIError)])
+def test_capacity_checked_before_allocation(cap, exc):
+    with pytest.raises(exc) as ei:
+        Book(0.01, capacity=cap)
+    assert "capacity" in str(ei.value)
+
+
+def test_integer_arguments_must_be_integers():
+    b = Book(1.0)
+    b.apply_many([1, -1], [10, 11], [1, 2])
+    for bad in (2.0, "3", None, 1.5):
+        with pytest.raises(OFIError) as ei:
+            b.imbalance(bad)
+        assert ei.value.field == "levels"
+        with pytest.raises(OFIError) as ei:
+            b.top(bad)
+        assert ei.value.field == "n"
+    assert b.imbalance(np.int64(1)) == b.imbalance(1) == (1 - 2) / 3
+    assert b.top(np.int32(2)).shape == (4, 2)
+
+
+def test_imbalance_levels_capped_at_the_depth():
+    """imbalance(levels=2**62) sums the levels that exist (it looped 2**62 times)."""
+    b = Book(1.0)
+    b.apply_many([1, 1, -1, -1, -1], [10, 9, 11, 12, 13], [1, 2, 3, 4, 5])
+    for decay in (1.0, 0.5):
+        assert b.imbalance(2**62, decay) == b.imbalance(3, decay) == \
+            pytest.approx(ref.Book.imbalance(_ref_of(b), 3, decay), rel=1e-15)
+    assert Book(1.0).imbalance(2**62) == 0.0
+
+
+def _ref_of(b):
+    r = ref.Book(b.tick_size)
+    for side in (1, -1):
+        k, z = b.levels(side)
+        for t, q in zip(k.tolist(), z.tolist()):
+            r.apply(side, float(t) * b.tick_size, q)
+    return r
+
+
+@pytest.mark.parametrize("order", ["deeper", "better", "alternate"])
+def test_million_levels_inserted_at_either_end(order):
+    """Issue 14: 1,000,000 levels each deeper than all others took 114 s (every insert moved
+    the whole side). Inserts at an end now move O(1) levels amortised; the book is exact."""
+    n = 1_000_000
+    i = np.arange(n, dtype=np.float64)
+    if order == "deeper":
+        px = 2e6 - i                       # bids, each below all others
+    elif order == "better":
+        px = 1.0 + i                       # bids, each above all others
+    else:
+        px = np.where(np.arange(n) % 2 == 0, 1e6 + i // 2, 1e6 - 1 - i // 2)
+    b = Book(1.0, capacity=1)
+    b.apply_many(np.ones(n, np.int8), px, np.full(n, 2.0))
+    k, z = b.levels(1)
+    assert b.bid_levels == n and np.array_equal(k, np.sort(px)[::-1].astype(np.int64))
+    assert (z == 2.0).all() and b.best_bid == px.max()
+    # and deleting them again from the far end
+    b.apply_many(np.ones(n // 2, np.int8), np.sort(px)[: n // 2], np.zeros(n // 2))
+    assert b.bid_levels == n - n // 2 and b.levels(1)[0][-1] == int(np.sort(px)[n // 2])
+
+
+def test_two_threads_hammering_one_book_and_bookofi():
+    """Issue 14: one object used from two threads (apply_many releases the GIL) double-freed.
+    Calls now serialise: every batch is applied whole, so N batches of one stream in any
+    interleaving equal N serial batches; readers in a third thread see no torn state."""
+    import threading
+    rng = np.random.default_rng(5)
+    side, px, sz = random_deltas(rng, 20_000, far=0.2)
+    rounds = 20
+    book, bo = Book(1.0), BookOFI(1.0, levels=5)
+    errors = []
+    stop = threading.Event()
+
+    def writer():
+        try:
+            for _ in range(rounds):
+                book.apply_many(side, px, sz)
+                bo.update_many(None, side, px, sz)
+                book.apply(1, 5.0, 1.0)
+                book.apply(1, 5.0, 0.0)
+        except Exception as exc:      # pragma: no cover - reported below
+            errors.append(exc)
+
+    def reader():
+        try:
+            while not stop.is_set():
+                book.top(10)
+                book.imbalance(5)
+                bo.values
+                pickle.dumps(book)
+        except Exception as exc:      # pragma: no cover
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    r = threading.Thread(target=reader)
+    r.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    r.join()
+    assert not errors
+    serial, sbo = Book(1.0), BookOFI(1.0, levels=5)
+    for _ in range(2 * rounds):
+        serial.apply_many(side, px, sz)
+        sbo.update_many(None, side, px, sz)
+    assert book.n_updates == serial.n_updates + 4 * rounds
+    for s_ in (1, -1):
+        assert all(np.array_equal(x, y) for x, y in zip(book.levels(s_), serial.levels(s_)))
+    assert bo.values.tolist() == sbo.values.tolist()

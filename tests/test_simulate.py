@@ -162,3 +162,50 @@ def test_invariants_for_any_parameters(seed, levels, limit_rate, cancel_rate, ma
     side = r.side[ex]
     before = np.where(side == 1, r.bid_px[ex - 1, 0], r.ask_px[ex - 1, 0])
     np.testing.assert_array_equal(r.price[ex], before)
+
+
+# ------------------------------------------------------------------ the compiled event loop
+from sim_numpy_oracle import NumpyLOBSimulator  # noqa: E402
+
+
+def test_compiled_loop_equals_the_numpy_engine_default_run():
+    """Issue 13 item 6: the compiled loop gives the numpy block engine's streams bit for bit
+    (so the CLI's and README's numbers for a seed do not change): the default parameters."""
+    new = LOBSimulator(0).run(300_000)
+    old = NumpyLOBSimulator(0).run(300_000)
+    assert _same(new, old)
+
+
+@given(seed=st.integers(0, 2**32 - 1), levels=st.integers(1, 6),
+       limit_rate=st.floats(0.5, 20), cancel_rate=st.floats(0.05, 3),
+       market_rate=st.floats(0, 5), inside_rate=st.sampled_from([0.0, 3.0, 20.0]),
+       lot=st.sampled_from([100.0, 1.0, 0.1, 0.3]), size_lots=st.floats(1.0, 5.0),
+       block=st.sampled_from([16, 37, 256]), n=st.integers(1, 4000),
+       split=st.integers(0, 4000))
+def test_compiled_loop_equals_the_numpy_engine(seed, levels, limit_rate, cancel_rate,
+                                               market_rate, inside_rate, lot, size_lots,
+                                               block, n, split):
+    """Any parameters, any split into run() calls, lots that are not exact binary fractions
+    (0.1, 0.3: the order of the size additions matters, and is the old engine's)."""
+    kw = dict(levels=levels, limit_rate=limit_rate, cancel_rate=cancel_rate,
+              market_rate=market_rate, inside_rate=inside_rate, lot=lot,
+              mean_size=lot * size_lots, block=block)
+    old = NumpyLOBSimulator(seed, **kw).run(n)
+    sim = LOBSimulator(seed, **kw)
+    k = min(split, n)
+    new = SimResult.concatenate([sim.run(k), sim.run(n - k)])
+    assert _same(new, old)
+    ref = NumpyLOBSimulator(seed, **kw)
+    ref.run(n)
+    assert (sim.bid_tick, sim.ask_tick) == (ref.bid_tick, ref.ask_tick)
+    assert np.array_equal(sim.qb, ref.qb) and np.array_equal(sim.qa, ref.qa)
+
+
+def test_pairwise_sum_is_numpys():
+    """The block's total rate is numpy's pairwise sum, operation for operation."""
+    from ofi_fast._simulate import _pairwise_sum
+    rng = np.random.default_rng(2)
+    for n in list(range(0, 140)) + [255, 256, 257, 1000, 4099]:
+        for _ in range(5):
+            a = rng.random(n) * 10.0 ** rng.integers(-4, 6, n)
+            assert _pairwise_sum(a) == a.sum(), n

@@ -1,0 +1,468 @@
+"""The event loop of :mod:`ofi_fast.simulate`, compiled (issue 13 item 6).
+
+The model, its parameters and its output are described in ``ofi_fast/simulate.py``, which stays
+the Python API. This module replaces the numpy block engine that drew ``block`` events at the
+current rates, found the first *break* (an event that empties a queue or improves the spread)
+by cumulative sums over the whole block, and handled the break in Python. Here the same block
+is walked one event at a time, with the same draws consumed in the same order and the same
+floating-point operations in the same order, so a seed gives bit-identical results:
+
+- the draws: pools of 65,536 uniforms, order sizes and standard exponentials filled by the
+  same ``numpy.random.Generator`` calls in the same order; a block takes the next ``block``
+  draws and consumes them only up to its break (the rest stay for the next block); the depth
+  of a level uncovered at the back is one ``rng.poisson`` call, as before;
+- the rates: fixed for a block; their total is numpy's pairwise sum (``pairwise_sum`` below,
+  step for step what ``ndarray.sum`` computes), the channel of an event the count of
+  cumulative rates <= u * total (``np.searchsorted(..., side="right")``), its time step
+  ``ceil(exponential * (1e9 / total))`` ns;
+- the queue sizes: the old engine computed a column's size after event r as (its cumulative
+  signed sizes in the block) + (its size at the block start), then added each shrink
+  adjustment in turn; ``SimEngine`` keeps those three terms per column and adds them in that
+  order (sizes are whole lots, so any order would agree for the default lot; this order
+  agrees for every lot).
+
+Cost: about 40 ns per event and one Python call per touch that empties (see bench/RESULTS.md).
+"""
+
+cimport cython
+import numpy as np
+
+cdef extern from "numpy/arrayobject.h":
+    void* PyArray_DATA(object arr)
+    int _import_array() except -1
+
+from ofi_fast._guard cimport Guard, guard_enter, guard_exit, guard_free, guard_init
+from ofi_fast._types cimport float64_t, int64_t, intp_t
+
+_import_array()
+
+cdef enum:
+    ADD = 1
+    CANCEL = 3
+    EXECUTE = 4
+
+
+cdef float64_t pairwise_sum(const float64_t* a, intp_t n) noexcept nogil:
+    """numpy's pairwise summation of n contiguous doubles, operation for operation (blocks of
+    at most 128 summed with 8 accumulators, halves otherwise), so the result is the double that
+    ``ndarray.sum()`` returns."""
+    cdef intp_t i, j, n2
+    cdef float64_t r[8]
+    cdef float64_t res = 0.0
+    if n < 8:
+        for i in range(n):
+            res += a[i]
+        return res
+    if n <= 128:
+        for j in range(8):
+            r[j] = a[j]
+        i = 8
+        while i < n - (n % 8):
+            for j in range(8):
+                r[j] += a[i + j]
+            i += 8
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            res += a[i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2)
+
+
+# numpy's Generator.geometric(p) for p >= 1/3 (this double, as numpy's C literal rounds) is a
+# sequential search over one uniform per draw (random_geometric_search in numpy's
+# distributions.c); below it, inversion of an exponential (left to numpy).
+cdef float64_t GEOMETRIC_SEARCH = 0.333333333333333333333333
+
+
+def geometric_search(u, float64_t p, float64_t lot):
+    """``lot * rng.geometric(p, N)`` from ``u = rng.random(N)`` (the same generator state
+    before and after: both take one double per draw), p >= 1/3: numpy's search, step for step,
+    10x faster than the generic numpy call (25 ns per draw here)."""
+    cdef const float64_t[::1] uv = np.ascontiguousarray(u, dtype=np.float64)
+    out = np.empty(uv.shape[0], np.float64)
+    cdef float64_t[::1] o = out
+    cdef intp_t i
+    cdef int64_t x
+    cdef float64_t s, prod, q = 1.0 - p, v
+    with nogil:
+        for i in range(uv.shape[0]):
+            v = uv[i]
+            x = 1
+            s = p
+            prod = p
+            while v > s:
+                prod *= q
+                s += prod
+                x += 1
+            o[i] = lot * <float64_t> x
+    return out
+
+
+def _pairwise_sum(a):
+    """``pairwise_sum`` over a float64 array (for the test that holds it against numpy)."""
+    cdef const float64_t[::1] v = np.ascontiguousarray(a, dtype=np.float64)
+    if v.shape[0] == 0:
+        return 0.0
+    return pairwise_sum(&v[0], v.shape[0])
+
+
+@cython.final
+cdef class SimEngine:
+    """The simulator's state and its event loop (built by ``LOBSimulator``; not public).
+
+    Columns 0..K-1 are the bid levels behind the touch (0 = the touch), K..2K-1 the ask
+    levels. Channels 0..4K+3, as in simulate.py: limit orders per column, cancellations per
+    column, market buy, market sell, inside bid, inside ask."""
+
+    cdef Guard guard
+    cdef intp_t K, W, C, pool_size
+    cdef float64_t lot, cancel_c, market_rate, inside_rate, depth_lam, geo_p
+    cdef object rng
+    cdef object _keep                  # the numpy arrays the pointers below point into
+    cdef float64_t* limit              # K: limit-order rate per level
+    cdef int64_t* col                  # C: channel -> column
+    cdef float64_t* sgn                # C: +1 add, -1 cancel / execute, 0 inside
+    cdef signed char* etype            # C: LOBSTER event type
+    cdef signed char* side             # C: book side changed
+    cdef int64_t* offset               # 2K: tick offset of a column from its touch
+    cdef float64_t* q                  # 2K: sizes now (after the last event)
+    cdef float64_t* q0                 # 2K: sizes at the block's start
+    cdef float64_t* dsum               # 2K: signed sizes of the block's events so far
+    cdef float64_t* rates              # C: the block's rates
+    cdef float64_t* cum                # C: their cumulative sums
+    cdef intp_t* adj_col               # W: shrink adjustments of the block: column
+    cdef float64_t* adj_val            #    and amount, in order
+    cdef readonly int64_t ts           # ns: time of the last block's end (its break or last draw)
+    cdef readonly int64_t bid_tick, ask_tick
+    cdef bint active                   # a block is being walked
+    cdef intp_t r, base, nadj          # its next row, its first draw, its adjustments
+    cdef float64_t total, scale        # its total rate, 1e9 / total
+    cdef int64_t t_prev                # time of its previous row (ts at the start)
+    cdef object pool_u, pool_sz, pool_ex
+    cdef const float64_t* pu
+    cdef const float64_t* psz
+    cdef const float64_t* pex
+    cdef intp_t used, pool_len         # draws consumed, draws in the pools
+
+    def __cinit__(self, rng, intp_t levels, intp_t block, float64_t lot, float64_t cancel_c,
+                  float64_t market_rate, float64_t inside_rate, float64_t depth_lam,
+                  float64_t geo_p, limit, qb, qa, int64_t ts, int64_t bid_tick,
+                  intp_t pool_size=1 << 16):
+        guard_init(&self.guard)
+        K = levels
+        C = 4 * K + 4
+        self.K, self.W, self.C, self.pool_size = K, block, C, pool_size
+        self.lot, self.cancel_c, self.market_rate = lot, cancel_c, market_rate
+        self.inside_rate, self.depth_lam, self.geo_p = inside_rate, depth_lam, geo_p
+        self.rng = rng
+        j = np.arange(K)
+        col = np.zeros(C, np.int64)
+        sgn = np.zeros(C, np.float64)
+        etype = np.zeros(C, np.int8)
+        side = np.zeros(C, np.int8)
+        col[0:K], col[K:2 * K], col[2 * K:3 * K], col[3 * K:4 * K] = j, K + j, j, K + j
+        sgn[0:2 * K], sgn[2 * K:4 * K] = 1.0, -1.0
+        etype[0:2 * K], etype[2 * K:4 * K] = ADD, CANCEL
+        side[0:K], side[K:2 * K], side[2 * K:3 * K], side[3 * K:4 * K] = 1, -1, 1, -1
+        col[4 * K], sgn[4 * K], etype[4 * K], side[4 * K] = K, -1.0, EXECUTE, -1
+        col[4 * K + 1], sgn[4 * K + 1], etype[4 * K + 1], side[4 * K + 1] = 0, -1.0, EXECUTE, 1
+        etype[4 * K + 2], side[4 * K + 2] = ADD, 1
+        etype[4 * K + 3], side[4 * K + 3] = ADD, -1
+        offset = np.concatenate([-j, j]).astype(np.int64)
+        lim = np.ascontiguousarray(limit, dtype=np.float64).copy()
+        q = np.concatenate([np.asarray(qb, np.float64), np.asarray(qa, np.float64)])
+        bufs = [np.zeros(2 * K), np.zeros(2 * K), np.zeros(C), np.zeros(C),
+                np.zeros(block, np.intp), np.zeros(block)]
+        self._keep = [col, sgn, etype, side, offset, lim, q] + bufs
+        self.col = <int64_t*> PyArray_DATA(col)
+        self.sgn = <float64_t*> PyArray_DATA(sgn)
+        self.etype = <signed char*> PyArray_DATA(etype)
+        self.side = <signed char*> PyArray_DATA(side)
+        self.offset = <int64_t*> PyArray_DATA(offset)
+        self.limit = <float64_t*> PyArray_DATA(lim)
+        self.q = <float64_t*> PyArray_DATA(q)
+        self.q0 = <float64_t*> PyArray_DATA(bufs[0])
+        self.dsum = <float64_t*> PyArray_DATA(bufs[1])
+        self.rates = <float64_t*> PyArray_DATA(bufs[2])
+        self.cum = <float64_t*> PyArray_DATA(bufs[3])
+        self.adj_col = <intp_t*> PyArray_DATA(bufs[4])
+        self.adj_val = <float64_t*> PyArray_DATA(bufs[5])
+        self.ts = ts
+        self.bid_tick = bid_tick
+        self.ask_tick = bid_tick + 1
+        self.active = False
+        self.pool_u = self.pool_sz = self.pool_ex = np.empty(0)
+        self._pools()
+        self.used = 0
+
+    def __dealloc__(self):
+        guard_free(&self.guard)
+
+    @property
+    def qb(self):
+        """Bid sizes now, touch first (a copy)."""
+        return np.array(<float64_t[:self.K]> self.q)
+
+    @property
+    def qa(self):
+        """Ask sizes now, touch first (a copy)."""
+        return np.array(<float64_t[:self.K]> (self.q + self.K))
+
+    cdef int _pools(self) except -1:
+        self.pu = <float64_t*> PyArray_DATA(self.pool_u)
+        self.psz = <float64_t*> PyArray_DATA(self.pool_sz)
+        self.pex = <float64_t*> PyArray_DATA(self.pool_ex)
+        self.pool_len = self.pool_u.shape[0]
+        return 0
+
+    cdef int _refill(self) except -1:
+        """Keep the unused draws and append a batch of each kind, in the old engine's order."""
+        cdef intp_t N = self.pool_size
+        rng = self.rng
+        rest = slice(self.used, None)
+        self.pool_u = np.concatenate([self.pool_u[rest], rng.random(N)])
+        if self.geo_p >= GEOMETRIC_SEARCH:
+            sizes = geometric_search(rng.random(N), self.geo_p, self.lot)
+        else:
+            sizes = self.lot * rng.geometric(self.geo_p, N)
+        self.pool_sz = np.concatenate([self.pool_sz[rest], sizes])
+        self.pool_ex = np.concatenate([self.pool_ex[rest], rng.standard_exponential(N)])
+        self.used = 0
+        return self._pools()
+
+    cdef int _begin_block(self) except -1:
+        cdef intp_t i, K = self.K, C = self.C
+        cdef float64_t acc = 0.0, inside
+        if self.used + self.W > self.pool_len:
+            self._refill()
+        self.base = self.used
+        for i in range(K):
+            self.rates[i] = self.limit[i]
+            self.rates[K + i] = self.limit[i]
+            self.rates[2 * K + i] = self.cancel_c * self.q[i]
+            self.rates[3 * K + i] = self.cancel_c * self.q[K + i]
+        self.rates[4 * K] = self.market_rate
+        self.rates[4 * K + 1] = self.market_rate
+        inside = self.inside_rate if self.ask_tick - self.bid_tick > 1 else 0.0
+        self.rates[4 * K + 2] = inside
+        self.rates[4 * K + 3] = inside
+        self.total = pairwise_sum(self.rates, C)
+        for i in range(C):
+            acc += self.rates[i]
+            self.cum[i] = acc
+        self.scale = 1e9 / self.total
+        self.t_prev = self.ts
+        for i in range(2 * K):
+            self.q0[i] = self.q[i]
+            self.dsum[i] = 0.0
+        self.nadj = 0
+        self.r = 0
+        self.active = True
+        return 0
+
+    cdef float64_t _depth(self) except? -1.0:
+        """Size of a level uncovered at the back: lot * (1 + Poisson(depth_lam))."""
+        return self.lot * (1.0 + self.rng.poisson(self.depth_lam))
+
+    def run(self, intp_t n, float64_t tick_size):
+        """The next n events: ts, event_type, side, price, size (n) and bid_px, bid_sz,
+        ask_px, ask_sz (n, K); a price is its tick times tick_size."""
+        cdef intp_t K = self.K
+        ts_a = np.empty(n, np.int64)
+        et_a = np.empty(n, np.int8)
+        sd_a = np.empty(n, np.int8)
+        px_a = np.empty(n, np.float64)
+        sz_a = np.empty(n, np.float64)
+        bp_a = np.empty((n, K), np.float64)
+        bq_a = np.empty((n, K), np.float64)
+        ap_a = np.empty((n, K), np.float64)
+        aq_a = np.empty((n, K), np.float64)
+        if n:
+            guard_enter(&self.guard)
+            try:
+                self._run(n, tick_size, <int64_t*> PyArray_DATA(ts_a),
+                          <signed char*> PyArray_DATA(et_a), <signed char*> PyArray_DATA(sd_a),
+                          <float64_t*> PyArray_DATA(px_a), <float64_t*> PyArray_DATA(sz_a),
+                          <float64_t*> PyArray_DATA(bp_a), <float64_t*> PyArray_DATA(bq_a),
+                          <float64_t*> PyArray_DATA(ap_a), <float64_t*> PyArray_DATA(aq_a))
+            finally:
+                guard_exit(&self.guard)
+        return ts_a, et_a, sd_a, px_a, sz_a, bp_a, bq_a, ap_a, aq_a
+
+    cdef inline void _emit(self, intp_t pos, float64_t tick, int64_t t, int et, int sd,
+                           int64_t tk, float64_t size, int64_t* o_ts, signed char* o_et,
+                           signed char* o_sd, float64_t* o_px, float64_t* o_sz,
+                           float64_t* o_bp, float64_t* o_bq, float64_t* o_ap,
+                           float64_t* o_aq) noexcept:
+        """Row pos: the event and the book after it (prices as the old engine computed them:
+        the tick as a double, times tick_size)."""
+        cdef intp_t a, K = self.K
+        cdef int64_t bt = self.bid_tick, at = self.ask_tick
+        cdef float64_t* q = self.q
+        o_ts[pos] = t
+        o_et[pos] = et
+        o_sd[pos] = sd
+        o_px[pos] = (<float64_t> tk) * tick
+        o_sz[pos] = size
+        o_bp += pos * K
+        o_bq += pos * K
+        o_ap += pos * K
+        o_aq += pos * K
+        for a in range(K):
+            o_bp[a] = (<float64_t> (bt - a)) * tick
+            o_bq[a] = q[a]
+            o_ap[a] = (<float64_t> (at + a)) * tick
+            o_aq[a] = q[K + a]
+
+    cdef int _run(self, intp_t n, float64_t tick, int64_t* o_ts, signed char* o_et,
+                  signed char* o_sd, float64_t* o_px, float64_t* o_sz, float64_t* o_bp,
+                  float64_t* o_bq, float64_t* o_ap, float64_t* o_aq) except -1:
+        # The block's constants and the loop's state live in locals (the compiler cannot
+        # keep object fields in registers across the stores into the outputs); they are
+        # written back at every block end and on return.
+        cdef intp_t K = self.K, C = self.C, W = self.W, pos = 0, i, a, j, ch, lvl
+        cdef intp_t r = 0, base = 0, nadj = 0, ncut = 4 * K + 2
+        cdef float64_t u, sz, x, m, c, total = 0.0, scale = 0.0, lot = self.lot
+        cdef int64_t t, tk, t_prev = 0, bt = self.bid_tick, at = self.ask_tick
+        cdef int et, sd
+        cdef bint bad, emit
+        cdef float64_t* q = self.q
+        cdef float64_t* q0 = self.q0
+        cdef float64_t* dsum = self.dsum
+        cdef const float64_t* cum = self.cum
+        cdef const int64_t* col = self.col
+        cdef const float64_t* sgn = self.sgn
+        cdef const signed char* etype = self.etype
+        cdef const signed char* side = self.side
+        cdef const int64_t* offset = self.offset
+        cdef intp_t* adj_col = self.adj_col
+        cdef float64_t* adj_val = self.adj_val
+        cdef const float64_t* pu = NULL
+        cdef const float64_t* psz = NULL
+        cdef const float64_t* pex = NULL
+        cdef float64_t* bp
+        cdef float64_t* bq
+        cdef float64_t* ap
+        cdef float64_t* aq
+        cdef bint loaded = False
+        while pos < n:
+            if not self.active:
+                self.bid_tick = bt
+                self.ask_tick = at
+                self._begin_block()
+                loaded = False
+            if not loaded:
+                r, base, nadj = self.r, self.base, self.nadj
+                total, scale, t_prev = self.total, self.scale, self.t_prev
+                pu, psz, pex = self.pu, self.psz, self.pex
+                loaded = True
+            i = base + r
+            u = pu[i]
+            sz = psz[i]
+            # channel: how many cumulative rates are <= u * total (searchsorted, right),
+            # counted without branches
+            x = u * total
+            ch = 0
+            for a in range(C):
+                ch += cum[a] <= x
+            if ch > C - 1:
+                ch = C - 1
+            # ceil of a non-negative double: truncate, add one if something was cut off
+            x = pex[i] * scale
+            t = <int64_t> x
+            t = t_prev + t + ((<float64_t> t) < x)
+            j = col[ch]
+            dsum[j] += sgn[ch] * sz
+            m = dsum[j] + q0[j]
+            for a in range(nadj):
+                if adj_col[a] == j:
+                    m += adj_val[a]
+            bad = (m <= 0.0) | (ch >= ncut)
+            if bad and 2 * K < ch < 4 * K and j != K:
+                # a cancellation would empty level j behind the touch: it leaves one lot
+                c = q[j] - lot
+                if c > 0:
+                    adj_col[nadj] = j
+                    adj_val[nadj] = sz - c
+                    nadj += 1
+                    m += sz - c
+                    sz = c
+                    bad = False
+            if not bad:
+                q[j] = m
+                o_ts[pos] = t
+                o_et[pos] = etype[ch]
+                o_sd[pos] = side[ch]
+                o_px[pos] = (<float64_t> ((bt if j < K else at) + offset[j])) * tick
+                o_sz[pos] = sz
+                bp = o_bp + pos * K
+                bq = o_bq + pos * K
+                ap = o_ap + pos * K
+                aq = o_aq + pos * K
+                for a in range(K):
+                    bp[a] = (<float64_t> (bt - a)) * tick
+                    bq[a] = q[a]
+                    ap[a] = (<float64_t> (at + a)) * tick
+                    aq[a] = q[K + a]
+                pos += 1
+                t_prev = t
+                r += 1
+                if r == W:
+                    self.used += W
+                    self.ts = t
+                    self.active = False
+                continue
+            # the break: the block ends here; apply the event to the book
+            self.used += r + 1
+            self.ts = t
+            self.active = False
+            emit = True
+            if ch == 4 * K + 2:                              # bid inside the spread
+                bt += 1
+                for a in range(K - 1, 0, -1):
+                    q[a] = q[a - 1]
+                q[0] = sz
+                et, sd, tk, c = ADD, 1, bt, sz
+            elif ch == 4 * K + 3:                            # ask inside the spread
+                at -= 1
+                for a in range(K - 1, 0, -1):
+                    q[K + a] = q[K + a - 1]
+                q[K] = sz
+                et, sd, tk, c = ADD, -1, at, sz
+            else:
+                et = etype[ch]
+                sd = 1 if j < K else -1
+                lvl = j if j < K else j - K
+                if lvl > 0:                                  # never empty a level behind
+                    c = q[j] - lot
+                    if c <= 0:
+                        emit = False                         # a single lot: dropped
+                    else:
+                        q[j] -= c
+                        tk = bt - lvl if j < K else at + lvl
+                else:
+                    # the touch empties: the next level becomes the touch, a new level
+                    # appears at the back
+                    c = q[j]
+                    tk = bt if j < K else at
+                    for a in range(j, j + K - 1):
+                        q[a] = q[a + 1]
+                    q[j + K - 1] = self._depth()
+                    if j < K:
+                        bt -= 1
+                    else:
+                        at += 1
+            if emit:
+                self.bid_tick = bt
+                self.ask_tick = at
+                self._emit(pos, tick, t, et, sd, tk, c, o_ts, o_et, o_sd, o_px, o_sz, o_bp,
+                           o_bq, o_ap, o_aq)
+                pos += 1
+        self.bid_tick = bt
+        self.ask_tick = at
+        if self.active:                                      # stopped inside a block
+            self.r, self.nadj, self.t_prev = r, nadj, t_prev
+        return 0
