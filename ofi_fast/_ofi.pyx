@@ -66,13 +66,14 @@ cdef void ofi_reset(OFIState* st) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------------
-# Batch kernels. A batch runs in blocks of events; each block takes three passes over its rows,
+# Batch kernels. A batch runs in blocks of events; each block takes one or two passes over its rows,
 # each a loop without a data-dependent branch (tools/check_branches.py checks them):
-#   1. ofi_l1_pairs: e_n of every row, and one validity flag accumulated over the block (and
-#      ofi_ts_block for the time order); only when a flag says a row is bad does the caller
-#      look for the first bad row (ofi_first_bad), so errors name the field and index exactly;
-#   2. ofi_total_block: the Neumaier total over the stream and the crossed / locked counts;
-#   3. ofi_count_block or ofi_time_block: the window sum (none without a window).
+#   1. ofi_l1_pairs_counted: e_n of every row, the crossed / locked counts, the stream's
+#      Neumaier total, and one validity flag accumulated over the block (and ofi_ts_block for
+#      the time order); only when a flag says a row is bad does the caller look for the first
+#      bad row (ofi_first_bad), so errors name the field and index exactly (l1_ofi calls
+#      ofi_l1_pairs: e_n and validity only);
+#   2. ofi_count_block or ofi_time_block: the window sum (none without a window).
 # Each pass does the float operations of the one-event path (ofi_update, rolling_push) in the
 # same order, so batch and streaming results agree bit for bit.
 # ---------------------------------------------------------------------------------------------
@@ -145,18 +146,26 @@ cdef extern from *:
             x = (ofi_v2_keep(b1 >= b0, q1) - ofi_v2_keep(b1 <= b0, q0))                  \
               + (ofi_v2_keep(a1 >= a0, r0) - ofi_v2_keep(a1 <= a0, r1));                  \
         } while (0)
+    /* neumaier_add of _ring.pxd (TwoSum), the same operations in the same order. */
+    #define OFI_TWOSUM(x_) \
+        do { double x__ = (x_); t = s + x__; z = t - s; c += (s - (t - z)) + (x__ - z); s = t; } while (0)
     /* Rows lo..hi-1: e[i] from row i-1 -> row i. prev (4 values) is row lo-1 on entry, empty
      * prices already -inf / +inf (the caller's state, or the row before from the array), and
      * row hi-1 on exit, likewise. Returns 1 when every row lo..hi-1 is valid: a finite size
      * >= 0 on each side, and a finite price or an empty side (size 0 with price NaN, -inf
-     * bid or +inf ask); the same test as ofi_check_row. */
-    static int ofi_l1_pairs(const double *bp, const double *bs, const double *ap,
-                            const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
-                            double *e)
+     * bid or +inf ask); the same test as ofi_check_row. With `count` (a constant at each call
+     * site below), counts[0] / counts[1] get the crossed (bid > ask) / locked (bid == ask)
+     * rows, as float sums of ones (exact below 2**53), and total / v the Neumaier total. */
+    static inline __attribute__((always_inline)) int ofi_l1_pairs_impl(
+        const double *bp, const double *bs, const double *ap, const double *az,
+        Py_ssize_t lo, Py_ssize_t hi, double *prev, double *e, const int count,
+        int64_t *counts, double *total, double *v)
     {
         const ofi_v2d inf = {INFINITY, INFINITY}, ninf = -inf, zero = {0.0, 0.0};
-        const ofi_v2d nan = {NAN, NAN};
-        ofi_v2d bad = zero;
+        const ofi_v2d nan = {NAN, NAN}, one = {1.0, 1.0};
+        const ofi_v2d first = {1.0, 0.0};
+        ofi_v2d bad = zero, crossed = zero, locked = zero;
+        double s = count ? total[0] : 0.0, c = count ? total[1] : 0.0, t, z;
         ofi_v2d b0, q0, a0, r0, b1, q1, a1, r1, x;
         /* the lanes' high halves carry row i - 1 from one step to the next */
         ofi_v2d pb = {prev[0], prev[0]}, pq = {prev[1], prev[1]};
@@ -171,9 +180,15 @@ cdef extern from *:
             a0 = OFI_V2_PAIR(pa, a1); r0 = OFI_V2_PAIR(pr, r1);
             OFI_V2_STEP(x);
             memcpy(e + i, &x, 16);
+            if (count) {
+                crossed += ofi_v2_keep(b1 > a1, one);
+                locked += ofi_v2_keep(b1 == a1, one);
+                OFI_TWOSUM(x[0]); v[i - lo] = s + c;
+                OFI_TWOSUM(x[1]); v[i - lo + 1] = s + c;
+            }
             pb = b1; pq = q1; pa = a1; pr = r1;
         }
-        if (i < hi) {   /* the last row alone: both lanes the same event */
+        if (i < hi) {   /* the last row alone: both lanes the same event, counted once */
             b0 = (ofi_v2d){pb[1], pb[1]}; q0 = (ofi_v2d){pq[1], pq[1]};
             a0 = (ofi_v2d){pa[1], pa[1]}; r0 = (ofi_v2d){pr[1], pr[1]};
             b1 = (ofi_v2d){bp[i], bp[i]}; q1 = (ofi_v2d){bs[i], bs[i]};
@@ -182,10 +197,44 @@ cdef extern from *:
             a1 = ofi_v2_choose(a1 != a1, inf, a1);
             OFI_V2_STEP(x);
             e[i] = x[0];
+            if (count) {
+                crossed += ofi_v2_keep(b1 > a1, first);
+                locked += ofi_v2_keep(b1 == a1, first);
+                OFI_TWOSUM(x[0]); v[i - lo] = s + c;
+            }
             pb = b1; pq = q1; pa = a1; pr = r1;
         }
         prev[0] = pb[1]; prev[1] = pq[1]; prev[2] = pa[1]; prev[3] = pr[1];
+        if (count) {
+            counts[0] += (int64_t)(crossed[0] + crossed[1]);
+            counts[1] += (int64_t)(locked[0] + locked[1]);
+            total[0] = s;
+            total[1] = c;
+        }
         return bad[0] + bad[1] == 0.0;   /* NaN compares false */
+    }
+    #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+    /* an AVX2 build of the same code, chosen at load time where the CPU has it (the
+     * three-operand VEX forms drop the register copies of SSE2's two-operand forms) */
+    #define OFI_CLONES __attribute__((target_clones("avx2", "default")))
+    #else
+    #define OFI_CLONES
+    #endif
+    OFI_CLONES static int ofi_l1_pairs(const double *bp, const double *bs, const double *ap,
+                            const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
+                            double *e)
+    {
+        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 0, NULL, NULL, NULL);
+    }
+    /* The same for OFI.update_many, also counting crossed and locked rows and adding e to
+     * the stream's total (total[0] + total[1], Neumaier, as neumaier_add of _ring.pxd), v[i - lo]
+     * the total after event i. */
+    OFI_CLONES static int ofi_l1_pairs_counted(const double *bp, const double *bs, const double *ap,
+                                    const double *az, Py_ssize_t lo, Py_ssize_t hi,
+                                    double *prev, double *e, int64_t *counts, double *total,
+                                    double *v)
+    {
+        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v);
     }
     #else
     #error "ofi_fast needs gcc or clang (vector extensions)"
@@ -194,6 +243,10 @@ cdef extern from *:
     bint ofi_l1_pairs(const float64_t* bp, const float64_t* bs, const float64_t* ap,
                       const float64_t* az, intp_t lo, intp_t hi, float64_t* prev,
                       float64_t* e) noexcept nogil
+    bint ofi_l1_pairs_counted(const float64_t* bp, const float64_t* bs, const float64_t* ap,
+                              const float64_t* az, intp_t lo, intp_t hi, float64_t* prev,
+                              float64_t* e, int64_t* counts, float64_t* total,
+                              float64_t* v) noexcept nogil
 
 
 cdef bint ofi_ts_block(const int64_t* ts, intp_t lo, intp_t hi, int64_t last) noexcept nogil:
@@ -230,29 +283,11 @@ cdef int ofi_first_bad(const int64_t* ts, const float64_t* bp, const float64_t* 
     return STATUS_OK
 
 
-cdef void ofi_total_block(OFIState* st, const float64_t* bp, const float64_t* ap,
-                          const float64_t* e, intp_t lo, intp_t hi, float64_t* v) noexcept nogil:
-    """The stream's total (Neumaier) and crossed / locked counts over e[lo..hi-1]; v[i - lo]
-    gets the total after event i (the rolling value without a window)."""
-    cdef float64_t s = st.total, c = st.total_comp
-    cdef int64_t n_crossed = 0, n_locked = 0
-    cdef intp_t i
-    for i in range(lo, hi):
-        neumaier_add(&s, &c, e[i])
-        v[i - lo] = s + c
-        n_crossed += bp[i] > ap[i]       # NaN (empty) prices compare false, like -inf / +inf
-        n_locked += bp[i] == ap[i]
-    st.total = s
-    st.total_comp = c
-    st.n_crossed += n_crossed
-    st.n_locked += n_locked
-
-
 cdef void ofi_count_block(RollingSumState* r, const int64_t* ts, intp_t ts_step,
                           const float64_t* e, intp_t lo, intp_t hi, float64_t* v) noexcept nogil:
     """rolling_push of e[lo..hi-1] into a count window: while the ring fills, add; once it is
-    full, evict the oldest and add (two loops: which one is known before the block starts).
-    ts[i * ts_step] is event i's timestamp (ts_step 0: one timestamp for all)."""
+    full, evict the oldest and add (two loops: which one runs is known before the block
+    starts). ts[i * ts_step] is event i's timestamp (ts_step 0: one timestamp for all)."""
     cdef float64_t s = r.sum, c = r.comp, x
     cdef int64_t* rts = r.ring.ts
     cdef float64_t* rval = r.ring.val
@@ -333,6 +368,8 @@ cdef int ofi_run(OFIState* st, const int64_t* ts, const float64_t* bp, const flo
     event at a time (exact CapacityError index; the ring grows there with grow=True)."""
     cdef float64_t scratch[OFI_MAX_BLOCK]
     cdef float64_t prev[4]
+    cdef int64_t counts[2]
+    cdef float64_t total[2]
     cdef float64_t* vb
     cdef RollingSumState* r = &st.roll
     cdef intp_t lo = 0, hi, k, block = ofi_block
@@ -362,25 +399,39 @@ cdef int ofi_run(OFIState* st, const int64_t* ts, const float64_t* bp, const flo
             prev[1] = bs[lo]
             prev[2] = f64_choose(ap[lo] != ap[lo], INFINITY, ap[lo])
             prev[3] = az[lo]
-        ok = ofi_l1_pairs(bp, bs, ap, az, lo, hi, prev, e)
+        counts[0] = counts[1] = 0
+        total[0] = st.total
+        total[1] = st.total_comp
+        ok = ofi_l1_pairs_counted(bp, bs, ap, az, lo, hi, prev, e, counts, total, vb)
         if ts != NULL:
             ok = ok & ofi_ts_block(ts, lo, hi, r.last_ts if r.has_last else ts[lo])
         if not ok:
             status = ofi_first_bad(ts, bp, bs, ap, az, lo, hi, r.has_last, r.last_ts, &hi)
             bad[0] = hi
+            counts[0] = counts[1] = 0            # redo counts and total up to the bad row
+            total[0] = st.total
+            total[1] = st.total_comp
+            for k in range(lo, hi):
+                counts[0] += bp[k] > ap[k]       # NaN (empty) compares false, like -inf / +inf
+                counts[1] += bp[k] == ap[k]
+                neumaier_add(&total[0], &total[1], e[k])
+                vb[k - lo] = total[0] + total[1]
         if hi > lo:
             # passes 2 and 3, then commit
-            ofi_total_block(st, bp, ap, e, lo, hi, vb)
-            if r.window_time > 0:
-                ofi_time_block(r, ts, e, lo, hi, vb)
-            elif r.window > 0:
+            st.total = total[0]
+            st.total_comp = total[1]
+            if r.window > 0:
                 if ts != NULL:
                     ofi_count_block(r, ts, 1, e, lo, hi, vb)
                 else:
                     ofi_count_block(r, &r.last_ts, 0, e, lo, hi, vb)
+            elif r.window_time > 0:
+                ofi_time_block(r, ts, e, lo, hi, vb)
             else:
                 r.sum = st.total                  # without a window the rolling sum is the total
                 r.comp = st.total_comp
+            st.n_crossed += counts[0]
+            st.n_locked += counts[1]
             st.bid_px = f64_choose(bp[hi - 1] != bp[hi - 1], -INFINITY, bp[hi - 1])
             st.bid_sz = bs[hi - 1]
             st.ask_px = f64_choose(ap[hi - 1] != ap[hi - 1], INFINITY, ap[hi - 1])
