@@ -66,8 +66,8 @@ cdef void ofi_reset(OFIState* st) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------------
-# Batch kernels. A batch runs in blocks of events; each block takes one or two passes over its rows,
-# each a loop without a data-dependent branch (tools/check_branches.py checks them):
+# Batch kernels. A batch runs in blocks of events; each block takes one or two passes over its
+# rows, each a loop without a data-dependent branch (tools/check_branches.py checks them):
 #   1. ofi_l1_pairs_counted: e_n of every row, the crossed / locked counts, the stream's
 #      Neumaier total, and one validity flag accumulated over the block (and ofi_ts_block for
 #      the time order); only when a flag says a row is bad does the caller look for the first
@@ -105,12 +105,17 @@ cdef extern from *:
     """
     /* e_n of CKS eq. 10 two events at a time, with gcc/clang vector extensions (SSE2 on
      * x86-64, NEON on arm64; other targets get scalar code from the compiler). Cython has no
-     * vector types, so this one loop is C; it performs per lane exactly the operations of
-     * ofi_l1_event / ofi_check_row (_ofi.pxd), so the results are equal bit for bit (tested). */
+     * vector types, so this one loop is C. Per lane it performs exactly the operations of
+     * ofi_l1_event (_ofi.pxd), so e_n is equal bit for bit, and accepts exactly the rows
+     * ofi_check_row accepts (tests/test_ofi.py checks both). Other compilers (or
+     * -DOFI_FAST_SCALAR) get the scalar loop at the end, the same operations one row at a time. */
     #include <stdint.h>
     #include <string.h>
     #include <math.h>
-    #if defined(__GNUC__) || defined(__clang__)
+    /* neumaier_add of _ring.pxd (TwoSum), the same operations in the same order. */
+    #define OFI_TWOSUM(x_) \
+        do { double x__ = (x_); t = s + x__; z = t - s; c += (s - (t - z)) + (x__ - z); s = t; } while (0)
+    #if (defined(__GNUC__) || defined(__clang__)) && !defined(OFI_FAST_SCALAR)
     typedef double ofi_v2d __attribute__((vector_size(16)));
     typedef int64_t ofi_v2i __attribute__((vector_size(16)));
     static inline ofi_v2d ofi_v2_load(const double *p) { ofi_v2d v; memcpy(&v, p, 16); return v; }
@@ -146,9 +151,6 @@ cdef extern from *:
             x = (ofi_v2_keep(b1 >= b0, q1) - ofi_v2_keep(b1 <= b0, q0))                  \
               + (ofi_v2_keep(a1 >= a0, r0) - ofi_v2_keep(a1 <= a0, r1));                  \
         } while (0)
-    /* neumaier_add of _ring.pxd (TwoSum), the same operations in the same order. */
-    #define OFI_TWOSUM(x_) \
-        do { double x__ = (x_); t = s + x__; z = t - s; c += (s - (t - z)) + (x__ - z); s = t; } while (0)
     /* Rows lo..hi-1: e[i] from row i-1 -> row i. prev (4 values) is row lo-1 on entry, empty
      * prices already -inf / +inf (the caller's state, or the row before from the array), and
      * row hi-1 on exit, likewise. Returns 1 when every row lo..hi-1 is valid: a finite size
@@ -237,7 +239,43 @@ cdef extern from *:
         return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v);
     }
     #else
-    #error "ofi_fast needs gcc or clang (vector extensions)"
+    static double ofi_keep(int c, double x) {
+        uint64_t b; memcpy(&b, &x, 8); b &= -(uint64_t)(c != 0); memcpy(&x, &b, 8); return x;
+    }
+    static int ofi_l1_pairs_counted(const double *bp, const double *bs, const double *ap,
+                                    const double *az, Py_ssize_t lo, Py_ssize_t hi,
+                                    double *prev, double *e, int64_t *counts, double *total,
+                                    double *v)
+    {
+        double b0 = prev[0], q0 = prev[1], a0 = prev[2], r0 = prev[3], bad = 0.0;
+        double s = total ? total[0] : 0.0, c = total ? total[1] : 0.0, t, z;
+        for (Py_ssize_t i = lo; i < hi; i++) {
+            double b1 = bp[i], q1 = bs[i], a1 = ap[i], r1 = az[i];
+            b1 = b1 != b1 ? -INFINITY : b1;
+            a1 = a1 != a1 ? INFINITY : a1;
+            double bk = ofi_keep(q1 > 0.0, b1), ak = ofi_keep(r1 > 0.0, a1), d = b1 - a1;
+            bad += ((q1 - fabs(q1)) + (r1 - fabs(r1))) + (((bk - bk) + (ak - ak))
+                   + ofi_keep(!(d < INFINITY), NAN));
+            double x = (ofi_keep(b1 >= b0, q1) - ofi_keep(b1 <= b0, q0))
+                     + (ofi_keep(a1 >= a0, r0) - ofi_keep(a1 <= a0, r1));
+            e[i] = x;
+            if (counts) {
+                counts[0] += b1 > a1;
+                counts[1] += b1 == a1;
+                OFI_TWOSUM(x); v[i - lo] = s + c;
+            }
+            b0 = b1; q0 = q1; a0 = a1; r0 = r1;
+        }
+        prev[0] = b0; prev[1] = q0; prev[2] = a0; prev[3] = r0;
+        if (total) { total[0] = s; total[1] = c; }
+        return bad == 0.0;
+    }
+    static int ofi_l1_pairs(const double *bp, const double *bs, const double *ap,
+                            const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
+                            double *e)
+    {
+        return ofi_l1_pairs_counted(bp, bs, ap, az, lo, hi, prev, e, NULL, NULL, NULL);
+    }
     #endif
     """
     bint ofi_l1_pairs(const float64_t* bp, const float64_t* bs, const float64_t* ap,
