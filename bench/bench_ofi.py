@@ -1,8 +1,13 @@
-"""Best-level OFI benchmarks, each kernel beside its baselines in the same run.
+"""Best-level OFI benchmarks: each kernel beside the limit and the best peer, in the same run.
 
-    python -m pytest bench/bench_ofi.py --benchmark-only --benchmark-columns=min,median,rounds
+    python -m pytest bench/bench_ofi.py --benchmark-only --benchmark-json=/tmp/b.json
+    python tools/bench_table.py /tmp/b.json      # ns/event, min and median, both ratios
 
-Divide the times by extra_info["events"] for ns/event (tools/bench_table.py prints the table).
+The limit ("limit" rows) is bench/cloop.c: the same work with no validation, written
+branch-free (tools/check_branches.py checks its inner loops), built at -O2 and -O3, and a
+variant with two events per step (gcc vector extensions). The peer ("peer" rows) is the same
+formula under numba ``@njit`` (LLVM vectorises it) and numpy vectorised. The old C loop written
+with ``if``s is an extra row ("C if-loop"), not a baseline.
 """
 
 import numpy as np
@@ -10,14 +15,28 @@ import pytest
 
 import ofi_fast
 from ofi_fast._ofi import _EmptyCall
-from conftest import per_event, quotes
+from conftest import lobster_day, per_event, quotes, tiled
 
-SIZES = [1_000_000, 10_000_000]
+N = 10_000_000
+WINDOW = 10_000                   # count window, events
+WINDOW_TIME = 1_000_000_000       # time window, 1 s in ns (about 10,000 events)
 
 
-@pytest.fixture(scope="module", params=SIZES, ids=lambda n: f"n={n:.0e}")
-def data(request):
-    return quotes(request.param)
+@pytest.fixture(scope="module", params=["random walk", "LOBSTER AAPL tiled"])
+def stream(request):
+    if request.param == "random walk":
+        return request.param, quotes(N)
+    day = lobster_day("AAPL")
+    if day is None:
+        pytest.skip("../shared/data/lobster is absent")
+    return request.param, tiled(day, N)
+
+
+def on(benchmark, stream):
+    """The stream's arrays; the benchmark goes to the group of that stream."""
+    name, arrays = stream
+    benchmark.group = f"{G}, {name}"
+    return arrays
 
 
 def numpy_l1_ofi(bp, bs, ap, az):
@@ -30,86 +49,262 @@ def numpy_l1_ofi(bp, bs, ap, az):
     return e
 
 
-@pytest.mark.benchmark(group="l1_ofi batch")
-def test_l1_ofi(benchmark, data):
-    _, bp, bs, ap, az = data
-    per_event(benchmark, len(bp))
-    e = benchmark(ofi_fast.l1_ofi, bp, bs, ap, az)
-    assert e.shape == bp.shape
+@pytest.fixture(scope="session")
+def nb():
+    """numba versions of the same formulas (compiled once, outside the timings)."""
+    numba = pytest.importorskip("numba")
+
+    @numba.njit(cache=False, fastmath=False)
+    def l1(bp, bs, ap, az, out):
+        out[0] = 0.0
+        for i in range(1, bp.shape[0]):
+            bid = (bs[i] if bp[i] >= bp[i - 1] else 0.0) - (bs[i - 1] if bp[i] <= bp[i - 1]
+                                                              else 0.0)
+            ask = (az[i - 1] if ap[i] >= ap[i - 1] else 0.0) - (az[i] if ap[i] <= ap[i - 1]
+                                                                else 0.0)
+            out[i] = bid + ask
+        return out
+
+    @numba.njit(cache=False)
+    def count(bp, bs, ap, az, out, v, window):
+        l1(bp, bs, ap, az, out)
+        s = 0.0
+        for i in range(bp.shape[0]):
+            if i >= window:
+                s -= out[i - window]
+            s += out[i]
+            v[i] = s
+        return out, v
+
+    @numba.njit(cache=False)
+    def time(ts, bp, bs, ap, az, out, v, window_time):
+        l1(bp, bs, ap, az, out)
+        s = 0.0
+        j = 0
+        for i in range(bp.shape[0]):
+            cutoff = ts[i] - window_time
+            while ts[j] <= cutoff:
+                s -= out[j]
+                j += 1
+            s += out[i]
+            v[i] = s
+        return out, v
+
+    x = quotes(100)
+    o, w = np.empty(100), np.empty(100)
+    l1(*x[1:], o)
+    count(*x[1:], o, w, 10)
+    time(*x, o, w, 1000)
+
+    class NB:
+        pass
+    r = NB()
+    r.l1, r.count, r.time = l1, count, time
+    return r
 
 
-@pytest.mark.benchmark(group="l1_ofi batch")
-def test_l1_ofi_out(benchmark, data):
-    # the same output buffer every call, as the C loop below: no allocation, no page faults
-    _, bp, bs, ap, az = data
-    per_event(benchmark, len(bp))
+# --- l1_ofi: e_n only -------------------------------------------------------------------
+G = "l1_ofi 1e7"
+
+
+@pytest.mark.benchmark(group=G)
+def test_l1_ofi_out(benchmark, stream):
+    _, bp, bs, ap, az = on(benchmark, stream)
+    per_event(benchmark, N, "ours")
     out = np.empty_like(bp)
     benchmark(ofi_fast.l1_ofi, bp, bs, ap, az, out=out)
 
 
-@pytest.mark.benchmark(group="l1_ofi batch")
-def test_c_loop_O2(benchmark, data, c_l1_ofi):
-    _, bp, bs, ap, az = data
-    per_event(benchmark, len(bp))
+@pytest.mark.benchmark(group=G)
+def test_l1_ofi_allocating(benchmark, stream):
+    _, bp, bs, ap, az = on(benchmark, stream)
+    per_event(benchmark, N)
+    benchmark(ofi_fast.l1_ofi, bp, bs, ap, az)
+
+
+@pytest.mark.parametrize("opt", ["O2", "O3"])
+@pytest.mark.parametrize("variant", ["l1_ofi_c", "l1_ofi_c_v2"])
+@pytest.mark.benchmark(group=G)
+def test_c_branch_free(benchmark, stream, request, opt, variant):
+    _, bp, bs, ap, az = on(benchmark, stream)
+    c = request.getfixturevalue(f"cloop_{opt}")
+    per_event(benchmark, N, "limit")
     out = np.empty_like(bp)
-    benchmark(c_l1_ofi, bp, bs, ap, az, out)
+    benchmark(c.l1, bp, bs, ap, az, out, variant)
     assert np.array_equal(out, ofi_fast.l1_ofi(bp, bs, ap, az))
 
 
-@pytest.mark.benchmark(group="l1_ofi batch")
-def test_c_loop_O2_allocating(benchmark, data, c_l1_ofi):
-    # the C loop with a fresh result array per call, as l1_ofi without out= does
-    _, bp, bs, ap, az = data
-    per_event(benchmark, len(bp))
-    benchmark(lambda: c_l1_ofi(bp, bs, ap, az, np.empty_like(bp)))
+@pytest.mark.benchmark(group=G)
+def test_c_if_loop(benchmark, stream, cloop_O2):
+    _, bp, bs, ap, az = on(benchmark, stream)
+    per_event(benchmark, N)
+    out = np.empty_like(bp)
+    benchmark(cloop_O2.l1, bp, bs, ap, az, out, "l1_ofi_c_if")
 
 
-@pytest.mark.benchmark(group="l1_ofi batch")
-def test_numpy_vectorized(benchmark, data):
-    _, bp, bs, ap, az = data
-    per_event(benchmark, len(bp))
+@pytest.mark.benchmark(group=G)
+def test_numba(benchmark, stream, nb):
+    _, bp, bs, ap, az = on(benchmark, stream)
+    per_event(benchmark, N, "peer")
+    out = np.empty_like(bp)
+    benchmark(nb.l1, bp, bs, ap, az, out)
+    assert np.array_equal(out, ofi_fast.l1_ofi(bp, bs, ap, az))
+
+
+@pytest.mark.benchmark(group=G)
+def test_numpy_vectorized(benchmark, stream):
+    _, bp, bs, ap, az = on(benchmark, stream)
+    per_event(benchmark, N, "peer")
     e = benchmark(numpy_l1_ofi, bp, bs, ap, az)
     assert np.array_equal(e, ofi_fast.l1_ofi(bp, bs, ap, az))
 
 
-@pytest.mark.benchmark(group="l1_ofi batch")
-def test_numba(benchmark, data):
-    numba = pytest.importorskip("numba")
-
-    @numba.njit(cache=False)
-    def nb_l1_ofi(bp, bs, ap, az):
-        out = np.zeros_like(bs)
-        for i in range(1, bp.shape[0]):
-            bid = bs[i] if bp[i] >= bp[i - 1] else 0.0
-            if bp[i] <= bp[i - 1]:
-                bid -= bs[i - 1]
-            ask = az[i - 1] if ap[i] >= ap[i - 1] else 0.0
-            if ap[i] <= ap[i - 1]:
-                ask -= az[i]
-            out[i] = bid + ask
-        return out
-    _, bp, bs, ap, az = data
-    nb_l1_ofi(bp[:10], bs[:10], ap[:10], az[:10])
-    per_event(benchmark, len(bp))
-    e = benchmark(nb_l1_ofi, bp, bs, ap, az)
-    assert np.array_equal(e, ofi_fast.l1_ofi(bp, bs, ap, az))
+# --- OFI.update_many: e, totals, counters, and the window value per event -----------------
+# Every variant writes e and the rolling value into preallocated buffers. Random arrivals:
+# inter-arrival times uniform in [1, 200 us), so 0-4 events leave a 1 s window per event.
+@pytest.fixture(scope="module")
+def big():
+    return quotes(N)
 
 
-@pytest.mark.benchmark(group="l1_ofi batch")
-def test_python_loop(benchmark):
-    # a plain Python loop over lists (100k events: the 1e6/1e7 runs would take minutes)
-    n = 100_000
-    _, bp, bs, ap, az = (a.tolist() for a in quotes(n))
-    from ofi_fast.reference import l1_ofi_event
+def _rolling(benchmark, ts, bp, bs, ap, az, **window):
+    per_event(benchmark, len(ts), "ours")
+    e_out, v_out = np.empty_like(bp), np.empty_like(bp)
 
-    def loop():
-        out = [0.0]
-        for i in range(1, n):
-            out.append(l1_ofi_event((bp[i - 1], bs[i - 1], ap[i - 1], az[i - 1]),
-                                    (bp[i], bs[i], ap[i], az[i])))
-        return out
+    def run():
+        ofi_fast.OFI(**window).update_many(ts, bp, bs, ap, az, out=e_out, rolling=True,
+                                           rolling_out=v_out)
+    benchmark(run)
+    return e_out, v_out
+
+
+@pytest.mark.benchmark(group="update_many 1e7, no window")
+def test_update_many_no_window(benchmark, big):
+    ts, bp, bs, ap, az = big
+    per_event(benchmark, N, "ours")
+    out = np.empty_like(bp)
+    benchmark(lambda: ofi_fast.OFI().update_many(ts, bp, bs, ap, az, out=out))
+
+
+@pytest.mark.benchmark(group="update_many 1e7, no window")
+def test_no_window_c_limit(benchmark, big, cloop_O2):
+    _, bp, bs, ap, az = big
+    per_event(benchmark, N, "limit")
+    out = np.empty_like(bp)
+    benchmark(cloop_O2.l1, bp, bs, ap, az, out, "l1_ofi_c_v2")
+
+
+@pytest.mark.benchmark(group="update_many 1e7, no window")
+def test_no_window_numba(benchmark, big, nb):
+    _, bp, bs, ap, az = big
+    per_event(benchmark, N, "peer")
+    out = np.empty_like(bp)
+    benchmark(nb.l1, bp, bs, ap, az, out)
+
+
+G_COUNT = "update_many 1e7, count window 10,000"
+
+
+@pytest.mark.benchmark(group=G_COUNT)
+def test_update_many_count_window(benchmark, big):
+    e, v = _rolling(benchmark, *big, window=WINDOW)
+
+
+@pytest.mark.parametrize("opt", ["O2", "O3"])
+@pytest.mark.benchmark(group=G_COUNT)
+def test_count_window_c(benchmark, big, request, opt):
+    _, bp, bs, ap, az = big
+    c = request.getfixturevalue(f"cloop_{opt}")
+    per_event(benchmark, N, "limit")
+    out, v = np.empty_like(bp), np.empty_like(bp)
+    benchmark(c.count, bp, bs, ap, az, out, v, WINDOW)
+    _, v2 = ofi_fast.OFI(window=WINDOW).update_many(None, bp, bs, ap, az, rolling=True)
+    np.testing.assert_allclose(v, v2, atol=1e-6)    # plain vs compensated sum
+
+
+@pytest.mark.benchmark(group=G_COUNT)
+def test_count_window_numba(benchmark, big, nb):
+    _, bp, bs, ap, az = big
+    per_event(benchmark, N, "peer")
+    out, v = np.empty_like(bp), np.empty_like(bp)
+    benchmark(nb.count, bp, bs, ap, az, out, v, WINDOW)
+
+
+@pytest.mark.benchmark(group=G_COUNT)
+def test_count_window_numpy(benchmark, big):
+    _, bp, bs, ap, az = big
+    per_event(benchmark, N, "peer")
+
+    def run():
+        e = numpy_l1_ofi(bp, bs, ap, az)
+        c = np.cumsum(e)
+        c[WINDOW:] -= c[:-WINDOW].copy()
+        return c
+    benchmark(run)
+
+
+G_TIME = "update_many 1e7, time window 1 s, random arrivals"
+
+
+@pytest.mark.benchmark(group=G_TIME)
+def test_update_many_time_window(benchmark, big):
+    _rolling(benchmark, *big, window_time=WINDOW_TIME)
+
+
+@pytest.mark.benchmark(group=G_TIME)
+def test_update_many_time_window_regular_arrivals(benchmark, big):
+    ts = np.arange(len(big[0]), dtype=np.int64) * 100_000
+    _rolling(benchmark, ts, *big[1:], window_time=WINDOW_TIME)
+    benchmark.extra_info.pop("role")
+
+
+@pytest.mark.parametrize("opt", ["O2", "O3"])
+@pytest.mark.benchmark(group=G_TIME)
+def test_time_window_c(benchmark, big, request, opt):
+    ts, bp, bs, ap, az = big
+    c = request.getfixturevalue(f"cloop_{opt}")
+    per_event(benchmark, N, "limit")
+    out, v = np.empty_like(bp), np.empty_like(bp)
+    benchmark(c.time, ts, bp, bs, ap, az, out, v, WINDOW_TIME)
+    _, v2 = ofi_fast.OFI(window_time=WINDOW_TIME).update_many(ts, bp, bs, ap, az, rolling=True)
+    np.testing.assert_allclose(v, v2, atol=1e-6)
+
+
+@pytest.mark.benchmark(group=G_TIME)
+def test_time_window_numba(benchmark, big, nb):
+    ts, bp, bs, ap, az = big
+    per_event(benchmark, N, "peer")
+    out, v = np.empty_like(bp), np.empty_like(bp)
+    benchmark(nb.time, ts, bp, bs, ap, az, out, v, WINDOW_TIME)
+
+
+@pytest.mark.benchmark(group=G_TIME)
+def test_time_window_numpy(benchmark, big):
+    ts, bp, bs, ap, az = big
+    per_event(benchmark, N, "peer")
+
+    def run():
+        e = numpy_l1_ofi(bp, bs, ap, az)
+        c = np.concatenate(([0.0], np.cumsum(e)))
+        j = np.searchsorted(ts, ts - WINDOW_TIME, side="right")
+        return c[1:] - c[j]
+    benchmark(run)
+
+
+# --- flat cost: ns/event from 1e4 to 3e7 events (issue 13 item 7) ------------------------
+@pytest.mark.parametrize("n", [10_000, 100_000, 1_000_000, 10_000_000, 30_000_000],
+                         ids=lambda n: f"n={n:.0e}")
+@pytest.mark.parametrize("kernel", ["l1_ofi", "update_many time window"])
+@pytest.mark.benchmark(group="flat cost")
+def test_flat_cost(benchmark, n, kernel):
+    ts, bp, bs, ap, az = quotes(n)
     per_event(benchmark, n)
-    benchmark.pedantic(loop, rounds=3)
+    out, v = np.empty_like(bp), np.empty_like(bp)
+    if kernel == "l1_ofi":
+        benchmark(ofi_fast.l1_ofi, bp, bs, ap, az, out=out)
+    else:
+        benchmark(lambda: ofi_fast.OFI(window_time=WINDOW_TIME).update_many(
+            ts, bp, bs, ap, az, out=out, rolling=True, rolling_out=v))
 
 
 # --- streaming: OFI.update from Python vs the empty cpdef call floor -----------------------
@@ -129,7 +324,7 @@ def small():
 
 @pytest.mark.benchmark(group="update from Python (1 s time window)")
 def test_update_time_window(benchmark, small):
-    per_event(benchmark, N_CALLS)
+    per_event(benchmark, N_CALLS, "ours")
 
     def run():
         _loop(ofi_fast.OFI(window_time=1_000_000_000), *small)
@@ -138,54 +333,25 @@ def test_update_time_window(benchmark, small):
 
 @pytest.mark.benchmark(group="update from Python (1 s time window)")
 def test_empty_cpdef_floor(benchmark, small):
-    per_event(benchmark, N_CALLS)
+    per_event(benchmark, N_CALLS, "limit")
 
     def run():
         _loop(_EmptyCall(), *small)
     benchmark(run)
 
 
-# --- update_many with a rolling window vs l1_ofi --------------------------------------------
-# Every variant writes into the same preallocated buffers. The stream's inter-arrival times are
-# uniform in [1, 200 us), so the number of events leaving a 1 s window varies from event to
-# event; "regular" spaces them 100 us apart (one leaves per event).
-GROUP = "update_many 1e7 (rolling out)"
+@pytest.mark.benchmark(group="update from Python (1 s time window)")
+def test_python_loop(benchmark):
+    # the reference in plain Python over lists (100k events: 1e7 would take minutes)
+    n = 100_000
+    _, bp, bs, ap, az = (a.tolist() for a in quotes(n))
+    from ofi_fast.reference import l1_ofi_event
 
-
-@pytest.fixture(scope="module")
-def big():
-    return quotes(10_000_000)
-
-
-def _rolling(benchmark, ts, bp, bs, ap, az, **window):
-    per_event(benchmark, len(ts))
-    e_out, v_out = np.empty_like(bp), np.empty_like(bp)
-
-    def run():
-        ofi_fast.OFI(**window).update_many(ts, bp, bs, ap, az, out=e_out, rolling=True,
-                                           rolling_out=v_out)
-    benchmark(run)
-
-
-@pytest.mark.benchmark(group=GROUP)
-def test_update_many_rolling(benchmark, big):
-    _rolling(benchmark, *big, window_time=1_000_000_000)
-
-
-@pytest.mark.benchmark(group=GROUP)
-def test_update_many_rolling_regular_arrivals(benchmark, big):
-    ts = np.arange(len(big[0]), dtype=np.int64) * 100_000
-    _rolling(benchmark, ts, *big[1:], window_time=1_000_000_000)
-
-
-@pytest.mark.benchmark(group=GROUP)
-def test_update_many_rolling_count_window(benchmark, big):
-    _rolling(benchmark, *big, window=10_000)
-
-
-@pytest.mark.benchmark(group=GROUP)
-def test_update_many_vs_l1_ofi(benchmark, big):
-    _, bp, bs, ap, az = big
-    per_event(benchmark, len(bp))
-    out = np.empty_like(bp)
-    benchmark(ofi_fast.l1_ofi, bp, bs, ap, az, out=out)
+    def loop():
+        out = [0.0]
+        for i in range(1, n):
+            out.append(l1_ofi_event((bp[i - 1], bs[i - 1], ap[i - 1], az[i - 1]),
+                                    (bp[i], bs[i], ap[i], az[i])))
+        return out
+    per_event(benchmark, n)
+    benchmark.pedantic(loop, rounds=3)

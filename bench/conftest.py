@@ -1,4 +1,4 @@
-"""Shared benchmark fixtures: realistic quote streams and the plain C baseline loop."""
+"""Shared benchmark fixtures: realistic quote streams, the LOBSTER day, the C baseline loops."""
 
 import ctypes
 import subprocess
@@ -23,29 +23,93 @@ def quotes(n, seed=0):
     return ts, bid_px, bid_sz, ask_px, ask_sz
 
 
-@pytest.fixture(scope="session")
-def c_l1_ofi():
-    """ctypes handle to bench/cloop.c compiled with gcc -O2 (skips if no compiler)."""
-    src = HERE / "cloop.c"
-    assert src.is_file(), f"{src} is missing: the C baseline is part of the benchmark"
-    out = HERE / "_cbuild" / "libcloop.so"
-    out.parent.mkdir(exist_ok=True)
-    try:
-        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(out), str(src)],
-                       check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"no C compiler for the baseline: {exc}")
-    lib = ctypes.CDLL(str(out))
-    f = lib.l1_ofi_c
-    p = ctypes.POINTER(ctypes.c_double)
-    f.argtypes = [p, p, p, p, p, ctypes.c_long]
+class CLoops:
+    """bench/cloop.c compiled with one -O level, its functions callable on numpy arrays."""
 
-    def call(bp, bs, ap, az, out):
-        f(*(a.ctypes.data_as(p) for a in (bp, bs, ap, az, out)), len(bp))
+    def __init__(self, opt):
+        src = HERE / "cloop.c"
+        assert src.is_file(), f"{src} is missing: the C baseline is part of the benchmark"
+        out = HERE / "_cbuild" / f"libcloop{opt}.so"
+        out.parent.mkdir(exist_ok=True)
+        try:
+            subprocess.run(["cc", opt, "-shared", "-fPIC", "-o", str(out), str(src)],
+                           check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            pytest.fail(f"cannot build the C baseline: {exc}")
+        self.lib = ctypes.CDLL(str(out))
+        d, i64, lng = ctypes.POINTER(ctypes.c_double), ctypes.c_int64, ctypes.c_long
+        self.lib.update_many_count_c.argtypes = [d] * 6 + [lng, lng]
+        self.lib.update_many_time_c.argtypes = [ctypes.c_void_p] + [d] * 6 + [lng, i64]
+        for f in ("l1_ofi_c", "l1_ofi_c_v2", "l1_ofi_c_if"):
+            getattr(self.lib, f).argtypes = [d] * 5 + [lng]
+        self._d = d
+
+    def _p(self, *arrays):
+        return [a.ctypes.data_as(self._d) for a in arrays]
+
+    def l1(self, bp, bs, ap, az, out, variant="l1_ofi_c"):
+        getattr(self.lib, variant)(*self._p(bp, bs, ap, az, out), len(bp))
         return out
+
+    def count(self, bp, bs, ap, az, out, v, window):
+        self.lib.update_many_count_c(*self._p(bp, bs, ap, az, out, v), len(bp), window)
+        return out, v
+
+    def time(self, ts, bp, bs, ap, az, out, v, window_time):
+        self.lib.update_many_time_c(ts.ctypes.data, *self._p(bp, bs, ap, az, out, v), len(bp),
+                                    window_time)
+        return out, v
+
+
+@pytest.fixture(scope="session")
+def cloop_O2():
+    return CLoops("-O2")
+
+
+@pytest.fixture(scope="session")
+def cloop_O3():
+    return CLoops("-O3")
+
+
+@pytest.fixture(scope="session")
+def c_l1_ofi(cloop_O2):
+    """The -O2 branch-free l1 loop (kept for the other suites that use it)."""
+    def call(bp, bs, ap, az, out):
+        return cloop_O2.l1(bp, bs, ap, az, out)
     return call
 
 
-def per_event(benchmark, n):
-    """Store n so the RESULTS table can be divided into ns/event."""
+def lobster_day(name="AAPL"):
+    """A LOBSTER level-1 day (best quotes, dummy prices for empty sides) and its ns
+    timestamps, or None when ../shared/data is absent."""
+    import io
+    import zipfile
+    path = HERE.parent.parent / "shared" / "data" / "lobster" / \
+        f"LOBSTER_SampleFile_{name}_2012-06-21_1.zip"
+    if not path.is_file():
+        return None
+    stem = f"{name}_2012-06-21_34200000_57600000"
+    with zipfile.ZipFile(path) as z:
+        book = np.loadtxt(io.TextIOWrapper(z.open(f"{stem}_orderbook_1.csv")), delimiter=",")
+        msg = np.loadtxt(io.TextIOWrapper(z.open(f"{stem}_message_1.csv")), delimiter=",",
+                         usecols=0)
+    ap, az, bp, bs = (np.ascontiguousarray(c) for c in book.T)
+    return np.round(msg * 1e9).astype(np.int64), bp, bs, ap, az
+
+
+def tiled(day, n):
+    """``day``'s arrays repeated to n events (timestamps shifted to stay non-decreasing)."""
+    ts, *cols = day
+    k = -(-n // len(ts))
+    span = ts[-1] - ts[0] + 1
+    t = (ts[None, :] + span * np.arange(k)[:, None]).ravel()[:n]
+    return (np.ascontiguousarray(t), *(np.ascontiguousarray(np.tile(c, k)[:n]) for c in cols))
+
+
+def per_event(benchmark, n, role=None):
+    """Store n so the RESULTS table can be divided into ns/event; ``role`` ("limit": a
+    branch-free C loop of the same work; "peer": the best other implementation, numba or
+    numpy) lets tools/bench_table.py print the ratios to both."""
     benchmark.extra_info["events"] = n
+    if role:
+        benchmark.extra_info["role"] = role

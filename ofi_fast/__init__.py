@@ -3,8 +3,11 @@
 The façade: every public name is re-exported here. See README.md for a tour.
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
-from pathlib import Path as _Path
+import os as _os
+
+# A literal, not importlib.metadata (which costs ~25-55 ms of the import); a test keeps it
+# equal to pyproject.toml's version.
+__version__ = "0.1.0"
 
 from ofi_fast.errors import (
     CapacityError,
@@ -29,12 +32,6 @@ from ofi_fast._impact import (
     Bars, ImpactFit, RollingOLS, bar_mid, bars, event_bars, fit_impact, volume_bars,
 )
 
-try:
-    __version__ = _version("ofi_fast")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
-
-
 #: Names served lazily (module ``__getattr__``), so ``import ofi_fast`` does not import the
 #: pipeline, the feed readers or their optional dependencies.
 _LAZY = {"analyze": "ofi_fast.pipeline", "stream": "ofi_fast.pipeline",
@@ -58,7 +55,7 @@ def get_include() -> str:
     It holds ``ofi_fast/_ofi.pxd`` (and the other .pxd files), so that
     ``from ofi_fast._ofi cimport OFI`` resolves.
     """
-    return str(_Path(__file__).resolve().parent.parent)
+    return _os.path.dirname(_os.path.dirname(_os.path.realpath(__file__)))
 
 
 __all__ = [

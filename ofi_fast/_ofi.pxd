@@ -11,6 +11,7 @@ from libc.math cimport INFINITY
 
 from ofi_fast._types cimport STATUS_OK
 from ofi_fast._ring cimport RollingSumState, neumaier_add, rolling_push
+from ofi_fast._select cimport f64_choose, f64_keep
 
 cdef struct OFIState:
     float64_t bid_px     # previous event's best bid price (-inf when the bid side was empty)
@@ -32,17 +33,14 @@ cdef inline float64_t ofi_l1_event(float64_t bid_px0, float64_t bid_sz0,
                                    float64_t bid_px1, float64_t bid_sz1,
                                    float64_t ask_px1, float64_t ask_sz1) noexcept nogil:
     # Bid part and ask part are summed separately, then added: the same float operations as
-    # the case table (bid same: q1 - q0; ask same: q0 - q1), so results are reproducible.
-    cdef float64_t bid = 0.0, ask = 0.0
-    if bid_px1 >= bid_px0:
-        bid = bid_sz1
-    if bid_px1 <= bid_px0:
-        bid = bid - bid_sz0
-    if ask_px1 >= ask_px0:
-        ask = ask_sz0
-    if ask_px1 <= ask_px0:
-        ask = ask - ask_sz1
+    # the case table (bid same: q1 - q0; ask same: q0 - q1), so results are reproducible. The
+    # indicators are masks (f64_keep), not branches: a price moves up or down at random.
+    cdef float64_t bid = (f64_keep(bid_px1 >= bid_px0, bid_sz1)
+                          - f64_keep(bid_px1 <= bid_px0, bid_sz0))
+    cdef float64_t ask = (f64_keep(ask_px1 >= ask_px0, ask_sz0)
+                          - f64_keep(ask_px1 <= ask_px0, ask_sz1))
     return bid + ask
+
 
 # Validate one side's (price, size); empty (size 0 with NaN price) becomes `empty_px`.
 # Returns 0, or a Status with the field offset (1 price, 2 size) in bits 4+.

@@ -27,7 +27,8 @@ import numpy as np
 from ofi_fast._types cimport (
     STATUS_NON_FINITE, STATUS_OK, STATUS_TIME_BACKWARDS, float64_t, int64_t, intp_t,
 )
-from ofi_fast._ring cimport neumaier_add
+from ofi_fast._ring cimport RollingSumState, neumaier_add
+from ofi_fast._select cimport f64_choose
 from ofi_fast._ring cimport (
     raise_rolling, rolling_free, rolling_getstate, rolling_init, rolling_reset, rolling_setstate,
     rolling_value,
@@ -65,164 +66,425 @@ cdef void ofi_reset(OFIState* st) noexcept nogil:
         rolling_reset(&st.roll)
 
 
-cdef int ofi_run_nowindow(OFIState* st, const int64_t* ts, const float64_t* bp,
-                          const float64_t* bs, const float64_t* ap, const float64_t* az,
-                          intp_t n, float64_t* e, intp_t* bad) noexcept nogil:
-    """Batch path without a window: the state lives in locals (no aliasing with ``e``) and is
-    committed once. Same operations, in the same order, as ofi_update. ``ts`` may be NULL."""
-    cdef float64_t pb = st.bid_px, qb = st.bid_sz, pa = st.ask_px, qa = st.ask_sz
-    cdef float64_t b, sb, a, sa, x
-    cdef float64_t s1 = st.total, c1 = st.total_comp
-    cdef bint has_prev = st.has_prev
-    cdef int64_t last = st.roll.last_ts, n_crossed = 0, n_locked = 0
-    cdef bint has_last = st.roll.has_last
+# ---------------------------------------------------------------------------------------------
+# Batch kernels. A batch runs in blocks of events; each block takes one or two passes over its
+# rows, each a loop without a data-dependent branch (tools/check_branches.py checks them):
+#   1. ofi_l1_pairs_counted: e_n of every row, the crossed / locked counts, the stream's
+#      Neumaier total, and one validity flag accumulated over the block (and ofi_ts_block for
+#      the time order); only when a flag says a row is bad does the caller look for the first
+#      bad row (ofi_first_bad), so errors name the field and index exactly (l1_ofi calls
+#      ofi_l1_pairs: e_n and validity only);
+#   2. ofi_count_block or ofi_time_block: the window sum (none without a window).
+# Each pass does the float operations of the one-event path (ofi_update, rolling_push) in the
+# same order, so batch and streaming results agree bit for bit.
+# ---------------------------------------------------------------------------------------------
+
+cdef enum:
+    OFI_MAX_BLOCK = 1024        # events per block (the scratch buffers below)
+
+cdef intp_t ofi_block = OFI_MAX_BLOCK   # changed only by tests, to exercise block boundaries
+
+
+def _set_block(intp_t n):
+    """Testing hook: run the batch kernels in blocks of ``n`` events (1..1024); returns the
+    previous size."""
+    global ofi_block
+    if not 1 <= n <= OFI_MAX_BLOCK:
+        raise OFIError(f"block must be in 1..{OFI_MAX_BLOCK}", field="block")
+    old = ofi_block
+    ofi_block = n
+    return old
+
+
+cdef inline intp_t wrap_next(intp_t j, intp_t cap) noexcept nogil:
+    """j + 1, or 0 when that is cap: without a branch."""
+    j += 1
+    return j & -<intp_t>(j != cap)
+
+
+cdef extern from *:
+    """
+    /* e_n of CKS eq. 10 two events at a time, with gcc/clang vector extensions (SSE2 on
+     * x86-64, NEON on arm64; other targets get scalar code from the compiler). Cython has no
+     * vector types, so this one loop is C. Per lane it performs exactly the operations of
+     * ofi_l1_event (_ofi.pxd), so e_n is equal bit for bit, and accepts exactly the rows
+     * ofi_check_row accepts (tests/test_ofi.py checks both). Other compilers (or
+     * -DOFI_FAST_SCALAR) get the scalar loop at the end, the same operations one row at a time. */
+    #include <stdint.h>
+    #include <string.h>
+    #include <math.h>
+    /* neumaier_add of _ring.pxd (TwoSum), the same operations in the same order. */
+    #define OFI_TWOSUM(x_) \
+        do { double x__ = (x_); t = s + x__; z = t - s; c += (s - (t - z)) + (x__ - z); s = t; } while (0)
+    #if (defined(__GNUC__) || defined(__clang__)) && !defined(OFI_FAST_SCALAR)
+    typedef double ofi_v2d __attribute__((vector_size(16)));
+    typedef int64_t ofi_v2i __attribute__((vector_size(16)));
+    static inline ofi_v2d ofi_v2_load(const double *p) { ofi_v2d v; memcpy(&v, p, 16); return v; }
+    static inline ofi_v2d ofi_v2_keep(ofi_v2i m, ofi_v2d x) { return (ofi_v2d)((ofi_v2i)x & m); }
+    static inline ofi_v2d ofi_v2_abs(ofi_v2d x) {
+        const ofi_v2i m = {INT64_MAX, INT64_MAX};
+        return (ofi_v2d)((ofi_v2i)x & m);
+    }
+    static inline ofi_v2d ofi_v2_choose(ofi_v2i m, ofi_v2d x, ofi_v2d y) {
+        return (ofi_v2d)(((ofi_v2i)x & m) | ((ofi_v2i)y & ~m));
+    }
+    /* Rows lo..hi-1 (lo >= 1) of one pass: e[i] from row i-1 -> row i, both read from the
+     * arrays; returns 1 when every row lo..hi-1 is valid (a finite size >= 0 each side, and
+     * a finite price or an empty side: size 0 with price NaN, -inf bid or +inf ask). */
+    #if defined(__clang__)
+    #define OFI_V2_PAIR(lo, hi) __builtin_shufflevector(lo, hi, 1, 2)
+    #else
+    #define OFI_V2_PAIR(lo, hi) __builtin_shuffle(lo, hi, (ofi_v2i){1, 2})
+    #endif
+    /* One step of ofi_l1_pairs: rows (i - 1, i) in the lanes of (b0 .. r0), (i, i + 1) in
+     * (b1 .. r1), empty prices already -inf / +inf. Validity is summed into `bad`, a sum of
+     * terms that are 0 for a valid row and negative, -inf or NaN otherwise (so they cannot
+     * cancel): a size q gives q - |q| (0 for finite q >= 0, -0.0 included); a price counts
+     * only where its size is > 0 (then p - p is NaN for an infinite p); a +inf bid or a -inf
+     * ask makes bid - ask +inf or NaN, caught by one comparison. Each mask comes from a single
+     * comparison: gcc 12 turns masks combined with & or | into scalar code. */
+    #define OFI_V2_STEP(x)                                                                \
+        do {                                                                              \
+            ofi_v2d bk = ofi_v2_keep(q1 > zero, b1), ak = ofi_v2_keep(r1 > zero, a1);     \
+            ofi_v2d d = b1 - a1;                                                          \
+            bad += ((q1 - ofi_v2_abs(q1)) + (r1 - ofi_v2_abs(r1)))                        \
+                 + (((bk - bk) + (ak - ak)) + ofi_v2_keep(~(d < inf), nan));              \
+            x = (ofi_v2_keep(b1 >= b0, q1) - ofi_v2_keep(b1 <= b0, q0))                  \
+              + (ofi_v2_keep(a1 >= a0, r0) - ofi_v2_keep(a1 <= a0, r1));                  \
+        } while (0)
+    /* Rows lo..hi-1: e[i] from row i-1 -> row i. prev (4 values) is row lo-1 on entry, empty
+     * prices already -inf / +inf (the caller's state, or the row before from the array), and
+     * row hi-1 on exit, likewise. Returns 1 when every row lo..hi-1 is valid: a finite size
+     * >= 0 on each side, and a finite price or an empty side (size 0 with price NaN, -inf
+     * bid or +inf ask); the same test as ofi_check_row. With `count` (a constant at each call
+     * site below), counts[0] / counts[1] get the crossed (bid > ask) / locked (bid == ask)
+     * rows, as float sums of ones (exact below 2**53), and total / v the Neumaier total. */
+    static inline __attribute__((always_inline)) int ofi_l1_pairs_impl(
+        const double *bp, const double *bs, const double *ap, const double *az,
+        Py_ssize_t lo, Py_ssize_t hi, double *prev, double *e, const int count,
+        int64_t *counts, double *total, double *v)
+    {
+        const ofi_v2d inf = {INFINITY, INFINITY}, ninf = -inf, zero = {0.0, 0.0};
+        const ofi_v2d nan = {NAN, NAN}, one = {1.0, 1.0};
+        const ofi_v2d first = {1.0, 0.0};
+        ofi_v2d bad = zero, crossed = zero, locked = zero;
+        double s = count ? total[0] : 0.0, c = count ? total[1] : 0.0, t, z;
+        ofi_v2d b0, q0, a0, r0, b1, q1, a1, r1, x;
+        /* the lanes' high halves carry row i - 1 from one step to the next */
+        ofi_v2d pb = {prev[0], prev[0]}, pq = {prev[1], prev[1]};
+        ofi_v2d pa = {prev[2], prev[2]}, pr = {prev[3], prev[3]};
+        Py_ssize_t i = lo;
+        for (; i + 1 < hi; i += 2) {
+            b1 = ofi_v2_load(bp + i); q1 = ofi_v2_load(bs + i);
+            a1 = ofi_v2_load(ap + i); r1 = ofi_v2_load(az + i);
+            b1 = ofi_v2_choose(b1 != b1, ninf, b1);
+            a1 = ofi_v2_choose(a1 != a1, inf, a1);
+            b0 = OFI_V2_PAIR(pb, b1); q0 = OFI_V2_PAIR(pq, q1);
+            a0 = OFI_V2_PAIR(pa, a1); r0 = OFI_V2_PAIR(pr, r1);
+            OFI_V2_STEP(x);
+            memcpy(e + i, &x, 16);
+            if (count) {
+                crossed += ofi_v2_keep(b1 > a1, one);
+                locked += ofi_v2_keep(b1 == a1, one);
+                OFI_TWOSUM(x[0]); v[i - lo] = s + c;
+                OFI_TWOSUM(x[1]); v[i - lo + 1] = s + c;
+            }
+            pb = b1; pq = q1; pa = a1; pr = r1;
+        }
+        if (i < hi) {   /* the last row alone: both lanes the same event, counted once */
+            b0 = (ofi_v2d){pb[1], pb[1]}; q0 = (ofi_v2d){pq[1], pq[1]};
+            a0 = (ofi_v2d){pa[1], pa[1]}; r0 = (ofi_v2d){pr[1], pr[1]};
+            b1 = (ofi_v2d){bp[i], bp[i]}; q1 = (ofi_v2d){bs[i], bs[i]};
+            a1 = (ofi_v2d){ap[i], ap[i]}; r1 = (ofi_v2d){az[i], az[i]};
+            b1 = ofi_v2_choose(b1 != b1, ninf, b1);
+            a1 = ofi_v2_choose(a1 != a1, inf, a1);
+            OFI_V2_STEP(x);
+            e[i] = x[0];
+            if (count) {
+                crossed += ofi_v2_keep(b1 > a1, first);
+                locked += ofi_v2_keep(b1 == a1, first);
+                OFI_TWOSUM(x[0]); v[i - lo] = s + c;
+            }
+            pb = b1; pq = q1; pa = a1; pr = r1;
+        }
+        prev[0] = pb[1]; prev[1] = pq[1]; prev[2] = pa[1]; prev[3] = pr[1];
+        if (count) {
+            counts[0] += (int64_t)(crossed[0] + crossed[1]);
+            counts[1] += (int64_t)(locked[0] + locked[1]);
+            total[0] = s;
+            total[1] = c;
+        }
+        return bad[0] + bad[1] == 0.0;   /* NaN compares false */
+    }
+    #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+    /* an AVX2 build of the same code, chosen at load time where the CPU has it (the
+     * three-operand VEX forms drop the register copies of SSE2's two-operand forms) */
+    #define OFI_CLONES __attribute__((target_clones("avx2", "default")))
+    #else
+    #define OFI_CLONES
+    #endif
+    OFI_CLONES static int ofi_l1_pairs(const double *bp, const double *bs, const double *ap,
+                            const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
+                            double *e)
+    {
+        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 0, NULL, NULL, NULL);
+    }
+    /* The same for OFI.update_many, also counting crossed and locked rows and adding e to
+     * the stream's total (total[0] + total[1], Neumaier, as neumaier_add of _ring.pxd), v[i - lo]
+     * the total after event i. */
+    OFI_CLONES static int ofi_l1_pairs_counted(const double *bp, const double *bs, const double *ap,
+                                    const double *az, Py_ssize_t lo, Py_ssize_t hi,
+                                    double *prev, double *e, int64_t *counts, double *total,
+                                    double *v)
+    {
+        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v);
+    }
+    #else
+    static double ofi_keep(int c, double x) {
+        uint64_t b; memcpy(&b, &x, 8); b &= -(uint64_t)(c != 0); memcpy(&x, &b, 8); return x;
+    }
+    static int ofi_l1_pairs_counted(const double *bp, const double *bs, const double *ap,
+                                    const double *az, Py_ssize_t lo, Py_ssize_t hi,
+                                    double *prev, double *e, int64_t *counts, double *total,
+                                    double *v)
+    {
+        double b0 = prev[0], q0 = prev[1], a0 = prev[2], r0 = prev[3], bad = 0.0;
+        double s = total ? total[0] : 0.0, c = total ? total[1] : 0.0, t, z;
+        for (Py_ssize_t i = lo; i < hi; i++) {
+            double b1 = bp[i], q1 = bs[i], a1 = ap[i], r1 = az[i];
+            b1 = b1 != b1 ? -INFINITY : b1;
+            a1 = a1 != a1 ? INFINITY : a1;
+            double bk = ofi_keep(q1 > 0.0, b1), ak = ofi_keep(r1 > 0.0, a1), d = b1 - a1;
+            bad += ((q1 - fabs(q1)) + (r1 - fabs(r1))) + (((bk - bk) + (ak - ak))
+                   + ofi_keep(!(d < INFINITY), NAN));
+            double x = (ofi_keep(b1 >= b0, q1) - ofi_keep(b1 <= b0, q0))
+                     + (ofi_keep(a1 >= a0, r0) - ofi_keep(a1 <= a0, r1));
+            e[i] = x;
+            if (counts) {
+                counts[0] += b1 > a1;
+                counts[1] += b1 == a1;
+                OFI_TWOSUM(x); v[i - lo] = s + c;
+            }
+            b0 = b1; q0 = q1; a0 = a1; r0 = r1;
+        }
+        prev[0] = b0; prev[1] = q0; prev[2] = a0; prev[3] = r0;
+        if (total) { total[0] = s; total[1] = c; }
+        return bad == 0.0;
+    }
+    static int ofi_l1_pairs(const double *bp, const double *bs, const double *ap,
+                            const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
+                            double *e)
+    {
+        return ofi_l1_pairs_counted(bp, bs, ap, az, lo, hi, prev, e, NULL, NULL, NULL);
+    }
+    #endif
+    """
+    bint ofi_l1_pairs(const float64_t* bp, const float64_t* bs, const float64_t* ap,
+                      const float64_t* az, intp_t lo, intp_t hi, float64_t* prev,
+                      float64_t* e) noexcept nogil
+    bint ofi_l1_pairs_counted(const float64_t* bp, const float64_t* bs, const float64_t* ap,
+                              const float64_t* az, intp_t lo, intp_t hi, float64_t* prev,
+                              float64_t* e, int64_t* counts, float64_t* total,
+                              float64_t* v) noexcept nogil
+
+
+cdef bint ofi_ts_block(const int64_t* ts, intp_t lo, intp_t hi, int64_t last) noexcept nogil:
+    """True when ts[lo..hi-1] is non-decreasing and starts at or after ``last``."""
+    cdef bint ok = True
     cdef intp_t i
-    cdef int status = STATUS_OK
-    for i in range(n):
+    for i in range(lo, hi):
+        ok = ok & (ts[i] >= last)
+        last = ts[i]
+    return ok
+
+
+cdef int ofi_first_bad(const int64_t* ts, const float64_t* bp, const float64_t* bs,
+                       const float64_t* ap, const float64_t* az, intp_t lo, intp_t hi,
+                       bint has_last, int64_t last, intp_t* bad) noexcept nogil:
+    """The status of the first bad row in lo..hi-1 (its index in bad[0]), as ofi_update
+    would report it: the row's values first, then its time order; STATUS_OK if none."""
+    cdef intp_t i
+    cdef float64_t b, a
+    cdef int status
+    for i in range(lo, hi):
         b = bp[i]
-        sb = bs[i]
         a = ap[i]
-        sa = az[i]
-        status = ofi_check_row(&b, sb, &a, sa)
-        if status:
-            break
+        status = ofi_check_row(&b, bs[i], &a, az[i])
+        if status == STATUS_OK and ts != NULL and has_last and ts[i] < last:
+            status = STATUS_TIME_BACKWARDS
+        if status != STATUS_OK:
+            bad[0] = i
+            return status
         if ts != NULL:
-            if has_last and ts[i] < last:
-                status = STATUS_TIME_BACKWARDS
-                break
             last = ts[i]
-        has_last = True
-        x = ofi_l1_event(pb, qb, pa, qa, b, sb, a, sa) if has_prev else 0.0
-        e[i] = x
-        neumaier_add(&s1, &c1, x)
-        n_crossed += b > a
-        n_locked += b == a
-        pb = b
-        qb = sb
-        pa = a
-        qa = sa
-        has_prev = True
-    bad[0] = i
-    if status == STATUS_OK:
-        i = n
-    # commit the events before i (all of them on success)
-    if i > 0:
-        st.bid_px, st.bid_sz, st.ask_px, st.ask_sz = pb, qb, pa, qa
-        st.has_prev = True
-        st.total = s1
-        st.total_comp = c1
-        st.roll.sum = s1           # without a window the rolling sum is the total
-        st.roll.comp = c1
-        st.roll.has_last = True
-        st.roll.last_ts = last
-        st.roll.n_pushed += i
-        st.n_events += i
-        st.n_crossed += n_crossed
-        st.n_locked += n_locked
-    return status
+            has_last = True
+    bad[0] = hi
+    return STATUS_OK
 
 
-cdef int ofi_run_window(OFIState* st, const int64_t* ts, const float64_t* bp,
-                        const float64_t* bs, const float64_t* ap, const float64_t* az,
-                        intp_t start, intp_t n, float64_t* e, float64_t* v,
-                        intp_t* bad) noexcept nogil:
-    """Batch path with a count or time window, events start..n-1: ofi_update + rolling_push
-    with the state in locals (the compiler cannot keep struct fields in registers across the
-    stores to ``e`` / ``v``), committed once. The same float operations in the same order, so
-    results equal the one-event path bit for bit. ``ts`` is NULL only for a count window
-    (then the time order is not checked and the last timestamp is kept); ``v`` may be NULL.
-
-    Stops at the first bad event (``bad[0]`` = its index, events before it committed) with its
-    status; a full ring with ``grow`` stops with STATUS_CAPACITY too, for the caller to grow it
-    through ofi_update (the only allocation) and resume."""
-    cdef float64_t pb = st.bid_px, qb = st.bid_sz, pa = st.ask_px, qa = st.ask_sz
-    cdef float64_t b, sb, a, sa, x, out
-    cdef float64_t s1 = st.total, c1 = st.total_comp
-    cdef float64_t s2 = st.roll.sum, c2 = st.roll.comp
-    cdef bint has_prev = st.has_prev, has_last = st.roll.has_last
-    cdef int64_t last = st.roll.last_ts, cutoff, t = st.roll.last_ts
-    cdef int64_t n_crossed = 0, n_locked = 0
-    cdef int64_t window = st.roll.window, window_time = st.roll.window_time
-    cdef int64_t* rts = st.roll.ring.ts
-    cdef float64_t* rval = st.roll.ring.val
-    cdef intp_t cap = st.roll.ring.capacity, head = st.roll.ring.head, size = st.roll.ring.size
-    cdef intp_t i, tail
-    cdef int status = STATUS_OK
-    for i in range(start, n):
-        b = bp[i]
-        sb = bs[i]
-        a = ap[i]
-        sa = az[i]
-        status = ofi_check_row(&b, sb, &a, sa)
-        if status:
-            break
-        x = ofi_l1_event(pb, qb, pa, qa, b, sb, a, sa) if has_prev else 0.0
-        # rolling_push, inlined on the locals
-        if ts != NULL:
-            t = ts[i]
-            if has_last and t < last:
-                status = STATUS_TIME_BACKWARDS
-                break
-        if window_time > 0:
-            cutoff = t - window_time
-            if size == cap and rts[head] > cutoff:
-                status = STATUS_CAPACITY        # full, and nothing leaves the window
-                break
-            while size > 0 and rts[head] <= cutoff:
-                neumaier_add(&s2, &c2, -rval[head])
-                head += 1
-                if head == cap:
-                    head = 0
-                size -= 1
-            if size == 0:
-                s2 = 0.0
-                c2 = 0.0
-        elif size == cap:
-            neumaier_add(&s2, &c2, -rval[head])
-            head += 1
-            if head == cap:
-                head = 0
-            size -= 1
+cdef void ofi_count_block(RollingSumState* r, const int64_t* ts, intp_t ts_step,
+                          const float64_t* e, intp_t lo, intp_t hi, float64_t* v) noexcept nogil:
+    """rolling_push of e[lo..hi-1] into a count window: while the ring fills, add; once it is
+    full, evict the oldest and add (two loops: which one runs is known before the block
+    starts). ts[i * ts_step] is event i's timestamp (ts_step 0: one timestamp for all)."""
+    cdef float64_t s = r.sum, c = r.comp, x
+    cdef int64_t* rts = r.ring.ts
+    cdef float64_t* rval = r.ring.val
+    cdef intp_t cap = r.ring.capacity, head = r.ring.head, size = r.ring.size
+    cdef intp_t i, tail, fill = cap - size
+    if fill > hi - lo:
+        fill = hi - lo
+    for i in range(lo, lo + fill):
+        x = e[i]
         tail = head + size
-        if tail >= cap:
-            tail -= cap
-        rts[tail] = t
+        tail -= cap & -<intp_t>(tail >= cap)
+        rts[tail] = ts[i * ts_step]
         rval[tail] = x
         size += 1
-        neumaier_add(&s2, &c2, x)
-        has_last = True
-        last = t
-        # the rest of ofi_update
-        neumaier_add(&s1, &c1, x)
-        n_crossed += b > a
-        n_locked += b == a
-        pb = b
-        qb = sb
-        pa = a
-        qa = sa
-        has_prev = True
-        e[i] = x
-        if v != NULL:
-            v[i] = s2 + c2
-    else:
-        i = n
-    bad[0] = i
-    if i > start:
-        st.bid_px, st.bid_sz, st.ask_px, st.ask_sz = pb, qb, pa, qa
-        st.has_prev = True
-        st.total = s1
-        st.total_comp = c1
-        st.roll.sum = s2
-        st.roll.comp = c2
-        st.roll.has_last = True
-        st.roll.last_ts = last
-        st.roll.n_pushed += i - start
-        st.roll.ring.head = head
-        st.roll.ring.size = size
-        st.n_events += i - start
-        st.n_crossed += n_crossed
-        st.n_locked += n_locked
-    return status
+        neumaier_add(&s, &c, x)
+        v[i - lo] = s + c
+    for i in range(lo + fill, hi):     # size == cap: the new event takes the oldest's slot
+        x = e[i]
+        neumaier_add(&s, &c, -rval[head])
+        rts[head] = ts[i * ts_step]
+        rval[head] = x
+        head = wrap_next(head, cap)
+        neumaier_add(&s, &c, x)
+        v[i - lo] = s + c
+    r.sum = s
+    r.comp = c
+    r.ring.head = head
+    r.ring.size = size
+
+
+cdef void ofi_time_block(RollingSumState* r, const int64_t* ts, const float64_t* e,
+                         intp_t lo, intp_t hi, float64_t* v) noexcept nogil:
+    """rolling_push of e[lo..hi-1] into a time window by two pointers merged into one loop:
+    each step either evicts the oldest event (its ts <= t - window_time) or adds the next one,
+    chosen by a select, so the 0-4 events leaving per event under random arrivals cost no
+    mispredicted branch. The caller guarantees size + (hi - lo) <= capacity (no overflow).
+    The new event is written to the tail slot at every step: evicting does not move the tail,
+    so the write is repeated until the add, and lands in a free slot."""
+    cdef float64_t s = r.sum, c = r.comp, x
+    cdef int64_t* rts = r.ring.ts
+    cdef float64_t* rval = r.ring.val
+    cdef int64_t window_time = r.window_time, t
+    cdef intp_t cap = r.ring.capacity, head = r.ring.head, size = r.ring.size
+    cdef intp_t i = lo, tail
+    cdef bint out, empty
+    while i < hi:
+        t = ts[i]
+        x = e[i]
+        out = (size != 0) & (rts[head] <= t - window_time)
+        tail = head + size
+        tail -= cap & -<intp_t>(tail >= cap)
+        rts[tail] = t
+        rval[tail] = x
+        neumaier_add(&s, &c, f64_choose(out, -rval[head], x))
+        size += 1 - 2 * out
+        empty = out & (size == 0)
+        s = f64_choose(empty, 0.0, s)       # an empty window sums to exactly zero
+        c = f64_choose(empty, 0.0, c)
+        head += out
+        head &= -<intp_t>(head != cap)
+        v[i - lo] = s + c                   # the last write for event i is after its add
+        i += 1 - out
+    r.sum = s
+    r.comp = c
+    r.ring.head = head
+    r.ring.size = size
+
+
+cdef int ofi_run(OFIState* st, const int64_t* ts, const float64_t* bp, const float64_t* bs,
+                 const float64_t* ap, const float64_t* az, intp_t n, float64_t* e,
+                 float64_t* v, intp_t* bad) noexcept nogil:
+    """update_many's kernel: events 0..n-1 in blocks (see above), e into ``e`` and, when ``v``
+    is not NULL, the rolling value after each event into ``v``. ``ts`` is NULL only without a
+    time window (the order is then not checked and the last timestamp is kept).
+
+    Stops at the first bad event with its status, bad[0] = its index and the events before
+    it applied. A time-window block that could overflow the ring goes through ofi_update one
+    event at a time (exact CapacityError index; the ring grows there with grow=True)."""
+    cdef float64_t scratch[OFI_MAX_BLOCK]
+    cdef float64_t prev[4]
+    cdef int64_t counts[2]
+    cdef float64_t total[2]
+    cdef float64_t* vb
+    cdef RollingSumState* r = &st.roll
+    cdef intp_t lo = 0, hi, k, block = ofi_block
+    cdef int status = STATUS_OK
+    cdef bint ok
+    bad[0] = n
+    while lo < n:
+        hi = lo + block
+        if hi > n:
+            hi = n
+        vb = &v[lo] if v != NULL else scratch
+        if r.window_time > 0 and r.ring.size + (hi - lo) > r.ring.capacity:
+            for k in range(lo, hi):             # the ring may fill up: one event at a time
+                status = ofi_update(st, ts[k], bp[k], bs[k], ap[k], az[k], &e[k])
+                if status != STATUS_OK:
+                    bad[0] = k
+                    return status
+                vb[k - lo] = rolling_value(r)
+            lo = hi
+            continue
+        # pass 1: e and validity, from the state's last quotes (a first event is compared
+        # with itself: e = (q - q) + (q - q) = +0.0 exactly, as ofi_update's 0.0)
+        if st.has_prev:
+            prev[0], prev[1], prev[2], prev[3] = st.bid_px, st.bid_sz, st.ask_px, st.ask_sz
+        else:
+            prev[0] = f64_choose(bp[lo] != bp[lo], -INFINITY, bp[lo])
+            prev[1] = bs[lo]
+            prev[2] = f64_choose(ap[lo] != ap[lo], INFINITY, ap[lo])
+            prev[3] = az[lo]
+        counts[0] = counts[1] = 0
+        total[0] = st.total
+        total[1] = st.total_comp
+        ok = ofi_l1_pairs_counted(bp, bs, ap, az, lo, hi, prev, e, counts, total, vb)
+        if ts != NULL:
+            ok = ok & ofi_ts_block(ts, lo, hi, r.last_ts if r.has_last else ts[lo])
+        if not ok:
+            status = ofi_first_bad(ts, bp, bs, ap, az, lo, hi, r.has_last, r.last_ts, &hi)
+            bad[0] = hi
+            counts[0] = counts[1] = 0            # redo counts and total up to the bad row
+            total[0] = st.total
+            total[1] = st.total_comp
+            for k in range(lo, hi):
+                counts[0] += bp[k] > ap[k]       # NaN (empty) compares false, like -inf / +inf
+                counts[1] += bp[k] == ap[k]
+                neumaier_add(&total[0], &total[1], e[k])
+                vb[k - lo] = total[0] + total[1]
+        if hi > lo:
+            # passes 2 and 3, then commit
+            st.total = total[0]
+            st.total_comp = total[1]
+            if r.window > 0:
+                if ts != NULL:
+                    ofi_count_block(r, ts, 1, e, lo, hi, vb)
+                else:
+                    ofi_count_block(r, &r.last_ts, 0, e, lo, hi, vb)
+            elif r.window_time > 0:
+                ofi_time_block(r, ts, e, lo, hi, vb)
+            else:
+                r.sum = st.total                  # without a window the rolling sum is the total
+                r.comp = st.total_comp
+            st.n_crossed += counts[0]
+            st.n_locked += counts[1]
+            st.bid_px = f64_choose(bp[hi - 1] != bp[hi - 1], -INFINITY, bp[hi - 1])
+            st.bid_sz = bs[hi - 1]
+            st.ask_px = f64_choose(ap[hi - 1] != ap[hi - 1], INFINITY, ap[hi - 1])
+            st.ask_sz = az[hi - 1]
+            st.has_prev = True
+            st.n_events += hi - lo
+            r.n_pushed += hi - lo
+            if ts != NULL:
+                r.last_ts = ts[hi - 1]
+            r.has_last = True
+        if status != STATUS_OK:
+            return status
+        lo = hi
+    return STATUS_OK
 
 
 cdef int raise_ofi(int status, OFIState* st, intp_t index) except -1:
@@ -311,40 +573,11 @@ cdef class OFI:
         cdef bint want_v = rolling
         cdef intp_t i = 0
         cdef int status = STATUS_OK
-        cdef int64_t tsi
-        cdef bint fast = not want_v and self.st.roll.window == 0 and self.st.roll.window_time == 0
-        cdef intp_t start = 0
         guard_enter(&self.guard)
-        tsi = self.st.roll.last_ts
         with nogil:
-            if n == 0:
-                pass
-            elif fast:
-                status = ofi_run_nowindow(&self.st, &t[0] if has_ts else NULL, &bp[0], &bs[0],
-                                          &ap[0], &az[0], n, &e[0], &i)
-            elif self.st.roll.window > 0 or self.st.roll.window_time > 0:
-                while True:
-                    status = ofi_run_window(&self.st, &t[0] if has_ts else NULL, &bp[0],
-                                            &bs[0], &ap[0], &az[0], start, n, &e[0],
-                                            &v[0] if want_v else NULL, &i)
-                    if status != STATUS_CAPACITY or not self.st.roll.grow:
-                        break
-                    # the ring is full and may grow: one event through the general path
-                    status = ofi_update(&self.st, t[i], bp[i], bs[i], ap[i], az[i], &e[i])
-                    if status != STATUS_OK:
-                        break
-                    if want_v:
-                        v[i] = rolling_value(&self.st.roll)
-                    start = i + 1
-            else:
-                for i in range(n):
-                    if has_ts:
-                        tsi = t[i]
-                    status = ofi_update(&self.st, tsi, bp[i], bs[i], ap[i], az[i], &e[i])
-                    if status != STATUS_OK:
-                        break
-                    if want_v:
-                        v[i] = rolling_value(&self.st.roll)
+            if n > 0:
+                status = ofi_run(&self.st, &t[0] if has_ts else NULL, &bp[0], &bs[0], &ap[0],
+                                 &az[0], n, &e[0], &v[0] if want_v else NULL, &i)
         guard_exit(&self.guard)
         if status != STATUS_OK:
             raise_ofi(status, &self.st, i)
@@ -437,9 +670,35 @@ def l1_ofi(bid_px, bid_sz, ask_px, ask_sz, *, out=None):
 
     Arrays of equal length (any float-convertible dtype); returns float64 e_n with e_0 = 0
     (written into ``out``, a C-contiguous float64 array of the same length, when given: no
-    allocation). Empty sides are size 0 with NaN price. Same as ``OFI().update_many(None, ...)``.
+    allocation). Empty sides are size 0 with NaN price. The same e_n as
+    ``OFI().update_many(None, ...)``, without the totals and counters an OFI object keeps
+    (nothing here could observe them). A bad row raises an OFIError naming the field and
+    index; ``out`` then holds unspecified values.
     """
-    return OFI().update_many(None, bid_px, bid_sz, ask_px, ask_sz, out=out)
+    cdef const float64_t[::1] bp = column(bid_px, np.float64, "bid_px")
+    cdef intp_t n = bp.shape[0]
+    cdef const float64_t[::1] bs = column(bid_sz, np.float64, "bid_sz", n)
+    cdef const float64_t[::1] ap = column(ask_px, np.float64, "ask_px", n)
+    cdef const float64_t[::1] az = column(ask_sz, np.float64, "ask_sz", n)
+    e_arr = output(out, n)
+    cdef float64_t[::1] e = e_arr
+    cdef float64_t prev[4]
+    cdef intp_t bad = 0
+    cdef int status = STATUS_OK
+    if n == 0:
+        return e_arr
+    with nogil:
+        # one pass (row 0 against itself: e_0 = +0.0, see ofi_run); only when it reports a
+        # bad row, look for the first one
+        prev[0] = f64_choose(bp[0] != bp[0], -INFINITY, bp[0])
+        prev[1] = bs[0]
+        prev[2] = f64_choose(ap[0] != ap[0], INFINITY, ap[0])
+        prev[3] = az[0]
+        if not ofi_l1_pairs(&bp[0], &bs[0], &ap[0], &az[0], 0, n, prev, &e[0]):
+            status = ofi_first_bad(NULL, &bp[0], &bs[0], &ap[0], &az[0], 0, n, False, 0, &bad)
+    if status != STATUS_OK:
+        raise_status(status & 15, _FIELDS[status >> 4], bad)
+    return e_arr
 
 
 @cython.final
@@ -465,7 +724,6 @@ cdef class _EmptyCall:
 # dummies with size 0 behave the same. When a new best level is inserted every deeper level
 # shifts one rank and produces flow at every rank: that is the rank-based definition.
 
-from libc.math cimport fabs
 from libc.stdlib cimport free as c_free, malloc as c_malloc
 from libc.string cimport memcpy as c_memcpy
 
@@ -611,7 +869,7 @@ cdef inline void mlofi_evict(MLOFIState* st) noexcept nogil:
     cdef intp_t j, w = st.width
     cdef float64_t* row = &st.ring_val[st.head * w]
     for j in range(w):
-        neumaier_add_nb(&st.sum[j], &st.comp[j], -row[j])
+        neumaier_add(&st.sum[j], &st.comp[j], -row[j])
     st.head += 1
     if st.head == st.capacity:
         st.head = 0
@@ -658,16 +916,6 @@ cdef int mlofi_reserve(MLOFIState* st, int64_t ts) noexcept nogil:
     return STATUS_OK
 
 
-cdef inline void neumaier_add_nb(float64_t* s, float64_t* c, float64_t x) noexcept nogil:
-    """neumaier_add (same arithmetic, same result) with the branch turned into a select:
-    per-level flows change sign at random, so the branch mispredicts often."""
-    cdef float64_t t = s[0] + x
-    cdef float64_t a = (s[0] - t) + x
-    cdef float64_t b = (x - t) + s[0]
-    c[0] += a if fabs(s[0]) >= fabs(x) else b
-    s[0] = t
-
-
 cdef void mlofi_push(MLOFIState* st, int64_t ts) noexcept nogil:
     mlofi_push_range(st, ts, 0, st.levels)
 
@@ -694,12 +942,12 @@ cdef void mlofi_push_range(MLOFIState* st, int64_t ts, intp_t lo, intp_t hi) noe
         c_memcpy(&st.ring_val[tail * w], e, w * sizeof(float64_t))
         st.size += 1
         for j in range(w):
-            neumaier_add_nb(&st.total[j], &st.total_comp[j], e[j])
+            neumaier_add(&st.total[j], &st.total_comp[j], e[j])
         lo = 0                  # the window sums take every level (zeros change nothing)
         hi = L
     for j in range(lo, hi):     # e[j] == 0 outside [lo, hi): adding it changes nothing
-        neumaier_add_nb(&st.sum[j], &st.comp[j], e[j])
-    neumaier_add_nb(&st.sum[L], &st.comp[L], e[L])
+        neumaier_add(&st.sum[j], &st.comp[j], e[j])
+    neumaier_add(&st.sum[L], &st.comp[L], e[L])
     st.has_last = True
     st.last_ts = ts
     st.n_events += 1

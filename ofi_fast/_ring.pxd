@@ -32,14 +32,14 @@ cdef void ring_free(Ring* r) noexcept nogil
 cdef void ring_clear(Ring* r) noexcept nogil
 cdef int ring_grow(Ring* r, intp_t capacity) noexcept nogil
 
-# Neumaier (Kahan-Babuska) compensated accumulation: *s + *c is the running sum.
-# Branch-free: both candidate corrections are computed and one is selected (flows change sign
-# at random, so a branch on the magnitudes would mispredict often).
+# Neumaier (Kahan-Babuska) compensated accumulation: *s + *c is the running sum. The rounding
+# error of s + x is computed by Knuth's TwoSum (six additions, no comparison, no branch), which
+# is exact, so it equals Neumaier's |s| >= |x| ? (s - t) + x : (x - t) + s bit for bit (both
+# are the exact error; tests/test_ring.py checks it against that form).
 cdef inline void neumaier_add(float64_t* s, float64_t* c, float64_t x) noexcept nogil:
     cdef float64_t t = s[0] + x
-    cdef float64_t a = (s[0] - t) + x      # |s| >= |x|: the low part lost from x
-    cdef float64_t b = (x - t) + s[0]      # |x| > |s|: the low part lost from s
-    c[0] += a if fabs(s[0]) >= fabs(x) else b
+    cdef float64_t z = t - s[0]
+    c[0] += (s[0] - (t - z)) + (x - z)
     s[0] = t
 
 # Rolling sum over a count window, a time window, or the whole stream (no window).

@@ -363,3 +363,113 @@ def test_lobster_full_day_zips_match_reference():
         e2, rolling = o.update_many(ts, bp, bs, ap, az, rolling=True)
         assert e2.tolist() == e.tolist()
         assert rolling[-1] == r.value and o.count == r.count and o.total == e.sum()
+
+
+# --- the blocked, branch-free batch kernels (issue 13) ------------------------------------
+# update_many runs in blocks of events: a vector pass for e_n and validity, then the totals,
+# then the window. These tests shrink the block so that short streams cross many block
+# boundaries, and put every special value in every lane position of the vector pass.
+from ofi_fast._ofi import _set_block  # noqa: E402
+
+
+class blocks_of:
+    """Run the batch kernels in blocks of ``n`` events inside the ``with``."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        self.old = _set_block(self.n)
+
+    def __exit__(self, *exc):
+        _set_block(self.old)
+
+
+def _singles(o, ts, bp, bs, ap, az):
+    """e and the rolling value per event through update (the one-event path), up to the
+    first error, and that error as (type, field, index)."""
+    es, vs = [], []
+    for i in range(len(ts)):
+        try:
+            es.append(o.update(ts[i], bp[i], bs[i], ap[i], az[i]))
+        except ofi_fast.OFIError as exc:
+            return es, vs, (type(exc), exc.field, i)
+        vs.append(o.value)
+    return es, vs, None
+
+
+def _state(o):
+    return (o.value, o.total, o.count, o.n_events, o.n_crossed, o.n_locked, o.capacity)
+
+
+@given(quote_streams(), st.integers(1, 60), st.sampled_from([1, 2, 3, 7, 1024]),
+       st.sampled_from([{}, {"window": 1}, {"window": 4}, {"window_time": 1},
+                        {"window_time": 1500},
+                        {"window_time": 1500, "capacity": 3, "grow": True},
+                        {"window_time": 800, "capacity": 5}]),
+       st.integers(-1, 130), st.sampled_from([np.nan, -1.0, np.inf]))
+def test_blocks_match_the_one_event_path_bit_for_bit(stream, chunk, block, kind, bad_at,
+                                                     bad_value):
+    # Any block size, chunking and window kind (time windows whose ring fills up take the
+    # one-event path for a block, with or without growing): e, the rolling values, the final
+    # state and the first error (field and index, a bad size or a backwards ts) are those of
+    # the one-event path.
+    ts, bp, bs, ap, az = (a.copy() for a in stream)
+    if 0 <= bad_at < len(ts):
+        if bad_value == -1.0 and bad_at > 0:
+            ts[bad_at] = ts[bad_at - 1] - 1
+        else:
+            bs[bad_at] = bad_value
+    one = ofi_fast.OFI(**kind)
+    singles, rolled, err1 = _singles(one, ts, bp, bs, ap, az)
+    many = ofi_fast.OFI(**kind)
+    es, vs, err2 = [], [], None
+    with blocks_of(block):
+        for s in range(0, len(ts), chunk):
+            sl = slice(s, s + chunk)
+            try:
+                e, v = many.update_many(ts[sl], bp[sl], bs[sl], ap[sl], az[sl], rolling=True)
+            except ofi_fast.OFIError as exc:
+                err2 = (type(exc), exc.field, s + exc.index)
+                break
+            es += e.tolist()
+            vs += v.tolist()
+    assert err1 == err2
+    if err1 is None:
+        assert es == singles and vs == rolled      # == on floats: bit for bit
+    assert _state(many) == _state(one)
+
+
+SPECIAL_PX = [100.0, 99.0, 101.0, np.nan, np.inf, -np.inf]
+SPECIAL_SZ = [0.0, -0.0, 3.0, -1.0, -5e-324, 5e-324, np.inf, np.nan]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("side", ["bid", "ask"])
+def test_every_special_value_in_every_lane_is_judged_like_update(n, side):
+    # One row k of n carries a special (price, size); all other rows are plain quotes. The
+    # vector pass must accept exactly what the one-event check accepts, compute the same e,
+    # and the error must name the same field and index.
+    for k in range(n):
+        for px in SPECIAL_PX:
+            for sz in SPECIAL_SZ:
+                bp = np.full(n, 100.0)
+                bs = np.arange(1.0, n + 1)
+                ap = np.full(n, 101.0)
+                az = np.arange(2.0, n + 2)
+                if side == "bid":
+                    bp[k], bs[k] = px, sz
+                else:
+                    ap[k], az[k] = px + 1, sz
+                ts = np.arange(n)
+                expect, _, err = _singles(ofi_fast.OFI(), ts, bp, bs, ap, az)
+                try:
+                    got, got_err = ofi_fast.l1_ofi(bp, bs, ap, az).tolist(), None
+                except ofi_fast.OFIError as exc:
+                    got, got_err = None, (type(exc), exc.field, exc.index)
+                assert got_err == err, (k, px, sz)
+                if err is None:
+                    assert np.array_equal(np.array(got), np.array(expect)), (k, px, sz)
+                    # signed zeros too: the same bits
+                    assert np.array(got).view(np.int64).tolist() == \
+                        np.array(expect).view(np.int64).tolist()

@@ -139,3 +139,26 @@ def test_pickle_continues(cut):
     assert a.update_many(ts[cut:], vals[cut:]).tolist() == b.update_many(ts[cut:],
                                                                            vals[cut:]).tolist()
     assert (a.count, a.capacity) == (b.count, b.capacity)
+
+
+def _neumaier_branchy(s, c, x):
+    """Neumaier's step as published (Neumaier 1974): the branch on the magnitudes."""
+    t = s + x
+    c += (s - t) + x if abs(s) >= abs(x) else (x - t) + s
+    return t, c
+
+
+@given(st.lists(st.floats(-1e300, 1e300, allow_nan=False, allow_infinity=False)
+                | st.sampled_from([0.0, -0.0, 1e-300, -1e16, 1e16, 3.0, 5e-324]),
+                min_size=1, max_size=60))
+def test_twosum_step_equals_neumaiers_branch_bit_for_bit(xs):
+    # neumaier_add computes the rounding error of s + x by TwoSum (no comparison); it is the
+    # exact error, as is Neumaier's branch, so (sum, comp) agree to the last bit.
+    r = ofi_fast.RollingSum()
+    s = c = 0.0
+    for i, x in enumerate(xs):
+        r.update(i, x)
+        s, c = _neumaier_branchy(s, c, x)
+        st_ = r.__reduce__()[2]
+        assert (math.copysign(1, st_["sum"]), st_["sum"], math.copysign(1, st_["comp"]),
+                st_["comp"]) == (math.copysign(1, s), s, math.copysign(1, c), c)
