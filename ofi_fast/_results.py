@@ -4,10 +4,11 @@ classes: they pickle (``multiprocessing`` can return them) and type checkers see
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
-from numpy.typing import NDArray
+if TYPE_CHECKING:  # numpy.typing costs import time; the annotations are strings here
+    import numpy as np
+    from numpy.typing import NDArray
 
 
 class BVCBars(NamedTuple):
