@@ -125,6 +125,8 @@ def _quality_rows(q):
         rows.append(("  truncated", f"at line {q['truncated'][0]}: {q['truncated'][1]}"))
     if q["other_symbol"]:
         rows.append(("  other symbols", f"{q['other_symbol']:,} {unit} (not read)"))
+    if q.get("stale_orders"):
+        rows.append(("  stale snapshot orders removed", f"{q['stale_orders']:,}"))
     rows.append(("  book crossed / locked / removed",
                  f"{q['crossed']:,} / {q['locked']:,} / {q['levels_removed']:,}"))
     return rows

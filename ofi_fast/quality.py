@@ -84,6 +84,10 @@ class DataQuality:
     - ``crossed`` / ``locked``: book states with best bid > / == best ask, counted by the book
       (see ``Book.n_crossed``); ``levels_removed``: levels a crossed-book policy deleted
       (``Book.n_dropped``; 0 under ``crossed="keep"``).
+    - ``stale_orders``: L3 inputs (Bitstamp): orders of the file's opening snapshot that a live
+      order contradicted (a live order at or through their price on the other side before any
+      live event named them) and that the reader therefore took off the book; a later live
+      change that names one puts it back and is not counted.
     - ``invalid_bars``: bars that overlap a gap before its resync (``valid`` False in the bar
       table; left out of the fit).
     """
@@ -104,6 +108,7 @@ class DataQuality:
     crossed: int = 0
     locked: int = 0
     levels_removed: int = 0
+    stale_orders: int = 0
     invalid_bars: int = 0
 
     @property

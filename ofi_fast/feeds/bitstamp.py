@@ -22,6 +22,17 @@ the nearest unit), so a level whose orders all leave is exactly 0. ``update_id``
 A change or delete of an unknown order is counted (``stats["unknown_order"]``) and ignored; a
 create of a live id is treated as a change (``stats["duplicate_create"]``).
 
+Stale snapshot orders: the file opens with a synthetic snapshot (creates sharing the first row's
+exchange time) built from a REST book taken before the live stream began; an order filled or
+cancelled in between is never deleted by the feed (ob-analytics' capture of 2026-05-02 holds an
+ask at 78,333 that trades.csv shows filled and that only the file's closing synthetic rows
+delete; left in, it crosses the book for the rest of the file). So when a live order arrives at
+or through the price of an opening-snapshot order on the other side that no live event has named
+yet, that snapshot order is taken off in the same message (``stats["stale_removed"]``; its level
+rows carry the live order's id). A later live change naming it puts it back with the changed
+volume (``stats["stale_restored"]``); a later delete is then a no-op. Orders a live event has
+named are never removed: a live taker crossing live makers is the feed's own transient state.
+
 Trades file (``trade_id,timestamp,exchange_timestamp,price,amount,buy_order_id,sell_order_id,
 side``): ``side`` is the aggressor (buy +1, sell -1).
 """
@@ -85,12 +96,27 @@ class BitstampL3Reader:
 
     def __iter__(self):
         self.stats = st = {"rows": 0, "created": 0, "changed": 0, "deleted": 0,
-                           "unknown_order": 0, "duplicate_create": 0, "no_change": 0}
+                           "unknown_order": 0, "duplicate_create": 0, "no_change": 0,
+                           "snapshot_orders": 0, "stale_removed": 0, "stale_restored": 0}
         self.orders = orders = {}   # id -> (side, price, volume units)
         self.levels = levels = {}   # (side, price) -> [volume units, order count]
         scale = 10 ** self.size_decimals
         out = Columns(BookDeltas)
         app = out.append
+        opening, snap_ts = True, None
+        snap: set[int] = set()      # opening-snapshot orders no live event has named yet
+        stale: dict[int, int] = {}  # id -> side, of snapshot orders removed as stale
+        heads: dict[int, list] = {1: [], -1: []}   # per side, (price, id) with the best last
+
+        def take_off(o, touched):
+            key = (orders[o][0], orders[o][1])
+            lv = levels[key]
+            lv[0] -= orders[o][2]
+            lv[1] -= 1
+            if key not in touched:
+                touched.append(key)
+            del orders[o]
+
         with open_binary(self.path) as f:
             for no, line in LineBlocks(f, errors=self.errors).lines():
                 if no == 1 or not line:
@@ -122,7 +148,22 @@ class BitstampL3Reader:
                     continue
                 st["rows"] += 1
                 st[action.decode()] += 1
+                if opening:  # the opening snapshot: creates sharing the first exchange time
+                    if action == b"created" and snap_ts in (None, ts_ex):
+                        snap_ts = ts_ex
+                    else:
+                        opening = False
+                        heads = {1: sorted((orders[o][1], o) for o in snap
+                                           if orders[o][0] == 1),
+                                 -1: sorted(((orders[o][1], o) for o in snap
+                                             if orders[o][0] == -1), reverse=True)}
                 old = orders.get(oid)
+                if old is None and oid in stale:
+                    del stale[oid]
+                    if action == b"deleted":   # the exchange confirms it is gone
+                        continue
+                    st["stale_restored"] += 1  # a live change names it: it was live after all
+                    action = b"created"
                 if action == b"created" and old is not None:
                     st["duplicate_create"] += 1
                     action = b"changed"
@@ -136,6 +177,8 @@ class BitstampL3Reader:
                     lv[0] -= old[2]
                     lv[1] -= 1
                     touched.append(key)
+                    if not opening:
+                        snap.discard(oid)      # a live event names it: not stale
                 if action == b"deleted":
                     del orders[oid]
                 else:
@@ -151,6 +194,26 @@ class BitstampL3Reader:
                     elif old[2] == vol:
                         st["no_change"] += 1
                         continue
+                    if opening:
+                        snap.add(oid)
+                        st["snapshot_orders"] += 1
+                    else:
+                        # a live order at or through the price of an opening-snapshot order on
+                        # the other side that no live event has named: that order was filled or
+                        # cancelled before the live stream began (its delete was never sent)
+                        h = heads[-side]
+                        while h:
+                            p_o, o = h[-1]
+                            if o not in snap or o not in orders:
+                                h.pop()
+                            elif (p_o <= price) if side == 1 else (p_o >= price):
+                                h.pop()
+                                snap.discard(o)
+                                stale[o] = -side
+                                take_off(o, touched)
+                                st["stale_removed"] += 1
+                            else:
+                                break
                 for i, key in enumerate(touched):
                     lv = levels[key]
                     size = lv[0] / scale if lv[1] else 0.0  # exact int / 10**d: correctly rounded

@@ -664,12 +664,18 @@ def _bitstamp_source(paths, opts):
     chunks = book_chunks
     if tr is not None:
         chunks = _sequential(book_chunks, lambda: _trades_only([tr.read()], dclock.clock)())
+
+    def collect():
+        st = getattr(reader, "stats", None) or {}
+        stale = st.get("stale_removed", 0) - st.get("stale_restored", 0)
+        return _merge({"stale_orders": stale},
+                      _log_quality(reader.errors, tr.errors if tr else None))
+
     return Source(str(orders), chunks, "deltas", fmt="bitstamp", tick_size=opts["tick_size"],
                   note="Bitstamp L3 orders aggregated to L2, rebuilt by ofi_fast.BookOFI"
                   + ("; trades with aggressor sides" if trades is not None else ""),
                   symbol=opts.get("symbol") or _bitstamp_pair(orders), clock=dclock.clock,
-                  unit="rows", collect=lambda: _log_quality(reader.errors,
-                                                            tr.errors if tr else None))
+                  unit="rows", collect=collect)
 
 
 def _bitstamp_pair(path) -> str | None:
