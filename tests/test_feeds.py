@@ -925,6 +925,33 @@ def test_bitstamp_l3_handmade(tmp_path):
     assert r.stats["no_change"] == 1 and r.orders == {2: (1, 99.5, 20_000_000), 3: (-1, 101.0, 10**8)}
 
 
+def test_bitstamp_l3_stale_snapshot_orders(tmp_path):
+    # opening snapshot (creates sharing exchange time 5): bids 100, 99; asks 101 (stale), 102
+    p = tmp_path / "orders.csv"
+    p.write_text("id,timestamp,exchange_timestamp,price,volume,action,direction\n"
+                 "1,9,5,100.0,1.0,created,bid\n"
+                 "2,9,5,99.0,1.0,created,bid\n"
+                 "3,9,5,101.0,1.0,created,ask\n"
+                 "4,9,5,102.0,2.0,created,ask\n"
+                 "5,10,6,101.5,0.5,created,bid\n"      # live bid through ask 101: 3 is stale
+                 "4,11,7,102.0,1.5,changed,ask\n"      # a live event names 4: never stale
+                 "6,12,8,102.0,0.1,created,bid\n"      # crosses 4, but 4 is live: kept
+                 "3,13,9,101.0,0.4,changed,ask\n"      # a live change names 3: restored
+                 "3,14,10,101.0,0.4,deleted,ask\n")
+    r = F.BitstampL3Reader(p)
+    d = F.BookDeltas.concat(list(r))
+    E = FLAG_BATCH_END
+    # row 5's message: its bid level, then ask 101 emptied, one message (one batch end)
+    np.testing.assert_array_equal(d.side, [1, 1, -1, -1, 1, -1, -1, 1, -1, -1])
+    np.testing.assert_array_equal(d.price, [100, 99, 101, 102, 101.5, 101, 102, 102, 101, 101])
+    np.testing.assert_array_equal(d.size, [1, 1, 1, 2, 0.5, 0, 1.5, 0.1, 0.4, 0])
+    np.testing.assert_array_equal(d.flags, [E, E, E, E, 0, E, E, E, E, E])
+    np.testing.assert_array_equal(d.update_id, [1, 2, 3, 4, 5, 5, 4, 6, 3, 3])
+    st = r.stats
+    assert (st["snapshot_orders"], st["stale_removed"], st["stale_restored"]) == (4, 1, 1)
+    assert st["unknown_order"] == 0 and 3 not in r.orders and 4 in r.orders
+
+
 @pytest.mark.parametrize("bad", ["4,1,1,100.0,1.0,created,mid", "4,1,1,100.0,1.0,moved,bid",
                                  "4,1,1,100.0,-1.0,created,bid", "4,1,1,100.0,created,bid",
                                  "4,1,x,100.0,1.0,created,bid"])
