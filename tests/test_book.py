@@ -1034,10 +1034,10 @@ def test_binance_raw_diffs_replay_when_judged_at_message_ends(market, row):
 
 def test_bitstamp_l3_keeps_the_ask_side_under_the_default():
     """Issue 12 item 4: on the Bitstamp L3 capture a marketable bid (order 2002347659919360,
-    79116.0, orders line 6843) shows in the orders feed and its fills only in the trades
-    file. drop_stale took it as the truth and deleted the whole ask side; the default keeps
-    every level the feed shows (the book equals the reference's at every message end) and
-    counts the crossed states instead."""
+    79116.0, orders line 6843) shows for one message before its fills. drop_stale takes such a
+    taker as the truth and deletes ask levels the feed still shows; the default keeps every
+    level the feed shows (the book equals the reference's at every message end) and counts
+    the crossed states instead."""
     from ofi_fast.feeds import FLAG_BATCH_END, read_bitstamp_l3
     d = read_bitstamp_l3(data_file("bitstamp_ob_analytics", "orders.csv.gz"))
     end = (d.flags & FLAG_BATCH_END) != 0
@@ -1060,7 +1060,7 @@ def test_bitstamp_l3_keeps_the_ask_side_under_the_default():
         a = b_
     assert keep.n_dropped == 0 and keep.ask_levels == len(rb.asks) > 2000
     assert keep.n_crossed == rb.n_crossed > 0 and keep.n_locked == rb.n_locked
-    assert drop.n_dropped > 100 and lost > 100      # what drop_stale deleted
+    assert drop.n_dropped > 100 and lost > 10       # what drop_stale deleted
 
 
 # ------------------------------------------------------------------ issue 14: sizes, work, threads
