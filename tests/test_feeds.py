@@ -933,19 +933,20 @@ def test_bitstamp_l3_stale_snapshot_orders(tmp_path):
                  "2,9,5,99.0,1.0,created,bid\n"
                  "3,9,5,101.0,1.0,created,ask\n"
                  "4,9,5,102.0,2.0,created,ask\n"
-                 "5,10,6,101.5,0.5,created,bid\n"      # live bid through ask 101: 3 is stale
-                 "4,11,7,102.0,1.5,changed,ask\n"      # a live event names 4: never stale
+                 "5,10,6,101.5,0.5,created,bid\n"      # live bid through ask 101 ...
+                 "4,11,7,102.0,1.5,changed,ask\n"      # ... still resting at ms 7: 3 is stale;
+                                                         # a live event names 4: never stale
                  "6,12,8,102.0,0.1,created,bid\n"      # crosses 4, but 4 is live: kept
                  "3,13,9,101.0,0.4,changed,ask\n"      # a live change names 3: restored
                  "3,14,10,101.0,0.4,deleted,ask\n")
     r = F.BitstampL3Reader(p)
     d = F.BookDeltas.concat(list(r))
     E = FLAG_BATCH_END
-    # row 5's message: its bid level, then ask 101 emptied, one message (one batch end)
+    # ask 101 is emptied in a message of its own when exchange ms 7 begins (id of the bid)
     np.testing.assert_array_equal(d.side, [1, 1, -1, -1, 1, -1, -1, 1, -1, -1])
     np.testing.assert_array_equal(d.price, [100, 99, 101, 102, 101.5, 101, 102, 102, 101, 101])
     np.testing.assert_array_equal(d.size, [1, 1, 1, 2, 0.5, 0, 1.5, 0.1, 0.4, 0])
-    np.testing.assert_array_equal(d.flags, [E, E, E, E, 0, E, E, E, E, E])
+    np.testing.assert_array_equal(d.flags, [E] * 10)
     np.testing.assert_array_equal(d.update_id, [1, 2, 3, 4, 5, 5, 4, 6, 3, 3])
     st = r.stats
     assert (st["snapshot_orders"], st["stale_removed"], st["stale_restored"]) == (4, 1, 1)
@@ -1109,3 +1110,23 @@ def test_tardis_gzip_equals_plain(tmp_path):
     a, b = F.read_tardis(src), F.read_tardis(gz, chunk_rows=333)
     for k, v in a.as_dict().items():
         np.testing.assert_array_equal(getattr(b, k), v, err_msg=k)
+
+
+def test_bitstamp_l3_taker_sweep_removes_no_snapshot_order(tmp_path):
+    # a taker bid at 105 sweeps snapshot asks 101 and 102 within exchange ms 6 (its makers are
+    # named by their own deletes) and is deleted in the same ms: ask 103 is no stale order
+    p = tmp_path / "orders.csv"
+    p.write_text("id,timestamp,exchange_timestamp,price,volume,action,direction\n"
+                 "1,9,5,100.0,1.0,created,bid\n"
+                 "2,9,5,101.0,1.0,created,ask\n"
+                 "3,9,5,102.0,1.0,created,ask\n"
+                 "4,9,5,103.0,1.0,created,ask\n"
+                 "7,10,6,105.0,2.0,created,bid\n"
+                 "2,10,6,101.0,0.0,deleted,ask\n"
+                 "7,10,6,101.0,1.0,changed,bid\n"
+                 "3,10,6,102.0,0.0,deleted,ask\n"
+                 "7,10,6,102.0,0.0,deleted,bid\n"
+                 "8,11,7,99.0,1.0,created,bid\n")
+    r = F.BitstampL3Reader(p)
+    list(r)
+    assert r.stats["stale_removed"] == 0 and set(r.orders) == {1, 4, 8}

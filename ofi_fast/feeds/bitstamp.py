@@ -28,8 +28,10 @@ cancelled in between is never deleted by the feed (ob-analytics' capture of 2026
 ask at 78,333 that trades.csv shows filled and that only the file's closing synthetic rows
 delete; left in, it crosses the book for the rest of the file). So when a live order arrives at
 or through the price of an opening-snapshot order on the other side that no live event has named
-yet, that snapshot order is taken off in the same message (``stats["stale_removed"]``; its level
-rows carry the live order's id). A later live change naming it puts it back with the changed
+yet, and still rests there when the next exchange millisecond begins (a taker's create and its
+fills share one millisecond, and its makers are named by their own fill events), that snapshot
+order is taken off, in a message of its own at that point (``stats["stale_removed"]``; its
+level rows carry the live order's id). A later live change naming it puts it back with the changed
 volume (``stats["stale_restored"]``); a later delete is then a no-op. Orders a live event has
 named are never removed: a live taker crossing live makers is the feed's own transient state.
 
@@ -108,6 +110,8 @@ class BitstampL3Reader:
         stale: dict[int, int] = {}  # id -> side, of snapshot orders removed as stale
         heads: dict[int, list] = {1: [], -1: []}   # per side, (price, id) with the best last
 
+        pending: list[int] = []     # live orders that reached a snapshot order's price
+
         def take_off(o, touched):
             key = (orders[o][0], orders[o][1])
             lv = levels[key]
@@ -117,6 +121,32 @@ class BitstampL3Reader:
                 touched.append(key)
             del orders[o]
 
+        def drop_stale(side, price, touched):
+            # opening-snapshot orders on the other side at or through a resting live order
+            h = heads[-side]
+            while h:
+                p_o, o = h[-1]
+                if o not in snap or o not in orders:
+                    h.pop()
+                elif (p_o <= price) if side == 1 else (p_o >= price):
+                    h.pop()
+                    snap.discard(o)
+                    stale[o] = -side
+                    take_off(o, touched)
+                    st["stale_removed"] += 1
+                else:
+                    break
+
+        def emit(touched, ts_ex, ts_local, oid):
+            for i, key in enumerate(touched):
+                lv = levels[key]
+                size = lv[0] / scale if lv[1] else 0.0  # exact int / 10**d: correctly rounded
+                if not lv[1]:
+                    del levels[key]
+                app(ts_ex, ts_local, key[0], key[1], size, oid,
+                    FLAG_BATCH_END if i == len(touched) - 1 else 0)
+
+        last_ex = None
         with open_binary(self.path) as f:
             for no, line in LineBlocks(f, errors=self.errors).lines():
                 if no == 1 or not line:
@@ -157,6 +187,17 @@ class BitstampL3Reader:
                                            if orders[o][0] == 1),
                                  -1: sorted(((orders[o][1], o) for o in snap
                                              if orders[o][0] == -1), reverse=True)}
+                if pending and ts_ex != last_ex:
+                    # a new exchange millisecond: a live order still resting at or through a
+                    # snapshot order's price outlived any sweep (a taker's fills share its ms)
+                    rm: list = []
+                    for c in pending:
+                        o = orders.get(c)
+                        if o is not None:
+                            drop_stale(o[0], o[1], rm)
+                    emit(rm, ts_ex, ts_local, pending[-1])
+                    pending.clear()
+                last_ex = ts_ex
                 old = orders.get(oid)
                 if old is None and oid in stale:
                     del stale[oid]
@@ -198,29 +239,10 @@ class BitstampL3Reader:
                         snap.add(oid)
                         st["snapshot_orders"] += 1
                     else:
-                        # a live order at or through the price of an opening-snapshot order on
-                        # the other side that no live event has named: that order was filled or
-                        # cancelled before the live stream began (its delete was never sent)
                         h = heads[-side]
-                        while h:
-                            p_o, o = h[-1]
-                            if o not in snap or o not in orders:
-                                h.pop()
-                            elif (p_o <= price) if side == 1 else (p_o >= price):
-                                h.pop()
-                                snap.discard(o)
-                                stale[o] = -side
-                                take_off(o, touched)
-                                st["stale_removed"] += 1
-                            else:
-                                break
-                for i, key in enumerate(touched):
-                    lv = levels[key]
-                    size = lv[0] / scale if lv[1] else 0.0  # exact int / 10**d: correctly rounded
-                    if not lv[1]:
-                        del levels[key]
-                    app(ts_ex, ts_local, key[0], key[1], size, oid,
-                        FLAG_BATCH_END if i == len(touched) - 1 else 0)
+                        if h and ((h[-1][0] <= price) if side == 1 else (h[-1][0] >= price)):
+                            pending.append(oid)   # judged at the next exchange millisecond
+                emit(touched, ts_ex, ts_local, oid)
                 if len(out) >= self.chunk_rows:
                     yield out.flush()
         if len(out):
