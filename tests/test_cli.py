@@ -886,7 +886,7 @@ def test_stream_into_closed_pipe():
 
 
 def test_progress_is_silent_without_tty():
-    assert cli._progress(True) is None     # stderr is not a TTY under pytest's capture
+    assert cli._common._progress(True) is None     # stderr is not a TTY under pytest's capture
 
 
 def test_stream_collapses_long_gaps():

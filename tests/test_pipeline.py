@@ -95,7 +95,7 @@ def test_analyze_summary_is_the_cli_json(name, tmp_path):
 
 @pytest.mark.parametrize("name", ["simulator", "lobster_csv", "binance", "coinbase", "tardis"])
 def test_stream_is_the_cli_stream(name):
-    from ofi_fast.cli import stream_line
+    from ofi_fast.cli.stream import stream_line
     files, extra = CASES[name]
     extra = [x for i, x in enumerate(extra) if extra[i - (i % 2)] != "--min-train"]
     paths = paths_of(files)
@@ -238,7 +238,7 @@ def test_small_samples_and_perfect_fits_are_flagged():
     f = pipeline.fit_model(x, 2 * x + 1, np.ones(10))
     assert f.perfect and f.t_beta == np.inf and "perfect" in f.warning
     s2 = dict(b.summary, perfect_fit=True, t_beta=np.inf, t_beta_robust=np.inf)
-    from ofi_fast.cli import format_summary
+    from ofi_fast.cli.analyze import format_summary
     assert "perfect fit / perfect fit" in format_summary(s2)
 
 
