@@ -14,6 +14,7 @@ cdef enum ColKind:
     K_SIDE_BOOK = 7   # bid / ask -> int8 +1 / -1
     K_SIDE_TRADE = 8  # buy / sell / unknown -> int8 +1 / -1 / 0
     K_ID = 9          # an int64 integer, anything else -> -1 (counted in bad_ids)
+    K_MATCH = 10      # bytes equal to `token`; another value: the line is not this key's (below)
 
 # Column flags (bit set).
 cdef enum ColFlag:
@@ -23,6 +24,7 @@ cdef enum ColFlag:
     F_SENTINEL = 8        # K_INT_F64: `sentinel` -> NaN
     F_ZERO_AFTER_SENT = 16  # K_INT_F64: 0.0 when the previous column hit its sentinel
     F_NONZERO = 32        # K_INT / K_INT8: value != 0
+    F_STRICT = 64         # K_MATCH: another value is an error (P_BAD_TOKEN), not a skipped line
 
 # Parse statuses (0 = success). The Python edge turns them into ParseError with line + field.
 cdef enum ParseStatus:
@@ -36,6 +38,8 @@ cdef enum ParseStatus:
     P_EMPTY_FIELD = 7    # an empty field where a value is required
     P_EMPTY_LINE = 8     # an empty line (when blank lines are not skipped)
     P_TOO_LONG = 9       # a float field longer than the strtod copy buffer
+    P_OTHER = 10         # internal to parse_block: a K_MATCH field of another value (the line
+                         # is consumed, no row written, counted in ParseResult.other)
 
 cdef struct ColSpec:
     int kind            # ColKind
@@ -49,7 +53,9 @@ cdef struct ColSpec:
     float64_t divisor   # K_INT_F64: value = v / divisor
     int64_t sentinel    # K_INT_F64 with F_SENTINEL: this integer -> NaN
     float64_t empty     # K_FLOAT with F_EMPTY_OK: value of an empty field
-    char* out           # destination of row 0 (NULL for K_SKIP)
+    const char* token   # K_MATCH: the bytes a field must equal (held by the Tokenizer)
+    intp_t token_len
+    char* out           # destination of row 0 (NULL for K_SKIP / K_MATCH)
     intp_t stride       # bytes between rows in `out`
 
 cdef struct ParseResult:
@@ -62,6 +68,7 @@ cdef struct ParseResult:
     intp_t fend
     intp_t next         # on error: start of the line after the bad one
     int64_t bad_ids     # K_ID fields that were not integers (rows written only)
+    int64_t other       # lines skipped because a K_MATCH field held another value
 
 cdef int parse_block(const ColSpec* cols, int ncols, const char* buf, intp_t start, intp_t end,
                      intp_t max_lines, bint final, bint skip_blank, intp_t row0,

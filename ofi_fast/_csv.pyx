@@ -26,7 +26,11 @@ Each column has a *kind* (see ``_csv.pxd``):
 - ``BOOL`` (``true``/``false``), ``SIDE_BOOK`` (``bid``/``ask``), ``SIDE_TRADE``
   (``buy``/``sell``/``unknown``) -> int8 +1/-1(/0) (BOOL: 1/0);
 - ``ID``: an int64 integer, anything else -> -1 and counted (Tardis' non-numeric trade ids);
-- ``SKIP``: any bytes up to the next comma (exchange / symbol strings).
+- ``SKIP``: any bytes up to the next comma (exchange / symbol strings);
+- ``MATCH``: the field must equal ``token`` (bytes: a symbol); a line with another value is a
+  filter, not an error: it is consumed, no row is written and it is counted (``other``), or,
+  with ``strict=True``, it is a ``P_BAD_TOKEN`` error naming the line (a file that holds more
+  symbols than the one the reader expects).
 
 Lines end with ``\\n`` or ``\\r\\n``; the last line may lack its newline (``final=True``). A
 ``\\r`` anywhere else is part of a field (and fails a numeric one). Empty lines are an error
@@ -51,9 +55,9 @@ import numpy as np
 from ofi_fast._guard cimport Guard, guard_enter, guard_exit, guard_free, guard_init, guard_wait
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
-SKIP, INT, INT8, SCALED, FLOAT, INT_F64, BOOL, SIDE_BOOK, SIDE_TRADE, ID = range(10)
+SKIP, INT, INT8, SCALED, FLOAT, INT_F64, BOOL, SIDE_BOOK, SIDE_TRADE, ID, MATCH = range(11)
 KIND_NAMES = ("skip", "int", "int8", "scaled", "float", "int_f64", "bool", "side_book",
-              "side_trade", "id")
+              "side_trade", "id", "match")
 (PARSE_OK, PARSE_BAD_NUMBER, PARSE_OUT_OF_RANGE, PARSE_OVERFLOW, PARSE_TOO_FEW, PARSE_TOO_MANY,
  PARSE_BAD_TOKEN, PARSE_EMPTY_FIELD, PARSE_EMPTY_LINE, PARSE_TOO_LONG) = range(10)
 
@@ -515,6 +519,10 @@ cdef inline int parse_field(const ColSpec* col, const char** qq, const char* le,
                     (<float64_t*>dst)[0] = fv
     elif kind == K_SKIP:
         q = field_end(q, le)
+    elif kind == K_MATCH:
+        q = field_end(q, le)
+        if q - fs != col.token_len or memcmp(fs, col.token, <size_t>col.token_len) != 0:
+            st = P_BAD_TOKEN if col.flags & F_STRICT else P_OTHER
     elif kind == K_SCALED:
         st = parse_scaled(&q, le, be, col.digits, &iv)
         if st == P_OK and at_end(q, le):
@@ -617,6 +625,7 @@ cdef int parse_block(const ColSpec* cols, int ncols, const char* buf, intp_t sta
     cdef intp_t lines = 0
     cdef intp_t rows = 0
     cdef int64_t bad_ids = 0
+    cdef int64_t other = 0
     cdef int64_t line_bad
     cdef int st = P_OK
     cdef int field = -1
@@ -638,10 +647,17 @@ cdef int parse_block(const ColSpec* cols, int ncols, const char* buf, intp_t sta
                 p = nxt
                 continue
             st = P_EMPTY_LINE
+            field = -1
             fs = p
         else:
             line_bad = 0
             st = parse_line(cols, ncols, p, le, bend, row0 + rows, &line_bad, &field, &fs)
+            if st == P_OTHER:   # another key's line (K_MATCH): consumed, not written
+                st = P_OK
+                other += 1
+                lines += 1
+                p = nxt
+                continue
         if st != P_OK:
             res.field = field
             res.fstart = fs - buf
@@ -657,6 +673,7 @@ cdef int parse_block(const ColSpec* cols, int ncols, const char* buf, intp_t sta
     res.lines = lines
     res.rows = rows
     res.bad_ids = bad_ids
+    res.other = other
     return st
 
 
@@ -668,9 +685,12 @@ cdef bint decimal_point_ok() noexcept nogil:
 
 def column(name, kind, *, lo=None, hi=None, mult=1, offset=0, digits=0, divisor=1.0,
            sentinel=None, positive=False, nonneg=False, empty=None,
-           zero_after_sentinel=False, nonzero=False):
+           zero_after_sentinel=False, nonzero=False, token=None, strict=False, hint=None):
     """One column spec for :class:`Tokenizer` (a plain dict; see the module docstring)."""
-    return {"name": str(name), "kind": int(kind), "lo": lo, "hi": hi, "mult": int(mult),
+    if (kind == K_MATCH) != (token is not None):
+        raise ValueError(f"column {name!r}: token= goes with MATCH columns only (and they need it)")
+    return {"token": None if token is None else bytes(token), "strict": bool(strict),
+            "hint": hint, "name": str(name), "kind": int(kind), "lo": lo, "hi": hi, "mult": int(mult),
             "offset": int(offset), "digits": int(digits), "divisor": float(divisor),
             "sentinel": sentinel, "positive": bool(positive), "nonneg": bool(nonneg),
             "empty": empty, "zero_after_sentinel": bool(zero_after_sentinel),
@@ -686,7 +706,7 @@ cdef class Tokenizer:
     any stride, or None for ``SKIP``); ``parse(buf, start, max_lines, final, row0)`` parses
     complete lines of ``buf`` (bytes-like) from byte ``start`` into rows ``row0, row0 + 1, ...``
     with the GIL released and returns ``(status, pos, lines, rows, field, fstart, fend, next,
-    bad_ids)`` (see ``ParseResult`` in _csv.pxd). ``describe(status, field, text)`` words an
+    bad_ids, other)`` (see ``ParseResult`` in _csv.pxd). ``describe(status, field, text)`` words an
     error for ParseError.
     """
     cdef ColSpec* cols
@@ -695,6 +715,7 @@ cdef class Tokenizer:
     cdef readonly tuple specs
     cdef readonly tuple names
     cdef list _outs
+    cdef tuple _tokens    # the K_MATCH columns' bytes (ColSpec.token points into them)
     cdef readonly intp_t capacity
     cdef Guard guard      # parse() releases the GIL over the bound arrays: see _guard.pxd
 
@@ -716,11 +737,12 @@ cdef class Tokenizer:
         self.names = tuple(x["name"] for x in specs)
         self._outs = [None] * self.ncols
         self.capacity = 0
+        tokens = []
         for c in range(self.ncols):
             x = specs[c]
             s = &self.cols[c]
             kind = x["kind"]
-            if not 0 <= kind <= K_ID:
+            if not 0 <= kind <= K_MATCH:
                 raise ValueError(f"column {x['name']!r}: unknown kind {kind}")
             lo_default, hi_default = (-128, 127) if kind == K_INT8 else (-2**63, 2**63 - 1)
             lo = lo_default if x.get("lo") is None else int(x["lo"])
@@ -746,9 +768,20 @@ cdef class Tokenizer:
                        | (F_EMPTY_OK if x.get("empty") is not None else 0)
                        | (F_SENTINEL if x.get("sentinel") is not None else 0)
                        | (F_ZERO_AFTER_SENT if x.get("zero_after_sentinel") else 0)
-                       | (F_NONZERO if x.get("nonzero") else 0))
+                       | (F_NONZERO if x.get("nonzero") else 0)
+                       | (F_STRICT if x.get("strict") else 0))
+            s.token = NULL
+            s.token_len = 0
+            if kind == K_MATCH:
+                tok = x.get("token")
+                if not isinstance(tok, bytes):
+                    raise ValueError(f"column {x['name']!r}: a MATCH column needs token= bytes")
+                tokens.append(tok)
+                s.token = <const char*>tok
+                s.token_len = len(tok)
             s.out = NULL
             s.stride = 0
+        self._tokens = tuple(tokens)
 
     def __dealloc__(self):
         free(self.cols)
@@ -771,7 +804,7 @@ cdef class Tokenizer:
         for c in range(self.ncols):
             a = outs[c]
             kind = self.cols[c].kind
-            if kind == K_SKIP:
+            if kind == K_SKIP or kind == K_MATCH:
                 if a is not None:
                     raise ValueError(f"column {self.names[c]!r} is skipped: pass None")
                 self.cols[c].out = NULL
@@ -814,7 +847,7 @@ cdef class Tokenizer:
             raise RuntimeError("C strtod does not read '.' as the decimal point: reset "
                                "LC_NUMERIC (locale.setlocale(locale.LC_NUMERIC, 'C'))")
         if n == 0:
-            return (P_OK, 0, 0, 0, -1, 0, 0, 0, 0)
+            return (P_OK, 0, 0, 0, -1, 0, 0, 0, 0, 0)
         p = <const char*>&mv[0]
         guard_enter(&self.guard)
         if row0 + ml > self.capacity:      # re-bound to shorter arrays by another thread
@@ -825,7 +858,7 @@ cdef class Tokenizer:
                         &res)
         guard_exit(&self.guard)
         return (res.status, res.pos, res.lines, res.rows, res.field, res.fstart, res.fend,
-                res.next, res.bad_ids)
+                res.next, res.bad_ids, res.other)
 
     def describe(self, int status, int field, text):
         """Words for a parse error: which field, what was wrong, the field's text (cut to
@@ -844,6 +877,9 @@ cdef class Tokenizer:
         where = f"field {field + 1} ({x['name']})"
         if status == P_EMPTY_FIELD:
             return f"{where}: empty"
+        if status == P_BAD_TOKEN and kind == K_MATCH:
+            hint = f" ({x['hint']})" if x.get("hint") else ""
+            return f"{where}: {_cut(text)} is not {_cut(x['token'])}{hint}"
         if status == P_BAD_TOKEN:
             words = {K_BOOL: "true/false", K_SIDE_BOOK: "bid/ask",
                      K_SIDE_TRADE: "buy/sell/unknown"}[kind]
@@ -881,10 +917,10 @@ def parse_rows(columns, data, *, skip_blank=False):
     """
     tok = Tokenizer(columns, skip_blank)
     nmax = data.count(b"\n") + 1
-    outs = [None if x["kind"] == K_SKIP else np.zeros(nmax, _OUT_DTYPE[x["kind"]])
+    outs = [None if x["kind"] in (K_SKIP, K_MATCH) else np.zeros(nmax, _OUT_DTYPE[x["kind"]])
             for x in tok.specs]
     tok.bind(outs)
-    st, pos, lines, rows, field, fs, fe, nxt, bad = tok.parse(data, 0, nmax, True, 0)
+    st, pos, lines, rows, field, fs, fe, nxt, bad, _ = tok.parse(data, 0, nmax, True, 0)
     if st:
         raise ValueError(st, lines + 1, field, tok.describe(st, field, bytes(data[fs:fe])))
     return [None if a is None else a[:rows] for a in outs], bad

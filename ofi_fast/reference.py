@@ -1050,7 +1050,8 @@ class VPIN:
 
 # Column kinds and parse statuses: the values of ofi_fast._csv (tests check they agree).
 CSV_SKIP, CSV_INT, CSV_INT8, CSV_SCALED, CSV_FLOAT, CSV_INT_F64 = 0, 1, 2, 3, 4, 5
-CSV_BOOL, CSV_SIDE_BOOK, CSV_SIDE_TRADE, CSV_ID = 6, 7, 8, 9
+CSV_BOOL, CSV_SIDE_BOOK, CSV_SIDE_TRADE, CSV_ID, CSV_MATCH = 6, 7, 8, 9, 10
+CSV_OTHER = 10   # a MATCH field of another value: the line is skipped (not an error)
 (CSV_OK, CSV_BAD_NUMBER, CSV_OUT_OF_RANGE, CSV_OVERFLOW, CSV_TOO_FEW, CSV_TOO_MANY,
  CSV_BAD_TOKEN, CSV_EMPTY_FIELD, CSV_EMPTY_LINE, CSV_TOO_LONG) = range(10)
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
@@ -1084,6 +1085,10 @@ def _csv_field(spec, s, prev_sentinel):
     kind = spec["kind"]
     if kind == CSV_SKIP:
         return CSV_OK, None, False, False
+    if kind == CSV_MATCH:
+        if s == spec["token"]:
+            return CSV_OK, None, False, False
+        return (CSV_BAD_TOKEN if spec["strict"] else CSV_OTHER), None, False, False
     if kind in _WORDS:
         if not s:
             return CSV_EMPTY_FIELD, None, False, False
@@ -1169,7 +1174,7 @@ def _csv_field(spec, s, prev_sentinel):
     return CSV_OK, v, False, False
 
 
-def csv_parse(columns, data: bytes, *, skip_blank=False, on_error="raise"):
+def csv_parse(columns, data: bytes, *, skip_blank=False, on_error="raise", counts=None):
     """Reference of ``ofi_fast._csv.Tokenizer``: parse ``data`` line by line.
 
     Lines end with ``\\n`` or ``\\r\\n`` (the last may lack it); fields are split at commas
@@ -1178,14 +1183,15 @@ def csv_parse(columns, data: bytes, *, skip_blank=False, on_error="raise"):
     bad_lines)``: ``values`` one list per column (None for skipped ones), ``bad_ids`` the
     number of ID fields read as -1 in the rows kept, ``bad_lines`` the (status, line, field)
     of the lines skipped under ``on_error="skip"``; under ``"raise"`` the first bad line raises
-    :class:`CSVFieldError`.
+    :class:`CSVFieldError`. A line whose MATCH field holds another value is skipped and counted
+    in ``counts["other"]`` (when a dict is given).
     """
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     ncols = len(columns)
-    out = [None if c["kind"] == CSV_SKIP else [] for c in columns]
-    bad_ids, bad_lines = 0, []
+    out = [None if c["kind"] in (CSV_SKIP, CSV_MATCH) else [] for c in columns]
+    bad_ids, bad_lines, other = 0, [], 0
     for no, line in enumerate(lines, 1):
         if line.endswith(b"\r"):
             line = line[:-1]
@@ -1199,16 +1205,22 @@ def csv_parse(columns, data: bytes, *, skip_blank=False, on_error="raise"):
         else:
             fields = line.split(b",")
             sent = False
+            st = CSV_OK
             for c, spec in enumerate(columns):
                 if c >= len(fields):
                     err = (CSV_TOO_FEW, no, c)
                     break
                 st, v, sent, bad_id = _csv_field(spec, fields[c], sent)
+                if st == CSV_OTHER:
+                    break
                 if st != CSV_OK:
                     err = (st, no, c)
                     break
                 row.append(v)
                 ids += bad_id
+            if st == CSV_OTHER:
+                other += 1
+                continue
             if err is None and len(fields) > ncols:
                 err = (CSV_TOO_MANY, no, ncols)
         if err is not None:
@@ -1220,4 +1232,6 @@ def csv_parse(columns, data: bytes, *, skip_blank=False, on_error="raise"):
             if out[c] is not None:
                 out[c].append(v)
         bad_ids += ids
+    if counts is not None:
+        counts["other"] = other
     return out, bad_ids, bad_lines

@@ -38,7 +38,7 @@ def _run(columns, data, skip_blank=False, block_bytes=None, on_error="raise", pr
     log = ErrorLog("mem.csv", on_error)
     src = TokenSource(io.BytesIO(data), tok, log, block_bytes=block_bytes, prefetch=prefetch)
     cap = data.count(b"\n") + 2
-    outs = [None if c["kind"] == C.SKIP else np.zeros(cap, C._OUT_DTYPE[c["kind"]])
+    outs = [None if c["kind"] in (C.SKIP, C.MATCH) else np.zeros(cap, C._OUT_DTYPE[c["kind"]])
             for c in columns]
     rows = 0
     with src:
@@ -47,6 +47,7 @@ def _run(columns, data, skip_blank=False, block_bytes=None, on_error="raise", pr
             rows += n
             if lines == 0:
                 break
+    _run.other = src.other
     return ([None if a is None else a[:rows].tolist() for a in outs], src.bad_ids,
             [line for line, _ in log.first])
 
@@ -63,9 +64,10 @@ def _check_equal(got, exp):
 
 def test_constants_match_reference():
     assert (C.SKIP, C.INT, C.INT8, C.SCALED, C.FLOAT, C.INT_F64, C.BOOL, C.SIDE_BOOK,
-            C.SIDE_TRADE, C.ID) == (R.CSV_SKIP, R.CSV_INT, R.CSV_INT8, R.CSV_SCALED,
-                                    R.CSV_FLOAT, R.CSV_INT_F64, R.CSV_BOOL, R.CSV_SIDE_BOOK,
-                                    R.CSV_SIDE_TRADE, R.CSV_ID)
+            C.SIDE_TRADE, C.ID, C.MATCH) == (R.CSV_SKIP, R.CSV_INT, R.CSV_INT8, R.CSV_SCALED,
+                                             R.CSV_FLOAT, R.CSV_INT_F64, R.CSV_BOOL,
+                                             R.CSV_SIDE_BOOK, R.CSV_SIDE_TRADE, R.CSV_ID,
+                                             R.CSV_MATCH)
     assert (C.PARSE_BAD_NUMBER, C.PARSE_OUT_OF_RANGE, C.PARSE_OVERFLOW, C.PARSE_TOO_FEW,
             C.PARSE_TOO_MANY, C.PARSE_BAD_TOKEN, C.PARSE_EMPTY_FIELD, C.PARSE_EMPTY_LINE,
             C.PARSE_TOO_LONG) == (R.CSV_BAD_NUMBER, R.CSV_OUT_OF_RANGE, R.CSV_OVERFLOW,
@@ -174,7 +176,7 @@ def test_int_limits_and_overflow():
 # whole blocks vs the reference: random specs, rows, line ends, blocks -------------------------
 
 _KINDS = [C.SKIP, C.INT, C.INT8, C.SCALED, C.FLOAT, C.INT_F64, C.BOOL, C.SIDE_BOOK, C.SIDE_TRADE,
-          C.ID]
+          C.ID, C.MATCH]
 
 
 def _spec(kind, i, draw):
@@ -189,6 +191,8 @@ def _spec(kind, i, draw):
                   offset=draw(st.sampled_from([0, 1_583_107_200 * 10**9])))
     elif kind == C.FLOAT:
         kw = dict(positive=draw(st.booleans()), empty=draw(st.sampled_from([None, math.nan, 0.0])))
+    elif kind == C.MATCH:
+        kw = dict(token=b"BTCUSDT", strict=draw(st.booleans()))
     elif kind == C.INT_F64:
         kw = dict(divisor=draw(st.sampled_from([1.0, 10_000.0])),
                   sentinel=draw(st.sampled_from([None, 9_999_999_999, -9_999_999_999])),
@@ -198,6 +202,7 @@ def _spec(kind, i, draw):
 
 _FIELD = {
     C.SKIP: st.sampled_from(["binance", "BTCUSDT", "", "x y", "1.5"]),
+    C.MATCH: st.sampled_from(["BTCUSDT", "BTCUSDT", "ETHUSDT", "BTCUSD", "BTCUSDTX", ""]),
     C.INT: st.one_of(st.integers(-10**6, 10**17).map(str), st.sampled_from(["", "x", "1.5", "-"])),
     C.INT8: st.sampled_from(["1", "-1", "0", "7", "8", "200", "", "a"]),
     C.SCALED: st.tuples(st.text("0123456789", max_size=6), st.booleans(),
@@ -238,8 +243,9 @@ def _blocks(draw):
 @given(case=_blocks(), skip_blank=st.booleans(), block_bytes=st.sampled_from([None, 1, 7, 64]))
 def test_tokenizer_matches_reference(case, skip_blank, block_bytes):
     spec, data = case
+    counts = {}
     try:
-        exp, exp_ids, _ = R.csv_parse(spec, data, skip_blank=skip_blank)
+        exp, exp_ids, _ = R.csv_parse(spec, data, skip_blank=skip_blank, counts=counts)
     except R.CSVFieldError as e:
         if block_bytes is None:
             with pytest.raises(ValueError) as ei:
@@ -253,16 +259,20 @@ def test_tokenizer_matches_reference(case, skip_blank, block_bytes):
     got, ids, _ = _run(spec, data, skip_blank, block_bytes)
     _check_equal(got, exp)
     assert ids == exp_ids
+    if block_bytes is not None:
+        assert _run.other == counts["other"]
 
 
 @settings(max_examples=150, deadline=None)
 @given(case=_blocks(), block_bytes=st.sampled_from([1, 5, 64, 1 << 20]), prefetch=st.booleans())
 def test_tokenizer_skip_mode_matches_reference(case, block_bytes, prefetch):
     spec, data = case
-    exp, exp_ids, bad = R.csv_parse(spec, data, on_error="skip")
+    counts = {}
+    exp, exp_ids, bad = R.csv_parse(spec, data, on_error="skip", counts=counts)
     got, ids, got_bad = _run(spec, data, False, block_bytes, on_error="skip", prefetch=prefetch)
     _check_equal(got, exp)
     assert ids == exp_ids
+    assert _run.other == counts["other"]
     assert got_bad == [line for _, line, _ in bad][:ErrorLog.keep]
 
 

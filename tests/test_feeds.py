@@ -14,6 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 import ofi_fast.feeds as F
 from ofi_fast.errors import ChecksumError, ParseError, SequenceGapError
+from ofi_fast.feeds.sources import InputError
 from ofi_fast.feeds import binance as BN
 from ofi_fast.feeds import lobster as L
 from ofi_fast.feeds._l2 import FLAG_BATCH_END, FLAG_CLEAR, FLAG_SNAPSHOT
@@ -1130,3 +1131,50 @@ def test_bitstamp_l3_taker_sweep_removes_no_snapshot_order(tmp_path):
     r = F.BitstampL3Reader(p)
     list(r)
     assert r.stats["stale_removed"] == 0 and set(r.orders) == {1, 4, 8}
+
+
+def _grouped_tardis(tmp_path, name, every=3):
+    """A Tardis 'grouped' file (as PERPETUALS / SPOT downloads are): the shared BTCUSDT rows,
+    with every ``every``-th row also written as an ETHUSDT row right after it."""
+    lines = data_file("tardis", name).read_text().splitlines(keepends=True)
+    out, eth = [lines[0]], 0
+    for i, ln in enumerate(lines[1:]):
+        out.append(ln)
+        if i % every == 0:
+            out.append(ln.replace(",BTCUSDT,", ",ETHUSDT,"))
+            eth += 1
+    p = tmp_path / name.replace("BTCUSDT", "PERPETUALS")
+    p.write_text("".join(out))
+    return p, eth, len(lines) - 1
+
+
+@pytest.mark.parametrize("name", [TARDIS_L2, TARDIS_TRADES])
+def test_tardis_grouped_file_reads_one_symbol(tmp_path, name):
+    """Every row's symbol is checked: symbol= reads that symbol's rows only (the others
+    counted), exactly the single-symbol file's arrays; without symbol= a second symbol is an
+    error naming its line."""
+    p, eth, btc = _grouped_tardis(tmp_path, name)
+    whole = F.read_tardis(data_file("tardis", name))
+    for chunk_rows in (7, 10**6):
+        r = F.TardisReader(p, symbol="BTCUSDT", chunk_rows=chunk_rows)
+        got = type(whole).concat(list(r))
+        for k, v in whole.as_dict().items():
+            np.testing.assert_array_equal(getattr(got, k), v, err_msg=k)
+        assert r.stats["other_symbol"] == eth and r.stats["rows"] == btc
+    r = F.TardisReader(p, symbol="ETHUSDT")
+    assert len(r.read()) == eth and r.stats["other_symbol"] == btc
+    with pytest.raises(ParseError) as ei:
+        F.read_tardis(p)
+    assert ei.value.line == 3 and "symbol" in str(ei.value) and "ETHUSDT" in str(ei.value)
+
+
+def test_tardis_grouped_file_through_feeds_open(tmp_path):
+    p, eth, btc = _grouped_tardis(tmp_path, TARDIS_L2)
+    with pytest.raises(InputError, match=r"several symbols \(BTCUSDT, ETHUSDT\)"):
+        F.open([p])
+    with pytest.raises(InputError, match=r"no symbol 'XRPUSDT'.*BTCUSDT, ETHUSDT"):
+        F.open([p], symbol="XRPUSDT")
+    src = F.open([p], symbol="ETHUSDT")
+    assert src.symbol == "ETHUSDT" and src.symbols == ["BTCUSDT", "ETHUSDT"]
+    assert sum(len(c) for c in src.chunks()) == eth
+    assert src.quality.other_symbol == btc

@@ -425,7 +425,8 @@ class TokenSource:
     ``errors`` (an :class:`ErrorLog`): it raises ``ParseError`` with the 1-based line number and
     the field, or (``on_error="skip"``) counts the line and parsing continues with the next one.
     ``skip_lines`` header lines are skipped first. ``line`` is the 1-based number of the next
-    line to read; ``bad_ids`` counts ``ID`` fields read as -1. Call :meth:`close` (or use it as
+    line to read; ``bad_ids`` counts ``ID`` fields read as -1; ``other`` counts lines a
+    ``MATCH`` column skipped (another symbol's rows). Call :meth:`close` (or use it as
     a context manager) before closing ``f``.
 
     Block boundaries: the partial line at the end of a block is joined with the start of the
@@ -445,6 +446,7 @@ class TokenSource:
         self.final = False
         self.line = 1
         self.bad_ids = 0
+        self.other = 0
         for _ in range(skip_lines):
             self.skip_line()
 
@@ -560,12 +562,13 @@ class TokenSource:
         rows = lines = 0
         bad = []
         while lines < max_lines:
-            st, pos, nl, nr, field, fs, fe, nxt, nbad = tok.parse(
+            st, pos, nl, nr, field, fs, fe, nxt, nbad, nother = tok.parse(
                 self.buf, self.pos, max_lines - lines, self.final, row0 + rows)
             self.pos = pos
             lines += nl
             rows += nr
             self.bad_ids += nbad
+            self.other += nother
             if st == 0:
                 if lines >= max_lines or self.final:
                     break

@@ -588,8 +588,10 @@ def _tardis_source(paths, opts):
     """Tardis CSV: one ``incremental_book_L2`` file and/or one ``trades`` file."""
     from ofi_fast.feeds import TardisReader
     readers = {}
+    sym = opts.get("symbol")
     for p in paths:
-        r = TardisReader(p, chunk_rows=opts["chunk_size"], on_error=opts["on_error"])
+        r = TardisReader(p, chunk_rows=opts["chunk_size"], on_error=opts["on_error"],
+                         symbol=sym)
         if r.kind in readers or r.kind == "book_snapshot":
             raise InputError(f"{p}: give one Tardis incremental_book_L2 file and/or one trades "
                            f"file (this one is {r.kind})")
@@ -609,7 +611,6 @@ def _tardis_source(paths, opts):
         chunks = _sequential(book_chunks, lambda: _trades_only(readers["trades"][1],
                                                                 dclock.clock)())
     found = _tardis_symbols([q for q, _ in readers.values()])
-    sym = opts.get("symbol")
     _check_symbol(p, sym, found, "symbol")
     if sym is None and len(found) > 1:
         raise InputError(f"{p}: the Tardis files hold several symbols "
@@ -618,7 +619,9 @@ def _tardis_source(paths, opts):
     def collect():
         st = getattr(book, "stats", None) or {}
         before = st.get("dropped_before_snapshot", 0)
-        return _merge({"dropped": {"before_snapshot": before}},
+        other = sum((getattr(r, "stats", None) or {}).get("other_symbol", 0)
+                    for _, r in readers.values())
+        return _merge({"dropped": {"before_snapshot": before}, "other_symbol": other},
                       _log_quality(*(r.errors for _, r in readers.values())))
 
     return Source(str(p), chunks, "deltas", fmt="tardis", tick_size=opts["tick_size"],
@@ -629,13 +632,11 @@ def _tardis_source(paths, opts):
 
 
 def _tardis_symbols(paths) -> set[str]:
-    """The ``symbol`` column of each Tardis file's first data row (a Tardis file is one
-    symbol's day)."""
-    out = set()
+    """Every ``symbol`` of the Tardis files (the second field of each data row; grouped files
+    such as ``PERPETUALS`` hold many), scanned as for Binance (first GiB of each file)."""
+    out: set[str] = set()
     for p in paths:
-        lines = _head(p, 2).splitlines()
-        if len(lines) > 1 and lines[1].count(b",") >= 2:
-            out.add(lines[1].split(b",")[1].decode("utf-8", "replace"))
+        out |= _scan_symbols(p, rb"\n[^,\n]*,([^,\n]+),")
     return out
 
 

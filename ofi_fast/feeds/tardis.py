@@ -22,7 +22,8 @@ unknown 0); non-numeric trade ids become -1 (counted in ``stats["non_numeric_ids
 ``book_snapshot_N`` -> :class:`TardisBookSnapshots`, (n, N) arrays, empty levels NaN / 0.
 
 Parsing: the compiled tokenizer :mod:`ofi_fast._csv` reads each line into typed columns with
-the GIL released: ``exchange`` / ``symbol`` skipped (not checked), times ``int * 1000``
+the GIL released: ``exchange`` skipped; ``symbol`` checked on every row (see
+:class:`TardisReader`'s ``symbol``); times ``int * 1000``
 (overflow-checked), ``is_snapshot`` ``true``/``false``, ``side`` ``bid``/``ask`` (book) or
 ``buy``/``sell``/``unknown`` (trades), prices > 0 and amounts >= 0 as float64 equal bit for
 bit to Python's ``float(text)`` (no ``nan`` / ``inf`` spellings). Malformed lines raise
@@ -40,7 +41,7 @@ from typing import Any, ClassVar, Iterator
 import numpy as np
 from numpy.typing import NDArray
 
-from ofi_fast._csv import BOOL, FLOAT, ID, INT, SIDE_BOOK, SIDE_TRADE, SKIP, Tokenizer, column
+from ofi_fast._csv import BOOL, FLOAT, ID, INT, MATCH, SIDE_BOOK, SIDE_TRADE, SKIP, Tokenizer, column
 from ofi_fast.feeds._common import (
     DEFAULT_CHUNK_ROWS,
     ErrorLog,
@@ -87,12 +88,16 @@ def _time(name):
     return column(name, INT, mult=_US, lo=1)   # microseconds since the epoch, > 0
 
 
-_L2_SPEC = [column("exchange", SKIP), column("symbol", SKIP), _time("timestamp"),
-            _time("local_timestamp"), column("is_snapshot", BOOL), column("side", SIDE_BOOK),
+def _l2_spec(sym):
+    return [column("exchange", SKIP), sym, _time("timestamp"), _time("local_timestamp"),
+            column("is_snapshot", BOOL), column("side", SIDE_BOOK),
             column("price", FLOAT, positive=True), column("amount", FLOAT, nonneg=True)]
-_TRADE_SPEC = [column("exchange", SKIP), column("symbol", SKIP), _time("timestamp"),
-               _time("local_timestamp"), column("id", ID), column("side", SIDE_TRADE),
-               column("price", FLOAT, positive=True), column("amount", FLOAT, nonneg=True)]
+
+
+def _trade_spec(sym):
+    return [column("exchange", SKIP), sym, _time("timestamp"), _time("local_timestamp"),
+            column("id", ID), column("side", SIDE_TRADE),
+            column("price", FLOAT, positive=True), column("amount", FLOAT, nonneg=True)]
 
 
 class TardisReader:
@@ -102,14 +107,28 @@ class TardisReader:
     :class:`BookDeltas`, :class:`Trades` or :class:`TardisBookSnapshots`. ``on_error="raise"``
     raises :class:`~ofi_fast.errors.ParseError` with file and line; ``"skip"`` counts the row
     in ``errors``. ``stats`` counts rows (and snapshots / dropped rows for the book).
+
+    ``symbol``: Tardis' grouped files (``PERPETUALS``, ``SPOT``, ...) hold many symbols; the
+    rows of ``symbol`` are read and every other row is skipped and counted in
+    ``stats["other_symbol"]``. ``None``: the file must hold one symbol, that of its first data
+    row (``first_symbol``); a row of another is a ``ParseError`` naming its line.
     """
 
-    def __init__(self, path, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, on_error: str = "raise"):
+    def __init__(self, path, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, on_error: str = "raise",
+                 symbol: str | None = None):
         self.path = str(path)
         self.chunk_rows = int(chunk_rows)
         self.errors = ErrorLog(self.path, on_error)
         with open_binary(self.path) as f:
             header = f.readline().decode().strip().replace("\r", "")
+            first = f.readline().split(b",")
+        self.first_symbol = first[1].decode("utf-8", "replace") if len(first) > 2 else None
+        self.symbol = symbol
+        want = symbol if symbol is not None else self.first_symbol
+        self._symbol_col = column(
+            "symbol", MATCH, token=(want or "").encode(), strict=symbol is None,
+            hint=None if symbol is not None else "the first row's symbol; the file holds "
+            "several: choose one (symbol= / --symbol)")
         self.columns = header.split(",")
         if self.columns == L2_COLUMNS:
             self.kind = "incremental_book_L2"
@@ -143,7 +162,7 @@ class TardisReader:
                     cap = max(1, est) if est is not None else max(cap, 1 << 16)
                 arrays = alloc(cap)
                 rows = lines = 0
-                bad_ids = src.bad_ids
+                bad_ids, other = src.bad_ids, src.other
                 while True:
                     want = cap - rows
                     dr, dl, _ = src.read(views(arrays, rows), want)
@@ -155,6 +174,7 @@ class TardisReader:
                     for x in arrays:
                         x.resize((cap,) + x.shape[1:], refcheck=False)
                 self.stats["non_numeric_ids"] += src.bad_ids - bad_ids
+                self.stats["other_symbol"] += src.other - other
                 if not lines:
                     return
                 for x in arrays:  # trim in place (realloc): a chunk holds only its rows
@@ -165,12 +185,12 @@ class TardisReader:
 
     def __iter__(self):
         self.stats = {"rows": 0, "snapshots": 0, "dropped_before_snapshot": 0,
-                      "non_numeric_ids": 0}
+                      "non_numeric_ids": 0, "other_symbol": 0}
         if self.kind == "incremental_book_L2":
             yield from self._iter_l2()
         elif self.kind == "trades":
             for rows, (ts, lt, tid, side, px, sz) in self._chunks(
-                    _TRADE_SPEC, _trade_alloc, _views, self._grow):
+                    _trade_spec(self._symbol_col), _trade_alloc, _views, self._grow):
                 self.stats["rows"] += rows
                 yield Trades(ts_exchange=ts, ts_local=lt, price=px, size=sz, side=side,
                              trade_id=tid)
@@ -200,8 +220,8 @@ class TardisReader:
         last_lt = None         # local_timestamp of the last row emitted before `prev`
         last_snap = False      # is_snapshot of that row
         seen_snapshot = False
-        for _, (ts, lt, snap, side, px, sz) in self._chunks(_L2_SPEC, _l2_alloc, _views,
-                                                            self._grow):
+        for _, (ts, lt, snap, side, px, sz) in self._chunks(
+                _l2_spec(self._symbol_col), _l2_alloc, _views, self._grow):
             cols = (ts, lt, snap.view(np.bool_), side, px, sz)
             if not seen_snapshot:
                 snap = cols[2]
@@ -249,7 +269,7 @@ class TardisReader:
     def _snapshot_spec(self):
         """timestamp, local_timestamp, then each level column of the header in its order:
         prices > 0 (empty -> NaN), amounts >= 0 (empty -> 0); other columns skipped."""
-        spec = [column("exchange", SKIP), column("symbol", SKIP), _time("timestamp"),
+        spec = [column("exchange", SKIP), self._symbol_col, _time("timestamp"),
                 _time("local_timestamp")]
         self._snap_slots = []
         for name in self.columns[4:]:
