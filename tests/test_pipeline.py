@@ -324,6 +324,23 @@ def test_frames_carry_utc_timestamps(tmp_path):
     assert t.column("ofi").to_pylist() == a.bars["ofi"].tolist()
 
 
+def test_polars_frame_equals_the_table():
+    """to_polars: the same columns, values bit for bit, start as Datetime(ns, UTC) (and the
+    Parquet file reads back into the same frame)."""
+    pl = pytest.importorskip("polars")
+    a = ofi_fast.analyze(str(data_file(*SPOT)))
+    df = a.bars.to_polars()
+    assert df.schema["start"] == pl.Datetime("ns", "UTC")
+    assert df.columns == ["start", *[k for k in a.bars.columns if k != "start_ns"]]
+    np.testing.assert_array_equal(df["start"].cast(pl.Int64).to_numpy(), a.bars["start_ns"])
+    for k, v in a.bars.columns.items():
+        if k != "start_ns":
+            got = df[k].to_numpy()
+            assert got.dtype == v.dtype, k
+            np.testing.assert_array_equal(got, v, err_msg=k)
+    assert str(df["start"][0]) == "2024-08-08 23:54:10+00:00"
+
+
 def test_csv_times_are_exact_integers(tmp_path):
     # 1 ms bars of epoch-ns times: float64 would round these labels by up to 128 ns
     a = ofi_fast.analyze(str(data_file(*SPOT)), every=0.001)
