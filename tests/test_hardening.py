@@ -478,3 +478,32 @@ def test_recorded_local_time_beyond_int64_is_reported_at_its_line(tmp_path):
     p.write_bytes(b"".join(lines))
     with pytest.raises(ParseError, match=rf"b\.ws:{k + 1}:"):
         feeds.read_binance(p)
+
+
+@pytest.mark.parametrize("chunk_rows", [2, 10**6])
+def test_csv_auto_time_unit_holds_every_row_to_the_first_rows_unit(tmp_path, chunk_rows):
+    """ts_unit="auto" decides the unit from the first row's magnitude, then a time of another
+    magnitude (here microseconds among milliseconds, in a later chunk) is a malformed row
+    naming its line, not a silent factor of 1000; each time column has its own unit."""
+    from ofi_fast.errors import ParseError
+    rows = ["ts,lt,bid_px,bid_sz,ask_px,ask_sz"]
+    rows += [f"{1717000000000 + i},{1717000000000000000 + i},100,1,101,1" for i in range(5)]
+    rows += ["1717000000005000,1717000000000000005,100,1,101,1"]
+    p = tmp_path / "q.csv"
+    p.write_text("\n".join(rows) + "\n")
+    cols = {"ts": "ts", "ts_local": "lt", "bid_px": "bid_px", "bid_sz": "bid_sz",
+            "ask_px": "ask_px", "ask_sz": "ask_sz"}
+    with pytest.raises(ParseError) as ei:
+        feeds.read_quotes(p, cols, ts_unit="auto", chunk_rows=chunk_rows)
+    assert ei.value.line == 7 and "1717000000005000" in str(ei.value) and "ms" in str(ei.value)
+    r = feeds.QuotesReader(p, cols, ts_unit="auto", chunk_rows=chunk_rows, on_error="skip")
+    q = r.read()
+    assert r.ts_unit_found == {"ts": "ms", "ts_local": "ns"}
+    assert r.errors.count == 1 and len(q) == 5
+    np.testing.assert_array_equal(q.ts_exchange, [(1717000000000 + i) * 10**6 for i in range(5)])
+    np.testing.assert_array_equal(q.ts_local, [1717000000000000000 + i for i in range(5)])
+    # through feeds.open (the CLI's path): the same error, and the count under skip
+    with pytest.raises(ParseError, match=r"q.csv:7"):
+        sum(len(c) for c in feeds.open([p], chunk_rows=chunk_rows).chunks())
+    s = feeds.open([p], chunk_rows=chunk_rows, on_error="skip")
+    assert sum(len(c) for c in s.chunks()) == 5 and s.quality.dropped == {"parse_skip": 1}

@@ -71,7 +71,8 @@ def add_inputs(sp, default_events):
                     help="sign trades the feed gives no side by the tick rule (default) "
                     "or leave them unsigned")
     sp.add_argument("--ts-unit", default="auto", choices=["auto", "ns", "us", "ms", "s"],
-                    help="CSV: unit of integer timestamps (auto: from their magnitude)")
+                    help="CSV: unit of integer timestamps (auto: from the first row's magnitude "
+                    "as an epoch time; a later row of another magnitude is a malformed row)")
     sp.add_argument("--every", type=_positive(float), default=10.0, metavar="SECONDS",
                     help="bar length in seconds (default 10)")
     sp.add_argument("--events", type=_positive(int), default=default_events,

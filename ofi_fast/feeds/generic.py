@@ -9,7 +9,11 @@
 optionally ``side``. Both accept ``ts_local`` (a second clock, kept apart) and ``update_id`` /
 ``trade_id``. Missing optional columns give NO_TIME / -1 / side 0.
 
-Timestamps: integers in ``ts_unit`` (``"ns"``, ``"us"``, ``"ms"``, ``"s"``) scaled to ns exactly;
+Timestamps: integers in ``ts_unit`` (``"ns"``, ``"us"``, ``"ms"``, ``"s"``) scaled to ns exactly
+(``"auto"``: the unit is the one the first row's magnitude suggests for an epoch time, >= 1e17
+ns, >= 1e14 us, >= 1e11 ms, else s, and every later row must lie in that unit's range: a time
+of another magnitude is a malformed row, not a silent factor of 1000; ``ts_unit_found`` says
+what was chosen, per time column);
 decimal strings (``"1618678133.136361"``) scaled exactly; ISO-8601 strings (UTC unless an
 offset is given) converted exactly; Parquet timestamp columns cast to ns. ``side`` values map
 through ``side_map`` (default: buy/b/bid/1/true -> +1, sell/s/ask/-1/false -> -1,
@@ -62,11 +66,12 @@ class _Reader:
         missing = [f for f in self.fields if f not in columns]
         if missing:
             raise ValueError(f"columns= must name the file's column for {missing}")
-        if ts_unit not in _UNIT:
-            raise ValueError(f"ts_unit must be one of {list(_UNIT)}, not {ts_unit!r}")
+        if ts_unit not in _UNIT and ts_unit != "auto":
+            raise ValueError(f"ts_unit must be 'auto' or one of {list(_UNIT)}, not {ts_unit!r}")
         self.path = str(path)
         self.columns = dict(columns)
         self.ts_unit = ts_unit
+        self.ts_unit_found: dict[str, str] = {}   # ts_unit="auto": the unit per time column
         self.side_map = {str(k).lower(): int(v) for k, v in (side_map or DEFAULT_SIDE_MAP).items()}
         self.delimiter = delimiter.encode()
         self.chunk_rows = int(chunk_rows)
@@ -186,7 +191,7 @@ class _Reader:
         if a.dtype == object:
             a = np.array([x.decode() if isinstance(x, bytes) else x for x in v])
         if a.dtype.kind in "iu":
-            return _scaled_ts(a, _UNIT[self.ts_unit], f)
+            return _scaled_ts(a, self._unit(a, f), f)
         if a.dtype.kind == "f":
             raise ValueError("float timestamps are not exact; store integers or decimal strings")
         try:
@@ -195,18 +200,36 @@ class _Reader:
             ints = None
         if ints is not None:
             _check_int_strings(a, f)
-            return _scaled_ts(ints, _UNIT[self.ts_unit], f)
+            return _scaled_ts(ints, self._unit(ints, f), f)
         out = np.empty(n, np.int64)
         for i, x in enumerate(a.tolist()):
             s = x.decode() if isinstance(x, bytes) else str(x)
             if "T" in s or ":" in s or "-" in s[1:]:
                 v = iso_to_ns(s)
             else:
-                v = _exact_ns(s, self.ts_unit)
+                v = _exact_ns(s, "s" if self.ts_unit == "auto" else self.ts_unit)
             if not 0 <= v < 2**63:
                 raise ValueError(f"{f}: {cut(s)} is not a non-negative int64 time in ns")
             out[i] = v
         return out
+
+    def _unit(self, v, f) -> int:
+        """ns per unit of the integer times ``v`` of column ``f`` (see ``ts_unit="auto"``)."""
+        if self.ts_unit != "auto":
+            return _UNIT[self.ts_unit]
+        if not len(v):
+            return 1
+        unit = self.ts_unit_found.get(f)
+        if unit is None:
+            unit = self.ts_unit_found[f] = _magnitude_unit(int(v[0]))
+        lo, hi = _BANDS[unit]
+        vmin, vmax = int(v.min()), int(v.max())
+        if vmin < lo or vmax >= hi:
+            x = vmin if vmin < lo else vmax
+            raise ValueError(f"{f}: {x} is not an epoch time in {unit} as the first row's "
+                             f"magnitude says (ts_unit='auto'); give the unit (ts_unit= / "
+                             f"--ts-unit)")
+        return _UNIT[unit]
 
     @staticmethod
     def _float(raw, f, n, *, positive=False, default=np.nan):
@@ -246,6 +269,17 @@ def _check_int_strings(a, f):
     b = a if a.dtype.kind == "S" else np.char.encode(a, "ascii")   # UnicodeError: ValueError
     if len(b) and not _INT_LINES.fullmatch(b"\n".join(b.tolist())):
         raise ValueError(f"{f}: not an integer (ASCII digits only)")
+
+
+# integer epoch times by unit: [lo, hi) (ts_unit="auto"); "s" also takes small relative times
+_BANDS = {"ns": (10**17, 2**63), "us": (10**14, 10**17), "ms": (10**11, 10**14),
+          "s": (0, 10**11)}
+
+
+def _magnitude_unit(x: int) -> str:
+    """The unit an integer epoch time's magnitude suggests: >= 1e17 ns, >= 1e14 us, >= 1e11 ms,
+    else s (1e11 s is the year 5138; 1e11 ms is 1973)."""
+    return next(u for u, (lo, hi) in _BANDS.items() if lo <= x < hi) if x >= 0 else "s"
 
 
 def _scaled_ts(v, unit: int, f):

@@ -761,8 +761,8 @@ def _csv_columns(p, header, overrides):
 
 def _ts_unit(p, col, header, unit):
     """The timestamp unit of a CSV: decimal numbers are seconds; integers are in --ts-unit,
-    or (auto) the unit their magnitude suggests for epoch times (>= 1e17 ns, >= 1e14 us,
-    >= 1e11 ms, else s); ISO-8601 strings need no unit."""
+    or (auto) in the unit the reader finds from the first row's magnitude and then holds every
+    row to (``generic._Reader``, ``ts_unit="auto"``); ISO-8601 strings need no unit."""
     if _is_parquet(p):
         v = _parquet_first(p)[1][header.index(col)]
         if v is None or not isinstance(v, (int, float, str)):
@@ -774,14 +774,12 @@ def _ts_unit(p, col, header, unit):
             return "ns" if unit == "auto" else unit
         v = line[1].split(",")[header.index(col)].strip()
     try:
-        x = abs(float(v))
+        float(v)
     except ValueError:
         return "ns"                       # ISO-8601 strings: the unit is not used
     if "." in v:
         return "s"                        # decimal seconds
-    if unit != "auto":
-        return unit
-    return "ns" if x >= 1e17 else "us" if x >= 1e14 else "ms" if x >= 1e11 else "s"
+    return unit
 
 
 def _csv_source(paths, opts):
