@@ -853,10 +853,12 @@ cdef class Tokenizer:
         if row0 + ml > self.capacity:      # re-bound to shorter arrays by another thread
             guard_exit(&self.guard)
             raise ValueError("the bound outputs changed during the call")
-        with nogil:
-            parse_block(self.cols, self.ncols, p, start, n, ml, final, self.skip_blank, row0,
-                        &res)
-        guard_exit(&self.guard)
+        try:
+            with nogil:
+                parse_block(self.cols, self.ncols, p, start, n, ml, final, self.skip_blank, row0,
+                            &res)
+        finally:
+            guard_exit(&self.guard)
         return (res.status, res.pos, res.lines, res.rows, res.field, res.fstart, res.fend,
                 res.next, res.bad_ids, res.other)
 

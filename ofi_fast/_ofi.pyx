@@ -574,11 +574,13 @@ cdef class OFI:
         cdef intp_t i = 0
         cdef int status = STATUS_OK
         guard_enter(&self.guard)
-        with nogil:
-            if n > 0:
-                status = ofi_run(&self.st, &t[0] if has_ts else NULL, &bp[0], &bs[0], &ap[0],
-                                 &az[0], n, &e[0], &v[0] if want_v else NULL, &i)
-        guard_exit(&self.guard)
+        try:
+            with nogil:
+                if n > 0:
+                    status = ofi_run(&self.st, &t[0] if has_ts else NULL, &bp[0], &bs[0], &ap[0],
+                                     &az[0], n, &e[0], &v[0] if want_v else NULL, &i)
+        finally:
+            guard_exit(&self.guard)
         if status != STATUS_OK:
             raise_ofi(status, &self.st, i)
         return (e_arr, v_arr) if rolling else e_arr
@@ -1148,22 +1150,24 @@ cdef class MultiLevelOFI:
         if n == 0:
             return (e_arr, v_arr) if rolling else e_arr
         guard_enter(&self.guard)
-        tsi = self.st.last_ts
-        with nogil:
-            for i in range(n):
-                if has_ts:
-                    tsi = t[i]
-                status = mlofi_check(&self.st, &bp[i, 0], &bs[i, 0], &ap[i, 0], &az[i, 0], 1)
-                if status == STATUS_OK:
-                    status = mlofi_commit(&self.st, tsi)
-                if status != STATUS_OK:
-                    break
-                for m in range(L):
-                    e[i, m] = self.st.e[m]
-                if want_v:
+        try:
+            tsi = self.st.last_ts
+            with nogil:
+                for i in range(n):
+                    if has_ts:
+                        tsi = t[i]
+                    status = mlofi_check(&self.st, &bp[i, 0], &bs[i, 0], &ap[i, 0], &az[i, 0], 1)
+                    if status == STATUS_OK:
+                        status = mlofi_commit(&self.st, tsi)
+                    if status != STATUS_OK:
+                        break
                     for m in range(L):
-                        v[i, m] = self.st.sum[m] + self.st.comp[m]
-        guard_exit(&self.guard)
+                        e[i, m] = self.st.e[m]
+                    if want_v:
+                        for m in range(L):
+                            v[i, m] = self.st.sum[m] + self.st.comp[m]
+        finally:
+            guard_exit(&self.guard)
         if status != STATUS_OK:
             raise_mlofi(status, i)
         return (e_arr, v_arr) if rolling else e_arr

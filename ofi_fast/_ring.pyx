@@ -303,16 +303,18 @@ cdef class RollingSum:
         cdef int status = STATUS_OK
         cdef int64_t tsi
         guard_enter(&self.guard)
-        tsi = self.st.last_ts
-        with nogil:
-            for i in range(n):
-                if has_ts:
-                    tsi = t[i]
-                status = self.push(tsi, v[i])
-                if status != STATUS_OK:
-                    break
-                o[i] = self.st.sum + self.st.comp
-        guard_exit(&self.guard)
+        try:
+            tsi = self.st.last_ts
+            with nogil:
+                for i in range(n):
+                    if has_ts:
+                        tsi = t[i]
+                    status = self.push(tsi, v[i])
+                    if status != STATUS_OK:
+                        break
+                    o[i] = self.st.sum + self.st.comp
+        finally:
+            guard_exit(&self.guard)
         if status != STATUS_OK:
             raise_rolling(status, &self.st, "values" if status == STATUS_NON_FINITE else "ts", i)
         return out

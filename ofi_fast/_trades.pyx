@@ -336,27 +336,29 @@ cdef class Classifier:
         cdef int64_t tsi
         cdef bint quote_failed = False
         guard_enter(&self.guard)
-        tsi = self.st.last_ts
-        with nogil:
-            for i in range(n):
-                if has_ts:
-                    tsi = t[i]
-                # validate the trade before recording its quote, so a bad row changes nothing
-                if self.st.has_last and tsi < self.st.last_ts:
-                    status = STATUS_TIME_BACKWARDS
-                    break
-                if not (px[i] - px[i] == 0.0):
-                    status = STATUS_NON_FINITE | (1 << 4)
-                    break
-                if has_q:
-                    status = stream_classifier_quote(&self.st, tsi, bq[i], aq[i])
-                    if status != STATUS_OK:
-                        quote_failed = True
+        try:
+            tsi = self.st.last_ts
+            with nogil:
+                for i in range(n):
+                    if has_ts:
+                        tsi = t[i]
+                    # validate the trade before recording its quote, so a bad row changes nothing
+                    if self.st.has_last and tsi < self.st.last_ts:
+                        status = STATUS_TIME_BACKWARDS
                         break
-                status = stream_classifier_trade(&self.st, tsi, px[i], &o[i])
-                if status != STATUS_OK:
-                    break
-        guard_exit(&self.guard)
+                    if not (px[i] - px[i] == 0.0):
+                        status = STATUS_NON_FINITE | (1 << 4)
+                        break
+                    if has_q:
+                        status = stream_classifier_quote(&self.st, tsi, bq[i], aq[i])
+                        if status != STATUS_OK:
+                            quote_failed = True
+                            break
+                    status = stream_classifier_trade(&self.st, tsi, px[i], &o[i])
+                    if status != STATUS_OK:
+                        break
+        finally:
+            guard_exit(&self.guard)
         if status == STATUS_NO_MEMORY:
             raise MemoryError("the pending-quote ring could not grow")
         if status != STATUS_OK:
@@ -952,36 +954,39 @@ cdef class TradeFlow:
         cdef float64_t b, a
         cdef TradeFlowState loc
         n_run = n if bad_q < 0 else bad_q
+        cdef bint plain
         guard_enter(&self.guard)
-        b = self.st.bid_px
-        a = self.st.ask_px
-        # the loop runs on a local copy of the state (stores to the output arrays could alias
-        # the object's fields and force them to memory every trade); copied back after it
-        loc = self.st
-        cdef bint plain = (loc.window == 0 and loc.window_time == 0
-                           and loc.window_volume == 0.0 and loc.cls.method == METHOD_NONE)
-        with nogil:
-            for i in range(n_run):
-                if has_ts:
-                    tsi = t[i]
-                if has_side:
-                    si = sd[i]
-                if has_q:
-                    b = bq[i]
-                    a = aq[i]
-                if plain:
-                    status = _tradeflow_step_plain(&loc, tsi, px[i], sz[i], si, &sv[i])
-                else:
-                    status = _tradeflow_step(&loc, tsi, px[i], sz[i], si, b, a, &sv[i])
-                if status != STATUS_OK:
-                    break
-                if want_v:
-                    v[i] = _imbalance(&loc)
-            if has_q and status == STATUS_OK and n_run > 0:
-                loc.bid_px = b
-                loc.ask_px = a
-            self.st = loc
-        guard_exit(&self.guard)
+        try:
+            b = self.st.bid_px
+            a = self.st.ask_px
+            # the loop runs on a local copy of the state (stores to the output arrays could alias
+            # the object's fields and force them to memory every trade); copied back after it
+            loc = self.st
+            plain = (loc.window == 0 and loc.window_time == 0
+                     and loc.window_volume == 0.0 and loc.cls.method == METHOD_NONE)
+            with nogil:
+                for i in range(n_run):
+                    if has_ts:
+                        tsi = t[i]
+                    if has_side:
+                        si = sd[i]
+                    if has_q:
+                        b = bq[i]
+                        a = aq[i]
+                    if plain:
+                        status = _tradeflow_step_plain(&loc, tsi, px[i], sz[i], si, &sv[i])
+                    else:
+                        status = _tradeflow_step(&loc, tsi, px[i], sz[i], si, b, a, &sv[i])
+                    if status != STATUS_OK:
+                        break
+                    if want_v:
+                        v[i] = _imbalance(&loc)
+                if has_q and status == STATUS_OK and n_run > 0:
+                    loc.bid_px = b
+                    loc.ask_px = a
+                self.st = loc
+        finally:
+            guard_exit(&self.guard)
         if status != STATUS_OK:
             raise_tradeflow(status, &self.st, i)
         if bad_q >= 0:
@@ -1575,22 +1580,24 @@ cdef class VPIN:
             out.sell = &osl[0]
             out.capacity = res_ts.shape[0]
             guard_enter(&self.guard)
-            with nogil:
-                for i in range(start, n):
-                    if use_frac:
-                        f = fr[i]
-                    elif use_side:
-                        si = sd[i]
-                        if si < -1 or si > 1:
-                            status = STATUS_BAD_VALUE | (2 << 4)
+            try:
+                with nogil:
+                    for i in range(start, n):
+                        if use_frac:
+                            f = fr[i]
+                        elif use_side:
+                            si = sd[i]
+                            if si < -1 or si > 1:
+                                status = STATUS_BAD_VALUE | (2 << 4)
+                                break
+                            f = 0.5 * (si + 1)
+                        else:
+                            f = 0.5
+                        status = vpin_update(&self.st, t[i], sz[i], f, &out)
+                        if status != STATUS_OK:
                             break
-                        f = 0.5 * (si + 1)
-                    else:
-                        f = 0.5
-                    status = vpin_update(&self.st, t[i], sz[i], f, &out)
-                    if status != STATUS_OK:
-                        break
-            guard_exit(&self.guard)
+            finally:
+                guard_exit(&self.guard)
             if status != STATUS_CAPACITY:
                 break
             # one trade closes more buckets than there are rows left: grow and resume at it
