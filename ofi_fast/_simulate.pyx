@@ -31,7 +31,7 @@ cdef extern from "numpy/arrayobject.h":
     void* PyArray_DATA(object arr)
     int _import_array() except -1
 
-from ofi_fast._guard cimport Guard, guard_enter, guard_exit, guard_free, guard_init
+from ofi_fast._guard cimport guard_enter, guard_exit, guard_free, guard_init
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
 _import_array()
@@ -115,37 +115,8 @@ cdef class SimEngine:
 
     Columns 0..K-1 are the bid levels behind the touch (0 = the touch), K..2K-1 the ask
     levels. Channels 0..4K+3, as in simulate.py: limit orders per column, cancellations per
-    column, market buy, market sell, inside bid, inside ask."""
-
-    cdef Guard guard
-    cdef intp_t K, W, C, pool_size
-    cdef float64_t lot, cancel_c, market_rate, inside_rate, depth_lam, geo_p
-    cdef object rng
-    cdef object _keep                  # the numpy arrays the pointers below point into
-    cdef float64_t* limit              # K: limit-order rate per level
-    cdef int64_t* col                  # C: channel -> column
-    cdef float64_t* sgn                # C: +1 add, -1 cancel / execute, 0 inside
-    cdef signed char* etype            # C: LOBSTER event type
-    cdef signed char* side             # C: book side changed
-    cdef int64_t* offset               # 2K: tick offset of a column from its touch
-    cdef float64_t* q                  # 2K: sizes now (after the last event)
-    cdef float64_t* q0                 # 2K: sizes at the block's start
-    cdef float64_t* dsum               # 2K: signed sizes of the block's events so far
-    cdef float64_t* rates              # C: the block's rates
-    cdef float64_t* cum                # C: their cumulative sums
-    cdef intp_t* adj_col               # W: shrink adjustments of the block: column
-    cdef float64_t* adj_val            #    and amount, in order
-    cdef readonly int64_t ts           # ns: time of the last block's end (its break or last draw)
-    cdef readonly int64_t bid_tick, ask_tick
-    cdef bint active                   # a block is being walked
-    cdef intp_t r, base, nadj          # its next row, its first draw, its adjustments
-    cdef float64_t total, scale        # its total rate, 1e9 / total
-    cdef int64_t t_prev                # time of its previous row (ts at the start)
-    cdef object pool_u, pool_sz, pool_ex
-    cdef const float64_t* pu
-    cdef const float64_t* psz
-    cdef const float64_t* pex
-    cdef intp_t used, pool_len         # draws consumed, draws in the pools
+    column, market buy, market sell, inside bid, inside ask. Its fields are declared in
+    _simulate.pxd."""
 
     def __cinit__(self, rng, intp_t levels, intp_t block, float64_t lot, float64_t cancel_c,
                   float64_t market_rate, float64_t inside_rate, float64_t depth_lam,

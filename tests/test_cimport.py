@@ -64,10 +64,16 @@ def consumer(tmp_path_factory):
 
 
 def test_get_include_holds_the_pxd_files():
+    """Every compiled module ships its .pxd (DESIGN.md), beside the shared _types/_guard."""
+    import importlib.machinery
     from pathlib import Path
     inc = Path(ofi_fast.get_include())
-    for name in ("_types", "_ring", "_ofi"):
-        assert (inc / "ofi_fast" / f"{name}.pxd").is_file()
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    compiled = sorted(p.name.split(".")[0] for p in Path(ofi_fast.__file__).parent.iterdir()
+                      if p.name.endswith(suffixes))
+    assert {"_ofi", "_ring", "_book", "_trades", "_impact", "_csv", "_simulate"} <= set(compiled)
+    for name in ["_types", "_guard", *compiled]:
+        assert (inc / "ofi_fast" / f"{name}.pxd").is_file(), name
 
 
 def test_cimport_consumer_matches_python(consumer):
