@@ -16,8 +16,8 @@
 # crossing is judged only at the end of a message: book_apply_row(..., end=False) applies a row
 # inside a message with no crossing logic; a row with end=True (and book_apply, a row that is
 # its own message) ends it, and the resulting state is judged by the policy (BOOK_RAISE: the row
-# is refused when the state would be crossed or locked; BOOK_KEEP: counted; BOOK_DROP_STALE:
-# counted, then the other side's levels at or through the last row's side's best are removed).
+# is refused when the state would be crossed or locked; BOOK_KEEP: counted). No policy deletes
+# a level the feed still shows (issue 12 item 4).
 #
 # Status returned by book_apply / Book.push: (status & 15) is a Status of _types.pxd,
 # (status >> 4) the field at fault: 0 side, 1 price, 2 size.
@@ -45,12 +45,11 @@ cdef struct BookState:
                          # are then ticks / inv_tick, the double nearest the decimal price
     float64_t tick_mul   # 1.0 / tick_size rounded: the fast path's price -> tick multiplier
                          # (a result near the off-grid tolerance is re-checked by division)
-    int policy           # crossed-book policy at message ends: 0 raise, 1 keep, 2 drop_stale
+    int policy           # crossed-book policy at message ends: 0 raise, 1 keep
     bint strict          # deleting a level that does not exist is an error
     int64_t n_updates    # rows accepted since reset
-    int64_t n_crossed    # message ends at which best bid > best ask (keep, drop_stale)
-    int64_t n_locked     # message ends at which best bid == best ask (keep, drop_stale)
-    int64_t n_dropped    # levels removed by policy drop_stale
+    int64_t n_crossed    # message ends at which best bid > best ask (policy keep)
+    int64_t n_locked     # message ends at which best bid == best ask (policy keep)
     int64_t n_missing    # deletions of levels that did not exist (ignored unless strict)
     int last_side        # side the last update changed (+1 / -1); 0 when both sides changed
     intp_t last_rank     # rank (0 = best) of the level it touched; PY_SSIZE_T_MAX if none
@@ -60,7 +59,6 @@ cdef struct BookState:
 cdef enum:
     BOOK_RAISE = 0
     BOOK_KEEP = 1
-    BOOK_DROP_STALE = 2
 
 cdef int book_init(BookState* b, float64_t tick_size, int policy, bint strict,
                    intp_t capacity) noexcept nogil

@@ -7,7 +7,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ofi_fast._ofi import MultiLevelOFI
 
-CrossedPolicy = Literal["raise", "keep", "drop_stale"]
+CrossedPolicy = Literal["raise", "keep"]
 TopOut = NDArray[np.float64] | tuple[NDArray[np.float64], NDArray[np.float64],
                                      NDArray[np.float64], NDArray[np.float64]]
 
@@ -63,8 +63,6 @@ class Book:
     @property
     def n_locked(self) -> int: ...
     @property
-    def n_dropped(self) -> int: ...
-    @property
     def n_missing(self) -> int: ...
 
 class BookOFI:
@@ -93,8 +91,6 @@ class BookOFI:
     def n_crossed(self) -> int: ...
     @property
     def n_locked(self) -> int: ...
-    @property
-    def n_dropped(self) -> int: ...
     @property
     def n_missing(self) -> int: ...
 

@@ -39,11 +39,10 @@ with best bid >= best ask, by ``crossed=``:
 - ``"keep"`` (default): nothing is removed (the book shows what the feed shows); the state is
   counted in ``n_crossed`` (best bid > best ask) or ``n_locked`` (equal);
 - ``"raise"``: the row ending the message is refused with CrossedBookError (field price; the
-  book stays as it was before that row, earlier rows of the message stay applied);
-- ``"drop_stale"``: counted as under keep, then the side of the message's last row is taken
-  as the truth and the other side's levels at or through its best are removed (counted in
-  ``n_dropped``). It deletes levels the feed still shows whenever a crossing is real (a
-  marketable order shown for one message, as in Bitstamp's L3 feed), so it is opt-in.
+  book stays as it was before that row, earlier rows of the message stay applied).
+No policy deletes a level the feed still shows (issue 12 item 4): the former ``"drop_stale"``
+took the last row's side as the truth and deleted the other side's levels through it, which on
+the Bitstamp L3 capture moved the mid by +-$400 for one message; it is now a ValueError.
 Deleting a level that does not exist is ignored (counted in ``n_missing``) unless
 ``strict=True`` (then OFIError on field ``price``): feeds do send such deletions.
 """
@@ -84,7 +83,7 @@ from ofi_fast.errors import OFIError, raise_status
 _import_array()
 
 _FIELDS = ("side", "price", "size")
-_POLICIES = {"raise": BOOK_RAISE, "keep": BOOK_KEEP, "drop_stale": BOOK_DROP_STALE}
+_POLICIES = {"raise": BOOK_RAISE, "keep": BOOK_KEEP}
 cdef int64_t KEY_MIN = INT64_MIN
 cdef int64_t KEY_MAX = INT64_MAX
 # Largest |tick| accepted: keeps every key and every key sum inside int64.
@@ -290,7 +289,6 @@ cdef void book_clear(BookState* b) noexcept nogil:
     b.n_updates = 0
     b.n_crossed = 0
     b.n_locked = 0
-    b.n_dropped = 0
     b.n_missing = 0
 
 
@@ -467,33 +465,15 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     return STATUS_OK
 
 
-cdef void _judge_crossed(BookState* b, int64_t x) noexcept nogil:
-    """The state at a message end is crossed (x = best bid - best ask > 0 ticks) or locked
-    (x == 0): count it; under drop_stale the side of the message's last row is taken as the
-    truth and the other side's levels at or through its best are removed (counted)."""
-    if x == 0:
-        b.n_locked += 1
-    else:
-        b.n_crossed += 1
-    if b.policy != BOOK_DROP_STALE:
-        return
-    cdef BookSide* s = &b.bid if b.last_side == 1 else &b.ask
-    cdef BookSide* o = &b.ask if b.last_side == 1 else &b.bid
-    cdef int64_t top = s.lv[s.n - 1].key
-    while o.n > 0 and top + o.lv[o.n - 1].key >= 0:
-        o.n -= 1
-        b.n_dropped += 1
-    b.last_side = 0                            # both sides changed
-
-
 cdef inline void _judge(BookState* b) noexcept nogil:
-    """Judge the state at the end of a message (keep, drop_stale)."""
+    """Judge the state at the end of a message (policy keep): count a crossed (best bid >
+    best ask) or locked (equal) state; nothing is removed."""
     cdef int64_t x
     if b.bid.n > 0 and b.ask.n > 0:
         # bid tick t and ask tick a: t - a = bid key + ask key
         x = b.bid.lv[b.bid.n - 1].key + b.ask.lv[b.ask.n - 1].key
-        if x >= 0:
-            _judge_crossed(b, x)
+        b.n_locked += x == 0
+        b.n_crossed += x > 0
 
 
 cdef int _apply_end_raise(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
@@ -585,10 +565,14 @@ cdef void book_top(const BookState* b, intp_t n, float64_t* bid_px, float64_t* b
 
 
 def _policy(crossed):
+    """The policy code of ``crossed``; anything else is an OFIError (a ValueError) listing
+    the valid policies."""
     try:
         return _POLICIES[crossed]
     except (KeyError, TypeError):
-        raise OFIError(f"crossed must be one of {sorted(_POLICIES)}, got {crossed!r}",
+        why = (" (removed: it deleted levels the feed still shows)"
+               if crossed == "drop_stale" else "")
+        raise OFIError(f"crossed must be one of {sorted(_POLICIES)}, got {crossed!r}{why}",
                        field="crossed") from None
 
 
@@ -633,8 +617,8 @@ cdef class Book:
       judges the book only there (a Binance diff lists its bids before its asks, so the book
       between its rows may look crossed although the exchange never was). Without it every
       row is its own message. ``n_crossed`` / ``n_locked`` count message ends at which best
-      bid > / == best ask; ``n_dropped`` the levels the drop_stale policy removed;
-      ``n_missing`` deletions of absent levels.
+      bid > / == best ask (``crossed="keep"``, the default; ``"raise"`` refuses the row
+      instead); ``n_missing`` deletions of absent levels.
     - ``load_snapshot(bid_px, bid_sz, ask_px, ask_sz)`` replaces the given side(s) (pass None
       to keep a side); levels of size 0 (e.g. LOBSTER's +-9999999999 dummies) are skipped;
       duplicates: the last one wins.
@@ -658,8 +642,9 @@ cdef class Book:
                            field="tick_size")
         cap = _int_arg(capacity, "capacity", 1)
         cdef size_t nbytes = checked_nbytes(cap, 2 * sizeof(BookLevel), "capacity")
+        cdef int policy = _policy(crossed)
         self.crossed = crossed
-        if book_init(&self.st, ts, _policy(crossed), bool(strict), cap) != STATUS_OK:
+        if book_init(&self.st, ts, policy, bool(strict), cap) != STATUS_OK:
             raise MemoryError(f"capacity={cap} needs {nbytes:,} bytes, which could not be "
                               "allocated")
 
@@ -969,14 +954,9 @@ cdef class Book:
 
     @property
     def n_locked(self):
-        """Message ends at which best bid == best ask (policies keep, drop_stale)."""
+        """Message ends at which best bid == best ask (policy keep)."""
         _wait(&self.guard)
         return self.st.n_locked
-
-    @property
-    def n_dropped(self):
-        _wait(&self.guard)
-        return self.st.n_dropped
 
     @property
     def n_missing(self):
@@ -1003,8 +983,8 @@ cdef class Book:
     def __reduce__(self):
         _wait(&self.guard)
         state = {"bid": self.levels(1), "ask": self.levels(-1),
-                 "counts": (self.st.n_updates, self.st.n_crossed, self.st.n_dropped,
-                            self.st.n_missing, self.st.n_locked)}
+                 "counters": (self.st.n_updates, self.st.n_crossed, self.st.n_locked,
+                              self.st.n_missing)}
         return (Book, (self.st.tick_size, self.crossed, bool(self.st.strict),
                        max(self.st.bid.capacity, self.st.ask.capacity)), state)
 
@@ -1022,9 +1002,13 @@ cdef class Book:
                 s.lv[m - 1 - i].key = k[i] * sign
                 s.lv[m - 1 - i].size = z[i]
             s.n = m
-        counts = tuple(d["counts"]) + (0,) * (5 - len(d["counts"]))   # 4: before n_locked
-        (self.st.n_updates, self.st.n_crossed, self.st.n_dropped, self.st.n_missing,
-         self.st.n_locked) = counts
+        if "counters" in d:
+            (self.st.n_updates, self.st.n_crossed, self.st.n_locked,
+             self.st.n_missing) = d["counters"]
+        else:   # pickles made before drop_stale was removed: (updates, crossed, dropped,
+                # missing[, locked])
+            counts = tuple(d["counts"]) + (0,) * (5 - len(d["counts"]))
+            self.st.n_updates, self.st.n_crossed, _, self.st.n_missing, self.st.n_locked = counts
 
 
 @cython.final
@@ -1192,7 +1176,7 @@ cdef class BookOFI:
     A bad delta (or ts going backwards) raises with field and index; nothing changes for it.
     ``load_snapshot(..., ts=None, allow_older=False)`` keeps the time order (see there).
     The crossing policy judges the book at batch ends (every row without ``batch_end``);
-    ``n_crossed``, ``n_locked``, ``n_dropped``, ``n_missing`` are the book's counters.
+    ``n_crossed``, ``n_locked``, ``n_missing`` are the book's counters.
     Threads: calls serialise on the book's guard (see README, thread safety).
     """
 
@@ -1351,11 +1335,6 @@ cdef class BookOFI:
     def n_locked(self):
         """The book's message ends with best bid == best ask."""
         return self._book.n_locked
-
-    @property
-    def n_dropped(self):
-        """Levels the book's drop_stale policy removed."""
-        return self._book.n_dropped
 
     @property
     def n_missing(self):

@@ -901,13 +901,12 @@ def analyze(inputs=None, *, format: str = "auto", every: float = 10.0, min_train
 
 
 def _book_counts(bb) -> dict[str, int]:
-    """Crossed / locked states and levels removed, from the counters the book has."""
+    """Crossed / locked states at message ends, from the counters the book has."""
     book = getattr(bb.ofi, "book", None)
     if book is None:
         return {}
     out = {}
-    for name, attr in (("crossed", "n_crossed"), ("locked", "n_locked"),
-                       ("levels_removed", "n_dropped")):
+    for name, attr in (("crossed", "n_crossed"), ("locked", "n_locked")):
         v = getattr(book, attr, None)
         if v is not None:
             out[name] = int(v)

@@ -2,8 +2,8 @@
 
 Every source of :func:`ofi_fast.feeds.open` fills one of these while it is read (``source.quality``
 is a snapshot of the counters so far), and :func:`ofi_fast.analyze` adds what the book saw
-(crossed / locked states, levels removed by a policy) and which bars the fit left out. Nothing a
-reader or a policy drops goes uncounted: each cause has its own count, its share of the input,
+(crossed / locked states; no book policy removes levels) and which bars the fit left out.
+Nothing a reader drops goes uncounted: each cause has its own count, its share of the input,
 and the gaps are listed one by one with where they are and how long the book stayed invalid.
 
 Pure Python; no import of the compiled modules.
@@ -82,8 +82,8 @@ class DataQuality:
       when a compressed container ended early and what came before the cut was kept.
     - ``other_symbol``: messages of other symbols (not read, not a loss).
     - ``crossed`` / ``locked``: book states with best bid > / == best ask, counted by the book
-      (see ``Book.n_crossed``); ``levels_removed``: levels a crossed-book policy deleted
-      (``Book.n_dropped``; 0 under ``crossed="keep"``).
+      at the end of each exchange message (see ``Book.n_crossed``); the book keeps such states
+      as the feed shows them (no level is ever deleted by a policy).
     - ``stale_orders``: L3 inputs (Bitstamp): orders of the file's opening snapshot that a live
       order contradicted (a live order at or through their price on the other side before any
       live event named them) and that the reader therefore took off the book; a later live
@@ -107,7 +107,6 @@ class DataQuality:
     other_symbol: int = 0
     crossed: int = 0
     locked: int = 0
-    levels_removed: int = 0
     stale_orders: int = 0
     invalid_bars: int = 0
 

@@ -466,7 +466,7 @@ class Book:
     Crossing is judged at message ends only (rows with batch_end True)."""
 
     def __init__(self, tick_size, crossed="keep", strict=False, capacity=1024):
-        if crossed not in ("raise", "keep", "drop_stale"):
+        if crossed not in ("raise", "keep"):
             raise RefError("OFIError", "crossed")
         self.tick_size, self.crossed, self.strict = float(tick_size), crossed, strict
         inv = round(1.0 / self.tick_size)
@@ -479,7 +479,7 @@ class Book:
 
     def reset(self):
         self.bids, self.asks = {}, {}
-        self.n_updates = self.n_crossed = self.n_locked = self.n_dropped = self.n_missing = 0
+        self.n_updates = self.n_crossed = self.n_locked = self.n_missing = 0
 
     def _tick(self, price, field="price", index=0):
         if not math.isfinite(price):
@@ -519,30 +519,17 @@ class Book:
             mine[t] = size
         self.n_updates += 1
         if batch_end:
-            self._judge(side)
+            self._judge()
 
-    def _judge(self, side):
-        """End of a message: count a crossed / locked state; drop_stale: the last row's side
-        is the truth, the other side's levels at or through its best are removed."""
+    def _judge(self):
+        """End of a message: count a crossed / locked state (nothing is ever removed)."""
         if not self.bids or not self.asks:
             return
         b, a = max(self.bids), min(self.asks)
-        if b < a:
-            return
         if b == a:
             self.n_locked += 1
-        else:
+        elif b > a:
             self.n_crossed += 1
-        if self.crossed == "drop_stale":
-            if side == 1:
-                drop = [o for o in self.asks if o <= b]
-                for o in drop:
-                    del self.asks[o]
-            else:
-                drop = [o for o in self.bids if o >= a]
-                for o in drop:
-                    del self.bids[o]
-            self.n_dropped += len(drop)
 
     def apply_many(self, side, price, size, batch_end=None):
         for i in range(len(price)):

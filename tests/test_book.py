@@ -103,24 +103,33 @@ def test_crossed_policies():
     with pytest.raises(CrossedBookError):
         b.apply(-1, 100, 5)     # locked counts as crossed
 
-    d = Book(1.0, crossed="drop_stale")
-    d.load_snapshot([100, 99], [1, 2], [101, 102, 103], [3, 4, 5])
-    d.apply(1, 102, 9)
-    assert d.best_bid == 102 and d.best_ask == 103 and d.n_dropped == 2
-    assert d.n_crossed == 1 and d.n_locked == 0     # 102 > 101 before the repair
-
     k = Book(1.0)                                   # the default: keep, counted
     assert k.crossed == "keep"
     k.load_snapshot([100], [1], [101], [3])
     k.apply(1, 101, 9)
     assert k.best_bid == 101 and k.best_ask == 101 and (k.n_locked, k.n_crossed) == (1, 0)
     k.apply(1, 102, 1)
-    assert (k.n_locked, k.n_crossed) == (1, 1) and k.bid_levels == 3 and k.n_dropped == 0
-    with pytest.raises(OFIError):
-        Book(1.0, crossed="ignore")
+    # every level the feed showed is still there: 3 bids, the ask at 101 under them
+    assert (k.n_locked, k.n_crossed) == (1, 1) and k.bid_levels == 3 and k.ask_levels == 1
+    assert not hasattr(k, "n_dropped")
 
 
-@pytest.mark.parametrize("policy", ["raise", "keep", "drop_stale"])
+@pytest.mark.parametrize("policy", ["drop_stale", "ignore", "", None, 2, "KEEP"])
+def test_unknown_crossed_policy_is_a_value_error_listing_the_valid_ones(policy):
+    """Issue 12 item 4: no policy deletes a level the feed still shows, so drop_stale is
+    gone; it and any other unknown policy are a ValueError (OFIError) naming the valid ones,
+    for Book, BookOFI and the reference alike."""
+    for cls in (Book, ofi_fast.BookOFI):
+        with pytest.raises(ValueError) as ei:
+            cls(1.0, crossed=policy)
+        msg = str(ei.value)
+        assert isinstance(ei.value, OFIError) and ei.value.field == "crossed"
+        assert "'keep'" in msg and "'raise'" in msg and repr(policy) in msg
+    with pytest.raises(ref.RefError):
+        ref.Book(1.0, crossed=policy)
+
+
+@pytest.mark.parametrize("policy", ["raise", "keep"])
 def test_crossing_is_judged_at_message_ends_only(policy):
     """One message moves the market up 3 ticks, bids first (as a Binance diff does): after
     its bid rows the book looks crossed, after its last row it is not. No policy may act
@@ -139,7 +148,7 @@ def test_crossing_is_judged_at_message_ends_only(policy):
     b.apply_many(msg_side, msg_px, msg_sz, batch_end=end)
     assert (b.best_bid, b.best_ask) == (103, 104)
     assert b.bid_levels == 3 and b.ask_levels == 1
-    assert (b.n_crossed, b.n_locked, b.n_dropped) == (0, 0, 0)
+    assert (b.n_crossed, b.n_locked) == (0, 0)
     # the same rows one message each: the third row (bid 100 deleted, 103 bid vs 101 ask)
     # ends a crossed message
     c = Book(1.0, crossed=policy)
@@ -148,17 +157,12 @@ def test_crossing_is_judged_at_message_ends_only(policy):
         with pytest.raises(CrossedBookError) as ei:
             c.apply_many(msg_side, msg_px, msg_sz)
         assert ei.value.index == 0 and c.best_bid == 100    # row 0 refused, nothing changed
-    elif policy == "keep":
+    else:
         c.apply_many(msg_side, msg_px, msg_sz)
         # rows 0..4 end with bid 103 over ask 101 (asks 102, 103 deleted at rows 3, 4);
         # row 5 deletes ask 101 (best ask 104), row 6 sets 104
         assert (c.n_crossed, c.n_locked) == (5, 0)
-        assert (c.best_bid, c.best_ask) == (103, 104) and c.n_dropped == 0
-    else:
-        c.apply_many(msg_side, msg_px, msg_sz)
-        # row 0 (bid 103) drops asks 101, 102, 103; later rows delete absent asks
-        assert c.n_dropped == 3 and (c.n_crossed, c.n_locked) == (1, 0)
-        assert (c.best_bid, c.best_ask) == (103, 104) and c.n_missing == 3
+        assert (c.best_bid, c.best_ask) == (103, 104) and c.n_missing == 0
     # a single apply is its own message unless told otherwise
     d = Book(1.0, crossed=policy)
     d.load_snapshot([100], [1], [101], [3])
@@ -166,7 +170,7 @@ def test_crossing_is_judged_at_message_ends_only(policy):
     assert (d.n_crossed, d.best_bid) == (0, 102)
     d.apply(-1, 101, 0, batch_end=False)
     d.apply(-1, 103, 2)                      # ends the message: 102 bid vs 103 ask
-    assert (d.n_crossed, d.n_locked, d.n_dropped) == (0, 0, 0)
+    assert (d.n_crossed, d.n_locked) == (0, 0)
     assert (d.best_bid, d.best_ask) == (102, 103)
 
 
@@ -273,13 +277,15 @@ def test_top_returns_fresh_arrays_and_fills_out():
 
 def test_pickle_mid_stream(rng):
     side, px, sz = random_deltas(rng, 400)
-    b = Book(1.0, crossed="drop_stale")
+    b = Book(1.0)
     b.apply_many(side[:200], px[:200], sz[:200])
+    assert b.n_crossed > 0 and b.n_missing > 0        # the counters are carried over too
     c = pickle.loads(pickle.dumps(b))
     b.apply_many(side[200:], px[200:], sz[200:])
     c.apply_many(side[200:], px[200:], sz[200:])
     assert all(same(x, y) for x, y in zip(b.top(20), c.top(20)))
-    assert (b.n_updates, b.n_dropped, b.n_missing) == (c.n_updates, c.n_dropped, c.n_missing)
+    assert (b.n_updates, b.n_crossed, b.n_locked, b.n_missing) == \
+        (c.n_updates, c.n_crossed, c.n_locked, c.n_missing)
     assert ofi_fast.Book is Book
 
 
@@ -310,7 +316,7 @@ def delta_streams(draw):
     return side, px, sz
 
 
-@given(delta_streams(), st.sampled_from(["keep", "drop_stale", "raise"]),
+@given(delta_streams(), st.sampled_from(["keep", "raise"]),
        st.sampled_from([1.0, 0.0, 0.3, 0.7]), st.integers(0, 2**32 - 1))
 def test_book_matches_reference_after_every_event(stream, policy, p_end, seed):
     """Rows end their message with probability p_end (1: every row is a message)."""
@@ -333,11 +339,11 @@ def test_book_matches_reference_after_every_event(stream, policy, p_end, seed):
         assert_same_book(b, rb, 10)
         assert b.imbalance(5, 0.5) == pytest.approx(rb.imbalance(5, 0.5), rel=1e-12, abs=1e-15)
         assert same(b.weighted_mid, rb.weighted_mid)
-    assert (b.n_updates, b.n_crossed, b.n_locked, b.n_dropped, b.n_missing) == \
-        (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_dropped, rb.n_missing)
+    assert (b.n_updates, b.n_crossed, b.n_locked, b.n_missing) == \
+        (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_missing)
 
 
-@given(delta_streams(), st.sampled_from(["keep", "drop_stale", "raise"]),
+@given(delta_streams(), st.sampled_from(["keep", "raise"]),
        st.integers(0, 2**32 - 1), st.integers(1, 40))
 def test_apply_many_batch_end_equals_apply_and_reference(stream, policy, seed, chunk):
     """apply_many(batch_end=) in chunks == apply(batch_end=) row by row == reference, up
@@ -365,8 +371,8 @@ def test_apply_many_batch_end_equals_apply_and_reference(stream, policy, seed, c
     assert got == (None if err is None else (err.index, err.kind, err.field))
     for b in (a, c):
         assert_same_book(b, rb, 10)
-        assert (b.n_updates, b.n_crossed, b.n_locked, b.n_dropped, b.n_missing) == \
-            (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_dropped, rb.n_missing)
+        assert (b.n_updates, b.n_crossed, b.n_locked, b.n_missing) == \
+            (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_missing)
 
 
 @given(delta_streams(), st.integers(1, 40))
@@ -401,7 +407,7 @@ def touch_heavy_deltas(rng, n, p_missing=0.05, p_cross=0.03, far=0.05):
 
 
 @settings(max_examples=40)
-@given(st.integers(0, 2**32 - 1), st.sampled_from(["keep", "drop_stale", "raise"]),
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["keep", "raise"]),
        st.booleans(), st.sampled_from([1.0, 0.01]))
 def test_fast_path_matches_reference_on_deep_books(seed, policy, strict, tick):
     """Long touch-heavy streams (books of 10-40 levels, so inserts, overwrites, deletes and
@@ -428,8 +434,8 @@ def test_fast_path_matches_reference_on_deep_books(seed, policy, strict, tick):
         else:
             b.apply(int(side[i]), px[i], sz[i])
         assert_same_book(b, rb, 12)
-    assert (b.n_updates, b.n_crossed, b.n_dropped, b.n_missing) == \
-        (rb.n_updates, rb.n_crossed, rb.n_dropped, rb.n_missing)
+    assert (b.n_updates, b.n_crossed, b.n_locked, b.n_missing) == \
+        (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_missing)
     assert deep > len(px) // 4          # the stream did exercise deep books (>= 60 % seen)
 
 
@@ -441,8 +447,8 @@ def test_fast_path_bookofi_ranks_match_reference(seed, L):
     rng = np.random.default_rng(seed)
     side, px, sz = touch_heavy_deltas(rng, 600)
     ts = np.arange(len(px))
-    o = BookOFI(1.0, levels=L, crossed="drop_stale")
-    r = ref.BookOFI(1.0, levels=L, crossed="drop_stale")
+    o = BookOFI(1.0, levels=L, crossed="keep")
+    r = ref.BookOFI(1.0, levels=L, crossed="keep")
     e, lv = o.update_many(ts, side, px, sz, levels=True)
     re1, rlv = r.update_many(ts.tolist(), side.tolist(), px.tolist(), sz.tolist(), levels=True)
     assert e.tolist() == re1 and lv.tolist() == rlv
@@ -592,7 +598,7 @@ def test_bookofi_matches_l1_ofi_and_mlofi_over_its_book(stream, L, chunk):
     side, px, sz = stream
     n = len(px)
     ts = np.arange(n, dtype=np.int64)
-    rb = ref.Book(1.0, crossed="drop_stale")
+    rb = ref.Book(1.0, crossed="keep")
     tops = []
     for i in range(n):
         rb.apply(int(side[i]), px[i], sz[i])
@@ -600,7 +606,7 @@ def test_bookofi_matches_l1_ofi_and_mlofi_over_its_book(stream, L, chunk):
     bp, bs, ap, az = (np.array([t[k] for t in tops]).reshape(n, L) for k in range(4))
     e1 = l1_ofi(bp[:, 0], bs[:, 0], ap[:, 0], az[:, 0])
     eml = mlofi(bp, bs, ap, az)
-    o = BookOFI(1.0, levels=L, crossed="drop_stale")
+    o = BookOFI(1.0, levels=L, crossed="keep")
     got, lv = [], []
     for s in range(0, n, chunk):
         a, b = o.update_many(ts[s:s + chunk], side[s:s + chunk], px[s:s + chunk],
@@ -609,7 +615,7 @@ def test_bookofi_matches_l1_ofi_and_mlofi_over_its_book(stream, L, chunk):
         lv.append(b)
     assert np.array_equal(np.concatenate(got), e1)
     assert np.array_equal(np.concatenate(lv), eml)
-    one = BookOFI(1.0, levels=L, crossed="drop_stale")
+    one = BookOFI(1.0, levels=L, crossed="keep")
     assert [one.update(ts[i], int(side[i]), px[i], sz[i]) for i in range(n)] == e1.tolist()
     assert o.values.tolist() == eml.sum(axis=0).tolist() and o.value == e1.sum()
     assert all(same(x, y) for x, y in zip(o.book.top(10), rb.top(10)))
@@ -624,8 +630,8 @@ def test_bookofi_snapshot_pickle_and_errors(rng):
     side, px, sz = random_deltas(rng, 300)
     side[px < 1000] = 1
     ts = np.arange(3, 303)
-    o2 = BookOFI(1.0, levels=3, window=5, crossed="drop_stale")
-    o3 = BookOFI(1.0, levels=3, window=5, crossed="drop_stale")
+    o2 = BookOFI(1.0, levels=3, window=5, crossed="keep")
+    o3 = BookOFI(1.0, levels=3, window=5, crossed="keep")
     o2.update_many(ts[:150], side[:150], px[:150], sz[:150])
     o3.update_many(ts[:150], side[:150], px[:150], sz[:150])
     c = pickle.loads(pickle.dumps(o2))
@@ -843,8 +849,8 @@ def test_kraken_book_checksums(capsys):
 def test_bookofi_matches_reference_bookofi(stream, L, kw):
     side, px, sz = stream
     ts = np.arange(len(px))
-    o = BookOFI(1.0, levels=L, crossed="drop_stale", **kw)
-    r = ref.BookOFI(1.0, levels=L, crossed="drop_stale", **kw)
+    o = BookOFI(1.0, levels=L, crossed="keep", **kw)
+    r = ref.BookOFI(1.0, levels=L, crossed="keep", **kw)
     o.load_snapshot([900], [5], [1100], [7])
     r.load_snapshot([900], [5], [1100], [7])
     e, lv = o.update_many(ts, side, px, sz, levels=True)
@@ -941,7 +947,7 @@ def test_bookofi_batches(stream, L, seed, chunk):
     end = rng.random(n) < 0.4
     end[-1] = True
     ts = np.arange(n) // 3
-    rb = ref.Book(1.0, crossed="drop_stale")
+    rb = ref.Book(1.0, crossed="keep")
     states = []
     for i in range(n):
         rb.apply(int(side[i]), px[i], sz[i], batch_end=bool(end[i]))
@@ -950,7 +956,7 @@ def test_bookofi_batches(stream, L, seed, chunk):
     bp, bs, ap, az = (np.array([t[k] for t in states]).reshape(len(states), L)
                       for k in range(4))
     expect = mlofi(bp, bs, ap, az)
-    o = BookOFI(1.0, levels=L, crossed="drop_stale", window=7)
+    o = BookOFI(1.0, levels=L, crossed="keep", window=7)
     got = []
     for s0 in range(0, n, chunk):
         sl = slice(s0, s0 + chunk)
@@ -959,7 +965,7 @@ def test_bookofi_batches(stream, L, seed, chunk):
     got = np.concatenate(got)
     assert np.array_equal(got[end], expect) and not got[~end].any()
     assert o.ofi.n_events == end.sum()
-    r = ref.BookOFI(1.0, levels=L, crossed="drop_stale", window=7)
+    r = ref.BookOFI(1.0, levels=L, crossed="keep", window=7)
     _, rlv = r.update_many(ts.tolist(), side.tolist(), px.tolist(), sz.tolist(), levels=True,
                            batch_end=end.tolist())
     assert got.tolist() == rlv and o.values.tolist() == r.values
@@ -1008,11 +1014,11 @@ def test_binance_raw_diffs_replay_when_judged_at_message_ends(market, row):
         per_row.apply_many(side, px, sz)
     assert ei.value.index == row and not end[row]     # inside a message, not at its end
     books = {}
-    for policy in ("raise", "keep", "drop_stale"):
+    for policy in ("raise", "keep"):
         b = Book(0.01, crossed=policy)
         b.load_snapshot(*snapshot)
         assert b.apply_many(side, px, sz, batch_end=end) == len(px)
-        assert (b.n_crossed, b.n_locked, b.n_dropped) == (0, 0, 0)
+        assert (b.n_crossed, b.n_locked) == (0, 0)
         books[policy] = b
     default = Book(0.01)
     default.load_snapshot(*snapshot)
@@ -1034,33 +1040,41 @@ def test_binance_raw_diffs_replay_when_judged_at_message_ends(market, row):
 
 def test_bitstamp_l3_keeps_the_ask_side_under_the_default():
     """Issue 12 item 4: on the Bitstamp L3 capture a marketable bid (order 2002347659919360,
-    79116.0, orders line 6843) shows for one message before its fills. drop_stale takes such a
-    taker as the truth and deletes ask levels the feed still shows; the default keeps every
-    level the feed shows (the book equals the reference's at every message end) and counts
-    the crossed states instead."""
+    79116.0, orders line 6843) shows for one message before its fills. The removed drop_stale
+    policy took such a taker as the truth and deleted the ask levels the feed still showed
+    (the mid jumped by +-$400 and back); the default keeps every level the feed shows (the
+    book equals the reference's at message ends) and counts the crossed states instead. At
+    the message ends where the book is not crossed, its mid moves by at most $7 from one to
+    the next (drop_stale's deletions made it jump by up to $399 there)."""
     from ofi_fast.feeds import FLAG_BATCH_END, read_bitstamp_l3
     d = read_bitstamp_l3(data_file("bitstamp_ob_analytics", "orders.csv.gz"))
     end = (d.flags & FLAG_BATCH_END) != 0
     n = int(np.flatnonzero(end)[20_000]) + 1        # 20,000 messages (the ghost bid included)
     side, px, sz, end = d.side[:n], d.price[:n], d.size[:n], end[:n]
-    keep, drop = Book(0.01), Book(0.01, crossed="drop_stale")
+    keep = Book(0.01)
     rb = ref.Book(0.01)
-    lost = 0
     cuts = np.flatnonzero(end) + 1
+    mids = np.empty(len(cuts))
+    crossed = np.empty(len(cuts), bool)
     a = 0
     for k, b_ in enumerate(cuts.tolist()):
         sl = slice(a, b_)
         keep.apply_many(side[sl], px[sl], sz[sl], batch_end=end[sl])
-        drop.apply_many(side[sl], px[sl], sz[sl], batch_end=end[sl])
         rb.apply_many(side[sl].tolist(), px[sl].tolist(), sz[sl].tolist(),
                       batch_end=end[sl].tolist())
         if k % 97 == 0 or k == len(cuts) - 1:
             assert_same_book(keep, rb, n=5)
-        lost = max(lost, keep.ask_levels - drop.ask_levels)
+        assert (keep.bid_levels, keep.ask_levels) == (len(rb.bids), len(rb.asks))
+        mids[k] = keep.mid
+        crossed[k] = keep.best_bid >= keep.best_ask
         a = b_
-    assert keep.n_dropped == 0 and keep.ask_levels == len(rb.asks) > 2000
+    assert keep.ask_levels == len(rb.asks) > 2000 and keep.bid_levels == len(rb.bids)
     assert keep.n_crossed == rb.n_crossed > 0 and keep.n_locked == rb.n_locked
-    assert drop.n_dropped > 100 and lost > 10       # what drop_stale deleted
+    jumps = np.abs(np.diff(mids[np.isfinite(mids) & ~crossed]))
+    assert crossed.sum() == keep.n_crossed + keep.n_locked
+    assert jumps.max() <= 7.0, jumps.max()
+    with pytest.raises(ValueError, match="drop_stale"):
+        Book(0.01, crossed="drop_stale")
 
 
 # ------------------------------------------------------------------ issue 14: sizes, work, threads

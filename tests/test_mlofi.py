@@ -115,7 +115,7 @@ def test_pca_matches_reference(seed, n):
 # ------------------------------------------------------------------ differential
 def random_top_states(rng, n, L, p_empty=0.1):
     """(ts, bid_px, bid_sz, ask_px, ask_sz) (n, L) top-L states of a random delta book."""
-    book = ref.Book(1.0, crossed="drop_stale")
+    book = ref.Book(1.0, crossed="keep")
     out = [[], [], [], []]
     mid = 1000
     for _ in range(n):

@@ -102,8 +102,7 @@ def _quality_rows(q):
         rows.append(("  other symbols", f"{q['other_symbol']:,} {unit} (not read)"))
     if q.get("stale_orders"):
         rows.append(("  stale snapshot orders removed", f"{q['stale_orders']:,}"))
-    rows.append(("  book crossed / locked / removed",
-                 f"{q['crossed']:,} / {q['locked']:,} / {q['levels_removed']:,}"))
+    rows.append(("  book crossed / locked", f"{q['crossed']:,} / {q['locked']:,}"))
     return rows
 
 
