@@ -1,5 +1,7 @@
 """The README's Python examples type-check: ``mypy --strict`` and ``pyright`` accept them with
-zero errors (and pyright with zero warnings), against this package's sources and stubs.
+zero errors (and pyright with zero warnings), against this package's sources and stubs. The
+test extra brings pyright as basedpyright (the same checker, run in pyright's "standard" mode,
+with node bundled so that it installs from PyPI alone).
 
 Each ```python block of README.md becomes one file; mypy follows the package's imports silently
 (errors are reported for the examples only), so an untyped public function, a result built at
@@ -42,12 +44,24 @@ def test_mypy_strict(examples):
     assert r.returncode == 0 and "Success: no issues found" in r.stdout, r.stdout + r.stderr
 
 
+def _pyright():
+    """basedpyright (the test extra: pyright's checker with node bundled, so it runs offline
+    from PyPI alone) in pyright's "standard" mode, else a pyright on PATH."""
+    venv_bin = os.path.dirname(sys.executable)
+    for name in ("basedpyright", "pyright"):
+        exe = shutil.which(name, path=venv_bin) or shutil.which(name)
+        if exe is not None:
+            return exe
+    return None
+
+
 def test_pyright(examples):
-    exe = shutil.which("pyright")
+    exe = _pyright()
     if exe is None:
-        pytest.skip("pyright is not installed")
+        pytest.skip("neither basedpyright (the test extra) nor pyright is installed")
     (examples / "pyrightconfig.json").write_text(
-        '{"extraPaths": ["%s"], "pythonVersion": "3.11"}' % str(REPO).replace("\\", "/"))
+        '{"extraPaths": ["%s"], "pythonVersion": "3.11", "typeCheckingMode": "standard"}'
+        % str(REPO).replace("\\", "/"))
     r = subprocess.run([exe, "."], cwd=examples, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "0 errors, 0 warnings" in r.stdout, r.stdout
