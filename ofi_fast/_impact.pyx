@@ -982,17 +982,19 @@ cdef class RollingOLS:
         if n == 0:
             return f_arr
         guard_enter(&self.guard)
-        tsi = self.st.last_ts if self.st.has_last else 0
-        with nogil:
-            for i in range(n):
-                if has_ts:
-                    tsi = t[i]
-                if want:
-                    fv[i] = ols_predict(&self.st, &xv[i, 0])
-                status = ols_update(&self.st, tsi, &xv[i, 0], yv[i])
-                if status != STATUS_OK:
-                    break
-        guard_exit(&self.guard)
+        try:
+            tsi = self.st.last_ts if self.st.has_last else 0
+            with nogil:
+                for i in range(n):
+                    if has_ts:
+                        tsi = t[i]
+                    if want:
+                        fv[i] = ols_predict(&self.st, &xv[i, 0])
+                    status = ols_update(&self.st, tsi, &xv[i, 0], yv[i])
+                    if status != STATUS_OK:
+                        break
+        finally:
+            guard_exit(&self.guard)
         if status != STATUS_OK:
             _raise_ols(status, &self.st, i)
         return f_arr
