@@ -43,7 +43,9 @@ non-zero prediction; ``ic``, the Spearman rank correlation of prediction and mov
 95 % moving-block bootstrap interval (``n_boot`` resamples of ``n_blocks`` contiguous blocks;
 the IC's interval resamples the full-sample ranks, not re-ranked per resample). Baselines:
 ``zero`` (forecast 0), ``last_sign`` (the last move's sign) and ``wmid`` (the size-weighted mid
-minus the mid, in ticks), unfitted.
+minus the mid, in ticks), unfitted, and ``mean`` (the training mean of y: its hit rate is
+what a constant sign earns from the drift of the period, the bar every fitted model's hit rate
+must clear, since a fitted intercept alone reaches it).
 """
 
 from __future__ import annotations
@@ -692,6 +694,8 @@ def forecast_events(ev: Events, *, horizons=DEFAULT_HORIZONS, features=None, mod
         for fname, b in (("zero", np.zeros(n)), ("last_sign", base["last_sign"]),
                          ("wmid", np.nan_to_num(base["wmid"], nan=0.0))):
             preds[(fname, "baseline")] = (b[idx], ybar_ref)
+        # the historical mean as the forecast: the hit rate a constant sign gets from drift
+        preds[("mean", "baseline")] = (ybar_ref, ybar_ref)
         ys = yy[have]
         ry = _ranks(ys)
         for (fname, mdl), (yh, yb) in preds.items():
@@ -762,6 +766,7 @@ def cross_correlation(ts_a, mid_a, ts_b, mid_b, *, step=0.05, max_lag=1.0):
 
 
 def lead_lag(lead, lag, *, horizons=("move", 0.1, 1.0, 10.0), windows=(0.1, 1.0),
+             models=("ols", "logit"),
              segments=12, n_boot=200, n_blocks=50, min_train=100, seed=0, step=0.05,
              max_lag=1.0, clock="exchange", **open_kw) -> ForecastResult:
     """Does market ``lead``'s order flow and mid predict market ``lag``'s mid, out of sample?
@@ -787,7 +792,7 @@ def lead_lag(lead, lag, *, horizons=("move", 0.1, 1.0, 10.0), windows=(0.1, 1.0)
         extra[f"lead_ret_{w:g}s"] = np.nan_to_num(
             (_as_of(A.ts, ma, B.ts) - _as_of(A.ts, ma, B.ts - wn)) / B.tick_size, nan=0.0)
     feats = ["qi1", "last_move"] + list(extra)
-    res = forecast_events(B, horizons=horizons, features=feats, models=("ols", "logit"),
+    res = forecast_events(B, horizons=horizons, features=feats, models=models,
                           segments=segments, n_boot=n_boot, n_blocks=n_blocks,
                           min_train=min_train, seed=seed, extra_features=extra, micro=False)
     lags, cc = cross_correlation(A.ts, ma, B.ts, B.mid, step=step, max_lag=max_lag)

@@ -43,7 +43,8 @@ def cmd_forecast(args):
             raise CliError("with --lead/--lag give no FILE")
         hz = [fc.parse_horizon(h) for h in _list(args.horizons or "move,0.1s,1s,10s")]
         clock = kw.pop("clock")
-        res = fc.lead_lag(args.lead, args.lag, horizons=hz,
+        kw.pop("seed")
+        res = fc.lead_lag(args.lead, args.lag, horizons=hz, models=models,
                           clock="exchange" if clock == "auto" else clock, **common, **kw)
     else:
         hz = [fc.parse_horizon(h) for h in _list(args.horizons or "move,10,100,0.1s,1s,10s")]
