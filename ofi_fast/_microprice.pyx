@@ -41,23 +41,26 @@ _FIELDS = ("ts", "bid_sz", "ask_sz")
 
 cdef inline intp_t _bin(float64_t qb, float64_t qa, float64_t tot, intp_t n) noexcept nogil:
     # mirror-symmetric bins (ofi_fast.microprice): same float operations as imbalance_bins
+    # (the quotients are >= 0, so the truncating cast is floor)
     cdef intp_t b
     if qb < qa:
-        b = <intp_t> floor(qb / tot * n)
+        b = <intp_t> (qb / tot * n)
         return b if b < n - 1 else n - 1
-    b = <intp_t> floor(qa / tot * n)
+    b = <intp_t> (qa / tot * n)
     return n - 1 - (b if b < n - 1 else n - 1)
 
 
 cdef float64_t mp_adjustment(const MPState* m, float64_t bid_px, float64_t bid_sz,
                              float64_t ask_px, float64_t ask_sz) noexcept nogil:
     cdef float64_t tot = bid_sz + ask_sz
-    cdef float64_t x = (ask_px - bid_px) / m.tick_size
+    # spread in ticks, rounded half up (x * (1 / tick) rather than x / tick: a price on the
+    # grid gives a value within a few ulps of an integer either way, rounded to the same)
+    cdef float64_t x = (ask_px - bid_px) * m.inv_tick
     cdef intp_t s
-    # spread: round half up to ticks, within 1 .. n_spread (NaN prices fail the test)
+    # within 1 .. n_spread ticks (NaN prices fail the test)
     if not (x >= 0.5 and x < m.n_spread + 0.5) or not (tot > 0.0 and tot < 1e308):
         return NAN
-    s = <intp_t> floor(x + 0.5) - 1
+    s = <intp_t> (x + 0.5) - 1
     if bid_sz == ask_sz:
         return m.center[s]
     return m.table[s * m.n_imb + _bin(bid_sz, ask_sz, tot, m.n_imb)]

@@ -364,13 +364,13 @@ def _logit_fit(X, yb, w0=None, iters=8, lam=1e-4):
         except np.linalg.LinAlgError:
             break
         w += step
-        if np.max(np.abs(step)) < 1e-8:
+        if np.max(np.abs(step)) < 1e-6:
             break
     return w
 
 
 def walk(X, y, fe, ts_, te, seg_starts, *, model="ols", ridge=0.0, min_train=30,
-         logit_rows=10_000):
+         logit_rows=5_000):
     """Segment-wise walk-forward forecasts (module docstring): returns ``yhat`` (for ``logit``
     the probability of an up move minus 1/2), ``ybar`` (training mean of y) and the largest
     training ``target_end`` used for each segment (``train_end``)."""
@@ -454,8 +454,9 @@ def _block_sums(vs, nb):
     return np.stack([np.add.reduceat(np.asarray(v, float), edges) for v in vs])
 
 
-def metrics(y, yhat, ybar, *, ry=None, n_boot=200, n_blocks=50, rng=None, r2=True):
-    """r2_oos, hit_rate and ic with their bootstrap 95 % intervals (module docstring)."""
+def metrics(y, yhat, ybar, *, ry=None, n_boot=200, n_blocks=50, rng=None, r2=True, ic=True):
+    """r2_oos, hit_rate and ic with their bootstrap 95 % intervals (module docstring); ``ic``
+    False skips the ranking (a constant forecast has no IC)."""
     y, yhat, ybar = (np.asarray(a, float) for a in (y, yhat, ybar))
     n = len(y)
     out = {"n": n}
@@ -465,7 +466,7 @@ def metrics(y, yhat, ybar, *, ry=None, n_boot=200, n_blocks=50, rng=None, r2=Tru
     nz = (y != 0) & (yhat != 0)
     hit = (np.sign(y) == np.sign(yhat)) & nz
     ry = _ranks(y) if ry is None else ry
-    rh = _ranks(yhat)
+    rh = _ranks(yhat) if ic else np.zeros(n)
     nb = int(min(n_blocks, n))
     S = _block_sums([(y - yhat) ** 2, (y - ybar) ** 2, hit, nz, ry, rh, ry * ry, rh * rh,
                      ry * rh], nb)
@@ -495,8 +496,8 @@ def metrics(y, yhat, ybar, *, ry=None, n_boot=200, n_blocks=50, rng=None, r2=Tru
     out["hit_rate"] = float(hv[0]) if full[3] > 0 else math.nan
     out["hit_lo"], out["hit_hi"] = ci(hv)
     out["n_hit"] = int(full[3])
-    out["ic"] = float(icv[0])
-    out["ic_lo"], out["ic_hi"] = ci(icv)
+    out["ic"] = float(icv[0]) if ic else math.nan
+    out["ic_lo"], out["ic_hi"] = ci(icv) if ic else (math.nan, math.nan)
     return out
 
 
@@ -679,8 +680,9 @@ def forecast_events(ev: Events, *, horizons=DEFAULT_HORIZONS, features=None, mod
         # models: the same rows for all (where every model made a forecast)
         preds = {}
         sets = [(k, [names.index(k)]) for k in names] + [("combined", list(range(len(names))))]
+        Fi = F[idx]
         for fname, cols in sets:
-            X = F[idx][:, cols]
+            X = Fi if len(cols) == Fi.shape[1] else Fi[:, cols]
             for mdl in models:
                 yh, yb, _ = walk(X, yy, fe_, ts2, te2, sg, model=mdl, ridge=ridge,
                                  min_train=min_train)
@@ -700,9 +702,8 @@ def forecast_events(ev: Events, *, horizons=DEFAULT_HORIZONS, features=None, mod
         ry = _ranks(ys)
         for (fname, mdl), (yh, yb) in preds.items():
             r = metrics(ys, yh[have], yb[have], ry=ry, n_boot=n_boot, n_blocks=n_blocks,
-                        rng=rng, r2=(mdl != "logit" and fname != "last_sign"))
-            if fname == "zero":
-                r["ic"] = r["ic_lo"] = r["ic_hi"] = math.nan
+                        rng=rng, r2=(mdl != "logit" and fname != "last_sign"),
+                        ic=fname not in ("zero", "mean"))
             rows.append({"horizon": hn, "feature": fname, "model": mdl} | r)
     info["seconds"] = round(time.perf_counter() - t0, 3)
     return ForecastResult(rows, info)

@@ -61,7 +61,7 @@ def test_planted_signal_is_found_out_of_sample(h):
     for model in ("ols", "logit"):
         r = res.get(hn, "planted", model)
         # x predicts the move at i + 1 only (it happens with prob 0.3), right with prob
-        # E[1 / (1 + exp(-1.5 |x|))] = 0.72: the next-move and 5-event targets dilute it
+        # E[1 / (1 + exp(-1.5 |x|))] = 0.73: the next-move and 5-event targets dilute it
         assert r["hit_lo"] > (0.65 if h == 1 else 0.53), r
         assert r["ic_lo"] > 0.05, r
         q = res.get(hn, "qi1", model)                  # noise: no edge
