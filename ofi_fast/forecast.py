@@ -316,15 +316,18 @@ def _ffill(a):
 
 def micro_feature(ev: Events, seg_starts, *, n_imbalance=10, max_spread=None, n_iter=6):
     """Micro-price minus mid (ticks) per event, the table of segment k fitted on the events
-    before it (NaN in segment 0; 0 where the state is outside the fitted table). Returns the
-    column and the fits' diagnostics."""
+    before it (NaN in segment 0; 0 where the state is outside the fitted table). Default
+    ``max_spread``: the spread (ticks) of 99 % of segment 0's events, in [2, 10]; mid moves up
+    to ``max_spread`` ticks are kept. Returns the column, the fits and max_spread."""
     from ofi_fast import Microprice
     n = len(ev)
     bp, bs, ap, asz = ev.bid_px[:, 0], ev.bid_sz[:, 0], ev.ask_px[:, 0], ev.ask_sz[:, 0]
     if max_spread is None:
         s0 = np.rint((ap[:seg_starts[1]] - bp[:seg_starts[1]]) / ev.tick_size)
         s0 = s0[np.isfinite(s0) & (s0 >= 1)]
-        max_spread = int(np.clip(np.quantile(s0, 0.9), 1, 10)) if s0.size else 1
+        # the spreads of 99 % of the first segment's events, at least 2 (a one-tick market's
+        # mid moves mostly through a one-to-two-tick spread), at most 10
+        max_spread = int(np.clip(np.quantile(s0, 0.99), 2, 10)) if s0.size else 2
     out = np.full(n, np.nan)
     fits = []
     bounds = list(seg_starts) + [n]
@@ -384,7 +387,11 @@ def walk(X, y, fe, ts_, te, seg_starts, *, model="ols", ridge=0.0, min_train=30,
     yhat = np.full(n, np.nan)
     ybar = np.full(n, np.nan)
     bounds = list(seg_starts) + [n]
-    ols = RollingOLS(n_features=p, ridge=ridge) if model == "ols" else None
+    # several regressors: a lambda of at least 1e-9 on the centred cross products, so a column
+    # that is constant in the training rows (e.g. the micro-price while no fitted state is
+    # visited) gets a zero slope instead of making the whole fit singular
+    ols = RollingOLS(n_features=p, ridge=max(ridge, 1e-9) if p > 1 else ridge) \
+        if model == "ols" else None
     done = 0
     train_end = []
     w = None
@@ -664,6 +671,8 @@ def forecast_events(ev: Events, *, horizons=DEFAULT_HORIZONS, features=None, mod
     mid_t = ev.mid / ev.tick_size
     rng = np.random.default_rng(seed)
     rows = []
+    skipped: dict[str, str] = {}
+    info["skipped"] = skipped
     for h in horizons:
         hn = horizon_name(h)
         y, fe, ts_, te = targets(ev.ts, mid_t, h)
@@ -672,6 +681,7 @@ def forecast_events(ev: Events, *, horizons=DEFAULT_HORIZONS, features=None, mod
         ok[:seg[1]] = False                                 # segment 0: micro-price fit only
         idx = np.flatnonzero(ok)
         if idx.size < 3 * min_train:
+            skipped[hn] = f"{idx.size} rows with a target (need {3 * min_train})"
             continue
         yy, fe_, ts2, te2 = y[idx], fe[idx], ts_[idx], te[idx]
         sg = np.searchsorted(idx, seg)                      # segment starts in row numbers
@@ -691,6 +701,8 @@ def forecast_events(ev: Events, *, horizons=DEFAULT_HORIZONS, features=None, mod
         for yh, _ in preds.values():
             have &= np.isfinite(yh)
         if have.sum() < 2:
+            skipped[hn] = ("no out-of-sample row where every model has a forecast (a logit "
+                           f"needs {min_train} training rows with a move)")
             continue
         ybar_ref = preds[(names[0], models[0])][1]
         for fname, b in (("zero", np.zeros(n)), ("last_sign", base["last_sign"]),

@@ -138,6 +138,7 @@ def test_micro_feature_is_fitted_on_the_past_only():
     a, b = seg[k], seg[k + 1]
     mp = Microprice.fit(ev.ts[:a], ev.bid_px[:a, 0], ev.bid_sz[:a, 0], ev.ask_px[:a, 0],
                         ev.ask_sz[:a, 0], ev.tick_size, max_spread=ms, max_move=float(ms))
+    assert ms >= 2 and np.any(mp.table != 0)          # a one-tick book moves via spread 2
     np.testing.assert_array_equal(fits[k - 1].table, mp.table)
     v = mp.update_many(ev.ts[a:b], ev.bid_px[a:b, 0], ev.bid_sz[a:b, 0], ev.ask_px[a:b, 0],
                        ev.ask_sz[a:b, 0])

@@ -82,6 +82,8 @@ def cmd_forecast(args):
                   f"{i['micro']['n_imbalance']} imbalance bins, {i['micro']['n_iter']} "
                   "iterations, refitted per segment")
     print(res.format(models=models + ("baseline",)))
+    for h, why in i.get("skipped", {}).items():
+        print(f"  horizon {h} skipped: {why}")
     for what, p in (("table", args.out), ("figure", args.plot)):
         if p:
             print(f"  {what} written to {p}")
