@@ -25,7 +25,8 @@ Features at event i (:func:`feature_table`):
 - ``last_move``: the sign of the last mid move up to i.
 Each alone, and ``combined`` (all of them), through :class:`ofi_fast.RollingOLS` (``ols``,
 ``ridge`` option) and a logistic regression for the direction (``logit``: P(up) on the rows
-with a non-zero move, IRLS in numpy, standardised inputs, a small ridge).
+with a non-zero move, Newton/IRLS in numpy with step halving, standardised inputs, a small
+ridge, trained on at most ``logit_rows`` evenly thinned training rows).
 
 Walk-forward (no look-ahead): the rows are cut into ``segments`` equal consecutive parts. The
 micro-price table used in segment k is fitted on the events of segments < k; the models that
@@ -350,24 +351,40 @@ def micro_feature(ev: Events, seg_starts, *, n_imbalance=10, max_spread=None, n_
 # ---------------------------------------------------------------------------------------------
 # models
 # ---------------------------------------------------------------------------------------------
-def _logit_fit(X, yb, w0=None, iters=8, lam=1e-4):
-    """Logistic regression by IRLS (Newton) with an L2 penalty lam * n on the slopes; X holds a
-    leading column of ones. Returns the coefficients."""
+def _logit_fit(X, yb, iters=25, lam=1e-3):
+    """Logistic regression by Newton's method with step halving (the penalised likelihood never
+    decreases, so near-separable data cannot make it diverge) and an L2 penalty lam * n on the
+    slopes (standardised inputs); X holds a leading column of ones. Returns the coefficients."""
     n, p = X.shape
-    w = np.zeros(p) if w0 is None else w0.copy()
+    w = np.zeros(p)
     pen = np.full(p, lam * n)
     pen[0] = 0.0
+
+    def objective(w):
+        z = X @ w
+        return float(np.sum(yb * z - np.logaddexp(0.0, z)) - 0.5 * np.sum(pen * w * w))
+    f = objective(w)
     for _ in range(iters):
-        z = np.clip(X @ w, -30, 30)
-        mu = 1.0 / (1.0 + np.exp(-z))
+        z = X @ w
+        mu = 0.5 * (1.0 + np.tanh(0.5 * z))             # logistic, without overflow
         g = X.T @ (yb - mu) - pen * w
         H = (X * (mu * (1 - mu))[:, None]).T @ X + np.diag(pen) + 1e-9 * np.eye(p)
         try:
             step = np.linalg.solve(H, g)
         except np.linalg.LinAlgError:
             break
-        w += step
-        if np.max(np.abs(step)) < 1e-6:
+        t = 1.0
+        while t > 1e-4:
+            f_new = objective(w + t * step)
+            if f_new >= f:
+                break
+            t *= 0.5
+        else:
+            break
+        w = w + t * step
+        done = f_new - f < 1e-10 * max(1.0, abs(f))
+        f = f_new
+        if done:
             break
     return w
 
@@ -394,8 +411,6 @@ def walk(X, y, fe, ts_, te, seg_starts, *, model="ols", ridge=0.0, min_train=30,
         if model == "ols" else None
     done = 0
     train_end = []
-    w = None
-    sum_y = 0.0
     for k in range(2, len(seg_starts)):
         a, b = bounds[k], bounds[k + 1]
         if a >= b:
@@ -411,7 +426,6 @@ def walk(X, y, fe, ts_, te, seg_starts, *, model="ols", ridge=0.0, min_train=30,
         if model == "ols":
             if m > done:
                 ols.update_many(X[done:m], y[done:m])
-                sum_y += float(np.sum(y[done:m]))
                 done = m
             beta = np.atleast_1d(np.asarray(ols.beta, dtype=float))
             if np.all(np.isfinite(beta)):
@@ -431,7 +445,7 @@ def walk(X, y, fe, ts_, te, seg_starts, *, model="ols", ridge=0.0, min_train=30,
             mu, sd = Xt.mean(axis=0), Xt.std(axis=0)
             sd[sd == 0] = 1.0
             A = np.column_stack([np.ones(len(Xt)), (Xt - mu) / sd])
-            w = _logit_fit(A, (y[tr] > 0).astype(float), w)
+            w = _logit_fit(A, (y[tr] > 0).astype(float))
             z = w[0] + ((X[a:b] - mu) / sd) @ w[1:]
             yhat[a:b] = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30))) - 0.5
             ybar[a:b] = float(np.mean(y[:m]))

@@ -169,3 +169,22 @@ def test_cli_forecast_errors(capsys):
     assert main(["forecast", "--events", "30000", "--models", "svm"]) == 2
     assert main(["forecast", "--events", "30000", "--features", "nope"]) == 2
     assert "unknown feature" in capsys.readouterr().err
+
+
+def test_logit_does_not_diverge_on_separable_data():
+    # a perfectly separating feature: plain Newton runs off to infinity; step halving and the
+    # ridge keep the coefficients finite, with the right sign
+    x = np.linspace(-1, 1, 400)
+    A = np.column_stack([np.ones_like(x), x])
+    w = fc._logit_fit(A, (x > 0).astype(float))
+    assert np.all(np.isfinite(w)) and w[1] > 1 and abs(w[0]) < 1e-6
+    # and walk() with it predicts the right sign in every segment
+    y = np.where(x > 0, 1.0, -1.0)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(400)
+    t = np.arange(400)
+    yh, _, _ = fc.walk(x[order][:, None], y[order], t, t, t + 1, fc._segments(400, 8),
+                       model="logit", min_train=20)
+    ok = np.isfinite(yh)
+    # (a few rows with x next to 0 may fall on the wrong side of a fitted threshold)
+    assert ok.sum() > 250 and np.mean(np.sign(yh[ok]) == y[order][ok]) > 0.97
