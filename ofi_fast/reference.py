@@ -1238,7 +1238,7 @@ def microprice_bin(qb, qa, n):
     return n // 2
 
 
-def _solve(A, B):
+def _mp_solve(A, B):
     """Solve A X = B (A square list of lists, B list of lists) by Gauss-Jordan with pivoting."""
     n = len(A)
     M = [list(A[i]) + list(B[i]) for i in range(n)]
@@ -1306,8 +1306,8 @@ def microprice_fit(bid_px, bid_sz, ask_px, ask_sz, tick_size, n_imbalance=10, ma
             T[x] = [v / cnt[x] for v in T[x]]
             RK[x][0] /= cnt[x]
     A = [[(1.0 if i == j else 0.0) - Q[i][j] for j in range(N)] for i in range(N)]
-    G = [r[0] for r in _solve(A, RK)]
-    Bm = _solve(A, T)
+    G = [r[0] for r in _mp_solve(A, RK)]
+    Bm = _mp_solve(A, T)
     total = list(G)
     for _ in range(n_iter - 1):
         G = [sum(Bm[i][j] * G[j] for j in range(N)) for i in range(N)]
