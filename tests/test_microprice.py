@@ -223,3 +223,54 @@ def test_dropped_transitions_are_counted():
     assert mp.info["dropped"] == {"out_of_range": 2, "large_move": 1}
     assert mp.info["n_transitions"] == 2
     assert np.isnan(mp.update(0, 1.00, 1.0, 1.03, 1.0))      # 3 ticks: no fitted state
+
+
+MP_CONSUMER = """
+# cython: language_level=3, boundscheck=False, wraparound=False
+import numpy as np
+from ofi_fast._microprice cimport Microprice, mp_adjustment
+from ofi_fast._types cimport float64_t, intp_t
+
+def run(Microprice m, const float64_t[::1] bp, const float64_t[::1] bs,
+        const float64_t[::1] ap, const float64_t[::1] az):
+    cdef intp_t i, n = bp.shape[0]
+    out = np.zeros(n)
+    cdef float64_t[::1] o = out
+    with nogil:
+        for i in range(n):
+            o[i] = mp_adjustment(&m.st, bp[i], bs[i], ap[i], az[i])
+    return out
+"""
+
+
+def test_cimport_mp_adjustment(tmp_path):
+    """A downstream extension cimports Microprice and reads its table without the GIL."""
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("Cython")
+    (tmp_path / "mp_consumer.pyx").write_text(MP_CONSUMER)
+    (tmp_path / "setup.py").write_text(
+        "import numpy, ofi_fast\nfrom setuptools import setup, Extension\n"
+        "from Cython.Build import cythonize\n"
+        "ext = Extension('mp_consumer', ['mp_consumer.pyx'], include_dirs=[numpy.get_include()])\n"
+        "setup(ext_modules=cythonize([ext], include_path=[ofi_fast.get_include()]),\n"
+        "      script_args=['build_ext', '--inplace'])\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [ofi_fast.get_include(), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "setup.py"], cwd=tmp_path, capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import mp_consumer
+    finally:
+        sys.path.remove(str(tmp_path))
+    ts, bp, bs, ap, as_, tick = sim_quotes(5_000)
+    mp = Microprice.fit(ts, bp, bs, ap, as_, tick, n_imbalance=6, max_spread=2)
+    got = mp_consumer.run(mp, bp, bs, ap, as_)
+    want = []
+    for i in range(len(ts)):
+        mp.update(int(ts[i]), bp[i], bs[i], ap[i], as_[i])
+        want.append(mp.adjustment)
+    np.testing.assert_array_equal(got, np.array(want))
