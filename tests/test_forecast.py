@@ -188,3 +188,17 @@ def test_logit_does_not_diverge_on_separable_data():
     ok = np.isfinite(yh)
     # (a few rows with x next to 0 may fall on the wrong side of a fitted threshold)
     assert ok.sum() > 250 and np.mean(np.sign(yh[ok]) == y[order][ok]) > 0.97
+
+
+def test_cli_forecast_plot_and_parquet(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    pq = pytest.importorskip("pyarrow.parquet")
+    png, out = tmp_path / "f.png", tmp_path / "f.parquet"
+    assert main(["forecast", "--events", "20000", "--horizons", "move,1s", "--boot", "20",
+                 "--features", "qi1,micro", "--plot", str(png), "--out", str(out)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    t = pq.read_table(out).to_pydict()
+    # 2 horizons x (3 feature sets x 2 models + 4 baselines)
+    assert len(t["horizon"]) == 2 * (3 * 2 + 4)
+    assert set(t["model"]) == {"ols", "logit", "baseline"}
+    assert not list(tmp_path.glob(".*.tmp"))           # atomic writes leave no temporary
