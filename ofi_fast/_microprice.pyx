@@ -162,7 +162,8 @@ cdef class Microprice:
     def fit(cls, ts, bid_px, bid_sz, ask_px, ask_sz, tick_size, *, n_imbalance=10,
             max_spread=3, n_iter=6, max_move=1.0, symmetrize=True):
         """Fit the chain on best quotes (one row per quote update; :mod:`ofi_fast.microprice`
-        gives the equations and the choices) and return a Microprice. ``info`` holds the
+        gives the equations and the choices) and return a Microprice. ``ts`` is only checked
+        to be non-decreasing (transitions are consecutive rows); a NaN price is an empty side. ``info`` holds the
         diagnostics: ``counts`` (transitions leaving each state, mirrored ones included),
         ``n_transitions``, ``dropped`` (``out_of_range``, ``large_move``), ``G_iter``."""
         from ofi_fast.microprice import estimate
