@@ -42,6 +42,7 @@ model of a horizon): ``r2_oos`` = 1 - SSE / sum (y - ybar_train)^2 against the h
 (training) mean; ``hit_rate`` of sign(prediction) on the rows with a non-zero move and a
 non-zero prediction; ``ic``, the Spearman rank correlation of prediction and move; each with a
 95 % moving-block bootstrap interval (``n_boot`` resamples of ``n_blocks`` contiguous blocks;
+the logit forecasts a direction, so it has a hit rate and an IC but no R^2;
 the IC's interval resamples the full-sample ranks, not re-ranked per resample). Baselines:
 ``zero`` (forecast 0), ``last_sign`` (the last move's sign) and ``wmid`` (the size-weighted mid
 minus the mid, in ticks), unfitted, and ``mean`` (the training mean of y: its hit rate is
