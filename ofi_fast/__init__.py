@@ -31,6 +31,7 @@ from ofi_fast._book import Book, BookOFI
 from ofi_fast._impact import (
     Bars, ImpactFit, RollingOLS, bar_mid, bars, event_bars, fit_impact, volume_bars,
 )
+from ofi_fast._microprice import Microprice
 
 #: Names served lazily (module ``__getattr__``), so ``import ofi_fast`` does not import the
 #: pipeline, the feed readers or their optional dependencies.
@@ -101,4 +102,5 @@ __all__ = [
     "integrated_weights",
     "mlofi",
     "ChecksumError",
+    "Microprice",
 ]

@@ -667,3 +667,11 @@ def main(argv=None):
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def forecast(inputs=None, **kw):
+    """Walk-forward forecasts of the mid from the book at event-time and clock-time horizons
+    (queue imbalance, Stoikov's micro-price, OFI windows, trade flow, the last move; OLS and
+    logistic; bootstrap intervals; naive baselines): :func:`ofi_fast.forecast.forecast`."""
+    from ofi_fast.forecast import forecast as _forecast
+    return _forecast(inputs, **kw)

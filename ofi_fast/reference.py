@@ -1222,3 +1222,121 @@ def csv_parse(columns, data: bytes, *, skip_blank=False, on_error="raise", count
     if counts is not None:
         counts["other"] = other
     return out, bad_ids, bad_lines
+
+
+# ---------------------------------------------------------------------------------------------
+# _microprice: Stoikov's (2018) micro-price (fit by counting, solve by Gaussian elimination)
+# ---------------------------------------------------------------------------------------------
+def microprice_bin(qb, qa, n):
+    """Imbalance bin of I = qb / (qb + qa): mirror-symmetric equal-width bins (None if empty)."""
+    tot = qb + qa
+    if not (tot > 0 and math.isfinite(tot)):
+        return None
+    if qb < qa:
+        return min(math.floor(qb / tot * n), n - 1)
+    if qb > qa:
+        return n - 1 - min(math.floor(qa / tot * n), n - 1)
+    return n // 2
+
+
+def _mp_solve(A, B):
+    """Solve A X = B (A square list of lists, B list of lists) by Gauss-Jordan with pivoting."""
+    n = len(A)
+    M = [list(A[i]) + list(B[i]) for i in range(n)]
+    w = len(M[0])
+    for c in range(n):
+        p = max(range(c, n), key=lambda r: abs(M[r][c]))
+        if M[p][c] == 0:
+            raise RefError("singular", "bid_px")
+        M[c], M[p] = M[p], M[c]
+        piv = M[c][c]
+        M[c] = [v / piv for v in M[c]]
+        for r in range(n):
+            if r != c and M[r][c] != 0:
+                f = M[r][c]
+                M[r] = [a - f * b for a, b in zip(M[r], M[c])]
+    return [row[n:w] for row in M]
+
+
+def microprice_fit(bid_px, bid_sz, ask_px, ask_sz, tick_size, n_imbalance=10, max_spread=3,
+                   n_iter=6, max_move=1.0, symmetrize=True):
+    """Table g[s-1][b] (price units) of Stoikov's estimator, as ofi_fast.microprice.estimate."""
+    nb, ns = n_imbalance, max_spread
+    kmax = math.floor(2 * max_move + 1e-9)
+
+    def state(i):
+        b = microprice_bin(bid_sz[i], ask_sz[i], nb)
+        x = (ask_px[i] - bid_px[i]) / tick_size
+        if b is None or not math.isfinite(x):
+            return None
+        s = math.floor(x + 0.5)
+        if not 1 <= s <= ns:
+            return None
+        return (s - 1) * nb + b
+
+    trans = []
+    for i in range(len(bid_px) - 1):
+        x, y = state(i), state(i + 1)
+        if x is None or y is None:
+            continue
+        m0 = 0.5 * (bid_px[i] + ask_px[i])
+        m1 = 0.5 * (bid_px[i + 1] + ask_px[i + 1])
+        d = round(2.0 * (m1 - m0) / tick_size)
+        if abs(d) > kmax:
+            continue
+        trans.append((x, y, d))
+        if symmetrize:
+            mx = (x // nb) * nb + nb - 1 - x % nb
+            my = (y // nb) * nb + nb - 1 - y % nb
+            trans.append((mx, my, -d))
+    N = ns * nb
+    cnt = [0] * N
+    Q = [[0.0] * N for _ in range(N)]
+    T = [[0.0] * N for _ in range(N)]
+    RK = [[0.0] for _ in range(N)]
+    for x, y, d in trans:
+        cnt[x] += 1
+        if d == 0:
+            Q[x][y] += 1
+        else:
+            T[x][y] += 1
+            RK[x][0] += d * tick_size / 2.0
+    for x in range(N):
+        if cnt[x]:
+            Q[x] = [v / cnt[x] for v in Q[x]]
+            T[x] = [v / cnt[x] for v in T[x]]
+            RK[x][0] /= cnt[x]
+    A = [[(1.0 if i == j else 0.0) - Q[i][j] for j in range(N)] for i in range(N)]
+    G = [r[0] for r in _mp_solve(A, RK)]
+    Bm = _mp_solve(A, T)
+    total = list(G)
+    for _ in range(n_iter - 1):
+        G = [sum(Bm[i][j] * G[j] for j in range(N)) for i in range(N)]
+        total = [a + b for a, b in zip(total, G)]
+    table = [total[s * nb:(s + 1) * nb] for s in range(ns)]
+    if symmetrize:
+        table = [[0.5 * (r[b] - r[nb - 1 - b]) for b in range(nb)] for r in table]
+    return table
+
+
+def microprice_stream(table, tick_size, bid_px, bid_sz, ask_px, ask_sz, symmetric=True):
+    """Micro-price mid + g per event (NaN where no state), the lookup of Microprice.update."""
+    ns, nb = len(table), len(table[0])
+    out = []
+    for i in range(len(bid_px)):
+        qb, qa = bid_sz[i], ask_sz[i]
+        if qb < 0 or qa < 0:
+            raise RefError("NegativeSizeError", "bid_sz" if qb < 0 else "ask_sz", i)
+        mid = 0.5 * (bid_px[i] + ask_px[i])
+        x = (ask_px[i] - bid_px[i]) / tick_size
+        b = microprice_bin(qb, qa, nb)
+        if b is None or not (x >= 0.5 and x < ns + 0.5):
+            out.append(math.nan)
+            continue
+        row = table[math.floor(x + 0.5) - 1]
+        if qb == qa and nb % 2 == 0 and symmetric:
+            g = 0.5 * (row[nb // 2 - 1] + row[nb // 2])
+        else:
+            g = row[b]
+        out.append(mid + g)
+    return out
