@@ -125,7 +125,7 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
         s = os.fspath(item)
         p = Path(s)
         if p.is_file():
-            out.add(str(p.resolve()))
+            out.add(os.path.abspath(p))
             continue
         if p.is_dir():
             found = [q for q in p.rglob("*") if q.is_file()]
@@ -136,7 +136,7 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
         kept = [q for q in found if _wanted(q)]
         if not kept and p.is_dir():
             raise BatchError(f"{s}: the folder holds no input files")
-        out.update(str(q.resolve()) for q in kept)
+        out.update(os.path.abspath(q) for q in kept)
     if not out:
         raise BatchError("no inputs")
     return sorted(out)
