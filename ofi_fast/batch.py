@@ -695,9 +695,11 @@ def _client(client: Any, workers: int | None, log: Callable[[str], None]):
 def _warm_up() -> int:
     """Import what a task needs (run once on every worker before the tasks, so the first
     task's time is the analysis, not the imports)."""
+    import zoneinfo  # noqa: F401
     import pyarrow.parquet  # noqa: F401
-    import ofi_fast.feeds  # noqa: F401
-    import ofi_fast.pipeline  # noqa: F401
+    import ofi_fast.feeds.lobster  # noqa: F401
+    from ofi_fast.pipeline import analyze
+    analyze(None, events=2_000).bars.to_arrow()      # the lazy imports of a first analysis
     return os.getpid()
 
 
