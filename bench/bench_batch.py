@@ -61,7 +61,7 @@ def scaling(paths, events, repeat, tmp):
     over = {}
     for n in (1, 2):
         cluster, client = _cluster(n)
-        walls, tasks = [], []
+        walls, tasks, cpus = [], [], []
         try:
             batch.run(paths[:2 * n], tmp / f"warm{n}", client=client)    # client-side imports
             for _ in range(repeat):
@@ -69,6 +69,7 @@ def scaling(paths, events, repeat, tmp):
                 assert r.done == len(paths) and r.failed == 0
                 walls.append(r.seconds)
                 tasks.extend(r.task_seconds)
+                cpus.extend(r.task_cpu_seconds)
                 over.setdefault(n, []).append((r.seconds * n - sum(r.task_seconds))
                                               / len(paths))
             if n == 2:
@@ -82,14 +83,17 @@ def scaling(paths, events, repeat, tmp):
             client.close()
             cluster.close()
         rows[n] = (walls, tasks)
+        rows[f"cpu{n}"] = cpus
     (w1, t1), (w2, t2) = rows[1], rows[2]
     print(f"\n### scaling: {len(paths)} symbol-days of {events:,} events (LOBSTER level 1), "
           f"repeat {repeat}\n")
-    print("| workers | wall s min | median | task s median | ns/event (task median) |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| workers | wall s min | median | task wall s median | task CPU s median | "
+          "ns/event (task wall median) |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for n, (w, t) in ((1, rows[1]), (2, rows[2])):
         print(f"| {n} | {min(w):.2f} | {statistics.median(w):.2f} | "
-              f"{statistics.median(t):.3f} | {statistics.median(t) / events * 1e9:.0f} |")
+              f"{statistics.median(t):.3f} | {statistics.median(rows[f'cpu{n}']):.3f} | "
+              f"{statistics.median(t) / events * 1e9:.0f} |")
     print(f"\nspeed-up 2 vs 1 worker: min {min(w1) / min(w2):.2f}x, median "
           f"{statistics.median(w1) / statistics.median(w2):.2f}x")
     e = rows["empty"]
@@ -135,11 +139,13 @@ def main(argv=None):
     a = p.parse_args(argv)
     root = Path(a.cache)
     root.mkdir(parents=True, exist_ok=True)
-    print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores, "
+    print(f"load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())}, "
+          f"{os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     paths = _dataset(root, a.symbols, a.days, a.events)
     with tempfile.TemporaryDirectory() as t:
         task = scaling(paths, a.events, a.repeat, Path(t))
+        print(f"load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
         per_event = task / a.events
         for n_ev in (a.events, 1_000_000):
             hours = 10_500 * per_event * n_ev / 100 / 3600

@@ -352,6 +352,7 @@ def analyze_one(path: str, out: str, options: dict[str, Any], part: int = 0) -> 
     ``{"status": "failed", "error": "..."}`` with the input's identity, the wall time and the
     worker's pid. Never raises for a bad input (any exception becomes the error line)."""
     t0 = time.perf_counter()
+    c0 = time.process_time()
     res: dict[str, Any] = {"input": path, "pid": os.getpid()}
     try:
         from ofi_fast.feeds import open as open_source
@@ -373,6 +374,7 @@ def analyze_one(path: str, out: str, options: dict[str, Any], part: int = 0) -> 
         res["status"] = "failed"
         res["error"] = _one_line(exc)
     res["seconds"] = time.perf_counter() - t0
+    res["cpu_seconds"] = time.process_time() - c0     # the process's threads (zip inflation too)
     return res
 
 
@@ -562,7 +564,8 @@ class BatchResult:
     failed this run, taken from the manifest without a task; ``rows``: the summary rows (all
     inputs done, this run or earlier; what ``summary.parquet`` holds); ``errors``: ``(input,
     error)`` for each failed input; ``cross_section``: its rows (the last one ``"*"`` with the
-    depth relation); ``task_seconds``: the workers' wall time per task run; ``seconds``: the
+    depth relation); ``task_seconds`` / ``task_cpu_seconds``: the workers' wall and CPU time
+    (all the worker's threads) per task run; ``seconds``: the
     client's wall time (cluster start excluded); ``dashboard``: the Dask dashboard's address
     (None when unknown).
     """
@@ -579,11 +582,18 @@ class BatchResult:
     task_seconds: tuple[float, ...]
     seconds: float
     dashboard: str | None = None
+    task_cpu_seconds: tuple[float, ...] = ()
 
-    def summary(self):
+    def summary(self) -> Any:
         """``summary.parquet`` as a pandas DataFrame."""
         import pandas as pd
         return pd.read_parquet(Path(self.out) / "summary.parquet")
+
+    def bars(self) -> Any:
+        """Every bar file under ``bars/`` as one pandas DataFrame, with the hive partition
+        columns ``symbol`` and ``date``."""
+        import pandas as pd
+        return pd.read_parquet(Path(self.out) / "bars")
 
     def format_cross_section(self) -> str:
         return format_cross_section(list(self.cross_section))
@@ -727,15 +737,14 @@ def run(inputs: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
         raise BatchError(f"{outp}: exists and is not a folder")
     outp.mkdir(parents=True, exist_ok=True)
     manifest_path = outp / "manifest.json"
-    doc = None if force else _load_manifest(manifest_path)
+    try:
+        doc = _load_manifest(manifest_path)
+    except BatchError:
+        if not force:
+            raise
+        say(f"ofi-fast batch: {manifest_path} is unreadable: starting again (--force)")
+        doc = {"parameters": None}
     entries: dict[str, Any] = {}
-    if force and manifest_path.exists():
-        try:
-            old = json.loads(manifest_path.read_text())
-            if old.get("parameters") != params:
-                _clear_bars(outp)
-        except (ValueError, OSError):
-            _clear_bars(outp)
     if doc is not None:
         if doc.get("parameters") == params:
             entries = doc["inputs"]
@@ -755,6 +764,7 @@ def run(inputs: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
     parts = _plan_parts(todo, entries)
     bar = _Progress(len(paths), skipped, progress)
     task_seconds: list[float] = []
+    task_cpu: list[float] = []
     t0 = time.perf_counter()
     dash = None
     if todo:
@@ -778,7 +788,8 @@ def run(inputs: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
                 fut.release()
                 p = res["input"]
                 e = {"status": res["status"], "identity": res.get("identity"),
-                     "seconds": res["seconds"], "pid": res["pid"]}
+                     "seconds": res["seconds"], "cpu_seconds": res.get("cpu_seconds"),
+                     "pid": res["pid"]}
                 if e["identity"] is None:
                     e.pop("identity")
                 if res["status"] == "done":
@@ -789,6 +800,7 @@ def run(inputs: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
                 entries[p] = e
                 if math.isfinite(res["seconds"]):
                     task_seconds.append(res["seconds"])
+                    task_cpu.append(res["cpu_seconds"])
                 bar.step(res["status"] == "done")
                 if _on_result is not None:
                     _on_result(res)
@@ -810,7 +822,7 @@ def run(inputs: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
                        done=bar.done, failed=bar.failed, skipped=skipped, rows=tuple(rows),
                        errors=tuple(errors), cross_section=tuple(cross),
                        task_seconds=tuple(task_seconds), seconds=time.perf_counter() - t0,
-                       dashboard=dash)
+                       dashboard=dash, task_cpu_seconds=tuple(task_cpu))
 
 
 def _finish(out: Path, params: dict[str, Any], entries: dict[str, Any], paths: list[str]):
