@@ -293,7 +293,6 @@ def _write_bars(table: Any, out: Path, symbol: str, date: str, part: int, path: 
     path relative to ``out``. K starts at ``part``; a file of another input is never
     overwritten (os.link fails on an existing name: the next K is tried), one of this input
     (an earlier run, or a worker that died after writing) is replaced."""
-    import pyarrow as pa  # noqa: F401
     import pyarrow.parquet as pq
     folder = out / "bars" / f"symbol={symbol}" / f"date={date}"
     folder.mkdir(parents=True, exist_ok=True)

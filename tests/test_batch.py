@@ -197,7 +197,9 @@ def test_rerun_submits_nothing_force_redoes_changed_parameters_redo_all(client, 
     r = batch.run(inputs[:2], out, client=client, every=30.0)
     assert (r.submitted, r.done) == (2, 2)
     assert len(list((out / "bars").rglob("part-*.parquet"))) == 2
-    assert len(r.rows) == 2 and all(x["bars"] == ofi_fast.analyze(x["input"], every=30.0).summary["bars"] for x in r.rows)
+    assert len(r.rows) == 2
+    assert all(x["bars"] == ofi_fast.analyze(x["input"], every=30.0).summary["bars"]
+               for x in r.rows)
     assert batch.run(inputs[:2], out, client=client, every=30.0).submitted == 0
 
 
@@ -373,3 +375,14 @@ def test_import_ofi_fast_does_not_import_dask():
             "ofi_fast.cli.build_parser(); "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_progress_bar_counts_done_failed_skipped(capsys):
+    pytest.importorskip("tqdm")
+    p = batch._Progress(5, 2, True)
+    p.step(True)
+    p.step(False)
+    p.close()
+    err = capsys.readouterr().err
+    assert "4/5" in err and "done 1, failed 1, skipped 2" in err
+    assert (p.done, p.failed, p.skipped) == (1, 1, 2)
