@@ -8,7 +8,10 @@ by default, or the one ``client=`` names (a :class:`distributed.Client` or a sch
 such as ``"tcp://host:8786"``). Each task calls :func:`ofi_fast.analyze` on the worker, writes
 that input's bar table there and sends back one summary row (a few hundred bytes): the data
 is read where the workers run, so every path must be visible to every worker (and to the
-client, which checks identities for resume) under the same name.
+client, which checks identities for resume) under the same name. An input may also be an
+fsspec URL (``s3://bucket/day.zip``, ``file:///...``, globs allowed): the worker streams it
+into a temporary folder (a LOBSTER message CSV with its order book) and analyses the copy;
+its identity is read through fsspec (size, the store's modification time or ETag, the hash).
 
 Outputs in ``out`` (each written atomically: a hidden temporary name in the same folder, then
 ``os.replace``; Ctrl-C or a killed worker leaves at most a hidden ``.*.tmp`` file, which
@@ -123,6 +126,9 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
     out: set[str] = set()
     for item in items:
         s = os.fspath(item)
+        if is_url(s):
+            out.update(_expand_url(s))
+            continue
         p = Path(s)
         if p.is_file():
             out.add(os.path.abspath(p))
@@ -140,6 +146,30 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
     if not out:
         raise BatchError("no inputs")
     return sorted(out)
+
+
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def is_url(s: str) -> bool:
+    """``s`` is an fsspec URL (``s3://...``, ``gcs://...``, ``file:///...``), not a path."""
+    return bool(_URL_RE.match(s))
+
+
+def _expand_url(url: str) -> list[str]:
+    """An fsspec URL: itself, or the files a glob pattern in it matches (same filters as a
+    folder's)."""
+    import fsspec
+    fs, path = fsspec.core.url_to_fs(url)
+    if any(c in path for c in "*?["):
+        found = [fs.unstrip_protocol(q) for q in fs.glob(path) if fs.isfile(q)]
+        kept = [q for q in found if _wanted(Path(q.split("://", 1)[1]))]
+        if not kept:
+            raise BatchError(f"{url}: no file matches")
+        return kept
+    if not fs.isfile(path):
+        raise BatchError(f"{url}: no such file")
+    return [url]
 
 
 def _wanted(p: Path) -> bool:
@@ -171,10 +201,45 @@ def _file_identity(path: str) -> dict[str, Any]:
             "sha256_first_last_mib": h.hexdigest()}
 
 
+def _url_identity(url: str) -> dict[str, Any]:
+    import fsspec
+    fs, path = fsspec.core.url_to_fs(url)
+    info = fs.info(path)
+    size = int(info["size"])
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as fh:
+        h.update(fh.read(_MIB))
+        if size > 2 * _MIB:
+            fh.seek(size - _MIB)
+        h.update(fh.read(_MIB))
+    mtime = next((info[k] for k in ("mtime", "LastModified", "last_modified", "updated",
+                                    "ETag", "etag") if info.get(k) is not None), None)
+    return {"path": url, "size": size, "mtime": str(mtime),
+            "sha256_first_last_mib": h.hexdigest()}
+
+
+def _url_partner(url: str) -> str | None:
+    import fsspec
+    name = url.rsplit("/", 1)[-1]
+    m = _LOBSTER_RE.search(name)
+    if not m or m["kind"] != "message":
+        return None
+    cand = url[: len(url) - len(name)] + name.replace("_message_", "_orderbook_")
+    fs, path = fsspec.core.url_to_fs(cand)
+    return cand if fs.isfile(path) else None
+
+
 def identity(path: str) -> dict[str, Any]:
     """What resume compares: path, size, mtime (ns) and the SHA-256 of the first and last MiB
     (the whole file when it is at most 2 MiB); for a LOBSTER message CSV, also its order-book
-    file's (``orderbook``)."""
+    file's (``orderbook``). For an fsspec URL: the size, the store's modification time (or
+    ETag) as text, and the same hash, read through fsspec."""
+    if is_url(path):
+        ident = _url_identity(path)
+        partner = _url_partner(path)
+        if partner is not None:
+            ident["orderbook"] = _url_identity(partner)
+        return ident
     ident = _file_identity(path)
     partner = _lobster_partner(path)
     if partner is not None:
@@ -345,6 +410,32 @@ def _row(path: str, fmt: str, symbol: str, date: str, s: dict[str, Any], q: dict
     return row
 
 
+class _local_copy:
+    """``with _local_copy(input) as path``: the input itself for a path; for an fsspec URL, a
+    copy (streamed by fsspec, with a LOBSTER message file's order book beside it, under the
+    same names) in a temporary folder of the worker, removed afterwards."""
+
+    def __init__(self, src: str) -> None:
+        self.src = src
+        self.tmp: Any = None
+
+    def __enter__(self) -> str:
+        if not is_url(self.src):
+            return self.src
+        import tempfile
+        import fsspec
+        self.tmp = tempfile.TemporaryDirectory(prefix="ofi_fast_batch_")
+        names = [self.src] + [p for p in (_url_partner(self.src),) if p]
+        for url in names:
+            fs, path = fsspec.core.url_to_fs(url)
+            fs.get_file(path, os.path.join(self.tmp.name, url.rsplit("/", 1)[-1]))
+        return os.path.join(self.tmp.name, self.src.rsplit("/", 1)[-1])
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.tmp is not None:
+            self.tmp.cleanup()
+
+
 def analyze_one(path: str, out: str, options: dict[str, Any], part: int = 0) -> dict[str, Any]:
     """The task: analyse one input with :func:`ofi_fast.analyze` (``options`` as given to
     :func:`run`), write its bars under ``out``, return ``{"status": "done", "row": ...}`` or
@@ -360,10 +451,11 @@ def analyze_one(path: str, out: str, options: dict[str, Any], part: int = 0) -> 
         open_kw = set(inspect.signature(open_source).parameters) - {"inputs"}
         src_opts = {k: v for k, v in options.items() if k in open_kw}
         fmt = src_opts.pop("format", "auto")
-        source = open_source(path, fmt, **src_opts)
-        touch = _Touch()
-        a = analyze(source, progress=touch,
-                    **{k: v for k, v in options.items() if k not in open_kw})
+        with _local_copy(path) as local:
+            source = open_source(local, fmt, **src_opts)
+            touch = _Touch()
+            a = analyze(source, progress=touch,
+                        **{k: v for k, v in options.items() if k not in open_kw})
         symbol, date = _symbol_date(path, a.symbol, a.bars["start_ns"])
         rel = _write_bars(a.bars, Path(out), symbol, date, part, path)
         res["row"] = _row(path, source.format, symbol, date, a.summary, a.summary["quality"],

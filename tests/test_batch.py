@@ -386,3 +386,26 @@ def test_progress_bar_counts_done_failed_skipped(capsys):
     err = capsys.readouterr().err
     assert "4/5" in err and "done 1, failed 1, skipped 2" in err
     assert (p.done, p.failed, p.skipped) == (1, 1, 2)
+
+
+def test_fsspec_urls_give_the_same_results(client, sim, reference, tmp_path):
+    """Inputs as fsspec URLs (``file://`` here; ``s3://`` and the like the same way): each
+    worker streams its input into a temporary folder and analyses the copy."""
+    pytest.importorskip("fsspec")
+    urls = [Path(p).as_uri() for p in sim.paths[:2]]
+    pattern = Path(sim.paths[0]).parent.as_uri() + "/SIMA_*.zip"
+    assert batch.expand_inputs([pattern]) == urls
+    out = tmp_path / "out"
+    r = batch.run([pattern], out, client=client)
+    assert (r.done, r.failed) == (2, 0)
+    ref = {row["input"]: row for row in reference[0].rows}
+    for row in r.rows:
+        want = ref[str(sim.paths[urls.index(row["input"])])]
+        assert (row["beta"], row["r2"], row["bars"]) == (want["beta"], want["r2"], want["bars"])
+        assert _same(pq.read_table(out / row["bars_path"]),
+                     pq.read_table(reference[1] / want["bars_path"]))
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["inputs"][urls[0]]["identity"]["size"] == os.stat(sim.paths[0]).st_size
+    assert batch.run([pattern], out, client=client).submitted == 0
+    with pytest.raises(batch.BatchError, match="no such file"):
+        batch.expand_inputs([Path(tmp_path / "missing.zip").as_uri()])
