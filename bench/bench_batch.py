@@ -6,7 +6,9 @@ tables of bench/RESULTS.md "issue 15":
 
 1. wall time of ``batch.run`` on the same symbol-days (simulated LOBSTER level-1 zips, written
    once into a cache folder) with 1 and with 2 worker processes, ``force=True`` so every input
-   is a task, each repeated; cluster start-up excluded (the clients are warm);
+   is a task, each repeated; cluster start-up excluded (the clients are warm); then the same
+   days unzipped into message + orderbook CSV pairs (the zip reader inflates in a second
+   thread, so one worker on a zip uses more than one core);
 2. scheduler overhead per task: (a) 400 empty tasks submitted and gathered, wall / task;
    (b) in the batch run itself, (wall x workers - sum of the workers' task times) / tasks;
 3. peak RSS of one worker process (``ru_maxrss``, a fresh cluster per row) analysing days of
@@ -56,6 +58,21 @@ def _dataset(root: Path, symbols, days, events, seed=0):
     return sorted(str(p) for p in d.glob("*.zip"))
 
 
+def _plain(paths, root: Path):
+    """The same days as plain message + orderbook CSV pairs (no zip inflation), cached."""
+    import zipfile
+    d = root / (Path(paths[0]).parent.name + "_csv")
+    d.mkdir(exist_ok=True)
+    out = []
+    for p in paths:
+        with zipfile.ZipFile(p) as z:
+            names = [n for n in z.namelist() if n.endswith(".csv")]
+            if not all((d / n).exists() for n in names):
+                z.extractall(d, names)
+        out.append(str(d / next(n for n in names if "_message_" in n)))
+    return sorted(out)
+
+
 def scaling(paths, events, repeat, tmp):
     """Both clusters live side by side and the runs alternate (1, 2, 1, 2, ...), so a change
     of the machine's load during the measurement hits both alike."""
@@ -85,8 +102,9 @@ def scaling(paths, events, repeat, tmp):
             client.close()
             cluster.close()
     med = statistics.median
-    print(f"\n### scaling: {len(paths)} symbol-days of {events:,} events (LOBSTER level 1), "
-          f"repeat {repeat}, runs alternating\n")
+    kind = "zips" if paths[0].endswith(".zip") else "plain CSV pairs"
+    print(f"\n### scaling: {len(paths)} symbol-days of {events:,} events (LOBSTER level 1 "
+          f"{kind}), repeat {repeat}, runs alternating\n")
     print("| workers | wall s min | median | task wall s median | task CPU s median | "
           "ns/event (task wall median) |")
     print("|---:|---:|---:|---:|---:|---:|")
@@ -135,6 +153,8 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "ofi_fast_bench_batch"))
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--no-plain", action="store_true",
+                   help="skip the scaling run on the same days unzipped")
     a = p.parse_args(argv)
     root = Path(a.cache)
     root.mkdir(parents=True, exist_ok=True)
@@ -145,6 +165,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as t:
         task, cpu = scaling(paths, a.events, a.repeat, Path(t))
         print(f"load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if not a.no_plain:
+            scaling(_plain(paths, root), a.events, a.repeat, Path(t))
+            print(f"load average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
         per_event = min(task, cpu) / a.events      # CPU time when the machine is shared
         for n_ev in (a.events, 1_000_000):
             hours = 10_500 * per_event * n_ev / 100 / 3600
