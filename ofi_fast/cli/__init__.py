@@ -11,6 +11,13 @@ Sub-commands:
 - ``ofi-fast bench``: latency of the streaming classes beside the empty-call floor.
 - ``ofi-fast cks LOBSTER_1.zip ...`` / ``ofi-fast multilevel LOBSTER_M.zip:M ...``: the
   Cont-Kukanov-Stoikov and multi-level tables of :mod:`ofi_fast.analysis`.
+- ``ofi-fast forecast FILE ... [--lead A --lag B]``: :func:`ofi_fast.analysis.forecast`,
+  walk-forward event- and clock-time forecasts of the mid (queue imbalance, micro-price, OFI,
+  trade flow) against naive baselines, and cross-market lead-lag.
+- ``ofi-fast simulate --out DIR``: a simulated LOBSTER dataset (:mod:`ofi_fast.dataset`);
+  ``ofi-fast batch INPUT ... --out DIR``: :func:`ofi_fast.batch.run` on Dask distributed.
+- ``ofi-fast live binance-usdm|binance-spot SYMBOL``: :mod:`ofi_fast.live`, bars from the
+  exchange's websocket as they close.
 
 Each command lives in its own module of this package (listed in :data:`COMMANDS`, each with a
 ``register(subparsers)``); :mod:`ofi_fast.cli._common` holds the input options they share.
