@@ -61,7 +61,8 @@ def cmd_bench(args):
         def f(v):
             return "-" if v is None or math.isnan(v) else f"{v:.0f}"
         bt = "-" if many is None else f"{many:.1f}"
-        print(f"  {name:<28}{f(a):>8}{f(b):>8}{f(c):>8}{bt:>10}")
+        # a space before each column, so a number wider than its column stays apart
+        print(f"  {name:<28} {f(a):>7} {f(b):>7} {f(c):>7} {bt:>9}")
     print(f"  ({time.perf_counter() - t0:.1f} s)")
     return 0
 

@@ -94,7 +94,8 @@ def cmd_stream(args):
     def row(name, v):
         def g(x):
             return "-" if math.isnan(x) else f"{x:.0f}"
-        out.write(f"  {name:<30}{g(v[0]):>8}{g(v[1]):>8}{g(v[2]):>8}{g(v[3]):>10}\n")
+        # a space before each column, so a number wider than its column stays apart
+        out.write(f"  {name:<30} {g(v[0]):>7} {g(v[1]):>7} {g(v[2]):>7} {g(v[3]):>9}\n")
     row("BookOFI.update_many (message)" if deltas else "OFI.update", p)
     if lat.n_trades:
         row("TradeFlow.update", pt)
