@@ -18,7 +18,9 @@ Synchronisation (Binance "How to manage a local order book correctly"; THEORY-DE
 2. at a snapshot with ``lastUpdateId`` L, buffered and later diffs with ``u <= L`` (spot) /
    ``u < L`` (futures) are dropped (counted in ``stats["dropped_stale"]``);
 3. the first applied diff must straddle: ``U <= L + 1 <= u`` (spot) / ``U <= L <= u`` (futures);
-4. afterwards ``U == previous u + 1`` (spot) / ``pu == previous u`` (futures).
+4. afterwards ``U == previous u + 1`` (spot) / ``pu == previous u`` (futures); a diff whose
+   ``u`` is not past the previous ``u`` is a message already applied (a duplicate a server
+   re-sent) and is ignored (counted in ``stats["duplicates"]``).
 
 A break of 3 or 4 raises :class:`~ofi_fast.errors.SequenceGapError` naming the ids and the line
 (``on_gap="raise"``), or under ``on_gap="resync"`` is recorded in ``stats["gaps"]``; diffs are
@@ -199,7 +201,7 @@ def new_stats() -> dict[str, Any]:
         "dropped_stale": 0, "dropped_gap": 0, "unsynced_at_end": 0, "trades": 0,
         "quotes": 0, "other_symbol": 0, "other_stream": 0, "gaps": [],
         "first_applied_line": None, "snapshot_lines": [], "gap_records": [],
-        "symbols": set(),
+        "symbols": set(), "duplicates": 0,
     }
 
 
@@ -360,6 +362,9 @@ class BinanceSync:
                 return
             st["first_applied_line"] = st["first_applied_line"] or no
         elif self.state == "sync":
+            if last_u <= self.prev_u:          # a message seen already (a re-sent duplicate)
+                st["duplicates"] += 1
+                return
             if futures:
                 if json_int(pu) != self.prev_u:
                     self._gap(no, f"pu={json_int(pu)} != previous u={self.prev_u} (U={first_u}, "

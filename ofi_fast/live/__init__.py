@@ -190,6 +190,8 @@ class BinanceStream:
         from ofi_fast.feeds.sources import _binance_quality
         d = _binance_quality(self, self.clock)
         dropped = {k: int(v) for k, v in d.pop("dropped", {}).items() if v}
+        if self.stats["duplicates"]:
+            dropped["duplicate"] = self.stats["duplicates"]
         dis = tuple(self._disconnect_gap(r) for r in self.disconnects)
         return DataQuality(source=self.path, unit="messages", rows_read=self._rows,
                            rows_applied=self._rows, trades_read=self.stats["trades"],
@@ -202,7 +204,8 @@ class BinanceStream:
         rs = r.get("resync_" + key)
         if rs == NO_TIME:
             rs = r.get("resync_ts_local")
-        end = rs if rs is not None else time.time_ns()
+        now = time.time_ns() if self.clock == "local" or self._last_e is None else self._last_e
+        end = rs if rs is not None else now
         return Gap(path=self.path, line=r["line"], detail=r["detail"], ts=int(t0),
                    resync_ts=None if rs is None else int(rs), resync_line=r.get("resync_line"),
                    rows_invalid=0, seconds_invalid=max(0, int(end) - int(t0)) / _NS)
@@ -404,6 +407,10 @@ class BinanceStream:
             del depth.rows[n_rows:]
             self.errors.bad(self.no, f"bad snapshot ({type(exc).__name__}: {exc})")
             return asyncio.ensure_future(self._fetch(delay=self.backoff[0]))
+        g = st["gap_records"][-1] if st["gap_records"] else None
+        if g is not None and g["resync_line"] == self.no and g["resync_ts_exchange"] == NO_TIME:
+            # a spot snapshot has no exchange time: the resync is at the last one received
+            g["resync_ts_exchange"] = self._last_e if self._last_e is not None else NO_TIME
         self._write(ts_local, body)
         for no in held:
             self._write_held(no)
