@@ -334,53 +334,11 @@ class BinanceSync:
 
     # diffs ---------------------------------------------------------------------------------------
     def diff(self, no, ts_local, data, depth):
-        """One diff-depth message: buffer, drop (stale / after a gap), or apply."""
-        st = self.stats
-        first_u, last_u = json_int(data["U"]), json_int(data["u"])
-        pu = data.get("pu")
-        if self.market is None:
-            self.market = "usdm" if pu is not None else "spot"
-        futures = self.market == "usdm"
-        if futures and pu is None:
-            raise ValueError("futures diff without 'pu'")
-        if self.state == "wait" or (self.state == "gap" and self.buffer_gaps):
-            self.buffer.append((no, ts_local, data))
-            if self.state == "gap":
-                g = st["gap_records"][-1]
-                g["last_ts_local"], g["last_ts_exchange"] = ts_local, _event_ns(data)
+        """One diff-depth message: buffer, drop (stale / duplicate / after a gap), or apply
+        (its rows appended to ``depth``)."""
+        if not self.accept(no, ts_local, data):
             return
-        L = self.last_id
-        if self.state == "first":
-            if (last_u < L) if futures else (last_u <= L):
-                st["dropped_stale"] += 1
-                return
-            target = L if futures else L + 1
-            if not (first_u <= target <= last_u):
-                self._gap(no, f"first diff after snapshot lastUpdateId={L} does not straddle "
-                              f"{target}: U={first_u}, u={last_u}", first_u, last_u,
-                          ts_local, data, L)
-                return
-            st["first_applied_line"] = st["first_applied_line"] or no
-        elif self.state == "sync":
-            if last_u <= self.prev_u:          # a message seen already (a re-sent duplicate)
-                st["duplicates"] += 1
-                return
-            if futures:
-                if json_int(pu) != self.prev_u:
-                    self._gap(no, f"pu={json_int(pu)} != previous u={self.prev_u} (U={first_u}, "
-                                  f"u={last_u})", first_u, last_u, ts_local, data,
-                              self.prev_u)
-                    return
-            elif first_u != self.prev_u + 1:
-                self._gap(no, f"U={first_u} != previous u + 1 = {self.prev_u + 1} "
-                              f"(u={last_u})", first_u, last_u, ts_local, data, self.prev_u)
-                return
-        else:  # "gap": waiting for the next snapshot
-            st["dropped_gap"] += 1
-            g = st["gap_records"][-1]
-            g["dropped"] += 1
-            g["last_ts_local"], g["last_ts_exchange"] = ts_local, _event_ns(data)
-            return
+        last_u = json_int(data["u"])
         e = data.get("E")
         ts_ex = json_int(e) * _MS if e is not None else NO_TIME
         rows = ([(1, _px(p), _sz(q)) for p, q in data["b"]]
@@ -389,7 +347,65 @@ class BinanceSync:
             last = rows.pop()
             depth.extend([(ts_ex, ts_local, side, p, q, last_u, 0) for side, p, q in rows])
             depth.append(ts_ex, ts_local, last[0], last[1], last[2], last_u, FLAG_BATCH_END)
-        st["applied"] += 1
+        self.commit(last_u)
+
+    def accept(self, no, ts_local, data) -> bool:
+        """The sync rules for one diff: True when it is to be applied (then build its rows and
+        call :meth:`commit`); False when it was buffered, dropped or broke the chain (all
+        counted). A ValueError / KeyError for a malformed diff leaves the state unchanged."""
+        st = self.stats
+        first_u, last_u = json_int(data["U"]), json_int(data["u"])
+        pu = data.get("pu")
+        if self.market is None:
+            self.market = "usdm" if pu is not None else "spot"
+        futures = self.market == "usdm"
+        if futures and pu is None:
+            raise ValueError("futures diff without 'pu'")
+        state = self.state
+        if state == "sync":
+            if last_u <= self.prev_u:          # a message seen already (a re-sent duplicate)
+                st["duplicates"] += 1
+                return False
+            if futures:
+                if json_int(pu) != self.prev_u:
+                    self._gap(no, f"pu={json_int(pu)} != previous u={self.prev_u} (U={first_u}, "
+                                  f"u={last_u})", first_u, last_u, ts_local, data,
+                              self.prev_u)
+                    return False
+            elif first_u != self.prev_u + 1:
+                self._gap(no, f"U={first_u} != previous u + 1 = {self.prev_u + 1} "
+                              f"(u={last_u})", first_u, last_u, ts_local, data, self.prev_u)
+                return False
+            return True
+        if state == "wait" or (state == "gap" and self.buffer_gaps):
+            self.buffer.append((no, ts_local, data))
+            if state == "gap":
+                g = st["gap_records"][-1]
+                g["last_ts_local"], g["last_ts_exchange"] = ts_local, _event_ns(data)
+            return False
+        if state == "first":
+            L = self.last_id
+            if (last_u < L) if futures else (last_u <= L):
+                st["dropped_stale"] += 1
+                return False
+            target = L if futures else L + 1
+            if not (first_u <= target <= last_u):
+                self._gap(no, f"first diff after snapshot lastUpdateId={L} does not straddle "
+                              f"{target}: U={first_u}, u={last_u}", first_u, last_u,
+                          ts_local, data, L)
+                return False
+            st["first_applied_line"] = st["first_applied_line"] or no
+            return True
+        # "gap": waiting for the next snapshot
+        st["dropped_gap"] += 1
+        g = st["gap_records"][-1]
+        g["dropped"] += 1
+        g["last_ts_local"], g["last_ts_exchange"] = ts_local, _event_ns(data)
+        return False
+
+    def commit(self, last_u: int) -> None:
+        """An accepted diff (final id ``last_u``) was applied: the book is in sync."""
+        self.stats["applied"] += 1
         self.prev_u = last_u
         self.state = "sync"
 

@@ -34,7 +34,7 @@ from typing import Any, AsyncIterator
 import numpy as np
 
 from ofi_fast.errors import OFIError
-from ofi_fast.feeds._common import NO_TIME, ErrorLog
+from ofi_fast.feeds._common import NO_TIME, ErrorLog, json_int
 from ofi_fast.feeds._l2 import (FLAG_BATCH_END, FLAG_CLEAR, FLAG_SNAPSHOT, BookDeltas, Columns,
                                 Quotes, Trades)
 from ofi_fast.feeds._recorded import JSON_ERRORS, loads
@@ -62,11 +62,14 @@ class LiveLatency:
     """Latencies of a live session, ns: ``exchange`` (local receive time minus the exchange's
     event time ``E``, per depth diff: includes the clocks' offset) and ``signal`` (local
     receive, ``perf_counter_ns`` right after the websocket returned the message, to the
-    signal updated: decoding, sync, BookOFI; per depth diff applied)."""
+    signal updated: decoding, sync, BookOFI; per depth diff applied); ``signal_cpu``: the
+    same span in the thread's CPU time (``thread_time_ns``: what the work costs, without the
+    time the process waited for a core on a loaded machine)."""
 
     def __init__(self) -> None:
         self.exchange: list[int] = []
         self.signal: list[int] = []
+        self.signal_cpu: list[int] = []     # the same span in this thread's CPU time
 
     @staticmethod
     def percentiles(v: list[int], q=(50, 99)) -> tuple[float, ...]:
@@ -83,6 +86,36 @@ if hasattr(asyncio, "timeout"):                    # Python >= 3.11: no task per
 else:  # pragma: no cover
     async def _recv_within(recv, seconds):
         return await asyncio.wait_for(recv(decode=False), seconds)
+
+
+_DIRECT = ("sync", "first")
+_INF = float("inf")
+
+
+def _diff_deltas(data, ts_local) -> BookDeltas | None:
+    """The rows of one accepted diff as BookDeltas, built with numpy (the values of
+    :meth:`BinanceSync.diff`'s rows: the same decimal strings, parsed by the same correctly
+    rounded conversion); None for a diff without levels."""
+    b, a = data["b"], data["a"]
+    nb, n = len(b), len(b) + len(a)
+    if n == 0:
+        return None
+    lv = b + a
+    # numpy parses each decimal string as float() does (correctly rounded)
+    px = np.array([p for p, _ in lv], np.float64)
+    sz = np.array([q for _, q in lv], np.float64)
+    if not (px.min() > 0 and px.max() < _INF and sz.min() >= 0 and sz.max() < _INF):
+        i = int(np.argmin((px > 0) & (px < _INF) & (sz >= 0) & (sz < _INF)))
+        raise ValueError(f"bad price or size {lv[i]!r}")
+    side = np.empty(n, np.int8)
+    side[:nb] = 1
+    side[nb:] = -1
+    flags = np.zeros(n, np.uint8)
+    flags[-1] = FLAG_BATCH_END
+    e = data.get("E")
+    ts_ex = json_int(e) * 1_000_000 if e is not None else NO_TIME
+    return BookDeltas(np.full(n, ts_ex, np.int64), np.full(n, ts_local, np.int64), side, px, sz,
+                      np.full(n, json_int(data["u"]), np.int64), flags)
 
 
 def _empty(cls):
@@ -245,6 +278,10 @@ class BinanceStream:
                 except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException
                         ) as exc:
                     reason = f"{reason or 'connect failed'} ({type(exc).__name__}: {exc})"[:200]
+                left = self._pending
+                self._pending = None
+                if left is not None and any(c.rows for c in left):
+                    yield self._chunk(*left)            # quotes still riding along
                 if self._closed or (t_end is not None and time.monotonic() >= t_end):
                     break
                 self._lost(reason)
@@ -274,6 +311,12 @@ class BinanceStream:
                                      "ts_exchange": ts_e, "resync_line": None})
 
     _ws = None
+    _pending = None
+    recv_cpu_ns = 0
+    #: bookTicker rows ride along with the next depth or trade chunk (or go out once this many
+    #: wait): one chunk per quote would cost more than the quote (the bars do not use them)
+    quote_batch = 64
+    single_diff = False     # the chunk in hand is exactly one applied diff (bars' fast path)
     _last_e: int | None = None
     _end_reason = "stopped"
     _rows = 0
@@ -284,9 +327,11 @@ class BinanceStream:
         st = self.stats
         sync = self.sync
         depth, trades, quotes = Columns(BookDeltas), Columns(Trades), Columns(Quotes)
+        self._pending = (depth, trades, quotes)
         t_open = time.monotonic()
         snap_task: asyncio.Task | None = asyncio.ensure_future(self._fetch())
         clock = time.perf_counter_ns
+        cpu = time.thread_time_ns
         recv = ws.recv
         try:
             while not self._closed:
@@ -321,18 +366,28 @@ class BinanceStream:
                     self._end_reason = f"connection closed ({exc})"[:200]
                     return
                 self.recv_ns = clock()
+                self.recv_cpu_ns = cpu()
                 ts_local = time.time_ns()
                 self.no += 1
                 no = self.no
                 # a snapshot that came in is applied before this message
                 if snap_task is not None and snap_task.done():
                     snap_task = self._apply_snapshot(snap_task, depth)
+                fast = None
                 try:
                     msg = loads(raw)
                     data = msg.get("data", msg) if isinstance(msg, dict) else None
                     if not isinstance(data, dict):
                         raise ValueError("JSON is not an object")
-                    sync.feed(no, ts_local, data, depth, trades, quotes)
+                    if (data.get("e") == "depthUpdate" and sync.state in _DIRECT
+                            and not depth.rows and data.get("s") == self.symbol):
+                        # the common case, straight to arrays (same rules, same values)
+                        st["depth_messages"] += 1
+                        if sync.accept(no, ts_local, data):
+                            fast = _diff_deltas(data, ts_local)
+                            sync.commit(json_int(data["u"]))
+                    else:
+                        sync.feed(no, ts_local, data, depth, trades, quotes)
                 except (*JSON_ERRORS, KeyError, IndexError, AttributeError) as exc:
                     self.errors.bad(no, f"bad Binance message ({type(exc).__name__}: "
                                         f"{str(exc)[:80]}): {bytes(raw[:80])!r}")
@@ -356,7 +411,13 @@ class BinanceStream:
                         self._write(ts_local, raw)
                 if sync.state == "gap" and snap_task is None:
                     snap_task = asyncio.ensure_future(self._fetch())
-                if len(depth) or len(trades) or len(quotes):
+                if fast is not None:
+                    self._rows += fast.side.shape[0]
+                    self.single_diff = True              # one diff, no trade
+                    yield BinanceChunk(fast, self._e_empty[1],
+                                       quotes.flush() if quotes.rows else self._e_empty[2])
+                    self.single_diff = False
+                elif depth.rows or trades.rows or len(quotes.rows) >= self.quote_batch:
                     yield self._chunk(depth, trades, quotes)
         finally:
             if snap_task is not None and not snap_task.done():
@@ -469,6 +530,8 @@ class _LiveBars:
         self.cur = (0.0, math.nan)         # depth state at the last emitted bar's close
         self.emitted = None                # last bar emitted
         self.late = 0
+        self.lat_cpu: list[int] = []
+        self.recv_cpu = 0
         self.tclose: dict[int, float] = {}  # trade bar -> TFI when the trades moved past it
         self.tcur = math.nan               # TFI at the last emitted bar's close
         self._snap: list = []
@@ -502,7 +565,7 @@ class _LiveBars:
             self.mid = m
 
     def add(self, chunk: BinanceChunk, recv_ns: int | None, lat: list[int] | None,
-            hold: int | None = None):
+            hold: int | None = None, single: bool = False):
         """One chunk of :class:`BinanceStream`; returns the bars it closed (none that ends
         after ``hold``, the time of the oldest diff held for a snapshot)."""
         import ofi_fast
@@ -510,6 +573,28 @@ class _LiveBars:
         from ofi_fast.feeds.sources import infer_tick_size
         d, t = chunk.depth, chunk.trades
         n = d.side.shape[0]
+        if single and self.ofi is not None:      # one diff, no trade: the short way
+            tsa = d.ts_local if self.clock == "local" else d.ts_exchange
+            ts = int(tsa[0])
+            if ts != NO_TIME:
+                if self.last_ts is not None and ts < self.last_ts:
+                    ts = self.last_ts
+                k = self._not_late(ts // self.every)
+                self._depth_enter(k)
+                acc = self.acc[k]
+                ofi = self.ofi
+                e = ofi.update_many(tsa, d.side, d.price, d.size,
+                                    batch_end=d.flags.astype(np.bool_))
+                if lat is not None and recv_ns is not None:
+                    lat.append(time.perf_counter_ns() - recv_ns)
+                    self.lat_cpu.append(time.thread_time_ns() - self.recv_cpu)
+                acc[1] += float(e[-1])
+                acc[0] += 1
+                self._set_mid(ofi.book.mid, acc)
+                self.last_ts = ts
+                if self.max_ts is None or ts > self.max_ts:
+                    self.max_ts = ts
+                return self._emit(hold=hold)
         if n:
             ts = (d.ts_local if self.clock == "local" else d.ts_exchange)
             flags = d.flags
@@ -563,6 +648,7 @@ class _LiveBars:
                                         batch_end=be[a:b])
                     if lat is not None and recv_ns is not None:
                         lat.append(time.perf_counter_ns() - recv_ns)
+                        self.lat_cpu.append(time.thread_time_ns() - self.recv_cpu)
                     acc[1] += float(e[-1])
                     acc[0] += 1
                     if be[b - 1]:
@@ -659,18 +745,24 @@ async def bars(stream: BinanceStream, *, every: float = 10.0, window: float = 1.
     lb = _LiveBars(every_ns, window_ns, levels, tick_size, classify,
                    int(round(float(lateness) * _NS)), stream.clock)
     lat = stream.latency.signal
+    lb.lat_cpu = stream.latency.signal_cpu
     stream.stats["late"] = 0
     sync = stream.sync
     local = stream.clock == "local"
+    seen = None
     async for chunk in stream:
-        lb.spans = _spans(stream)
+        key = (len(stream.stats["gap_records"]), len(stream.disconnects),
+               stream.stats["snapshots"])
+        if key != seen:                           # invalid spans change with these only
+            lb.spans, seen = _spans(stream), key
         hold = None
+        lb.recv_cpu = stream.recv_cpu_ns
         buf = sync.buffer
         if buf:
             _, t_loc, data = buf[0]
             e = data.get("E")
             hold = t_loc if local or not isinstance(e, int) else e * 1_000_000
-        for b in lb.add(chunk, stream.recv_ns, lat, hold):
+        for b in lb.add(chunk, stream.recv_ns, lat, hold, stream.single_diff):
             stream.stats["late"] = lb.late
             yield b
     lb.spans = _spans(stream)
