@@ -241,3 +241,38 @@ def test_cli_live_prints_the_stream_bars_and_the_report(tmp_path, capsys):
     assert "latency (b) local receive -> signal updated" in out
     assert "reconnects 0" in out and "gaps 0, resyncs 0" in out
     assert rec.stat().st_size > 0
+
+
+@pytest.mark.parametrize("market", ["usdm", "spot"])
+def test_direct_diff_arrays_equal_the_state_machine_rows(market):
+    """The live fast path (ofi_fast.live._diff_deltas) gives the rows BinanceSync.diff
+    appends, value for value, on every diff of the recording; bad levels are refused."""
+    from ofi_fast.feeds._l2 import BookDeltas, Columns
+    from ofi_fast.feeds._recorded import loads
+    from ofi_fast.live import _diff_deltas
+    from ofi_fast.live.replay import read_lines
+    lines = read_lines(data_file("binance_hftbacktest", market, "btcusdt_20240808.gz"))
+    n = 0
+    for no, ts, body in lines:
+        if b'"depthUpdate"' not in body:
+            continue
+        data = loads(body)["data"]
+        sync = BinanceSync(market=market, on_gap="resync")
+        sync.state, sync.prev_u = "sync", int(data["pu"] if market == "usdm" else
+                                                data["U"] - 1)
+        cols = Columns(BookDeltas)
+        sync.diff(no, ts, data, cols)
+        want = cols.flush()
+        got = _diff_deltas(data, ts)
+        for k in BookDeltas.DTYPES:
+            assert np.array_equal(getattr(got, k), getattr(want, k)), (no, k)
+            assert getattr(got, k).dtype == getattr(want, k).dtype
+        n += 1
+    assert n > 3000
+    bad = {"E": 1, "u": 2, "b": [["1.0", "-1"]], "a": []}
+    with pytest.raises(ValueError, match="bad price or size"):
+        _diff_deltas(bad, 0)
+    with pytest.raises(ValueError):
+        _diff_deltas({"E": 1, "u": 2, "b": [["1.0"]], "a": []}, 0)
+    with pytest.raises(ValueError):
+        _diff_deltas({"E": 1, "u": 2, "b": [["nan", "1"]], "a": []}, 0)

@@ -39,6 +39,7 @@ from ofi_fast.feeds._l2 import (FLAG_BATCH_END, FLAG_CLEAR, FLAG_SNAPSHOT, BookD
                                 Quotes, Trades)
 from ofi_fast.feeds._recorded import JSON_ERRORS, loads
 from ofi_fast.feeds.binance import BinanceChunk, BinanceSync
+from ofi_fast.pipeline import StreamBar
 from ofi_fast.quality import DataQuality, Gap
 
 __all__ = ["BinanceStream", "LiveError", "LiveLatency", "bars"]
@@ -720,7 +721,7 @@ class _LiveBars:
 async def bars(stream: BinanceStream, *, every: float = 10.0, window: float = 1.0,
                levels: int = 1, tick_size: float | None = None,
                classify: str | None = "tick", lateness: float | None = None
-               ) -> AsyncIterator[Any]:
+               ) -> AsyncIterator[StreamBar]:
     """Bars of a live :class:`BinanceStream` as they close: :class:`ofi_fast.pipeline.StreamBar`
     (the columns of :func:`ofi_fast.stream`), by the stream's clock (``stream.clock``).
 

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from http import HTTPStatus
+from typing import Iterable
 
 from ofi_fast.feeds._common import ErrorLog
 from ofi_fast.feeds._l2 import FLAG_CLEAR, BookDeltas, Columns, Quotes, Trades
@@ -58,9 +60,12 @@ def read_lines(path, stop_at=None):
 class ReplayExchange:
     """See the module docstring."""
 
-    def __init__(self, path, *, speed: float = 100.0, skip=(), duplicate=(), close_at=(),
-                 silent_at=None, garbage_at=(), stop_at=None, host: str = "127.0.0.1",
-                 port: int = 0, lines=None):
+    def __init__(self, path: str | os.PathLike[str], *, speed: float = 100.0,
+                 skip: Iterable[int] = (), duplicate: Iterable[int] = (),
+                 close_at: Iterable[int] = (), silent_at: int | None = None,
+                 garbage_at: Iterable[int] = (), stop_at: int | None = None,
+                 host: str = "127.0.0.1", port: int = 0,
+                 lines: list[tuple[int, int, bytes]] | None = None) -> None:
         self.path = str(path)
         self.lines = lines if lines is not None else read_lines(path, stop_at)
         self.speed = float(speed)
@@ -68,6 +73,8 @@ class ReplayExchange:
         self.close_at, self.garbage_at = set(close_at), set(garbage_at)
         self.silent_at = silent_at
         self.host, self._port = host, port
+        self.port = port
+        self.ws_url = self.rest_url = ""
         self.pos = 0                        # index of the next line to send
         self.sent = 0
         self.lag_ns = 0
@@ -88,7 +95,7 @@ class ReplayExchange:
         self._passed = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def __aenter__(self):
+    async def __aenter__(self) -> "ReplayExchange":
         from websockets.asyncio.server import serve
         self._server = await serve(self._handler, self.host, self._port,
                                    process_request=self._http, compression=None,
@@ -98,7 +105,7 @@ class ReplayExchange:
         self.rest_url = f"http://{self.host}:{self.port}"
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         if self._producer is not None:
             self._producer.cancel()
             try:
