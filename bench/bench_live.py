@@ -95,7 +95,7 @@ def run(market="usdm", speed=100.0, every=10.0):
             "sent": done["sent"], "schedule_s": span_ns / 1e9 / speed,
             "wall_s": done["t_done"] - t0, "server_lag_ms": done["lag"] / 1e6,
             "drain_ms": (done["t_drained"] - done["t_done"]) * 1e3,
-            "diffs_applied": int(sig.size), "signal_p50_us": p50 / 1e3,
+            "diffs_timed": int(sig.size), "signal_p50_us": p50 / 1e3,
             "signal_p99_us": p99 / 1e3, "signal_max_us": float(sig.max()) / 1e3,
             "signal_cpu_p50_us": c50 / 1e3, "signal_cpu_p99_us": c99 / 1e3,
             "client_cpu_us_per_msg": cpu_s / max(1, s.no) * 1e6,

@@ -63,7 +63,8 @@ class LiveLatency:
     """Latencies of a live session, ns: ``exchange`` (local receive time minus the exchange's
     event time ``E``, per depth diff: includes the clocks' offset) and ``signal`` (local
     receive, ``perf_counter_ns`` right after the websocket returned the message, to the
-    signal updated: decoding, sync, BookOFI; per depth diff applied); ``signal_cpu``: the
+    signal updated: decoding, sync, BookOFI; per depth diff applied live, the diffs replayed
+    from the buffer at a snapshot left out: they waited for it); ``signal_cpu``: the
     same span in the thread's CPU time (``thread_time_ns``: what the work costs, without the
     time the process waited for a core on a loaded machine)."""
 
@@ -78,15 +79,6 @@ class LiveLatency:
         if not v:
             return tuple(math.nan for _ in q)
         return tuple(float(x) for x in np.percentile(np.asarray(v, np.int64), q))
-
-
-if hasattr(asyncio, "timeout"):                    # Python >= 3.11: no task per message
-    async def _recv_within(recv, seconds):
-        async with asyncio.timeout(seconds):
-            return await recv(decode=False)
-else:  # pragma: no cover
-    async def _recv_within(recv, seconds):
-        return await asyncio.wait_for(recv(decode=False), seconds)
 
 
 _DIRECT = ("sync", "first")
@@ -312,6 +304,8 @@ class BinanceStream:
                                      "ts_exchange": ts_e, "resync_line": None})
 
     _ws = None
+    _why: str | None = None
+    _last_rx = 0.0
     _pending = None
     recv_cpu_ns = 0
     #: bookTicker rows ride along with the next depth or trade chunk (or go out once this many
@@ -334,37 +328,17 @@ class BinanceStream:
         clock = time.perf_counter_ns
         cpu = time.thread_time_ns
         recv = ws.recv
+        watch = asyncio.ensure_future(self._watchdog(ws, t_open, t_end))
         try:
             while not self._closed:
-                now = time.monotonic()
-                left = self.silence
-                planned = t_open + self.max_age - now
-                end_left = None if t_end is None else t_end - now
-                wait = min(left, planned, end_left if end_left is not None else left)
-                if wait <= 0:
-                    self._end_reason = ("stopped" if end_left is not None and end_left <= 0
-                                        else "planned reconnect (connection age)")
-                    if self._end_reason.startswith("planned"):
-                        st["planned"] += 1
-                    else:
-                        self._closed = True
-                    return
                 try:
-                    raw = await _recv_within(recv, wait)
-                except (TimeoutError, asyncio.TimeoutError):
-                    now = time.monotonic()
-                    if t_end is not None and now >= t_end:
-                        self._closed = True
-                        self._end_reason = "stopped"
-                    elif now - t_open >= self.max_age:
-                        st["planned"] += 1
-                        self._end_reason = "planned reconnect (connection age)"
-                    else:
-                        st["silences"] += 1
-                        self._end_reason = f"no message for {self.silence:g} s"
-                    return
+                    raw = await recv(decode=False)
+                    self._last_rx = time.monotonic()
                 except websockets.exceptions.ConnectionClosed as exc:
-                    self._end_reason = f"connection closed ({exc})"[:200]
+                    if self._why is None:
+                        self._end_reason = f"connection closed ({exc})"[:200]
+                    else:
+                        self._end_reason = self._why
                     return
                 self.recv_ns = clock()
                 self.recv_cpu_ns = cpu()
@@ -421,8 +395,39 @@ class BinanceStream:
                 elif depth.rows or trades.rows or len(quotes.rows) >= self.quote_batch:
                     yield self._chunk(depth, trades, quotes)
         finally:
+            watch.cancel()
             if snap_task is not None and not snap_task.done():
                 snap_task.cancel()
+
+    async def _watchdog(self, ws, t_open, t_end):
+        """Close the connection when it has been silent for ``silence`` s (dead), when it is
+        ``max_age`` s old (planned reconnect) or at the end of ``duration``: one timer task per
+        connection instead of a timeout around every receive."""
+        st = self.stats
+        self._why = None
+        self._last_rx = t_open
+        while True:
+            now = time.monotonic()
+            due = [self._last_rx + self.silence, t_open + self.max_age]
+            if t_end is not None:
+                due.append(t_end)
+            wait = min(due) - now
+            if wait > 0:
+                await asyncio.sleep(min(wait, 0.25 * self.silence) + 0.001)
+                continue
+            if t_end is not None and now >= t_end:
+                self._closed = True
+                self._why = "stopped"
+            elif now >= t_open + self.max_age:
+                st["planned"] += 1
+                self._why = "planned reconnect (connection age)"
+            else:
+                st["silences"] += 1
+                self._why = f"no message for {self.silence:g} s"
+                ws.transport.abort()          # a dead peer would not answer a close frame
+                return
+            await ws.close()
+            return
 
     def _chunk(self, depth, trades, quotes) -> BinanceChunk:
         e_d, e_t, e_q = self._e_empty
@@ -627,6 +632,9 @@ class _LiveBars:
                                             crossed=CROSSED_POLICY)
             ofi = self.ofi
             bts = ts if self.clock == "local" else d.ts_exchange
+            # diffs replayed from the buffer at a snapshot waited for it by design: their
+            # latency is not the client's (not counted)
+            resync = bool(u_snap.any())
             for j in range(ends.shape[0]):
                 a, b = int(starts[j]), int(ends[j]) + 1
                 k = self._not_late(int(u_ts[j]) // self.every)
@@ -647,7 +655,7 @@ class _LiveBars:
                         tsu = np.where(tsu == NO_TIME, u_ts[j], tsu)
                     e = ofi.update_many(tsu, d.side[a:b], d.price[a:b], d.size[a:b],
                                         batch_end=be[a:b])
-                    if lat is not None and recv_ns is not None:
+                    if lat is not None and recv_ns is not None and not resync:
                         lat.append(time.perf_counter_ns() - recv_ns)
                         self.lat_cpu.append(time.thread_time_ns() - self.recv_cpu)
                     acc[1] += float(e[-1])
