@@ -276,3 +276,19 @@ def test_direct_diff_arrays_equal_the_state_machine_rows(market):
         _diff_deltas({"E": 1, "u": 2, "b": [["1.0"]], "a": []}, 0)
     with pytest.raises(ValueError):
         _diff_deltas({"E": 1, "u": 2, "b": [["nan", "1"]], "a": []}, 0)
+
+
+@pytest.mark.parametrize("silent", [False, True])
+def test_unknown_symbol_is_one_clear_error(silent, tmp_path):
+    """The exchange refuses the snapshot (HTTP 400, Binance's body): a LiveError naming it,
+    not an endless retry, also when the websocket sends nothing (as Binance does for an
+    unknown symbol's streams)."""
+    f = head("spot", 500, tmp_path)
+
+    async def run():
+        async with ReplayExchange(f, speed=10.0, silent_at=1 if silent else None) as ex:
+            s = BinanceStream("ETHUSDT", "spot", ws_url=ex.ws_url, rest_url=ex.rest_url)
+            async for _ in s:
+                pass
+    with pytest.raises(LiveError, match="HTTP 400.*Invalid symbol"):
+        asyncio.run(asyncio.wait_for(run(), LIMIT))

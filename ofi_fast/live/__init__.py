@@ -248,8 +248,11 @@ class BinanceStream:
                             ) from None
         self._rows = 0
         if self.record is not None:
-            self._rec = (gzip.open(self.record, "wb", compresslevel=3)
-                         if str(self.record).endswith(".gz") else open(self.record, "wb"))
+            try:
+                self._rec = (gzip.open(self.record, "wb", compresslevel=3)
+                             if str(self.record).endswith(".gz") else open(self.record, "wb"))
+            except OSError as exc:
+                raise LiveError(f"{self.record}: cannot write the recording ({exc})") from None
         url = f"{self.ws_url}/stream?streams={'/'.join(self.streams)}"
         t_end = None if self.duration is None else time.monotonic() + float(self.duration)
         delay = self.backoff[0]
@@ -293,6 +296,8 @@ class BinanceStream:
         # diffs of the old connection can never be joined to the next snapshot
         # (not recorded either: the file reader must not join them to the next snapshot)
         self.stats["dropped_gap"] += len(self.sync.buffer)
+        if self.sync.state == "gap" and self.stats["gap_records"]:
+            self.stats["gap_records"][-1]["dropped"] += len(self.sync.buffer)
         self._held.clear()
         self.sync.buffer = []
         was = self.sync.state
@@ -304,6 +309,7 @@ class BinanceStream:
                                      "ts_exchange": ts_e, "resync_line": None})
 
     _ws = None
+    _fatal: LiveError | None = None
     _why: str | None = None
     _last_rx = 0.0
     _pending = None
@@ -324,7 +330,7 @@ class BinanceStream:
         depth, trades, quotes = Columns(BookDeltas), Columns(Trades), Columns(Quotes)
         self._pending = (depth, trades, quotes)
         t_open = time.monotonic()
-        snap_task: asyncio.Task | None = asyncio.ensure_future(self._fetch())
+        snap_task: asyncio.Task | None = self._spawn_fetch()
         clock = time.perf_counter_ns
         cpu = time.thread_time_ns
         recv = ws.recv
@@ -335,6 +341,8 @@ class BinanceStream:
                     raw = await recv(decode=False)
                     self._last_rx = time.monotonic()
                 except websockets.exceptions.ConnectionClosed as exc:
+                    if self._fatal is not None:
+                        raise self._fatal from None
                     if self._why is None:
                         self._end_reason = f"connection closed ({exc})"[:200]
                     else:
@@ -385,7 +393,7 @@ class BinanceStream:
                     else:
                         self._write(ts_local, raw)
                 if sync.state == "gap" and snap_task is None:
-                    snap_task = asyncio.ensure_future(self._fetch())
+                    snap_task = self._spawn_fetch()
                 if fast is not None:
                     self._rows += fast.side.shape[0]
                     self.single_diff = True              # one diff, no trade
@@ -452,20 +460,22 @@ class BinanceStream:
         st = self.stats
         try:
             ts_local, body, snap = task.result()
+        except LiveError:
+            raise
         except (OSError, ValueError, urllib.error.URLError, asyncio.TimeoutError) as exc:
             st["snapshot_errors"] += 1
             self.errors.bad(self.no, f"snapshot request failed ({type(exc).__name__}: "
                                      f"{str(exc)[:120]})")
-            return asyncio.ensure_future(self._fetch(delay=self.backoff[0]))
+            return self._spawn_fetch(delay=self.backoff[0])
         sync = self.sync
         try:
             old = sync.snapshot_is_old(int(snap["lastUpdateId"]))
         except (KeyError, TypeError, ValueError) as exc:
             self.errors.bad(self.no, f"bad snapshot ({type(exc).__name__}: {exc})")
-            return asyncio.ensure_future(self._fetch(delay=self.backoff[0]))
+            return self._spawn_fetch(delay=self.backoff[0])
         if old:
             st["snapshot_refetches"] += 1
-            return asyncio.ensure_future(self._fetch(delay=0.05))
+            return self._spawn_fetch(delay=0.05)
         held = [no for no, _, _ in sync.buffer]
         n_rows = len(depth)
         try:
@@ -473,7 +483,7 @@ class BinanceStream:
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             del depth.rows[n_rows:]
             self.errors.bad(self.no, f"bad snapshot ({type(exc).__name__}: {exc})")
-            return asyncio.ensure_future(self._fetch(delay=self.backoff[0]))
+            return self._spawn_fetch(delay=self.backoff[0])
         g = st["gap_records"][-1] if st["gap_records"] else None
         if g is not None and g["resync_line"] == self.no and g["resync_ts_exchange"] == NO_TIME:
             # a spot snapshot has no exchange time: the resync is at the last one received
@@ -489,6 +499,21 @@ class BinanceStream:
                 self._last_e if self._last_e is not None else NO_TIME)
         return None
 
+    def _spawn_fetch(self, delay: float = 0.0) -> asyncio.Task:
+        """Start a snapshot request; a refusal (LiveError) ends the connection at once, so it
+        reaches the caller even when no message comes (Binance sends nothing for an unknown
+        symbol's streams)."""
+        task = asyncio.ensure_future(self._fetch(delay))
+
+        def done(t):
+            if not t.cancelled() and isinstance(t.exception(), LiveError):
+                self._fatal = t.exception()
+                ws = self._ws
+                if ws is not None and ws.transport is not None:
+                    ws.transport.abort()
+        task.add_done_callback(done)
+        return task
+
     async def _fetch(self, delay: float = 0.0):
         """GET the REST depth snapshot (urllib in a thread): (local ns, body, decoded)."""
         if delay:
@@ -497,8 +522,16 @@ class BinanceStream:
         url = f"{self.rest_url}{self._depth_path}?symbol={self.symbol}&limit={self.limit}"
 
         def get():
-            with urllib.request.urlopen(url, timeout=self.snapshot_timeout) as r:
-                return r.read()
+            try:
+                with urllib.request.urlopen(url, timeout=self.snapshot_timeout) as r:
+                    return r.read()
+            except urllib.error.HTTPError as exc:
+                if 400 <= exc.code < 500 and exc.code not in (418, 429):
+                    # a request the exchange refuses (e.g. an unknown symbol): retrying will
+                    # not help; rate limits (418 / 429) are retried with the backoff
+                    body = exc.read()[:200].decode("utf-8", "replace")
+                    raise LiveError(f"{url}: HTTP {exc.code}: {body}") from None
+                raise
         body = await asyncio.to_thread(get)
         ts_local = time.time_ns()
         snap = json.loads(body)

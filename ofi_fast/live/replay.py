@@ -30,6 +30,7 @@ import os
 import time
 from http import HTTPStatus
 from typing import Iterable
+from urllib.parse import parse_qs
 
 from ofi_fast.feeds._common import ErrorLog
 from ofi_fast.feeds._l2 import FLAG_CLEAR, BookDeltas, Columns, Quotes, Trades
@@ -86,6 +87,9 @@ class ReplayExchange:
         self._snap_idx = next((i for i, (_, _, b) in enumerate(self.lines)
                                if b.startswith(b'{"lastUpdateId"')), None)
         self._served_recorded = False
+        first = next((b for _, _, b in self.lines if b'"s":"' in b), None)
+        self.symbol = (first.split(b'"s":"', 1)[1].split(b'"', 1)[0].decode()
+                       if first is not None else None)
         self._producer = None
         self._server = None
         # the exchange's book, rebuilt lazily up to the replay position
@@ -168,8 +172,13 @@ class ReplayExchange:
 
     # -- REST -------------------------------------------------------------------------------
     async def _http(self, connection, request):
-        if not request.path.split("?", 1)[0].endswith("/depth"):
+        path, _, query = request.path.partition("?")
+        if not path.endswith("/depth"):
             return None                                   # a websocket handshake
+        sym = parse_qs(query).get("symbol", [""])[0]
+        if self.symbol is not None and sym != self.symbol:
+            return connection.respond(HTTPStatus.BAD_REQUEST,
+                                      '{"code":-1121,"msg":"Invalid symbol."}')
         if self._snap_idx is not None and not self._served_recorded:
             await self._passed.wait()
             self._served_recorded = True
