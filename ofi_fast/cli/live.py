@@ -28,7 +28,8 @@ def cmd_live(args):
     market = MARKETS[args.exchange]
     s = BinanceStream(args.symbol, market, ws_url=args.ws_url, rest_url=args.rest_url,
                       clock=args.clock, record=args.record, silence=args.silence,
-                      duration=args.duration)
+                      duration=args.duration,
+                      log=lambda m: print(f"ofi-fast: {m}", file=sys.stderr, flush=True))
     out = sys.stdout
     out.write(f"ofi-fast live: {args.exchange} {s.symbol} ({', '.join(s.streams)}); one line "
               f"per {args.every:g} s bar by the {args.clock} clock, rolling window "
@@ -75,6 +76,10 @@ def cmd_live(args):
     warn = q.warning()
     if warn:
         print(f"ofi-fast: warning: {warn}", file=sys.stderr)
+    if s.no == 0:
+        print(f"ofi-fast: error: no message received from {s.ws_url} "
+              f"({s.stats['reconnects']} connection attempts failed)", file=sys.stderr)
+        return 2
     return 130 if interrupted else 0
 
 

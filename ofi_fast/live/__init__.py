@@ -29,7 +29,7 @@ import math
 import time
 import urllib.error
 import urllib.request
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 
@@ -138,7 +138,7 @@ class BinanceStream:
     exponential reconnect delay; ``max_age`` s -> planned reconnect (Binance closes a
     connection at 24 h); ``max_buffer`` diffs held for a snapshot at most (older ones dropped,
     counted as ``dropped["gap"]``); ``duration`` s: stop after that long (None: run until
-    cancelled or :meth:`close`).
+    cancelled or :meth:`close`); ``log``: called with one line per reconnect (the reason).
     """
 
     def __init__(self, symbol: str, market: str = "usdm", *, ws_url: str | None = None,
@@ -146,7 +146,8 @@ class BinanceStream:
                  record: str | None = None, depth_ms: int = 100, trades: str | None = None,
                  limit: int = 1000, silence: float = 10.0, backoff: tuple[float, float] = (0.5, 30.0),
                  max_age: float = 23.5 * 3600, max_buffer: int = 100_000,
-                 duration: float | None = None, snapshot_timeout: float = 10.0):
+                 duration: float | None = None, snapshot_timeout: float = 10.0,
+                 log: Callable[[str], None] | None = None):
         if market not in ENDPOINTS:
             raise LiveError(f"market must be 'usdm' or 'spot', not {market!r}")
         if clock not in ("local", "exchange"):
@@ -178,6 +179,7 @@ class BinanceStream:
         self.duration = duration
         self.snapshot_timeout = float(snapshot_timeout)
         self.record = record
+        self.log = log
         self.path = f"binance-{market} {self.symbol} (live)"
         self.errors = ErrorLog(self.path, "skip")
         self.snap_errors = None
@@ -293,6 +295,8 @@ class BinanceStream:
     def _lost(self, reason: str) -> None:
         """The connection ended: the book is invalid until a fresh snapshot resyncs it."""
         self.stats["reconnects"] += 1
+        if self.log is not None:
+            self.log(f"{self.path}: {reason}; reconnecting")
         # diffs of the old connection can never be joined to the next snapshot
         # (not recorded either: the file reader must not join them to the next snapshot)
         self.stats["dropped_gap"] += len(self.sync.buffer)
