@@ -98,7 +98,8 @@ def test_server_close_reconnects_and_resyncs(tmp_path):
     d = q.disconnects[0]
     assert d.resync_ts is not None and d.resync_ts >= d.ts and d.seconds_invalid >= 0
     assert q.gaps == ()                       # an outage is not a sequence gap
-    assert s.stats["snapshots"] == 2 and ex.snapshots_served == 2
+    assert s.stats["snapshots"] == 2
+    assert s.stats["snapshot_fetches"] == 2 + s.stats["snapshot_errors"]
     # bars overlapping the outage are flagged; bars from two bars after the resync are exact
     k_res = d.resync_ts // (2 * NS)
     flagged = [b for b in got if not b.valid]
@@ -122,7 +123,8 @@ def test_gap_resyncs_duplicate_ignored_garbage_counted(tmp_path):
     assert s.stats["duplicates"] == 1 and q.dropped["duplicate"] == 1
     assert q.dropped["parse_skip"] == 1 and len(q.parse_first) == 1
     assert "bad Binance message" in q.parse_first[0][1]
-    assert s.stats["snapshot_fetches"] == 2 and s.valid
+    # (a request that fails on a loaded machine is asked again, and counted apart)
+    assert s.stats["snapshot_fetches"] == 2 + s.stats["snapshot_errors"] and s.valid
     assert any(not b.valid for b in got) and got[-1].valid
     # the duplicate changed nothing: bars before the gap equal the file's (which has no dup)
     want = {b.start_ns: b for b in ofi_fast.stream(f, every=2.0, window=1.0, clock="exchange")}

@@ -66,7 +66,8 @@ def cmd_live(args):
     out.write(f"quality: {q.messages_applied:,} of {q.messages_read:,} book messages applied; "
               f"reconnects {q.reconnects} (silences {s.stats['silences']}, planned "
               f"{s.stats['planned']}); gaps {len(q.gaps)}, resyncs {q.resyncs}; snapshot "
-              f"refetches {s.stats['snapshot_refetches']}; dropped: {dropped}\n")
+              f"refetches {s.stats['snapshot_refetches']}, failed requests "
+              f"{s.stats['snapshot_errors']}; dropped: {dropped}\n")
     for d in (*q.gaps, *q.disconnects):
         out.write(f"  invalid: {d.detail} at message {d.line:,}, "
                   f"{d.seconds_invalid:.3f} s, "

@@ -188,7 +188,8 @@ class BinanceStream:
         self.stats = self.sync.stats
         self.stats.update({"connections": 0, "reconnects": 0, "silences": 0, "planned": 0,
                            "snapshot_fetches": 0, "snapshot_refetches": 0,
-                           "snapshot_errors": 0, "buffer_overflow": 0})
+                           "snapshot_errors": 0, "snapshot_error_first": [],
+                           "buffer_overflow": 0})
         self.disconnects: list[dict[str, Any]] = []
         self.latency = LiveLatency()
         self.recv_ns = 0
@@ -467,9 +468,14 @@ class BinanceStream:
         except LiveError:
             raise
         except (OSError, ValueError, urllib.error.URLError, asyncio.TimeoutError) as exc:
+            # a request that failed (network, timeout, 5xx, a body that is no snapshot) is not
+            # a message lost: counted apart, its reason kept, and asked again
             st["snapshot_errors"] += 1
-            self.errors.bad(self.no, f"snapshot request failed ({type(exc).__name__}: "
-                                     f"{str(exc)[:120]})")
+            why = f"snapshot request failed ({type(exc).__name__}: {str(exc)[:120]})"
+            if len(st["snapshot_error_first"]) < 20:
+                st["snapshot_error_first"].append((self.no, why))
+            if self.log is not None:
+                self.log(f"{self.path}: {why}; asking again")
             return self._spawn_fetch(delay=self.backoff[0])
         sync = self.sync
         try:
