@@ -90,6 +90,9 @@ class DataQuality:
       change that names one puts it back and is not counted.
     - ``invalid_bars``: bars that overlap a gap before its resync (``valid`` False in the bar
       table; left out of the fit).
+    - ``reconnects`` (live sessions, :mod:`ofi_fast.live`): connections lost and replaced;
+      ``disconnects``: one :class:`Gap` per outage (``detail`` the reason, ``ts`` when the
+      connection was lost, ``resync_ts`` when a fresh snapshot made the book valid again).
     """
 
     source: str
@@ -109,6 +112,8 @@ class DataQuality:
     locked: int = 0
     stale_orders: int = 0
     invalid_bars: int = 0
+    reconnects: int = 0
+    disconnects: tuple[Gap, ...] = ()
 
     @property
     def lost(self) -> int:
@@ -146,6 +151,7 @@ class DataQuality:
         """Plain JSON-ready dict (gaps as dicts, shares added)."""
         d = dataclasses.asdict(self)
         d["gaps"] = [dataclasses.asdict(g) for g in self.gaps]
+        d["disconnects"] = [dataclasses.asdict(g) for g in self.disconnects]
         d["parse_first"] = [list(x) for x in self.parse_first]
         d["truncated"] = list(self.truncated) if self.truncated is not None else None
         d["lost"] = self.lost

@@ -34,7 +34,8 @@ import sys
 from ofi_fast.cli._common import CliError, _Parser
 
 #: the modules of ``ofi_fast.cli``, one per command (or family), each with ``register(sub)``
-COMMANDS = ("analyze", "stream", "bench", "research", "forecast", "simulate", "batch")
+COMMANDS = ("analyze", "stream", "bench", "research", "forecast", "simulate", "batch",
+            "live")
 
 __all__ = ["CliError", "COMMANDS", "build_parser", "main"]
 

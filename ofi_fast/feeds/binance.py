@@ -18,7 +18,9 @@ Synchronisation (Binance "How to manage a local order book correctly"; THEORY-DE
 2. at a snapshot with ``lastUpdateId`` L, buffered and later diffs with ``u <= L`` (spot) /
    ``u < L`` (futures) are dropped (counted in ``stats["dropped_stale"]``);
 3. the first applied diff must straddle: ``U <= L + 1 <= u`` (spot) / ``U <= L <= u`` (futures);
-4. afterwards ``U == previous u + 1`` (spot) / ``pu == previous u`` (futures).
+4. afterwards ``U == previous u + 1`` (spot) / ``pu == previous u`` (futures); a diff whose
+   ``u`` is not past the previous ``u`` is a message already applied (a duplicate a server
+   re-sent) and is ignored (counted in ``stats["duplicates"]``).
 
 A break of 3 or 4 raises :class:`~ofi_fast.errors.SequenceGapError` naming the ids and the line
 (``on_gap="raise"``), or under ``on_gap="resync"`` is recorded in ``stats["gaps"]``; diffs are
@@ -119,14 +121,25 @@ class BinanceReader:
         if on_gap not in ("raise", "resync"):
             raise ValueError(f"on_gap must be 'raise' or 'resync', not {on_gap!r}")
         self.path = str(path)
-        self.market = market
-        self.symbol = symbol.upper() if symbol else None
+        self._market = market
+        self._symbol = symbol.upper() if symbol else None
+        self._sync: BinanceSync | None = None
         self.snapshots = snapshots
         self.chunk_rows = int(chunk_rows)
         self.on_gap = on_gap
         self.on_error = on_error
         self.errors = ErrorLog(self.path, on_error)
         self.snap_errors = ErrorLog(str(snapshots), on_error) if snapshots is not None else None
+
+    @property
+    def market(self) -> str | None:
+        """"spot" or "usdm": as given, else detected from the first diff read."""
+        return self._sync.market if self._sync is not None else self._market
+
+    @property
+    def symbol(self) -> str | None:
+        """The symbol read: as given, else the first symbol-bearing message's."""
+        return self._sync.symbol if self._sync is not None else self._symbol
 
     # -- input ---------------------------------------------------------------------------------
     def _lines(self, path, errors):
@@ -147,36 +160,31 @@ class BinanceReader:
             yield rec
         yield from snaps[i:]
 
-    # -- state machine -------------------------------------------------------------------------
+    # -- driving the state machine -------------------------------------------------------------
     def __iter__(self):
-        self.stats = st = {
-            "lines": 0, "markers": 0, "depth_messages": 0, "applied": 0, "snapshots": 0,
-            "dropped_stale": 0, "dropped_gap": 0, "unsynced_at_end": 0, "trades": 0,
-            "quotes": 0, "other_symbol": 0, "other_stream": 0, "gaps": [],
-            "first_applied_line": None, "snapshot_lines": [], "gap_records": [],
-            "symbols": set(),
-        }
+        self.stats = st = new_stats()
         depth, trades, quotes = Columns(BookDeltas), Columns(Trades), Columns(Quotes)
-        self._state = "wait"   # "wait": no snapshot; "first": after snapshot; "sync"
-        self._buffer = []      # diffs received before the snapshot (state "wait")
-        self._last_id = None   # lastUpdateId of the current snapshot
-        self._prev_u = None
+        self._sync = sync = BinanceSync(market=self._market, symbol=self._symbol,
+                                        on_gap=self.on_gap, where=self.path, stats=st)
         n = self.chunk_rows
-        for no, ts_local, msg, src in self._merged():
-            st["lines"] += 1
-            data = msg.get("data", msg)
-            try:
-                self._dispatch(no, ts_local, data, src, depth, trades, quotes)
-            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-                if isinstance(exc, (SequenceGapError, ParseError)):
-                    raise
-                errors = self.errors if src == self.path else self.snap_errors
-                errors.bad(no, f"bad Binance message ({type(exc).__name__}: {exc})")
-            if len(depth) >= n or len(trades) >= n or len(quotes) >= n:
+        try:
+            for no, ts_local, msg, src in self._merged():
+                st["lines"] += 1
+                data = msg.get("data", msg)
+                try:
+                    sync.feed(no, ts_local, data, depth, trades, quotes)
+                except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+                    if isinstance(exc, (SequenceGapError, ParseError)):
+                        raise
+                    errors = self.errors if src == self.path else self.snap_errors
+                    errors.bad(no, f"bad Binance message ({type(exc).__name__}: {exc})")
+                if len(depth) >= n or len(trades) >= n or len(quotes) >= n:
+                    yield BinanceChunk(depth.flush(), trades.flush(), quotes.flush())
+            st["unsynced_at_end"] = len(sync.buffer)
+            if len(depth) or len(trades) or len(quotes):
                 yield BinanceChunk(depth.flush(), trades.flush(), quotes.flush())
-        st["unsynced_at_end"] = len(self._buffer)
-        if len(depth) or len(trades) or len(quotes):
-            yield BinanceChunk(depth.flush(), trades.flush(), quotes.flush())
+        finally:
+            self._market, self._symbol = sync.market, sync.symbol
 
     def read(self) -> BinanceChunk:
         """The whole file as one :class:`BinanceChunk`."""
@@ -185,8 +193,84 @@ class BinanceReader:
                             Trades.concat([p.trades for p in parts]),
                             Quotes.concat([p.quotes for p in parts]))
 
-    def _want(self, data) -> bool:
-        return self._want_symbol(data.get("s"))
+
+def new_stats() -> dict[str, Any]:
+    """The counters of :class:`BinanceSync` (and of the drivers: ``lines``, ``markers``)."""
+    return {
+        "lines": 0, "markers": 0, "depth_messages": 0, "applied": 0, "snapshots": 0,
+        "dropped_stale": 0, "dropped_gap": 0, "unsynced_at_end": 0, "trades": 0,
+        "quotes": 0, "other_symbol": 0, "other_stream": 0, "gaps": [],
+        "first_applied_line": None, "snapshot_lines": [], "gap_records": [],
+        "symbols": set(), "duplicates": 0,
+    }
+
+
+class BinanceSync:
+    """The snapshot / diff-depth synchronisation of one Binance symbol, message by message (the
+    rules of the module docstring). One implementation with two drivers: :class:`BinanceReader`
+    (a recording, line by line) and :class:`ofi_fast.live.BinanceStream` (a websocket plus REST
+    snapshots), so that a recording and a live session give the same book.
+
+    :meth:`feed` takes one decoded message (the ``data`` of a combined-stream wrapper, or a REST
+    snapshot) with its position ``no`` (a line number, or a message count live) and local
+    receive time, and appends its rows to the :class:`~ofi_fast.feeds._l2.Columns` given.
+    ``state``: ``"wait"`` (no snapshot yet: diffs buffered), ``"first"`` (snapshot loaded, the
+    straddling diff not yet seen), ``"sync"`` (the book is valid), ``"gap"`` (a break of the id
+    chain: invalid until the next snapshot). ``buffer_gaps=True`` (the live driver) keeps the
+    diffs that arrive after a gap for the next snapshot, as before the first one, instead of
+    dropping them at once; those the snapshot makes stale count as ``dropped_gap``.
+    ``stats`` (:func:`new_stats`) counts everything; malformed messages raise ValueError /
+    KeyError / TypeError for the driver to count.
+    """
+
+    def __init__(self, *, market=None, symbol=None, on_gap="raise", where="",
+                 stats=None, buffer_gaps=False):
+        self.market = market
+        self.symbol = symbol
+        self.on_gap = on_gap
+        self.where = where
+        self.stats = new_stats() if stats is None else stats
+        self.buffer_gaps = buffer_gaps
+        self.state = "wait"
+        self.buffer = []       # diffs waiting for a snapshot (state "wait", or "gap" live)
+        self.last_id = None    # lastUpdateId of the current snapshot
+        self.prev_u = None
+
+    @property
+    def valid(self) -> bool:
+        """True while the book is in sync (after the straddling diff, before any gap)."""
+        return self.state == "sync"
+
+    def feed(self, no, ts_local, data, depth, trades, quotes):
+        """Apply one message (see the class docstring)."""
+        st = self.stats
+        if "lastUpdateId" in data:
+            if self._want_symbol(data.get("_symbol")):
+                self.snapshot(no, ts_local, data, depth)
+            return
+        ev = data.get("e")
+        if ev == "depthUpdate":
+            if self._want_symbol(data.get("s")):
+                st["depth_messages"] += 1
+                self.diff(no, ts_local, data, depth)
+        elif ev in ("trade", "aggTrade"):
+            if self._want_symbol(data.get("s")):
+                tid = data["t"] if ev == "trade" else data["a"]
+                m = data["m"]
+                if not isinstance(m, bool):
+                    raise ValueError(f"'m' is not a boolean: {m!r}")
+                trades.append(json_int(data["T"]) * _MS, ts_local, _px(data["p"]), _sz(data["q"]),
+                              -1 if m else 1, json_int(tid))
+                st["trades"] += 1
+        elif ev == "bookTicker" or (ev is None and "b" in data and "A" in data):
+            if self._want_symbol(data.get("s")):
+                e = data.get("E")
+                quotes.append(json_int(e) * _MS if e is not None else NO_TIME, ts_local,
+                              _px(data["b"]), _sz(data["B"]), _px(data["a"]), _sz(data["A"]),
+                              json_int(data["u"]))
+                st["quotes"] += 1
+        else:
+            st["other_stream"] += 1
 
     def _want_symbol(self, sym) -> bool:
         if sym is None:
@@ -199,38 +283,21 @@ class BinanceReader:
             return False
         return True
 
-    def _dispatch(self, no, ts_local, data, src, depth, trades, quotes):
-        st = self.stats
-        if "lastUpdateId" in data:
-            if self._want_symbol(data.get("_symbol")):
-                self._on_snapshot(no, ts_local, data, depth)
-            return
-        ev = data.get("e")
-        if ev == "depthUpdate":
-            if self._want(data):
-                st["depth_messages"] += 1
-                self._on_diff(no, ts_local, data, depth)
-        elif ev in ("trade", "aggTrade"):
-            if self._want(data):
-                tid = data["t"] if ev == "trade" else data["a"]
-                m = data["m"]
-                if not isinstance(m, bool):
-                    raise ValueError(f"'m' is not a boolean: {m!r}")
-                trades.append(json_int(data["T"]) * _MS, ts_local, _px(data["p"]), _sz(data["q"]),
-                              -1 if m else 1, json_int(tid))
-                st["trades"] += 1
-        elif ev == "bookTicker" or (ev is None and "b" in data and "A" in data):
-            if self._want(data):
-                e = data.get("E")
-                quotes.append(json_int(e) * _MS if e is not None else NO_TIME, ts_local,
-                              _px(data["b"]), _sz(data["B"]), _px(data["a"]), _sz(data["A"]),
-                              json_int(data["u"]))
-                st["quotes"] += 1
-        else:
-            st["other_stream"] += 1
+    def snapshot_is_old(self, last_id: int) -> bool:
+        """True when a snapshot with ``lastUpdateId`` = ``last_id`` cannot join the buffered
+        diffs: the oldest one it does not make stale starts after ``last_id + 1`` (spot) /
+        ``last_id`` (futures), so the diffs in between are missing (fetch a newer one)."""
+        futures = self.market == "usdm"
+        for _, _, data in self.buffer:
+            u = json_int(data["u"])
+            if (u < last_id) if futures else (u <= last_id):
+                continue
+            return json_int(data["U"]) > (last_id if futures else last_id + 1)
+        return False
 
     # snapshots -----------------------------------------------------------------------------------
-    def _on_snapshot(self, no, ts_local, data, depth):
+    def snapshot(self, no, ts_local, data, depth):
+        """A REST snapshot: re-initialise the book, then replay the buffered diffs."""
         st = self.stats
         last_id = json_int(data["lastUpdateId"])
         bids, asks = data["bids"], data["asks"]
@@ -247,58 +314,31 @@ class BinanceReader:
                          FLAG_SNAPSHOT | FLAG_CLEAR | FLAG_BATCH_END)
         st["snapshots"] += 1
         st["snapshot_lines"].append(no)
-        if self._state == "gap" and st["gap_records"]:
+        after_gap = self.state == "gap"
+        if after_gap and st["gap_records"]:
             g = st["gap_records"][-1]
             g["resync_line"], g["resync_ts_local"], g["resync_ts_exchange"] = no, ts_local, ts_ex
-        self._last_id = last_id
-        self._state = "first"
-        self._prev_u = None
-        buffered, self._buffer = self._buffer, []
+        self.last_id = last_id
+        self.state = "first"
+        self.prev_u = None
+        buffered, self.buffer = self.buffer, []
+        stale0 = st["dropped_stale"]
         for args in buffered:
-            self._on_diff(*args, depth)
+            self.diff(*args, depth)
+        if after_gap and self.buffer_gaps and st["dropped_stale"] > stale0:
+            n = st["dropped_stale"] - stale0        # lost while the book was invalid
+            st["dropped_stale"] = stale0
+            st["dropped_gap"] += n
+            if st["gap_records"]:
+                st["gap_records"][-1]["dropped"] += n
 
     # diffs ---------------------------------------------------------------------------------------
-    def _on_diff(self, no, ts_local, data, depth):
-        st = self.stats
-        first_u, last_u = json_int(data["U"]), json_int(data["u"])
-        pu = data.get("pu")
-        if self.market is None:
-            self.market = "usdm" if pu is not None else "spot"
-        futures = self.market == "usdm"
-        if futures and pu is None:
-            raise ValueError("futures diff without 'pu'")
-        if self._state == "wait":
-            self._buffer.append((no, ts_local, data))
+    def diff(self, no, ts_local, data, depth):
+        """One diff-depth message: buffer, drop (stale / duplicate / after a gap), or apply
+        (its rows appended to ``depth``)."""
+        if not self.accept(no, ts_local, data):
             return
-        L = self._last_id
-        if self._state == "first":
-            if (last_u < L) if futures else (last_u <= L):
-                st["dropped_stale"] += 1
-                return
-            target = L if futures else L + 1
-            if not (first_u <= target <= last_u):
-                self._gap(no, f"first diff after snapshot lastUpdateId={L} does not straddle "
-                              f"{target}: U={first_u}, u={last_u}", first_u, last_u,
-                          ts_local, data, L)
-                return
-            st["first_applied_line"] = st["first_applied_line"] or no
-        elif self._state == "sync":
-            if futures:
-                if json_int(pu) != self._prev_u:
-                    self._gap(no, f"pu={json_int(pu)} != previous u={self._prev_u} (U={first_u}, "
-                                  f"u={last_u})", first_u, last_u, ts_local, data,
-                              self._prev_u)
-                    return
-            elif first_u != self._prev_u + 1:
-                self._gap(no, f"U={first_u} != previous u + 1 = {self._prev_u + 1} "
-                              f"(u={last_u})", first_u, last_u, ts_local, data, self._prev_u)
-                return
-        else:  # "gap": waiting for the next snapshot
-            st["dropped_gap"] += 1
-            g = st["gap_records"][-1]
-            g["dropped"] += 1
-            g["last_ts_local"], g["last_ts_exchange"] = ts_local, _event_ns(data)
-            return
+        last_u = json_int(data["u"])
         e = data.get("E")
         ts_ex = json_int(e) * _MS if e is not None else NO_TIME
         rows = ([(1, _px(p), _sz(q)) for p, q in data["b"]]
@@ -307,17 +347,75 @@ class BinanceReader:
             last = rows.pop()
             depth.extend([(ts_ex, ts_local, side, p, q, last_u, 0) for side, p, q in rows])
             depth.append(ts_ex, ts_local, last[0], last[1], last[2], last_u, FLAG_BATCH_END)
-        st["applied"] += 1
-        self._prev_u = last_u
-        self._state = "sync"
+        self.commit(last_u)
+
+    def accept(self, no, ts_local, data) -> bool:
+        """The sync rules for one diff: True when it is to be applied (then build its rows and
+        call :meth:`commit`); False when it was buffered, dropped or broke the chain (all
+        counted). A ValueError / KeyError for a malformed diff leaves the state unchanged."""
+        st = self.stats
+        first_u, last_u = json_int(data["U"]), json_int(data["u"])
+        pu = data.get("pu")
+        if self.market is None:
+            self.market = "usdm" if pu is not None else "spot"
+        futures = self.market == "usdm"
+        if futures and pu is None:
+            raise ValueError("futures diff without 'pu'")
+        state = self.state
+        if state == "sync":
+            if last_u <= self.prev_u:          # a message seen already (a re-sent duplicate)
+                st["duplicates"] += 1
+                return False
+            if futures:
+                if json_int(pu) != self.prev_u:
+                    self._gap(no, f"pu={json_int(pu)} != previous u={self.prev_u} (U={first_u}, "
+                                  f"u={last_u})", first_u, last_u, ts_local, data,
+                              self.prev_u)
+                    return False
+            elif first_u != self.prev_u + 1:
+                self._gap(no, f"U={first_u} != previous u + 1 = {self.prev_u + 1} "
+                              f"(u={last_u})", first_u, last_u, ts_local, data, self.prev_u)
+                return False
+            return True
+        if state == "wait" or (state == "gap" and self.buffer_gaps):
+            self.buffer.append((no, ts_local, data))
+            if state == "gap":
+                g = st["gap_records"][-1]
+                g["last_ts_local"], g["last_ts_exchange"] = ts_local, _event_ns(data)
+            return False
+        if state == "first":
+            L = self.last_id
+            if (last_u < L) if futures else (last_u <= L):
+                st["dropped_stale"] += 1
+                return False
+            target = L if futures else L + 1
+            if not (first_u <= target <= last_u):
+                self._gap(no, f"first diff after snapshot lastUpdateId={L} does not straddle "
+                              f"{target}: U={first_u}, u={last_u}", first_u, last_u,
+                          ts_local, data, L)
+                return False
+            st["first_applied_line"] = st["first_applied_line"] or no
+            return True
+        # "gap": waiting for the next snapshot
+        st["dropped_gap"] += 1
+        g = st["gap_records"][-1]
+        g["dropped"] += 1
+        g["last_ts_local"], g["last_ts_exchange"] = ts_local, _event_ns(data)
+        return False
+
+    def commit(self, last_u: int) -> None:
+        """An accepted diff (final id ``last_u``) was applied: the book is in sync."""
+        self.stats["applied"] += 1
+        self.prev_u = last_u
+        self.state = "sync"
 
     def _gap(self, no, detail, first_u, last_u, ts_local, data, prev_id):
-        """A break of the id chain at line ``no``: raise, or record it (``stats["gaps"]``: (line,
+        """A break of the id chain at ``no``: raise, or record it (``stats["gaps"]``: (line,
         detail); ``stats["gap_records"]``: one dict per gap with the ids, the times of the gap
         message and of the last diff dropped after it, the number of diffs dropped, and the
         line / times of the snapshot that resynced the book, None while none has)."""
         st = self.stats
-        where = f"{self.path}:{no}"
+        where = f"{self.where}:{no}"
         if self.on_gap == "raise":
             raise SequenceGapError(f"{where}: sequence gap: {detail}", field="U", index=no)
         st["gaps"].append((no, detail))
@@ -328,7 +426,7 @@ class BinanceReader:
             "last_ts_local": ts_local, "last_ts_exchange": ts_ex, "resync_line": None,
             "resync_ts_local": None, "resync_ts_exchange": None})
         st["dropped_gap"] += 1
-        self._state = "gap"
+        self.state = "gap"
 
 
 def _event_ns(data) -> int:
