@@ -220,13 +220,15 @@ cdef class Microprice:
         if n == 0:
             return res
         guard_enter(&self.guard)
-        with nogil:
-            for i in range(n):
-                status = mp_update(&self.st, t[i], bp[i], bs[i], ap[i], as_[i])
-                if status != STATUS_OK:
-                    break
-                o[i] = self.st.mid + self.st.adj
-        guard_exit(&self.guard)
+        try:
+            with nogil:
+                for i in range(n):
+                    status = mp_update(&self.st, t[i], bp[i], bs[i], ap[i], as_[i])
+                    if status != STATUS_OK:
+                        break
+                    o[i] = self.st.mid + self.st.adj
+        finally:
+            guard_exit(&self.guard)
         if status != STATUS_OK:
             _raise(status, i)
         return res
