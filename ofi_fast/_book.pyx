@@ -13,7 +13,7 @@ price, e.g. 61828.02 and not 61828.020000000004), else ``tick * tick_size``.
 Structure (decision, issue 13 item 4): each side works in keys (key = tick for bids, -tick for
 asks, so a higher key is a better price on both sides) and is a tick ladder plus a far array:
 
-- the ladder: ``w`` slots (4096), the level of key k at slot ``k & (w - 1)``, covering the keys
+- the ladder: ``w`` slots (32,768), the level of key k at slot ``k & (w - 1)``, covering the keys
   [lo, lo + w) around the touch, with one occupancy bit per slot. The best level is always in
   it. An update inside the window that does not delete the best is an index, a store and a bit
   flip: no search, no move, no data-dependent branch (``_apply``). Deleting the best finds the
@@ -98,8 +98,11 @@ cdef int64_t KEY_MIN = INT64_MIN
 cdef int64_t KEY_MAX = INT64_MAX
 # Largest |tick| accepted: keeps every key and every key sum inside int64.
 cdef float64_t MAX_TICK = 4.0e18
-# Ladder slots per side of a new Book (a power of two >= 64): 4096 ticks, 36 KB per side.
-cdef intp_t LADDER_SLOTS = 4096
+# Ladder slots per side of a new Book (a power of two >= 64): 32,768 ticks (266 KB per side),
+# so that the window holds the 24,576 ticks below the touch: on the Binance BTCUSDT diffs
+# (tick 0.1 USD-M, 0.01 spot) most updates, and a dense 10,000-level book whole (measured
+# 4096 .. 65536 in bench/RESULTS.md, "issue 13: tick ladder").
+cdef intp_t LADDER_SLOTS = 32768
 
 
 def _set_ladder_slots(intp_t w):

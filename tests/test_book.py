@@ -1311,28 +1311,29 @@ def test_ladder_bookofi_matches_reference(seed, L, p_end):
 
 
 def test_ladder_window_follows_the_touch_and_memory_stays_bounded():
-    """Hand case on a 4096-slot ladder: a best 10,000 ticks up moves the window (the old
-    levels go to the far array, exact); deleting the new levels brings the old ones back."""
+    """Hand case on the default ladder (w slots): a best 2 w ticks up moves the window (the
+    old levels go to the far array, exact); deleting it brings the old ones back."""
     b = Book(1.0, capacity=4)
     w = b._ladder[0]
     b.load_snapshot(np.arange(1000, 990, -1), np.arange(1, 11), [1001], [5])
     lo0 = b._ladder[1]
     assert lo0 <= 991 and 1000 < lo0 + w
-    b.apply(1, 11_000, 7)                      # far above the window
-    assert b.best_bid == 11_000 and b._ladder[1] > 1000 and b.bid_levels == 11
-    assert b.levels(1)[0].tolist() == [11_000] + list(range(1000, 990, -1))
-    assert b.n_crossed == 1                    # 11,000 over the ask at 1001 (kept, counted)
-    b.apply(1, 11_000, 0)
+    b.apply(1, 1000 + 2 * w, 7)                # far above the window
+    assert b.best_bid == 1000 + 2 * w and b._ladder[1] > 1000 and b.bid_levels == 11
+    assert b.capacity[0] > 0                   # the old levels sit in the far array now
+    assert b.levels(1)[0].tolist() == [1000 + 2 * w] + list(range(1000, 990, -1))
+    assert b.n_crossed == 1                    # over the ask at 1001 (kept, counted)
+    b.apply(1, 1000 + 2 * w, 0)
     assert b.best_bid == 1000 and b._ladder[1] <= 991
     assert b.top(3)[1].tolist() == [1.0, 2.0, 3.0]
     # memory: far prices a billion ticks apart cost one far slot each (one 128-level block
     # here; the capacity seen is the far array's, the ladder never grows)
     assert b.capacity == (0, 0)
     for p in (1.0, 5e8, 9e8):
-        b.apply(1, p, 1)
+        b.apply(1, p - 1e9 + 1000 - 4 * w, 1)
     assert b.bid_levels == 13 and b.capacity == (128, 0)
     for p in (1.0, 5e8, 9e8):
-        b.apply(1, p, 0)
+        b.apply(1, p - 1e9 + 1000 - 4 * w, 0)
     assert b.capacity == (0, 0)
 
 
