@@ -1034,9 +1034,11 @@ cdef class Book:
     - ``best_bid``, ``best_ask`` (price; NaN when the side is empty), ``best_bid_size``,
       ``best_ask_size``, ``mid``, ``spread``, ``weighted_mid``, ``imbalance(levels, decay)``,
       ``top(n)`` (a new (4, n) array; ``top(n, out=)`` fills yours without allocating).
-    ``capacity`` is the initial number of levels per side (an integer >= 1; sides grow by
-    doubling); a size that overflows is a ValueError naming it, one that cannot be allocated
-    a MemoryError. See the module docstring for the structure and the crossed-book policies.
+    ``capacity`` is the number of far levels per side the block directory is first sized for
+    (an integer >= 1; it grows by doubling; the ladder window is fixed); a size that
+    overflows is a ValueError naming it, one that cannot be allocated a MemoryError. See the
+    module docstring for the structure (tick ladder + far blocks) and the crossed-book
+    policies.
     Threads: one Book may be shared; its calls serialise (see README, thread safety).
     """
 
