@@ -1354,3 +1354,58 @@ def test_worst_order_inserts_move_a_bounded_number_of_levels():
     assert b.bid_levels == n + 1
     assert np.array_equal(b.levels(1)[0][1:], np.sort(px)[::-1].astype(np.int64))
     assert moved <= 64 * n, moved              # a sorted array: ~n * n / 4 = 1e10
+
+
+def _real_deltas(name):
+    """(tick, side, price, size, batch_end) of a real L2 delta file, snapshot rows included
+    (they are ordinary sets on an empty book)."""
+    from ofi_fast import feeds as F
+    if name == "tardis":
+        d = F.read_tardis(data_file(
+            "tardis", "tardis_binance_BTCUSDT_incremental_book_L2_2019-12-01_rows_1_2050.csv"))
+        tick, n = 0.01, len(d.price)
+    elif name == "bitstamp":
+        d = F.read_bitstamp_l3(data_file("bitstamp_ob_analytics", "orders.csv.gz"))
+        tick, n = 0.01, 20_000
+    else:
+        d = F.read_binance(data_file("binance_hftbacktest", name, "btcusdt_20240808.gz")).depth
+        tick, n = (0.1 if name == "usdm" else 0.01), 20_000
+    end = (d.flags[:n] & F.FLAG_BATCH_END) != 0
+    end[-1] = True
+    return tick, d.side[:n], d.price[:n], d.size[:n], end
+
+
+@pytest.mark.parametrize("w", [None, 64])
+@pytest.mark.parametrize("name", ["tardis", "bitstamp", "spot", "usdm"])
+def test_real_deltas_ladder_equals_reference(name, w):
+    """Real deltas (Tardis, Bitstamp L3 aggregated, Binance spot / USD-M) on the default
+    ladder and on a 64-slot one (recentring all the time on real prices): apply_many in
+    message-sized chunks == the reference at every message end (top 10, level counts,
+    counters), the full books at the end, and BookOFI(5) == reference BookOFI on the first
+    2,000 rows (per-level e, exact)."""
+    tick, side, px, sz, end = _real_deltas(name)
+    with (small_ladder(w) if w else contextlib.nullcontext()):
+        b = Book(tick)
+        o = BookOFI(tick, levels=5)
+    rb = ref.Book(tick)
+    cuts = np.flatnonzero(end) + 1
+    a = 0
+    for k, c in enumerate(cuts.tolist()):
+        b.apply_many(side[a:c], px[a:c], sz[a:c], batch_end=end[a:c])
+        rb.apply_many(side[a:c].tolist(), px[a:c].tolist(), sz[a:c].tolist(),
+                      batch_end=end[a:c].tolist())
+        assert (b.bid_levels, b.ask_levels) == (len(rb.bids), len(rb.asks))
+        if k % 53 == 0 or c == len(px):
+            assert_same_book(b, rb, 10)
+        a = c
+    for s_ in (1, -1):
+        k_, z_ = b.levels(s_)
+        assert [(int(t), q) for t, q in zip(k_, z_)] == rb.levels(s_)
+    assert (b.n_crossed, b.n_locked, b.n_missing) == (rb.n_crossed, rb.n_locked, rb.n_missing)
+    m = min(len(px), 2000)
+    r = ref.BookOFI(tick, levels=5)
+    ts = np.arange(m)
+    e, lv = o.update_many(ts, side[:m], px[:m], sz[:m], levels=True, batch_end=end[:m])
+    re1, rlv = r.update_many(ts.tolist(), side[:m].tolist(), px[:m].tolist(), sz[:m].tolist(),
+                             levels=True, batch_end=end[:m].tolist())
+    assert lv.tolist() == rlv
