@@ -320,3 +320,192 @@ def test_bookofi_python_baseline(benchmark, py_stream):
             prev = cur
         return out
     run(benchmark, loop, n, setup=setup)
+
+
+# ------------------------------------------------------------------ issue 13: tick ladder
+# Workloads (each: a snapshot, then deltas that every book applies in full):
+#   usdm / spot: the Binance BTCUSDT diff-depth recordings of ../shared/data (tick 0.1 USD-M,
+#     0.01 spot), synced on their REST snapshot; rows of one message end at FLAG_BATCH_END;
+#   deep10k: 10,000 levels a side on consecutive ticks, 1e6 updates at uniformly random
+#     levels of the book (30 % deletes, re-set later), so depth stays ~10,000;
+#   deep10k_sparse: the same with the levels 10 ticks apart (100,000 ticks a side: deeper
+#     than the ladder window, so most updates go to the far blocks).
+# Baselines in the same run: a numba @njit dense tick ladder over the whole price range (the
+# limit: one array slot per tick of the range, best kept by scanning), the `order-book`
+# package (C SortedDict per side) from Python, polars-order-book's top-10 plugin (book + top
+# levels per row; BookOFI's peer).
+WORKLOADS = ["usdm", "spot", "deep10k", "deep10k_sparse"]
+_CACHE = {}
+
+
+def workload(name):
+    """(tick_size, snapshot (bid_px, bid_sz, ask_px, ask_sz), side, price, size, batch_end)."""
+    if name in _CACHE:
+        return _CACHE[name]
+    if name in ("usdm", "spot"):
+        from pathlib import Path
+        from ofi_fast.feeds import FLAG_BATCH_END, FLAG_SNAPSHOT, read_binance
+        path = (Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+                / "binance_hftbacktest" / name / "btcusdt_20240808.gz")
+        if not path.exists():
+            pytest.skip(f"{path} not available")
+        d = read_binance(path).depth
+        snap = (d.flags & FLAG_SNAPSHOT) != 0
+        first = int(np.flatnonzero(~snap)[0])
+        bid, ask = snap & (d.side == 1), snap & (d.side == -1)
+        out = (0.1 if name == "usdm" else 0.01,
+               (d.price[bid], d.size[bid], d.price[ask], d.size[ask]),
+               d.side[first:], d.price[first:], d.size[first:],
+               (d.flags[first:] & FLAG_BATCH_END) != 0)
+    else:
+        gap = 1 if name == "deep10k" else 10
+        n_levels, n = 10_000, 1_000_000
+        rng = np.random.default_rng(3)
+        bids = 1_000_000 - gap * np.arange(1, n_levels + 1)
+        asks = 1_000_000 + gap * np.arange(1, n_levels + 1)
+        side = rng.choice(np.array([1, -1], np.int8), n)
+        idx = rng.integers(0, n_levels, n)
+        px = np.where(side == 1, bids[idx], asks[idx]).astype(np.float64)
+        sz = rng.integers(1, 50, n).astype(np.float64)
+        sz[rng.random(n) < 0.3] = 0.0
+        out = (1.0, (bids.astype(np.float64), np.full(n_levels, 5.0),
+                     asks.astype(np.float64), np.full(n_levels, 5.0)),
+               side, px, sz, np.ones(n, bool))
+    _CACHE[name] = out
+    return out
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_ladder_book_apply_many(benchmark, name):
+    tick, snap, s, p, q, end = workload(name)
+    book = Book(tick)
+
+    def setup():
+        book.reset()
+        book.load_snapshot(*snap)
+    run(benchmark, lambda: book.apply_many(s, p, q, batch_end=end), len(p), setup=setup)
+    assert book.n_updates == len(p)
+
+
+@pytest.mark.parametrize("levels", [1, 10])
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_ladder_bookofi_update_many(benchmark, name, levels):
+    tick, snap, s, p, q, end = workload(name)
+    ts = np.arange(len(p), dtype=np.int64)
+    o = BookOFI(tick, levels=levels)
+
+    def setup():
+        o.reset()
+        o.load_snapshot(*snap)
+    run(benchmark, lambda: o.update_many(ts, s, p, q, batch_end=end), len(p), setup=setup)
+
+
+def _dense_ladder():
+    numba = pytest.importorskip("numba")
+
+    @numba.njit(nogil=True)
+    def apply(side, price, size, inv, base, bid, ask):
+        nt = bid.shape[0]
+        bb, ba = -1, nt
+        for t in range(nt - 1, -1, -1):
+            if bid[t] > 0.0:
+                bb = t
+                break
+        for t in range(nt):
+            if ask[t] > 0.0:
+                ba = t
+                break
+        for i in range(side.shape[0]):
+            t = np.int64(price[i] * inv + 0.5) - base
+            q = size[i]
+            if side[i] == 1:
+                bid[t] = q
+                if q > 0.0:
+                    if t > bb:
+                        bb = t
+                elif t == bb:
+                    while bb >= 0 and bid[bb] == 0.0:
+                        bb -= 1
+            else:
+                ask[t] = q
+                if q > 0.0:
+                    if t < ba:
+                        ba = t
+                elif t == ba:
+                    while ba < nt and ask[ba] == 0.0:
+                        ba += 1
+        return bb, ba
+    return apply
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_ladder_dense_numba_baseline(benchmark, name):
+    """The limit: a dense array over the whole price range (one slot per tick; 2 x 8 bytes x
+    range: e.g. 24 MB on USD-M), best bid/ask kept by a scan after the best is deleted."""
+    tick, snap, s, p, q, end = workload(name)
+    apply = _dense_ladder()
+    inv = 1.0 / tick
+    allp = np.concatenate([snap[0], snap[2], p])
+    base = int(allp.min() * inv + 0.5) - 1
+    nt = int(allp.max() * inv + 0.5) - base + 2
+    bid, ask = np.zeros(nt), np.zeros(nt)
+    bt = (snap[0] * inv + 0.5).astype(np.int64) - base
+    at = (snap[2] * inv + 0.5).astype(np.int64) - base
+
+    def setup():
+        bid[:] = 0.0
+        ask[:] = 0.0
+        bid[bt] = snap[1]
+        ask[at] = snap[3]
+    setup()
+    apply(s[:10], p[:10], q[:10], inv, base, bid, ask)          # compile outside the timing
+    run(benchmark, lambda: apply(s, p, q, inv, base, bid, ask), len(p), setup=setup)
+    benchmark.extra_info["range_ticks"] = nt
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_ladder_order_book_baseline(benchmark, name):
+    order_book = pytest.importorskip("order_book")
+    tick, snap, s, p, q, end = workload(name)
+    m = min(len(p), N_PY)
+    sl, pl, ql = s[:m].tolist(), p[:m].tolist(), q[:m].tolist()
+    holder = {}
+
+    def setup():
+        ob = order_book.OrderBook()
+        for px_, sz_ in zip(snap[0].tolist(), snap[1].tolist()):
+            ob.bids[px_] = sz_
+        for px_, sz_ in zip(snap[2].tolist(), snap[3].tolist()):
+            ob.asks[px_] = sz_
+        holder["ob"] = ob
+
+    def loop():
+        ob = holder["ob"]
+        bids, asks = ob.bids, ob.asks
+        for i in range(m):
+            side = bids if sl[i] == 1 else asks
+            if ql[i] == 0.0:
+                if pl[i] in side:
+                    del side[pl[i]]
+            else:
+                side[pl[i]] = ql[i]
+    run(benchmark, loop, m, setup=setup)
+
+
+@pytest.mark.parametrize("levels", [1, 10])
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_ladder_polars_order_book_baseline(benchmark, name, levels):
+    """polars-order-book (Rust plugin): the book plus its top `levels` levels after every
+    row, for the snapshot rows and then the deltas (BookOFI's peer). ns per delta row."""
+    pl = pytest.importorskip("polars")
+    pob = pytest.importorskip("polars_order_book")
+    tick, snap, s, p, q, end = workload(name)
+    price = np.concatenate([snap[0], snap[2], p])
+    qty = np.concatenate([snap[1], snap[3], q])
+    is_bid = np.concatenate([np.ones(len(snap[0]), bool), np.zeros(len(snap[2]), bool),
+                             s == 1])
+    # the plugin takes integers: prices in ticks, sizes in 1e-8 units (exact for Binance)
+    df = pl.DataFrame({"price": np.rint(price / tick).astype(np.int64),
+                       "qty": np.rint(qty * 1e8).astype(np.int64), "is_bid": is_bid})
+    expr = pob.top_n_levels_from_price_updates("price", "qty", "is_bid", n=levels)
+    run(benchmark, lambda: df.select(expr), len(p))

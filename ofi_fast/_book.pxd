@@ -2,14 +2,21 @@
 #
 #   from ofi_fast._book cimport Book, BookState, book_apply, book_top
 #
-# Structure (see _book.pyx docstring for the measurements): each side is a sorted array of
-# (key, size) with the BEST level at the END, key = tick for bids and -tick for asks, so both
-# sides are "ascending key, best last" and share one code path. Best level: O(1) (the last
-# slot). An update among the 8 best slots takes a branch-free fast path (count of the 8 best
-# keys; insert/overwrite/delete as one fixed 8-slot move); a deeper update uses a branch-free
-# binary search and moves the levels on the shorter side of it (free slots at both ends).
-# Memory is proportional to the number of live levels (never to the price range), so prices
-# thousands of ticks away cost one slot each.
+# Structure (issue 13 item 4; see _book.pyx docstring and bench/RESULTS.md): each side works in
+# "keys", key = tick for bids and -tick for asks, so on both sides a higher key is a better
+# price and one code path serves both. A side is
+#   - a tick LADDER: `w` slots (a power of two) indexed by key & (w - 1), covering the keys
+#     [lo, lo + w) around the touch, with one occupancy bit per slot. The best level is always
+#     in it (when the side is not empty), about 3/4 up the window; an update inside the window
+#     is an index and a bit flip, no search and no move. The window is recentred when the
+#     touch leaves it (an insert above it, or the best falling into its bottom quarter): the
+#     levels that leave or enter move between ladder and far array, each once;
+#   - a FAR array: the levels worse than the window (key < lo), sorted blocks of at most FAR_B
+#     levels under a directory of their highest keys: an insert or delete at any depth is two
+#     binary searches plus a move of at most FAR_B levels (and, once per FAR_B / 2 inserts, a
+#     split that shifts the directory: nb entries of 16 bytes).
+# Memory: the ladder's fixed 9 w bytes plus 16 bytes per far level slot, blocks at least 1/8
+# full on average (never the price range).
 #
 # Messages (decision, issue 12): an exchange message may list several rows (Binance: its bids,
 # then its asks), and the book between two of its rows is no state the exchange ever had. So
@@ -22,7 +29,7 @@
 # Status returned by book_apply / Book.push: (status & 15) is a Status of _types.pxd,
 # (status >> 4) the field at fault: 0 side, 1 price, 2 size.
 
-from libc.stdint cimport INT64_MAX, INT64_MIN
+from libc.stdint cimport INT64_MAX, INT64_MIN, uint64_t
 from ofi_fast._guard cimport Guard
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
@@ -30,12 +37,33 @@ cdef struct BookLevel:
     int64_t key          # tick (bid) or -tick (ask)
     float64_t size       # absolute size at that price; always > 0 (size 0 deletes the level)
 
+cdef enum:
+    FAR_B = 128          # levels per far block
+
+cdef struct FarBlock:
+    intp_t n             # levels in the block, 1 <= n <= FAR_B (blocks are never empty)
+    BookLevel lv[128]    # FAR_B levels by strictly ascending key, lv[0 .. n)
+
+cdef struct BookFar:
+    FarBlock** blk       # the blocks by ascending keys, blk[0 .. nb); every key of blk[i] is
+                         # above every key of blk[i - 1]
+    int64_t* last        # last[i]: the highest key of blk[i] (the directory searched)
+    intp_t nb            # blocks
+    intp_t cap           # directory slots allocated (doubles when full)
+    intp_t n             # levels in all blocks
+
 cdef struct BookSide:
-    BookLevel* base      # the allocation (capacity slots); the levels sit in its middle
-    BookLevel* lv        # levels by strictly ascending key, lv[0 .. n); the best is lv[n - 1];
-                         # base <= lv and lv + n + 8 <= base + capacity (free slots behind)
-    intp_t n             # live levels, 0 <= n <= capacity
-    intp_t capacity      # slots allocated; doubles when nearly full
+    float64_t* size      # ladder: w sizes, the level of key k at slot k & mask (0.0: none)
+    uint64_t* occ        # ladder: w / 64 words, bit (k & mask) set iff that slot holds a level
+    int64_t lo           # the ladder covers keys [lo, lo + w)
+    int64_t best         # best (highest) key; INT64_MIN when the side is empty
+    intp_t n             # live levels (ladder + far)
+    intp_t n_lad         # of which in the ladder; n > 0 implies n_lad > 0 (best in the ladder)
+    intp_t w             # ladder slots, a power of two >= 64
+    intp_t mask          # w - 1
+    BookFar far          # levels with key < lo (every level with key >= lo is in the ladder)
+    int64_t n_moved      # levels moved by inserts, deletes and recentring (a debug counter
+                         # for the bounded-move tests; not reset by book_clear)
 
 cdef struct BookState:
     BookSide bid         # bid levels, key = tick
@@ -51,17 +79,24 @@ cdef struct BookState:
     int64_t n_crossed    # message ends at which best bid > best ask (policy keep)
     int64_t n_locked     # message ends at which best bid == best ask (policy keep)
     int64_t n_missing    # deletions of levels that did not exist (ignored unless strict)
-    int last_side        # side the last update changed (+1 / -1); 0 when both sides changed
-    intp_t last_rank     # rank (0 = best) of the level it touched; PY_SSIZE_T_MAX if none
-    bint last_shift      # it inserted or deleted a level (every deeper rank shifted)
+    int last_side        # side the last update changed (+1 / -1); 0 before any
+    int64_t last_key     # its key
+    int last_kind        # BOOK_SET, BOOK_INSERT, BOOK_DELETE or BOOK_MISSING
 
-# Empty-level sentinels in ticks: an absent bid level is INT64_MIN, an absent ask INT64_MAX.
 cdef enum:
     BOOK_RAISE = 0
     BOOK_KEEP = 1
 
+# What the last update did to its level.
+cdef enum:
+    BOOK_SET = 0         # changed the size of an existing level
+    BOOK_INSERT = 1      # created a level
+    BOOK_DELETE = 2      # deleted a level
+    BOOK_MISSING = 3     # deleted a level that did not exist (nothing changed)
+
+# capacity: initial far-array slots per side; ladder: ladder slots per side (power of two >= 64).
 cdef int book_init(BookState* b, float64_t tick_size, int policy, bint strict,
-                   intp_t capacity) noexcept nogil
+                   intp_t capacity, intp_t ladder) noexcept nogil
 cdef void book_free(BookState* b) noexcept nogil
 cdef void book_clear(BookState* b) noexcept nogil
 # Price -> integer tick; returns 0, or STATUS_BAD_VALUE / STATUS_NON_FINITE when the price is
@@ -74,8 +109,6 @@ cdef int book_apply(BookState* b, int side, float64_t price, float64_t size) noe
 cdef int book_apply_row(BookState* b, int side, float64_t price, float64_t size,
                         bint end) noexcept nogil
 cdef int book_apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil
-# Insert/overwrite one level without crossing checks (snapshots). size > 0.
-cdef int book_side_set(BookSide* s, int64_t key, float64_t size) noexcept nogil
 
 # A price in ticks (any real number of ticks) -> price units.
 cdef inline float64_t book_price(const BookState* b, float64_t ticks) noexcept nogil:
@@ -83,26 +116,12 @@ cdef inline float64_t book_price(const BookState* b, float64_t ticks) noexcept n
         return ticks / b.inv_tick
     return ticks * b.tick_size
 
-# Level m (0 = best) of a side, in ticks; absent levels give the sentinel and size 0.
-cdef inline int64_t book_bid_tick(const BookState* b, intp_t m) noexcept nogil:
-    if m < b.bid.n:
-        return b.bid.lv[b.bid.n - 1 - m].key
-    return INT64_MIN
-
-cdef inline int64_t book_ask_tick(const BookState* b, intp_t m) noexcept nogil:
-    if m < b.ask.n:
-        return -b.ask.lv[b.ask.n - 1 - m].key
-    return INT64_MAX
-
-cdef inline float64_t book_bid_size(const BookState* b, intp_t m) noexcept nogil:
-    if m < b.bid.n:
-        return b.bid.lv[b.bid.n - 1 - m].size
-    return 0.0
-
-cdef inline float64_t book_ask_size(const BookState* b, intp_t m) noexcept nogil:
-    if m < b.ask.n:
-        return b.ask.lv[b.ask.n - 1 - m].size
-    return 0.0
+# Level m (0 = best) of a side, in ticks; absent levels give the sentinel (bid INT64_MIN, ask
+# INT64_MAX) and size 0. O(1) for m = 0, a walk of m levels otherwise (use book_top for many).
+cdef int64_t book_bid_tick(const BookState* b, intp_t m) noexcept nogil
+cdef int64_t book_ask_tick(const BookState* b, intp_t m) noexcept nogil
+cdef float64_t book_bid_size(const BookState* b, intp_t m) noexcept nogil
+cdef float64_t book_ask_size(const BookState* b, intp_t m) noexcept nogil
 
 # Top n levels, best first, prices in price units (NaN when absent, size 0).
 cdef void book_top(const BookState* b, intp_t n, float64_t* bid_px, float64_t* bid_sz,
@@ -130,6 +149,8 @@ cdef class BookOFI:
     cdef Book _book            # the order book (read-only view through .book)
     cdef MultiLevelOFI _ml     # the multi-level OFI over its top `levels` (through .ofi)
     cdef bint _pending         # deltas of an unfinished batch were applied (batch_end False)
+    cdef int64_t* _keys        # 2L: the keys of the top L bids, then asks, of the last
+                               # committed state (INT64_MIN when absent); valid unless pending
     cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil
     cpdef float64_t update(self, int64_t ts, int side, float64_t price,
                            float64_t size) except? -1.0

@@ -6,28 +6,35 @@ integer ticks once, ``tick = round(price / tick_size)``; a price more than 1e-6 
 1e-13 relative, the rounding of the division itself) away from a multiple of ``tick_size`` is
 rejected (OFIError, field ``price``). The fast path multiplies by 1 / tick_size instead and
 accepts only within a 1 % tighter tolerance; a price near the edge is decided by the division,
-so the outcome and the tick never depend on the path. Prices come back as ``tick / (1 / tick_size)`` when
-``1 / tick_size`` is an integer (0.01 -> 100: the double nearest the decimal price, e.g.
-61828.02 and not 61828.020000000004), else ``tick * tick_size``.
+so the outcome and the tick never depend on the path. Prices come back as ``tick / (1 /
+tick_size)`` when ``1 / tick_size`` is an integer (0.01 -> 100: the double nearest the decimal
+price, e.g. 61828.02 and not 61828.020000000004), else ``tick * tick_size``.
 
-Structure (decision): per side one sorted array of (key, size) with the best level at the end
-(key = tick for bids, -tick for asks, so both sides are "ascending key, best last"). Why:
+Structure (decision, issue 13 item 4): each side works in keys (key = tick for bids, -tick for
+asks, so a higher key is a better price on both sides) and is a tick ladder plus a far array:
 
-- best bid/ask is the last slot: O(1) after every update, with no re-scan when the best level
-  is deleted (the next best is simply the new last slot);
-- updates cluster at the touch: a valid update among the 8 best slots of a side (that does
-  not cross) takes a fast path with no data-dependent branch (see ``_apply``): a branch-free
-  count of the 8 best keys finds the slot, and insert, overwrite and delete are one fixed
-  8-slot move whose offsets come from (found, size == 0); deeper updates use a branch-free
-  binary search;
-- ``top(n)`` is a copy of the last n slots, contiguous in memory;
-- the array keeps free slots at both ends, so an insert or delete moves the levels on the
-  shorter side of it: near the touch the few better ones, deep in the book the few worse
-  ones; only a level in the middle of a deep book moves ~n/2 slots (~1 ns per 4 levels);
-- memory is proportional to the number of live levels, never to the price range: a price
-  thousands of ticks away costs one slot; a dense tick array would need re-centering and an
-  overflow structure for the same cases.
-Measured in bench/bench_book.py (see bench/RESULTS.md).
+- the ladder: ``w`` slots (32,768), the level of key k at slot ``k & (w - 1)``, covering the keys
+  [lo, lo + w) around the touch, with one occupancy bit per slot. The best level is always in
+  it. An update inside the window that does not delete the best is an index, a store and a bit
+  flip: no search, no move, no data-dependent branch (``_apply``). Deleting the best finds the
+  next one by scanning the bitmap (one ``clz`` per 64 ticks);
+- the window follows the touch: an insert above it moves it up so that the new best sits 3/4
+  of the way up (the levels that fall below it move to the far array); the best falling into
+  its bottom quarter moves it down (far levels inside the new window move back). Slots are
+  circular (key & mask), so recentring moves only the levels that change place, each once;
+- the far array: the levels below the window, in sorted blocks of at most 128 levels under a
+  directory of their highest keys: an update at any depth is two branch-free binary searches
+  and a move of at most 127 levels; a full block splits (a directory shift of 16 bytes per
+  block, at most once per 64 inserts), small neighbours merge. Levels leaving the ladder are
+  appended above its highest level, levels entering it are taken from there (issue 14:
+  inserts in any order, e.g. always into the middle, stay O(log n) plus a bounded move);
+- ``top(n)``, ``imbalance``, ``weighted_mid`` and BookOFI read the ladder directly (a bitmap
+  walk from the best, continuing into the far array); BookOFI keeps the keys of its top L and
+  updates them by rank (an overwrite, or a shift by one), so the book is not walked per delta;
+- memory: the fixed ladder (9 w bytes per side) plus the far blocks (16 bytes per slot, at
+  least 1/8 full on average), never the price range: a price a billion ticks away costs one
+  far slot.
+Measured in bench/bench_book.py (see bench/RESULTS.md, "issue 13: tick ladder").
 
 Crossing is judged at the end of an exchange message, never between its rows (issue 12):
 a Binance diff lists all its bids before its asks, a Kraken or Tardis message several levels,
@@ -50,11 +57,14 @@ Deleting a level that does not exist is ignored (counted in ``n_missing``) unles
 cimport cython
 from libc.float cimport DBL_MAX
 from libc.math cimport NAN, fabs, round as c_round
-from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy, memmove
-from libc.stdint cimport INT64_MAX, INT64_MIN
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy, memmove, memset
+from libc.stdint cimport INT64_MAX, INT64_MIN, uint64_t
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
+cdef extern from *:
+    int __builtin_clzll(unsigned long long x) nogil
+    int __builtin_ctzll(unsigned long long x) nogil
 
 
 import numpy as np
@@ -88,191 +98,603 @@ cdef int64_t KEY_MIN = INT64_MIN
 cdef int64_t KEY_MAX = INT64_MAX
 # Largest |tick| accepted: keeps every key and every key sum inside int64.
 cdef float64_t MAX_TICK = 4.0e18
-cdef intp_t RANK_NONE = PY_SSIZE_T_MAX
-# Slots always kept free past the last level, so that inserts and deletes near the touch can
-# move a fixed 4 slots without bounds branches.
-cdef enum:
-    SLACK = 8
+# Ladder slots per side of a new Book (a power of two >= 64): 32,768 ticks (266 KB per side),
+# so that the window holds the 24,576 ticks below the touch: on the Binance BTCUSDT diffs
+# (tick 0.1 USD-M, 0.01 spot) most updates, and a dense 10,000-level book whole (measured
+# 4096 .. 65536 in bench/RESULTS.md, "issue 13: tick ladder").
+cdef intp_t LADDER_SLOTS = 32768
 
 
-cdef int side_init(BookSide* s, intp_t capacity) noexcept nogil:
-    if capacity < 1:
-        capacity = 1
-    capacity += 2 * SLACK
-    s.base = <BookLevel*> malloc(capacity * sizeof(BookLevel))
-    s.lv = s.base + capacity // 2 if s.base != NULL else NULL
-    s.n = 0
-    s.capacity = capacity
-    if s.base == NULL:
+def _set_ladder_slots(intp_t w):
+    """Tests and benchmarks: the ladder size of Books made from now on (a power of two >= 64);
+    returns the previous one. Results never depend on it, only speed and the recentring."""
+    global LADDER_SLOTS
+    if w < 64 or (w & (w - 1)) != 0 or w > (1 << 30):
+        raise OFIError(f"ladder slots must be a power of two in [64, 2**30], got {w}",
+                       field="ladder")
+    old = LADDER_SLOTS
+    LADDER_SLOTS = w
+    return old
+
+
+# =============================================================================================
+# The far array: levels below the ladder, in sorted blocks of at most FAR_B levels
+# =============================================================================================
+# A directory of blocks by ascending keys (each block's highest key beside it, for a branch-
+# free binary search), each block a sorted array. An insert or delete moves at most FAR_B - 1
+# levels inside its block; a full block splits in two (one directory insert: nb entries of 16
+# bytes, at most once per FAR_B / 2 inserts), an emptied block is freed and a block that falls
+# below FAR_B / 4 levels merges into a neighbour with room, so blocks stay at least about 1/8
+# full on average and memory follows the live levels.
+
+cdef int far_init(BookFar* f, intp_t capacity) noexcept nogil:
+    cdef intp_t cap = capacity // FAR_B + 4
+    f.blk = <FarBlock**> malloc(cap * sizeof(FarBlock*))
+    f.last = <int64_t*> malloc(cap * sizeof(int64_t))
+    f.nb = 0
+    f.cap = cap
+    f.n = 0
+    if f.blk == NULL or f.last == NULL:
         return STATUS_NO_MEMORY
     return STATUS_OK
 
 
-cdef void side_free(BookSide* s) noexcept nogil:
-    free(s.base)
-    s.base = NULL
-    s.lv = NULL
-    s.n = 0
-    s.capacity = 0
+cdef void far_clear(BookFar* f) noexcept nogil:
+    cdef intp_t i
+    for i in range(f.nb):
+        free(f.blk[i])
+    f.nb = 0
+    f.n = 0
 
 
-cdef int side_recenter(BookSide* s, intp_t capacity) noexcept nogil:
-    """Put the levels in the middle of a buffer of `capacity` slots (the same buffer, or a new
-    one when the size changes), leaving free slots at both ends."""
-    cdef intp_t front = (capacity - s.n) // 2
-    cdef BookLevel* buf
-    if capacity != s.capacity:
-        buf = <BookLevel*> malloc(capacity * sizeof(BookLevel))
-        if buf == NULL:
-            return STATUS_NO_MEMORY
-        if s.n:
-            memcpy(buf + front, s.lv, s.n * sizeof(BookLevel))
-        free(s.base)
-        s.base = buf
-        s.capacity = capacity
-    elif s.n:
-        memmove(s.base + front, s.lv, s.n * sizeof(BookLevel))
-    s.lv = s.base + front
-    return STATUS_OK
+cdef void far_free(BookFar* f) noexcept nogil:
+    if f.blk != NULL:
+        far_clear(f)
+    free(f.blk)
+    free(f.last)
+    f.blk = NULL
+    f.last = NULL
+    f.cap = 0
 
 
-cdef int side_room(BookSide* s) noexcept nogil:
-    """Room for one more level at either end: re-center the levels, doubling the buffer when
-    less than a quarter of the levels (plus the slack) would be free, so that each end then
-    has at least n / 8 free slots and re-centering (n moves) happens at most once per n / 8
-    inserts at one end: amortised O(1) moves per insert at either end (issue 14: a million
-    levels, each deeper than all others, were quadratic)."""
-    cdef intp_t capacity = s.capacity
-    while s.n + 1 + 2 * SLACK + s.n // 4 > capacity:
-        if capacity > PY_SSIZE_T_MAX // (4 * <intp_t> sizeof(BookLevel)):
-            return STATUS_NO_MEMORY
-        capacity = 2 * capacity
-    return side_recenter(s, capacity)
-
-
-cdef int side_prepare(BookSide* s, intp_t m) noexcept nogil:
-    """Empty the side and make room for m levels written at s.lv[0 .. m) (snapshots)."""
-    s.n = 0
-    cdef intp_t capacity = s.capacity
-    if capacity < 2 * (m + 2 * SLACK):
-        capacity = 2 * (m + 2 * SLACK)
-    if side_recenter(s, capacity) != STATUS_OK:
+cdef int far_dir_room(BookFar* f) noexcept nogil:
+    """Room for one more directory entry (doubling)."""
+    cdef intp_t cap
+    cdef FarBlock** nb_
+    cdef int64_t* nl
+    if f.nb < f.cap:
+        return STATUS_OK
+    if f.cap > PY_SSIZE_T_MAX // (4 * <intp_t> sizeof(int64_t)):
         return STATUS_NO_MEMORY
-    s.lv = s.base + (capacity - m) // 2
+    cap = 2 * f.cap
+    nb_ = <FarBlock**> malloc(cap * sizeof(FarBlock*))
+    nl = <int64_t*> malloc(cap * sizeof(int64_t))
+    if nb_ == NULL or nl == NULL:
+        free(nb_)
+        free(nl)
+        return STATUS_NO_MEMORY
+    memcpy(nb_, f.blk, f.nb * sizeof(FarBlock*))
+    memcpy(nl, f.last, f.nb * sizeof(int64_t))
+    free(f.blk)
+    free(f.last)
+    f.blk = nb_
+    f.last = nl
+    f.cap = cap
     return STATUS_OK
 
 
-cdef inline intp_t side_lower(const BookSide* s, int64_t key) noexcept nogil:
-    """First index i with s.lv[i].key >= key (s.n if none). Keys ascend, so among the 8 best
-    slots those >= key form a suffix: counting them (branch-free, a fixed 8-step loop) gives
-    the answer for updates near the touch; far prices fall back to a branch-free binary
-    search (conditional moves, no data-dependent jumps)."""
-    cdef intp_t n = s.n, c = 0, j
-    if n < 8:
-        while n > 0 and s.lv[n - 1].key >= key:
-            n -= 1
+cdef inline intp_t lower_key(const int64_t* a, intp_t n, int64_t key) noexcept nogil:
+    """First i in [0, n] with a[i] >= key (a ascending): Khuong & Morin's branch-free lower
+    bound (conditional moves, no data-dependent jumps)."""
+    if n == 0 or a[n - 1] < key:
         return n
-    for j in range(1, 9):
-        c += s.lv[n - j].key >= key
-    if c < 8:
-        return n - c
-    return side_search(s.lv, n - 8, key)    # s.lv[n - 8].key >= key is known
+    cdef const int64_t* base = a
+    cdef intp_t m = n - 1, half                # the answer lies in [0, m]: a[m] >= key
+    while m > 1:
+        half = m >> 1
+        base = base + half if base[half] < key else base
+        m -= half
+    return (base - a) + (base[0] < key)
 
 
-cdef inline intp_t side_search(const BookLevel* lv, intp_t m, int64_t key) noexcept nogil:
-    """First index i in [0, m] with lv[i].key >= key, given lv[m].key >= key (Khuong &
-    Morin's branch-free lower bound: conditional moves, no data-dependent jumps). Invariant:
-    the answer lies in [base, base + m]."""
-    cdef const BookLevel* base = lv
-    cdef intp_t half
+cdef inline intp_t block_lower(const FarBlock* blk, int64_t key) noexcept nogil:
+    """First i in [0, blk.n] with blk.lv[i].key >= key (same search over the levels)."""
+    cdef intp_t n = blk.n
+    if n == 0 or blk.lv[n - 1].key < key:
+        return n
+    cdef const BookLevel* base = blk.lv
+    cdef intp_t m = n - 1, half
     while m > 1:
         half = m >> 1
         base = base + half if base[half].key < key else base
         m -= half
-    return (base - lv) + (base[0].key < key)
+    return (base - blk.lv) + (base[0].key < key)
 
 
-cdef inline int side_insert_at(BookSide* s, intp_t i, int64_t key,
-                               float64_t size) noexcept nogil:
-    """Insert a new level at index i (s.lv[i - 1].key < key < s.lv[i].key), moving the
-    shorter side of the array (re-centering first when that end has no free slot)."""
-    if i < s.n - i:
-        # nearer the deep end: move the worse levels one slot towards the front instead
-        if s.lv == s.base and side_room(s) != STATUS_OK:
-            return STATUS_NO_MEMORY
-        memmove(s.lv - 1, s.lv, i * sizeof(BookLevel))
-        s.lv -= 1
-        s.lv[i].key = key
-        s.lv[i].size = size
-        s.n += 1
-        return STATUS_OK
-    if s.capacity - (s.lv - s.base) - s.n < SLACK + 1:
-        if side_room(s) != STATUS_OK:
-            return STATUS_NO_MEMORY
-    if s.n - i <= 4:
-        # near the touch: a fixed 4-slot move (inlined, no branch on the count); the slack
-        # slots past n make the extra copies harmless
-        memmove(&s.lv[i + 1], &s.lv[i], 4 * sizeof(BookLevel))
-    else:
-        memmove(&s.lv[i + 1], &s.lv[i], (s.n - i) * sizeof(BookLevel))
-    s.lv[i].key = key
-    s.lv[i].size = size
-    s.n += 1
+cdef inline bint far_find(const BookFar* f, int64_t key, float64_t* size) noexcept nogil:
+    cdef intp_t bi = lower_key(f.last, f.nb, key), i
+    if bi == f.nb:
+        return False
+    i = block_lower(f.blk[bi], key)
+    if f.blk[bi].lv[i].key != key:         # i < n: the block's last key is >= key
+        return False
+    size[0] = f.blk[bi].lv[i].size
+    return True
+
+
+cdef inline bint far_below(const BookFar* f, int64_t key, int64_t* k,
+                           float64_t* size) noexcept nogil:
+    """The highest far level with a key < `key`."""
+    cdef intp_t bi = lower_key(f.last, f.nb, key), i
+    cdef const FarBlock* blk
+    if bi < f.nb:
+        i = block_lower(f.blk[bi], key)
+        if i > 0:
+            k[0] = f.blk[bi].lv[i - 1].key
+            size[0] = f.blk[bi].lv[i - 1].size
+            return True
+    if bi == 0:
+        return False
+    blk = f.blk[bi - 1]
+    k[0] = blk.lv[blk.n - 1].key
+    size[0] = blk.lv[blk.n - 1].size
+    return True
+
+
+cdef inline int64_t far_max(const BookFar* f) noexcept nogil:
+    return f.last[f.nb - 1]                 # f.n > 0
+
+
+cdef int far_new_block(BookFar* f, intp_t at) noexcept nogil:
+    """Insert an empty block at directory index `at` (its `last` is set by the caller)."""
+    if far_dir_room(f) != STATUS_OK:
+        return STATUS_NO_MEMORY
+    cdef FarBlock* blk = <FarBlock*> malloc(sizeof(FarBlock))
+    if blk == NULL:
+        return STATUS_NO_MEMORY
+    blk.n = 0
+    memmove(&f.blk[at + 1], &f.blk[at], (f.nb - at) * sizeof(FarBlock*))
+    memmove(&f.last[at + 1], &f.last[at], (f.nb - at) * sizeof(int64_t))
+    f.blk[at] = blk
+    f.nb += 1
     return STATUS_OK
 
 
-cdef inline void side_remove_at(BookSide* s, intp_t i) noexcept nogil:
-    """Remove the level at index i, moving the shorter side of the array."""
-    if i < s.n - 1 - i:
-        # nearer the deep end: move the worse levels one slot towards the back
-        memmove(s.lv + 1, s.lv, i * sizeof(BookLevel))
-        s.lv += 1
-    elif s.n - i <= 5:
-        memmove(&s.lv[i], &s.lv[i + 1], 4 * sizeof(BookLevel))   # fixed size, see insert
-    else:
-        memmove(&s.lv[i], &s.lv[i + 1], (s.n - i - 1) * sizeof(BookLevel))
-    s.n -= 1
+cdef void far_drop_block(BookFar* f, intp_t at) noexcept nogil:
+    free(f.blk[at])
+    memmove(&f.blk[at], &f.blk[at + 1], (f.nb - at - 1) * sizeof(FarBlock*))
+    memmove(&f.last[at], &f.last[at + 1], (f.nb - at - 1) * sizeof(int64_t))
+    f.nb -= 1
 
 
-cdef inline int side_set(BookSide* s, int64_t key, float64_t size, intp_t* index,
-                         bint* inserted) noexcept nogil:
-    cdef intp_t i = side_lower(s, key)
-    index[0] = i
-    if i < s.n and s.lv[i].key == key:
-        s.lv[i].size = size
+cdef int far_set(BookSide* s, int64_t key, float64_t size, bint* inserted) noexcept nogil:
+    """Set the far level at `key` to size > 0 (insert when absent)."""
+    cdef BookFar* f = &s.far
+    cdef intp_t bi = lower_key(f.last, f.nb, key), i, h
+    cdef FarBlock* blk
+    cdef FarBlock* nxt
+    if f.nb == 0:
+        if far_new_block(f, 0) != STATUS_OK:
+            return STATUS_NO_MEMORY
+        bi = 0
+    elif bi == f.nb:
+        bi = f.nb - 1                       # above every far level: the last block
+    blk = f.blk[bi]
+    i = block_lower(blk, key)
+    if i < blk.n and blk.lv[i].key == key:
+        blk.lv[i].size = size
         inserted[0] = False
         return STATUS_OK
+    if blk.n == FAR_B:
+        # split: the upper half moves to a new block after this one
+        if far_new_block(f, bi + 1) != STATUS_OK:
+            return STATUS_NO_MEMORY
+        nxt = f.blk[bi + 1]
+        h = FAR_B // 2
+        memcpy(nxt.lv, &blk.lv[h], (FAR_B - h) * sizeof(BookLevel))
+        nxt.n = FAR_B - h
+        blk.n = h
+        f.last[bi + 1] = nxt.lv[nxt.n - 1].key
+        f.last[bi] = blk.lv[h - 1].key
+        s.n_moved += FAR_B - h
+        if i > h:
+            blk = nxt
+            i -= h
+            bi += 1
+    memmove(&blk.lv[i + 1], &blk.lv[i], (blk.n - i) * sizeof(BookLevel))
+    s.n_moved += blk.n - i
+    blk.lv[i].key = key
+    blk.lv[i].size = size
+    blk.n += 1
+    f.last[bi] = blk.lv[blk.n - 1].key
+    f.n += 1
     inserted[0] = True
-    return side_insert_at(s, i, key, size)
+    return STATUS_OK
 
 
-cdef int book_side_set(BookSide* s, int64_t key, float64_t size) noexcept nogil:
-    cdef intp_t i
-    cdef bint inserted
-    return side_set(s, key, size, &i, &inserted)
+cdef bint far_delete(BookSide* s, int64_t key) noexcept nogil:
+    """Delete the far level at `key`; False when there is none."""
+    cdef BookFar* f = &s.far
+    cdef intp_t bi = lower_key(f.last, f.nb, key), i, j
+    cdef FarBlock* blk
+    cdef FarBlock* other
+    if bi == f.nb:
+        return False
+    blk = f.blk[bi]
+    i = block_lower(blk, key)
+    if blk.lv[i].key != key:
+        return False
+    memmove(&blk.lv[i], &blk.lv[i + 1], (blk.n - i - 1) * sizeof(BookLevel))
+    s.n_moved += blk.n - i - 1
+    blk.n -= 1
+    f.n -= 1
+    if blk.n == 0:
+        far_drop_block(f, bi)
+        return True
+    f.last[bi] = blk.lv[blk.n - 1].key
+    if blk.n >= FAR_B // 4:
+        return True
+    # a small block merges with a neighbour when both fit in half a block: the later
+    # block's levels are appended to the earlier one's
+    if bi + 1 < f.nb and f.blk[bi + 1].n + blk.n <= FAR_B // 2:
+        j = bi + 1
+    elif bi > 0 and f.blk[bi - 1].n + blk.n <= FAR_B // 2:
+        j = bi
+        bi -= 1
+    else:
+        return True
+    blk = f.blk[bi]
+    other = f.blk[j]
+    memcpy(&blk.lv[blk.n], other.lv, other.n * sizeof(BookLevel))
+    s.n_moved += other.n
+    blk.n += other.n
+    f.last[bi] = blk.lv[blk.n - 1].key
+    far_drop_block(f, j)
+    return True
 
 
-cdef inline intp_t side_delete(BookSide* s, int64_t key) noexcept nogil:
-    """Remove the level with this key; return its index, or -1 when it does not exist."""
-    cdef intp_t i = side_lower(s, key)
-    if i == s.n or s.lv[i].key != key:
-        return -1
-    side_remove_at(s, i)
-    return i
+cdef int far_push_max(BookSide* s, int64_t key, float64_t size) noexcept nogil:
+    """Append a level above every far level (recentring up)."""
+    cdef BookFar* f = &s.far
+    if f.nb == 0 or f.blk[f.nb - 1].n == FAR_B:
+        if far_new_block(f, f.nb) != STATUS_OK:
+            return STATUS_NO_MEMORY
+    cdef FarBlock* blk = f.blk[f.nb - 1]
+    blk.lv[blk.n].key = key
+    blk.lv[blk.n].size = size
+    blk.n += 1
+    f.last[f.nb - 1] = key
+    f.n += 1
+    return STATUS_OK
+
+
+cdef inline void far_pop_max(BookFar* f, int64_t* key, float64_t* size) noexcept nogil:
+    """Take the highest far level out (recentring down); f.n > 0."""
+    cdef FarBlock* blk = f.blk[f.nb - 1]
+    blk.n -= 1
+    key[0] = blk.lv[blk.n].key
+    size[0] = blk.lv[blk.n].size
+    f.n -= 1
+    if blk.n == 0:
+        far_drop_block(f, f.nb - 1)
+    else:
+        f.last[f.nb - 1] = blk.lv[blk.n - 1].key
+
+
+cdef int far_load(BookSide* s, const int64_t* keys, const float64_t* size,
+                  intp_t m) noexcept nogil:
+    """Fill an empty far array with m levels of ascending keys, blocks 3/4 full."""
+    cdef intp_t q = 0, c, j
+    cdef FarBlock* blk
+    while q < m:
+        if far_new_block(&s.far, s.far.nb) != STATUS_OK:
+            return STATUS_NO_MEMORY
+        blk = s.far.blk[s.far.nb - 1]
+        c = m - q if m - q < (3 * FAR_B) // 4 else (3 * FAR_B) // 4
+        for j in range(c):
+            blk.lv[j].key = keys[q + j]
+            blk.lv[j].size = size[q + j]
+        blk.n = c
+        q += c
+        s.far.last[s.far.nb - 1] = blk.lv[c - 1].key
+        s.far.n += c
+    return STATUS_OK
+
+
+# =============================================================================================
+# The ladder: keys [lo, lo + w) at slots key & mask, one occupancy bit per slot
+# =============================================================================================
+cdef inline int64_t lad_below(const BookSide* s, int64_t key) noexcept nogil:
+    """The highest key < `key` that holds a ladder level, or KEY_MIN: one word of the bitmap
+    per 64 keys scanned (clz), downwards from min(key, lo + w) - 1 to lo."""
+    cdef int64_t k = key - 1
+    cdef int64_t top = s.lo + s.w - 1
+    cdef intp_t slot, b
+    cdef uint64_t m
+    if k > top:
+        k = top
+    while k >= s.lo:
+        slot = k & s.mask
+        b = slot & 63
+        m = s.occ[slot >> 6] & ((<uint64_t> -1) >> (63 - b))      # bits 0 .. b
+        if m:
+            k -= b - (63 - __builtin_clzll(m))
+            return k if k >= s.lo else KEY_MIN
+        k -= b + 1
+    return KEY_MIN
+
+
+cdef inline void lad_put(BookSide* s, int64_t key, float64_t size) noexcept nogil:
+    """Store a level in an empty ladder slot (key inside the window)."""
+    cdef intp_t slot = key & s.mask
+    s.size[slot] = size
+    s.occ[slot >> 6] |= (<uint64_t> 1) << (slot & 63)
+    s.n_lad += 1
+
+
+cdef int lad_flush(BookSide* s, int64_t limit) noexcept nogil:
+    """Move the ladder levels with keys in [lo, limit) to the far array (ascending, so each
+    is appended above its highest level), clearing their slots; limit <= lo + w. When memory
+    runs out half-way, lo is raised to the first level not moved: the state stays valid (the
+    same levels, each where the invariants want it)."""
+    cdef int64_t k = s.lo
+    cdef intp_t slot, b, t, span
+    cdef uint64_t m
+    while k < limit and s.n_lad > 0:
+        slot = k & s.mask
+        b = slot & 63
+        span = 64 - b
+        if limit - k < span:
+            span = limit - k
+        m = (s.occ[slot >> 6] >> b) & ((<uint64_t> -1) >> (64 - span))
+        while m:
+            t = __builtin_ctzll(m)
+            if far_push_max(s, k + t, s.size[slot + t]) != STATUS_OK:
+                s.lo = k + t
+                return STATUS_NO_MEMORY
+            s.size[slot + t] = 0.0
+            s.occ[slot >> 6] &= ~((<uint64_t> 1) << (b + t))
+            s.n_lad -= 1
+            s.n_moved += 1
+            m &= m - 1
+        k += span
+    return STATUS_OK
+
+
+cdef int side_up(BookSide* s, int64_t key) noexcept nogil:
+    """Recentre the window up so that `key` (above it) sits 3/4 of the way up: the levels
+    below the new window move to the far array."""
+    cdef int64_t lo = key - (s.w - s.w // 4)
+    cdef int64_t limit = lo if lo < s.lo + s.w else s.lo + s.w
+    if lad_flush(s, limit) != STATUS_OK:
+        return STATUS_NO_MEMORY
+    s.lo = lo
+    return STATUS_OK
+
+
+cdef void side_down(BookSide* s) noexcept nogil:
+    """Recentre the window down so that the best (below 1/4 of it, or in the far array when
+    the ladder is empty) sits 3/4 of the way up: far levels inside the new window move into
+    the ladder (from the far array's end: no move inside it). The slots they take held keys
+    above the best, which are empty."""
+    cdef int64_t lo = s.best - (s.w - s.w // 4), k
+    cdef float64_t q
+    cdef BookFar* f = &s.far
+    while f.n > 0 and far_max(f) >= lo:
+        far_pop_max(f, &k, &q)
+        lad_put(s, k, q)
+        s.n_moved += 1
+    s.lo = lo
+
+
+cdef inline bint side_find(const BookSide* s, int64_t key, float64_t* size) noexcept nogil:
+    """Whether the side holds a level at `key` (its size in *size)."""
+    if s.n == 0 or key > s.best:
+        return False
+    if key >= s.lo:
+        size[0] = s.size[key & s.mask]
+        return size[0] != 0.0
+    return far_find(&s.far, key, size)
+
+
+cdef inline bint side_below(const BookSide* s, int64_t key, int64_t* k,
+                            float64_t* size) noexcept nogil:
+    """The best level strictly worse than `key` (False when there is none)."""
+    cdef int64_t x
+    if s.n == 0:
+        return False
+    if key > s.lo:
+        x = lad_below(s, key)
+        if x != KEY_MIN:
+            k[0] = x
+            size[0] = s.size[x & s.mask]
+            return True
+    return far_below(&s.far, key, k, size)      # every far key is below lo
+
+
+cdef int side_set(BookSide* s, int64_t key, float64_t size, bint* inserted) noexcept nogil:
+    """Set the level at `key` to `size` > 0 (the general path: any key)."""
+    cdef intp_t slot
+    if s.n == 0:
+        s.lo = key - (s.w - s.w // 4)            # an empty side: centre on the new level
+    elif key >= s.lo + s.w:
+        if side_up(s, key) != STATUS_OK:
+            return STATUS_NO_MEMORY
+    if key >= s.lo:
+        slot = key & s.mask
+        inserted[0] = s.size[slot] == 0.0
+        if inserted[0]:
+            lad_put(s, key, size)
+            s.n += 1
+        else:
+            s.size[slot] = size
+        if key > s.best:
+            s.best = key
+        return STATUS_OK
+    if far_set(s, key, size, inserted) != STATUS_OK:
+        return STATUS_NO_MEMORY
+    s.n += inserted[0]
+    return STATUS_OK
+
+
+cdef bint side_delete(BookSide* s, int64_t key) noexcept nogil:
+    """Delete the level at `key`; False when there is none (nothing changes). Deleting the
+    best finds the next one (a bitmap scan, else the far array's end) and recentres the
+    window down when the best has fallen into its bottom quarter."""
+    cdef intp_t slot
+    cdef int64_t nb
+    if s.n == 0 or key > s.best:
+        return False
+    if key >= s.lo:
+        slot = key & s.mask
+        if s.size[slot] == 0.0:
+            return False
+        s.size[slot] = 0.0
+        s.occ[slot >> 6] &= ~((<uint64_t> 1) << (slot & 63))
+        s.n_lad -= 1
+        s.n -= 1
+        if key == s.best:
+            if s.n == 0:
+                s.best = KEY_MIN
+                return True
+            nb = lad_below(s, key)
+            s.best = nb if nb != KEY_MIN else far_max(&s.far)
+            if s.best < s.lo + s.w // 4:
+                side_down(s)
+        return True
+    if not far_delete(s, key):
+        return False
+    s.n -= 1
+    return True
+
+
+cdef int side_init(BookSide* s, intp_t capacity, intp_t w) noexcept nogil:
+    s.w = w
+    s.mask = w - 1
+    s.size = <float64_t*> calloc(w, sizeof(float64_t))
+    s.occ = <uint64_t*> calloc(w >> 6, sizeof(uint64_t))
+    s.lo = 0
+    s.best = KEY_MIN
+    s.n = 0
+    s.n_lad = 0
+    s.n_moved = 0
+    if s.size == NULL or s.occ == NULL:
+        return STATUS_NO_MEMORY
+    return far_init(&s.far, capacity)
+
+
+cdef void side_free(BookSide* s) noexcept nogil:
+    free(s.size)
+    free(s.occ)
+    s.size = NULL
+    s.occ = NULL
+    far_free(&s.far)
+
+
+cdef void side_clear(BookSide* s) noexcept nogil:
+    cdef int64_t k
+    if s.n_lad > s.w // 16:
+        memset(s.size, 0, s.w * sizeof(float64_t))
+        memset(s.occ, 0, (s.w >> 6) * sizeof(uint64_t))
+    else:                                          # a few levels: clear their slots only
+        k = lad_below(s, KEY_MAX)
+        while k != KEY_MIN:
+            s.size[k & s.mask] = 0.0
+            k = lad_below(s, k)
+        memset(s.occ, 0, (s.w >> 6) * sizeof(uint64_t))
+    s.n = 0
+    s.n_lad = 0
+    s.best = KEY_MIN
+    far_clear(&s.far)
+
+
+cdef int side_load(BookSide* s, const int64_t* keys, const float64_t* size,
+                   intp_t m) noexcept nogil:
+    """Replace the side by m levels of strictly ascending keys (sizes > 0)."""
+    side_clear(s)
+    if m == 0:
+        return STATUS_OK
+    cdef int64_t lo = keys[m - 1] - (s.w - s.w // 4)
+    cdef intp_t j = 0, q
+    while j < m and keys[j] < lo:
+        j += 1
+    if far_load(s, keys, size, j) != STATUS_OK:
+        far_clear(&s.far)
+        return STATUS_NO_MEMORY
+    s.lo = lo
+    for q in range(j, m):
+        lad_put(s, keys[q], size[q])
+    s.n = m
+    s.best = keys[m - 1]
+    return STATUS_OK
+
+
+# A walk over a side, best first: ladder levels (bitmap scan), then the far blocks backwards.
+cdef struct SideWalk:
+    intp_t left          # ladder levels not yet visited
+    int64_t key          # the last ladder key visited (the next one is below it)
+    intp_t bi            # far block of the next far level (descending); -1 when done
+    intp_t fi            # its index in that block
+
+
+cdef inline void walk_init(const BookSide* s, SideWalk* w) noexcept nogil:
+    w.left = s.n_lad
+    w.key = KEY_MAX
+    w.bi = s.far.nb - 1
+    w.fi = s.far.blk[w.bi].n - 1 if w.bi >= 0 else -1
+
+
+cdef inline bint walk_next(const BookSide* s, SideWalk* w, int64_t* key,
+                           float64_t* size) noexcept nogil:
+    if w.left > 0:
+        w.key = s.best if w.left == s.n_lad else lad_below(s, w.key)
+        w.left -= 1
+        key[0] = w.key
+        size[0] = s.size[w.key & s.mask]
+        return True
+    if w.bi >= 0:
+        key[0] = s.far.blk[w.bi].lv[w.fi].key
+        size[0] = s.far.blk[w.bi].lv[w.fi].size
+        w.fi -= 1
+        if w.fi < 0:
+            w.bi -= 1
+            if w.bi >= 0:
+                w.fi = s.far.blk[w.bi].n - 1
+        return True
+    return False
+
+
+cdef inline bint side_rank(const BookSide* s, intp_t m, int64_t* key,
+                           float64_t* size) noexcept nogil:
+    """Level m (0 = best) of a side; False when the side has fewer levels."""
+    cdef SideWalk w
+    if m >= s.n:
+        return False
+    if m == 0:
+        key[0] = s.best
+        size[0] = s.size[s.best & s.mask]
+        return True
+    walk_init(s, &w)
+    while m >= 0:
+        walk_next(s, &w, key, size)
+        m -= 1
+    return True
 
 
 cdef int book_init(BookState* b, float64_t tick_size, int policy, bint strict,
-                   intp_t capacity) noexcept nogil:
+                   intp_t capacity, intp_t ladder) noexcept nogil:
     b.tick_size = tick_size
     b.tick_mul = 1.0 / tick_size
     cdef float64_t inv = c_round(1.0 / tick_size)
     b.inv_tick = inv if inv >= 1.0 and fabs(1.0 / tick_size - inv) <= 1e-9 * inv else 0.0
     b.policy = policy
     b.strict = strict
-    book_clear(b)
-    if side_init(&b.bid, capacity) != STATUS_OK:
+    if side_init(&b.bid, capacity, ladder) != STATUS_OK:
         return STATUS_NO_MEMORY
-    return side_init(&b.ask, capacity)
+    if side_init(&b.ask, capacity, ladder) != STATUS_OK:
+        return STATUS_NO_MEMORY
+    book_clear(b)
+    return STATUS_OK
 
 
 cdef void book_free(BookState* b) noexcept nogil:
@@ -281,11 +703,11 @@ cdef void book_free(BookState* b) noexcept nogil:
 
 
 cdef void book_clear(BookState* b) noexcept nogil:
-    b.bid.n = 0
-    b.ask.n = 0
+    side_clear(&b.bid)
+    side_clear(&b.ask)
     b.last_side = 0
-    b.last_rank = 0
-    b.last_shift = True
+    b.last_key = 0
+    b.last_kind = BOOK_MISSING
     b.n_updates = 0
     b.n_crossed = 0
     b.n_locked = 0
@@ -310,7 +732,7 @@ cdef inline int _tick(const BookState* b, float64_t price, int64_t* tick) noexce
 
 cdef inline int _apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil:
     """One row, valid except possibly `side` and a strict missing delete; no crossing logic
-    (that is judged at the end of the message, in `_judge`)."""
+    (that is judged at the end of the message, in `_judge`). The general path: any key."""
     cdef BookSide* s
     cdef int64_t key
     if side == 1:
@@ -321,26 +743,21 @@ cdef inline int _apply_tick(BookState* b, int side, int64_t tick, float64_t size
         key = -tick
     else:
         return STATUS_BAD_VALUE                # field 0: side
-    cdef intp_t i
     cdef bint inserted
     if size == 0.0:
-        i = side_delete(s, key)
-        if i < 0:
+        if side_delete(s, key):
+            b.last_kind = BOOK_DELETE
+        else:
             if b.strict:
                 return STATUS_BAD_VALUE | (1 << 4)
             b.n_missing += 1
-            b.last_rank = RANK_NONE
-        else:
-            b.last_rank = s.n - i              # rank the deleted level had
-        b.last_side = side
-        b.last_shift = True
-        b.n_updates += 1
-        return STATUS_OK
-    if side_set(s, key, size, &i, &inserted) != STATUS_OK:
-        return STATUS_NO_MEMORY | (1 << 4)
+            b.last_kind = BOOK_MISSING
+    else:
+        if side_set(s, key, size, &inserted) != STATUS_OK:
+            return STATUS_NO_MEMORY | (1 << 4)
+        b.last_kind = BOOK_INSERT if inserted else BOOK_SET
     b.last_side = side
-    b.last_rank = s.n - 1 - i
-    b.last_shift = inserted
+    b.last_key = key
     b.n_updates += 1
     return STATUS_OK
 
@@ -367,52 +784,21 @@ cdef float64_t ROUND_MAGIC = 6755399441055744.0
 # The fast path handles |price / tick_size| < 2**40 ticks, where the off-grid tolerance
 # (1e-6 + 1e-13 |x| < 0.12 tick) keeps the nearest integer unambiguous.
 cdef float64_t FAST_TICKS = 1099511627776.0
-cdef enum:
-    NEAR = 8          # slots searched (and moved) by the near-touch fast path; <= SLACK
-
-
-cdef int _apply_far(BookState* b, BookSide* s, int side, int64_t key,
-                    float64_t size) noexcept nogil:
-    """The fast path's continuation for a valid update deeper than the NEAR best levels of
-    a side of >= NEAR levels with room behind (side, key and the search window already
-    known): branch-free binary search, then the insert/delete moves the shorter side. A
-    missing level goes to `_apply_tick` (counter, strict mode)."""
-    cdef intp_t n = s.n
-    cdef intp_t i = side_search(s.lv, n - NEAR, key)       # s.lv[n - NEAR].key >= key
-    cdef bint found = s.lv[i].key == key                   # i <= n - NEAR < n
-    if size == 0.0:
-        if not found:
-            return _apply_tick(b, side, key * side, size)
-        side_remove_at(s, i)
-        b.last_rank = n - 1 - i
-        b.last_shift = True
-    elif found:
-        s.lv[i].size = size
-        b.last_rank = n - 1 - i
-        b.last_shift = False
-    else:
-        if side_insert_at(s, i, key, size) != STATUS_OK:
-            return STATUS_NO_MEMORY | (1 << 4)
-        b.last_rank = n - i
-        b.last_shift = True
-    b.last_side = side
-    b.n_updates += 1
-    return STATUS_OK
 
 
 cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
-    """One delta. Fast path, taken by a valid update whose price is among the NEAR best
-    slots of its side (or just better than the best) and that does not cross: no division
-    and no data-dependent branch. Validity is one AND of comparisons (sizes finite and >= 0,
-    side +-1, price on the grid after multiplying by 1/tick_size, with a tolerance 1 % tighter
-    than the exact check so that the division could not disagree); insert, overwrite and
-    delete are one fixed NEAR-slot move whose source and destination offsets (0 or 1) come
-    from (found, size == 0). A valid update deeper than the NEAR best continues in
-    `_apply_far`. Anything else goes to the general code, which decides everything again from
-    the unchanged state, so results and errors are those of the general code: a bad value or
-    an off-grid-looking price to `_apply_checked` (every check in order, the exact division);
-    a small side, a side that must grow or a strict missing delete to `_apply_tick`.
-    No crossing logic: see `_apply_end`."""
+    """One delta. Fast path, taken by a valid update whose key lies in its side's ladder
+    window and that does not delete the best level: no division, no search and no move.
+    Validity is one AND of comparisons (sizes finite and >= 0, side +-1, price on the grid
+    after multiplying by 1/tick_size, with a tolerance 1 % tighter than the exact check so
+    that the division could not disagree); the level is the slot key & mask, its occupancy
+    bit is set or cleared by a mask, and the counts and the best move by arithmetic on
+    (old size == 0, new size == 0). Anything else goes to the general code, which decides
+    everything again from the unchanged state, so results and errors are those of the
+    general code: a bad value or an off-grid-looking price to `_apply_checked` (every check
+    in order, the exact division); a key outside the window, an empty side, a deletion of
+    the best or a strict missing delete to `_apply_tick`. No crossing logic: see
+    `_apply_end`."""
     cdef float64_t x = price * b.tick_mul
     cdef float64_t r = (x + ROUND_MAGIC) - ROUND_MAGIC
     cdef float64_t ax = fabs(x)
@@ -425,41 +811,29 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     cdef intp_t k = (1 - side) >> 1
     cdef intp_t stride = <char*> &b.ask - <char*> &b.bid
     cdef BookSide* s = <BookSide*> (<char*> &b.bid + k * stride)
-    cdef intp_t n = s.n
-    cdef BookLevel* lv = s.lv
-    if n < NEAR or s.capacity - (lv - s.base) - n < SLACK + 1:
-        return _apply_tick(b, side, <int64_t> r, size)
-    # levels among the NEAR best with key >= this key (a suffix: keys ascend), unrolled
-    cdef intp_t c = ((lv[n - 1].key >= key) + (lv[n - 2].key >= key)
-                     + (lv[n - 3].key >= key) + (lv[n - 4].key >= key)
-                     + (lv[n - 5].key >= key) + (lv[n - 6].key >= key)
-                     + (lv[n - 7].key >= key) + (lv[n - 8].key >= key))
-    if c == NEAR:
-        return _apply_far(b, s, side, key, size)            # deeper than the NEAR best
-    cdef intp_t i = n - c
-    # lv[n] (c == 0) is a free slot, readable (SLACK slots behind the last level)
-    cdef bint found = (c > 0) & (lv[i].key == key)
     cdef bint zero = size == 0.0
-    cdef bint missing = (found == 0) & zero
+    if ((<uint64_t> (key - s.lo) >= <uint64_t> s.w) | (s.n == 0)
+            | (zero & (key == s.best))):
+        return _apply_tick(b, side, <int64_t> r, size)
+    cdef intp_t slot = key & s.mask
+    cdef float64_t old = s.size[slot]
+    cdef bint was = old != 0.0
+    cdef bint missing = (was == 0) & zero
     if missing & b.strict:
         return _apply_tick(b, side, <int64_t> r, size)       # the strict error
-    cdef intp_t ins = (found == 0) & (zero == 0)
-    cdef intp_t dele = found & zero
-    cdef BookLevel tmp[NEAR]
-    # insert: lv[i .. i + NEAR) -> lv[i + 1 ..); delete: lv[i + 1 .. i + 1 + NEAR) -> lv[i ..);
-    # overwrite / missing delete: a copy onto itself. Everything read or written lies below
-    # lv + n + 2 <= lv + n + SLACK.
-    memcpy(tmp, lv + i + dele, NEAR * sizeof(BookLevel))
-    memcpy(lv + i + ins, tmp, NEAR * sizeof(BookLevel))
-    # the level's slot; for a deletion a free slot instead (the one just vacated at the end,
-    # or lv[n] for a missing level), chosen by arithmetic: no branch on the kind of update
-    cdef intp_t at = i + zero * (n - dele - i)
-    lv[at].key = key
-    lv[at].size = size
-    s.n = n + ins - dele
+    cdef intp_t ins = (was == 0) & (zero == 0)
+    cdef intp_t dele = was & zero
+    cdef uint64_t bit = (<uint64_t> 1) << (slot & 63)
+    cdef uint64_t* word = &s.occ[slot >> 6]
+    s.size[slot] = size
+    word[0] = (word[0] & ~bit) | (bit & (<uint64_t> 0 - <uint64_t> (zero == 0)))
+    s.n_lad += ins - dele
+    s.n += ins - dele
+    # a new level above the best is the new best (a missing delete above it is not)
+    s.best = key if (key > s.best) & (zero == 0) else s.best
     b.last_side = side
-    b.last_rank = RANK_NONE if missing else c - found
-    b.last_shift = (found == 0) | zero
+    b.last_key = key
+    b.last_kind = ins + 2 * dele + 3 * missing      # BOOK_SET / INSERT / DELETE / MISSING
     b.n_missing += missing
     b.n_updates += 1
     return STATUS_OK
@@ -471,7 +845,7 @@ cdef inline void _judge(BookState* b) noexcept nogil:
     cdef int64_t x
     if b.bid.n > 0 and b.ask.n > 0:
         # bid tick t and ask tick a: t - a = bid key + ask key
-        x = b.bid.lv[b.bid.n - 1].key + b.ask.lv[b.ask.n - 1].key
+        x = b.bid.best + b.ask.best
         b.n_locked += x == 0
         b.n_crossed += x > 0
 
@@ -493,22 +867,20 @@ cdef int _apply_end_raise(BookState* b, int side, float64_t price, float64_t siz
     cdef BookSide* s = &b.bid if side == 1 else &b.ask
     cdef BookSide* o = &b.ask if side == 1 else &b.bid
     cdef int64_t key = tick * side, top
-    cdef intp_t i
-    if size == 0.0 and b.strict:
-        i = side_lower(s, key)
-        if i == s.n or s.lv[i].key != key:
-            return STATUS_BAD_VALUE | (1 << 4)
+    cdef float64_t q
+    if size == 0.0 and b.strict and not side_find(s, key, &q):
+        return STATUS_BAD_VALUE | (1 << 4)
     if o.n > 0:
         # this side's best after the row
         if size > 0.0:
-            top = key if s.n == 0 or key > s.lv[s.n - 1].key else s.lv[s.n - 1].key
-        elif s.n == 0 or (s.n == 1 and s.lv[0].key == key):
+            top = key if s.n == 0 or key > s.best else s.best
+        elif s.n == 0 or (s.n == 1 and s.best == key):
             return _apply_tick(b, side, tick, size)          # the side ends up empty
-        elif s.lv[s.n - 1].key == key:
-            top = s.lv[s.n - 2].key                          # the best level is deleted
+        elif s.best == key:
+            side_below(s, key, &top, &q)                     # the best level is deleted
         else:
-            top = s.lv[s.n - 1].key
-        if top + o.lv[o.n - 1].key >= 0:
+            top = s.best
+        if top + o.best >= 0:
             return STATUS_CROSSED | (1 << 4)
     return _apply_tick(b, side, tick, size)
 
@@ -544,21 +916,48 @@ cdef int book_apply_row(BookState* b, int side, float64_t price, float64_t size,
     return _apply(b, side, price, size)
 
 
+cdef int64_t book_bid_tick(const BookState* b, intp_t m) noexcept nogil:
+    cdef int64_t k
+    cdef float64_t q
+    return k if side_rank(&b.bid, m, &k, &q) else INT64_MIN
+
+
+cdef int64_t book_ask_tick(const BookState* b, intp_t m) noexcept nogil:
+    cdef int64_t k
+    cdef float64_t q
+    return -k if side_rank(&b.ask, m, &k, &q) else INT64_MAX
+
+
+cdef float64_t book_bid_size(const BookState* b, intp_t m) noexcept nogil:
+    cdef int64_t k
+    cdef float64_t q
+    return q if side_rank(&b.bid, m, &k, &q) else 0.0
+
+
+cdef float64_t book_ask_size(const BookState* b, intp_t m) noexcept nogil:
+    cdef int64_t k
+    cdef float64_t q
+    return q if side_rank(&b.ask, m, &k, &q) else 0.0
+
+
 cdef void book_top(const BookState* b, intp_t n, float64_t* bid_px, float64_t* bid_sz,
                    float64_t* ask_px, float64_t* ask_sz) noexcept nogil:
+    cdef SideWalk wb, wa
+    cdef int64_t k
+    cdef float64_t q
     cdef intp_t m
-    cdef intp_t nb = b.bid.n
-    cdef intp_t na = b.ask.n
+    walk_init(&b.bid, &wb)
+    walk_init(&b.ask, &wa)
     for m in range(n):
-        if m < nb:
-            bid_px[m] = book_price(b, <float64_t> b.bid.lv[nb - 1 - m].key)
-            bid_sz[m] = b.bid.lv[nb - 1 - m].size
+        if walk_next(&b.bid, &wb, &k, &q):
+            bid_px[m] = book_price(b, <float64_t> k)
+            bid_sz[m] = q
         else:
             bid_px[m] = NAN
             bid_sz[m] = 0.0
-        if m < na:
-            ask_px[m] = book_price(b, <float64_t> -b.ask.lv[na - 1 - m].key)
-            ask_sz[m] = b.ask.lv[na - 1 - m].size
+        if walk_next(&b.ask, &wa, &k, &q):
+            ask_px[m] = book_price(b, <float64_t> -k)
+            ask_sz[m] = q
         else:
             ask_px[m] = NAN
             ask_sz[m] = 0.0
@@ -603,6 +1002,16 @@ def side_column(side, n=None, field="side"):
     return column(a, np.int8, field, n)
 
 
+cdef int _load_side(BookSide* s, keys, sizes) except -1:
+    """Replace a side by levels of strictly ascending keys (int64) with sizes > 0."""
+    cdef const int64_t[::1] kv = np.ascontiguousarray(keys, dtype=np.int64)
+    cdef const float64_t[::1] zv = np.ascontiguousarray(sizes, dtype=np.float64)
+    cdef intp_t m = kv.shape[0]
+    if side_load(s, &kv[0] if m else NULL, &zv[0] if m else NULL, m) != STATUS_OK:
+        raise MemoryError(f"{m:,} levels could not be allocated")
+    return 0
+
+
 @cython.final
 cdef class Book:
     """L2 order book fed by absolute-size price-level updates, in integer ticks.
@@ -625,9 +1034,11 @@ cdef class Book:
     - ``best_bid``, ``best_ask`` (price; NaN when the side is empty), ``best_bid_size``,
       ``best_ask_size``, ``mid``, ``spread``, ``weighted_mid``, ``imbalance(levels, decay)``,
       ``top(n)`` (a new (4, n) array; ``top(n, out=)`` fills yours without allocating).
-    ``capacity`` is the initial number of levels per side (an integer >= 1; sides grow by
-    doubling); a size that overflows is a ValueError naming it, one that cannot be allocated
-    a MemoryError. See the module docstring for the structure and the crossed-book policies.
+    ``capacity`` is the number of far levels per side the block directory is first sized for
+    (an integer >= 1; it grows by doubling; the ladder window is fixed); a size that
+    overflows is a ValueError naming it, one that cannot be allocated a MemoryError. See the
+    module docstring for the structure (tick ladder + far blocks) and the crossed-book
+    policies.
     Threads: one Book may be shared; its calls serialise (see README, thread safety).
     """
 
@@ -642,9 +1053,10 @@ cdef class Book:
                            field="tick_size")
         cap = _int_arg(capacity, "capacity", 1)
         cdef size_t nbytes = checked_nbytes(cap, 2 * sizeof(BookLevel), "capacity")
+        nbytes += 2 * LADDER_SLOTS * (sizeof(float64_t) + 1)
         cdef int policy = _policy(crossed)
         self.crossed = crossed
-        if book_init(&self.st, ts, policy, bool(strict), cap) != STATUS_OK:
+        if book_init(&self.st, ts, policy, bool(strict), cap, LADDER_SLOTS) != STATUS_OK:
             raise MemoryError(f"capacity={cap} needs {nbytes:,} bytes, which could not be "
                               "allocated")
 
@@ -750,32 +1162,17 @@ cdef class Book:
             if sides[0][0].size:
                 bb = sides[0][0][sides[0][0].size - 1]
         elif self.st.bid.n:
-            bb = self.st.bid.lv[self.st.bid.n - 1].key
+            bb = self.st.bid.best
         if sides[1] is not None:
             if sides[1][0].size:
                 aa = sides[1][0][sides[1][0].size - 1]
         elif self.st.ask.n:
-            aa = self.st.ask.lv[self.st.ask.n - 1].key
+            aa = self.st.ask.best
         if bb != KEY_MIN and aa != KEY_MIN and bb + aa >= 0 and self.st.policy == BOOK_RAISE:
             raise_status(STATUS_CROSSED, "bid_px", 0, "snapshot best bid >= best ask")
-        cdef BookSide* s
-        cdef const int64_t[::1] kv
-        cdef const float64_t[::1] zv
-        cdef intp_t m, q
         for j in range(2):
-            if sides[j] is None:
-                continue
-            s = &self.st.bid if j == 0 else &self.st.ask
-            kv = np.ascontiguousarray(sides[j][0])
-            zv = np.ascontiguousarray(sides[j][1])
-            m = kv.shape[0]
-            if side_prepare(s, m) != STATUS_OK:
-                raise MemoryError()
-            if m:
-                for q in range(m):
-                    s.lv[q].key = kv[q]
-                    s.lv[q].size = zv[q]
-            s.n = m
+            if sides[j] is not None:
+                _load_side(&self.st.bid if j == 0 else &self.st.ask, sides[j][0], sides[j][1])
 
     def top(self, n=10, out=None):
         """The best ``n`` levels, best first: a new float64 array of shape (4, n) whose rows
@@ -837,7 +1234,7 @@ cdef class Book:
         _wait(&self.guard)
         if self.st.bid.n == 0:
             return NAN
-        return book_price(&self.st, <float64_t> self.st.bid.lv[self.st.bid.n - 1].key)
+        return book_price(&self.st, <float64_t> self.st.bid.best)
 
     @property
     def best_ask(self):
@@ -845,7 +1242,7 @@ cdef class Book:
         _wait(&self.guard)
         if self.st.ask.n == 0:
             return NAN
-        return book_price(&self.st, <float64_t> -self.st.ask.lv[self.st.ask.n - 1].key)
+        return book_price(&self.st, <float64_t> -self.st.ask.best)
 
     @property
     def best_bid_size(self):
@@ -861,13 +1258,13 @@ cdef class Book:
     def best_bid_tick(self):
         """Best bid in ticks (None when empty)."""
         _wait(&self.guard)
-        return self.st.bid.lv[self.st.bid.n - 1].key if self.st.bid.n else None
+        return self.st.bid.best if self.st.bid.n else None
 
     @property
     def best_ask_tick(self):
         """Best ask in ticks (None when empty)."""
         _wait(&self.guard)
-        return -self.st.ask.lv[self.st.ask.n - 1].key if self.st.ask.n else None
+        return -self.st.ask.best if self.st.ask.n else None
 
     @property
     def mid(self):
@@ -915,11 +1312,17 @@ cdef class Book:
         _wait(&self.guard)
         cdef intp_t depth = max(self.st.bid.n, self.st.ask.n)
         cdef intp_t L = depth if levels > depth else levels
-        cdef float64_t wb = 0.0, wa = 0.0, w = 1.0
+        cdef float64_t wb = 0.0, wa = 0.0, w = 1.0, q
         cdef intp_t m
+        cdef int64_t k
+        cdef SideWalk bw, aw
+        walk_init(&self.st.bid, &bw)
+        walk_init(&self.st.ask, &aw)
         for m in range(L):
-            wb += w * book_bid_size(&self.st, m)
-            wa += w * book_ask_size(&self.st, m)
+            if walk_next(&self.st.bid, &bw, &k, &q):
+                wb += w * q
+            if walk_next(&self.st.ask, &aw, &k, &q):
+                wa += w * q
             w *= decay
         if wb + wa == 0.0:
             return 0.0
@@ -938,9 +1341,23 @@ cdef class Book:
 
     @property
     def capacity(self):
-        """Level slots allocated per side (bid, ask): memory follows live levels, not prices."""
+        """Far-array slots allocated per side (bid, ask), beside each side's fixed ladder:
+        memory follows live levels, not prices."""
         _wait(&self.guard)
-        return (self.st.bid.capacity, self.st.ask.capacity)
+        return (self.st.bid.far.nb * FAR_B, self.st.ask.far.nb * FAR_B)
+
+    @property
+    def _ladder(self):
+        """Ladder slots per side and the ladder windows' lowest keys (bid, ask) (tests)."""
+        _wait(&self.guard)
+        return self.st.bid.w, self.st.bid.lo, self.st.ask.lo
+
+    @property
+    def _moved(self):
+        """Levels moved so far by inserts, deletes and recentring, bid + ask (a debug
+        counter for the bounded-move tests; not reset by reset())."""
+        _wait(&self.guard)
+        return self.st.bid.n_moved + self.st.ask.n_moved
 
     @property
     def n_updates(self):
@@ -969,10 +1386,17 @@ cdef class Book:
         cdef BookSide* s = &self.st.bid if side == 1 else &self.st.ask
         k = np.empty(s.n, dtype=np.int64)
         z = np.empty(s.n, dtype=np.float64)
-        cdef intp_t i
-        for i in range(s.n):
-            k[i] = s.lv[s.n - 1 - i].key * side
-            z[i] = s.lv[s.n - 1 - i].size
+        cdef int64_t[::1] kv = k
+        cdef float64_t[::1] zv = z
+        cdef intp_t i = 0
+        cdef int64_t key
+        cdef float64_t q
+        cdef SideWalk w
+        walk_init(s, &w)
+        while walk_next(s, &w, &key, &q):
+            kv[i] = key * side
+            zv[i] = q
+            i += 1
         return k, z
 
     def reset(self):
@@ -986,22 +1410,16 @@ cdef class Book:
                  "counters": (self.st.n_updates, self.st.n_crossed, self.st.n_locked,
                               self.st.n_missing)}
         return (Book, (self.st.tick_size, self.crossed, bool(self.st.strict),
-                       max(self.st.bid.capacity, self.st.ask.capacity)), state)
+                       max(1, self.st.bid.far.nb * FAR_B, self.st.ask.far.nb * FAR_B)), state)
 
     def __setstate__(self, d):
         _wait(&self.guard)
-        cdef BookSide* s
-        cdef intp_t i, m
         for j, name, sign in ((0, "bid", 1), (1, "ask", -1)):
-            s = &self.st.bid if j == 0 else &self.st.ask
             k, z = d[name]
-            m = len(k)
-            if side_prepare(s, m) != STATUS_OK:
-                raise MemoryError()
-            for i in range(m):
-                s.lv[m - 1 - i].key = k[i] * sign
-                s.lv[m - 1 - i].size = z[i]
-            s.n = m
+            # best first, in ticks -> ascending keys
+            _load_side(&self.st.bid if j == 0 else &self.st.ask,
+                       (np.asarray(k, dtype=np.int64) * sign)[::-1],
+                       np.asarray(z, dtype=np.float64)[::-1])
         if "counters" in d:
             (self.st.n_updates, self.st.n_crossed, self.st.n_locked,
              self.st.n_missing) = d["counters"]
@@ -1030,8 +1448,9 @@ cdef int raise_book(int status, intp_t index) except -1:
 # BookOFI: deltas in, book maintained, multi-level OFI out
 # =============================================================================================
 from libc.math cimport INFINITY
+from ofi_fast._guard cimport checked_malloc
 from ofi_fast._ofi cimport (
-    mlofi_check_ts, mlofi_commit, mlofi_push_range, mlofi_reserve, mlofi_reset,
+    mlofi_check_ts, mlofi_commit, mlofi_push_range, mlofi_reserve, mlofi_reset, ofi_l1_event,
 )
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
 
@@ -1040,79 +1459,120 @@ from ofi_fast._ofi import MultiLevelOFI as _MultiLevelOFI
 _BOOKOFI_FIELDS = ("side", "price", "size", "ts")
 
 
-cdef int bookofi_commit(const BookState* b, MLOFIState* m, int64_t ts) noexcept nogil:
+cdef void bookofi_fill(const BookState* b, MLOFIState* m, int64_t* keys) noexcept nogil:
+    """m.cur <- the book's top L (ticks as float64, absent levels -inf / +inf with size 0)
+    and, unless keys is NULL, keys <- their keys (bids, then asks; KEY_MIN when absent)."""
     cdef intp_t j, L = m.levels
     cdef float64_t* c = m.cur
-    cdef intp_t nb = b.bid.n, na = b.ask.n
+    cdef SideWalk wb, wa
+    cdef int64_t k
+    cdef float64_t q
+    walk_init(&b.bid, &wb)
+    walk_init(&b.ask, &wa)
     for j in range(L):
-        if j < nb:
-            c[j] = <float64_t> b.bid.lv[nb - 1 - j].key
-            c[L + j] = b.bid.lv[nb - 1 - j].size
+        if walk_next(&b.bid, &wb, &k, &q):
+            c[j] = <float64_t> k
+            c[L + j] = q
         else:
+            k = KEY_MIN
             c[j] = -INFINITY
             c[L + j] = 0.0
-        if j < na:
-            c[2 * L + j] = <float64_t> (-b.ask.lv[na - 1 - j].key)
-            c[3 * L + j] = b.ask.lv[na - 1 - j].size
+        if keys != NULL:
+            keys[j] = k
+        if walk_next(&b.ask, &wa, &k, &q):
+            c[2 * L + j] = <float64_t> (-k)
+            c[3 * L + j] = q
         else:
+            k = KEY_MIN
             c[2 * L + j] = INFINITY
             c[3 * L + j] = 0.0
+        if keys != NULL:
+            keys[L + j] = k
+
+
+cdef int bookofi_commit(const BookState* b, MLOFIState* m, int64_t ts) noexcept nogil:
+    bookofi_fill(b, m, NULL)
     return mlofi_commit(m, ts)
 
 
-cdef inline void bookofi_side(const BookState* b, MLOFIState* m, int side, intp_t lo,
-                              intp_t hi) noexcept nogil:
-    """Only `side` changed, at ranks lo..hi-1: e_j from that side's part of CKS eq. 10, in
-    place on m.prev (the other side's part is 0: its levels did not move)."""
-    cdef intp_t j, L = m.levels
+cdef inline int _commit(const BookState* b, MLOFIState* m, int64_t* keys,
+                        int64_t ts) noexcept nogil:
+    """A full event: the whole top L read from the book (and its keys cached)."""
+    bookofi_fill(b, m, keys)
+    return mlofi_commit(m, ts)
+
+
+cdef inline void _level(MLOFIState* m, int side, intp_t j, float64_t px,
+                        float64_t sz) noexcept nogil:
+    """Level j of `side` becomes (px, sz): e_j by CKS eq. 10 (ofi_l1_event; the other side's
+    level j is passed unchanged, so its part is 0), and the previous state is updated."""
+    cdef intp_t L = m.levels
     cdef float64_t* p = m.prev
-    cdef float64_t px, sz, x
     if side == 1:
-        for j in range(lo, hi):
-            if j < b.bid.n:
-                px = <float64_t> b.bid.lv[b.bid.n - 1 - j].key
-                sz = b.bid.lv[b.bid.n - 1 - j].size
-            else:
-                px = -INFINITY
-                sz = 0.0
-            # CKS eq. 10, bid part, as selects (the comparisons are data-dependent)
-            x = (sz if px >= p[j] else 0.0) - (p[L + j] if px <= p[j] else 0.0)
-            m.e[j] = x
-            p[j] = px
-            p[L + j] = sz
+        m.e[j] = ofi_l1_event(p[j], p[L + j], p[2 * L + j], p[3 * L + j],
+                              px, sz, p[2 * L + j], p[3 * L + j])
+        p[j] = px
+        p[L + j] = sz
     else:
-        for j in range(lo, hi):
-            if j < b.ask.n:
-                px = <float64_t> (-b.ask.lv[b.ask.n - 1 - j].key)
-                sz = b.ask.lv[b.ask.n - 1 - j].size
-            else:
-                px = INFINITY
-                sz = 0.0
-            x = (p[3 * L + j] if px >= p[2 * L + j] else 0.0) \
-                - (sz if px <= p[2 * L + j] else 0.0)
-            m.e[j] = x
-            p[2 * L + j] = px
-            p[3 * L + j] = sz
+        m.e[j] = ofi_l1_event(p[j], p[L + j], p[2 * L + j], p[3 * L + j],
+                              p[j], p[L + j], px, sz)
+        p[2 * L + j] = px
+        p[3 * L + j] = sz
 
 
-cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
+cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t ts, int side,
                              float64_t price, float64_t size) noexcept nogil:
+    """A delta that is its own event. One level of one side changed, so the top L changes at
+    its rank r (the cached keys better than it) only: an overwrite at r, an insert shifts
+    ranks r.. down one, a delete shifts them up one and brings in the level below the old
+    L-th (one book query). Ranks >= L and missing deletes change nothing (e = 0)."""
     cdef int status = mlofi_reserve(m, ts)
     if status != STATUS_OK:
         return status | (3 << 4)
     status = _apply_end(b, side, price, size)
     if status != STATUS_OK:
         return status
-    cdef intp_t j, L = m.levels, lo = b.last_rank, hi
-    cdef float64_t d = 0.0
     if not m.has_prev or b.last_side == 0:
-        return bookofi_commit(b, m, ts)       # first event, or both sides changed
-    # one side changed, at rank lo (and every deeper rank when a level was added/removed)
+        return _commit(b, m, keys, ts)       # first event
+    cdef intp_t j, L = m.levels, lo = 0, hi = 0
+    cdef int s_ = b.last_side
+    cdef int kind = b.last_kind
+    cdef int64_t key = b.last_key, nk
+    cdef int64_t* ks = keys if s_ == 1 else keys + L
+    cdef float64_t* pp = m.prev if s_ == 1 else m.prev + 2 * L
+    cdef float64_t* ps = pp + L
+    cdef const BookSide* sd = &b.bid if s_ == 1 else &b.ask
+    cdef float64_t nq, d = 0.0
     for j in range(L):
         m.e[j] = 0.0
+        lo += ks[j] > key
+    if kind == BOOK_MISSING:
+        lo = L
     if lo < L:
-        hi = L if b.last_shift else lo + 1
-        bookofi_side(b, m, b.last_side, lo, hi)
+        if kind == BOOK_SET:
+            hi = lo + 1
+            _level(m, s_, lo, <float64_t> (key * s_), size)
+        elif kind == BOOK_INSERT:
+            hi = L
+            j = L - 1
+            while j > lo:
+                ks[j] = ks[j - 1]
+                _level(m, s_, j, pp[j - 1], ps[j - 1])
+                j -= 1
+            ks[lo] = key
+            _level(m, s_, lo, <float64_t> (key * s_), size)
+        else:                                  # BOOK_DELETE: ks[lo] == key
+            hi = L
+            nk = ks[L - 1]                      # the old L-th level (KEY_MIN when absent)
+            for j in range(lo, L - 1):
+                ks[j] = ks[j + 1]
+                _level(m, s_, j, pp[j + 1], ps[j + 1])
+            if nk != KEY_MIN and side_below(sd, nk, &nk, &nq):
+                ks[L - 1] = nk
+                _level(m, s_, L - 1, <float64_t> (nk * s_), nq)
+            else:
+                ks[L - 1] = KEY_MIN
+                _level(m, s_, L - 1, -INFINITY if s_ == 1 else INFINITY, 0.0)
         for j in range(L):
             d += m.prev[L + j] + m.prev[3 * L + j]
         m.e[L] = d
@@ -1133,8 +1593,8 @@ cdef inline int bookofi_push_inside(BookState* b, MLOFIState* m, int64_t ts, int
     return _apply(b, side, price, size)
 
 
-cdef inline int bookofi_push_full(BookState* b, MLOFIState* m, int64_t ts, int side,
-                                  float64_t price, float64_t size) noexcept nogil:
+cdef inline int bookofi_push_full(BookState* b, MLOFIState* m, int64_t* keys, int64_t ts,
+                                  int side, float64_t price, float64_t size) noexcept nogil:
     """The delta that ends a batch: crossing judged, then OFI between the whole top L before
     and after."""
     cdef int status = mlofi_reserve(m, ts)
@@ -1143,7 +1603,7 @@ cdef inline int bookofi_push_full(BookState* b, MLOFIState* m, int64_t ts, int s
     status = _apply_end(b, side, price, size)
     if status != STATUS_OK:
         return status
-    bookofi_commit(b, m, ts)
+    _commit(b, m, keys, ts)
     return STATUS_OK
 
 
@@ -1186,13 +1646,21 @@ cdef class BookOFI:
         self._ml = _MultiLevelOFI(levels, window=window, window_time=window_time,
                                   capacity=capacity, grow=grow, weights=weights)
         self._pending = False
+        self._keys = <int64_t*> checked_malloc(2 * self._ml.st.levels, sizeof(int64_t),
+                                               "levels")
+        bookofi_fill(&self._book.st, &self._ml.st, self._keys)    # (m.cur is scratch)
+
+    def __dealloc__(self):
+        free(self._keys)
 
     cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil:
         cdef int status
         if self._pending:
-            status = bookofi_push_full(&self._book.st, &self._ml.st, ts, side, price, size)
+            status = bookofi_push_full(&self._book.st, &self._ml.st, self._keys, ts, side,
+                                       price, size)
         else:
-            status = bookofi_push(&self._book.st, &self._ml.st, ts, side, price, size)
+            status = bookofi_push(&self._book.st, &self._ml.st, self._keys, ts, side, price,
+                                  size)
         if status == STATUS_OK:
             self._pending = False
         return status
@@ -1205,9 +1673,11 @@ cdef class BookOFI:
             guard_wait(&self._book.guard)
         cdef int status
         if self._pending:
-            status = bookofi_push_full(&self._book.st, &self._ml.st, ts, side, price, size)
+            status = bookofi_push_full(&self._book.st, &self._ml.st, self._keys, ts, side,
+                                       price, size)
         else:
-            status = bookofi_push(&self._book.st, &self._ml.st, ts, side, price, size)
+            status = bookofi_push(&self._book.st, &self._ml.st, self._keys, ts, side, price,
+                                  size)
         if status != STATUS_OK:
             raise_bookofi(status, 0)
         self._pending = False
@@ -1251,6 +1721,7 @@ cdef class BookOFI:
         cdef int64_t tsi = self._ml.st.last_ts
         cdef BookState* b = &self._book.st
         cdef MLOFIState* ml = &self._ml.st
+        cdef int64_t* keys = self._keys
         guard_enter(&self._book.guard)
         with nogil:
             for i in range(n):
@@ -1267,9 +1738,9 @@ cdef class BookOFI:
                             lv[i, m] = 0.0
                     continue
                 if self._pending:
-                    status = bookofi_push_full(b, ml, tsi, s[i], p[i], z[i])
+                    status = bookofi_push_full(b, ml, keys, tsi, s[i], p[i], z[i])
                 else:
-                    status = bookofi_push(b, ml, tsi, s[i], p[i], z[i])
+                    status = bookofi_push(b, ml, keys, tsi, s[i], p[i], z[i])
                 if status != STATUS_OK:
                     break
                 self._pending = False
@@ -1311,7 +1782,7 @@ cdef class BookOFI:
         self._book.load_snapshot(bid_px, bid_sz, ask_px, ask_sz)   # raises before any change
         self._pending = False
         mlofi_reset(m)
-        bookofi_commit(&self._book.st, m, at)
+        _commit(&self._book.st, m, self._keys, at)
         mlofi_reset_keep_prev(m)
         m.has_last = has
         m.last_ts = at
@@ -1387,4 +1858,7 @@ def _bookofi_restore(Book book, MultiLevelOFI ml, pending=False):
     o._book = book
     o._ml = ml
     o._pending = pending
+    # the cached top-L keys of the last committed state are the book's top (while a batch is
+    # pending they are not used: its end re-reads the whole top L); m.cur is scratch
+    bookofi_fill(&book.st, &ml.st, o._keys)
     return o

@@ -1,6 +1,7 @@
 """Book: hand cases (THEORY-DETAIL 6), differential tests against reference.Book, crossed-book
 policies, bad input, pickling, and LOBSTER step tests at price-level granularity."""
 
+import contextlib
 import math
 import pickle
 
@@ -1192,3 +1193,219 @@ def test_two_threads_hammering_one_book_and_bookofi():
     for s_ in (1, -1):
         assert all(np.array_equal(x, y) for x, y in zip(book.levels(s_), serial.levels(s_)))
     assert bo.values.tolist() == sbo.values.tolist()
+
+
+# ------------------------------------------------------------------ the tick ladder (issue 13.4)
+from ofi_fast import _book as _book_mod  # noqa: E402
+
+
+@contextlib.contextmanager
+def small_ladder(w=64):
+    """Books made inside get a w-slot ladder, so that ordinary streams recentre it all the
+    time (results must not depend on the ladder size)."""
+    old = _book_mod._set_ladder_slots(w)
+    try:
+        yield w
+    finally:
+        _book_mod._set_ladder_slots(old)
+
+
+def roaming_deltas(rng, n, jump=400, p_jump=0.03, spread_ticks=30):
+    """Deltas around a touch that random-walks and sometimes jumps by up to +-`jump` ticks
+    (further than a small ladder's window): sets near the touch and deep, deletions of the
+    current best (so the best falls level by level), of random levels and of missing ones:
+    every recentring case (up, down, an emptied ladder, a best taken from the far array)."""
+    step = rng.integers(-2, 3, n) + np.where(rng.random(n) < p_jump,
+                                             rng.integers(-jump, jump + 1, n), 0)
+    mid = 100_000 + np.cumsum(step)
+    side = rng.choice([1, -1], n).astype(np.int8)
+    off = rng.integers(0, spread_ticks, n)
+    deep = rng.random(n) < 0.15
+    off[deep] = rng.integers(spread_ticks, 3 * jump, deep.sum())
+    px = np.where(side == 1, mid - 1 - off, mid + 1 + off).astype(np.float64)
+    sz = rng.integers(1, 40, n).astype(np.float64)
+    u = rng.random(n)
+    live = {1: set(), -1: set()}
+    for i in range(n):
+        lv = live[int(side[i])]
+        if u[i] < 0.25 and lv:                 # delete the best
+            px[i] = max(lv) if side[i] == 1 else min(lv)
+            sz[i] = 0.0
+        elif u[i] < 0.35:                      # delete at a random price (may be missing)
+            sz[i] = 0.0
+        if sz[i] == 0.0:
+            lv.discard(px[i])
+        else:
+            lv.add(px[i])
+    return side, px, sz
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["keep", "raise"]), st.booleans(),
+       st.sampled_from([1.0, 0.01]))
+def test_ladder_recentring_matches_reference(seed, policy, strict, tick):
+    """A 64-slot ladder on a touch that roams hundreds of ticks: apply == reference after
+    every event (top 12, best, mid, counters, errors), apply_many in chunks == apply, and the
+    full level lists agree at the end."""
+    rng = np.random.default_rng(seed)
+    side, px, sz = roaming_deltas(rng, 400)
+    px = px * tick
+    with small_ladder():
+        b = Book(tick, crossed=policy, strict=strict, capacity=2)
+        c = Book(tick, crossed=policy, capacity=2)
+    assert b._ladder[0] == 64
+    rb = ref.Book(tick, crossed=policy, strict=strict)
+    los = set()
+    for i in range(len(px)):
+        try:
+            rb.apply(int(side[i]), px[i], sz[i], i)
+        except ref.RefError as err:
+            with pytest.raises(OFIError) as ei:
+                b.apply(int(side[i]), px[i], sz[i])
+            assert type(ei.value).__name__ == err.kind and ei.value.field == err.field
+        else:
+            b.apply(int(side[i]), px[i], sz[i])
+        assert_same_book(b, rb, 12)
+        los.add(b._ladder[1:])
+    assert len(los) > (10 if policy == "keep" else 2)      # the windows did move
+    for s_ in (1, -1):
+        k, z = b.levels(s_)
+        assert [(int(t), q) for t, q in zip(k, z)] == rb.levels(s_)
+    assert (b.n_updates, b.n_crossed, b.n_locked, b.n_missing) == \
+        (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_missing)
+    if policy == "keep" and not strict:        # no errors: batch == per call
+        for s0 in range(0, len(px), 37):
+            c.apply_many(side[s0:s0 + 37], px[s0:s0 + 37], sz[s0:s0 + 37])
+        for s_ in (1, -1):
+            assert all(np.array_equal(x, y) for x, y in zip(b.levels(s_), c.levels(s_)))
+        assert b.imbalance(7, 0.6) == pytest.approx(rb.imbalance(7, 0.6), rel=1e-12, abs=0)
+
+
+@settings(max_examples=40)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.sampled_from([None, 0.3, 0.7]))
+def test_ladder_bookofi_matches_reference(seed, L, p_end):
+    """BookOFI over a recentring 64-slot ladder: per-level e == reference (exact), with and
+    without message batches; its cached top-L keys stay those of the book."""
+    rng = np.random.default_rng(seed)
+    side, px, sz = roaming_deltas(rng, 400)
+    ts = np.arange(len(px))
+    end = None if p_end is None else rng.random(len(px)) < p_end
+    with small_ladder():
+        o = BookOFI(1.0, levels=L)
+        one = BookOFI(1.0, levels=L)
+    assert o.book._ladder[0] == 64
+    r = ref.BookOFI(1.0, levels=L)
+    e, lv = o.update_many(ts, side, px, sz, levels=True, batch_end=end)
+    re1, rlv = r.update_many(ts.tolist(), side.tolist(), px.tolist(), sz.tolist(), levels=True,
+                             batch_end=None if end is None else end.tolist())
+    assert e.tolist() == re1 and lv.tolist() == rlv
+    assert o.values.tolist() == r.values
+    if end is None:
+        assert [one.update(ts[i], int(side[i]), px[i], sz[i]) for i in range(len(px))] == re1
+    # pickled mid-stream, the copy continues exactly
+    c = pickle.loads(pickle.dumps(o))
+    more = roaming_deltas(rng, 200)
+    t2 = np.arange(len(px), len(px) + 200)
+    assert np.array_equal(o.update_many(t2, *more, levels=True)[1],
+                          c.update_many(t2, *more, levels=True)[1])
+
+
+def test_ladder_window_follows_the_touch_and_memory_stays_bounded():
+    """Hand case on the default ladder (w slots): a best 2 w ticks up moves the window (the
+    old levels go to the far array, exact); deleting it brings the old ones back."""
+    b = Book(1.0, capacity=4)
+    w = b._ladder[0]
+    b.load_snapshot(np.arange(1000, 990, -1), np.arange(1, 11), [1001], [5])
+    lo0 = b._ladder[1]
+    assert lo0 <= 991 and 1000 < lo0 + w
+    b.apply(1, 1000 + 2 * w, 7)                # far above the window
+    assert b.best_bid == 1000 + 2 * w and b._ladder[1] > 1000 and b.bid_levels == 11
+    assert b.capacity[0] > 0                   # the old levels sit in the far array now
+    assert b.levels(1)[0].tolist() == [1000 + 2 * w] + list(range(1000, 990, -1))
+    assert b.n_crossed == 1                    # over the ask at 1001 (kept, counted)
+    b.apply(1, 1000 + 2 * w, 0)
+    assert b.best_bid == 1000 and b._ladder[1] <= 991
+    assert b.top(3)[1].tolist() == [1.0, 2.0, 3.0]
+    # memory: far prices a billion ticks apart cost one far slot each (one 128-level block
+    # here; the capacity seen is the far array's, the ladder never grows)
+    assert b.capacity == (0, 0)
+    for p in (1.0, 5e8, 9e8):
+        b.apply(1, p - 1e9 + 1000 - 4 * w, 1)
+    assert b.bid_levels == 13 and b.capacity == (128, 0)
+    for p in (1.0, 5e8, 9e8):
+        b.apply(1, p - 1e9 + 1000 - 4 * w, 0)
+    assert b.capacity == (0, 0)
+
+
+def test_worst_order_inserts_move_a_bounded_number_of_levels():
+    """Issue 14: an insert at any depth must not move the whole side. 200,000 far levels
+    inserted in the worst order for a sorted array (always into the middle: each insert
+    would move n/2 levels, 1e10 moves in all) move at most a few levels each."""
+    n = 200_000
+    b = Book(1.0, capacity=1)
+    b.apply(1, 10_000_000, 1.0)                # the touch: every insert below is far
+    half = np.arange(n // 2, dtype=np.float64)
+    px = np.empty(n)
+    px[0::2] = 1.0 + half                      # lower half growing up ...
+    px[1::2] = 5_000_000.0 - half              # ... upper half growing down: the middle
+    moved0 = b._moved
+    b.apply_many(np.ones(n, np.int8), px, np.full(n, 2.0))
+    moved = b._moved - moved0
+    assert b.bid_levels == n + 1
+    assert np.array_equal(b.levels(1)[0][1:], np.sort(px)[::-1].astype(np.int64))
+    assert moved <= 64 * n, moved              # a sorted array: ~n * n / 4 = 1e10
+
+
+def _real_deltas(name):
+    """(tick, side, price, size, batch_end) of a real L2 delta file, snapshot rows included
+    (they are ordinary sets on an empty book)."""
+    from ofi_fast import feeds as F
+    if name == "tardis":
+        d = F.read_tardis(data_file(
+            "tardis", "tardis_binance_BTCUSDT_incremental_book_L2_2019-12-01_rows_1_2050.csv"))
+        tick, n = 0.01, len(d.price)
+    elif name == "bitstamp":
+        d = F.read_bitstamp_l3(data_file("bitstamp_ob_analytics", "orders.csv.gz"))
+        tick, n = 0.01, 20_000
+    else:
+        d = F.read_binance(data_file("binance_hftbacktest", name, "btcusdt_20240808.gz")).depth
+        tick, n = (0.1 if name == "usdm" else 0.01), 20_000
+    end = (d.flags[:n] & F.FLAG_BATCH_END) != 0
+    end[-1] = True
+    return tick, d.side[:n], d.price[:n], d.size[:n], end
+
+
+@pytest.mark.parametrize("w", [None, 64])
+@pytest.mark.parametrize("name", ["tardis", "bitstamp", "spot", "usdm"])
+def test_real_deltas_ladder_equals_reference(name, w):
+    """Real deltas (Tardis, Bitstamp L3 aggregated, Binance spot / USD-M) on the default
+    ladder and on a 64-slot one (recentring all the time on real prices): apply_many in
+    message-sized chunks == the reference at every message end (top 10, level counts,
+    counters), the full books at the end, and BookOFI(5) == reference BookOFI on the first
+    2,000 rows (per-level e, exact)."""
+    tick, side, px, sz, end = _real_deltas(name)
+    with (small_ladder(w) if w else contextlib.nullcontext()):
+        b = Book(tick)
+        o = BookOFI(tick, levels=5)
+    rb = ref.Book(tick)
+    cuts = np.flatnonzero(end) + 1
+    a = 0
+    for k, c in enumerate(cuts.tolist()):
+        b.apply_many(side[a:c], px[a:c], sz[a:c], batch_end=end[a:c])
+        rb.apply_many(side[a:c].tolist(), px[a:c].tolist(), sz[a:c].tolist(),
+                      batch_end=end[a:c].tolist())
+        assert (b.bid_levels, b.ask_levels) == (len(rb.bids), len(rb.asks))
+        if k % 53 == 0 or c == len(px):
+            assert_same_book(b, rb, 10)
+        a = c
+    for s_ in (1, -1):
+        k_, z_ = b.levels(s_)
+        assert [(int(t), q) for t, q in zip(k_, z_)] == rb.levels(s_)
+    assert (b.n_crossed, b.n_locked, b.n_missing) == (rb.n_crossed, rb.n_locked, rb.n_missing)
+    m = min(len(px), 2000)
+    r = ref.BookOFI(tick, levels=5)
+    ts = np.arange(m)
+    e, lv = o.update_many(ts, side[:m], px[:m], sz[:m], levels=True, batch_end=end[:m])
+    re1, rlv = r.update_many(ts.tolist(), side[:m].tolist(), px[:m].tolist(), sz[:m].tolist(),
+                             levels=True, batch_end=end[:m].tolist())
+    assert lv.tolist() == rlv
