@@ -1099,21 +1099,23 @@ cdef class Book:
         cdef int status = STATUS_OK
         cdef BookState* b = &self.st
         guard_enter(&self.guard)
-        with nogil:
-            if has_end:
-                for i in range(n):
-                    if be[i]:
+        try:
+            with nogil:
+                if has_end:
+                    for i in range(n):
+                        if be[i]:
+                            status = _apply_end(b, s[i], p[i], z[i])
+                        else:
+                            status = _apply(b, s[i], p[i], z[i])
+                        if status != STATUS_OK:
+                            break
+                else:
+                    for i in range(n):
                         status = _apply_end(b, s[i], p[i], z[i])
-                    else:
-                        status = _apply(b, s[i], p[i], z[i])
-                    if status != STATUS_OK:
-                        break
-            else:
-                for i in range(n):
-                    status = _apply_end(b, s[i], p[i], z[i])
-                    if status != STATUS_OK:
-                        break
-        guard_exit(&self.guard)
+                        if status != STATUS_OK:
+                            break
+        finally:
+            guard_exit(&self.guard)
         if status != STATUS_OK:
             raise_book(status, i)
         return n
@@ -1723,32 +1725,34 @@ cdef class BookOFI:
         cdef MLOFIState* ml = &self._ml.st
         cdef int64_t* keys = self._keys
         guard_enter(&self._book.guard)
-        with nogil:
-            for i in range(n):
-                if has_ts:
-                    tsi = t[i]
-                if has_end and not be[i]:
-                    status = bookofi_push_inside(b, ml, tsi, s[i], p[i], z[i])
+        try:
+            with nogil:
+                for i in range(n):
+                    if has_ts:
+                        tsi = t[i]
+                    if has_end and not be[i]:
+                        status = bookofi_push_inside(b, ml, tsi, s[i], p[i], z[i])
+                        if status != STATUS_OK:
+                            break
+                        self._pending = True
+                        e[i] = 0.0
+                        if want:
+                            for m in range(L):
+                                lv[i, m] = 0.0
+                        continue
+                    if self._pending:
+                        status = bookofi_push_full(b, ml, keys, tsi, s[i], p[i], z[i])
+                    else:
+                        status = bookofi_push(b, ml, keys, tsi, s[i], p[i], z[i])
                     if status != STATUS_OK:
                         break
-                    self._pending = True
-                    e[i] = 0.0
+                    self._pending = False
+                    e[i] = ml.e[0]
                     if want:
                         for m in range(L):
-                            lv[i, m] = 0.0
-                    continue
-                if self._pending:
-                    status = bookofi_push_full(b, ml, keys, tsi, s[i], p[i], z[i])
-                else:
-                    status = bookofi_push(b, ml, keys, tsi, s[i], p[i], z[i])
-                if status != STATUS_OK:
-                    break
-                self._pending = False
-                e[i] = ml.e[0]
-                if want:
-                    for m in range(L):
-                        lv[i, m] = ml.e[m]
-        guard_exit(&self._book.guard)
+                            lv[i, m] = ml.e[m]
+        finally:
+            guard_exit(&self._book.guard)
         if status != STATUS_OK:
             raise_bookofi(status, i)
         return (e_arr, lv_arr) if levels else e_arr

@@ -98,7 +98,7 @@ SUMMARY_COLUMNS: dict[str, str] = {
     "depth_mean": "float64", "tick": "float64", "bars_path": "string",
     "rows_read": "int64", "rows_applied": "int64", "messages_read": "int64",
     "messages_applied": "int64", "trades_read": "int64", "gaps": "int64", "resyncs": "int64",
-    "other_symbol": "int64", "crossed": "int64", "locked": "int64", "levels_removed": "int64",
+    "other_symbol": "int64", "crossed": "int64", "locked": "int64",
     "stale_orders": "int64", "truncated": "bool", "lost": "int64", "lost_share": "float64",
 }
 
@@ -395,7 +395,7 @@ def _row(path: str, fmt: str, symbol: str, date: str, s: dict[str, Any], q: dict
     row["tick"] = touch.tick
     row["bars_path"] = bars_path
     for k in ("rows_read", "rows_applied", "messages_read", "messages_applied", "trades_read",
-              "resyncs", "other_symbol", "crossed", "locked", "levels_removed", "stale_orders",
+              "resyncs", "other_symbol", "crossed", "locked", "stale_orders",
               "lost", "lost_share"):
         row[k] = q.get(k, 0)
     row["gaps"] = len(q.get("gaps", ()))

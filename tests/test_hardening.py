@@ -507,3 +507,26 @@ def test_csv_auto_time_unit_holds_every_row_to_the_first_rows_unit(tmp_path, chu
         sum(len(c) for c in feeds.open([p], chunk_rows=chunk_rows).chunks())
     s = feeds.open([p], chunk_rows=chunk_rows, on_error="skip")
     assert sum(len(c) for c in s.chunks()) == 5 and s.quality.dropped == {"parse_skip": 1}
+
+
+def test_every_gil_released_section_leaves_its_guard_in_finally():
+    """A guard_exit must run on every way out of a guarded section: a bounds error of the
+    debug build (or any exception) inside ``with nogil`` would otherwise leave the object busy
+    and every later call waiting for ever. So each ``guard_exit`` of a .pyx is the body of a
+    ``finally:`` or the step just before a ``raise`` (an early exit)."""
+    from conftest import REPO
+    bad = []
+    for path in sorted((REPO / "ofi_fast").glob("*.pyx")):
+        lines = path.read_text().splitlines()
+        for i, ln in enumerate(lines):
+            if not ln.strip().startswith("guard_exit("):
+                continue
+            ind = len(ln) - len(ln.lstrip())
+            j = i - 1
+            while j >= 0 and (not lines[j].strip()
+                              or len(lines[j]) - len(lines[j].lstrip()) >= ind):
+                j -= 1
+            nxt = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            if not (lines[j].strip() == "finally:" or nxt.startswith("raise ")):
+                bad.append(f"{path.name}:{i + 1}")
+    assert not bad, bad
