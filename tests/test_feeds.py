@@ -995,12 +995,12 @@ def test_generic_quotes_csv_units_and_errors(tmp_path):
     p = tmp_path / "q.csv"
     p.write_text("time;bb;bq;aa;aq;seq\n"
                  "1618678133.136361;10.5;1;10.6;2;7\n"
-                 "2021-04-17T16:43:37.075687Z;10.5;0;10.7;3;8\n"
+                 "2021-04-17T16:48:53.575687Z;10.5;0;10.7;3;8\n"
                  "1618678134;;0;10.7;3;9\n")
     cols = {"ts": "time", "bid_px": "bb", "bid_sz": "bq", "ask_px": "aa", "ask_sz": "aq",
             "update_id": "seq"}
     q = F.read_quotes(p, cols, ts_unit="s", delimiter=";")
-    np.testing.assert_array_equal(q.ts_exchange, [1618678133_136361000, 1618677817_075687000,
+    np.testing.assert_array_equal(q.ts_exchange, [1618678133_136361000, 1618678133_575687000,
                                                   1618678134_000000000])
     assert (q.ts_local == F.NO_TIME).all()
     assert np.isnan(q.bid_px[2]) and q.bid_sz[2] == 0 and q.ask_sz[1] == 3

@@ -530,3 +530,28 @@ def test_every_gil_released_section_leaves_its_guard_in_finally():
             if not (lines[j].strip() == "finally:" or nxt.startswith("raise ")):
                 bad.append(f"{path.name}:{i + 1}")
     assert not bad, bad
+
+
+@pytest.mark.parametrize("chunk_rows", [3, 10**6])
+def test_csv_time_going_backwards_is_a_malformed_row(tmp_path, chunk_rows):
+    """A generic CSV row earlier than the row before it names its file, line and column (the
+    streaming path would otherwise have sorted it into place silently); under skip it is
+    dropped, counted, and the rows after it are held to the last time kept."""
+    from ofi_fast.errors import ParseError
+    ts = [1_000, 2_000, 3_000, 2_500, 2_900, 4_000, 5_000]      # line 5 and 6 go back
+    p = tmp_path / "q.csv"
+    p.write_text("time,bid,bid_size,ask,ask_size\n"
+                 + "".join(f"{t},100,1,101,2\n" for t in ts))
+    cols = {"ts": "time", "bid_px": "bid", "bid_sz": "bid_size", "ask_px": "ask",
+            "ask_sz": "ask_size"}
+    with pytest.raises(ParseError) as ei:
+        feeds.read_quotes(p, cols, chunk_rows=chunk_rows)
+    assert ei.value.line == 5 and "time: time goes backwards" in str(ei.value)
+    r = feeds.QuotesReader(p, cols, chunk_rows=chunk_rows, on_error="skip")
+    q = r.read()
+    assert q.ts_exchange.tolist() == [1_000, 2_000, 3_000, 4_000, 5_000]
+    assert r.errors.count == 2 and [ln for ln, _ in r.errors.first] == [5, 6]
+    for run in (lambda: ofi_fast.analyze(str(p), chunk_rows=chunk_rows),
+                lambda: list(ofi_fast.stream(str(p), every=1.0, chunk_rows=chunk_rows))):
+        with pytest.raises(ParseError, match=r"q.csv:5: time: time goes backwards"):
+            run()

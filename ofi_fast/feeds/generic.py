@@ -22,7 +22,9 @@ unknown/empty/0 -> 0); anything else is malformed.
 CSV: header row, ``delimiter`` (default ``,``), plain or gzip. Parquet (``.parquet`` / ``.pq``)
 needs ``pyarrow`` (optional extra ``parquet``), imported only when a Parquet file is read.
 Malformed rows raise :class:`~ofi_fast.errors.ParseError` with file and line (Parquet: row
-number), or under ``on_error="skip"`` are counted in ``reader.errors``.
+number), or under ``on_error="skip"`` are counted in ``reader.errors``. So does a row whose
+``ts`` is earlier than the row before it (files are in time order; skipped, such a row leaves
+the following ones held to the last time kept).
 """
 
 from __future__ import annotations
@@ -144,17 +146,47 @@ class _Reader:
 
     def __iter__(self):
         self.rows = 0
+        last = None                      # the last ts kept (time order across chunks)
         for line0, n, raw in self._raw_chunks():
+            lines = raw.get("_lines", np.arange(line0, line0 + n))
             try:
                 if "_badcols" in raw:
                     raise ValueError("rows with a wrong column count")
                 out = self._convert_all(raw, n)
             except (ValueError, KeyError, TypeError, OverflowError):
-                out = self._convert_rowwise(raw, n, line0)
+                out, lines = self._convert_rowwise(raw, n, line0)
+            out, last = self._time_order(out, lines, last)
             self.rows += len(out)
             yield out
 
+    def _time_order(self, out, lines, last):
+        """Times must not go backwards (file order): a row earlier than the one before it is
+        a malformed row naming its line and ``ts`` (under ``on_error="skip"`` it is dropped
+        and counted, and the next rows are held to the last time kept)."""
+        ts = out.ts_exchange
+        if not len(ts):
+            return out, last
+        prev = np.empty(len(ts), np.int64)
+        prev[0] = ts[0] if last is None else last
+        prev[1:] = ts[:-1]
+        if not (ts < prev).any():
+            return out, int(ts[-1])
+        keep = np.ones(len(ts), bool)
+        hi = ts[0] if last is None else last
+        for i in range(len(ts)):         # rare path: the first bad row raises, or skip mode
+            t = int(ts[i])
+            if t < hi:
+                self.errors.bad(int(lines[i]), f"{self.columns['ts']}: time goes backwards: "
+                                f"{t} ns after {hi} ns (rows must be in time order)",
+                                self.columns["ts"])
+                keep[i] = False
+            else:
+                hi = t
+        return out.take(keep), int(hi)
+
     def _convert_rowwise(self, raw, n, line0):
+        """Convert row by row, reporting each malformed row; returns (rows kept, their
+        lines)."""
         lines = raw.get("_lines", np.arange(line0, line0 + n))
         badcols = raw.pop("_badcols", {})
         good = []
@@ -171,10 +203,10 @@ class _Reader:
                 continue
             good.append(i)
         if not good:
-            return self.cls.concat([])
+            return self.cls.concat([]), lines[:0]
         sub = {k: (np.asarray(v, dtype=object)[good] if k != "_ts_is_ns" else v)
                for k, v in raw.items() if k != "_lines"}
-        return self._convert_all(sub, len(good))
+        return self._convert_all(sub, len(good)), lines[good]
 
     def read(self):
         """The whole file as one container."""
