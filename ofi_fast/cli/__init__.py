@@ -63,8 +63,8 @@ def main(argv=None):
     except SystemExit as exc:        # --help / --version (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else 2
     if args.command is None:
-        print(f"ofi-fast: error: choose a command: {', '.join(parser.command_names)} (see 'ofi-fast --help')",
-              file=sys.stderr)
+        print(f"ofi-fast: error: choose a command: {', '.join(parser.command_names)} "
+              "(see 'ofi-fast --help')", file=sys.stderr)
         return 2
     try:
         return args.func(args)

@@ -112,6 +112,19 @@ def _check_out(path, table=False):
                            "(use .csv or .parquet)")
 
 
+
+def _check_outputs(out, plot):
+    """Before the work: ``--out`` a writable table path (.csv / .parquet), ``--plot`` a
+    writable path with matplotlib installed."""
+    if out:
+        _check_out(out, table=True)
+    if plot:
+        _check_out(plot)
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CliError("--plot needs matplotlib (pip install 'ofi_fast[plot]')") from None
+
 def _progress(enabled):
     """A tqdm wrapper of the chunk iterator when tqdm is installed and stderr is a TTY."""
     if not enabled or not sys.stderr.isatty():

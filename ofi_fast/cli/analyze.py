@@ -7,7 +7,7 @@ import math
 import sys
 import time
 
-from ofi_fast.cli._common import CliError, _check_out, _input_kw, _positive, _progress, add_inputs
+from ofi_fast.cli._common import _check_outputs, _input_kw, _positive, _progress, add_inputs
 
 
 def _vol(v):
@@ -113,14 +113,7 @@ def _quality_rows(q):
 def cmd_analyze(args):
     from ofi_fast.pipeline import analyze, json_ready
     t0 = time.perf_counter()
-    if args.out:
-        _check_out(args.out, table=True)
-    if args.plot:
-        _check_out(args.plot)
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise CliError("--plot needs matplotlib (pip install 'ofi_fast[plot]')") from None
+    _check_outputs(args.out, args.plot)
     timing = {}
     a = analyze(args.files, every=args.every, min_train=args.min_train,
                 vpin_bucket=args.vpin_bucket, vpin_buckets=args.vpin_buckets,

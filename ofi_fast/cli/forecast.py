@@ -5,10 +5,9 @@ from the book at event-time and clock-time horizons) and, with ``--lead A --lag 
 from __future__ import annotations
 
 import json
-import sys
 import time
 
-from ofi_fast.cli._common import CliError, _check_out, _input_kw, _positive, add_inputs
+from ofi_fast.cli._common import CliError, _check_outputs, _input_kw, _positive, add_inputs
 
 
 def _list(s):
@@ -19,14 +18,7 @@ def cmd_forecast(args):
     from ofi_fast import forecast as fc
     from ofi_fast.pipeline import json_ready
     t0 = time.perf_counter()
-    if args.out:
-        _check_out(args.out, table=True)
-    if args.plot:
-        _check_out(args.plot)
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise CliError("--plot needs matplotlib (pip install 'ofi_fast[plot]')") from None
+    _check_outputs(args.out, args.plot)
     if (args.lead is None) != (args.lag is None):
         raise CliError("--lead and --lag go together (two inputs over the same hours)")
     kw = _input_kw(args)
