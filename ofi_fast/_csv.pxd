@@ -72,4 +72,4 @@ cdef struct ParseResult:
 
 cdef int parse_block(const ColSpec* cols, int ncols, const char* buf, intp_t start, intp_t end,
                      intp_t max_lines, bint final, bint skip_blank, intp_t row0,
-                     ParseResult* res) noexcept nogil
+                     int64_t* line_out, int64_t line0, ParseResult* res) noexcept nogil

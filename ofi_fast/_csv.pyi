@@ -15,6 +15,7 @@ BOOL: int
 SIDE_BOOK: int
 SIDE_TRADE: int
 ID: int
+MATCH: int
 KIND_NAMES: tuple[str, ...]
 
 PARSE_OK: int
@@ -32,7 +33,8 @@ def column(name: str, kind: int, *, lo: int | None = None, hi: int | None = None
            mult: int = 1, offset: int = 0, digits: int = 0, divisor: float = 1.0,
            sentinel: int | None = None, positive: bool = False, nonneg: bool = False,
            empty: float | None = None, zero_after_sentinel: bool = False,
-           nonzero: bool = False) -> dict[str, Any]: ...
+           nonzero: bool = False, token: bytes | None = None, strict: bool = False,
+           hint: str | None = None) -> dict[str, Any]: ...
 
 class Tokenizer:
     ncols: int
@@ -41,10 +43,12 @@ class Tokenizer:
     names: tuple[str, ...]
     capacity: int
     def __init__(self, columns: Sequence[dict[str, Any]], skip_blank: bool = False) -> None: ...
-    def bind(self, outs: Sequence[NDArray[Any] | None]) -> "Tokenizer": ...
+    def bind(self, outs: Sequence[NDArray[Any] | None],
+             lines: NDArray[np.int64] | None = None) -> "Tokenizer": ...
     def unbind(self) -> None: ...
     def parse(self, buf: bytes | bytearray | memoryview, start: int, max_lines: int,
-              final: bool, row0: int) -> tuple[int, int, int, int, int, int, int, int, int]: ...
+              final: bool, row0: int,
+              line0: int = 1) -> tuple[int, int, int, int, int, int, int, int, int, int]: ...
     def describe(self, status: int, field: int, text: bytes) -> str: ...
 
 def parse_rows(columns: Sequence[dict[str, Any]], data: bytes, *,

@@ -608,13 +608,15 @@ cdef inline int parse_line(const ColSpec* cols, int ncols, const char* p, const 
 
 cdef int parse_block(const ColSpec* cols, int ncols, const char* buf, intp_t start, intp_t end,
                      intp_t max_lines, bint final, bint skip_blank, intp_t row0,
-                     ParseResult* res) noexcept nogil:
+                     int64_t* line_out, int64_t line0, ParseResult* res) noexcept nogil:
     """Parse up to ``max_lines`` complete lines of ``buf[start:end]`` into the bound columns.
 
     A line without a newline is complete only when ``final``; otherwise parsing stops before it
     (``res.pos`` is its start) so the caller can append more bytes. On the first bad line the
     status is returned with ``res.field`` / ``res.fstart`` / ``res.fend`` / ``res.next`` set and
-    ``res.pos`` at the bad line's start; rows before it are written.
+    ``res.pos`` at the bad line's start; rows before it are written. With ``line_out`` (not
+    NULL), row r's line number is written to ``line_out[r]``: ``line0`` + the lines consumed
+    before it in this call (``line0`` is the number of the call's first line).
     """
     cdef const char* p = buf + start
     cdef const char* bend = buf + end
@@ -664,6 +666,8 @@ cdef int parse_block(const ColSpec* cols, int ncols, const char* buf, intp_t sta
             res.fend = field_end(fs, le) - buf if st != P_TOO_MANY else le - buf
             res.next = nxt - buf
             break
+        if line_out != NULL:
+            line_out[row0 + rows] = line0 + lines
         rows += 1
         lines += 1
         bad_ids += line_bad
@@ -717,6 +721,8 @@ cdef class Tokenizer:
     cdef list _outs
     cdef tuple _tokens    # the K_MATCH columns' bytes (ColSpec.token points into them)
     cdef readonly intp_t capacity
+    cdef int64_t* _line_out   # bind(lines=): each row's line number (NULL: not kept)
+    cdef object _lines
     cdef Guard guard      # parse() releases the GIL over the bound arrays: see _guard.pxd
 
     def __cinit__(self, columns, bint skip_blank=False):
@@ -737,6 +743,8 @@ cdef class Tokenizer:
         self.names = tuple(x["name"] for x in specs)
         self._outs = [None] * self.ncols
         self.capacity = 0
+        self._line_out = NULL
+        self._lines = None
         tokens = []
         for c in range(self.ncols):
             x = specs[c]
@@ -787,18 +795,26 @@ cdef class Tokenizer:
         free(self.cols)
         guard_free(&self.guard)
 
-    def bind(self, outs):
-        """Set the output array of each column (None for SKIP columns); capacity = min length."""
+    def bind(self, outs, lines=None):
+        """Set the output array of each column (None for SKIP columns) and, optionally, a
+        writeable contiguous int64 ``lines`` array that receives each row's line number (see
+        :meth:`parse`'s ``line0``); capacity = the shortest of them."""
         guard_enter(&self.guard)   # Python code runs in here: hold the lock throughout
         try:
-            return self._bind(outs)
+            return self._bind(outs, lines)
         finally:
             guard_exit(&self.guard)
 
-    def _bind(self, outs):
+    def _bind(self, outs, lines):
         cdef int c
         cdef intp_t cap = PY_SSIZE_T_MAX_
         outs = list(outs)
+        if lines is not None:
+            if (not isinstance(lines, np.ndarray) or lines.ndim != 1
+                    or lines.dtype != np.int64 or not lines.flags.writeable
+                    or not lines.flags.c_contiguous):
+                raise ValueError("lines: need a writeable contiguous 1-D int64 array")
+            cap = lines.shape[0]
         if len(outs) != self.ncols:
             raise ValueError(f"{len(outs)} outputs for {self.ncols} columns")
         for c in range(self.ncols):
@@ -817,6 +833,9 @@ cdef class Tokenizer:
             self.cols[c].stride = a.strides[0]
             cap = min(cap, a.shape[0])
         self._outs = outs
+        self._lines = lines
+        self._line_out = (NULL if lines is None
+                          else <int64_t*><intp_t>lines.__array_interface__["data"][0])
         self.capacity = cap  # unbounded when every column is skipped
         return self
 
@@ -828,10 +847,14 @@ cdef class Tokenizer:
         for c in range(self.ncols):
             self.cols[c].out = NULL
         self._outs = [None] * self.ncols
+        self._line_out = NULL
+        self._lines = None
         self.capacity = 0
 
-    def parse(self, buf, Py_ssize_t start, Py_ssize_t max_lines, bint final, Py_ssize_t row0):
-        """Parse up to ``max_lines`` lines of ``buf[start:]`` into rows from ``row0``."""
+    def parse(self, buf, Py_ssize_t start, Py_ssize_t max_lines, bint final, Py_ssize_t row0,
+              int64_t line0=1):
+        """Parse up to ``max_lines`` lines of ``buf[start:]`` into rows from ``row0``; ``line0``
+        is the number of the first of these lines (for the ``lines`` output of :meth:`bind`)."""
         cdef const unsigned char[::1] mv = buf
         cdef const char* p = NULL
         cdef intp_t n = mv.shape[0]
@@ -856,7 +879,7 @@ cdef class Tokenizer:
         try:
             with nogil:
                 parse_block(self.cols, self.ncols, p, start, n, ml, final, self.skip_blank, row0,
-                            &res)
+                            self._line_out, line0, &res)
         finally:
             guard_exit(&self.guard)
         return (res.status, res.pos, res.lines, res.rows, res.field, res.fstart, res.fend,

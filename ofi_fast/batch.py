@@ -451,6 +451,8 @@ def analyze_one(path: str, out: str, options: dict[str, Any], part: int = 0) -> 
         open_kw = set(inspect.signature(open_source).parameters) - {"inputs"}
         src_opts = {k: v for k, v in options.items() if k in open_kw}
         fmt = src_opts.pop("format", "auto")
+        # one task per core already: the readers' block-ahead thread would only compete
+        src_opts.setdefault("prefetch", False)
         with _local_copy(path) as local:
             source = open_source(local, fmt, **src_opts)
             touch = _Touch()

@@ -15,7 +15,9 @@ Rows whose target runs past the end of the data, or whose mid is undefined, are 
 Features at event i (:func:`feature_table`):
 
 - ``qi1``: queue imbalance at the touch (q_b - q_a) / (q_b + q_a) (Gould & Bonart 2016);
-- ``qi_depth``: the same over ``levels`` levels with weights ``decay**m`` (inputs with depth);
+- ``qi_depth``: the same over ``levels`` levels with weights ``decay**m``, on inputs with depth
+  (LOBSTER files of L > 1 levels and the simulator through :attr:`ofi_fast.feeds.Chunk.depth`,
+  L2 deltas through a Book replay; absent for one-level inputs);
 - ``micro``: Stoikov's micro-price minus the mid (ticks), the :class:`ofi_fast.Microprice`
   table refitted at each walk-forward segment on the events before it (NaN in the first);
 - ``ofi_e{k}``: best-level OFI (CKS 2014) summed over the last k events; ``ofi_{w}s``: over
@@ -109,8 +111,10 @@ class Events:
 # ---------------------------------------------------------------------------------------------
 def load(inputs=None, *, levels: int = 5, **open_kw) -> Events:
     """Read ``inputs`` through :func:`ofi_fast.feeds.open` into :class:`Events`. Quote inputs
-    give the best level; L2 deltas are replayed through a :class:`ofi_fast.Book` and the top
-    ``levels`` levels read after each complete exchange message (snapshots are not events)."""
+    give the top ``levels`` levels where the input has them (LOBSTER's order-book file, the
+    simulator: :attr:`ofi_fast.feeds.Chunk.depth`), else the best level; L2 deltas are replayed
+    through a :class:`ofi_fast.Book` and the top ``levels`` levels read after each complete
+    exchange message (snapshots are not events)."""
     from ofi_fast import feeds
     open_kw.pop("classify", None)      # trades keep the feed's sides (unknown: 0)
     src = feeds.open(inputs, levels=levels, **open_kw)
@@ -123,8 +127,13 @@ def load(inputs=None, *, levels: int = 5, **open_kw) -> Events:
         cs = [c for c in chunks if len(c)]
         if not cs:
             raise OFIError(f"{src.name}: no quote updates", field="inputs")
-        ts, bp, bs, ap, asz = (np.concatenate([getattr(c, f) for c in cs])
-                               for f in ("ts", "bid_px", "bid_sz", "ask_px", "ask_sz"))
+        ts = np.concatenate([c.ts for c in cs])
+        if int(levels) > 1 and all(c.depth is not None for c in cs):
+            bp, bs, ap, asz = (np.concatenate([c.depth[k][:, :int(levels)] for c in cs])
+                               for k in range(4))
+        else:
+            bp, bs, ap, asz = (np.concatenate([getattr(c, f) for c in cs])
+                               for f in ("bid_px", "bid_sz", "ask_px", "ask_sz"))
         tick = open_kw.get("tick_size") or src.tick_size or market_tick(bp)
     return Events(ts, bp, bs, ap, asz, tick, tr[0].astype(np.int64), tr[1],
                   tr[2].astype(np.int8), name=src.name, quality=src.quality)

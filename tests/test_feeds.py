@@ -122,6 +122,31 @@ def test_lobster_zip_chunked_equals_whole():
         np.testing.assert_array_equal(getattr(joined, k), v, err_msg=k)
 
 
+def test_readers_without_prefetch_read_the_same_in_one_thread():
+    """``prefetch=False`` (what batch workers use) reads the same arrays as the block-ahead
+    thread does, and starts no thread."""
+    import threading
+
+    def threads():
+        return {t.name for t in threading.enumerate()} & {"ofi_fast-prefetch"}
+    zpath = data_file("lobster", "LOBSTER_SampleFile_GOOG_2012-06-21_5.zip")
+    tpath = data_file("tardis", TARDIS_L2)
+    for make in (lambda pf: F.LobsterReader(zpath, chunk_rows=9_999, prefetch=pf),
+                 lambda pf: F.TardisReader(tpath, chunk_rows=500, prefetch=pf)):
+        ahead, alone, seen = [], [], set()
+        for c in make(True):
+            seen |= threads()                     # the block-ahead thread ran (until the end)
+            ahead.append(c)
+        assert seen
+        for c in make(False):
+            assert not threads()
+            alone.append(c)
+        assert len(ahead) == len(alone) > 1
+        for a, b in zip(ahead, alone):
+            for k, v in a.as_dict().items():
+                np.testing.assert_array_equal(getattr(b, k), v, err_msg=k)
+
+
 def test_lobster_fast_path_equals_exact_slow_path():
     """The vectorised parse equals the line-by-line exact decimal parse on the real file."""
     path = data_file("lobster", AAPL_MSG)

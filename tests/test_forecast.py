@@ -202,3 +202,41 @@ def test_cli_forecast_plot_and_parquet(tmp_path, capsys):
     assert len(t["horizon"]) == 2 * (3 * 2 + 4)
     assert set(t["model"]) == {"ols", "logit", "baseline"}
     assert not list(tmp_path.glob(".*.tmp"))           # atomic writes leave no temporary
+
+
+@pytest.mark.parametrize("name,levels", [("LOBSTER_SampleFile_AMZN_2012-06-21_5.zip", 5),
+                                         ("LOBSTER_SampleFile_GOOG_2012-06-21_10.zip", 3)])
+def test_lobster_depth_reaches_the_depth_feature(name, levels):
+    """A LOBSTER file with L levels gives ``load`` the top ``min(levels, L)`` levels of its
+    order-book file (not only the best), so ``qi_depth`` is computed on them: by hand here,
+    sum_m 0.5**m (q_b,m - q_a,m) / sum_m 0.5**m (q_b,m + q_a,m) over the file's own columns."""
+    from conftest import data_file
+    from ofi_fast import feeds
+    path = data_file("lobster", name)
+    ev = fc.load(str(path), levels=levels)
+    m = feeds.read_lobster(path)
+    assert ev.bid_sz.shape == (len(m), levels)
+    for f in ("bid_px", "bid_sz", "ask_px", "ask_sz"):
+        np.testing.assert_array_equal(getattr(ev, f), getattr(m, f)[:, :levels], err_msg=f)
+    f, _ = fc.feature_table(ev, levels=levels)
+    w = 0.5 ** np.arange(levels)
+    i = np.flatnonzero(m.bid_sz[:, 1] != m.ask_sz[:, 1])[:1000]   # rows where level 2 matters
+    b, a = m.bid_sz[i, :levels] @ w, m.ask_sz[i, :levels] @ w
+    np.testing.assert_allclose(f["qi_depth"][i], (b - a) / (b + a), rtol=0, atol=1e-15)
+    assert not np.array_equal(f["qi_depth"], f["qi1"])
+    res = fc.forecast(str(path), horizons=("move",), models=("logit",),
+                      features=("qi1", "qi_depth"), n_boot=20, levels=levels)
+    r = res.get("move", "qi_depth", "logit")
+    assert r["n"] > 10_000 and r["hit_lo"] > 0.5      # above chance on these stocks
+
+
+def test_level_one_inputs_have_no_depth_feature():
+    """One level (a level-1 LOBSTER zip, the one-level simulator): no ``qi_depth`` column."""
+    from conftest import data_file
+    ev = fc.load(str(data_file("lobster", "LOBSTER_SampleFile_GOOG_2012-06-21_1.zip")))
+    assert ev.bid_sz.shape[1] == 1
+    assert "qi_depth" not in fc.feature_table(ev)[0]
+    ev = fc.load(None, events=5_000, levels=1)
+    assert ev.bid_sz.shape[1] == 1 and "qi_depth" not in fc.feature_table(ev)[0]
+    ev = fc.load(None, events=5_000, levels=5)                   # the simulator's own depth
+    assert ev.bid_sz.shape[1] == 5 and "qi_depth" in fc.feature_table(ev)[0]

@@ -555,3 +555,107 @@ def test_csv_time_going_backwards_is_a_malformed_row(tmp_path, chunk_rows):
                 lambda: list(ofi_fast.stream(str(p), every=1.0, chunk_rows=chunk_rows))):
         with pytest.raises(ParseError, match=r"q.csv:5: time: time goes backwards"):
             run()
+
+
+# ---- time going backwards in the L2 delta readers ------------------------------------------
+def _earlier_json_local(line, dt=100.0):
+    """A cryptofeed line ``<receive time>: <json>`` with its receive time ``dt`` s earlier."""
+    head, sep, rest = line.partition(b": ")
+    return b"%.6f" % (float(head) - dt) + sep + rest
+
+
+def _earlier_coinbase_time(line, dt=100.0):
+    import datetime as dtm
+    i = line.index(b'"time":"') + 8
+    j = line.index(b'"', i)
+    t = dtm.datetime.fromisoformat(line[i:j].decode().replace("Z", "+00:00"))
+    new = (t - dtm.timedelta(seconds=dt)).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+    return line[:i] + new + line[j:]
+
+
+def _earlier_kraken_times(line, dt=100.0):
+    """Every level time of a Kraken update ``[price, volume, "time"]`` ``dt`` s earlier."""
+    import re
+    return re.sub(rb'\["([0-9.]+)","([0-9.]+)","([0-9.]+)"',
+                  lambda m: b'["%s","%s","%.6f"' % (m[1], m[2], float(m[3]) - dt), line)
+
+
+def _earlier_csv_field(col, dt):
+    def f(line):
+        parts = line.split(b",")
+        parts[col] = b"%d" % (int(parts[col]) - dt)
+        return b",".join(parts)
+    return f
+
+
+def _backwards_cases():
+    """(case id, input files, index of the file mutated, predicate of the lines that may be
+    mutated, mutation, clock, field named)."""
+    d = "cryptofeed_sample_data"
+    tl2 = ("tardis", "tardis_binance_BTCUSDT_incremental_book_L2_2019-12-01_rows_1_2050.csv")
+    ttr = ("tardis", "tardis_binance_BTCUSDT_trades_2019-12-01_rows_1_100.csv")
+    cb = (d, "COINBASE.ws.28.0")
+    kr = (d, "KRAKEN.ws.50.0")
+    bo = ("bitstamp_ob_analytics", "orders.csv.gz")
+    bt = ("bitstamp_ob_analytics", "trades.csv")
+    upd = lambda no, ln: b",false," in ln and no > 2030                    # noqa: E731
+    cbu = lambda no, ln: b'"l2update","product_id":"BAND-GBP"' in ln and no > 3000  # noqa: E731
+    kru = lambda no, ln: b'"ADA/XBT"' in ln and (b'{"a":' in ln or b'{"b":' in ln) \
+        and no > 200                                                        # noqa: E731
+    live = lambda no, ln: no > 7000                                         # noqa: E731
+    any_ = lambda no, ln: no > 20                                           # noqa: E731
+    return [
+        ("tardis-local", [tl2], 0, upd, _earlier_csv_field(3, 10**8), "local", "local_timestamp"),
+        ("tardis-exchange", [tl2], 0, upd, _earlier_csv_field(2, 10**8), "exchange", "timestamp"),
+        ("tardis-trades", [tl2, ttr], 1, any_, _earlier_csv_field(3, 10**8), "local",
+         "local_timestamp"),
+        ("coinbase-local", [cb], 0, cbu, _earlier_json_local, "local", "ts_local"),
+        ("coinbase-exchange", [cb], 0, cbu, _earlier_coinbase_time, "exchange", "time"),
+        ("kraken-local", [kr], 0, kru, _earlier_json_local, "local", "ts_local"),
+        ("kraken-exchange", [kr], 0, kru, _earlier_kraken_times, "exchange", "time"),
+        ("bitstamp-exchange", [bo, bt], 0, live, _earlier_csv_field(2, 10**5), "exchange",
+         "exchange_timestamp"),
+        ("bitstamp-trades", [bo, bt], 1, any_, _earlier_csv_field(2, 10**5), "exchange",
+         "exchange_timestamp"),
+    ]
+
+
+@pytest.mark.parametrize("case", _backwards_cases(), ids=lambda c: c[0])
+def test_delta_feed_time_going_backwards_names_file_line_and_field(case, tmp_path):
+    """A book update (or trade) earlier, on the clock the bars use, than the one before it is
+    a malformed line: ``ParseError`` naming the file, line and field, from ``analyze`` and
+    ``stream`` alike (it used to be "ts[27] goes backwards", an index into a chunk). Under
+    ``on_error="skip"`` the message is dropped whole and counted: the bars equal those of the
+    file with that line deleted."""
+    name, files, k, can, mutate, clock, field = case
+    srcs = [data_file(*f) for f in files]
+    lines = open_binary(str(srcs[k])).read().split(b"\n")
+    no = next(i + 1 for i, ln in enumerate(lines) if can(i + 1, ln))
+    bad, cut = list(lines), list(lines)
+    bad[no - 1] = mutate(lines[no - 1])
+    assert bad[no - 1] != lines[no - 1]
+    del cut[no - 1]
+    paths = {}
+    for tag, content in (("bad", bad), ("cut", cut)):
+        ps = []
+        for i, s in enumerate(srcs):
+            p = tmp_path / tag / s.name.removesuffix(".gz")
+            p.parent.mkdir(exist_ok=True)
+            p.write_bytes(b"\n".join(content) if i == k else open_binary(str(s)).read())
+            ps.append(str(p))
+        paths[tag] = ps
+    where = f"{paths['bad'][k]}:{no}: {field}: time goes backwards"
+    with pytest.raises(ParseError) as ei:
+        ofi_fast.analyze(paths["bad"], clock=clock)
+    assert str(ei.value).startswith(where) and ei.value.line == no, str(ei.value)
+    with pytest.raises(ParseError, match="time goes backwards") as ei:
+        for _ in ofi_fast.stream(paths["bad"], every=1.0, clock=clock):
+            pass
+    assert str(ei.value).startswith(where)
+    skip = ofi_fast.analyze(paths["bad"], clock=clock, on_error="skip")
+    ref = ofi_fast.analyze(paths["cut"], clock=clock, on_error="skip")
+    assert skip.quality.dropped.get("parse_skip") == 1
+    assert not ref.quality.dropped.get("parse_skip")
+    for col in ("start_ns", "ofi", "dmid", "trade_imbalance", "events"):
+        np.testing.assert_array_equal(skip.bars[col], ref.bars[col], err_msg=col)
+    assert len(skip.bars["ofi"]) > 0

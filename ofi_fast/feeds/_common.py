@@ -223,6 +223,81 @@ class ErrorLog:
         return f"ErrorLog({self.path!r}, skipped={self.count}, first={self.first[:3]})"
 
 
+
+#: The values of a reader's ``time_order`` (which clock must not go backwards in file order).
+TIME_ORDERS = (None, "local", "exchange")
+
+
+def check_time_order(time_order):
+    if time_order not in TIME_ORDERS:
+        raise ValueError(f"time_order must be None, 'local' or 'exchange', not {time_order!r}")
+    return time_order
+
+
+class TimeOrder:
+    """Holds one clock to file order: a message (or row) earlier than the latest one judged
+    before it is a malformed line, reported through ``errors`` (an :class:`ErrorLog`) with its
+    line and ``field``: a ``ParseError`` by default, or, under ``on_error="skip"``, counted and
+    dropped (the rows after it are held to the latest time kept). Times equal to
+    :data:`NO_TIME` are not judged.
+
+    The readers of L2 deltas judge update messages only: a snapshot's time does not order it
+    (it resets the book; a resync's snapshot may be older than diffs already applied).
+    ``other`` names the clock to try instead in the message.
+    """
+
+    def __init__(self, errors: "ErrorLog", field: str, other: str | None = None):
+        self.errors = errors
+        self.field = field
+        self.other = other
+        self.last: int | None = None
+
+    def _bad(self, line: int, t: int) -> None:
+        hint = f"; --clock {self.other} reads the other clock" if self.other else ""
+        self.errors.bad(int(line), f"{self.field}: time goes backwards: {t} ns after "
+                        f"{self.last} ns (rows must be in time order{hint})", self.field)
+
+    def ok(self, line: int, t: int) -> bool:
+        """Judge one message at ``line`` with time ``t`` (ns); False: it is to be dropped."""
+        if t == NO_TIME:
+            return True
+        if self.last is not None and t < self.last:
+            self._bad(line, t)
+            return False
+        self.last = t
+        return True
+
+    def ok_message(self, line: int, times) -> bool:
+        """Judge one message whose rows carry ``times`` (in row order) at once: every time must
+        be >= the one before it and the latest judged; on failure it is reported once and
+        nothing moves (the message is to be dropped whole)."""
+        last = self.last
+        for t in times:
+            if t == NO_TIME:
+                continue
+            if last is not None and t < last:
+                self._bad(line, t)
+                return False
+            last = t
+        self.last = last
+        return True
+
+    def keep(self, ts, lines, judged=None):
+        """Judge the rows of a chunk at once (``lines``: each row's line; ``judged``: a mask
+        of the rows to judge, default all): None when every row is in order (the common case,
+        one vectorised test), else the mask of the rows to keep."""
+        t = ts if judged is None else ts[judged]
+        t = t[t != NO_TIME]
+        if not len(t):
+            return None
+        if (self.last is None or t[0] >= self.last) and not (t[1:] < t[:-1]).any():
+            self.last = int(t[-1])
+            return None
+        keep = np.ones(len(ts), bool)
+        for i in (range(len(ts)) if judged is None else np.flatnonzero(judged)):
+            keep[i] = self.ok(int(lines[i]), int(ts[i]))   # rare: raises at the first, or skip
+        return keep
+
 class LineBlocks:
     """Read a binary stream as blocks of whole lines, at most ``n`` lines per block.
 
@@ -552,18 +627,21 @@ class TokenSource:
                 self.buf, self.pos = data, i + 1
                 return
 
-    def read(self, outs, max_lines: int, row0: int = 0):
+    def read(self, outs, max_lines: int, row0: int = 0, lines_out=None):
         """Parse up to ``max_lines`` lines into ``outs`` (rows from ``row0``).
 
         Returns ``(rows, lines, bad)``: rows written, lines consumed (0 only at the end of the
         stream) and the 0-based indices, within these lines, of the malformed lines skipped.
+        ``lines_out`` (an int64 array as long as the outputs): each row's 1-based line number
+        in the stream, written at the row's index (exact whatever was skipped before it).
         """
-        tok = self.tok.bind(outs)
+        tok = self.tok.bind(outs, lines_out)
         rows = lines = 0
         bad = []
         while lines < max_lines:
             st, pos, nl, nr, field, fs, fe, nxt, nbad, nother = tok.parse(
-                self.buf, self.pos, max_lines - lines, self.final, row0 + rows)
+                self.buf, self.pos, max_lines - lines, self.final, row0 + rows,
+                self.line + lines)
             self.pos = pos
             lines += nl
             rows += nr

@@ -50,7 +50,9 @@ from ofi_fast.feeds._common import (
     MAX_LINE_BYTES,
     ErrorLog,
     LineBlocks,
+    TimeOrder,
     ascii_int,
+    check_time_order,
     cut,
     open_binary,
 )
@@ -85,13 +87,32 @@ def _header(path, expected):
         raise ParseError(f"header {cut(','.join(cols))} is not {expected}", path=path, line=1)
 
 
+def _order(errors, time_order):
+    """The :class:`TimeOrder` judging ``time_order``'s column (None: not judged)."""
+    if check_time_order(time_order) is None:
+        return None
+    local = time_order == "local"
+    return TimeOrder(errors, "timestamp" if local else "exchange_timestamp",
+                     "exchange" if local else "local")
+
+
 class BitstampL3Reader:
-    """Aggregate an L3 order-event file into L2 deltas; see the module docstring."""
+    """Aggregate an L3 order-event file into L2 deltas; see the module docstring.
+
+    ``time_order``: ``"local"`` (``timestamp``) or ``"exchange"`` (``exchange_timestamp``):
+    an order event earlier on that clock than the one before it is a malformed row
+    (``ParseError`` naming file, line and column, or skipped and counted before it touches the
+    book); None (default): not judged here (:func:`ofi_fast.feeds.open` judges the bars' clock).
+    The opening snapshot's rows are judged like the others: the capture's local clock stamps
+    them after the live rows that follow, so ``"local"`` fails on it (the exchange clock is the
+    default of ``feeds.open`` for Bitstamp).
+    """
 
     def __init__(self, path, *, size_decimals: int = 8, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 on_error: str = "raise"):
+                 on_error: str = "raise", time_order: str | None = None):
         self.path = str(path)
         _header(self.path, ORDER_COLUMNS)
+        self.time_order = check_time_order(time_order)
         self.size_decimals = int(size_decimals)
         self.chunk_rows = int(chunk_rows)
         self.errors = ErrorLog(self.path, on_error)
@@ -147,6 +168,8 @@ class BitstampL3Reader:
                     FLAG_BATCH_END if i == len(touched) - 1 else 0)
 
         last_ex = None
+        order = _order(self.errors, self.time_order)
+        local = self.time_order == "local"
         with open_binary(self.path) as f:
             for no, line in LineBlocks(f, errors=self.errors).lines():
                 if no == 1 or not line:
@@ -175,6 +198,8 @@ class BitstampL3Reader:
                         raise ValueError(f"action {action!r} not created/changed/deleted")
                 except (ValueError, KeyError) as exc:
                     self.errors.bad(no, f"bad order row ({exc}): {cut(line)}")
+                    continue
+                if order is not None and not order.ok(no, ts_local if local else ts_ex):
                     continue
                 st["rows"] += 1
                 st[action.decode()] += 1
@@ -255,15 +280,19 @@ class BitstampL3Reader:
 
 class BitstampTradesReader:
     """Bitstamp trades CSV -> :class:`~ofi_fast.feeds.Trades` (side = aggressor); ``errors``
-    counts rows skipped under ``on_error="skip"``."""
+    counts rows skipped under ``on_error="skip"``; ``time_order`` as for
+    :class:`BitstampL3Reader` (a trade earlier than the one before it is a malformed row)."""
 
-    def __init__(self, path, *, on_error: str = "raise"):
+    def __init__(self, path, *, on_error: str = "raise", time_order: str | None = None):
         self.path = str(path)
         _header(self.path, TRADE_COLUMNS)
         self.errors = ErrorLog(self.path, on_error)
+        self.time_order = check_time_order(time_order)
 
     def read(self):
         out = Columns(Trades)
+        order = _order(self.errors, self.time_order)
+        local = self.time_order == "local"
         with open_binary(self.path) as f:
             for no, line in LineBlocks(f, errors=self.errors).lines():
                 if no == 1 or not line:
@@ -277,8 +306,11 @@ class BitstampTradesReader:
                         raise ValueError("bad price or amount")
                     if p[7] not in (b"buy", b"sell"):
                         raise ValueError(f"side {p[7]!r} not buy/sell")
-                    out.append(_ms_time(p[2]), _ms_time(p[1]), price, amount, _SIDE[p[7]],
-                               ascii_int(p[0]))
+                    ts_ex, ts_local = _ms_time(p[2]), _ms_time(p[1])
+                    if order is None or order.ok(no, ts_local if local else ts_ex):
+                        out.append(ts_ex, ts_local, price, amount, _SIDE[p[7]], ascii_int(p[0]))
+                except ParseError:           # time order, under on_error="raise"
+                    raise
                 except ValueError as exc:
                     self.errors.bad(no, f"bad trade row ({exc})")
         return out.flush()

@@ -19,7 +19,15 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator, NamedTuple
 
-from ofi_fast.feeds._common import DEFAULT_CHUNK_ROWS, NO_TIME, ErrorLog, json_int
+from ofi_fast.errors import ParseError
+from ofi_fast.feeds._common import (
+    DEFAULT_CHUNK_ROWS,
+    NO_TIME,
+    ErrorLog,
+    TimeOrder,
+    check_time_order,
+    json_int,
+)
 from ofi_fast.feeds._l2 import (
     FLAG_BATCH_END,
     FLAG_CLEAR,
@@ -48,11 +56,19 @@ def _num(s, positive):
 
 
 class CoinbaseReader:
-    """Read one product's level2 book and trades from a Coinbase capture; see the module doc."""
+    """Read one product's level2 book and trades from a Coinbase capture; see the module doc.
+
+    ``time_order``: ``"local"`` (the recorder's receive time) or ``"exchange"`` (the
+    ``l2update``'s ``time``): an ``l2update`` earlier on that clock than the one before it is
+    a malformed message (``ParseError`` naming file and line, or skipped whole and counted);
+    snapshots are not judged; None (default): not judged here (:func:`ofi_fast.feeds.open`
+    judges the clock of the bars).
+    """
 
     def __init__(self, path, *, product=None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 on_error: str = "raise"):
+                 on_error: str = "raise", time_order: str | None = None):
         self.path = str(path)
+        self.time_order = check_time_order(time_order)
         self.product = product
         self.chunk_rows = int(chunk_rows)
         self.errors = ErrorLog(self.path, on_error)
@@ -63,6 +79,10 @@ class CoinbaseReader:
                            "before_snapshot": 0}
         depth, trades = Columns(BookDeltas), Columns(Trades)
         synced = False
+        local = self.time_order == "local"
+        order = (None if self.time_order is None else
+                 TimeOrder(self.errors, "ts_local" if local else "time",
+                           "exchange" if local else "local"))
         for no, ts_local, msg in recorded_messages(self.path, self.errors, st):
             st["lines"] += 1
             try:
@@ -96,6 +116,8 @@ class CoinbaseReader:
                     if not synced:
                         st["before_snapshot"] += 1
                         continue
+                    if order is not None and not order.ok(no, ts_local if local else ts):
+                        continue
                     for i, (side, p, s) in enumerate(rows):
                         depth.append(ts, ts_local, side, p, s, -1,
                                      FLAG_BATCH_END if i == len(rows) - 1 else 0)
@@ -105,6 +127,8 @@ class CoinbaseReader:
                     trades.append(iso_to_ns(msg["time"]), ts_local, _num(msg["price"], True),
                                   _num(msg["size"], False), -maker, json_int(msg["trade_id"]))
                     st[typ] += 1
+            except ParseError:               # time order, under on_error="raise"
+                raise
             except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
                 self.errors.bad(no, f"bad Coinbase message ({type(exc).__name__}: {exc})")
             if len(depth) >= self.chunk_rows or len(trades) >= self.chunk_rows:

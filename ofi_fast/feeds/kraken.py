@@ -25,8 +25,14 @@ from typing import Any, Iterator
 import heapq
 import zlib
 
-from ofi_fast.errors import ChecksumError, SequenceGapError
-from ofi_fast.feeds._common import DEFAULT_CHUNK_ROWS, ErrorLog, decimal_to_int
+from ofi_fast.errors import ChecksumError, ParseError, SequenceGapError
+from ofi_fast.feeds._common import (
+    DEFAULT_CHUNK_ROWS,
+    ErrorLog,
+    TimeOrder,
+    check_time_order,
+    decimal_to_int,
+)
 from ofi_fast.feeds._l2 import (
     FLAG_BATCH_END,
     FLAG_CLEAR,
@@ -60,14 +66,21 @@ class KrakenBookReader:
     ``pair`` defaults to the first pair with a book message; other pairs are counted in
     ``stats["other_pair"]``. ``stats["checksums_verified"]`` counts verified messages.
     Iterating yields :class:`BookDeltas` of about ``chunk_rows`` rows; :meth:`read` one.
+
+    ``time_order``: ``"local"`` (the recorder's receive time) or ``"exchange"`` (the levels'
+    own times, in row order): an update earlier on that clock than the rows before it is a
+    malformed message (``ParseError`` naming file and line, or skipped whole and counted, and
+    the next checksum then fails: the book resyncs); snapshots are not judged (their levels
+    carry the times they were last changed). None (default): not judged here.
     """
 
     def __init__(self, path, *, pair=None, verify: bool = True,
                  chunk_rows: int = DEFAULT_CHUNK_ROWS, on_gap: str = "raise",
-                 on_error: str = "raise"):
+                 on_error: str = "raise", time_order: str | None = None):
         if on_gap not in ("raise", "resync"):
             raise ValueError(f"on_gap must be 'raise' or 'resync', not {on_gap!r}")
         self.path = str(path)
+        self.time_order = check_time_order(time_order)
         self.pair = pair
         self.verify = verify
         self.chunk_rows = int(chunk_rows)
@@ -81,6 +94,10 @@ class KrakenBookReader:
         out = Columns(BookDeltas)
         self._asks, self._bids = {}, {}
         self._synced = False
+        local = self.time_order == "local"
+        self._order = (None if self.time_order is None else
+                       TimeOrder(self.errors, "ts_local" if local else "time",
+                                 "exchange" if local else "local"))
         for no, ts_local, msg in recorded_messages(self.path, self.errors, st):
             st["lines"] += 1
             if isinstance(msg, dict):
@@ -101,7 +118,7 @@ class KrakenBookReader:
                 self._depth = int(msg[-2].partition("-")[2] or 10)
                 self._message(no, ts_local, msg[1:-2], out)
             except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-                if isinstance(exc, SequenceGapError):
+                if isinstance(exc, (SequenceGapError, ParseError)):   # ParseError: time order
                     raise
                 self.errors.bad(no, f"bad Kraken book message ({type(exc).__name__}: {exc})")
             if len(out) >= self.chunk_rows:
@@ -144,6 +161,9 @@ class KrakenBookReader:
                 checksum = int(pl["c"])
         if not parsed:
             raise ValueError("update without a or b levels")
+        if self._order is not None and not self._order.ok_message(
+                no, [ts_local] if self.time_order == "local" else [x[3] for x in parsed]):
+            return
         asks, bids = dict(self._asks), dict(self._bids)   # commit only when verified
         for side, p, v, t in parsed:
             book = bids if side == 1 else asks

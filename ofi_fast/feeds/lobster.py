@@ -191,6 +191,9 @@ class LobsterReader:
     on_error : ``"raise"`` (default): :class:`~ofi_fast.errors.ParseError` with file and line;
         ``"skip"``: drop the malformed row (from both files, keeping them aligned) and count it
         in ``errors`` (an :class:`ErrorLog`).
+    prefetch : inflate / read the next block in a background thread while this one is parsed
+        (default). It uses a second core; :func:`ofi_fast.batch.run` turns it off, since every
+        core there already runs a task of its own.
 
     After iteration, ``counts`` maps each event type to its number of rows and ``rows`` is the
     total. Rows are also checked: type in 1..7, direction +-1, time non-decreasing, book rows
@@ -198,8 +201,10 @@ class LobsterReader:
     """
 
     def __init__(self, path, orderbook=None, *, date=None, tz="America/New_York",
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS, on_error: str = "raise"):
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, on_error: str = "raise",
+                 prefetch: bool = True):
         self.msg_src, self.ob_src, name_date, self.level = _locate(path, orderbook)
+        self.prefetch = bool(prefetch)
         date = date if date is not None else name_date
         if date is None:
             raise ValueError(f"{path}: no trading date in the file name; pass date=")
@@ -255,9 +260,9 @@ class LobsterReader:
             fo = open_binary(*self.ob_src) if self.ob_src else None
             ms = obs = None
             try:
-                ms = TokenSource(fm, self._msg_tokenizer(), self.errors, prefetch=True)
+                ms = TokenSource(fm, self._msg_tokenizer(), self.errors, prefetch=self.prefetch)
                 if fo is not None:
-                    obs = TokenSource(fo, None, self.ob_errors, prefetch=True)
+                    obs = TokenSource(fo, None, self.ob_errors, prefetch=self.prefetch)
                     if self.level is None:
                         self.level = max(1, (obs.first_line().count(b",") + 1) // 4)
                     obs.tok = self._book_tokenizer()

@@ -43,6 +43,10 @@ class Chunk:
 
     - ``kind == "quotes"``: best quotes after each event, ``ts`` int64 ns, ``bid_px``/``ask_px``
       float64 (NaN for an empty side), ``bid_sz``/``ask_sz`` float64 (0 for an empty side);
+      ``depth``: where the input has L > 1 levels (LOBSTER's order-book file, the simulator),
+      the book after each event as ``(bid_px, bid_sz, ask_px, ask_sz)``, each ``(n, L)``
+      float64, best level first (column 0 equals the best quotes; an empty level: price NaN,
+      size 0); None otherwise;
     - ``kind == "deltas"``: L2 price-level deltas (``ofi_fast.feeds.BookDeltas`` semantics),
       ``ts`` int64 ns, ``side`` int8, ``price``, ``size`` (new absolute size) float64, ``flags``
       uint8 (FLAG_SNAPSHOT / FLAG_CLEAR / FLAG_BATCH_END);
@@ -52,12 +56,13 @@ class Chunk:
     """
 
     __slots__ = ("kind", "ts", "bid_px", "bid_sz", "ask_px", "ask_sz", "side", "price", "size",
-                 "flags", "trade_ts", "trade_price", "trade_size", "trade_side")
+                 "flags", "trade_ts", "trade_price", "trade_size", "trade_side", "depth")
 
     def __init__(self, kind=None, ts=None, *, bid_px=None, bid_sz=None, ask_px=None, ask_sz=None,
                  side=None, price=None, size=None, flags=None, trade_ts=None, trade_price=None,
-                 trade_size=None, trade_side=None):
+                 trade_size=None, trade_side=None, depth=None):
         self.kind = kind
+        self.depth = depth
         self.ts = np.zeros(0, np.int64) if ts is None else ts
         self.bid_px, self.bid_sz, self.ask_px, self.ask_sz = bid_px, bid_sz, ask_px, ask_sz
         self.side, self.price, self.size, self.flags = side, price, size, flags
@@ -210,7 +215,9 @@ def _simulator_source(events, seed, levels, chunk_size):
             bp, bs, ap, az = r.best()
             yield Chunk("quotes", r.ts, bid_px=bp, bid_sz=bs, ask_px=ap, ask_sz=az,
                         trade_ts=r.trade_ts, trade_price=r.trade_price,
-                        trade_size=r.trade_size, trade_side=r.trade_side)
+                        trade_size=r.trade_size, trade_side=r.trade_side,
+                        depth=(r.bid_px, r.bid_sz, r.ask_px, r.ask_sz) if r.levels > 1
+                        else None)
 
     return Source(f"simulator (seed {seed}, {levels} level{'s' if levels != 1 else ''})",
                   chunks, fmt="simulator", note="best quotes after each simulated event",
@@ -270,7 +277,7 @@ def _lobster_source(paths, opts):
     kw = {"date": date, "tz": None} if date else {}
     try:
         reader = LobsterReader(msg_path, book_path, chunk_rows=opts["chunk_size"],
-                               on_error=opts["on_error"], **kw)
+                               on_error=opts["on_error"], prefetch=opts["prefetch"], **kw)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     if reader.ob_src is None:
@@ -286,7 +293,9 @@ def _lobster_source(paths, opts):
                         ask_px=np.ascontiguousarray(c.ask_px[:, 0]),
                         ask_sz=np.ascontiguousarray(c.ask_sz[:, 0]),
                         trade_ts=t.ts, trade_price=t.price, trade_size=t.size,
-                        trade_side=t.side)
+                        trade_side=t.side,
+                        depth=(c.bid_px, c.bid_sz, c.ask_px, c.ask_sz)
+                        if c.bid_px.shape[1] > 1 else None)
 
     m = _NAME_RE.search(Path(label.rsplit(":", 1)[-1]).name)
     return Source(label, chunks, fmt="lobster", tick_size=opts["tick_size"],
@@ -450,9 +459,9 @@ def _coinbase_source(paths, opts):
     sym = opts.get("symbol")
     if sym is not None:
         _check_symbol(paths[0], sym, _coinbase_symbols(paths[0]), "product")
-    reader = CoinbaseReader(paths[0], product=sym, chunk_rows=opts["chunk_size"],
-                            on_error=opts["on_error"])
     dclock = _DeltaClock(opts["clock"])
+    reader = CoinbaseReader(paths[0], product=sym, chunk_rows=opts["chunk_size"],
+                            on_error=opts["on_error"], time_order=dclock.clock)
 
     def chunks():
         for c in reader:
@@ -488,9 +497,10 @@ def _kraken_source(paths, opts):
     sym = opts.get("symbol")
     if sym is not None:
         _check_symbol(paths[0], sym, _kraken_symbols(paths[0]), "pair")
-    reader = KrakenBookReader(paths[0], pair=sym, chunk_rows=opts["chunk_size"],
-                              on_gap=opts["on_gap"], on_error=opts["on_error"])
     dclock = _DeltaClock(opts["clock"])
+    reader = KrakenBookReader(paths[0], pair=sym, chunk_rows=opts["chunk_size"],
+                              on_gap=opts["on_gap"], on_error=opts["on_error"],
+                              time_order=dclock.clock)
 
     def chunks():
         for d in reader:
@@ -527,7 +537,8 @@ def _take(c, m):
     """The rows of chunk ``c`` where mask ``m`` holds (events only; no trades)."""
     if c.kind == "quotes":
         return Chunk("quotes", c.ts[m], bid_px=c.bid_px[m], bid_sz=c.bid_sz[m],
-                     ask_px=c.ask_px[m], ask_sz=c.ask_sz[m])
+                     ask_px=c.ask_px[m], ask_sz=c.ask_sz[m],
+                     depth=None if c.depth is None else tuple(a[m] for a in c.depth))
     return Chunk("deltas", c.ts[m], side=c.side[m], price=c.price[m], size=c.size[m],
                  flags=c.flags[m])
 
@@ -591,7 +602,8 @@ def _tardis_source(paths, opts):
     sym = opts.get("symbol")
     for p in paths:
         r = TardisReader(p, chunk_rows=opts["chunk_size"], on_error=opts["on_error"],
-                         symbol=sym)
+                         symbol=sym, prefetch=opts["prefetch"],
+                         time_order=_DeltaClock(opts["clock"]).clock)
         if r.kind in readers or r.kind == "book_snapshot":
             raise InputError(f"{p}: give one Tardis incremental_book_L2 file and/or one trades "
                            f"file (this one is {r.kind})")
@@ -652,11 +664,13 @@ def _bitstamp_source(paths, opts):
             orders = p
     if orders is None:
         raise InputError(f"{trades}: a Bitstamp trades file needs its orders file for OFI")
-    reader = BitstampL3Reader(orders, chunk_rows=opts["chunk_size"], on_error=opts["on_error"])
-    tr = BitstampTradesReader(trades, on_error=opts["on_error"]) if trades is not None else None
     # exchange clock by default: the file's synthetic opening snapshot carries a later local
     # time than the live rows that follow it
     dclock = _DeltaClock(opts["clock"], "exchange")
+    reader = BitstampL3Reader(orders, chunk_rows=opts["chunk_size"], on_error=opts["on_error"],
+                              time_order=dclock.clock)
+    tr = (BitstampTradesReader(trades, on_error=opts["on_error"], time_order=dclock.clock)
+          if trades is not None else None)
 
     def book_chunks():
         for d in reader:
@@ -915,7 +929,7 @@ def open(inputs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
          tick_size: float | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
          on_gap: str = "resync", on_error: str = "raise", columns: str | dict | None = None,
          ts_unit: str = "auto", events: int = 1_000_000, seed: int = 0,
-         levels: int = 5) -> Source:
+         levels: int = 5, prefetch: bool = True) -> Source:
     """The input as a :class:`Source`.
 
     ``inputs``: a path or a list of paths (a LOBSTER zip or message + orderbook pair, a Binance
@@ -932,6 +946,8 @@ def open(inputs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     "raise" (:class:`~ofi_fast.errors.SequenceGapError` at the first gap, naming file:line and
     ids). ``on_error``: "raise" or "skip" malformed lines (counted in ``quality``).
     ``columns``: CSV ``{field: column}`` or "field=col,..."; ``ts_unit``: CSV integer time unit.
+    ``prefetch``: LOBSTER and Tardis files are read one block ahead by a background thread
+    (inflating a zip or gzip member on a second core); False reads in the calling thread only.
     """
     if on_gap not in ("resync", "raise"):
         raise InputError(f"on_gap must be 'resync' or 'raise', not {on_gap!r}")
@@ -956,7 +972,7 @@ def open(inputs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
             raise InputError(f"{p}: is a directory, not a file")
     opts = {"chunk_size": int(chunk_rows), "clock": clock, "tick_size": tick_size,
             "symbol": symbol, "columns": cols, "ts_unit": ts_unit, "on_gap": on_gap,
-            "on_error": on_error}
+            "on_error": on_error, "prefetch": bool(prefetch)}
     fmt = detect_format(paths) if format == "auto" else format
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")

@@ -45,8 +45,10 @@ from ofi_fast._csv import BOOL, FLOAT, ID, INT, MATCH, SIDE_BOOK, SIDE_TRADE, SK
 from ofi_fast.feeds._common import (
     DEFAULT_CHUNK_ROWS,
     ErrorLog,
+    TimeOrder,
     TokenSource,
     Arrays,
+    check_time_order,
     open_binary,
     uncompressed_size,
 )
@@ -112,11 +114,21 @@ class TardisReader:
     rows of ``symbol`` are read and every other row is skipped and counted in
     ``stats["other_symbol"]``. ``None``: the file must hold one symbol, that of its first data
     row (``first_symbol``); a row of another is a ``ParseError`` naming its line.
+    ``prefetch``: read (and inflate) the next block in a background thread while this one is
+    parsed (default; a second core's work; :func:`ofi_fast.batch.run` turns it off).
+    ``time_order``: ``"local"`` (``local_timestamp``) or ``"exchange"`` (``timestamp``): that
+    clock must not go backwards from one update row (book; snapshot rows are not judged) or
+    trade to the next; a row earlier than the latest before it is a malformed line
+    (``ParseError`` naming file, line and column, or skipped and counted). None (default):
+    not judged here (:func:`ofi_fast.feeds.open` judges the clock the bars use).
     """
 
     def __init__(self, path, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, on_error: str = "raise",
-                 symbol: str | None = None):
+                 symbol: str | None = None, prefetch: bool = True,
+                 time_order: str | None = None):
         self.path = str(path)
+        self.prefetch = bool(prefetch)
+        self.time_order = check_time_order(time_order)
         self.chunk_rows = int(chunk_rows)
         self.errors = ErrorLog(self.path, on_error)
         with open_binary(self.path) as f:
@@ -154,32 +166,34 @@ class TardisReader:
         counted in ``errors``. With ``grow``, one chunk for the whole file: the arrays start at
         the line count extrapolated from the first block and double in place if needed."""
         with open_binary(self.path) as f, \
-                TokenSource(f, Tokenizer(spec), self.errors, skip_lines=1, prefetch=True) as src:
+                TokenSource(f, Tokenizer(spec), self.errors, skip_lines=1,
+                            prefetch=self.prefetch) as src:
             while True:
                 cap = self.chunk_rows
                 if grow:
                     est = src.estimate_lines(uncompressed_size(self.path))
                     cap = max(1, est) if est is not None else max(cap, 1 << 16)
                 arrays = alloc(cap)
+                line_of = np.empty(cap, np.int64)
                 rows = lines = 0
                 bad_ids, other = src.bad_ids, src.other
                 while True:
                     want = cap - rows
-                    dr, dl, _ = src.read(views(arrays, rows), want)
+                    dr, dl, _ = src.read(views(arrays, rows), want, lines_out=line_of[rows:])
                     rows += dr
                     lines += dl
                     if not grow or dl < want:
                         break
                     cap *= 2
-                    for x in arrays:
+                    for x in arrays + [line_of]:
                         x.resize((cap,) + x.shape[1:], refcheck=False)
                 self.stats["non_numeric_ids"] += src.bad_ids - bad_ids
                 self.stats["other_symbol"] += src.other - other
                 if not lines:
                     return
-                for x in arrays:  # trim in place (realloc): a chunk holds only its rows
+                for x in arrays + [line_of]:  # trim in place: a chunk holds only its rows
                     x.resize((rows,) + x.shape[1:], refcheck=False)
-                yield rows, arrays
+                yield rows, arrays, line_of
                 if grow:
                     grow = False
 
@@ -189,14 +203,20 @@ class TardisReader:
         if self.kind == "incremental_book_L2":
             yield from self._iter_l2()
         elif self.kind == "trades":
-            for rows, (ts, lt, tid, side, px, sz) in self._chunks(
+            order = self._order()
+            for rows, (ts, lt, tid, side, px, sz), line_of in self._chunks(
                     _trade_spec(self._symbol_col), _trade_alloc, _views, self._grow):
-                self.stats["rows"] += rows
-                yield Trades(ts_exchange=ts, ts_local=lt, price=px, size=sz, side=side,
-                             trade_id=tid)
+                t = Trades(ts_exchange=ts, ts_local=lt, price=px, size=sz, side=side,
+                           trade_id=tid)
+                keep = (None if order is None else
+                        order.keep(lt if self.time_order == "local" else ts, line_of))
+                if keep is not None:
+                    t = t.take(keep)
+                self.stats["rows"] += len(t)
+                yield t
         else:
-            for rows, arrays in self._chunks(self._snapshot_spec(), self._snapshot_alloc,
-                                             self._snapshot_views, self._grow):
+            for rows, arrays, _ in self._chunks(self._snapshot_spec(), self._snapshot_alloc,
+                                                self._snapshot_views, self._grow):
                 self.stats["rows"] += rows
                 yield TardisBookSnapshots(**dict(zip(_SNAP_FIELDS, arrays)))
 
@@ -213,6 +233,14 @@ class TardisReader:
         finally:
             self._grow = False
 
+    def _order(self):
+        """The :class:`TimeOrder` of ``time_order`` (None: no judging)."""
+        if self.time_order is None:
+            return None
+        local = self.time_order == "local"
+        return TimeOrder(self.errors, "local_timestamp" if local else "timestamp",
+                         "exchange" if local else "local")
+
     # incremental_book_L2 --------------------------------------------------------------------
     def _iter_l2(self):
         st = self.stats
@@ -220,7 +248,8 @@ class TardisReader:
         last_lt = None         # local_timestamp of the last row emitted before `prev`
         last_snap = False      # is_snapshot of that row
         seen_snapshot = False
-        for _, (ts, lt, snap, side, px, sz) in self._chunks(
+        order = self._order()
+        for _, (ts, lt, snap, side, px, sz), line_of in self._chunks(
                 _l2_spec(self._symbol_col), _l2_alloc, _views, self._grow):
             cols = (ts, lt, snap.view(np.bool_), side, px, sz)
             if not seen_snapshot:
@@ -233,6 +262,12 @@ class TardisReader:
                 if first:
                     st["dropped_before_snapshot"] += first
                     cols = tuple(c[first:] for c in cols)
+                    line_of = line_of[first:]
+            if order is not None and len(cols[0]):
+                keep = order.keep(cols[1] if self.time_order == "local" else cols[0], line_of,
+                                  ~cols[2])
+                if keep is not None:
+                    cols = tuple(c[keep] for c in cols)
             if not len(cols[0]):
                 continue
             if prev is not None:
