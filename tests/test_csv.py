@@ -485,3 +485,32 @@ def test_lobster_level_from_first_book_line(tmp_path):
     assert r.level == 2 and m.bid_px.shape == (3, 2)
     np.testing.assert_array_equal(m.ask_px[0], [100.01, 100.02])
     np.testing.assert_array_equal(m.bid_sz[0], [100.0, 1.0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["ok", "bad", "other", "blank"]), min_size=1,
+                      max_size=60),
+       block=st.sampled_from([7, 16, 64, 1 << 16]), want=st.sampled_from([1, 3, 1000]))
+def test_lines_output_is_each_rows_line_whatever_was_skipped(kinds, block, want):
+    """``TokenSource.read(..., lines_out=)`` writes each row's 1-based line number exactly:
+    malformed lines skipped under on_error="skip", another symbol's lines (MATCH) and blank
+    lines all consume a line and write no row, across blocks and calls."""
+    text = {"ok": b"A,%d", "bad": b"A,x%d", "other": b"B,%d", "blank": b""}
+    lines = [b"header"] + [text[k] % i if b"%d" in text[k] else text[k]
+                           for i, k in enumerate(kinds)]
+    data = b"\n".join(lines) + b"\n"
+    spec = [C.column("sym", C.MATCH, token=b"A"), C.column("v", C.INT)]
+    tok = C.Tokenizer(spec, skip_blank=True)
+    src = TokenSource(io.BytesIO(data), tok, ErrorLog("x", "skip"), skip_lines=1,
+                      block_bytes=block)
+    n = len(kinds)
+    v, ln = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    rows = 0
+    while True:
+        dr, dl, _ = src.read([None, v[rows:]], want, lines_out=ln[rows:])
+        rows += dr
+        if not dl:
+            break
+    expect = [i + 2 for i, k in enumerate(kinds) if k == "ok"]   # line 1 is the header
+    assert ln[:rows].tolist() == expect
+    assert v[:rows].tolist() == [i for i, k in enumerate(kinds) if k == "ok"]
