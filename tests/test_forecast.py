@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from conftest import data_file
+from ofi_fast import feeds
 from ofi_fast import forecast as fc
 from ofi_fast.analysis import LookAheadError
 from ofi_fast.cli import main
@@ -210,8 +212,6 @@ def test_lobster_depth_reaches_the_depth_feature(name, levels):
     """A LOBSTER file with L levels gives ``load`` the top ``min(levels, L)`` levels of its
     order-book file (not only the best), so ``qi_depth`` is computed on them: by hand here,
     sum_m 0.5**m (q_b,m - q_a,m) / sum_m 0.5**m (q_b,m + q_a,m) over the file's own columns."""
-    from conftest import data_file
-    from ofi_fast import feeds
     path = data_file("lobster", name)
     ev = fc.load(str(path), levels=levels)
     m = feeds.read_lobster(path)
@@ -232,7 +232,6 @@ def test_lobster_depth_reaches_the_depth_feature(name, levels):
 
 def test_level_one_inputs_have_no_depth_feature():
     """One level (a level-1 LOBSTER zip, the one-level simulator): no ``qi_depth`` column."""
-    from conftest import data_file
     ev = fc.load(str(data_file("lobster", "LOBSTER_SampleFile_GOOG_2012-06-21_1.zip")))
     assert ev.bid_sz.shape[1] == 1
     assert "qi_depth" not in fc.feature_table(ev)[0]

@@ -598,12 +598,12 @@ def _backwards_cases():
     kr = (d, "KRAKEN.ws.50.0")
     bo = ("bitstamp_ob_analytics", "orders.csv.gz")
     bt = ("bitstamp_ob_analytics", "trades.csv")
-    upd = lambda no, ln: b",false," in ln and no > 2030                    # noqa: E731
-    cbu = lambda no, ln: b'"l2update","product_id":"BAND-GBP"' in ln and no > 3000  # noqa: E731
+    upd = lambda no, ln: b",false," in ln and no > 2030
+    cbu = lambda no, ln: b'"l2update","product_id":"BAND-GBP"' in ln and no > 3000
     kru = lambda no, ln: b'"ADA/XBT"' in ln and (b'{"a":' in ln or b'{"b":' in ln) \
-        and no > 200                                                        # noqa: E731
-    live = lambda no, ln: no > 7000                                         # noqa: E731
-    any_ = lambda no, ln: no > 20                                           # noqa: E731
+        and no > 200
+    live = lambda no, ln: no > 7000
+    any_ = lambda no, ln: no > 20
     return [
         ("tardis-local", [tl2], 0, upd, _earlier_csv_field(3, 10**8), "local", "local_timestamp"),
         ("tardis-exchange", [tl2], 0, upd, _earlier_csv_field(2, 10**8), "exchange", "timestamp"),
@@ -627,7 +627,7 @@ def test_delta_feed_time_going_backwards_names_file_line_and_field(case, tmp_pat
     ``stream`` alike (it used to be "ts[27] goes backwards", an index into a chunk). Under
     ``on_error="skip"`` the message is dropped whole and counted: the bars equal those of the
     file with that line deleted."""
-    name, files, k, can, mutate, clock, field = case
+    _, files, k, can, mutate, clock, field = case
     srcs = [data_file(*f) for f in files]
     lines = open_binary(str(srcs[k])).read().split(b"\n")
     no = next(i + 1 for i, ln in enumerate(lines) if can(i + 1, ln))

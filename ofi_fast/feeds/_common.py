@@ -246,7 +246,7 @@ class TimeOrder:
     ``other`` names the clock to try instead in the message.
     """
 
-    def __init__(self, errors: "ErrorLog", field: str, other: str | None = None):
+    def __init__(self, errors: ErrorLog, field: str, other: str | None = None):
         self.errors = errors
         self.field = field
         self.other = other

@@ -87,13 +87,30 @@ def _header(path, expected):
         raise ParseError(f"header {cut(','.join(cols))} is not {expected}", path=path, line=1)
 
 
-def _order(errors, time_order):
-    """The :class:`TimeOrder` judging ``time_order``'s column (None: not judged)."""
+def _judge(errors, time_order):
+    """``judge(line, ts_local, ts_exchange) -> keep?`` holding ``time_order``'s column to file
+    order (a :class:`TimeOrder`), or None when nothing is judged."""
     if check_time_order(time_order) is None:
         return None
     local = time_order == "local"
-    return TimeOrder(errors, "timestamp" if local else "exchange_timestamp",
-                     "exchange" if local else "local")
+    order = TimeOrder(errors, "timestamp" if local else "exchange_timestamp",
+                      "exchange" if local else "local")
+    return lambda no, ts_local, ts_ex: order.ok(no, ts_local if local else ts_ex)
+
+
+def _rows(path, errors, ncols, what):
+    """``(line number, line, fields)`` of each data row with ``ncols`` fields; a row with
+    another count is reported (``errors.bad``) and left out."""
+    with open_binary(path) as f:
+        for no, line in LineBlocks(f, errors=errors).lines():
+            if no == 1 or not line:
+                continue
+            parts = line.split(b",")
+            if len(parts) != ncols:
+                errors.bad(no, f"bad {what} row ({len(parts)} columns, expected {ncols}): "
+                           f"{cut(line)}")
+                continue
+            yield no, line, parts
 
 
 class BitstampL3Reader:
@@ -168,108 +185,101 @@ class BitstampL3Reader:
                     FLAG_BATCH_END if i == len(touched) - 1 else 0)
 
         last_ex = None
-        order = _order(self.errors, self.time_order)
-        local = self.time_order == "local"
-        with open_binary(self.path) as f:
-            for no, line in LineBlocks(f, errors=self.errors).lines():
-                if no == 1 or not line:
-                    continue
-                try:
-                    parts = line.split(b",")
-                    if len(parts) != 7:
-                        raise ValueError(f"{len(parts)} columns, expected 7")
-                    oid = ascii_int(parts[0])
-                    ts_local = _ms_time(parts[1])
-                    ts_ex = _ms_time(parts[2])
-                    price = float(parts[3])
-                    if not 0.0 <= price < _INF:  # the capture has 49 bids at 0.0 (tiny bids)
-                        raise ValueError(f"bad price {parts[3]!r}")
-                    fvol = float(parts[4])  # may be written as 7.18e-06
-                    if not 0.0 <= fvol < _INF:
-                        raise ValueError(f"bad volume {parts[4]!r}")
-                    vol = round(fvol * scale)
-                    if vol < 0:
-                        raise ValueError(f"negative volume {parts[4]!r}")
-                    action = parts[5]
-                    side = _SIDE[parts[6]] if parts[6] in (b"bid", b"ask") else None
-                    if side is None:
-                        raise ValueError(f"direction {parts[6]!r} not bid/ask")
-                    if action not in (b"created", b"changed", b"deleted"):
-                        raise ValueError(f"action {action!r} not created/changed/deleted")
-                except (ValueError, KeyError) as exc:
-                    self.errors.bad(no, f"bad order row ({exc}): {cut(line)}")
-                    continue
-                if order is not None and not order.ok(no, ts_local if local else ts_ex):
-                    continue
-                st["rows"] += 1
-                st[action.decode()] += 1
-                if opening:  # the opening snapshot: creates sharing the first exchange time
-                    if action == b"created" and snap_ts in (None, ts_ex):
-                        snap_ts = ts_ex
-                    else:
-                        opening = False
-                        heads = {1: sorted((orders[o][1], o) for o in snap
-                                           if orders[o][0] == 1),
-                                 -1: sorted(((orders[o][1], o) for o in snap
-                                             if orders[o][0] == -1), reverse=True)}
-                if pending and ts_ex != last_ex:
-                    # a new exchange millisecond: a live order still resting at or through a
-                    # snapshot order's price outlived any sweep (a taker's fills share its ms)
-                    rm: list = []
-                    for c in pending:
-                        o = orders.get(c)
-                        if o is not None:
-                            drop_stale(o[0], o[1], rm)
-                    emit(rm, ts_ex, ts_local, pending[-1])
-                    pending.clear()
-                last_ex = ts_ex
-                old = orders.get(oid)
-                if old is None and oid in stale:
-                    del stale[oid]
-                    if action == b"deleted":   # the exchange confirms it is gone
-                        continue
-                    st["stale_restored"] += 1  # a live change names it: it was live after all
-                    action = b"created"
-                if action == b"created" and old is not None:
-                    st["duplicate_create"] += 1
-                    action = b"changed"
-                if action != b"created" and old is None:
-                    st["unknown_order"] += 1
-                    continue
-                touched = []
-                if old is not None:  # take the order off its level
-                    key = (old[0], old[1])
-                    lv = levels[key]
-                    lv[0] -= old[2]
-                    lv[1] -= 1
-                    touched.append(key)
-                    if not opening:
-                        snap.discard(oid)      # a live event names it: not stale
-                if action == b"deleted":
-                    del orders[oid]
+        judge = _judge(self.errors, self.time_order)
+        for no, line, parts in _rows(self.path, self.errors, 7, "order"):
+            try:
+                oid = ascii_int(parts[0])
+                ts_local = _ms_time(parts[1])
+                ts_ex = _ms_time(parts[2])
+                price = float(parts[3])
+                if not 0.0 <= price < _INF:  # the capture has 49 bids at 0.0 (tiny bids)
+                    raise ValueError(f"bad price {parts[3]!r}")
+                fvol = float(parts[4])  # may be written as 7.18e-06
+                if not 0.0 <= fvol < _INF:
+                    raise ValueError(f"bad volume {parts[4]!r}")
+                vol = round(fvol * scale)
+                if vol < 0:
+                    raise ValueError(f"negative volume {parts[4]!r}")
+                action = parts[5]
+                side = _SIDE[parts[6]] if parts[6] in (b"bid", b"ask") else None
+                if side is None:
+                    raise ValueError(f"direction {parts[6]!r} not bid/ask")
+                if action not in (b"created", b"changed", b"deleted"):
+                    raise ValueError(f"action {action!r} not created/changed/deleted")
+            except (ValueError, KeyError) as exc:
+                self.errors.bad(no, f"bad order row ({exc}): {cut(line)}")
+                continue
+            if judge is not None and not judge(no, ts_local, ts_ex):
+                continue
+            st["rows"] += 1
+            st[action.decode()] += 1
+            if opening:  # the opening snapshot: creates sharing the first exchange time
+                if action == b"created" and snap_ts in (None, ts_ex):
+                    snap_ts = ts_ex
                 else:
-                    key = (side, price)
-                    lv = levels.get(key)
-                    if lv is None:
-                        lv = levels[key] = [0, 0]
-                    lv[0] += vol
-                    lv[1] += 1
-                    orders[oid] = (side, price, vol)
-                    if key not in touched:
-                        touched.append(key)
-                    elif old[2] == vol:
-                        st["no_change"] += 1
-                        continue
-                    if opening:
-                        snap.add(oid)
-                        st["snapshot_orders"] += 1
-                    else:
-                        h = heads[-side]
-                        if h and ((h[-1][0] <= price) if side == 1 else (h[-1][0] >= price)):
-                            pending.append(oid)   # judged at the next exchange millisecond
-                emit(touched, ts_ex, ts_local, oid)
-                if len(out) >= self.chunk_rows:
-                    yield out.flush()
+                    opening = False
+                    heads = {1: sorted((orders[o][1], o) for o in snap
+                                       if orders[o][0] == 1),
+                             -1: sorted(((orders[o][1], o) for o in snap
+                                         if orders[o][0] == -1), reverse=True)}
+            if pending and ts_ex != last_ex:
+                # a new exchange millisecond: a live order still resting at or through a
+                # snapshot order's price outlived any sweep (a taker's fills share its ms)
+                rm: list = []
+                for c in pending:
+                    o = orders.get(c)
+                    if o is not None:
+                        drop_stale(o[0], o[1], rm)
+                emit(rm, ts_ex, ts_local, pending[-1])
+                pending.clear()
+            last_ex = ts_ex
+            old = orders.get(oid)
+            if old is None and oid in stale:
+                del stale[oid]
+                if action == b"deleted":   # the exchange confirms it is gone
+                    continue
+                st["stale_restored"] += 1  # a live change names it: it was live after all
+                action = b"created"
+            if action == b"created" and old is not None:
+                st["duplicate_create"] += 1
+                action = b"changed"
+            if action != b"created" and old is None:
+                st["unknown_order"] += 1
+                continue
+            touched = []
+            if old is not None:  # take the order off its level
+                key = (old[0], old[1])
+                lv = levels[key]
+                lv[0] -= old[2]
+                lv[1] -= 1
+                touched.append(key)
+                if not opening:
+                    snap.discard(oid)      # a live event names it: not stale
+            if action == b"deleted":
+                del orders[oid]
+            else:
+                key = (side, price)
+                lv = levels.get(key)
+                if lv is None:
+                    lv = levels[key] = [0, 0]
+                lv[0] += vol
+                lv[1] += 1
+                orders[oid] = (side, price, vol)
+                if key not in touched:
+                    touched.append(key)
+                elif old[2] == vol:
+                    st["no_change"] += 1
+                    continue
+                if opening:
+                    snap.add(oid)
+                    st["snapshot_orders"] += 1
+                else:
+                    h = heads[-side]
+                    if h and ((h[-1][0] <= price) if side == 1 else (h[-1][0] >= price)):
+                        pending.append(oid)   # judged at the next exchange millisecond
+            emit(touched, ts_ex, ts_local, oid)
+            if len(out) >= self.chunk_rows:
+                yield out.flush()
         if len(out):
             yield out.flush()
 
@@ -291,28 +301,21 @@ class BitstampTradesReader:
 
     def read(self):
         out = Columns(Trades)
-        order = _order(self.errors, self.time_order)
-        local = self.time_order == "local"
-        with open_binary(self.path) as f:
-            for no, line in LineBlocks(f, errors=self.errors).lines():
-                if no == 1 or not line:
-                    continue
-                try:
-                    p = line.split(b",")
-                    if len(p) != 8:
-                        raise ValueError(f"{len(p)} columns, expected 8")
-                    price, amount = float(p[3]), float(p[4])
-                    if not (0 < price < _INF and 0 <= amount < _INF):
-                        raise ValueError("bad price or amount")
-                    if p[7] not in (b"buy", b"sell"):
-                        raise ValueError(f"side {p[7]!r} not buy/sell")
-                    ts_ex, ts_local = _ms_time(p[2]), _ms_time(p[1])
-                    if order is None or order.ok(no, ts_local if local else ts_ex):
-                        out.append(ts_ex, ts_local, price, amount, _SIDE[p[7]], ascii_int(p[0]))
-                except ParseError:           # time order, under on_error="raise"
-                    raise
-                except ValueError as exc:
-                    self.errors.bad(no, f"bad trade row ({exc})")
+        judge = _judge(self.errors, self.time_order)
+        for no, _, p in _rows(self.path, self.errors, 8, "trade"):
+            try:
+                price, amount = float(p[3]), float(p[4])
+                if not (0 < price < _INF and 0 <= amount < _INF):
+                    raise ValueError("bad price or amount")
+                if p[7] not in (b"buy", b"sell"):
+                    raise ValueError(f"side {p[7]!r} not buy/sell")
+                ts_ex, ts_local = _ms_time(p[2]), _ms_time(p[1])
+                if judge is None or judge(no, ts_local, ts_ex):
+                    out.append(ts_ex, ts_local, price, amount, _SIDE[p[7]], ascii_int(p[0]))
+            except ParseError:           # time order, under on_error="raise"
+                raise
+            except ValueError as exc:
+                self.errors.bad(no, f"bad trade row ({exc})")
         return out.flush()
 
 
