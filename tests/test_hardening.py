@@ -580,6 +580,12 @@ def _earlier_kraken_times(line, dt=100.0):
                   lambda m: b'["%s","%s","%.6f"' % (m[1], m[2], float(m[3]) - dt), line)
 
 
+def _earlier_binance_e(line, dt=100_000):
+    """A Binance diff's event time ``"E":ms`` ``dt`` ms earlier."""
+    import re
+    return re.sub(rb'"E":(\d+)', lambda m: b'"E":%d' % (int(m[1]) - dt), line, count=1)
+
+
 def _earlier_csv_field(col, dt):
     def f(line):
         parts = line.split(b",")
@@ -598,6 +604,8 @@ def _backwards_cases():
     kr = (d, "KRAKEN.ws.50.0")
     bo = ("bitstamp_ob_analytics", "orders.csv.gz")
     bt = ("bitstamp_ob_analytics", "trades.csv")
+    bn, bh = (d, "BINANCE.ws.1.0"), (d, "BINANCE.http.0.0")
+    bnu = lambda no, ln: b'"e":"depthUpdate","E":' in ln and b'"NKNUSDT"' in ln and no > 100
     upd = lambda no, ln: b",false," in ln and no > 2030
     cbu = lambda no, ln: b'"l2update","product_id":"BAND-GBP"' in ln and no > 3000
     kru = lambda no, ln: b'"ADA/XBT"' in ln and (b'{"a":' in ln or b'{"b":' in ln) \
@@ -613,6 +621,8 @@ def _backwards_cases():
         ("coinbase-exchange", [cb], 0, cbu, _earlier_coinbase_time, "exchange", "time"),
         ("kraken-local", [kr], 0, kru, _earlier_json_local, "local", "ts_local"),
         ("kraken-exchange", [kr], 0, kru, _earlier_kraken_times, "exchange", "time"),
+        ("binance-local", [bn, bh], 0, bnu, _earlier_json_local, "local", "ts_local"),
+        ("binance-exchange", [bn, bh], 0, bnu, _earlier_binance_e, "exchange", "E"),
         ("bitstamp-exchange", [bo, bt], 0, live, _earlier_csv_field(2, 10**5), "exchange",
          "exchange_timestamp"),
         ("bitstamp-trades", [bo, bt], 1, any_, _earlier_csv_field(2, 10**5), "exchange",

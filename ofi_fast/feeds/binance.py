@@ -43,7 +43,14 @@ import os
 from typing import Any, Iterator, NamedTuple
 
 from ofi_fast.errors import ParseError, SequenceGapError
-from ofi_fast.feeds._common import DEFAULT_CHUNK_ROWS, NO_TIME, ErrorLog, json_int
+from ofi_fast.feeds._common import (
+    DEFAULT_CHUNK_ROWS,
+    NO_TIME,
+    ErrorLog,
+    TimeOrder,
+    check_time_order,
+    json_int,
+)
 from ofi_fast.feeds._recorded import recorded_messages
 from ofi_fast.feeds._l2 import (
     FLAG_BATCH_END,
@@ -108,6 +115,12 @@ class BinanceReader:
     chunk_rows : flush a chunk once a stream holds this many rows (a chunk may exceed it by the
         rows of one message, e.g. a 2000-level snapshot).
     on_gap : ``"raise"`` or ``"resync"``; on_error : ``"raise"`` or ``"skip"`` for malformed lines.
+    time_order : ``"local"`` (the recorder's receive time) or ``"exchange"`` (the diff's ``E``):
+        a diff of the symbol read that is earlier on that clock than the one before it is a
+        malformed line (``ParseError`` naming file and line, or skipped and counted: the next
+        diff then breaks the id chain and the book resyncs at the next snapshot); snapshots,
+        trades and quotes are not judged. None (default): not judged here
+        (:func:`ofi_fast.feeds.open` judges the clock of the bars).
 
     Iterating yields :class:`BinanceChunk` (depth, trades, quotes); :meth:`read` returns one.
     ``stats`` counts lines, messages by kind, applied / dropped diffs, gaps (see module doc).
@@ -115,7 +128,7 @@ class BinanceReader:
 
     def __init__(self, path, *, market=None, symbol=None, snapshots=None,
                  chunk_rows: int = DEFAULT_CHUNK_ROWS, on_gap: str = "raise",
-                 on_error: str = "raise"):
+                 on_error: str = "raise", time_order: str | None = None):
         if market not in (None, "spot", "usdm"):
             raise ValueError(f"market must be 'spot', 'usdm' or None, not {market!r}")
         if on_gap not in ("raise", "resync"):
@@ -128,6 +141,7 @@ class BinanceReader:
         self.chunk_rows = int(chunk_rows)
         self.on_gap = on_gap
         self.on_error = on_error
+        self.time_order = check_time_order(time_order)
         self.errors = ErrorLog(self.path, on_error)
         self.snap_errors = ErrorLog(str(snapshots), on_error) if snapshots is not None else None
 
@@ -166,6 +180,13 @@ class BinanceReader:
         depth, trades, quotes = Columns(BookDeltas), Columns(Trades), Columns(Quotes)
         self._sync = sync = BinanceSync(market=self._market, symbol=self._symbol,
                                         on_gap=self.on_gap, where=self.path, stats=st)
+        if self.time_order is not None:
+            local = self.time_order == "local"
+            order = TimeOrder(self.errors, "ts_local" if local else "E",
+                              "exchange" if local else "local")
+            sync.judge = lambda no, ts_local, data: order.ok(
+                no, ts_local if local else (json_int(data["E"]) * _MS if "E" in data
+                                            else NO_TIME))
         n = self.chunk_rows
         try:
             for no, ts_local, msg, src in self._merged():
@@ -220,7 +241,9 @@ class BinanceSync:
     diffs that arrive after a gap for the next snapshot, as before the first one, instead of
     dropping them at once; those the snapshot makes stale count as ``dropped_gap``.
     ``stats`` (:func:`new_stats`) counts everything; malformed messages raise ValueError /
-    KeyError / TypeError for the driver to count.
+    KeyError / TypeError for the driver to count. ``judge`` (None, or ``judge(no, ts_local,
+    data) -> bool``, set by a driver): a diff of the symbol for which it returns False is left
+    out as if it were absent (the file reader's time order).
     """
 
     def __init__(self, *, market=None, symbol=None, on_gap="raise", where="",
@@ -231,6 +254,7 @@ class BinanceSync:
         self.where = where
         self.stats = new_stats() if stats is None else stats
         self.buffer_gaps = buffer_gaps
+        self.judge = None
         self.state = "wait"
         self.buffer = []       # diffs waiting for a snapshot (state "wait", or "gap" live)
         self.last_id = None    # lastUpdateId of the current snapshot
@@ -252,7 +276,8 @@ class BinanceSync:
         if ev == "depthUpdate":
             if self._want_symbol(data.get("s")):
                 st["depth_messages"] += 1
-                self.diff(no, ts_local, data, depth)
+                if self.judge is None or self.judge(no, ts_local, data):
+                    self.diff(no, ts_local, data, depth)
         elif ev in ("trade", "aggTrade"):
             if self._want_symbol(data.get("s")):
                 tid = data["t"] if ev == "trade" else data["a"]

@@ -394,9 +394,10 @@ def _binance_source(paths, opts):
     sym = sym.upper() if sym else None
     if sym is not None:
         _check_symbol(main, sym, _binance_symbols(main), "symbol")
-    reader = BinanceReader(main, snapshots=snaps, chunk_rows=opts["chunk_size"],
-                           on_gap=opts["on_gap"], symbol=sym, on_error=opts["on_error"])
     dclock = _DeltaClock(opts["clock"])
+    reader = BinanceReader(main, snapshots=snaps, chunk_rows=opts["chunk_size"],
+                           on_gap=opts["on_gap"], symbol=sym, on_error=opts["on_error"],
+                           time_order=dclock.clock)
 
     def chunks():
         for c in reader:
