@@ -15,9 +15,10 @@ asks, so a higher key is a better price on both sides) and is a tick ladder plus
 
 - the ladder: ``w`` slots (32,768), the level of key k at slot ``k & (w - 1)``, covering the keys
   [lo, lo + w) around the touch, with one occupancy bit per slot. The best level is always in
-  it. An update inside the window that does not delete the best is an index, a store and a bit
-  flip: no search, no move, no data-dependent branch (``_apply``). Deleting the best finds the
-  next one by scanning the bitmap (one ``clz`` per 64 ticks);
+  it. An update inside the window is an index, a store and a bit flip: no search, no move,
+  one branch (``_apply``); deleting the best stays on that path when the next level is in the
+  best's 64-slot bitmap word (the next set bit, one ``clz``), else the general code scans the
+  bitmap (one ``clz`` per 64 ticks);
 - the window follows the touch: an insert above it moves it up so that the new best sits 3/4
   of the way up (the levels that fall below it move to the far array); the best falling into
   its bottom quarter moves it down (far levels inside the new window move back). Slots are
