@@ -15,9 +15,10 @@ asks, so a higher key is a better price on both sides) and is a tick ladder plus
 
 - the ladder: ``w`` slots (32,768), the level of key k at slot ``k & (w - 1)``, covering the keys
   [lo, lo + w) around the touch, with one occupancy bit per slot. The best level is always in
-  it. An update inside the window that does not delete the best is an index, a store and a bit
-  flip: no search, no move, no data-dependent branch (``_apply``). Deleting the best finds the
-  next one by scanning the bitmap (one ``clz`` per 64 ticks);
+  it. An update inside the window is an index, a store and a bit flip: no search, no move,
+  one branch (``_apply``); deleting the best stays on that path when the next level is in the
+  best's 64-slot bitmap word (the next set bit, one ``clz``), else the general code scans the
+  bitmap (one ``clz`` per 64 ticks);
 - the window follows the touch: an insert above it moves it up so that the new best sits 3/4
   of the way up (the levels that fall below it move to the far array); the best falling into
   its bottom quarter moves it down (far levels inside the new window move back). Slots are
@@ -65,6 +66,14 @@ cdef extern from "Python.h":
 cdef extern from *:
     int __builtin_clzll(unsigned long long x) nogil
     int __builtin_ctzll(unsigned long long x) nogil
+cdef extern from *:
+    """
+    #include <string.h>
+    static inline uint64_t ofi_book_bits(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
+    """
+    # the IEEE-754 bits of a double (a size is finite and >= 0 iff its bits <= DBL_MAX's,
+    # and +0.0 iff they are 0: one integer compare each)
+    uint64_t ofi_book_bits(double x) nogil
 
 
 import numpy as np
@@ -730,7 +739,7 @@ cdef inline int _tick(const BookState* b, float64_t price, int64_t* tick) noexce
     return STATUS_OK
 
 
-cdef inline int _apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil:
+cdef int _apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil:
     """One row, valid except possibly `side` and a strict missing delete; no crossing logic
     (that is judged at the end of the message, in `_judge`). The general path: any key."""
     cdef BookSide* s
@@ -762,7 +771,7 @@ cdef inline int _apply_tick(BookState* b, int side, int64_t tick, float64_t size
     return STATUS_OK
 
 
-cdef inline int _apply_checked(BookState* b, int side, float64_t price,
+cdef int _apply_checked(BookState* b, int side, float64_t price,
                                float64_t size) noexcept nogil:
     """The general path: every check in order (the first failing one is reported)."""
     if side != 1 and side != -1:
@@ -784,53 +793,67 @@ cdef float64_t ROUND_MAGIC = 6755399441055744.0
 # The fast path handles |price / tick_size| < 2**40 ticks, where the off-grid tolerance
 # (1e-6 + 1e-13 |x| < 0.12 tick) keeps the nearest integer unambiguous.
 cdef float64_t FAST_TICKS = 1099511627776.0
+# The bits of DBL_MAX: a double whose bits (as uint64) are <= this is finite and >= +0.0.
+cdef uint64_t SIZE_MAX_BITS = 0x7FEFFFFFFFFFFFFF
 
 
 cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
     """One delta. Fast path, taken by a valid update whose key lies in its side's ladder
-    window and that does not delete the best level: no division, no search and no move.
-    Validity is one AND of comparisons (sizes finite and >= 0, side +-1, price on the grid
-    after multiplying by 1/tick_size, with a tolerance 1 % tighter than the exact check so
-    that the division could not disagree); the level is the slot key & mask, its occupancy
-    bit is set or cleared by a mask, and the counts and the best move by arithmetic on
-    (old size == 0, new size == 0). Anything else goes to the general code, which decides
+    window (and, when it deletes the best level, whose next level sits in the same 64-slot
+    bitmap word and in the upper 3/4 of the window): no division, no search, no move and one
+    branch. Validity is one AND of comparisons (sizes finite and >= 0, side +-1, price on the
+    grid after multiplying by 1/tick_size, with a tolerance 1 % tighter than the exact check
+    so that the division could not disagree); the level is the slot key & mask, its
+    occupancy bit is set or cleared by a mask, and the counts and the best move by
+    arithmetic on (old size == 0, new size == 0): a new level above the best becomes it, a
+    deleted best is replaced by the highest set bit below it in its word (one clz, computed
+    for every row and used by mask). Anything else goes to the general code, which decides
     everything again from the unchanged state, so results and errors are those of the
     general code: a bad value or an off-grid-looking price to `_apply_checked` (every check
     in order, the exact division); a key outside the window, an empty side, a deletion of
-    the best or a strict missing delete to `_apply_tick`. No crossing logic: see
-    `_apply_end`."""
+    the best whose successor is further away or low in the window, a strict missing delete
+    to `_apply_tick`. No crossing logic: see `_apply_end`."""
     cdef float64_t x = price * b.tick_mul
     cdef float64_t r = (x + ROUND_MAGIC) - ROUND_MAGIC
     cdef float64_t ax = fabs(x)
-    cdef bint ok = (((side == 1) | (side == -1)) & (size >= 0.0) & (size <= DBL_MAX)
+    cdef uint64_t zb = ofi_book_bits(size)       # -0.0 and NaN fail this test (general path)
+    cdef bint ok = (((side == 1) | (side == -1)) & (zb <= SIZE_MAX_BITS)
                     & (ax < FAST_TICKS) & (fabs(x - r) <= 1e-6 + 0.99e-13 * ax))
-    if not ok:
+    if not ok:                                    # (predictable: feeds are valid)
         return _apply_checked(b, side, price, size)
-    cdef int64_t key = (<int64_t> r) * side
     # the side by arithmetic, not a branch (bid/ask arrive in random order): k = 0 bid, 1 ask
     cdef intp_t k = (1 - side) >> 1
     cdef intp_t stride = <char*> &b.ask - <char*> &b.bid
     cdef BookSide* s = <BookSide*> (<char*> &b.bid + k * stride)
-    cdef bint zero = size == 0.0
-    if ((<uint64_t> (key - s.lo) >= <uint64_t> s.w) | (s.n == 0)
-            | (zero & (key == s.best))):
-        return _apply_tick(b, side, <int64_t> r, size)
+    cdef int64_t key = (<int64_t> r) * side
+    cdef uint64_t off = (<uint64_t> key) - (<uint64_t> s.lo)
     cdef intp_t slot = key & s.mask
-    cdef float64_t old = s.size[slot]
-    cdef bint was = old != 0.0
+    cdef uint64_t* word = &s.occ[slot >> 6]
+    cdef uint64_t w0 = word[0]
+    cdef uint64_t bit = (<uint64_t> 1) << (slot & 63)
+    cdef uint64_t below = w0 & (bit - 1)          # the levels below `key` in its word
+    # the highest of them (garbage when there is none: then `below` is 0 and it is unused)
+    cdef int64_t cand = key - (slot & 63) + (63 - __builtin_clzll(below | 1))
+    cdef bint zero = zb == 0
+    cdef bint was = (w0 & bit) != 0
     cdef bint missing = (was == 0) & zero
-    if missing & b.strict:
-        return _apply_tick(b, side, <int64_t> r, size)       # the strict error
+    cdef bint delbest = zero & (key == s.best)
+    if ((off >= <uint64_t> s.w) | (s.n == 0) | (missing & b.strict)
+            | (delbest & ((below == 0) | (cand < s.lo + (s.w >> 2))))):
+        return _apply_tick(b, side, <int64_t> r, size)
     cdef intp_t ins = (was == 0) & (zero == 0)
     cdef intp_t dele = was & zero
-    cdef uint64_t bit = (<uint64_t> 1) << (slot & 63)
-    cdef uint64_t* word = &s.occ[slot >> 6]
     s.size[slot] = size
-    word[0] = (word[0] & ~bit) | (bit & (<uint64_t> 0 - <uint64_t> (zero == 0)))
+    word[0] = (w0 & ~bit) | (bit & (<uint64_t> 0 - <uint64_t> (zero == 0)))
     s.n_lad += ins - dele
     s.n += ins - dele
-    # a new level above the best is the new best (a missing delete above it is not)
-    s.best = key if (key > s.best) & (zero == 0) else s.best
+    # a new level above the best is the new best (a missing delete above it is not); a
+    # deleted best is replaced by `cand`: both by masks (no data-dependent branch)
+    cdef uint64_t up = <uint64_t> 0 - <uint64_t> ((key > s.best) & (zero == 0))
+    cdef uint64_t dn = <uint64_t> 0 - <uint64_t> delbest
+    cdef uint64_t bst = <uint64_t> s.best
+    bst = (bst & ~(up | dn)) | ((<uint64_t> key) & up) | ((<uint64_t> cand) & dn)
+    s.best = <int64_t> bst
     b.last_side = side
     b.last_key = key
     b.last_kind = ins + 2 * dele + 3 * missing      # BOOK_SET / INSERT / DELETE / MISSING
@@ -940,27 +963,60 @@ cdef float64_t book_ask_size(const BookState* b, intp_t m) noexcept nogil:
     return q if side_rank(&b.ask, m, &k, &q) else 0.0
 
 
+cdef void side_top(const BookState* b, const BookSide* s, intp_t n, int64_t sign,
+                   float64_t* px, float64_t* sz) noexcept nogil:
+    """px[0 .. n), sz[0 .. n) <- the side's best n levels, best first (price units: the key
+    times `sign`: +1 bid, -1 ask), NaN and 0 past its last level. The ladder part walks the
+    bitmap word by word from the best (one clz per level, the sizes read straight from their
+    slots: no per-level search), then the far blocks backwards."""
+    cdef intp_t m = 0, left = s.n_lad, slot, bi, fi
+    cdef int64_t wk, k
+    cdef uint64_t word
+    cdef int hb
+    cdef const FarBlock* blk
+    if n > 0 and left > 0:
+        slot = s.best & s.mask
+        wk = s.best - (slot & 63)                   # the key of bit 0 of the best's word
+        word = s.occ[slot >> 6] & ((<uint64_t> -1) >> (63 - (slot & 63)))
+        while True:
+            # (bits 0 .. slot of the best's word hold no key below lo: those slots are keys
+            # above the best, so empty)
+            while word != 0 and m < n:
+                hb = 63 - __builtin_clzll(word)
+                k = wk + hb
+                px[m] = book_price(b, <float64_t> (k * sign))
+                sz[m] = s.size[k & s.mask]
+                m += 1
+                word ^= (<uint64_t> 1) << hb
+                left -= 1
+            if m == n or left == 0:
+                break
+            wk -= 64
+            if wk + 64 <= s.lo:                     # (not reached: left counts them)
+                break
+            word = s.occ[(wk & s.mask) >> 6]
+            if wk < s.lo:                           # the word holding lo: its lower bits
+                word &= (<uint64_t> -1) << (s.lo - wk)      # are keys at the window's top
+    bi = s.far.nb - 1
+    while m < n and bi >= 0:
+        blk = s.far.blk[bi]
+        fi = blk.n - 1
+        while m < n and fi >= 0:
+            px[m] = book_price(b, <float64_t> (blk.lv[fi].key * sign))
+            sz[m] = blk.lv[fi].size
+            m += 1
+            fi -= 1
+        bi -= 1
+    while m < n:
+        px[m] = NAN
+        sz[m] = 0.0
+        m += 1
+
+
 cdef void book_top(const BookState* b, intp_t n, float64_t* bid_px, float64_t* bid_sz,
                    float64_t* ask_px, float64_t* ask_sz) noexcept nogil:
-    cdef SideWalk wb, wa
-    cdef int64_t k
-    cdef float64_t q
-    cdef intp_t m
-    walk_init(&b.bid, &wb)
-    walk_init(&b.ask, &wa)
-    for m in range(n):
-        if walk_next(&b.bid, &wb, &k, &q):
-            bid_px[m] = book_price(b, <float64_t> k)
-            bid_sz[m] = q
-        else:
-            bid_px[m] = NAN
-            bid_sz[m] = 0.0
-        if walk_next(&b.ask, &wa, &k, &q):
-            ask_px[m] = book_price(b, <float64_t> -k)
-            ask_sz[m] = q
-        else:
-            ask_px[m] = NAN
-            ask_sz[m] = 0.0
+    side_top(b, &b.bid, n, 1, bid_px, bid_sz)
+    side_top(b, &b.ask, n, -1, ask_px, ask_sz)
 
 
 def _policy(crossed):

@@ -1282,6 +1282,55 @@ def test_ladder_recentring_matches_reference(seed, policy, strict, tick):
 
 
 @settings(max_examples=40)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([64, 128]), st.sampled_from([1.0, 0.01]),
+       st.floats(0.0, 1.0))
+def test_deleting_the_best_level_by_level_matches_reference(seed, w, tick, p_gap):
+    """The fast path replaces a deleted best by the next bit of its bitmap word; everything
+    else (the next level in an earlier word, in the bottom quarter of the window so that it
+    recentres, only in the far array, none) takes the general path. Levels with gaps of 1 to
+    70 ticks (so successors lie in the same word, the word before, or further), then the
+    best deleted until the side is empty, with +0.0 and -0.0 as the deleting size, and
+    re-inserts between: == reference after every row (top, best, counts, level lists), and
+    BookOFI's per-level e (its ranks come from last_kind) == reference."""
+    rng = np.random.default_rng(seed)
+    gaps = np.where(rng.random(60) < p_gap, rng.integers(1, 71, 60), rng.integers(1, 4, 60))
+    bids = 50_000 - np.cumsum(gaps)
+    rows = [(1, float(p), float(rng.integers(1, 9))) for p in bids[::-1]]   # best last
+    rows += [(-1, 50_001.0, 3.0)]
+    live = sorted(bids.tolist())
+    while live:
+        if rng.random() < 0.15 and len(live) > 1:   # re-insert a level below the best
+            p = live[0] - int(rng.integers(1, 5))
+            rows.append((1, float(p), 2.0))
+            live.insert(0, p)
+        best = live.pop()
+        rows.append((1, float(best), -0.0 if rng.random() < 0.3 else 0.0))
+    side = np.array([r[0] for r in rows], np.int8)
+    px = np.array([r[1] for r in rows]) * tick
+    sz = np.array([r[2] for r in rows])
+    with small_ladder(w):
+        b = Book(tick)
+        c = Book(tick)
+        o = BookOFI(tick, levels=4)
+    rb = ref.Book(tick)
+    for i in range(len(px)):
+        rb.apply(int(side[i]), px[i], sz[i], i)
+        b.apply(int(side[i]), px[i], sz[i])
+        assert_same_book(b, rb, 12)
+        k, z = b.levels(1)
+        assert [(int(t), q) for t, q in zip(k, z)] == rb.levels(1)
+    assert b.bid_levels == 0 and b.ask_levels == 1
+    c.apply_many(side, px, sz)
+    assert all(np.array_equal(x, y) for x, y in zip(c.levels(1), b.levels(1)))
+    assert (c.n_updates, c.n_missing) == (rb.n_updates, rb.n_missing) == (len(px), 0)
+    ts = np.arange(len(px))
+    e, lv = o.update_many(ts, side, px, sz, levels=True)
+    r = ref.BookOFI(tick, levels=4)
+    re1, rlv = r.update_many(ts.tolist(), side.tolist(), px.tolist(), sz.tolist(), levels=True)
+    assert e.tolist() == list(re1) and lv.tolist() == [list(x) for x in rlv]
+
+
+@settings(max_examples=40)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.sampled_from([None, 0.3, 0.7]))
 def test_ladder_bookofi_matches_reference(seed, L, p_end):
     """BookOFI over a recentring 64-slot ladder: per-level e == reference (exact), with and
