@@ -10,6 +10,7 @@ classify_trades (tick, quote, lee_ready, emo) <= 5 ns/trade; TradeFlow.update fr
 import numpy as np
 import pytest
 
+from conftest import per_event
 from ofi_fast._trades import TradeFlow, _EmptyTradeCall, classify_trades, trade_flow, vpin
 
 N = 1_000_000          # batch kernels
@@ -38,6 +39,7 @@ TS, PX, SIZE, SIDE, BID, ASK = _stream(N)
 @pytest.mark.parametrize("method", ["tick", "quote", "lee_ready", "emo"])
 def test_classify_ofi_fast_1e6(benchmark, method):
     benchmark.group = f"classify {method} (N=1e6)"
+    per_event(benchmark, N, "ours")
     out = benchmark(classify_trades, PX, method=method, bid_px=BID, ask_px=ASK)
     np.testing.assert_array_equal(out, _np_classify(PX, BID, ASK, method))
 
@@ -67,6 +69,7 @@ def _np_classify(p, b, a, method):
 @pytest.mark.parametrize("method", ["tick", "quote", "lee_ready", "emo"])
 def test_classify_numpy_1e6(benchmark, method):
     benchmark.group = f"classify {method} (N=1e6)"
+    per_event(benchmark, N, "peer")
     benchmark(_np_classify, PX, BID, ASK, method)
 
 
@@ -83,6 +86,7 @@ def _py_lee_ready(p, b, a):
 
 def test_classify_lee_ready_python_loop_2e4(benchmark):
     benchmark.group = "classify lee_ready (N=1e6)"
+    per_event(benchmark, N_PY)
     p, b, a = PX[:N_PY].tolist(), BID[:N_PY].tolist(), ASK[:N_PY].tolist()
     benchmark(_py_lee_ready, p, b, a)
 
@@ -91,6 +95,7 @@ def test_classify_lee_ready_python_loop_2e4(benchmark):
 @pytest.mark.parametrize("window", [None, 1000])
 def test_tradeflow_update_many_1e6(benchmark, window):
     benchmark.group = f"TradeFlow.update_many window={window} (N=1e6)"
+    per_event(benchmark, N, "ours")
 
     def run():
         return TradeFlow(window=window).update_many(TS, PX, SIZE, SIDE)
@@ -99,6 +104,7 @@ def test_tradeflow_update_many_1e6(benchmark, window):
 
 def test_tradeflow_update_many_classify_lee_ready_1e6(benchmark):
     benchmark.group = "TradeFlow.update_many window=None (N=1e6)"
+    per_event(benchmark, N)
     zero = np.zeros(N, dtype=np.int8)
 
     def run():
@@ -126,12 +132,14 @@ def _np_flow(size, side, window):
 @pytest.mark.parametrize("window", [None, 1000])
 def test_tradeflow_numpy_pandas_1e6(benchmark, window):
     benchmark.group = f"TradeFlow.update_many window={window} (N=1e6)"
+    per_event(benchmark, N, "peer")
     benchmark(_np_flow, SIZE, SIDE, window)
 
 
 @pytest.mark.parametrize("window", [None, 1000])
 def test_tradeflow_rolling_ofi_fast_1e6(benchmark, window):
     benchmark.group = f"TradeFlow.update_many window={window} (N=1e6)"
+    per_event(benchmark, N)
     sv, imb = benchmark(trade_flow, TS, PX, SIZE, SIDE, window=window, rolling=True)
     want = _np_flow(SIZE, SIDE, window)
     np.testing.assert_array_equal(sv, want[0])
@@ -140,6 +148,7 @@ def test_tradeflow_rolling_ofi_fast_1e6(benchmark, window):
 
 def test_update_from_python_1e5(benchmark):
     benchmark.group = "TradeFlow.update from Python (N=1e5)"
+    per_event(benchmark, N_CALL, "ours")
     ts, px, sz, sd = TS[:N_CALL].tolist(), PX[:N_CALL].tolist(), SIZE[:N_CALL].tolist(), \
         SIDE[:N_CALL].tolist()
 
@@ -152,6 +161,7 @@ def test_update_from_python_1e5(benchmark):
 
 def test_update_floor_empty_cpdef_1e5(benchmark):
     benchmark.group = "TradeFlow.update from Python (N=1e5)"
+    per_event(benchmark, N_CALL, "limit")
     ts, px, sz, sd = TS[:N_CALL].tolist(), PX[:N_CALL].tolist(), SIZE[:N_CALL].tolist(), \
         SIDE[:N_CALL].tolist()
 
@@ -168,6 +178,7 @@ V, NB = 5000.0, 50
 
 def test_vpin_ofi_fast_1e6(benchmark):
     benchmark.group = "vpin (N=1e6, V=5000, n=50)"
+    per_event(benchmark, N, "ours")
     r = benchmark(vpin, TS, SIZE, SIDE, bucket_volume=V, n_buckets=NB)
     want = _np_vpin(TS, SIZE, SIDE, V, NB)
     np.testing.assert_array_equal(r.ts, want[0])
@@ -191,6 +202,7 @@ def _np_vpin(ts, size, side, V, nb):
 
 def test_vpin_numpy_1e6(benchmark):
     benchmark.group = "vpin (N=1e6, V=5000, n=50)"
+    per_event(benchmark, N)
     benchmark(_np_vpin, TS, SIZE, SIDE, V, NB)
 
 
@@ -219,6 +231,7 @@ def cl(request, cloop_O2, cloop_O3):
 def test_classify_c_limit_1e6(benchmark, cl, method):
     lib, opt = cl
     benchmark.group = f"classify {method} (N=1e6)"
+    per_event(benchmark, N, "limit")
     out = np.empty(N, dtype=np.int8)
     if method == "tick":
         f = _cfun(lib.lib, "classify_tick_c", "ppl")
@@ -237,17 +250,18 @@ def _c_flow(lib, kind, out):
                 comp.ctypes.data, cnt.ctypes.data, N)
     else:
         cap = 1000 if kind == "count" else 65536
-        rts, rsz, rsd = np.empty(cap, np.int64), np.empty(cap), np.empty(cap, np.int8)
+        keep = np.empty(cap, np.int64), np.empty(cap), np.empty(cap, np.int8)
         common = (TS.ctypes.data, SIZE.ctypes.data, SIDE.ctypes.data, out.ctypes.data,
                   vol.ctypes.data, comp.ctypes.data, cnt.ctypes.data, N)
-        ring = (rts.ctypes.data, rsz.ctypes.data, rsd.ctypes.data)
+        ring = tuple(a.ctypes.data for a in keep)
         if kind == "count":
             f = _cfun(lib, "tradeflow_count_c", "pppppppllppp")
             args = common + (1000,) + ring
         else:
             f = _cfun(lib, "tradeflow_time_c", "ppppppplipppl")
             args = common + (W_TIME,) + ring + (cap,)
-    return f, args, (vol, comp, cnt)
+    # the ring arrays ride along in args' owner tuple: only their addresses are in args
+    return f, args, (vol, comp, cnt, keep if kind else ())
 
 
 def _flow_kw(kind):
@@ -257,6 +271,7 @@ def _flow_kw(kind):
 @pytest.mark.parametrize("kind", [None, "count", "time"])
 def test_tradeflow_ofi_fast_issue13_1e6(benchmark, kind):
     benchmark.group = f"issue 13 TradeFlow.update_many {kind or 'no'} window (N=1e6)"
+    per_event(benchmark, N, "ours")
     out = np.empty(N)
 
     def run():
@@ -271,8 +286,9 @@ def test_tradeflow_ofi_fast_issue13_1e6(benchmark, kind):
 def test_tradeflow_c_limit_1e6(benchmark, cl, kind):
     lib, opt = cl
     benchmark.group = f"issue 13 TradeFlow.update_many {kind or 'no'} window (N=1e6)"
+    per_event(benchmark, N, "limit")
     out = np.empty(N)
-    f, args, (vol, comp, cnt) = _c_flow(lib.lib, kind, out)
+    f, args, (vol, comp, cnt, _keep) = _c_flow(lib.lib, kind, out)
     benchmark(f, *args)
     tf = TradeFlow(**_flow_kw(kind))
     want = tf.update_many(TS, PX, SIZE, SIDE)
@@ -329,6 +345,7 @@ def _numba_vpin():
 
 def test_vpin_numba_bucket_loop_1e6(benchmark):
     benchmark.group = "vpin (N=1e6, V=5000, n=50)"
+    per_event(benchmark, N, "peer")
     run = _numba_vpin()
     cap = int(SIZE.sum() // V) + 16
     imb, ots, ov = np.empty(NB), np.empty(cap, np.int64), np.empty(cap)

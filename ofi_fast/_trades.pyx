@@ -24,7 +24,7 @@ rounded to integer ticks first. The mid comparison is done as ``2p`` vs ``a + b`
 """
 
 cimport cython
-from libc.math cimport INFINITY, NAN, erfc, floor, sqrt
+from libc.math cimport INFINITY, NAN, erfc, fabs, floor, sqrt
 from libc.stdint cimport INT64_MIN, SIZE_MAX, int8_t
 from libc.stdlib cimport free, malloc
 
@@ -40,7 +40,7 @@ from ofi_fast._guard cimport (
     checked_nbytes, guard_enter, guard_exit, guard_free, guard_init, guard_wait,
 )
 from ofi_fast._ring cimport neumaier_add
-from ofi_fast._select cimport f64_choose, f64_keep
+from ofi_fast._select cimport F64Bits, f64_choose, f64_keep
 from ofi_fast._arrays import column, integer, output
 from ofi_fast._ring import alloc_error, check_window
 from ofi_fast.errors import CapacityError, OFIError, raise_status
@@ -99,19 +99,20 @@ cdef intp_t _first_backwards(const int64_t[::1] t) noexcept nogil:
 
 
 cdef inline intp_t _classify_body(ClassifierState* c, const float64_t* px, const float64_t* bid,
-                                  const float64_t* ask, intp_t n, int8_t* out,
-                                  int method) noexcept nogil:
+                                  const float64_t* ask, intp_t n, int8_t* out, int method,
+                                  intp_t* n_inf) noexcept nogil:
     """Batch form of classify_one for quotes aligned with the trades, written branch-free
     (compare results and conditional moves: trade-vs-quote positions are unpredictable, so
     branches would mispredict about half the time) with the state in locals (the int8
     stores to `out` may alias anything, which would force the state to memory each trade).
     ``method`` is a constant at each call site (one loop per method, see below), so its tests
-    are resolved at compile time. Returns the number of non-finite prices (counted in the
-    same pass; the caller raises). n >= 1."""
+    are resolved at compile time. Returns the number of non-finite prices and adds the
+    number of infinite quotes to *n_inf (both counted in the same pass: the caller raises,
+    naming the first). n >= 1."""
     cdef float64_t last = c.tick.last_px if c.tick.has_last else px[0]
     cdef int sg = c.tick.last_sign
     cdef int64_t n_no_quote = 0, n_crossed = 0, n_uncl = 0
-    cdef intp_t i, n_bad = 0
+    cdef intp_t i, n_bad = 0, n_qinf = 0
     cdef float64_t p, b, a, twice, m
     cdef int d, q, r, valid
     for i in range(n):
@@ -125,6 +126,7 @@ cdef inline intp_t _classify_body(ClassifierState* c, const float64_t* px, const
             b = bid[i]
             a = ask[i]
             valid = b < a
+            n_qinf += (fabs(b) == INFINITY) + (fabs(a) == INFINITY)
             if method == METHOD_EMO:
                 q = (p == a) - (p == b)
                 q = q | (sg & -(q == 0))
@@ -146,43 +148,48 @@ cdef inline intp_t _classify_body(ClassifierState* c, const float64_t* px, const
     c.n_no_quote += n_no_quote
     c.n_crossed += n_crossed
     c.n_unclassified += n_uncl
+    n_inf[0] += n_qinf
     return n_bad
 
 
 # One loop per method (the method test hoisted out of the loop; tools/check_branches.py checks
 # that each loop has no conditional jump but its own).
 cdef intp_t _classify_tick(ClassifierState* c, const float64_t* px, intp_t n,
-                           int8_t* out) noexcept nogil:
-    return _classify_body(c, px, NULL, NULL, n, out, METHOD_TICK)
+                           int8_t* out, intp_t* n_inf) noexcept nogil:
+    return _classify_body(c, px, NULL, NULL, n, out, METHOD_TICK, n_inf)
 
 
 cdef intp_t _classify_quote(ClassifierState* c, const float64_t* px, const float64_t* bid,
-                            const float64_t* ask, intp_t n, int8_t* out) noexcept nogil:
-    return _classify_body(c, px, bid, ask, n, out, METHOD_QUOTE)
+                            const float64_t* ask, intp_t n, int8_t* out,
+                            intp_t* n_inf) noexcept nogil:
+    return _classify_body(c, px, bid, ask, n, out, METHOD_QUOTE, n_inf)
 
 
 cdef intp_t _classify_lee_ready(ClassifierState* c, const float64_t* px, const float64_t* bid,
-                                const float64_t* ask, intp_t n, int8_t* out) noexcept nogil:
-    return _classify_body(c, px, bid, ask, n, out, METHOD_LEE_READY)
+                                const float64_t* ask, intp_t n, int8_t* out,
+                                intp_t* n_inf) noexcept nogil:
+    return _classify_body(c, px, bid, ask, n, out, METHOD_LEE_READY, n_inf)
 
 
 cdef intp_t _classify_emo(ClassifierState* c, const float64_t* px, const float64_t* bid,
-                          const float64_t* ask, intp_t n, int8_t* out) noexcept nogil:
-    return _classify_body(c, px, bid, ask, n, out, METHOD_EMO)
+                          const float64_t* ask, intp_t n, int8_t* out,
+                          intp_t* n_inf) noexcept nogil:
+    return _classify_body(c, px, bid, ask, n, out, METHOD_EMO, n_inf)
 
 
 cdef intp_t _classify_aligned(ClassifierState* c, const float64_t* px, const float64_t* bid,
-                              const float64_t* ask, intp_t n, int8_t* out) noexcept nogil:
+                              const float64_t* ask, intp_t n, int8_t* out,
+                              intp_t* n_inf) noexcept nogil:
     """Dispatch to the loop of c.method (bid/ask unused, may be NULL, for the tick rule)."""
     if n == 0:
         return 0
     if c.method == METHOD_TICK:
-        return _classify_tick(c, px, n, out)
+        return _classify_tick(c, px, n, out, n_inf)
     if c.method == METHOD_QUOTE:
-        return _classify_quote(c, px, bid, ask, n, out)
+        return _classify_quote(c, px, bid, ask, n, out, n_inf)
     if c.method == METHOD_LEE_READY:
-        return _classify_lee_ready(c, px, bid, ask, n, out)
-    return _classify_emo(c, px, bid, ask, n, out)
+        return _classify_lee_ready(c, px, bid, ask, n, out, n_inf)
+    return _classify_emo(c, px, bid, ask, n, out, n_inf)
 
 
 cdef void _classify_lagged(ClassifierState* c, const float64_t* px, const int64_t* ts,
@@ -510,7 +517,7 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
     c.method = _method_code(method)
     px_arr = _ticks(column(price, np.float64, "price"), tick_size)
     cdef const float64_t[::1] px = px_arr
-    cdef intp_t n = px.shape[0], m, bad
+    cdef intp_t n = px.shape[0], m, bad, n_inf = 0
     cdef const float64_t[::1] bid
     cdef const float64_t[::1] ask
     cdef const int64_t[::1] t
@@ -522,7 +529,7 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
         return out_arr
     if c.method == METHOD_TICK:
         with nogil:
-            bad = _classify_aligned(&c, &px[0], NULL, NULL, n, &out[0])
+            bad = _classify_aligned(&c, &px[0], NULL, NULL, n, &out[0], &n_inf)
         if bad:      # non-finite prices were counted in the pass; name the first
             raise_status(STATUS_NON_FINITE, "price", _first_nonfinite(px))
         return out_arr
@@ -540,9 +547,10 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
                            field="quote_ts")
         bid = _ticks(column(bid_px, np.float64, "bid_px", n), tick_size)
         ask = _ticks(column(ask_px, np.float64, "ask_px", n), tick_size)
-        _check_quotes(bid, ask)
         with nogil:
-            bad = _classify_aligned(&c, &px[0], &bid[0], &ask[0], n, &out[0])
+            bad = _classify_aligned(&c, &px[0], &bid[0], &ask[0], n, &out[0], &n_inf)
+        if n_inf:    # infinite quotes were counted in the pass; name the first (before prices)
+            _check_quotes(bid, ask)
         if bad:
             raise_status(STATUS_NON_FINITE, "price", _first_nonfinite(px))
         return out_arr
@@ -816,6 +824,17 @@ cdef struct TFBlock:
     float64_t* v             # out: window imbalance after each trade (rolling kernels only)
 
 
+cdef inline int _tf_bad(int64_t t, int64_t prev, float64_t p, float64_t q, int s,
+                        float64_t* fin) noexcept nogil:
+    # _trade_check's tests without a branch: p and q finite by the sticky NaN of
+    # fin += (p - p) + (q - q); q < 0 (-0.0 allowed) as its bits above the sign bit alone
+    # (unsigned); side outside {-1, 0, 1}; time backwards. Returns 1 when an integer test fails.
+    cdef F64Bits u
+    u.f = q
+    fin[0] += (p - p) + (q - q)
+    return (u.u > 0x8000000000000000ULL) | (<unsigned int> (s + 1) > 2u) | (t < prev)
+
+
 cdef int _tf_validate(const TFBlock* b, intp_t lo, intp_t hi, bint has_last,
                       int64_t last_ts) noexcept nogil:
     """1 when a row of [lo, hi) fails _trade_check's tests, else 0 (branch-free)."""
@@ -825,16 +844,13 @@ cdef int _tf_validate(const TFBlock* b, intp_t lo, intp_t hi, bint has_last,
     cdef const int8_t* sd = b.sd
     cdef intp_t tstep = b.ts_step, sstep = b.sd_step, i
     cdef int64_t prev = last_ts if has_last else INT64_MIN, t
-    cdef float64_t p, q
+    cdef float64_t fin = 0.0
     cdef int bad = 0
     for i in range(lo, hi):
         t = ts[i * tstep]
-        p = px[i]
-        q = sz[i]
-        bad |= ((t < prev) | (not (p - p == 0.0)) | (not (q - q == 0.0)) | (q < 0.0)
-                | (<unsigned int> (sd[i * sstep] + 1) > 2u))
+        bad |= _tf_bad(t, prev, px[i], sz[i], sd[i * sstep], &fin)
         prev = t
-    return bad
+    return bad | (not (fin == 0.0))
 
 
 cdef inline float64_t _imbalance3(const float64_t* vol, const float64_t* comp) noexcept nogil:
@@ -866,33 +882,55 @@ cdef inline void _tf_store(TradeFlowState* st, const TFBlock* b, intp_t lo, intp
     st.last_ts = b.ts[(hi - 1) * b.ts_step]
 
 
-cdef inline void _tf_add(float64_t* vol, float64_t* comp, int64_t* cnt, int s, float64_t q,
-                         float64_t* sv) noexcept nogil:
-    # one trade into the sums of its side (index s + 1); its signed volume into *sv
-    neumaier_add(&vol[s + 1], &comp[s + 1], q)
-    cnt[s + 1] += 1
+cdef inline void _tf_add(float64_t* vol, float64_t* comp, int64_t* cnt, int k, int s,
+                         float64_t q, float64_t* sv) noexcept nogil:
+    # one trade of side s into the sums of index k (s + 1); its signed volume into *sv
+    neumaier_add(&vol[k], &comp[k], q)
+    cnt[k] += 1
     sv[0] = s * q
 
 
-cdef void _tf_plain(TradeFlowState* st, const TFBlock* b, intp_t lo, intp_t hi) noexcept nogil:
-    """No window, no classifier: [lo, hi) validated, hi > lo (b.v NULL: no rolling output)."""
-    cdef float64_t vol[3]
-    cdef float64_t comp[3]
-    cdef int64_t cnt[3]
+cdef int _tf_plain(TradeFlowState* st, const TFBlock* b, intp_t lo, intp_t hi) noexcept nogil:
+    """No window, no classifier, hi > lo: validates [lo, hi) and applies it in one pass on
+    local sums, stored only when every row is good; returns 1 (state unchanged, sv[lo:hi]
+    unspecified) when a row is bad. b.v NULL: no rolling output."""
+    cdef float64_t vol[4]          # slot 3: where the sums of a bad side go (discarded)
+    cdef float64_t comp[4]
+    cdef int64_t cnt[4]
+    cdef const int64_t* ts = b.ts
+    cdef const float64_t* px = b.px
     cdef const float64_t* sz = b.sz
     cdef const int8_t* sd = b.sd
     cdef float64_t* sv = b.sv
     cdef float64_t* v = b.v
-    cdef intp_t sstep = b.sd_step, i
+    cdef intp_t tstep = b.ts_step, sstep = b.sd_step, i
+    cdef int64_t prev = st.last_ts if st.has_last else INT64_MIN, t
+    cdef float64_t fin = 0.0, q
+    cdef int bad = 0, s
     _tf_load(st, vol, comp, cnt)
+    vol[3] = comp[3] = 0.0
+    cnt[3] = 0
     if v == NULL:
         for i in range(lo, hi):
-            _tf_add(vol, comp, cnt, sd[i * sstep], sz[i], &sv[i])
+            t = ts[i * tstep]
+            q = sz[i]
+            s = sd[i * sstep]
+            bad |= _tf_bad(t, prev, px[i], q, s, &fin)
+            prev = t
+            _tf_add(vol, comp, cnt, (s + 1) & 3, s, q, &sv[i])   # a bad side: slot 3
     else:
         for i in range(lo, hi):
-            _tf_add(vol, comp, cnt, sd[i * sstep], sz[i], &sv[i])
+            t = ts[i * tstep]
+            q = sz[i]
+            s = sd[i * sstep]
+            bad |= _tf_bad(t, prev, px[i], q, s, &fin)
+            prev = t
+            _tf_add(vol, comp, cnt, (s + 1) & 3, s, q, &sv[i])
             v[i] = _imbalance3(vol, comp)
-    _tf_store(st, b, lo, hi, vol, comp, cnt)
+    bad |= not (fin == 0.0)
+    if not bad:
+        _tf_store(st, b, lo, hi, vol, comp, cnt)
+    return bad
 
 
 cdef inline void _tf_push(int64_t* rts, float64_t* rsz, int8_t* rsd, intp_t slot, int64_t t,
@@ -941,14 +979,14 @@ cdef void _tf_count(TradeFlowState* st, const TFBlock* b, intp_t lo, intp_t hi) 
             tail -= cap & -<intp_t> (tail >= cap)
             _tf_push(rts, rsz, rsd, tail, ts[i * tstep], sz[i], sd[i * sstep])
             count += 1
-            _tf_add(vol, comp, cnt, sd[i * sstep], sz[i], &sv[i])
+            _tf_add(vol, comp, cnt, sd[i * sstep] + 1, sd[i * sstep], sz[i], &sv[i])
     else:
         for i in range(lo, lo + fill):
             tail = head + count
             tail -= cap & -<intp_t> (tail >= cap)
             _tf_push(rts, rsz, rsd, tail, ts[i * tstep], sz[i], sd[i * sstep])
             count += 1
-            _tf_add(vol, comp, cnt, sd[i * sstep], sz[i], &sv[i])
+            _tf_add(vol, comp, cnt, sd[i * sstep] + 1, sd[i * sstep], sz[i], &sv[i])
             v[i] = _imbalance3(vol, comp)
     if v == NULL:
         for i in range(lo + fill, hi):
@@ -956,14 +994,14 @@ cdef void _tf_count(TradeFlowState* st, const TFBlock* b, intp_t lo, intp_t hi) 
             _tf_push(rts, rsz, rsd, head, ts[i * tstep], sz[i], sd[i * sstep])
             head += 1
             head -= cap & -<intp_t> (head >= cap)
-            _tf_add(vol, comp, cnt, sd[i * sstep], sz[i], &sv[i])
+            _tf_add(vol, comp, cnt, sd[i * sstep] + 1, sd[i * sstep], sz[i], &sv[i])
     else:
         for i in range(lo + fill, hi):
             _tf_evict(vol, comp, cnt, rsd[head] + 1, rsz[head])
             _tf_push(rts, rsz, rsd, head, ts[i * tstep], sz[i], sd[i * sstep])
             head += 1
             head -= cap & -<intp_t> (head >= cap)
-            _tf_add(vol, comp, cnt, sd[i * sstep], sz[i], &sv[i])
+            _tf_add(vol, comp, cnt, sd[i * sstep] + 1, sd[i * sstep], sz[i], &sv[i])
             v[i] = _imbalance3(vol, comp)
     st.ring.head = head
     st.ring.count = count
@@ -1239,11 +1277,12 @@ cdef class TradeFlow:
                 lo = 0
                 while lo < n_run:
                     hi = lo + TF_BLOCK if n_run - lo > TF_BLOCK else n_run
-                    if (kind != 0 and not _tf_validate(&blk, lo, hi, loc.has_last, loc.last_ts)
+                    if kind == 1 and not _tf_plain(&loc, &blk, lo, hi):
+                        lo = hi
+                        continue
+                    if (kind >= 2 and not _tf_validate(&blk, lo, hi, loc.has_last, loc.last_ts)
                             and (kind != 3 or loc.ring.count + (hi - lo) <= loc.ring.capacity)):
-                        if kind == 1:
-                            _tf_plain(&loc, &blk, lo, hi)
-                        elif kind == 2:
+                        if kind == 2:
                             _tf_count(&loc, &blk, lo, hi)
                         else:
                             _tf_time(&loc, &blk, lo, hi)
