@@ -5,6 +5,8 @@
 Per-event cost = time / N (N in each test's name). Targets (issue 3): update_many and
 classify_trades (tick, quote, lee_ready, emo) <= 5 ns/trade; TradeFlow.update from Python
 <= 1.5x the empty-cpdef floor (_EmptyTradeCall.update, same signature) measured here.
+Issue 13 rows: the branch-free C loops of bench/cloop.c doing the same work ("limit") and a
+numba VPIN bucket loop ("peer"); `python tools/bench_table.py JSON` prints the ratios.
 """
 
 import numpy as np
