@@ -121,3 +121,138 @@ void l1_ofi_c_if(const double *bp, const double *bs, const double *ap, const dou
         out[i] = bid + ask;
     }
 }
+
+/* ---- trades (bench/bench_trades.py) ------------------------------------------------------- */
+
+/* Neumaier / TwoSum step, as the package's _ring.pxd:neumaier_add: exact sum = s + c. */
+static inline void twosum(double *s, double *c, double x)
+{
+    double t = *s + x, z = t - *s;
+    *c += (*s - (t - z)) + (x - z);
+    *s = t;
+}
+
+/* x where c is true, y where it is false. */
+static inline double choose(int c, double x, double y)
+{
+    return sel(c, x) + sel(!c, y);
+}
+
+/* Tick rule: +1 uptick, -1 downtick, the last non-zero change's sign on a zero tick. */
+void classify_tick_c(const double *px, int8_t *out, long n)
+{
+    int sg = 0;
+    double last = n > 0 ? px[0] : 0.0;
+    for (long i = 0; i < n; i++) {
+        double p = px[i];
+        int d = (p > last) - (p < last);
+        sg = d | (sg & -(d == 0));
+        last = p;
+        out[i] = (int8_t)sg;
+    }
+}
+
+/* Lee-Ready: the quote rule against the mid (2p vs a + b), the tick rule at the mid or when
+ * the quote is unusable (NaN, locked, crossed). No counters. */
+void classify_lee_ready_c(const double *px, const double *bid, const double *ask, int8_t *out,
+                          long n)
+{
+    int sg = 0;
+    double last = n > 0 ? px[0] : 0.0;
+    for (long i = 0; i < n; i++) {
+        double p = px[i], b = bid[i], a = ask[i], m = b + a, tw = p + p;
+        int d = (p > last) - (p < last);
+        sg = d | (sg & -(d == 0));
+        last = p;
+        int q = (tw > m) - (tw < m);
+        q = q | (sg & -(q == 0));
+        int valid = b < a;
+        out[i] = (int8_t)(sg ^ ((q ^ sg) & -valid));
+    }
+}
+
+/* TradeFlow without a window: compensated buy / unknown / sell volume (vol[3], comp[3],
+ * index side + 1), trade counts n[3], signed volume per trade into sv. */
+void tradeflow_plain_c(const double *sz, const int8_t *sd, double *sv, double *vol,
+                       double *comp, int64_t *cnt, long n)
+{
+    double v[3] = {0, 0, 0}, c[3] = {0, 0, 0};
+    int64_t m[3] = {0, 0, 0};
+    for (long i = 0; i < n; i++) {
+        int s = sd[i];
+        double q = sz[i];
+        twosum(&v[s + 1], &c[s + 1], q);
+        m[s + 1] += 1;
+        sv[i] = s * q;
+    }
+    for (int k = 0; k < 3; k++) { vol[k] = v[k]; comp[k] = c[k]; cnt[k] = m[k]; }
+}
+
+/* The same over the last `window` trades: a ring of (ts, size, side) of `window` slots; once
+ * full, the oldest trade leaves (its side's sums and count go down) and the new one takes its
+ * slot. Two loops (fill, full). */
+void tradeflow_count_c(const int64_t *ts, const double *sz, const int8_t *sd, double *sv,
+                       double *vol, double *comp, int64_t *cnt, long n, long window,
+                       int64_t *rts, double *rsz, int8_t *rsd)
+{
+    double v[3] = {0, 0, 0}, c[3] = {0, 0, 0};
+    int64_t m[3] = {0, 0, 0};
+    long warm = n < window ? n : window, head = 0;
+    for (long i = 0; i < warm; i++) {
+        int s = sd[i];
+        double q = sz[i];
+        rts[i] = ts[i]; rsz[i] = q; rsd[i] = (int8_t)s;
+        twosum(&v[s + 1], &c[s + 1], q);
+        m[s + 1] += 1;
+        sv[i] = s * q;
+    }
+    for (long i = warm; i < n; i++) {
+        int s = sd[i], ko = rsd[head] + 1;
+        double q = sz[i];
+        twosum(&v[ko], &c[ko], -rsz[head]);
+        m[ko] -= 1;
+        int empty = m[ko] == 0;
+        v[ko] = sel(!empty, v[ko]);
+        c[ko] = sel(!empty, c[ko]);
+        rts[head] = ts[i]; rsz[head] = q; rsd[head] = (int8_t)s;
+        head += 1;
+        head -= window & -(long)(head >= window);
+        twosum(&v[s + 1], &c[s + 1], q);
+        m[s + 1] += 1;
+        sv[i] = s * q;
+    }
+    for (int k = 0; k < 3; k++) { vol[k] = v[k]; comp[k] = c[k]; cnt[k] = m[k]; }
+}
+
+/* The same over the trades with ts in (t - window_time, t], by two pointers merged into one
+ * loop (each step evicts the oldest trade or pushes the next, chosen by selects) on a ring of
+ * `cap` slots that never overflows (cap >= the most trades in a window + 1). */
+void tradeflow_time_c(const int64_t *ts, const double *sz, const int8_t *sd, double *sv,
+                      double *vol, double *comp, int64_t *cnt, long n, int64_t window_time,
+                      int64_t *rts, double *rsz, int8_t *rsd, long cap)
+{
+    double v[3] = {0, 0, 0}, c[3] = {0, 0, 0};
+    int64_t m[3] = {0, 0, 0};
+    long i = 0, head = 0, count = 0;
+    while (i < n) {
+        int64_t t = ts[i];
+        double q = sz[i];
+        int s = sd[i];
+        long tail = head + count;
+        tail -= cap & -(long)(tail >= cap);
+        rts[tail] = t; rsz[tail] = q; rsd[tail] = (int8_t)s;
+        int out = (count != 0) & (rts[head] <= t - window_time);
+        int kn = s + 1, k = kn ^ (((rsd[head] + 1) ^ kn) & -out);
+        twosum(&v[k], &c[k], choose(out, -rsz[head], q));
+        m[k] += 1 - 2 * out;
+        int empty = out & (m[k] == 0);
+        v[k] = sel(!empty, v[k]);
+        c[k] = sel(!empty, c[k]);
+        head += out;
+        head -= cap & -(long)(head >= cap);
+        count += 1 - 2 * out;
+        sv[i] = s * q;
+        i += 1 - out;
+    }
+    for (int k = 0; k < 3; k++) { vol[k] = v[k]; comp[k] = c[k]; cnt[k] = m[k]; }
+}

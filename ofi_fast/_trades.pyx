@@ -24,8 +24,8 @@ rounded to integer ticks first. The mid comparison is done as ``2p`` vs ``a + b`
 """
 
 cimport cython
-from libc.math cimport INFINITY, NAN, erfc, floor, sqrt
-from libc.stdint cimport SIZE_MAX, int8_t
+from libc.math cimport INFINITY, NAN, erfc, fabs, floor, sqrt
+from libc.stdint cimport INT64_MIN, SIZE_MAX, int8_t
 from libc.stdlib cimport free, malloc
 
 from ofi_fast._results import BVCBars, VPINBuckets
@@ -40,6 +40,7 @@ from ofi_fast._guard cimport (
     checked_nbytes, guard_enter, guard_exit, guard_free, guard_init, guard_wait,
 )
 from ofi_fast._ring cimport neumaier_add
+from ofi_fast._select cimport F64Bits, f64_choose, f64_keep
 from ofi_fast._arrays import column, integer, output
 from ofi_fast._ring import alloc_error, check_window
 from ofi_fast.errors import CapacityError, OFIError, raise_status
@@ -97,43 +98,45 @@ cdef intp_t _first_backwards(const int64_t[::1] t) noexcept nogil:
     return -1
 
 
-cdef intp_t _classify_aligned(ClassifierState* c, const float64_t* px, const float64_t* bid,
-                              const float64_t* ask, intp_t n, int8_t* out) noexcept nogil:
+cdef inline intp_t _classify_body(ClassifierState* c, const float64_t* px, const float64_t* bid,
+                                  const float64_t* ask, intp_t n, int8_t* out, int method,
+                                  intp_t* n_inf) noexcept nogil:
     """Batch form of classify_one for quotes aligned with the trades, written branch-free
     (compare results and conditional moves: trade-vs-quote positions are unpredictable, so
     branches would mispredict about half the time) with the state in locals (the int8
     stores to `out` may alias anything, which would force the state to memory each trade).
-    Returns the number of non-finite prices (counted in the same pass; the caller raises)."""
-    if n == 0:
-        return 0
-    cdef int method = c.method
+    ``method`` is a constant at each call site (one loop per method, see below), so its tests
+    are resolved at compile time. Returns the number of non-finite prices and adds the
+    number of infinite quotes to *n_inf (both counted in the same pass: the caller raises,
+    naming the first). n >= 1."""
     cdef float64_t last = c.tick.last_px if c.tick.has_last else px[0]
     cdef int sg = c.tick.last_sign
     cdef int64_t n_no_quote = 0, n_crossed = 0, n_uncl = 0
-    cdef intp_t i, n_bad = 0
+    cdef intp_t i, n_bad = 0, n_qinf = 0
     cdef float64_t p, b, a, twice, m
     cdef int d, q, r, valid
     for i in range(n):
         p = px[i]
         n_bad += not (p - p == 0.0)
         d = (p > last) - (p < last)
-        sg = d if d != 0 else sg
+        sg = d | (sg & -(d == 0))      # integer masks: gcc keeps ternaries as jumps here
         last = p
         r = sg
         if method != METHOD_TICK:
             b = bid[i]
             a = ask[i]
             valid = b < a
+            n_qinf += (fabs(b) == INFINITY) + (fabs(a) == INFINITY)
             if method == METHOD_EMO:
                 q = (p == a) - (p == b)
-                q = q if q != 0 else sg
+                q = q | (sg & -(q == 0))
             else:
                 twice = p + p
                 m = b + a
                 q = (twice > m) - (twice < m)
                 if method == METHOD_LEE_READY:
-                    q = q if q != 0 else sg
-            r = q if valid else sg
+                    q = q | (sg & -(q == 0))
+            r = sg ^ ((q ^ sg) & -valid)
             n_no_quote += 1 - valid
             n_crossed += b > a
         n_uncl += r == 0
@@ -145,7 +148,48 @@ cdef intp_t _classify_aligned(ClassifierState* c, const float64_t* px, const flo
     c.n_no_quote += n_no_quote
     c.n_crossed += n_crossed
     c.n_unclassified += n_uncl
+    n_inf[0] += n_qinf
     return n_bad
+
+
+# One loop per method (the method test hoisted out of the loop; tools/check_branches.py checks
+# that each loop has no conditional jump but its own).
+cdef intp_t _classify_tick(ClassifierState* c, const float64_t* px, intp_t n,
+                           int8_t* out, intp_t* n_inf) noexcept nogil:
+    return _classify_body(c, px, NULL, NULL, n, out, METHOD_TICK, n_inf)
+
+
+cdef intp_t _classify_quote(ClassifierState* c, const float64_t* px, const float64_t* bid,
+                            const float64_t* ask, intp_t n, int8_t* out,
+                            intp_t* n_inf) noexcept nogil:
+    return _classify_body(c, px, bid, ask, n, out, METHOD_QUOTE, n_inf)
+
+
+cdef intp_t _classify_lee_ready(ClassifierState* c, const float64_t* px, const float64_t* bid,
+                                const float64_t* ask, intp_t n, int8_t* out,
+                                intp_t* n_inf) noexcept nogil:
+    return _classify_body(c, px, bid, ask, n, out, METHOD_LEE_READY, n_inf)
+
+
+cdef intp_t _classify_emo(ClassifierState* c, const float64_t* px, const float64_t* bid,
+                          const float64_t* ask, intp_t n, int8_t* out,
+                          intp_t* n_inf) noexcept nogil:
+    return _classify_body(c, px, bid, ask, n, out, METHOD_EMO, n_inf)
+
+
+cdef intp_t _classify_aligned(ClassifierState* c, const float64_t* px, const float64_t* bid,
+                              const float64_t* ask, intp_t n, int8_t* out,
+                              intp_t* n_inf) noexcept nogil:
+    """Dispatch to the loop of c.method (bid/ask unused, may be NULL, for the tick rule)."""
+    if n == 0:
+        return 0
+    if c.method == METHOD_TICK:
+        return _classify_tick(c, px, n, out, n_inf)
+    if c.method == METHOD_QUOTE:
+        return _classify_quote(c, px, bid, ask, n, out, n_inf)
+    if c.method == METHOD_LEE_READY:
+        return _classify_lee_ready(c, px, bid, ask, n, out, n_inf)
+    return _classify_emo(c, px, bid, ask, n, out, n_inf)
 
 
 cdef void _classify_lagged(ClassifierState* c, const float64_t* px, const int64_t* ts,
@@ -473,7 +517,7 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
     c.method = _method_code(method)
     px_arr = _ticks(column(price, np.float64, "price"), tick_size)
     cdef const float64_t[::1] px = px_arr
-    cdef intp_t n = px.shape[0], m, bad
+    cdef intp_t n = px.shape[0], m, bad, n_inf = 0
     cdef const float64_t[::1] bid
     cdef const float64_t[::1] ask
     cdef const int64_t[::1] t
@@ -485,7 +529,7 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
         return out_arr
     if c.method == METHOD_TICK:
         with nogil:
-            bad = _classify_aligned(&c, &px[0], NULL, NULL, n, &out[0])
+            bad = _classify_aligned(&c, &px[0], NULL, NULL, n, &out[0], &n_inf)
         if bad:      # non-finite prices were counted in the pass; name the first
             raise_status(STATUS_NON_FINITE, "price", _first_nonfinite(px))
         return out_arr
@@ -503,9 +547,10 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
                            field="quote_ts")
         bid = _ticks(column(bid_px, np.float64, "bid_px", n), tick_size)
         ask = _ticks(column(ask_px, np.float64, "ask_px", n), tick_size)
-        _check_quotes(bid, ask)
         with nogil:
-            bad = _classify_aligned(&c, &px[0], &bid[0], &ask[0], n, &out[0])
+            bad = _classify_aligned(&c, &px[0], &bid[0], &ask[0], n, &out[0], &n_inf)
+        if n_inf:    # infinite quotes were counted in the pass; name the first (before prices)
+            _check_quotes(bid, ask)
         if bad:
             raise_status(STATUS_NON_FINITE, "price", _first_nonfinite(px))
         return out_arr
@@ -757,23 +802,276 @@ cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
     return STATUS_OK
 
 
-cdef inline int _tradeflow_step_plain(TradeFlowState* st, int64_t ts, float64_t price,
-                                      float64_t size, int side,
-                                      float64_t* signed) noexcept nogil:
-    """_tradeflow_step for the common case, no window and no classifier: the same checks and
-    sums, small enough to be inlined into update_many's loop (the general step is not)."""
+# --- branch-free batch kernels of TradeFlow.update_many ----------------------------------------
+# update_many runs in blocks of TF_BLOCK trades: _tf_validate checks a block in one pass (the
+# checks of _trade_check, accumulated as a mask); a clean block goes to the kernel of the
+# object's window kind (no check, no data-dependent branch: sides index the sums, evictions are
+# selects), a block with a bad row (or a time-window block that could overflow the ring) goes
+# through the per-trade step, which applies the rows before the bad one and names it. Every
+# kernel does the same floating-point operations in the same order as _tradeflow_step, so the
+# results are identical bit for bit.
+cdef enum:
+    TF_BLOCK = 1024
+
+cdef struct TFBlock:
+    const int64_t* ts        # ts of trade i at ts[i * ts_step] (step 0: one ts for all)
+    intp_t ts_step
+    const float64_t* px
+    const float64_t* sz
+    const int8_t* sd         # side of trade i at sd[i * sd_step] (step 0: all the same)
+    intp_t sd_step
+    float64_t* sv            # out: signed volume per trade
+    float64_t* v             # out: window imbalance after each trade (rolling kernels only)
+
+
+cdef inline int _tf_bad(int64_t t, int64_t prev, float64_t p, float64_t q, int s,
+                        float64_t* fin) noexcept nogil:
+    # _trade_check's tests without a branch: p and q finite by the sticky NaN of
+    # fin += (p - p) + (q - q); q < 0 (-0.0 allowed) as its bits above the sign bit alone
+    # (unsigned); side outside {-1, 0, 1}; time backwards. Returns 1 when an integer test fails.
+    cdef F64Bits u
+    u.f = q
+    fin[0] += (p - p) + (q - q)
+    return (u.u > 0x8000000000000000ULL) | (<unsigned int> (s + 1) > 2u) | (t < prev)
+
+
+cdef int _tf_validate(const TFBlock* b, intp_t lo, intp_t hi, bint has_last,
+                      int64_t last_ts) noexcept nogil:
+    """1 when a row of [lo, hi) fails _trade_check's tests, else 0 (branch-free)."""
+    cdef const int64_t* ts = b.ts
+    cdef const float64_t* px = b.px
+    cdef const float64_t* sz = b.sz
+    cdef const int8_t* sd = b.sd
+    cdef intp_t tstep = b.ts_step, sstep = b.sd_step, i
+    cdef int64_t prev = last_ts if has_last else INT64_MIN, t
+    cdef float64_t fin = 0.0
+    cdef int bad = 0
+    for i in range(lo, hi):
+        t = ts[i * tstep]
+        bad |= _tf_bad(t, prev, px[i], sz[i], sd[i * sstep], &fin)
+        prev = t
+    return bad | (not (fin == 0.0))
+
+
+cdef inline float64_t _imbalance3(const float64_t* vol, const float64_t* comp) noexcept nogil:
+    # (B - S) / (B + S), +0.0 when B + S <= 0: a select, not a branch (a side may stay empty)
+    cdef float64_t b = vol[2] + comp[2], s = vol[0] + comp[0], tot = b + s
+    cdef bint pos = tot > 0.0
+    return f64_keep(pos, (b - s) / f64_choose(pos, tot, 1.0))
+
+
+cdef inline void _tf_load(const TradeFlowState* st, float64_t* vol, float64_t* comp,
+                          int64_t* cnt) noexcept nogil:
     cdef int k
-    cdef int status = _trade_check(st, ts, price, size, side)
-    if status:
-        return status
-    k = side + 1
-    neumaier_add(&st.vol[k], &st.comp[k], size)
-    st.n[k] += 1
-    st.n_events += 1
+    for k in range(3):
+        vol[k] = st.vol[k]
+        comp[k] = st.comp[k]
+        cnt[k] = st.n[k]
+
+
+cdef inline void _tf_store(TradeFlowState* st, const TFBlock* b, intp_t lo, intp_t hi,
+                           const float64_t* vol, const float64_t* comp,
+                           const int64_t* cnt) noexcept nogil:
+    cdef int k
+    for k in range(3):
+        st.vol[k] = vol[k]
+        st.comp[k] = comp[k]
+        st.n[k] = cnt[k]
+    st.n_events += hi - lo
     st.has_last = True
-    st.last_ts = ts
-    signed[0] = side * size
-    return STATUS_OK
+    st.last_ts = b.ts[(hi - 1) * b.ts_step]
+
+
+cdef inline void _tf_add(float64_t* vol, float64_t* comp, int64_t* cnt, int k, int s,
+                         float64_t q, float64_t* sv) noexcept nogil:
+    # one trade of side s into the sums of index k (s + 1); its signed volume into *sv
+    neumaier_add(&vol[k], &comp[k], q)
+    cnt[k] += 1
+    sv[0] = s * q
+
+
+cdef int _tf_plain(TradeFlowState* st, const TFBlock* b, intp_t lo, intp_t hi) noexcept nogil:
+    """No window, no classifier, hi > lo: validates [lo, hi) and applies it in one pass on
+    local sums, stored only when every row is good; returns 1 (state unchanged, sv[lo:hi]
+    unspecified) when a row is bad. b.v NULL: no rolling output."""
+    cdef float64_t vol[4]          # slot 3: where the sums of a bad side go (discarded)
+    cdef float64_t comp[4]
+    cdef int64_t cnt[4]
+    cdef const int64_t* ts = b.ts
+    cdef const float64_t* px = b.px
+    cdef const float64_t* sz = b.sz
+    cdef const int8_t* sd = b.sd
+    cdef float64_t* sv = b.sv
+    cdef float64_t* v = b.v
+    cdef intp_t tstep = b.ts_step, sstep = b.sd_step, i
+    cdef int64_t prev = st.last_ts if st.has_last else INT64_MIN, t
+    cdef float64_t fin = 0.0, q
+    cdef int bad = 0, s
+    _tf_load(st, vol, comp, cnt)
+    vol[3] = comp[3] = 0.0
+    cnt[3] = 0
+    if v == NULL:
+        for i in range(lo, hi):
+            t = ts[i * tstep]
+            q = sz[i]
+            s = sd[i * sstep]
+            bad |= _tf_bad(t, prev, px[i], q, s, &fin)
+            prev = t
+            _tf_add(vol, comp, cnt, (s + 1) & 3, s, q, &sv[i])   # a bad side: slot 3
+    else:
+        for i in range(lo, hi):
+            t = ts[i * tstep]
+            q = sz[i]
+            s = sd[i * sstep]
+            bad |= _tf_bad(t, prev, px[i], q, s, &fin)
+            prev = t
+            _tf_add(vol, comp, cnt, (s + 1) & 3, s, q, &sv[i])
+            v[i] = _imbalance3(vol, comp)
+    bad |= not (fin == 0.0)
+    if not bad:
+        _tf_store(st, b, lo, hi, vol, comp, cnt)
+    return bad
+
+
+cdef inline void _tf_push(int64_t* rts, float64_t* rsz, int8_t* rsd, intp_t slot, int64_t t,
+                          float64_t q, int s) noexcept nogil:
+    rts[slot] = t
+    rsz[slot] = q
+    rsd[slot] = <int8_t> s
+
+
+cdef inline void _tf_evict(float64_t* vol, float64_t* comp, int64_t* cnt, int k,
+                           float64_t q) noexcept nogil:
+    # _evict_oldest's sums: the oldest trade (side index k, size q) leaves; a side whose
+    # window is empty is reset to an exact zero (by a select)
+    cdef bint empty
+    neumaier_add(&vol[k], &comp[k], -q)
+    cnt[k] -= 1
+    empty = cnt[k] == 0
+    vol[k] = f64_keep(not empty, vol[k])
+    comp[k] = f64_keep(not empty, comp[k])
+
+
+cdef void _tf_count(TradeFlowState* st, const TFBlock* b, intp_t lo, intp_t hi) noexcept nogil:
+    """Count window of st.window == capacity trades, no classifier: [lo, hi) validated,
+    hi > lo. While the ring fills, push; once it is full, evict the oldest and reuse its slot
+    (separate loops: which one runs is known before the block; b.v NULL: no rolling output)."""
+    cdef float64_t vol[3]
+    cdef float64_t comp[3]
+    cdef int64_t cnt[3]
+    cdef const int64_t* ts = b.ts
+    cdef const float64_t* sz = b.sz
+    cdef const int8_t* sd = b.sd
+    cdef float64_t* sv = b.sv
+    cdef float64_t* v = b.v
+    cdef intp_t tstep = b.ts_step, sstep = b.sd_step, i, fill, tail
+    cdef int64_t* rts = st.ring.ts
+    cdef float64_t* rsz = st.ring.size
+    cdef int8_t* rsd = st.ring.side
+    cdef intp_t cap = st.ring.capacity, head = st.ring.head, count = st.ring.count
+    _tf_load(st, vol, comp, cnt)
+    fill = cap - count
+    if fill > hi - lo:
+        fill = hi - lo
+    if v == NULL:
+        for i in range(lo, lo + fill):
+            tail = head + count
+            tail -= cap & -<intp_t> (tail >= cap)
+            _tf_push(rts, rsz, rsd, tail, ts[i * tstep], sz[i], sd[i * sstep])
+            count += 1
+            _tf_add(vol, comp, cnt, sd[i * sstep] + 1, sd[i * sstep], sz[i], &sv[i])
+    else:
+        for i in range(lo, lo + fill):
+            tail = head + count
+            tail -= cap & -<intp_t> (tail >= cap)
+            _tf_push(rts, rsz, rsd, tail, ts[i * tstep], sz[i], sd[i * sstep])
+            count += 1
+            _tf_add(vol, comp, cnt, sd[i * sstep] + 1, sd[i * sstep], sz[i], &sv[i])
+            v[i] = _imbalance3(vol, comp)
+    if v == NULL:
+        for i in range(lo + fill, hi):
+            _tf_evict(vol, comp, cnt, rsd[head] + 1, rsz[head])
+            _tf_push(rts, rsz, rsd, head, ts[i * tstep], sz[i], sd[i * sstep])
+            head += 1
+            head -= cap & -<intp_t> (head >= cap)
+            _tf_add(vol, comp, cnt, sd[i * sstep] + 1, sd[i * sstep], sz[i], &sv[i])
+    else:
+        for i in range(lo + fill, hi):
+            _tf_evict(vol, comp, cnt, rsd[head] + 1, rsz[head])
+            _tf_push(rts, rsz, rsd, head, ts[i * tstep], sz[i], sd[i * sstep])
+            head += 1
+            head -= cap & -<intp_t> (head >= cap)
+            _tf_add(vol, comp, cnt, sd[i * sstep] + 1, sd[i * sstep], sz[i], &sv[i])
+            v[i] = _imbalance3(vol, comp)
+    st.ring.head = head
+    st.ring.count = count
+    _tf_store(st, b, lo, hi, vol, comp, cnt)
+
+
+cdef inline intp_t _tf_time_step(float64_t* vol, float64_t* comp, int64_t* cnt, int64_t* rts,
+                                 float64_t* rsz, int8_t* rsd, intp_t cap, intp_t* head,
+                                 intp_t* count, int64_t wt, int64_t t, float64_t q, int s,
+                                 float64_t* sv) noexcept nogil:
+    # One step of the merged two pointers: evict the oldest trade if it left the window
+    # (ts <= t - wt), else push (t, q, s); returns 1 on a push, 0 on an eviction. Selects
+    # only. The trade is written to the tail slot either way (evicting does not move the
+    # tail; tail != head while evicting since count < capacity), before the oldest slot is
+    # read, so no uninitialised slot is ever read.
+    cdef intp_t h = head[0], c = count[0], tail = h + c
+    cdef int out, kn, k
+    cdef bint empty
+    tail -= cap & -<intp_t> (tail >= cap)
+    _tf_push(rts, rsz, rsd, tail, t, q, s)
+    out = (c != 0) & (rts[h] <= t - wt)
+    kn = s + 1
+    k = kn ^ (((rsd[h] + 1) ^ kn) & -out)
+    neumaier_add(&vol[k], &comp[k], f64_choose(out, -rsz[h], q))
+    cnt[k] += 1 - 2 * out
+    empty = out & (cnt[k] == 0)
+    vol[k] = f64_keep(not empty, vol[k])
+    comp[k] = f64_keep(not empty, comp[k])
+    h += out
+    h -= cap & -<intp_t> (h >= cap)
+    head[0] = h
+    count[0] = c + 1 - 2 * out
+    sv[0] = s * q                        # the last write to a row is the one after its push
+    return 1 - out
+
+
+cdef void _tf_time(TradeFlowState* st, const TFBlock* b, intp_t lo, intp_t hi) noexcept nogil:
+    """Time window, no classifier: [lo, hi) validated, hi > lo, count + hi - lo <= capacity.
+    The two pointers are merged into one loop: each step evicts the oldest trade or pushes
+    the next one, chosen by selects (0-4 trades leave per trade under random arrivals: a
+    branch would mispredict). b.v NULL: no rolling output."""
+    cdef float64_t vol[3]
+    cdef float64_t comp[3]
+    cdef int64_t cnt[3]
+    cdef const int64_t* ts = b.ts
+    cdef const float64_t* sz = b.sz
+    cdef const int8_t* sd = b.sd
+    cdef float64_t* sv = b.sv
+    cdef float64_t* v = b.v
+    cdef intp_t sstep = b.sd_step, i = lo
+    cdef int64_t* rts = st.ring.ts
+    cdef float64_t* rsz = st.ring.size
+    cdef int8_t* rsd = st.ring.side
+    cdef intp_t cap = st.ring.capacity, head = st.ring.head, count = st.ring.count
+    cdef int64_t wt = st.window_time
+    cdef intp_t d
+    _tf_load(st, vol, comp, cnt)
+    if v == NULL:
+        while i < hi:
+            i += _tf_time_step(vol, comp, cnt, rts, rsz, rsd, cap, &head, &count, wt, ts[i],
+                               sz[i], sd[i * sstep], &sv[i])
+    else:
+        while i < hi:
+            d = _tf_time_step(vol, comp, cnt, rts, rsz, rsd, cap, &head, &count, wt, ts[i],
+                              sz[i], sd[i * sstep], &sv[i])
+            v[i] = _imbalance3(vol, comp)    # the last write to row i is after its push
+            i += d
+    st.ring.head = head
+    st.ring.count = count
+    _tf_store(st, b, lo, hi, vol, comp, cnt)
 
 
 cdef inline float64_t _vol(const TradeFlowState* st, int k) noexcept nogil:
@@ -781,10 +1079,7 @@ cdef inline float64_t _vol(const TradeFlowState* st, int k) noexcept nogil:
 
 
 cdef inline float64_t _imbalance(const TradeFlowState* st) noexcept nogil:
-    cdef float64_t b = st.vol[2] + st.comp[2], s = st.vol[0] + st.comp[0]
-    if b + s > 0.0:
-        return (b - s) / (b + s)
-    return 0.0
+    return _imbalance3(st.vol, st.comp)
 
 
 cdef int raise_tradeflow(int status, TradeFlowState* st, intp_t index) except -1:
@@ -954,7 +1249,10 @@ cdef class TradeFlow:
         cdef float64_t b, a
         cdef TradeFlowState loc
         n_run = n if bad_q < 0 else bad_q
-        cdef bint plain
+        cdef int kind
+        cdef intp_t lo, hi
+        cdef int8_t zero_side = 0
+        cdef TFBlock blk
         guard_enter(&self.guard)
         try:
             b = self.st.bid_px
@@ -962,28 +1260,55 @@ cdef class TradeFlow:
             # the loop runs on a local copy of the state (stores to the output arrays could alias
             # the object's fields and force them to memory every trade); copied back after it
             loc = self.st
-            plain = (loc.window == 0 and loc.window_time == 0
-                     and loc.window_volume == 0.0 and loc.cls.method == METHOD_NONE)
+            # the batch kernel of this window kind (0: none, the per-trade step for everything)
+            kind = 0
+            if loc.cls.method == METHOD_NONE and loc.window_volume == 0.0:
+                kind = 3 if loc.window_time else (2 if loc.window else 1)
+            if n_run > 0:
+                blk.ts = &t[0] if has_ts else &tsi
+                blk.ts_step = 1 if has_ts else 0
+                blk.px = &px[0]
+                blk.sz = &sz[0]
+                blk.sd = &sd[0] if has_side else &zero_side
+                blk.sd_step = 1 if has_side else 0
+                blk.sv = &sv[0]
+                blk.v = &v[0] if want_v else NULL
             with nogil:
-                for i in range(n_run):
-                    if has_ts:
-                        tsi = t[i]
-                    if has_side:
-                        si = sd[i]
-                    if has_q:
-                        b = bq[i]
-                        a = aq[i]
-                    if plain:
-                        status = _tradeflow_step_plain(&loc, tsi, px[i], sz[i], si, &sv[i])
-                    else:
+                lo = 0
+                while lo < n_run:
+                    hi = lo + TF_BLOCK if n_run - lo > TF_BLOCK else n_run
+                    if kind == 1 and not _tf_plain(&loc, &blk, lo, hi):
+                        lo = hi
+                        continue
+                    if (kind >= 2 and not _tf_validate(&blk, lo, hi, loc.has_last, loc.last_ts)
+                            and (kind != 3 or loc.ring.count + (hi - lo) <= loc.ring.capacity)):
+                        if kind == 2:
+                            _tf_count(&loc, &blk, lo, hi)
+                        else:
+                            _tf_time(&loc, &blk, lo, hi)
+                        lo = hi
+                        continue
+                    # the per-trade step: a block with a bad row (it stops there and names it),
+                    # a classifier or a volume window, a time window that may need to grow
+                    for i in range(lo, hi):
+                        if has_ts:
+                            tsi = t[i]
+                        if has_side:
+                            si = sd[i]
+                        if has_q:
+                            b = bq[i]
+                            a = aq[i]
                         status = _tradeflow_step(&loc, tsi, px[i], sz[i], si, b, a, &sv[i])
+                        if status != STATUS_OK:
+                            break
+                        if want_v:
+                            v[i] = _imbalance(&loc)
                     if status != STATUS_OK:
                         break
-                    if want_v:
-                        v[i] = _imbalance(&loc)
+                    lo = hi
                 if has_q and status == STATUS_OK and n_run > 0:
-                    loc.bid_px = b
-                    loc.ask_px = a
+                    loc.bid_px = bq[n_run - 1]
+                    loc.ask_px = aq[n_run - 1]
                 self.st = loc
         finally:
             guard_exit(&self.guard)

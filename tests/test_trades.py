@@ -808,3 +808,163 @@ def test_classifier_update_many_bad_row_changes_nothing():
     with pytest.raises(TimeOrderError) as e:
         c.update_many([4, 1], [1.0, 1.0])
     assert (e.value.field, e.value.index) == ("ts", 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 13: the branch-free batch kernels (blocks of 1,024 trades validated by one mask pass,
+# then a kernel per window kind; a block with a bad row goes through the per-trade step).
+# ---------------------------------------------------------------------------------------------
+TF_BLOCK = 1024
+KERNEL_WINDOWS = [dict(), dict(window=1), dict(window=5), dict(window=1500),
+                  dict(window_time=3), dict(window_time=40), dict(window_time=40, capacity=64),
+                  dict(window_time=40, capacity=8, grow=True)]
+TINY = 5e-324
+
+
+def _flow_state(tf):
+    return (tf.buy_volume, tf.sell_volume, tf.unknown_volume, tf.n_buy, tf.n_sell,
+            tf.n_unknown, tf.count, tf.imbalance)
+
+
+def _bits(x):
+    return np.asarray(x, dtype=np.float64).view(np.int64).tolist()
+
+
+def _one_by_one(kw, ts, px, sz, sd):
+    """TradeFlow.update per trade: signed volumes and imbalances until the first error."""
+    tf = TradeFlow(**kw)
+    sv, imb, err = [], [], None
+    for i in range(len(px)):
+        try:
+            sv.append(tf.update(int(ts[i]), px[i], sz[i], int(sd[i])))
+        except OFIError as exc:
+            err = (type(exc), exc.field, i)
+            break
+        imb.append(tf.imbalance)
+    return tf, sv, imb, err
+
+
+@pytest.mark.parametrize("kw", KERNEL_WINDOWS, ids=str)
+def test_tradeflow_kernels_across_blocks_bit_for_bit(kw):
+    # float sizes (the compensation matters), several blocks, chunks that cut blocks anywhere:
+    # batch == one-by-one update == the reference, to the bit, volumes and counts included
+    rng = np.random.default_rng(13)
+    n = 3 * TF_BLOCK + 77
+    ts = np.cumsum(rng.integers(0, 4, n)).astype(np.int64)
+    px = 100.0 + rng.integers(-3, 4, n)
+    sz = rng.random(n) * 10.0 ** rng.integers(-3, 4, n)
+    sz[rng.random(n) < 0.05] = 0.0
+    sd = rng.integers(-1, 2, n).astype(np.int8)
+    sd[:300] = 1                        # a side empty for a while (the exact-zero reset)
+    tf1, sv1, imb1, err = _one_by_one(kw, ts, px, sz, sd)
+    assert err is None
+    for cuts in ([n], [1, 1023, 1, 2000, n], [TF_BLOCK - 1, 2, 5000]):
+        tf = TradeFlow(**kw)
+        sv, imb, i = [], [], 0
+        for c in cuts:
+            j = min(n, i + c)
+            a, b = tf.update_many(ts[i:j], px[i:j], sz[i:j], sd[i:j], rolling=True)
+            sv += a.tolist()
+            imb += b.tolist()
+            i = j
+            if i == n:
+                break
+        assert _bits(sv) == _bits(sv1) and _bits(imb) == _bits(imb1), cuts
+        assert _flow_state(tf) == _flow_state(tf1)
+    r = ref.TradeFlow(**{k: v for k, v in kw.items() if k != "capacity" and k != "grow"})
+    want, want_imb = r.update_many(ts.tolist(), px.tolist(), sz.tolist(), sd.tolist())
+    assert sv1 == want
+    np.testing.assert_allclose(imb1, want_imb, rtol=1e-12, atol=1e-15)
+
+
+SPECIAL_TRADES = [  # (field, price, size, side, ts offset); None: the clean row's value
+    ("price", math.nan, None, None, 0), ("price", math.inf, None, None, 0),
+    ("price", -math.inf, None, None, 0), (None, -0.0, None, None, 0),
+    (None, TINY, None, None, 0), ("size", None, math.nan, None, 0),
+    ("size", None, math.inf, None, 0), ("size", None, -math.inf, None, 0),
+    ("size", None, -1.0, None, 0), ("size", None, -TINY, None, 0),
+    (None, None, -0.0, None, 0), (None, None, 0.0, None, 0), (None, None, TINY, None, 0),
+    ("side", None, None, 2, 0), ("side", None, None, -2, 0), ("side", None, None, -128, 0),
+    ("side", None, None, 127, 0), ("ts", None, None, None, -1),
+]
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(window=3), dict(window_time=4)], ids=str)
+def test_every_special_trade_in_every_lane_is_judged_like_update(kw):
+    # One row k carries a special value; the block validation must accept exactly what the
+    # per-trade check accepts, compute the same bits, leave the same state (rows 0..k-1
+    # applied) and name the same field and index
+    n = TF_BLOCK + 6
+    rng = np.random.default_rng(5)
+    base_ts = np.cumsum(rng.integers(1, 3, n)).astype(np.int64)
+    base_sz = rng.integers(1, 9, n).astype(float)
+    base_sd = rng.integers(-1, 2, n).astype(np.int8)
+    for k in (0, 1, 2, 3, 7, 8, 511, TF_BLOCK - 1, TF_BLOCK, TF_BLOCK + 1, n - 1):
+        for field, p, q, s, dt in SPECIAL_TRADES:
+            ts, px, sz, sd = base_ts.copy(), np.full(n, 100.0), base_sz.copy(), base_sd.copy()
+            if p is not None:
+                px[k] = p
+            if q is not None:
+                sz[k] = q
+            if s is not None:
+                sd[k] = s
+            if dt and k > 0:
+                ts[k] = ts[k - 1] - 1
+            elif dt:
+                continue
+            tf1, sv1, imb1, err1 = _one_by_one(kw, ts, px, sz, sd)
+            assert (err1 is None) == (field is None), (k, field)
+            if err1:
+                assert err1[1:] == (field, k)
+            tf = TradeFlow(**kw)
+            out = np.full(n, 7.0)
+            rol = np.full(n, 7.0)
+            try:
+                tf.update_many(ts, px, sz, sd, out=out, rolling=True, rolling_out=rol)
+                err = None
+            except OFIError as exc:
+                err = (type(exc), exc.field, exc.index)
+            assert err == err1, (k, field, p, q, s)
+            m = len(sv1)
+            assert _bits(out[:m]) == _bits(sv1) and _bits(rol[:m]) == _bits(imb1), (k, field)
+            assert _flow_state(tf) == _flow_state(tf1), (k, field)
+            # and the object goes on like the one-by-one one
+            t_next = int(max(ts)) + 5
+            more = tf.update_many([t_next], [100.0], [3.0], [-1])
+            assert more.tolist() == [tf1.update(t_next, 100.0, 3.0, -1)]
+            assert _flow_state(tf) == _flow_state(tf1), (k, field)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_special_price_and_quote_in_every_lane_classifies_like_update(method):
+    # the per-method loops of classify_trades against the streaming Classifier, row by row
+    n = 40
+    rng = np.random.default_rng(3)
+    specials = [math.nan, math.inf, -math.inf, -0.0, 0.0, TINY, 1e308]
+    for k in range(n):
+        for where in ("price", "bid_px", "ask_px"):
+            for x in specials:
+                px = 100.0 + rng.integers(-2, 3, n)
+                bid = px - rng.integers(0, 2, n)
+                ask = bid + rng.integers(0, 3, n)         # locked and crossed quotes too
+                {"price": px, "bid_px": bid, "ask_px": ask}[where][k] = x
+                c = Classifier(method)
+                want, err = [], None
+                for i in range(n):
+                    try:
+                        c.update_quote(i, bid[i], ask[i])
+                        want.append(c.update(i, px[i]))
+                    except OFIError as exc:
+                        err = (type(exc), exc.field, i)
+                        break
+                try:
+                    got = classify_trades(px, method=method, bid_px=bid, ask_px=ask).tolist()
+                    got_err = None
+                except OFIError as exc:
+                    got, got_err = None, (type(exc), exc.field, exc.index)
+                if method == "tick" and where != "price":
+                    assert got_err is None     # the tick rule never reads the quotes
+                    continue
+                assert got_err == err, (k, where, x)
+                if err is None:
+                    assert got == want, (k, where, x)
