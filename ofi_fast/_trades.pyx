@@ -1197,7 +1197,9 @@ cdef class TradeFlow:
         with them the last row's quote becomes the prevailing one. ``ts`` may be None without
         a time window. With ``rolling=True`` return ``(signed, imbalance)``, ``imbalance[i]``
         the window's imbalance after trade i. On a bad trade at index i, trades 0..i-1 are
-        applied and the error names field and index i.
+        applied and the error names field and index i; rows 0..i-1 of ``out`` /
+        ``rolling_out`` hold their values and rows from i on are unspecified (the kernels work
+        in blocks of 1,024 trades and write a block before judging it).
         """
         cdef const float64_t[::1] px = column(price, np.float64, "price")
         cdef intp_t n = px.shape[0]
