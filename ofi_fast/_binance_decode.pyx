@@ -26,12 +26,16 @@ reported as -1).
 """
 
 from cpython.object cimport PyObject
+from libc.stdint cimport INT64_MIN
 
 import numpy as np
 
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
 cdef extern from "Python.h":
+    int PyBytes_CheckExact(PyObject* o)
+    char* PyBytes_AS_STRING(PyObject* o)
+    Py_ssize_t PyBytes_GET_SIZE(PyObject* o)
     int PyList_CheckExact(PyObject* o)
     int PyUnicode_CheckExact(PyObject* o)
     Py_ssize_t PyList_GET_SIZE(PyObject* o)
@@ -46,6 +50,79 @@ cdef extern from "math.h" nogil:
 
 #: flags of the last row of a message (ofi_fast.feeds._l2.FLAG_BATCH_END)
 cdef unsigned char BATCH_END = 4
+cdef int64_t NO_TIME = INT64_MIN          # ofi_fast.feeds._common.NO_TIME
+cdef int64_t MAX_MS = 9223372036854          # E (ms) * 1e6 must fit in int64
+
+# the members of a depthUpdate the scanner knows (bit per key: each at most once)
+cdef enum:
+    K_E_NAME = 1     # "e"
+    K_E = 2          # "E"
+    K_T = 4          # "T"
+    K_S = 8          # "s"
+    K_U = 16         # "U"
+    K_UL = 32        # "u"
+    K_PU = 64        # "pu"
+    K_B = 128        # "b"
+    K_A = 256        # "a"
+
+
+cdef struct Cursor:
+    const char* p    # next byte
+    const char* end  # one past the last byte
+
+
+cdef inline bint lit(Cursor* c, const char* text, Py_ssize_t n) noexcept:
+    """The bytes ``text[:n]`` come next: consume them."""
+    cdef Py_ssize_t i
+    if c.end - c.p < n:
+        return False
+    for i in range(n):
+        if c.p[i] != text[i]:
+            return False
+    c.p += n
+    return True
+
+
+cdef inline bint json_int(Cursor* c, int64_t* v) noexcept:
+    """A JSON integer ``-?(0|[1-9][0-9]*)`` of at most 18 digits (fits in int64)."""
+    cdef bint neg = False
+    cdef int nd = 0
+    cdef int64_t x = 0
+    if c.p < c.end and c.p[0] == 45:      # '-'
+        neg = True
+        c.p += 1
+    if c.p >= c.end or not (48 <= c.p[0] <= 57):
+        return False
+    if c.p[0] == 48:                      # a leading 0 is the whole number
+        c.p += 1
+        if c.p < c.end and 48 <= c.p[0] <= 57:
+            return False
+    else:
+        while c.p < c.end and 48 <= c.p[0] <= 57:
+            nd += 1
+            if nd > 18:
+                return False
+            x = x * 10 + (c.p[0] - 48)
+            c.p += 1
+    v[0] = -x if neg else x
+    return True
+
+
+cdef inline bint plain_str(Cursor* c, const char** s, Py_ssize_t* n) noexcept:
+    """A JSON string of printable ASCII without escapes: its bytes (without the quotes)."""
+    if c.p >= c.end or c.p[0] != 34:
+        return False
+    c.p += 1
+    s[0] = c.p
+    while c.p < c.end and c.p[0] != 34:
+        if c.p[0] < 32 or c.p[0] > 126 or c.p[0] == 92:   # control, non-ASCII, backslash
+            return False
+        c.p += 1
+    if c.p >= c.end:
+        return False
+    n[0] = c.p - s[0]
+    c.p += 1
+    return True
 
 
 cdef double P10[23]
@@ -199,6 +276,155 @@ cdef class DiffBuffers:
             self._be[n - 1] = 1
         self.n = n
         return n
+
+    cdef int _grow(self, intp_t need) except -1:
+        """Room for ``need`` rows, keeping the rows already written."""
+        cdef intp_t cap = max(need, 2 * self.capacity)
+        old = (self.side, self.price, self.size)
+        self._alloc(cap)
+        self.side[:old[0].shape[0]] = old[0]
+        self.price[:old[1].shape[0]] = old[1]
+        self.size[:old[2].shape[0]] = old[2]
+        return 0
+
+    cdef int _levels(self, Cursor* c, signed char sd, intp_t j) except -2:
+        """A JSON array of ``["price","size"]`` levels at the cursor, written from row ``j``;
+        the next row, or -1 when it is not of the plain shape."""
+        cdef const char* t
+        cdef Py_ssize_t n
+        cdef double p, q
+        if not lit(c, "[", 1):
+            return -1
+        if lit(c, "]", 1):
+            return j
+        while True:
+            if not lit(c, "[", 1) or not plain_str(c, &t, &n) or plain_decimal(t, n, &p) < 0:
+                return -1
+            if not lit(c, ",", 1) or not plain_str(c, &t, &n) or plain_decimal(t, n, &q) < 0:
+                return -1
+            if not lit(c, "]", 1) or not (0.0 < p < INFINITY) or not (0.0 <= q < INFINITY):
+                return -1
+            if j >= self.capacity:
+                self._grow(j + 1)
+            self._side[j] = sd
+            self._price[j] = p
+            self._size[j] = q
+            j += 1
+            if lit(c, "]", 1):
+                return j
+            if not lit(c, ",", 1):
+                return -1
+
+    def scan(self, raw, int64_t ts_local, bint exchange_clock):
+        """Decode one websocket frame (``bytes``) that is a diff-depth message of the plain
+        shape, combined-stream wrapped (``{"stream":"...","data":{...}}``) or bare: its
+        fields ``e``, ``E``, ``T``, ``s``, ``U``, ``u``, ``pu`` as a dict (the ones present),
+        its rows written as :meth:`fill` does, every row at ``E`` ms in ns
+        (``exchange_clock``; NO_TIME without ``E``) or at ``ts_local``. None when the frame
+        is anything else: another stream, whitespace, escapes, a key it does not know, a
+        missing ``U`` / ``u`` / ``b`` / ``a``, ``a`` before ``b``, a number that is not a
+        plain integer / decimal string, a bad price or size, trailing bytes. The caller
+        then decodes the frame in full (``json``), which counts what is malformed: the
+        scanner accepts only what that decoding accepts, with the same values."""
+        cdef PyObject* o = <PyObject*>raw
+        cdef Cursor c
+        cdef bint wrapped
+        cdef int seen = 0, key
+        cdef int64_t v, E = 0, T = 0, U = 0, u = 0, pu = 0, ts
+        cdef const char* t
+        cdef const char* sym = NULL
+        cdef Py_ssize_t n, nsym = 0
+        cdef intp_t j = 0, r
+        self.n = 0
+        if not PyBytes_CheckExact(o):
+            return None
+        c.p = PyBytes_AS_STRING(o)
+        c.end = c.p + PyBytes_GET_SIZE(o)
+        wrapped = lit(&c, '{"stream":', 10)
+        if wrapped:
+            if not plain_str(&c, &t, &n) or not lit(&c, ',"data":', 8):
+                return None
+        if not lit(&c, "{", 1):
+            return None
+        while True:
+            if not plain_str(&c, &t, &n) or not lit(&c, ":", 1):
+                return None
+            if n == 1:
+                key = (K_E_NAME if t[0] == 101 else K_E if t[0] == 69 else K_T if t[0] == 84
+                       else K_S if t[0] == 115 else K_U if t[0] == 85 else K_UL if t[0] == 117
+                       else K_B if t[0] == 98 else K_A if t[0] == 97 else 0)
+            elif n == 2 and t[0] == 112 and t[1] == 117:
+                key = K_PU
+            else:
+                key = 0
+            if key == 0 or seen & key:
+                return None
+            seen |= key
+            if key == K_E_NAME:
+                if not lit(&c, '"depthUpdate"', 13):
+                    return None
+            elif key == K_S:
+                if not plain_str(&c, &sym, &nsym):
+                    return None
+            elif key == K_B:
+                if seen & K_A:
+                    return None
+                r = self._levels(&c, 1, 0)
+                if r < 0:
+                    return None
+                j = r
+            elif key == K_A:
+                r = self._levels(&c, -1, j)
+                if r < 0:
+                    return None
+                j = r
+            else:
+                if not json_int(&c, &v):
+                    return None
+                if key == K_E:
+                    E = v
+                elif key == K_T:
+                    T = v
+                elif key == K_U:
+                    U = v
+                elif key == K_UL:
+                    u = v
+                else:
+                    pu = v
+            if lit(&c, "}", 1):
+                break
+            if not lit(&c, ",", 1):
+                return None
+        if wrapped and not lit(&c, "}", 1):
+            return None
+        if c.p != c.end:
+            return None
+        if (seen & (K_E_NAME | K_U | K_UL | K_B | K_A)) != (K_E_NAME | K_U | K_UL | K_B | K_A):
+            return None
+        if seen & K_E and not (0 <= E <= MAX_MS):
+            return None
+        if exchange_clock:
+            ts = E * 1000000 if seen & K_E else NO_TIME
+        else:
+            ts = ts_local
+        for r in range(j):
+            self._flags[r] = 0
+            self._be[r] = 0
+            self._ts[r] = ts
+        if j:
+            self._flags[j - 1] = BATCH_END
+            self._be[j - 1] = 1
+        self.n = j
+        d = {"e": "depthUpdate", "U": U, "u": u}
+        if seen & K_E:
+            d["E"] = E
+        if seen & K_T:
+            d["T"] = T
+        if seen & K_S:
+            d["s"] = sym[:nsym].decode("ascii")
+        if seen & K_PU:
+            d["pu"] = pu
+        return d
 
     def rows(self):
         """Copies of the rows of the last :meth:`fill`: (side, price, size, flags)."""

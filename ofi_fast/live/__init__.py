@@ -398,27 +398,46 @@ class BinanceStream:
                     snap_task = self._apply_snapshot(snap_task, depth)
                 fast = None
                 try:
-                    msg = loads(raw)
-                    data = msg.get("data", msg) if isinstance(msg, dict) else None
-                    if not isinstance(data, dict):
-                        raise ValueError("JSON is not an object")
-                    if (data.get("e") == "depthUpdate" and sync.state in _DIRECT
-                            and not depth.rows and data.get("s") == self.symbol):
-                        # the common case, straight to arrays (same rules, same values)
+                    data = None
+                    if sync.state in _DIRECT and not depth.rows:
+                        # the common case: a diff of the plain shape, scanned straight into
+                        # the decoder's buffers (anything else: None, decoded in full below)
+                        data = dec.scan(raw, ts_local, exch)
+                        if data is not None and data.get("s") != self.symbol:
+                            data = None
+                    if data is not None:
                         st["depth_messages"] += 1
                         if sync.accept(no, ts_local, data):
-                            e = data.get("E")
-                            ts_ex = json_int(e) * 1_000_000 if e is not None else NO_TIME
-                            u = json_int(data["u"])
-                            n = dec.fill(data["b"], data["a"], ts_ex if exch else ts_local)
-                            if n > 0:            # rows in the decoder's buffers
+                            u = data["u"]
+                            if dec.n:
+                                e = data.get("E")
                                 fast = _DIFF
-                                self._diff = (n, ts_ex, ts_local, u)
-                            elif n < 0:          # not the plain shape: the general way
-                                fast = _diff_deltas(data, ts_local, dec)
+                                self._diff = (dec.n, NO_TIME if e is None else e * 1_000_000,
+                                              ts_local, u)
                             sync.commit(u)
                     else:
-                        sync.feed(no, ts_local, data, depth, trades, quotes)
+                        msg = loads(raw)
+                        data = msg.get("data", msg) if isinstance(msg, dict) else None
+                        if not isinstance(data, dict):
+                            raise ValueError("JSON is not an object")
+                        if (data.get("e") == "depthUpdate" and sync.state in _DIRECT
+                                and not depth.rows and data.get("s") == self.symbol):
+                            # a diff the scanner does not take (another layout): its
+                            # decoded lists into the same buffers (same rules, same values)
+                            st["depth_messages"] += 1
+                            if sync.accept(no, ts_local, data):
+                                e = data.get("E")
+                                ts_ex = json_int(e) * 1_000_000 if e is not None else NO_TIME
+                                u = json_int(data["u"])
+                                n = dec.fill(data["b"], data["a"], ts_ex if exch else ts_local)
+                                if n > 0:            # rows in the decoder's buffers
+                                    fast = _DIFF
+                                    self._diff = (n, ts_ex, ts_local, u)
+                                elif n < 0:          # not the plain shape: the general way
+                                    fast = _diff_deltas(data, ts_local, dec)
+                                sync.commit(u)
+                        else:
+                            sync.feed(no, ts_local, data, depth, trades, quotes)
                 except (*JSON_ERRORS, KeyError, IndexError, AttributeError) as exc:
                     self.errors.bad(no, f"bad Binance message ({type(exc).__name__}: "
                                         f"{str(exc)[:80]}): {bytes(raw[:80])!r}")
