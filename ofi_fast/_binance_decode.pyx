@@ -131,12 +131,13 @@ P10[:] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e
 
 
 cdef inline int plain_decimal(const char* s, Py_ssize_t n, double* v) noexcept:
-    """``[0-9]*(.[0-9]*)?`` with at least one digit, at most 15 significant digits and 22
-    decimals -> ``m / 10**k`` (``m < 10**15 < 2**53`` and ``10**k`` exact doubles: one correctly
-    rounded IEEE division, so the double nearest the decimal, as ``float()``; Clinger 1990);
-    0, or -1 when the text is not of that form (the caller converts it the general way)."""
+    """``[0-9]*(.[0-9]*)?`` with at least one digit, at most 15 significant digits (trailing
+    zeros of the decimals not counted: "10000000.00000000" is 1e7) and 22 decimals ->
+    ``m / 10**k`` (``m < 10**15 < 2**53`` and ``10**k`` exact doubles: one correctly rounded
+    IEEE division, so the double nearest the decimal, as ``float()``; Clinger 1990); 0, or -1
+    when the text is not of that form (the caller converts it the general way)."""
     cdef unsigned long long m = 0
-    cdef int sig = 0, k = 0, nd = 0
+    cdef int sig = 0, k = 0, nd = 0, zeros = 0
     cdef bint dot = False
     cdef Py_ssize_t i
     cdef char c
@@ -145,8 +146,19 @@ cdef inline int plain_decimal(const char* s, Py_ssize_t n, double* v) noexcept:
         if 48 <= c <= 57:
             nd += 1
             if dot:
-                k += 1
-            if sig or c != 48:
+                if c == 48:
+                    zeros += 1             # pending: counts only if a digit follows
+                    continue
+                k += zeros + 1
+                if sig:
+                    sig += zeros
+                    if sig >= 15:
+                        return -1
+                    m *= <unsigned long long>P10[zeros]   # zeros <= 14 here: exact
+                zeros = 0
+                sig += 1
+                m = m * 10 + <unsigned long long>(c - 48)
+            elif sig or c != 48:
                 sig += 1
                 if sig > 15:
                     return -1

@@ -124,7 +124,9 @@ def _levels_py(data) -> list[tuple[int, float, float]]:
 
 
 #: what BinanceStream's internal iterator yields for one applied diff whose rows are in its
-#: DiffBuffers (``_diff``: rows, ts_exchange, ts_local, update_id, quotes riding along)
+#: DiffBuffers (``_diff``: rows, ts_exchange, ts_local, update_id); the public iterator turns
+#: it into a chunk with the quotes waiting (:meth:`BinanceStream._diff_chunk`), the bars take
+#: the rows from the buffers and leave the quotes to their own batches (they do not use them)
 _DIFF = object()
 
 
@@ -216,7 +218,7 @@ class BinanceStream:
         self._held: dict[int, tuple[int, bytes]] = {}
         self._e_empty = (_empty(BookDeltas), _empty(Trades), _empty(Quotes))
         self._dec = DiffBuffers()
-        self._diff: tuple = (0, NO_TIME, NO_TIME, 0, self._e_empty[2])
+        self._diff: tuple = (0, NO_TIME, NO_TIME, 0)
 
     # -- public ----------------------------------------------------------------------------
     @property
@@ -270,8 +272,10 @@ class BinanceStream:
 
     def _diff_chunk(self) -> BinanceChunk:
         """The diff :data:`_DIFF` stands for, as a BinanceChunk of fresh arrays."""
-        n, ts_ex, ts_local, u, quotes = self._diff
+        n, ts_ex, ts_local, u = self._diff
         side, px, sz, flags = self._dec.rows()
+        q = self._pending[2] if self._pending is not None else None
+        quotes = q.flush() if q is not None and q.rows else self._e_empty[2]
         return BinanceChunk(BookDeltas(np.full(n, ts_ex, np.int64), np.full(n, ts_local, np.int64),
                                        side, px, sz, np.full(n, u, np.int64), flags),
                             self._e_empty[1], quotes)
@@ -463,8 +467,7 @@ class BinanceStream:
                     snap_task = self._spawn_fetch()
                 if fast is _DIFF:
                     self._rows += self._diff[0]
-                    self._diff += (quotes.flush() if quotes.rows else self._e_empty[2],)
-                    yield _DIFF
+                    yield _DIFF         # quotes waiting are flushed only for a public chunk
                 elif fast is not None:
                     self._rows += fast.side.shape[0]
                     self.single_diff = True              # one diff, no trade
