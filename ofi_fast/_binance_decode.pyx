@@ -32,6 +32,8 @@ import numpy as np
 
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
+# DiffBuffers' attributes and the Cursor struct are declared in _binance_decode.pxd
+
 cdef extern from "Python.h":
     int PyBytes_CheckExact(PyObject* o)
     char* PyBytes_AS_STRING(PyObject* o)
@@ -64,11 +66,6 @@ cdef enum:
     K_PU = 64        # "pu"
     K_B = 128        # "b"
     K_A = 256        # "a"
-
-
-cdef struct Cursor:
-    const char* p    # next byte
-    const char* end  # one past the last byte
 
 
 cdef inline bint lit(Cursor* c, const char* text, Py_ssize_t n) noexcept:
@@ -214,15 +211,6 @@ cdef class DiffBuffers:
     ``flags`` (uint8), ``batch_end`` (bool) and ``ts`` (int64) hold the message; ``out``
     (float64, same capacity) is scratch space for the per-row OFI a consumer computes.
     """
-
-    cdef readonly object side, price, size, flags, batch_end, ts, out
-    cdef signed char[::1] _side
-    cdef float64_t[::1] _price
-    cdef float64_t[::1] _size
-    cdef unsigned char[::1] _flags
-    cdef unsigned char[::1] _be
-    cdef int64_t[::1] _ts
-    cdef readonly intp_t n, capacity
 
     def __cinit__(self, intp_t capacity=256):
         if capacity < 1:

@@ -83,7 +83,6 @@ class LiveLatency:
 
 
 _DIRECT = ("sync", "first")
-_INF = float("inf")
 
 
 def _diff_deltas(data, ts_local, dec: DiffBuffers | None = None) -> BookDeltas | None:
