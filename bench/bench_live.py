@@ -2,6 +2,8 @@
 client keeps up with an accelerated replay of a recording (issue 16).
 
     python bench/bench_live.py --market usdm --speed 100        # the whole USD-M recording
+    git show 102eb57:ofi_fast/live/__init__.py > /tmp/live_old.py
+    python bench/bench_live.py --market usdm --baseline /tmp/live_old.py --repeat 3   # A/B
     python -m pytest bench/bench_live.py --benchmark-only
 
 The replay exchange (ofi_fast.live.replay) runs in a child process (its own interpreter, so it
@@ -10,10 +12,12 @@ runs here. Reported: messages received, the replay's schedule and wall time, the
 largest lag behind its schedule (it grows when the client cannot drain the socket: TCP
 backpressure), the client's drain time after the server's last send, and the receive-to-signal
 latency per applied depth diff (perf_counter_ns right after the websocket returned the message
-to BookOFI.update_many done: JSON decoding, sync, arrays, OFI), p50 / p99 / max, and the same
+to BookOFI.update_many done: decoding, sync, buffers, OFI), p50 / p99 / max, and the same
 span in thread CPU time (what the work costs when the machine's other processes are taken
 out), and the client's CPU time per message received (keeping up at speed S needs less than
-the recording's span / messages / S: 36.7 us at 100x on USD-M).
+the recording's span / messages / S: 36.7 us at 100x on USD-M). ``--baseline FILE``: an older
+``ofi_fast/live/__init__.py`` run as the client in turns with the current one (same replay, same
+minutes: the machine's load drifts), one line each, marked ``client=baseline|current``.
 """
 
 from __future__ import annotations
@@ -118,9 +122,22 @@ if __name__ == "__main__":
     ap.add_argument("--market", default="usdm", choices=("usdm", "spot"))
     ap.add_argument("--speed", type=float, default=100.0)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--baseline", help="an older ofi_fast/live/__init__.py to run in turns")
     a = ap.parse_args()
+    import ofi_fast.live as current
+    clients = [("current", current)]
+    if a.baseline:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("ofi_fast_live_baseline", a.baseline)
+        base = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(base)
+        clients.insert(0, ("baseline", base))
     for _ in range(a.repeat):
-        r = run(a.market, a.speed)
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in r.items()))
+        for name, mod in clients:
+            sys.modules["ofi_fast.live"] = mod          # run() imports the client from here
+            r = run(a.market, a.speed)
+            print(f"client={name} " * bool(a.baseline) + " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()),
+                flush=True)
+    sys.modules["ofi_fast.live"] = current
     sys.exit(0)

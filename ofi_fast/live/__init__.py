@@ -38,8 +38,9 @@ from ofi_fast.feeds._common import NO_TIME, ErrorLog, json_int
 from ofi_fast.feeds._l2 import (FLAG_BATCH_END, FLAG_CLEAR, FLAG_SNAPSHOT, BookDeltas, Columns,
                                 Quotes, Trades)
 from ofi_fast.feeds._recorded import JSON_ERRORS, loads
-from ofi_fast.feeds.binance import BinanceChunk, BinanceSync
-from ofi_fast.pipeline import StreamBar
+from ofi_fast._binance_decode import DiffBuffers
+from ofi_fast.feeds.binance import BinanceChunk, BinanceSync, _px, _sz
+from ofi_fast.pipeline import CROSSED_POLICY, StreamBar, _every_ns, _on_grid
 from ofi_fast.quality import DataQuality, Gap
 
 __all__ = ["BinanceStream", "LiveError", "LiveLatency", "bars"]
@@ -82,33 +83,50 @@ class LiveLatency:
 
 
 _DIRECT = ("sync", "first")
-_INF = float("inf")
 
 
-def _diff_deltas(data, ts_local) -> BookDeltas | None:
-    """The rows of one accepted diff as BookDeltas, built with numpy (the values of
-    :meth:`BinanceSync.diff`'s rows: the same decimal strings, parsed by the same correctly
-    rounded conversion); None for a diff without levels."""
-    b, a = data["b"], data["a"]
-    nb, n = len(b), len(b) + len(a)
-    if n == 0:
-        return None
-    lv = b + a
-    # numpy parses each decimal string as float() does (correctly rounded)
-    px = np.array([p for p, _ in lv], np.float64)
-    sz = np.array([q for _, q in lv], np.float64)
-    if not (px.min() > 0 and px.max() < _INF and sz.min() >= 0 and sz.max() < _INF):
-        i = int(np.argmin((px > 0) & (px < _INF) & (sz >= 0) & (sz < _INF)))
-        raise ValueError(f"bad price or size {lv[i]!r}")
-    side = np.empty(n, np.int8)
-    side[:nb] = 1
-    side[nb:] = -1
-    flags = np.zeros(n, np.uint8)
-    flags[-1] = FLAG_BATCH_END
+def _diff_deltas(data, ts_local, dec: DiffBuffers | None = None) -> BookDeltas | None:
+    """The rows of one accepted diff as BookDeltas (the values of :meth:`BinanceSync.diff`'s
+    rows, bit for bit); None for a diff without levels. The compiled decoder (``dec``, or a
+    new one) takes the plain shape; anything else is converted the file reader's way
+    (:func:`_levels_py`: the same values, or its ValueError / TypeError)."""
+    dec = DiffBuffers() if dec is None else dec
     e = data.get("E")
     ts_ex = json_int(e) * 1_000_000 if e is not None else NO_TIME
+    n = dec.fill(data["b"], data["a"], ts_ex)
+    if n < 0:
+        rows = _levels_py(data)
+        n = len(rows)
+        if n == 0:
+            return None
+        side = np.array([r[0] for r in rows], np.int8)
+        px = np.array([r[1] for r in rows], np.float64)
+        sz = np.array([r[2] for r in rows], np.float64)
+        flags = np.zeros(n, np.uint8)
+        flags[-1] = FLAG_BATCH_END
+    elif n == 0:
+        return None
+    else:
+        side, px, sz, flags = dec.rows()
     return BookDeltas(np.full(n, ts_ex, np.int64), np.full(n, ts_local, np.int64), side, px, sz,
                       np.full(n, json_int(data["u"]), np.int64), flags)
+
+
+def _levels_py(data) -> list[tuple[int, float, float]]:
+    """A diff's rows (side, price, size) as :meth:`BinanceSync.diff` builds them (the general
+    path, for what the compiled decoder does not take); a bad value is a ValueError."""
+    try:
+        return ([(1, _px(p), _sz(q)) for p, q in data["b"]]
+                + [(-1, _px(p), _sz(q)) for p, q in data["a"]])
+    except ValueError as exc:
+        raise ValueError(f"bad price or size ({exc})") from None
+
+
+#: what BinanceStream's internal iterator yields for one applied diff whose rows are in its
+#: DiffBuffers (``_diff``: rows, ts_exchange, ts_local, update_id); the public iterator turns
+#: it into a chunk with the quotes waiting (:meth:`BinanceStream._diff_chunk`), the bars take
+#: the rows from the buffers and leave the quotes to their own batches (they do not use them)
+_DIFF = object()
 
 
 def _empty(cls):
@@ -198,6 +216,8 @@ class BinanceStream:
         self._rec = None
         self._held: dict[int, tuple[int, bytes]] = {}
         self._e_empty = (_empty(BookDeltas), _empty(Trades), _empty(Quotes))
+        self._dec = DiffBuffers()
+        self._diff: tuple = (0, NO_TIME, NO_TIME, 0)
 
     # -- public ----------------------------------------------------------------------------
     @property
@@ -241,7 +261,23 @@ class BinanceStream:
 
     # -- the connection loop -----------------------------------------------------------------
     def __aiter__(self) -> AsyncIterator[BinanceChunk]:
-        return self._run()
+        return self._chunks()
+
+    async def _chunks(self):
+        """The public iterator: every chunk as its own arrays (a diff decoded into the reused
+        buffers is copied out: a caller may keep the chunks)."""
+        async for c in self._run():
+            yield self._diff_chunk() if c is _DIFF else c
+
+    def _diff_chunk(self) -> BinanceChunk:
+        """The diff :data:`_DIFF` stands for, as a BinanceChunk of fresh arrays."""
+        n, ts_ex, ts_local, u = self._diff
+        side, px, sz, flags = self._dec.rows()
+        q = self._pending[2] if self._pending is not None else None
+        quotes = q.flush() if q is not None and q.rows else self._e_empty[2]
+        return BinanceChunk(BookDeltas(np.full(n, ts_ex, np.int64), np.full(n, ts_local, np.int64),
+                                       side, px, sz, np.full(n, u, np.int64), flags),
+                            self._e_empty[1], quotes)
 
     async def _run(self):
         try:
@@ -339,6 +375,8 @@ class BinanceStream:
         clock = time.perf_counter_ns
         cpu = time.thread_time_ns
         recv = ws.recv
+        dec = self._dec
+        exch = self.clock == "exchange"
         watch = asyncio.ensure_future(self._watchdog(ws, t_open, t_end))
         try:
             while not self._closed:
@@ -363,19 +401,46 @@ class BinanceStream:
                     snap_task = self._apply_snapshot(snap_task, depth)
                 fast = None
                 try:
-                    msg = loads(raw)
-                    data = msg.get("data", msg) if isinstance(msg, dict) else None
-                    if not isinstance(data, dict):
-                        raise ValueError("JSON is not an object")
-                    if (data.get("e") == "depthUpdate" and sync.state in _DIRECT
-                            and not depth.rows and data.get("s") == self.symbol):
-                        # the common case, straight to arrays (same rules, same values)
+                    data = None
+                    if sync.state in _DIRECT and not depth.rows:
+                        # the common case: a diff of the plain shape, scanned straight into
+                        # the decoder's buffers (anything else: None, decoded in full below)
+                        data = dec.scan(raw, ts_local, exch)
+                        if data is not None and data.get("s") != self.symbol:
+                            data = None
+                    if data is not None:
                         st["depth_messages"] += 1
                         if sync.accept(no, ts_local, data):
-                            fast = _diff_deltas(data, ts_local)
-                            sync.commit(json_int(data["u"]))
+                            u = data["u"]
+                            if dec.n:
+                                e = data.get("E")
+                                fast = _DIFF
+                                self._diff = (dec.n, NO_TIME if e is None else e * 1_000_000,
+                                              ts_local, u)
+                            sync.commit(u)
                     else:
-                        sync.feed(no, ts_local, data, depth, trades, quotes)
+                        msg = loads(raw)
+                        data = msg.get("data", msg) if isinstance(msg, dict) else None
+                        if not isinstance(data, dict):
+                            raise ValueError("JSON is not an object")
+                        if (data.get("e") == "depthUpdate" and sync.state in _DIRECT
+                                and not depth.rows and data.get("s") == self.symbol):
+                            # a diff the scanner does not take (another layout): its
+                            # decoded lists into the same buffers (same rules, same values)
+                            st["depth_messages"] += 1
+                            if sync.accept(no, ts_local, data):
+                                e = data.get("E")
+                                ts_ex = json_int(e) * 1_000_000 if e is not None else NO_TIME
+                                u = json_int(data["u"])
+                                n = dec.fill(data["b"], data["a"], ts_ex if exch else ts_local)
+                                if n > 0:            # rows in the decoder's buffers
+                                    fast = _DIFF
+                                    self._diff = (n, ts_ex, ts_local, u)
+                                elif n < 0:          # not the plain shape: the general way
+                                    fast = _diff_deltas(data, ts_local, dec)
+                                sync.commit(u)
+                        else:
+                            sync.feed(no, ts_local, data, depth, trades, quotes)
                 except (*JSON_ERRORS, KeyError, IndexError, AttributeError) as exc:
                     self.errors.bad(no, f"bad Binance message ({type(exc).__name__}: "
                                         f"{str(exc)[:80]}): {bytes(raw[:80])!r}")
@@ -393,13 +458,16 @@ class BinanceStream:
                                 st["buffer_overflow"] += 1
                                 st["dropped_gap"] += 1
                                 self._held.pop(old[0], None)
-                        else:
+                        elif self._rec is not None:
                             self._write(ts_local, raw)
-                    else:
+                    elif self._rec is not None:
                         self._write(ts_local, raw)
                 if sync.state == "gap" and snap_task is None:
                     snap_task = self._spawn_fetch()
-                if fast is not None:
+                if fast is _DIFF:
+                    self._rows += self._diff[0]
+                    yield _DIFF         # quotes waiting are flushed only for a public chunk
+                elif fast is not None:
                     self._rows += fast.side.shape[0]
                     self.single_diff = True              # one diff, no trade
                     yield BinanceChunk(fast, self._e_empty[1],
@@ -617,9 +685,6 @@ class _LiveBars:
             hold: int | None = None, single: bool = False):
         """One chunk of :class:`BinanceStream`; returns the bars it closed (none that ends
         after ``hold``, the time of the oldest diff held for a snapshot)."""
-        import ofi_fast
-        from ofi_fast.pipeline import CROSSED_POLICY
-        from ofi_fast.feeds.sources import infer_tick_size
         d, t = chunk.depth, chunk.trades
         n = d.side.shape[0]
         if single and self.ofi is not None:      # one diff, no trade: the short way
@@ -669,6 +734,8 @@ class _LiveBars:
                 u_ts = np.maximum(u_ts, self.last_ts)
             np.maximum.accumulate(u_ts, out=u_ts)
             if self.ofi is None:
+                import ofi_fast
+                from ofi_fast.feeds.sources import infer_tick_size
                 self.tick = self.tick or infer_tick_size(d.price)
                 self.ofi = ofi_fast.BookOFI(self.tick, levels=self.levels,
                                             window_time=self.window, grow=True,
@@ -725,8 +792,36 @@ class _LiveBars:
     def _tfi(self):
         return self.flow.imbalance if not self.flow.empty else math.nan
 
+    def add_diff(self, dec: DiffBuffers, n: int, recv_ns: int | None, lat: list[int] | None,
+                 hold: int | None = None) -> list[StreamBar] | None:
+        """One applied diff of ``n`` > 0 rows in ``dec`` (all at the time ``dec.ts[0]`` of the
+        bar clock), straight into the BookOFI from the decoder's buffers: what :meth:`add`
+        does with that diff as a one-diff chunk, without building the chunk. Returns the bars
+        it closed, or None when it cannot take the diff (no book yet, no time): then the
+        caller passes the chunk to :meth:`add`."""
+        ofi = self.ofi
+        ts = int(dec.ts[0])
+        if ofi is None or ts == NO_TIME:
+            return None
+        if self.last_ts is not None and ts < self.last_ts:
+            ts = self.last_ts
+        k = self._not_late(ts // self.every)
+        self._depth_enter(k)
+        acc = self.acc[k]
+        e = ofi.update_many(dec.ts[:n], dec.side[:n], dec.price[:n], dec.size[:n],
+                            batch_end=dec.batch_end[:n], out=dec.out[:n])
+        if lat is not None and recv_ns is not None:
+            lat.append(time.perf_counter_ns() - recv_ns)
+            self.lat_cpu.append(time.thread_time_ns() - self.recv_cpu)
+        acc[1] += float(e[n - 1])
+        acc[0] += 1
+        self._set_mid(ofi.book.mid, acc)
+        self.last_ts = ts
+        if self.max_ts is None or ts > self.max_ts:
+            self.max_ts = ts
+        return self._emit(hold=hold)
+
     def _emit(self, final=False, hold=None):
-        from ofi_fast.pipeline import StreamBar, _on_grid
         out = []
         while self.acc:
             k = min(self.acc)
@@ -787,7 +882,6 @@ async def bars(stream: BinanceStream, *, every: float = 10.0, window: float = 1.
     a gap or an outage before its resync. Receive-to-signal latencies (one per applied diff)
     go to ``stream.latency.signal``. At the end of the stream the open bars are yielded.
     """
-    from ofi_fast.pipeline import _every_ns
     every_ns = _every_ns(every)
     window_ns = _every_ns(window, "window")
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
@@ -802,7 +896,8 @@ async def bars(stream: BinanceStream, *, every: float = 10.0, window: float = 1.
     sync = stream.sync
     local = stream.clock == "local"
     seen = None
-    async for chunk in stream:
+    dec = stream._dec
+    async for chunk in stream._run():
         key = (len(stream.stats["gap_records"]), len(stream.disconnects),
                stream.stats["snapshots"])
         if key != seen:                           # invalid spans change with these only
@@ -814,7 +909,14 @@ async def bars(stream: BinanceStream, *, every: float = 10.0, window: float = 1.
             _, t_loc, data = buf[0]
             e = data.get("E")
             hold = t_loc if local or not isinstance(e, int) else e * 1_000_000
-        for b in lb.add(chunk, stream.recv_ns, lat, hold, stream.single_diff):
+        out = None
+        if chunk is _DIFF:
+            out = lb.add_diff(dec, stream._diff[0], stream.recv_ns, lat, hold)
+            if out is None:
+                chunk = stream._diff_chunk()
+        if out is None:
+            out = lb.add(chunk, stream.recv_ns, lat, hold, stream.single_diff)
+        for b in out:
             stream.stats["late"] = lb.late
             yield b
     lb.spans = _spans(stream)

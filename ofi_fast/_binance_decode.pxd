@@ -1,0 +1,28 @@
+# Binance diff-depth frames -> reused typed buffers (see _binance_decode.pyx); C-level API.
+#
+#   from ofi_fast._binance_decode cimport DiffBuffers
+#
+# After DiffBuffers.fill / .scan the first `n` rows of the buffers hold one message: side (+1
+# bids first, then -1 asks), price, size (float64, bit for bit float() of the decimal text),
+# flags (FLAG_BATCH_END on the last row), batch_end (the same as bool), ts (the same time on
+# every row). The buffers are reused (grown, never shrunk): copy what you keep.
+
+from ofi_fast._types cimport float64_t, int64_t, intp_t
+
+cdef struct Cursor:
+    const char* p    # next byte of the frame
+    const char* end  # one past its last byte
+
+cdef class DiffBuffers:
+    cdef readonly object side, price, size, flags, batch_end, ts, out   # the numpy arrays
+    cdef signed char[::1] _side
+    cdef float64_t[::1] _price
+    cdef float64_t[::1] _size
+    cdef unsigned char[::1] _flags
+    cdef unsigned char[::1] _be
+    cdef int64_t[::1] _ts
+    cdef readonly intp_t n, capacity
+    cdef int _alloc(self, intp_t cap) except -1
+    cdef int _grow(self, intp_t need) except -1
+    # levels ["price","size"],... at the cursor from row j: the next row, or -1 (not plain)
+    cdef int _levels(self, Cursor* c, signed char sd, intp_t j) except -2
