@@ -115,7 +115,10 @@ def test_gap_resyncs_duplicate_ignored_garbage_counted(tmp_path):
     f = head("spot", 5000, tmp_path)
     diffs = diff_lines(f)
     skipped, dup = diffs[200], diffs[100]
-    s, ex, got = live(f, "spot", skip=[skipped], duplicate=[dup], garbage_at=[diffs[50]])
+    # speed 10: the 456 diffs replay over 4.6 s, so the snapshot fetched after the gap (at
+    # diff 200) has seconds to arrive on a loaded machine (at speed 50 it had half a second)
+    s, ex, got = live(f, "spot", skip=[skipped], duplicate=[dup], garbage_at=[diffs[50]],
+                      speed=10.0)
     q = s.quality
     assert len(q.gaps) == 1 and q.resyncs == 1 and q.reconnects == 0
     g = q.gaps[0]
@@ -136,7 +139,9 @@ def test_silence_reconnects_after_timeout(tmp_path):
     f = head("usdm", 6000, tmp_path)
     mute = diff_lines(f)[200]
     t0 = time.monotonic()
-    s, ex, got = live(f, "usdm", silent_at=mute, speed=20.0, stream_kw={"silence": 0.4})
+    # speed 10: 2.5 s of replay, so the reconnect and its snapshot after the 0.4 s silence
+    # leave hundreds of diffs to apply even when the machine is loaded
+    s, ex, got = live(f, "usdm", silent_at=mute, speed=10.0, stream_kw={"silence": 0.4})
     assert time.monotonic() - t0 < LIMIT
     # (a second silence may follow the end of the replay, before the test closes the stream)
     assert s.stats["silences"] >= 1 and s.quality.reconnects == s.stats["silences"]
