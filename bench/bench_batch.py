@@ -7,8 +7,8 @@ tables of bench/RESULTS.md "issue 15":
 1. wall time of ``batch.run`` on the same symbol-days (simulated LOBSTER level-1 zips, written
    once into a cache folder) with 1 and with 2 worker processes, ``force=True`` so every input
    is a task, each repeated; cluster start-up excluded (the clients are warm); then the same
-   days unzipped into message + orderbook CSV pairs (the zip reader inflates in a second
-   thread, so one worker on a zip uses more than one core);
+   days unzipped into message + orderbook CSV pairs (batch tasks read without the readers'
+   block-ahead thread, so a task on a zip uses one core, as on plain CSV);
 2. scheduler overhead per task: (a) 400 empty tasks submitted and gathered, wall / task;
    (b) in the batch run itself, (wall x workers - sum of the workers' task times) / tasks;
 3. peak RSS of one worker process (``ru_maxrss``, a fresh cluster per row) analysing days of

@@ -467,7 +467,7 @@ def analyze_one(path: str, out: str, options: dict[str, Any], part: int = 0) -> 
         res["status"] = "failed"
         res["error"] = _one_line(exc)
     res["seconds"] = time.perf_counter() - t0
-    res["cpu_seconds"] = time.process_time() - c0     # the process's threads (zip inflation too)
+    res["cpu_seconds"] = time.process_time() - c0     # all of the process's threads
     return res
 
 
