@@ -243,14 +243,29 @@ class TimeOrder:
 
     The readers of L2 deltas judge update messages only: a snapshot's time does not order it
     (it resets the book; a resync's snapshot may be older than diffs already applied).
-    ``other`` names the clock to try instead in the message.
+    ``clock``: "local" or "exchange", the clock judged (the message then names the other one
+    to try, and :meth:`pick` chooses between a row's two times), or None (one clock only).
     """
 
-    def __init__(self, errors: ErrorLog, field: str, other: str | None = None):
+    def __init__(self, errors: ErrorLog, field: str, clock: str | None = None):
         self.errors = errors
         self.field = field
-        self.other = other
+        self.local = clock == "local"
+        self.other = None if clock is None else ("exchange" if self.local else "local")
         self.last: int | None = None
+
+    @classmethod
+    def of(cls, errors: ErrorLog, time_order: str | None, local_field: str,
+           exchange_field: str) -> TimeOrder | None:
+        """A reader's judge of ``time_order`` (see :data:`TIME_ORDERS`): the clock's field
+        is ``local_field`` or ``exchange_field``; None when nothing is judged."""
+        if check_time_order(time_order) is None:
+            return None
+        return cls(errors, local_field if time_order == "local" else exchange_field, time_order)
+
+    def pick(self, ts_local, ts_exchange):
+        """The judged clock's time (or array) of the two."""
+        return ts_local if self.local else ts_exchange
 
     def _bad(self, line: int, t: int) -> None:
         hint = f"; --clock {self.other} reads the other clock" if self.other else ""

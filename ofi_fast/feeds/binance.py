@@ -180,13 +180,11 @@ class BinanceReader:
         depth, trades, quotes = Columns(BookDeltas), Columns(Trades), Columns(Quotes)
         self._sync = sync = BinanceSync(market=self._market, symbol=self._symbol,
                                         on_gap=self.on_gap, where=self.path, stats=st)
-        if self.time_order is not None:
-            local = self.time_order == "local"
-            order = TimeOrder(self.errors, "ts_local" if local else "E",
-                              "exchange" if local else "local")
+        order = TimeOrder.of(self.errors, self.time_order, "ts_local", "E")
+        if order is not None:
             sync.judge = lambda no, ts_local, data: order.ok(
-                no, ts_local if local else (json_int(data["E"]) * _MS if "E" in data
-                                            else NO_TIME))
+                no, ts_local if order.local else (json_int(data["E"]) * _MS if "E" in data
+                                                  else NO_TIME))
         n = self.chunk_rows
         try:
             for no, ts_local, msg, src in self._merged():

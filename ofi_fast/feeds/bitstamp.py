@@ -87,15 +87,9 @@ def _header(path, expected):
         raise ParseError(f"header {cut(','.join(cols))} is not {expected}", path=path, line=1)
 
 
-def _judge(errors, time_order):
-    """``judge(line, ts_local, ts_exchange) -> keep?`` holding ``time_order``'s column to file
-    order (a :class:`TimeOrder`), or None when nothing is judged."""
-    if check_time_order(time_order) is None:
-        return None
-    local = time_order == "local"
-    order = TimeOrder(errors, "timestamp" if local else "exchange_timestamp",
-                      "exchange" if local else "local")
-    return lambda no, ts_local, ts_ex: order.ok(no, ts_local if local else ts_ex)
+def _order(errors, time_order):
+    """The :class:`TimeOrder` of ``time_order`` on Bitstamp's columns (None: not judged)."""
+    return TimeOrder.of(errors, time_order, "timestamp", "exchange_timestamp")
 
 
 def _rows(path, errors, ncols, what):
@@ -185,7 +179,7 @@ class BitstampL3Reader:
                     FLAG_BATCH_END if i == len(touched) - 1 else 0)
 
         last_ex = None
-        judge = _judge(self.errors, self.time_order)
+        order = _order(self.errors, self.time_order)
         for no, line, parts in _rows(self.path, self.errors, 7, "order"):
             try:
                 oid = ascii_int(parts[0])
@@ -209,7 +203,7 @@ class BitstampL3Reader:
             except (ValueError, KeyError) as exc:
                 self.errors.bad(no, f"bad order row ({exc}): {cut(line)}")
                 continue
-            if judge is not None and not judge(no, ts_local, ts_ex):
+            if order is not None and not order.ok(no, order.pick(ts_local, ts_ex)):
                 continue
             st["rows"] += 1
             st[action.decode()] += 1
@@ -301,7 +295,7 @@ class BitstampTradesReader:
 
     def read(self):
         out = Columns(Trades)
-        judge = _judge(self.errors, self.time_order)
+        order = _order(self.errors, self.time_order)
         for no, _, p in _rows(self.path, self.errors, 8, "trade"):
             try:
                 price, amount = float(p[3]), float(p[4])
@@ -310,7 +304,7 @@ class BitstampTradesReader:
                 if p[7] not in (b"buy", b"sell"):
                     raise ValueError(f"side {p[7]!r} not buy/sell")
                 ts_ex, ts_local = _ms_time(p[2]), _ms_time(p[1])
-                if judge is None or judge(no, ts_local, ts_ex):
+                if order is None or order.ok(no, order.pick(ts_local, ts_ex)):
                     out.append(ts_ex, ts_local, price, amount, _SIDE[p[7]], ascii_int(p[0]))
             except ParseError:           # time order, under on_error="raise"
                 raise

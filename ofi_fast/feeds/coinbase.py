@@ -79,10 +79,7 @@ class CoinbaseReader:
                            "before_snapshot": 0}
         depth, trades = Columns(BookDeltas), Columns(Trades)
         synced = False
-        local = self.time_order == "local"
-        order = (None if self.time_order is None else
-                 TimeOrder(self.errors, "ts_local" if local else "time",
-                           "exchange" if local else "local"))
+        order = TimeOrder.of(self.errors, self.time_order, "ts_local", "time")
         for no, ts_local, msg in recorded_messages(self.path, self.errors, st):
             st["lines"] += 1
             try:
@@ -116,7 +113,7 @@ class CoinbaseReader:
                     if not synced:
                         st["before_snapshot"] += 1
                         continue
-                    if order is not None and not order.ok(no, ts_local if local else ts):
+                    if order is not None and not order.ok(no, order.pick(ts_local, ts)):
                         continue
                     for i, (side, p, s) in enumerate(rows):
                         depth.append(ts, ts_local, side, p, s, -1,

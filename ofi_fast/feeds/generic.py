@@ -40,6 +40,7 @@ from ofi_fast.feeds._common import (
     NO_TIME,
     ErrorLog,
     LineBlocks,
+    TimeOrder,
     cut,
     decimal_to_int,
     open_binary,
@@ -146,7 +147,10 @@ class _Reader:
 
     def __iter__(self):
         self.rows = 0
-        last = None                      # the last ts kept (time order across chunks)
+        # times must not go backwards (file order): a row earlier than the one before it is a
+        # malformed row naming its line and ``ts`` (under on_error="skip" it is dropped and
+        # counted, and the next rows are held to the last time kept)
+        order = TimeOrder(self.errors, self.columns["ts"])
         for line0, n, raw in self._raw_chunks():
             lines = raw.get("_lines", np.arange(line0, line0 + n))
             try:
@@ -155,34 +159,11 @@ class _Reader:
                 out = self._convert_all(raw, n)
             except (ValueError, KeyError, TypeError, OverflowError):
                 out, lines = self._convert_rowwise(raw, n, line0)
-            out, last = self._time_order(out, lines, last)
+            keep = order.keep(out.ts_exchange, lines)
+            if keep is not None:
+                out = out.take(keep)
             self.rows += len(out)
             yield out
-
-    def _time_order(self, out, lines, last):
-        """Times must not go backwards (file order): a row earlier than the one before it is
-        a malformed row naming its line and ``ts`` (under ``on_error="skip"`` it is dropped
-        and counted, and the next rows are held to the last time kept)."""
-        ts = out.ts_exchange
-        if not len(ts):
-            return out, last
-        prev = np.empty(len(ts), np.int64)
-        prev[0] = ts[0] if last is None else last
-        prev[1:] = ts[:-1]
-        if not (ts < prev).any():
-            return out, int(ts[-1])
-        keep = np.ones(len(ts), bool)
-        hi = ts[0] if last is None else last
-        for i in range(len(ts)):         # rare path: the first bad row raises, or skip mode
-            t = int(ts[i])
-            if t < hi:
-                self.errors.bad(int(lines[i]), f"{self.columns['ts']}: time goes backwards: "
-                                f"{t} ns after {hi} ns (rows must be in time order)",
-                                self.columns["ts"])
-                keep[i] = False
-            else:
-                hi = t
-        return out.take(keep), int(hi)
 
     def _convert_rowwise(self, raw, n, line0):
         """Convert row by row, reporting each malformed row; returns (rows kept, their

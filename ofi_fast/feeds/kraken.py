@@ -94,10 +94,7 @@ class KrakenBookReader:
         out = Columns(BookDeltas)
         self._asks, self._bids = {}, {}
         self._synced = False
-        local = self.time_order == "local"
-        self._order = (None if self.time_order is None else
-                       TimeOrder(self.errors, "ts_local" if local else "time",
-                                 "exchange" if local else "local"))
+        self._order = TimeOrder.of(self.errors, self.time_order, "ts_local", "time")
         for no, ts_local, msg in recorded_messages(self.path, self.errors, st):
             st["lines"] += 1
             if isinstance(msg, dict):
@@ -162,7 +159,7 @@ class KrakenBookReader:
         if not parsed:
             raise ValueError("update without a or b levels")
         if self._order is not None and not self._order.ok_message(
-                no, [ts_local] if self.time_order == "local" else [x[3] for x in parsed]):
+                no, [ts_local] if self._order.local else [x[3] for x in parsed]):
             return
         asks, bids = dict(self._asks), dict(self._bids)   # commit only when verified
         for side, p, v, t in parsed:

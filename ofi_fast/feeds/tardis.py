@@ -208,8 +208,7 @@ class TardisReader:
                     _trade_spec(self._symbol_col), _trade_alloc, _views, self._grow):
                 t = Trades(ts_exchange=ts, ts_local=lt, price=px, size=sz, side=side,
                            trade_id=tid)
-                keep = (None if order is None else
-                        order.keep(lt if self.time_order == "local" else ts, line_of))
+                keep = None if order is None else order.keep(order.pick(lt, ts), line_of)
                 if keep is not None:
                     t = t.take(keep)
                 self.stats["rows"] += len(t)
@@ -235,11 +234,7 @@ class TardisReader:
 
     def _order(self):
         """The :class:`TimeOrder` of ``time_order`` (None: no judging)."""
-        if self.time_order is None:
-            return None
-        local = self.time_order == "local"
-        return TimeOrder(self.errors, "local_timestamp" if local else "timestamp",
-                         "exchange" if local else "local")
+        return TimeOrder.of(self.errors, self.time_order, "local_timestamp", "timestamp")
 
     # incremental_book_L2 --------------------------------------------------------------------
     def _iter_l2(self):
@@ -264,8 +259,7 @@ class TardisReader:
                     cols = tuple(c[first:] for c in cols)
                     line_of = line_of[first:]
             if order is not None and len(cols[0]):
-                keep = order.keep(cols[1] if self.time_order == "local" else cols[0], line_of,
-                                  ~cols[2])
+                keep = order.keep(order.pick(cols[1], cols[0]), line_of, ~cols[2])
                 if keep is not None:
                     cols = tuple(c[keep] for c in cols)
             if not len(cols[0]):
