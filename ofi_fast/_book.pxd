@@ -145,6 +145,9 @@ from ofi_fast._ofi cimport MLOFIState, MultiLevelOFI
 # into m.cur, then commit the event at ts (book_apply must have succeeded).
 cdef int bookofi_commit(const BookState* b, MLOFIState* m, int64_t ts) noexcept nogil
 
+# Raise the error of a BookOFI status (push / rows) at row `index`, naming the field.
+cdef int raise_bookofi(int status, intp_t index) except -1
+
 cdef class BookOFI:
     cdef Book _book            # the order book (read-only view through .book)
     cdef MultiLevelOFI _ml     # the multi-level OFI over its top `levels` (through .ofi)
@@ -152,5 +155,15 @@ cdef class BookOFI:
     cdef int64_t* _keys        # 2L: the keys of the top L bids, then asks, of the last
                                # committed state (INT64_MIN when absent); valid unless pending
     cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil
+    # The C API of update_many: apply n deltas from raw pointers. ts (NULL: no time, as
+    # ts=None), batch_end (NULL: every row ends its batch) and lv (NULL: no per-level e;
+    # else n x levels, row-major) may be NULL; e (n values, e_1 per row) may not. Returns
+    # STATUS_OK with at[0] = n, or the first bad row's status (layout as push) with at[0] its
+    # index: rows before it are applied, as update_many. Not guarded (see _guard.pxd);
+    # raise_bookofi(status, at[0]) raises update_many's error with the GIL held.
+    cdef int rows(self, intp_t n, const int64_t* ts, const signed char* side,
+                  const float64_t* price, const float64_t* size,
+                  const unsigned char* batch_end, float64_t* e, float64_t* lv,
+                  intp_t* at) noexcept nogil
     cpdef float64_t update(self, int64_t ts, int side, float64_t price,
                            float64_t size) except? -1.0

@@ -1723,6 +1723,47 @@ cdef class BookOFI:
             self._pending = False
         return status
 
+    cdef int rows(self, intp_t n, const int64_t* ts, const signed char* side,
+                  const float64_t* price, const float64_t* size,
+                  const unsigned char* batch_end, float64_t* e, float64_t* lv,
+                  intp_t* at) noexcept nogil:
+        # update_many's loop from raw pointers (see _book.pxd). Not guarded.
+        cdef intp_t i, m
+        cdef intp_t L = self._ml.st.levels
+        cdef int status = STATUS_OK
+        cdef int64_t tsi = self._ml.st.last_ts
+        cdef BookState* b = &self._book.st
+        cdef MLOFIState* ml = &self._ml.st
+        cdef int64_t* keys = self._keys
+        for i in range(n):
+            if ts != NULL:
+                tsi = ts[i]
+            if batch_end != NULL and not batch_end[i]:
+                status = bookofi_push_inside(b, ml, tsi, side[i], price[i], size[i])
+                if status != STATUS_OK:
+                    at[0] = i
+                    return status
+                self._pending = True
+                e[i] = 0.0
+                if lv != NULL:
+                    for m in range(L):
+                        lv[i * L + m] = 0.0
+                continue
+            if self._pending:
+                status = bookofi_push_full(b, ml, keys, tsi, side[i], price[i], size[i])
+            else:
+                status = bookofi_push(b, ml, keys, tsi, side[i], price[i], size[i])
+            if status != STATUS_OK:
+                at[0] = i
+                return status
+            self._pending = False
+            e[i] = ml.e[0]
+            if lv != NULL:
+                for m in range(L):
+                    lv[i * L + m] = ml.e[m]
+        at[0] = n
+        return STATUS_OK
+
     cpdef float64_t update(self, int64_t ts, int side, float64_t price,
                            float64_t size) except? -1.0:
         """Apply one delta at time ``ts``; return the event's best-level e (it ends a pending
@@ -1774,39 +1815,15 @@ cdef class BookOFI:
         lv_arr = np.empty((n if levels else 0, L), dtype=np.float64)
         cdef float64_t[:, ::1] lv = lv_arr
         cdef bint want = levels
-        cdef intp_t i = 0, m
+        cdef intp_t i = 0
         cdef int status = STATUS_OK
-        cdef int64_t tsi = self._ml.st.last_ts
-        cdef BookState* b = &self._book.st
-        cdef MLOFIState* ml = &self._ml.st
-        cdef int64_t* keys = self._keys
         guard_enter(&self._book.guard)
         try:
             with nogil:
-                for i in range(n):
-                    if has_ts:
-                        tsi = t[i]
-                    if has_end and not be[i]:
-                        status = bookofi_push_inside(b, ml, tsi, s[i], p[i], z[i])
-                        if status != STATUS_OK:
-                            break
-                        self._pending = True
-                        e[i] = 0.0
-                        if want:
-                            for m in range(L):
-                                lv[i, m] = 0.0
-                        continue
-                    if self._pending:
-                        status = bookofi_push_full(b, ml, keys, tsi, s[i], p[i], z[i])
-                    else:
-                        status = bookofi_push(b, ml, keys, tsi, s[i], p[i], z[i])
-                    if status != STATUS_OK:
-                        break
-                    self._pending = False
-                    e[i] = ml.e[0]
-                    if want:
-                        for m in range(L):
-                            lv[i, m] = ml.e[m]
+                status = self.rows(n, &t[0] if has_ts and n else NULL, &s[0] if n else NULL,
+                                   &p[0] if n else NULL, &z[0] if n else NULL,
+                                   &be[0] if has_end and n else NULL, &e[0] if n else NULL,
+                                   &lv[0, 0] if want and n else NULL, &i)
         finally:
             guard_exit(&self._book.guard)
         if status != STATUS_OK:

@@ -1,6 +1,6 @@
 """A downstream Cython extension built at test time against ofi_fast.get_include(): it
-cimports OFI and calls its nogil push() in a loop; results must match the Python API
-(numpy's test_extending pattern)."""
+cimports OFI and calls its nogil push() in a loop, and BookOFI's nogil rows() one message at a
+time; results must match the Python API (numpy's test_extending pattern)."""
 
 import os
 import subprocess
@@ -17,6 +17,7 @@ CONSUMER = textwrap.dedent("""
     # cython: language_level=3, boundscheck=False, wraparound=False
     import numpy as np
     from ofi_fast._ofi cimport OFI
+    from ofi_fast._book cimport BookOFI, raise_bookofi
     from ofi_fast._types cimport float64_t, int64_t, intp_t
 
     def run(OFI o, const int64_t[::1] ts, const float64_t[::1] bp, const float64_t[::1] bs,
@@ -31,6 +32,26 @@ CONSUMER = textwrap.dedent("""
                 if status != 0:
                     break
         return out, status, i, o.value_c()
+
+    def run_book(BookOFI o, const int64_t[::1] ts, const signed char[::1] side,
+                 const float64_t[::1] px, const float64_t[::1] sz,
+                 const unsigned char[::1] end, intp_t L, intp_t step):
+        # `step` rows per call, as a live client applies one message at a time
+        cdef intp_t a = 0, b, at = 0, n = ts.shape[0]
+        e_arr, lv_arr = np.zeros(n), np.zeros((n, L))
+        cdef float64_t[::1] e = e_arr
+        cdef float64_t[:, ::1] lv = lv_arr
+        cdef int status = 0
+        with nogil:
+            while a < n and status == 0:
+                b = a + step if a + step < n else n
+                status = o.rows(b - a, &ts[a], &side[a], &px[a], &sz[a], &end[a], &e[a],
+                                &lv[a, 0], &at)
+                at += a
+                a = b
+        if status != 0:
+            raise_bookofi(status, at)
+        return e_arr, lv_arr
 """)
 
 SETUP = textwrap.dedent("""
@@ -94,3 +115,40 @@ def test_cimport_consumer_gets_status_codes(consumer):
     # (status & 15) is the Status (3 = negative), (status >> 4) the field (2 = bid_sz)
     assert (status & 15, status >> 4, i) == (ofi_fast.errors.STATUS_NEGATIVE, 2, 2)
     assert o.n_events == 2
+
+
+def _book_stream(n=3000, seed=5):
+    rng = np.random.default_rng(seed)
+    side = rng.choice(np.array([1, -1], dtype=np.int8), n)
+    off = rng.integers(0, 12, n)
+    px = np.where(side > 0, 100.0 - off * 0.5, 100.5 + off * 0.5)
+    sz = np.where(rng.random(n) < 0.3, 0.0, rng.integers(1, 50, n).astype(float))
+    end = rng.random(n) < 0.4
+    end[-1] = True
+    return np.arange(n, dtype=np.int64) * 1000, side, px, sz, end
+
+
+@pytest.mark.parametrize("step", [1, 7, 3000])
+def test_cimport_bookofi_rows_equals_update_many(consumer, step):
+    """rows() from pointers, any number of rows per call (a batch spanning calls), gives
+    update_many's e_1 and per-level e bit for bit, and the same final book."""
+    ts, side, px, sz, end = _book_stream()
+    o = ofi_fast.BookOFI(0.5, levels=5, window_time=50_000)
+    e, lv = consumer.run_book(o, ts, side, px, sz, end.view(np.uint8), 5, step)
+    py = ofi_fast.BookOFI(0.5, levels=5, window_time=50_000)
+    e_py, lv_py = py.update_many(ts, side, px, sz, levels=True, batch_end=end)
+    assert e.tobytes() == e_py.tobytes() and lv.tobytes() == lv_py.tobytes()
+    assert [a.tolist() for a in o.book.top(5)] == [a.tolist() for a in py.book.top(5)]
+    assert o.ofi.values.tolist() == py.ofi.values.tolist()
+
+
+def test_cimport_bookofi_rows_raises_update_many_error(consumer):
+    """A bad row stops rows() at its index; raise_bookofi gives update_many's error."""
+    ts, side, px, sz, end = _book_stream(50)
+    sz[31] = -1.0
+    o = ofi_fast.BookOFI(0.5, levels=3)
+    with pytest.raises(ofi_fast.errors.OFIError) as c:
+        consumer.run_book(o, ts, side, px, sz, end.view(np.uint8), 3, 10)
+    with pytest.raises(ofi_fast.errors.OFIError) as p:
+        ofi_fast.BookOFI(0.5, levels=3).update_many(ts, side, px, sz, batch_end=end)
+    assert str(c.value) == str(p.value) and "31" in str(c.value) and "size" in str(c.value)
