@@ -4,7 +4,11 @@ The real market data lives in ../shared/data beside the repository (or where OFI
 points); tests that need it skip with a clear reason when it is absent.
 """
 
+import contextlib
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +70,36 @@ def random_quotes(rng, n, *, tick_range=3, max_size=20, integer=True, p_empty=0.
         ask_px[ea], ask_sz[ea] = np.nan, 0.0
     ts = np.cumsum(rng.integers(0, 1000, n)).astype(np.int64)
     return ts, bid_px, bid_sz, ask_px, ask_sz
+
+
+_CONSUMER_SETUP = textwrap.dedent("""
+    import numpy, ofi_fast
+    from setuptools import setup, Extension
+    from Cython.Build import cythonize
+    ext = Extension("consumer", ["consumer.pyx"], include_dirs=[numpy.get_include()])
+    setup(ext_modules=cythonize([ext], include_path=[ofi_fast.get_include()]),
+          script_args=["build_ext", "--inplace"])
+""")
+
+
+@contextlib.contextmanager
+def cython_consumer(folder: Path, source: str):
+    """Build ``source`` as the downstream Cython module ``consumer`` in ``folder`` against
+    ``ofi_fast.get_include()`` (the very ofi_fast under test: installed or the source tree)
+    and import it for the block (numpy's test_extending pattern)."""
+    pytest.importorskip("Cython")
+    (folder / "consumer.pyx").write_text(source)
+    (folder / "setup.py").write_text(_CONSUMER_SETUP)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [ofi_fast.get_include(), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "setup.py"], check=False, cwd=folder,
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sys.path.insert(0, str(folder))
+    try:
+        sys.modules.pop("consumer", None)
+        import consumer
+        yield consumer
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("consumer", None)

@@ -2,16 +2,13 @@
 cimports OFI and calls its nogil push() in a loop, and BookOFI's nogil rows() one message at a
 time; results must match the Python API (numpy's test_extending pattern)."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+from conftest import cython_consumer, random_quotes
 
 import ofi_fast
-from conftest import random_quotes
 
 CONSUMER = textwrap.dedent("""
     # cython: language_level=3, boundscheck=False, wraparound=False
@@ -54,34 +51,10 @@ CONSUMER = textwrap.dedent("""
         return e_arr, lv_arr
 """)
 
-SETUP = textwrap.dedent("""
-    import numpy, ofi_fast
-    from setuptools import setup, Extension
-    from Cython.Build import cythonize
-    ext = Extension("consumer", ["consumer.pyx"], include_dirs=[numpy.get_include()])
-    setup(ext_modules=cythonize([ext], include_path=[ofi_fast.get_include()]),
-          script_args=["build_ext", "--inplace"])
-""")
-
-
 @pytest.fixture(scope="module")
 def consumer(tmp_path_factory):
-    pytest.importorskip("Cython")
-    d = tmp_path_factory.mktemp("consumer")
-    (d / "consumer.pyx").write_text(CONSUMER)
-    (d / "setup.py").write_text(SETUP)
-    # the build must see the very ofi_fast under test (installed or the source tree)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [ofi_fast.get_include(), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "setup.py"], cwd=d, capture_output=True, text=True,
-                          env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    sys.path.insert(0, str(d))
-    try:
-        import consumer
-        yield consumer
-    finally:
-        sys.path.remove(str(d))
+    with cython_consumer(tmp_path_factory.mktemp("consumer"), CONSUMER) as mod:
+        yield mod
 
 
 def test_get_include_holds_the_pxd_files():

@@ -21,14 +21,12 @@ import re
 import shlex
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
+from conftest import DATA_DIR, REPO, cython_consumer
 
 import ofi_fast
-
-from conftest import DATA_DIR, REPO
 
 README = (REPO / "README.md").read_text()
 
@@ -183,36 +181,11 @@ def test_console_examples_cover_every_command():
 
 # ---------------------------------------------------------------- the cimport example
 
-SETUP = textwrap.dedent("""
-    import numpy, ofi_fast
-    from setuptools import setup, Extension
-    from Cython.Build import cythonize
-    ext = Extension("consumer", ["consumer.pyx"], include_dirs=[numpy.get_include()])
-    setup(ext_modules=cythonize([ext], include_path=[ofi_fast.get_include()]),
-          script_args=["build_ext", "--inplace"])
-""")
-
-
 @pytest.fixture(scope="module")
 def readme_consumer(tmp_path_factory):
-    pytest.importorskip("Cython")
     (src,) = blocks("cython")
-    d = tmp_path_factory.mktemp("readme_consumer")
-    (d / "consumer.pyx").write_text(src)
-    (d / "setup.py").write_text(SETUP)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [ofi_fast.get_include(), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "setup.py"], cwd=d, capture_output=True, text=True,
-                          env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    sys.path.insert(0, str(d))
-    try:
-        sys.modules.pop("consumer", None)
-        import consumer
-        yield consumer
-    finally:
-        sys.path.remove(str(d))
-        sys.modules.pop("consumer", None)
+    with cython_consumer(tmp_path_factory.mktemp("readme_consumer"), src) as mod:
+        yield mod
 
 
 def test_cython_example(readme_consumer):
