@@ -1560,22 +1560,16 @@ cdef inline int _commit(const BookState* b, MLOFIState* m, int64_t* keys,
     return mlofi_commit(m, ts)
 
 
-cdef inline void _level(MLOFIState* m, int side, intp_t j, float64_t px,
-                        float64_t sz) noexcept nogil:
-    """Level j of `side` becomes (px, sz): e_j by CKS eq. 10 (ofi_l1_event; the other side's
-    level j is passed unchanged, so its part is 0), and the previous state is updated."""
-    cdef intp_t L = m.levels
-    cdef float64_t* p = m.prev
-    if side == 1:
-        m.e[j] = ofi_l1_event(p[j], p[L + j], p[2 * L + j], p[3 * L + j],
-                              px, sz, p[2 * L + j], p[3 * L + j])
-        p[j] = px
-        p[L + j] = sz
-    else:
-        m.e[j] = ofi_l1_event(p[j], p[L + j], p[2 * L + j], p[3 * L + j],
-                              p[j], p[L + j], px, sz)
-        p[2 * L + j] = px
-        p[3 * L + j] = sz
+cdef inline void _level(float64_t* p, float64_t* e, intp_t L, intp_t j, float64_t* pp,
+                        float64_t px, float64_t sz) noexcept nogil:
+    """Level j of the changed side (its prices at pp, sizes at pp + L: both inside p, the
+    previous state) becomes (px, sz): e[j] by CKS eq. 10 (ofi_l1_event between level j of
+    both sides before and after; the other side's level is unchanged, so its part is 0).
+    No branch on the side: the new values are stored, then level j is read back."""
+    cdef float64_t b0 = p[j], qb0 = p[L + j], a0 = p[2 * L + j], qa0 = p[3 * L + j]
+    pp[j] = px
+    pp[L + j] = sz
+    e[j] = ofi_l1_event(b0, qb0, a0, qa0, p[j], p[L + j], p[2 * L + j], p[3 * L + j])
 
 
 cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t ts, int side,
@@ -1596,10 +1590,11 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
     cdef int s_ = b.last_side
     cdef int kind = b.last_kind
     cdef int64_t key = b.last_key, nk
-    cdef int64_t* ks = keys if s_ == 1 else keys + L
-    cdef float64_t* pp = m.prev if s_ == 1 else m.prev + 2 * L
+    cdef int64_t* ks = keys + ((1 - s_) >> 1) * L      # (no jump on the side)
+    cdef float64_t* p = m.prev
+    cdef float64_t* pp = p + (1 - s_) * L      # the changed side: prices, then sizes
     cdef float64_t* ps = pp + L
-    cdef const BookSide* sd = &b.bid if s_ == 1 else &b.ask
+    cdef const BookSide* sd
     cdef float64_t nq, d = 0.0
     for j in range(L):
         m.e[j] = 0.0
@@ -1609,28 +1604,29 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
     if lo < L:
         if kind == BOOK_SET:
             hi = lo + 1
-            _level(m, s_, lo, <float64_t> (key * s_), size)
+            _level(p, m.e, L, lo, pp, <float64_t> (key * s_), size)
         elif kind == BOOK_INSERT:
             hi = L
             j = L - 1
             while j > lo:
                 ks[j] = ks[j - 1]
-                _level(m, s_, j, pp[j - 1], ps[j - 1])
+                _level(p, m.e, L, j, pp, pp[j - 1], ps[j - 1])
                 j -= 1
             ks[lo] = key
-            _level(m, s_, lo, <float64_t> (key * s_), size)
+            _level(p, m.e, L, lo, pp, <float64_t> (key * s_), size)
         else:                                  # BOOK_DELETE: ks[lo] == key
             hi = L
             nk = ks[L - 1]                      # the old L-th level (KEY_MIN when absent)
             for j in range(lo, L - 1):
                 ks[j] = ks[j + 1]
-                _level(m, s_, j, pp[j + 1], ps[j + 1])
+                _level(p, m.e, L, j, pp, pp[j + 1], ps[j + 1])
+            sd = &b.bid if s_ == 1 else &b.ask
             if nk != KEY_MIN and side_below(sd, nk, &nk, &nq):
                 ks[L - 1] = nk
-                _level(m, s_, L - 1, <float64_t> (nk * s_), nq)
+                _level(p, m.e, L, L - 1, pp, <float64_t> (nk * s_), nq)
             else:
                 ks[L - 1] = KEY_MIN
-                _level(m, s_, L - 1, -INFINITY if s_ == 1 else INFINITY, 0.0)
+                _level(p, m.e, L, L - 1, pp, <float64_t> (-s_) * INFINITY, 0.0)
         for j in range(L):
             d += m.prev[L + j] + m.prev[3 * L + j]
         m.e[L] = d

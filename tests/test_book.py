@@ -444,7 +444,9 @@ def test_fast_path_matches_reference_on_deep_books(seed, policy, strict, tick):
 @given(st.integers(0, 2**32 - 1), st.integers(1, 10))
 def test_fast_path_bookofi_ranks_match_reference(seed, L):
     """BookOFI reads the rank/shift the fast path records: per-level e on deep books ==
-    reference (exact: integer-valued data)."""
+    reference (exact: integer-valued data), bit for bit: compared as bytes, so a level the
+    rank step leaves unchanged must give +0.0 as the reference's full recomputation does
+    (== alone would accept -0.0)."""
     rng = np.random.default_rng(seed)
     side, px, sz = touch_heavy_deltas(rng, 600)
     ts = np.arange(len(px))
@@ -453,6 +455,8 @@ def test_fast_path_bookofi_ranks_match_reference(seed, L):
     e, lv = o.update_many(ts, side, px, sz, levels=True)
     re1, rlv = r.update_many(ts.tolist(), side.tolist(), px.tolist(), sz.tolist(), levels=True)
     assert e.tolist() == re1 and lv.tolist() == rlv
+    assert e.tobytes() == np.asarray(re1, np.float64).tobytes()
+    assert lv.tobytes() == np.asarray(rlv, np.float64).reshape(lv.shape).tobytes()
 
 
 @given(st.sampled_from([1.0, 0.01, 0.5, 1e-5, 0.1, 0.25, 3e-8]),
