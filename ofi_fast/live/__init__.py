@@ -225,6 +225,7 @@ class BinanceStream:
         self._dec.expect(self.symbol)
         self._diff: tuple = (0, NO_TIME, NO_TIME, 0)
         self._sink: _LiveBars | None = None   # set by bars(): its per-diff path, no hop
+        self.direct = 0                  # diffs applied by that path (DiffBuffers.step)
         self._bars_out: list[StreamBar] = []
 
     # -- public ----------------------------------------------------------------------------
@@ -443,6 +444,7 @@ class BinanceStream:
                         lat_cpu.append(cpu() - self.recv_cpu_ns)
                         st["depth_messages"] += 1
                         sync.commit(dec.u)
+                        self.direct += 1
                         if dec.has_E:
                             self._last_e = e = dec.E * 1_000_000
                             self.latency.exchange.append(ts_local - e)
