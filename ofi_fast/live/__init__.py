@@ -530,6 +530,17 @@ class BinanceStream:
                     yield BinanceChunk(fast, self._e_empty[1],
                                        quotes.flush() if quotes.rows else self._e_empty[2])
                     self.single_diff = False
+                elif sink is not None and not depth.rows and (trades.rows or quotes.rows):
+                    # bars(): the trades straight to the bars (no chunk of arrays, no hop);
+                    # the quotes are counted (stats["quotes"]) and not used by the bars
+                    if len(quotes.rows) >= self.quote_batch:
+                        quotes.rows.clear()
+                    if trades.rows:
+                        out = sink.trades(trades.rows, self)
+                        trades.rows.clear()
+                        if out:
+                            self._bars_out = out
+                            yield _BARS
                 elif depth.rows or trades.rows or len(quotes.rows) >= self.quote_batch:
                     yield self._chunk(depth, trades, quotes)
         finally:
@@ -736,6 +747,24 @@ class _LiveBars:
             return -1
         return k
 
+    def trades(self, rows, stream: BinanceStream) -> list[StreamBar]:
+        """Trade rows of one message (``Columns(Trades).rows`` tuples): what :meth:`add`
+        does with a chunk of these trades only, without building it."""
+        i = 1 if self.clock == "local" else 0
+        for r in rows:
+            ti = r[i]
+            k = self._not_late(ti // self.every)
+            if self.tk is not None and k > self.tk:
+                self.tclose[self.tk] = self._tfi()
+            if self.tk is None or k > self.tk:
+                self.tk = k
+            self._bar(k)[2] += 1
+            self.flow.update(ti, r[2], r[3], r[4])
+            if self.max_ts is None or ti > self.max_ts:
+                self.max_ts = ti
+        self.refresh(stream)
+        return self._emit(hold=_hold(stream))
+
     def applied(self, dec: DiffBuffers) -> list[StreamBar] | None:
         """A diff that :meth:`DiffBuffers.step` applied to the book, in bar :meth:`fast_bar`
         at time ``dec.t``: what :meth:`add_diff` does after its BookOFI call (the bar's sums,
@@ -826,6 +855,9 @@ class _LiveBars:
                 ok = ~miss
                 fill = self.last_ts if self.last_ts is not None else (
                     int(u_ts[ok][0]) if ok.any() else None)
+                if fill is None and self.clock == "exchange" and self.stream is not None:
+                    fill = self.stream._last_e     # alone in its chunk (applied on arrival):
+                                                   # the last exchange time received
                 if fill is None:
                     fill = int(d.ts_local[0])
                 u_ts[miss] = fill
@@ -999,8 +1031,6 @@ async def bars(stream: BinanceStream, *, every: float = 10.0, window: float = 1.
     lb.lat_cpu = stream.latency.signal_cpu
     lb.stream = stream
     stream.stats["late"] = 0
-    sync = stream.sync
-    local = stream.clock == "local"
     dec = stream._dec
     stream._sink = lb             # the diffs of the common case go to lb.applied directly
     try:
@@ -1011,13 +1041,8 @@ async def bars(stream: BinanceStream, *, every: float = 10.0, window: float = 1.
                     yield b
                 continue
             lb.refresh(stream)                        # invalid spans change with these only
-            hold = None
+            hold = _hold(stream)
             lb.recv_cpu = stream.recv_cpu_ns
-            buf = sync.buffer
-            if buf:
-                _, t_loc, data = buf[0]
-                e = data.get("E")
-                hold = t_loc if local or not isinstance(e, int) else e * 1_000_000
             out = None
             if chunk is _DIFF:
                 out = lb.add_diff(dec, stream._diff[0], stream.recv_ns, lat, hold)
@@ -1034,6 +1059,16 @@ async def bars(stream: BinanceStream, *, every: float = 10.0, window: float = 1.
             yield b
     finally:
         stream._sink = None
+
+
+def _hold(stream: BinanceStream) -> int | None:
+    """The time (bar clock) of the oldest diff held for a snapshot; None when none is."""
+    buf = stream.sync.buffer
+    if not buf:
+        return None
+    _, t_loc, data = buf[0]
+    e = data.get("E")
+    return t_loc if stream.clock == "local" or not isinstance(e, int) else e * 1_000_000
 
 
 def _spans(stream: BinanceStream) -> list[tuple[int, int | None]]:
