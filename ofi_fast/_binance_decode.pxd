@@ -32,7 +32,7 @@ cdef class DiffBuffers:
     cdef readonly float64_t e, mid     # after step() == STEP_APPLIED: the last row's e_1, mid
     cdef readonly bytes symbol           # the symbol step() takes (None: step takes none)
     cdef int _scan(self, object raw, int64_t ts_local, bint exchange_clock) except -2
-    cdef int _apply(self, BookOFI ofi) except -1
+    cdef int _apply_rows(self, BookOFI ofi) except -1
     cdef int _alloc(self, intp_t cap) except -1
     cdef int _grow(self, intp_t need) except -1
     # levels ["price","size"],... at the cursor from row j: the next row, or -1 (not plain)

@@ -478,7 +478,7 @@ cdef class DiffBuffers:
         """The symbol (``str``, e.g. "BTCUSDT") whose diffs :meth:`step` takes; None: none."""
         self.symbol = None if symbol is None else str(symbol).encode("ascii")
 
-    cdef int _apply(self, BookOFI ofi) except -1:
+    cdef int _apply_rows(self, BookOFI ofi) except -1:
         """rows [0, n) -> ``ofi`` as ``ofi.update_many(ts[:n], side[:n], price[:n], size[:n],
         batch_end=batch_end[:n], out=out[:n])`` does (the same loop, ``BookOFI.rows``; the same
         error, raised after the rows before the bad one are applied); ``e`` = the last row's
@@ -504,10 +504,10 @@ cdef class DiffBuffers:
         return 0
 
     def apply(self, BookOFI ofi):
-        """Apply the rows of the last :meth:`fill` / :meth:`scan` to ``ofi`` (see ``_apply``:
+        """Apply the rows of the last :meth:`fill` / :meth:`scan` to ``ofi`` (see ``_apply_rows``:
         update_many's loop and errors without its argument handling); returns the last row's
         e_1 (also in ``e``; the book's mid after in ``mid``)."""
-        self._apply(ofi)
+        self._apply_rows(ofi)
         return self.e
 
     def step(self, raw, int64_t ts_local, bint exchange_clock, int64_t prev_u, bint futures,
@@ -535,7 +535,7 @@ cdef class DiffBuffers:
         k = t // every                    # t >= 0, every > 0: C's division is Python's //
         if k != bar:
             return STEP_SCANNED
-        self._apply(ofi)
+        self._apply_rows(ofi)
         self.t = t
         return STEP_APPLIED
 
