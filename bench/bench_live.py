@@ -12,7 +12,8 @@ runs here. Reported: messages received, the replay's schedule and wall time, the
 largest lag behind its schedule (it grows when the client cannot drain the socket: TCP
 backpressure), the client's drain time after the server's last send, and the receive-to-signal
 latency per applied depth diff (perf_counter_ns right after the websocket returned the message
-to BookOFI.update_many done: decoding, sync, buffers, OFI), p50 / p99 / max, and the same
+to the BookOFI updated: decoding, sync, OFI; under bars() one DiffBuffers.step call for the
+in-sequence diffs), p50 / p99 / max, and the same
 span in thread CPU time (what the work costs when the machine's other processes are taken
 out), and the client's CPU time per message received (keeping up at speed S needs less than
 the recording's span / messages / S: 36.7 us at 100x on USD-M). ``--baseline FILE``: an older

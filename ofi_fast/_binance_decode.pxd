@@ -8,6 +8,7 @@
 # every row). The buffers are reused (grown, never shrunk): copy what you keep.
 
 from ofi_fast._types cimport float64_t, int64_t, intp_t
+from ofi_fast._book cimport BookOFI
 
 cdef struct Cursor:
     const char* p    # next byte of the frame
@@ -21,7 +22,17 @@ cdef class DiffBuffers:
     cdef unsigned char[::1] _flags
     cdef unsigned char[::1] _be
     cdef int64_t[::1] _ts
+    cdef float64_t[::1] _out
     cdef readonly intp_t n, capacity
+    # the fields of the last scan / step (valid after a non-None scan or a step >= 0)
+    cdef readonly int64_t U, u, pu, E, T, t
+    cdef readonly bint has_E, has_T, has_pu, has_s, symbol_ok
+    cdef const char* _sp                 # the scanned "s" (into the frame; valid in _scan's caller)
+    cdef Py_ssize_t _sn
+    cdef readonly float64_t e, mid     # after step() == STEP_APPLIED: the last row's e_1, mid
+    cdef readonly bytes symbol           # the symbol step() takes (None: step takes none)
+    cdef int _scan(self, object raw, int64_t ts_local, bint exchange_clock) except -2
+    cdef int _apply_rows(self, BookOFI ofi) except -1
     cdef int _alloc(self, intp_t cap) except -1
     cdef int _grow(self, intp_t need) except -1
     # levels ["price","size"],... at the cursor from row j: the next row, or -1 (not plain)

@@ -49,6 +49,36 @@ cdef extern from "Python.h":
 
 cdef extern from "math.h" nogil:
     const double INFINITY
+    const double NAN
+
+from libc.string cimport memcmp
+
+from ofi_fast._book cimport BookOFI, BookState, book_ask_tick, book_bid_tick, book_price, raise_bookofi
+from ofi_fast._guard cimport guard_wait
+from ofi_fast._types cimport STATUS_OK
+
+#: DiffBuffers.step's results
+STEP_NONE = -1
+STEP_SCANNED = 0
+STEP_APPLIED = 1
+
+
+cdef inline bint in_seq(int64_t U, int64_t u, int64_t pu, bint has_pu, int64_t prev_u,
+                        bint futures) noexcept:
+    # BinanceSync.accept's rule in state "sync" for a diff it applies (a duplicate, a futures
+    # diff without pu, a gap: False, and the state machine decides)
+    if u <= prev_u:
+        return False
+    if futures:
+        return has_pu and pu == prev_u
+    return U == prev_u + 1
+
+
+def in_sequence(int64_t U, int64_t u, pu, int64_t prev_u, bint futures):
+    """True when a diff (``U``, ``u``, ``pu`` or None) is applied in sequence after
+    ``prev_u`` (what :meth:`DiffBuffers.step` checks; ``BinanceSync.accept`` in state "sync"
+    returns True for exactly these, tested)."""
+    return in_seq(U, u, 0 if pu is None else pu, pu is not None, prev_u, futures)
 
 #: flags of the last row of a message (ofi_fast.feeds._l2.FLAG_BATCH_END)
 cdef unsigned char BATCH_END = 4
@@ -232,6 +262,7 @@ cdef class DiffBuffers:
         self._flags = self.flags
         self._be = self.batch_end.view(np.uint8)
         self._ts = self.ts
+        self._out = self.out
         self.capacity = cap
         return 0
 
@@ -315,17 +346,10 @@ cdef class DiffBuffers:
             if not lit(c, ",", 1):
                 return -1
 
-    def scan(self, raw, int64_t ts_local, bint exchange_clock):
-        """Decode one websocket frame (``bytes``) that is a diff-depth message of the plain
-        shape, combined-stream wrapped (``{"stream":"...","data":{...}}``) or bare: its
-        fields ``e``, ``E``, ``T``, ``s``, ``U``, ``u``, ``pu`` as a dict (the ones present),
-        its rows written as :meth:`fill` does, every row at ``E`` ms in ns
-        (``exchange_clock``; NO_TIME without ``E``) or at ``ts_local``. None when the frame
-        is anything else: another stream, whitespace, escapes, a key it does not know, a
-        missing ``U`` / ``u`` / ``b`` / ``a``, ``a`` before ``b``, a number that is not a
-        plain integer / decimal string, a bad price or size, trailing bytes. The caller
-        then decodes the frame in full (``json``), which counts what is malformed: the
-        scanner accepts only what that decoding accepts, with the same values."""
+    cdef int _scan(self, object raw, int64_t ts_local, bint exchange_clock) except -2:
+        """:meth:`scan` without the dict: 1 with the rows in the buffers and the fields in
+        ``U``, ``u``, ``pu``, ``E`` / ``has_E``, ``has_pu``, ``has_s``, ``symbol_ok`` (the
+        frame's ``s`` is :attr:`symbol`), or 0 when the frame is not a plain diff."""
         cdef PyObject* o = <PyObject*>raw
         cdef Cursor c
         cdef bint wrapped
@@ -337,18 +361,18 @@ cdef class DiffBuffers:
         cdef intp_t j = 0, r
         self.n = 0
         if not PyBytes_CheckExact(o):
-            return None
+            return 0
         c.p = PyBytes_AS_STRING(o)
         c.end = c.p + PyBytes_GET_SIZE(o)
         wrapped = lit(&c, '{"stream":', 10)
         if wrapped:
             if not plain_str(&c, &t, &n) or not lit(&c, ',"data":', 8):
-                return None
+                return 0
         if not lit(&c, "{", 1):
-            return None
+            return 0
         while True:
             if not plain_str(&c, &t, &n) or not lit(&c, ":", 1):
-                return None
+                return 0
             if n == 1:
                 key = (K_E_NAME if t[0] == 101 else K_E if t[0] == 69 else K_T if t[0] == 84
                        else K_S if t[0] == 115 else K_U if t[0] == 85 else K_UL if t[0] == 117
@@ -358,29 +382,29 @@ cdef class DiffBuffers:
             else:
                 key = 0
             if key == 0 or seen & key:
-                return None
+                return 0
             seen |= key
             if key == K_E_NAME:
                 if not lit(&c, '"depthUpdate"', 13):
-                    return None
+                    return 0
             elif key == K_S:
                 if not plain_str(&c, &sym, &nsym):
-                    return None
+                    return 0
             elif key == K_B:
                 if seen & K_A:
-                    return None
+                    return 0
                 r = self._levels(&c, 1, 0)
                 if r < 0:
-                    return None
+                    return 0
                 j = r
             elif key == K_A:
                 r = self._levels(&c, -1, j)
                 if r < 0:
-                    return None
+                    return 0
                 j = r
             else:
                 if not json_int(&c, &v):
-                    return None
+                    return 0
                 if key == K_E:
                     E = v
                 elif key == K_T:
@@ -394,15 +418,15 @@ cdef class DiffBuffers:
             if lit(&c, "}", 1):
                 break
             if not lit(&c, ",", 1):
-                return None
+                return 0
         if wrapped and not lit(&c, "}", 1):
-            return None
+            return 0
         if c.p != c.end:
-            return None
+            return 0
         if (seen & (K_E_NAME | K_U | K_UL | K_B | K_A)) != (K_E_NAME | K_U | K_UL | K_B | K_A):
-            return None
+            return 0
         if seen & K_E and not (0 <= E <= MAX_MS):
-            return None
+            return 0
         if exchange_clock:
             ts = E * 1000000 if seen & K_E else NO_TIME
         else:
@@ -415,16 +439,105 @@ cdef class DiffBuffers:
             self._flags[j - 1] = BATCH_END
             self._be[j - 1] = 1
         self.n = j
-        d = {"e": "depthUpdate", "U": U, "u": u}
-        if seen & K_E:
-            d["E"] = E
-        if seen & K_T:
-            d["T"] = T
-        if seen & K_S:
-            d["s"] = sym[:nsym].decode("ascii")
-        if seen & K_PU:
-            d["pu"] = pu
+        self.U, self.u, self.pu, self.E, self.T = U, u, pu, E, T
+        self.has_T = (seen & K_T) != 0
+        self.has_E = (seen & K_E) != 0
+        self.has_pu = (seen & K_PU) != 0
+        self.has_s = (seen & K_S) != 0
+        self._sp, self._sn = sym, nsym
+        self.symbol_ok = False
+        if self.has_s and self.symbol is not None and nsym == len(self.symbol):
+            self.symbol_ok = memcmp(sym, <const char*>self.symbol, nsym) == 0
+        return 1
+
+    def scan(self, raw, int64_t ts_local, bint exchange_clock):
+        """Decode one websocket frame (``bytes``) that is a diff-depth message of the plain
+        shape, combined-stream wrapped (``{"stream":"...","data":{...}}``) or bare: its
+        fields ``e``, ``E``, ``T``, ``s``, ``U``, ``u``, ``pu`` as a dict (the ones present),
+        its rows written as :meth:`fill` does, every row at ``E`` ms in ns
+        (``exchange_clock``; NO_TIME without ``E``) or at ``ts_local``. None when the frame
+        is anything else: another stream, whitespace, escapes, a key it does not know, a
+        missing ``U`` / ``u`` / ``b`` / ``a``, ``a`` before ``b``, a number that is not a
+        plain integer / decimal string, a bad price or size, trailing bytes. The caller
+        then decodes the frame in full (``json``), which counts what is malformed: the
+        scanner accepts only what that decoding accepts, with the same values."""
+        if self._scan(raw, ts_local, exchange_clock) == 0:
+            return None
+        d = {"e": "depthUpdate", "U": self.U, "u": self.u}
+        if self.has_E:
+            d["E"] = self.E
+        if self.has_T:
+            d["T"] = self.T
+        if self.has_s:
+            d["s"] = self._sp[:self._sn].decode("ascii")
+        if self.has_pu:
+            d["pu"] = self.pu
         return d
+
+    def expect(self, symbol):
+        """The symbol (``str``, e.g. "BTCUSDT") whose diffs :meth:`step` takes; None: none."""
+        self.symbol = None if symbol is None else str(symbol).encode("ascii")
+
+    cdef int _apply_rows(self, BookOFI ofi) except -1:
+        """rows [0, n) -> ``ofi`` as ``ofi.update_many(ts[:n], side[:n], price[:n], size[:n],
+        batch_end=batch_end[:n], out=out[:n])`` does (the same loop, ``BookOFI.rows``; the same
+        error, raised after the rows before the bad one are applied); ``e`` = the last row's
+        e_1 (0.0 when n == 0), ``mid`` = the book's mid after (as ``ofi.book.mid``)."""
+        cdef intp_t n = self.n, at = 0
+        cdef int status
+        cdef BookState* b = &ofi._book.st
+        if ofi._book.guard.busy:
+            guard_wait(&ofi._book.guard)    # the GIL is held throughout: no other thread
+        if n == 0:                          # can enter a GIL-released section meanwhile
+            self.e = 0.0
+        else:
+            status = ofi.rows(n, &self._ts[0], &self._side[0], &self._price[0], &self._size[0],
+                              &self._be[0], &self._out[0], NULL, &at)
+            if status != STATUS_OK:
+                raise_bookofi(status, at)
+            self.e = self._out[n - 1]
+        if b.bid.n == 0 or b.ask.n == 0:
+            self.mid = NAN
+        else:
+            self.mid = book_price(b, (<float64_t>book_bid_tick(b, 0)
+                                      + <float64_t>book_ask_tick(b, 0)) * 0.5)
+        return 0
+
+    def apply(self, BookOFI ofi):
+        """Apply the rows of the last :meth:`fill` / :meth:`scan` to ``ofi`` (see ``_apply_rows``:
+        update_many's loop and errors without its argument handling); returns the last row's
+        e_1 (also in ``e``; the book's mid after in ``mid``)."""
+        self._apply_rows(ofi)
+        return self.e
+
+    def step(self, raw, int64_t ts_local, bint exchange_clock, int64_t prev_u, bint futures,
+             BookOFI ofi, int64_t last_ts, int64_t every, int64_t bar):
+        """The live client's common case in one call: a plain diff of :attr:`symbol`, in
+        sequence after ``prev_u`` (:func:`in_sequence`: the rule ``BinanceSync.accept``
+        applies in state "sync"), with levels and a time, whose bar (``max(time, last_ts) //
+        every``) is ``bar``: its rows are applied to ``ofi`` (:meth:`apply`) and
+        STEP_APPLIED (1) returned, with ``t`` the time used, ``e`` and ``mid``. Otherwise
+        nothing is applied: STEP_SCANNED (0), the frame is a plain diff of the symbol (rows
+        and fields ready for the state machine: a gap, a duplicate, no levels, no time, another
+        bar), or STEP_NONE (-1), it is not (decode it in full)."""
+        cdef int64_t t, k
+        if self._scan(raw, ts_local, exchange_clock) == 0 or not self.symbol_ok:
+            return STEP_NONE
+        if self.n == 0 or not in_seq(self.U, self.u, self.pu, self.has_pu, prev_u, futures):
+            return STEP_SCANNED
+        t = self._ts[0]
+        if t == NO_TIME:
+            return STEP_SCANNED
+        if t < last_ts:
+            t = last_ts
+        if t < 0 or every <= 0:
+            return STEP_SCANNED
+        k = t // every                    # t >= 0, every > 0: C's division is Python's //
+        if k != bar:
+            return STEP_SCANNED
+        self._apply_rows(ofi)
+        self.t = t
+        return STEP_APPLIED
 
     def rows(self):
         """Copies of the rows of the last :meth:`fill`: (side, price, size, flags)."""

@@ -194,3 +194,169 @@ def test_the_binance_shape_always_takes_the_fast_path(b, a):
 def test_bad_capacity_is_a_clear_error():
     with pytest.raises(ValueError, match="capacity"):
         DiffBuffers(0)
+
+
+# ---- the compiled in-sequence rule and BookOFI application (DiffBuffers.step / apply) ------
+
+def _sync_in_state_sync(market, prev_u):
+    from ofi_fast.feeds.binance import BinanceSync
+    s = BinanceSync(market=market, symbol="BTCUSDT", on_gap="resync", buffer_gaps=True)
+    s.state, s.prev_u, s.last_id = "sync", prev_u, prev_u
+    return s
+
+
+def _accepts(sync, no, data):
+    """BinanceSync.accept's answer, and whether it changed anything (stats, state)."""
+    import copy
+    before = (copy.deepcopy(sync.stats), sync.state, sync.prev_u, list(sync.buffer))
+    try:
+        ok = sync.accept(no, 0, data)
+    except ValueError:
+        ok = None
+    after = (sync.stats, sync.state, sync.prev_u, sync.buffer)
+    return ok, before == after
+
+
+ids = st.integers(0, 40)
+
+
+@given(U=ids, du=st.integers(-3, 5), pu=st.one_of(st.none(), ids), prev=ids,
+       market=st.sampled_from(["usdm", "spot"]))
+def test_in_sequence_is_exactly_what_the_state_machine_applies_in_sync(U, du, pu, prev, market):
+    """in_sequence (DiffBuffers.step's rule) is True exactly when BinanceSync.accept, in state
+    "sync", applies the diff; then accept changes nothing (no count, no state), so the
+    compiled path plus sync.commit is the state machine's decision. Gaps, duplicates,
+    old diffs, a futures diff without pu: False, and the state machine decides."""
+    from ofi_fast._binance_decode import in_sequence
+    u = U + du
+    data = {"e": "depthUpdate", "E": 1, "s": "BTCUSDT", "U": U, "u": u, "b": [], "a": []}
+    if pu is not None:
+        data["pu"] = pu
+    sync = _sync_in_state_sync(market, prev)
+    ok, unchanged = _accepts(sync, 1, data)
+    fast = in_sequence(U, u, pu, prev, market == "usdm")
+    assert fast == (ok is True)
+    if fast:
+        assert unchanged
+
+
+@pytest.mark.parametrize("market", ["usdm", "spot"])
+@given(data=st.data())
+def test_step_decisions_equal_the_state_machine_on_perturbed_recordings(market, data):
+    """A stretch of a recording's messages (snapshot included) with diffs dropped (gaps),
+    repeated (duplicates) and swapped (out of order), fed to two copies of the state machine:
+    the file reader's way (BinanceSync.feed) and the live client's (DiffBuffers.step's rule in
+    state "sync", sync.commit when it holds; sync.feed otherwise). Every decision, the stats
+    and the rows applied are the same."""
+    from ofi_fast._binance_decode import STEP_APPLIED, STEP_NONE, in_sequence
+    from ofi_fast.feeds._l2 import BookDeltas, Columns, Quotes, Trades
+    from ofi_fast.feeds.binance import BinanceSync
+    msgs = _stretch(market)
+    k = len(msgs)
+    drop = set(data.draw(st.lists(st.integers(0, k - 1), max_size=4)))
+    dup = set(data.draw(st.lists(st.integers(0, k - 1), max_size=4)))
+    swap = set(data.draw(st.lists(st.integers(0, k - 2), max_size=4)))
+    seq = list(msgs)
+    for i in sorted(swap):
+        seq[i], seq[i + 1] = seq[i + 1], seq[i]
+    seq = [m for i, m in enumerate(seq) if i not in drop for _ in range(2 if i in dup else 1)]
+    a = BinanceSync(market=market, symbol="BTCUSDT", on_gap="resync")
+    b = BinanceSync(market=market, symbol="BTCUSDT", on_gap="resync")
+    cols_a = [Columns(BookDeltas), Columns(Trades), Columns(Quotes)]
+    cols_b = [Columns(BookDeltas), Columns(Trades), Columns(Quotes)]
+    dec = DiffBuffers()
+    dec.expect("BTCUSDT")
+    fast = 0
+    for no, (raw, msg) in enumerate(seq, 1):
+        a.feed(no, 0, msg, *cols_a)
+        if b.state == "sync" and dec.scan(raw, 0, True) is not None and dec.n:
+            if in_sequence(dec.U, dec.u, dec.pu if dec.has_pu else None, b.prev_u,
+                           market == "usdm"):
+                b.stats["depth_messages"] += 1
+                side, px, sz, flags = dec.rows()
+                for j in range(dec.n):
+                    cols_b[0].append(NO_T, 0, int(side[j]), float(px[j]), float(sz[j]), dec.u,
+                                     int(flags[j]))
+                b.commit(dec.u)
+                fast += 1
+                continue
+        b.feed(no, 0, msg, *cols_b)
+        assert (a.state, a.prev_u) == (b.state, b.prev_u), no
+    assert a.stats == b.stats
+    da, db = cols_a[0].flush(), cols_b[0].flush()
+    for f in ("side", "price", "size", "update_id", "flags"):
+        assert np.array_equal(getattr(da, f), getattr(db, f)), f
+    if not (drop or dup or swap):                     # (after a gap no snapshot follows)
+        assert fast > 0.8 * a.stats["applied"] > 50   # the compiled rule did decide
+
+
+NO_T = -(1 << 63)
+_STRETCH = {}
+
+
+def _stretch(market):
+    """The recording's first snapshot and ~150 messages around it: (raw frame, decoded),
+    every diff's E replaced by NO_TIME in the rows compared (times are not the rule's)."""
+    if market not in _STRETCH:
+        from ofi_fast.live.replay import read_lines
+        lines = read_lines(data_file("binance_hftbacktest", market, "btcusdt_20240808.gz"),
+                           3000)
+        out = []
+        for _, _, body in lines:
+            msg = json.loads(body)
+            data = msg.get("data", msg)
+            if "lastUpdateId" in data or data.get("e") == "depthUpdate":
+                out.append((body, data))
+        _STRETCH[market] = out[:150]
+    return _STRETCH[market]
+
+
+@pytest.mark.parametrize("market", ["usdm", "spot"])
+def test_apply_equals_update_many_bit_for_bit_and_raises_its_error(market):
+    """DiffBuffers.apply (BookOFI.rows on the buffers) gives update_many's e, OFI value and
+    book on every diff of a recording stretch; a bad row raises update_many's error after the
+    same rows, leaving the same state."""
+    import ofi_fast
+    from ofi_fast.errors import OFIError
+    msgs = _stretch(market)
+    snap = next(d for _, d in msgs if "lastUpdateId" in d)
+    tick = 0.1 if market == "usdm" else 0.01
+
+    def book():
+        o = ofi_fast.BookOFI(tick, levels=3, window_time=10**9, grow=True, crossed="keep")
+        f = lambda lv: np.array([float(x) for x in lv])      # noqa: E731
+        o.load_snapshot(f(p for p, _ in snap["bids"]), f(q for _, q in snap["bids"]),
+                        f(p for p, _ in snap["asks"]), f(q for _, q in snap["asks"]))
+        return o
+    x, y = book(), book()
+    dec = DiffBuffers()
+    n_diffs = 0
+    for raw, d in msgs:
+        if "lastUpdateId" in d or dec.scan(raw, 0, True) is None or dec.n == 0:
+            continue
+        n = dec.n
+        e = y.update_many(dec.ts[:n], dec.side[:n], dec.price[:n], dec.size[:n],
+                          batch_end=dec.batch_end[:n])
+        got = dec.apply(x)
+        assert bits(np.array([got])).tobytes() == bits(e[-1:]).tobytes()
+        assert bits(dec.out[:n]).tobytes() == bits(e).tobytes()
+        assert x.value == y.value and (dec.mid == y.book.mid or math.isnan(y.book.mid))
+        n_diffs += 1
+    assert n_diffs > 50
+    assert np.array_equal(np.asarray(x.book.top(20)), np.asarray(y.book.top(20)),
+                          equal_nan=True)
+    # row 2 off the tick grid: the same OFIError (field, index), rows 0-1 applied by both
+    p0 = x.book.mid
+    frame = (b'{"e":"depthUpdate","E":1723161300000,"s":"BTCUSDT","U":1,"u":2,"pu":0,'
+             b'"b":[["%.1f","1"],["%.1f","2"],["%.3f","3"]],"a":[]}'
+             % (p0 - 50, p0 - 60, p0 - 70.001))
+    assert dec.scan(frame, 0, True) is not None and dec.n == 3
+    with pytest.raises(OFIError) as ea:
+        dec.apply(x)
+    with pytest.raises(OFIError) as eb:
+        y.update_many(dec.ts[:3], dec.side[:3], dec.price[:3], dec.size[:3],
+                      batch_end=dec.batch_end[:3])
+    assert str(ea.value) == str(eb.value) and "price[2]" in str(ea.value)
+    assert ea.value.field == eb.value.field and ea.value.index == eb.value.index == 2
+    assert np.array_equal(np.asarray(x.book.top(50)), np.asarray(y.book.top(50)),
+                          equal_nan=True)

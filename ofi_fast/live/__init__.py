@@ -127,6 +127,11 @@ def _levels_py(data) -> list[tuple[int, float, float]]:
 #: it into a chunk with the quotes waiting (:meth:`BinanceStream._diff_chunk`), the bars take
 #: the rows from the buffers and leave the quotes to their own batches (they do not use them)
 _DIFF = object()
+#: what the internal iterator yields when the bars' own per-diff path (:meth:`_LiveBars.step`,
+#: ``BinanceStream._sink``) closed bars: they are in ``BinanceStream._bars_out``
+_BARS = object()
+#: ``last_ts`` for DiffBuffers.step before any book time
+_NO_LAST = -(1 << 63)
 
 
 def _empty(cls):
@@ -217,7 +222,11 @@ class BinanceStream:
         self._held: dict[int, tuple[int, bytes]] = {}
         self._e_empty = (_empty(BookDeltas), _empty(Trades), _empty(Quotes))
         self._dec = DiffBuffers()
+        self._dec.expect(self.symbol)
         self._diff: tuple = (0, NO_TIME, NO_TIME, 0)
+        self._sink: _LiveBars | None = None   # set by bars(): its per-diff path, no hop
+        self.direct = 0                  # diffs applied by that path (DiffBuffers.step)
+        self._bars_out: list[StreamBar] = []
 
     # -- public ----------------------------------------------------------------------------
     @property
@@ -378,10 +387,28 @@ class BinanceStream:
         dec = self._dec
         exch = self.clock == "exchange"
         watch = asyncio.ensure_future(self._watchdog(ws, t_open, t_end))
+        futures = self.market == "usdm"
+        lat, lat_cpu = self.latency.signal, self.latency.signal_cpu
+        rx = None          # a receive in flight while a snapshot is awaited as well
         try:
             while not self._closed:
                 try:
-                    raw = await recv(decode=False)
+                    if snap_task is not None and not snap_task.done():
+                        # a snapshot is awaited: it is applied when it arrives, even when no
+                        # message follows it (the receive in flight is kept for the next turn)
+                        if rx is None:
+                            rx = asyncio.ensure_future(recv(decode=False))
+                        await asyncio.wait((rx, snap_task), return_when=asyncio.FIRST_COMPLETED)
+                        if not rx.done():
+                            snap_task = self._apply_snapshot(snap_task, depth)
+                            if depth.rows:
+                                yield self._chunk(depth, trades, quotes)
+                            continue
+                    if rx is not None:
+                        fut, rx = rx, None
+                        raw = await fut
+                    else:
+                        raw = await recv(decode=False)
                     self._last_rx = time.monotonic()
                 except websockets.exceptions.ConnectionClosed as exc:
                     if self._fatal is not None:
@@ -400,9 +427,39 @@ class BinanceStream:
                 if snap_task is not None and snap_task.done():
                     snap_task = self._apply_snapshot(snap_task, depth)
                 fast = None
+                scanned = True
+                sink = self._sink
+                if (sink is not None and sync.state == "sync" and not depth.rows
+                        and sink.ofi is not None and sync.judge is None):
+                    # the common case in one compiled call: a plain diff of the symbol, in
+                    # sequence (the rule of BinanceSync.accept in state "sync"), of the bar
+                    # the book is in: applied to the bars' BookOFI (anything else: nothing
+                    # done, the state machine below decides)
+                    last = sink.last_ts
+                    r = dec.step(raw, ts_local, exch, sync.prev_u, futures, sink.ofi,
+                                 _NO_LAST if last is None else last, sink.every,
+                                 sink.fast_bar())
+                    if r == 1:
+                        lat.append(clock() - self.recv_ns)
+                        lat_cpu.append(cpu() - self.recv_cpu_ns)
+                        st["depth_messages"] += 1
+                        sync.commit(dec.u)
+                        self.direct += 1
+                        if dec.has_E:
+                            self._last_e = e = dec.E * 1_000_000
+                            self.latency.exchange.append(ts_local - e)
+                        if self._rec is not None:
+                            self._write(ts_local, raw)
+                        self._rows += dec.n
+                        out = sink.applied(dec)
+                        if out:
+                            self._bars_out = out
+                            yield _BARS
+                        continue
+                    scanned = r == 0          # -1: not a plain diff, decode in full
                 try:
                     data = None
-                    if sync.state in _DIRECT and not depth.rows:
+                    if scanned and sync.state in _DIRECT and not depth.rows:
                         # the common case: a diff of the plain shape, scanned straight into
                         # the decoder's buffers (anything else: None, decoded in full below)
                         data = dec.scan(raw, ts_local, exch)
@@ -473,12 +530,28 @@ class BinanceStream:
                     yield BinanceChunk(fast, self._e_empty[1],
                                        quotes.flush() if quotes.rows else self._e_empty[2])
                     self.single_diff = False
+                elif sink is not None and not depth.rows and (trades.rows or quotes.rows):
+                    # bars(): the trades straight to the bars (no chunk of arrays, no hop);
+                    # the quotes are counted (stats["quotes"]) and not used by the bars
+                    if len(quotes.rows) >= self.quote_batch:
+                        quotes.rows.clear()
+                    if trades.rows:
+                        out = sink.trades(trades.rows, self)
+                        trades.rows.clear()
+                        if out:
+                            self._bars_out = out
+                            yield _BARS
                 elif depth.rows or trades.rows or len(quotes.rows) >= self.quote_batch:
                     yield self._chunk(depth, trades, quotes)
         finally:
             watch.cancel()
             if snap_task is not None and not snap_task.done():
                 snap_task.cancel()
+            if rx is not None:
+                if not rx.done():
+                    rx.cancel()
+                elif not rx.cancelled():
+                    rx.exception()            # retrieved: the session is over anyway
 
     async def _watchdog(self, ws, t_open, t_end):
         """Close the connection when it has been silent for ``silence`` s (dead), when it is
@@ -653,6 +726,65 @@ class _LiveBars:
         self.tcur = math.nan               # TFI at the last emitted bar's close
         self._snap: list = []
         self.spans: list[tuple[int, int | None]] = []   # invalid (from, to) in the bar clock
+        self.seen = None                   # the stream's (gaps, outages, snapshots) of spans
+        # max_ts from which _emit may close a bar when nothing but max_ts changes (the
+        # per-diff path: same bar, no trade, nothing held): set by every _emit
+        self.due = -(1 << 63)
+        self.stream: BinanceStream | None = None
+
+    def refresh(self, stream: BinanceStream) -> None:
+        """The invalid spans, recomputed when the stream's gaps / outages / snapshots moved."""
+        key = (len(stream.stats["gap_records"]), len(stream.disconnects),
+               stream.stats["snapshots"])
+        if key != self.seen:
+            self.spans, self.seen = _spans(stream), key
+
+    def fast_bar(self) -> int:
+        """The bar a diff may take the per-diff path into (:meth:`applied`): the book's
+        current bar when it is still open; -1 (no bar) otherwise."""
+        k = self.dk
+        if k is None or (self.emitted is not None and k <= self.emitted):
+            return -1
+        return k
+
+    def trades(self, rows, stream: BinanceStream) -> list[StreamBar]:
+        """Trade rows of one message (``Columns(Trades).rows`` tuples): what :meth:`add`
+        does with a chunk of these trades only, without building it."""
+        i = 1 if self.clock == "local" else 0
+        for r in rows:
+            ti = r[i]
+            k = self._not_late(ti // self.every)
+            if self.tk is not None and k > self.tk:
+                self.tclose[self.tk] = self._tfi()
+            if self.tk is None or k > self.tk:
+                self.tk = k
+            self._bar(k)[2] += 1
+            self.flow.update(ti, r[2], r[3], r[4])
+            if self.max_ts is None or ti > self.max_ts:
+                self.max_ts = ti
+        self.refresh(stream)
+        return self._emit(hold=_hold(stream))
+
+    def applied(self, dec: DiffBuffers) -> list[StreamBar] | None:
+        """A diff that :meth:`DiffBuffers.step` applied to the book, in bar :meth:`fast_bar`
+        at time ``dec.t``: what :meth:`add_diff` does after its BookOFI call (the bar's sums,
+        mid, times), and the bars it closes (None when none: the usual case)."""
+        acc = self.acc[self.dk]
+        acc[1] += dec.e
+        acc[0] += 1
+        m = dec.mid
+        if m == m:
+            if acc[3] != acc[3]:
+                acc[3] = m
+            self.mid = m
+        t = dec.t
+        self.last_ts = t
+        if self.max_ts is None or t > self.max_ts:
+            self.max_ts = t
+        if self.max_ts >= self.due:
+            self.refresh(self.stream)
+            return self._emit()
+        return None
 
     def _not_late(self, k):
         """A message of a bar already emitted (later than ``lateness``) goes to the next one,
@@ -723,6 +855,9 @@ class _LiveBars:
                 ok = ~miss
                 fill = self.last_ts if self.last_ts is not None else (
                     int(u_ts[ok][0]) if ok.any() else None)
+                if fill is None and self.clock == "exchange" and self.stream is not None:
+                    fill = self.stream._last_e     # alone in its chunk (applied on arrival):
+                                                   # the last exchange time received
                 if fill is None:
                     fill = int(d.ts_local[0])
                 u_ts[miss] = fill
@@ -808,14 +943,13 @@ class _LiveBars:
         k = self._not_late(ts // self.every)
         self._depth_enter(k)
         acc = self.acc[k]
-        e = ofi.update_many(dec.ts[:n], dec.side[:n], dec.price[:n], dec.size[:n],
-                            batch_end=dec.batch_end[:n], out=dec.out[:n])
+        e = dec.apply(ofi)          # update_many's loop and errors, on the buffers in place
         if lat is not None and recv_ns is not None:
             lat.append(time.perf_counter_ns() - recv_ns)
             self.lat_cpu.append(time.thread_time_ns() - self.recv_cpu)
-        acc[1] += float(e[n - 1])
+        acc[1] += e
         acc[0] += 1
-        self._set_mid(ofi.book.mid, acc)
+        self._set_mid(dec.mid, acc)
         self.last_ts = ts
         if self.max_ts is None or ts > self.max_ts:
             self.max_ts = ts
@@ -823,14 +957,17 @@ class _LiveBars:
 
     def _emit(self, final=False, hold=None):
         out = []
+        self.due = 1 << 62             # nothing open: only a new bar (a slower path) changes it
         while self.acc:
             k = min(self.acc)
             end = (k + 1) * self.every
             if hold is not None and not final and end > hold:
+                self.due = -(1 << 63)  # held: the next call decides
                 break                  # diffs held for a snapshot may still fall in bar k
             done = final or (self.max_ts is not None and self.max_ts >= end + self.lateness) or (
                 self.dk is not None and self.dk > k and self.tk is not None and self.tk > k)
             if not done:
+                self.due = end + self.lateness     # the other conditions need a new bar
                 break
             # each side's state at the end of bar k: read when it moved past k, or now
             if k in self.tclose:
@@ -892,37 +1029,46 @@ async def bars(stream: BinanceStream, *, every: float = 10.0, window: float = 1.
                    int(round(float(lateness) * _NS)), stream.clock)
     lat = stream.latency.signal
     lb.lat_cpu = stream.latency.signal_cpu
+    lb.stream = stream
     stream.stats["late"] = 0
-    sync = stream.sync
-    local = stream.clock == "local"
-    seen = None
     dec = stream._dec
-    async for chunk in stream._run():
-        key = (len(stream.stats["gap_records"]), len(stream.disconnects),
-               stream.stats["snapshots"])
-        if key != seen:                           # invalid spans change with these only
-            lb.spans, seen = _spans(stream), key
-        hold = None
-        lb.recv_cpu = stream.recv_cpu_ns
-        buf = sync.buffer
-        if buf:
-            _, t_loc, data = buf[0]
-            e = data.get("E")
-            hold = t_loc if local or not isinstance(e, int) else e * 1_000_000
-        out = None
-        if chunk is _DIFF:
-            out = lb.add_diff(dec, stream._diff[0], stream.recv_ns, lat, hold)
+    stream._sink = lb             # the diffs of the common case go to lb.applied directly
+    try:
+        async for chunk in stream._run():
+            if chunk is _BARS:                        # closed by a diff of the per-diff path
+                stream.stats["late"] = lb.late
+                for b in stream._bars_out:
+                    yield b
+                continue
+            lb.refresh(stream)                        # invalid spans change with these only
+            hold = _hold(stream)
+            lb.recv_cpu = stream.recv_cpu_ns
+            out = None
+            if chunk is _DIFF:
+                out = lb.add_diff(dec, stream._diff[0], stream.recv_ns, lat, hold)
+                if out is None:
+                    chunk = stream._diff_chunk()
             if out is None:
-                chunk = stream._diff_chunk()
-        if out is None:
-            out = lb.add(chunk, stream.recv_ns, lat, hold, stream.single_diff)
-        for b in out:
-            stream.stats["late"] = lb.late
+                out = lb.add(chunk, stream.recv_ns, lat, hold, stream.single_diff)
+            for b in out:
+                stream.stats["late"] = lb.late
+                yield b
+        lb.spans = _spans(stream)
+        stream.stats["late"] = lb.late
+        for b in lb.finish():
             yield b
-    lb.spans = _spans(stream)
-    stream.stats["late"] = lb.late
-    for b in lb.finish():
-        yield b
+    finally:
+        stream._sink = None
+
+
+def _hold(stream: BinanceStream) -> int | None:
+    """The time (bar clock) of the oldest diff held for a snapshot; None when none is."""
+    buf = stream.sync.buffer
+    if not buf:
+        return None
+    _, t_loc, data = buf[0]
+    e = data.get("E")
+    return t_loc if stream.clock == "local" or not isinstance(e, int) else e * 1_000_000
 
 
 def _spans(stream: BinanceStream) -> list[tuple[int, int | None]]:
