@@ -355,3 +355,49 @@ def test_python_loop(benchmark):
         return out
     per_event(benchmark, n)
     benchmark.pedantic(loop, rounds=3)
+
+
+# --- ofi3: the C loops doing update_many's whole work (role "same work") ------------------
+# update_many keeps what the e-only limit does not: the crossed / locked counts and the
+# stream's TwoSum total (and, with a count window, a TwoSum window sum over a ring of (ts, e)).
+# These rows do that work with no validation (bench/cloop.c, "ofi3" block); RESULTS reports
+# update_many against both these and the e-only / plain-add limits above.
+def _same_work(cloop):
+    import ctypes
+    lib = cloop.lib
+    d, lng, vp = ctypes.POINTER(ctypes.c_double), ctypes.c_long, ctypes.c_void_p
+    lib.update_many_plain_c.argtypes = [d] * 5 + [lng, d, vp]
+    lib.update_many_count_same_c.argtypes = [vp] + [d] * 6 + [lng, lng, vp, d, d, vp]
+    return lib, (lambda a: a.ctypes.data_as(d))
+
+
+@pytest.mark.parametrize("opt", ["O2", "O3"])
+@pytest.mark.benchmark(group="update_many 1e7, no window")
+def test_no_window_c_same_work(benchmark, big, request, opt):
+    ts, bp, bs, ap, az = big
+    lib, p = _same_work(request.getfixturevalue(f"cloop_{opt}"))
+    per_event(benchmark, N, "same work")
+    out, total, counts = np.empty_like(bp), np.zeros(2), np.zeros(2, np.int64)
+    benchmark(lib.update_many_plain_c, p(bp), p(bs), p(ap), p(az), p(out), N, p(total),
+              counts.ctypes.data)
+    o = ofi_fast.OFI()
+    e = o.update_many(ts, bp, bs, ap, az)
+    assert np.array_equal(out, e) and total.sum() == o.total
+    assert counts.tolist() == [o.n_crossed, o.n_locked]
+
+
+@pytest.mark.parametrize("opt", ["O2", "O3"])
+@pytest.mark.benchmark(group=G_COUNT)
+def test_count_window_c_same_work(benchmark, big, request, opt):
+    ts, bp, bs, ap, az = big
+    lib, p = _same_work(request.getfixturevalue(f"cloop_{opt}"))
+    per_event(benchmark, N, "same work")
+    out, v = np.empty_like(bp), np.empty_like(bp)
+    rts, rval = np.zeros(WINDOW, np.int64), np.zeros(WINDOW)
+    total, counts = np.zeros(2), np.zeros(2, np.int64)
+    benchmark(lib.update_many_count_same_c, ts.ctypes.data, p(bp), p(bs), p(ap), p(az), p(out),
+              p(v), N, WINDOW, rts.ctypes.data, p(rval), p(total), counts.ctypes.data)
+    o = ofi_fast.OFI(window=WINDOW)
+    e, v2 = o.update_many(ts, bp, bs, ap, az, rolling=True)
+    assert np.array_equal(out, e) and np.array_equal(v, v2)     # the same sums, bit for bit
+    assert total.sum() == o.total and counts.tolist() == [o.n_crossed, o.n_locked]

@@ -5,8 +5,10 @@ Run: python -m pytest bench/bench_simulate.py --benchmark-only --benchmark-colum
 
 Rows: ``simulate(n)`` (default parameters, 5 levels, all arrays kept) for n = 1e4 .. 1e6;
 ``simulate_chunks`` for 1e6 .. 3e7 events in 1e6-event chunks, each chunk dropped after it is
-made (memory bounded by the chunk; the per-event cost must not grow with n); the numpy block
-engine on 2e5 events (same parameters, same seed).
+made (memory bounded by the chunk; the per-event cost must not grow with n), and 1e6 .. 1e7
+with the buffer reuse switched off (every chunk in fresh arrays, whose pages are faulted in:
+the cost of a result that is kept); the numpy block engine on 2e5 events (same parameters,
+same seed).
 """
 
 import sys
@@ -36,6 +38,18 @@ def test_simulate_chunks(benchmark, n):
         for _ in simulate_chunks(n, chunk_size=1_000_000, seed=0):
             pass
     run(benchmark, go, n, rounds=3 if n < 30_000_000 else 1)
+
+
+@pytest.mark.parametrize("n", [1_000_000, 10_000_000])
+def test_simulate_chunks_fresh_buffers(benchmark, n, monkeypatch):
+    """ofi3: the same without reusing the dropped chunks' buffers (simulate._free_buffers)."""
+    import ofi_fast.simulate as S
+    monkeypatch.setattr(S, "_free_buffers", lambda held, n: (held.pop(0), None)[1])
+
+    def go():
+        for _ in simulate_chunks(n, chunk_size=1_000_000, seed=0):
+            pass
+    run(benchmark, go, n, rounds=3)
 
 
 def test_numpy_block_engine(benchmark):

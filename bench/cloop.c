@@ -256,3 +256,126 @@ void tradeflow_time_c(const int64_t *ts, const double *sz, const int8_t *sd, dou
     }
     for (int k = 0; k < 3; k++) { vol[k] = v[k]; comp[k] = c[k]; cnt[k] = m[k]; }
 }
+
+/* ---- ofi3: OFI.update_many's own work (bench/bench_ofi.py, "same work" rows) -------------- */
+
+/* What OFI.update_many keeps besides e, with no validation: the crossed (bid > ask) and locked
+ * (bid == ask) counts and the stream's total of e by TwoSum (as _ring.pxd:neumaier_add);
+ * e two events per step as l1_ofi_c_v2, the counts as vector masks, the total one event at a
+ * time (its order is the stream's). total[2] = (sum, compensation), counts[2]. */
+void update_many_plain_c(const double *bp, const double *bs, const double *ap,
+                         const double *az, double *out, long n, double *total,
+                         int64_t *counts)
+{
+    const v2d one = {1.0, 1.0};
+    v2d crossed = {0.0, 0.0}, locked = {0.0, 0.0};
+    double s = 0.0, c = 0.0;
+    if (n <= 0) return;
+    out[0] = 0.0;
+    crossed[0] += bp[0] > ap[0];
+    locked[0] += bp[0] == ap[0];
+    long i = 1;
+    for (; i + 1 < n; i += 2) {
+        v2d b0 = ld2(bp + i - 1), b1 = ld2(bp + i), q0 = ld2(bs + i - 1), q1 = ld2(bs + i);
+        v2d a0 = ld2(ap + i - 1), a1 = ld2(ap + i), r0 = ld2(az + i - 1), r1 = ld2(az + i);
+        v2d e = (sel2(b1 >= b0, q1) - sel2(b1 <= b0, q0))
+              + (sel2(a1 >= a0, r0) - sel2(a1 <= a0, r1));
+        memcpy(out + i, &e, sizeof e);
+        crossed += sel2(b1 > a1, one);
+        locked += sel2(b1 == a1, one);
+        twosum(&s, &c, e[0]);
+        twosum(&s, &c, e[1]);
+    }
+    if (i < n) {   /* the last event alone */
+        double e = event(bp[i - 1], bs[i - 1], ap[i - 1], az[i - 1], bp[i], bs[i], ap[i], az[i]);
+        out[i] = e;
+        crossed[0] += bp[i] > ap[i];
+        locked[0] += bp[i] == ap[i];
+        twosum(&s, &c, e);
+    }
+    total[0] = s;
+    total[1] = c;
+    counts[0] = (int64_t)(crossed[0] + crossed[1]);
+    counts[1] = (int64_t)(locked[0] + locked[1]);
+}
+
+/* The same with a count window: a ring of (ts, e) of `window` slots, the window's sum by
+ * TwoSum (the oldest leaves, then the new one enters, as rolling_push), its value after each
+ * event into v; the fill and the full phase are two loops (the same pair loop, `full` a
+ * constant in each). The running state is in cnt_state. */
+struct cnt_state {
+    double s, c, ws, wc;
+    v2d crossed, locked;
+    long head, size;
+};
+
+static inline __attribute__((always_inline)) void count_rows(
+    const int64_t *ts, const double *bp, const double *bs, const double *ap, const double *az,
+    double *out, double *v, long lo, long hi, long window, int64_t *rts, double *rval,
+    struct cnt_state *st, const int full)
+{
+    const v2d one = {1.0, 1.0};
+    double s = st->s, c = st->c, ws = st->ws, wc = st->wc;
+    v2d crossed = st->crossed, locked = st->locked;
+    long head = st->head, tail = st->size;
+    long i = lo;
+#define CNT_ROW(x_, k_)                                                                   \
+    do {                                                                                  \
+        double xr = (x_);                                                                  \
+        twosum(&s, &c, xr);                                                                \
+        if (full) {                                                                       \
+            twosum(&ws, &wc, -rval[head]);                                                \
+            rts[head] = ts[k_]; rval[head] = xr;                                           \
+            head += 1;                                                                    \
+            head -= window & -(long)(head >= window);                                     \
+        } else {                                                                          \
+            rts[tail] = ts[k_]; rval[tail] = xr; tail += 1;                                \
+        }                                                                                 \
+        twosum(&ws, &wc, xr);                                                              \
+        v[k_] = ws + wc;                                                                  \
+    } while (0)
+    for (; i + 1 < hi; i += 2) {
+        v2d b0 = ld2(bp + i - 1), b1 = ld2(bp + i), q0 = ld2(bs + i - 1), q1 = ld2(bs + i);
+        v2d a0 = ld2(ap + i - 1), a1 = ld2(ap + i), r0 = ld2(az + i - 1), r1 = ld2(az + i);
+        v2d e = (sel2(b1 >= b0, q1) - sel2(b1 <= b0, q0))
+              + (sel2(a1 >= a0, r0) - sel2(a1 <= a0, r1));
+        memcpy(out + i, &e, sizeof e);
+        crossed += sel2(b1 > a1, one);
+        locked += sel2(b1 == a1, one);
+        CNT_ROW(e[0], i);
+        CNT_ROW(e[1], i + 1);
+    }
+    if (i < hi) {
+        double x = event(bp[i - 1], bs[i - 1], ap[i - 1], az[i - 1], bp[i], bs[i], ap[i], az[i]);
+        out[i] = x;
+        crossed[0] += bp[i] > ap[i];
+        locked[0] += bp[i] == ap[i];
+        CNT_ROW(x, i);
+    }
+#undef CNT_ROW
+    st->s = s; st->c = c; st->ws = ws; st->wc = wc;
+    st->crossed = crossed; st->locked = locked;
+    st->head = head; st->size = full ? window : tail;
+}
+
+void update_many_count_same_c(const int64_t *ts, const double *bp, const double *bs,
+                              const double *ap, const double *az, double *out, double *v,
+                              long n, long window, int64_t *rts, double *rval, double *total,
+                              int64_t *counts)
+{
+    struct cnt_state st = {0.0, 0.0, 0.0, 0.0, {0.0, 0.0}, {0.0, 0.0}, 0, 1};
+    if (n <= 0 || window < 1) return;
+    out[0] = 0.0;
+    v[0] = 0.0;
+    rts[0] = ts[0];
+    rval[0] = 0.0;
+    st.crossed[0] += bp[0] > ap[0];
+    st.locked[0] += bp[0] == ap[0];
+    long warm = n < window ? n : window;
+    count_rows(ts, bp, bs, ap, az, out, v, 1, warm, window, rts, rval, &st, 0);
+    count_rows(ts, bp, bs, ap, az, out, v, warm, n, window, rts, rval, &st, 1);
+    total[0] = st.s;
+    total[1] = st.c;
+    counts[0] = (int64_t)(st.crossed[0] + st.crossed[1]);
+    counts[1] = (int64_t)(st.locked[0] + st.locked[1]);
+}

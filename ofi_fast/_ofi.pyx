@@ -21,6 +21,7 @@ Conventions (see README "Conventions"):
 
 cimport cython
 from libc.math cimport INFINITY
+from libc.string cimport memcpy as c_memcpy
 
 import numpy as np
 
@@ -69,12 +70,14 @@ cdef void ofi_reset(OFIState* st) noexcept nogil:
 # ---------------------------------------------------------------------------------------------
 # Batch kernels. A batch runs in blocks of events; each block takes one or two passes over its
 # rows, each a loop without a data-dependent branch (tools/check_branches.py checks them):
-#   1. ofi_l1_pairs_counted: e_n of every row, the crossed / locked counts, the stream's
-#      Neumaier total, and one validity flag accumulated over the block (and ofi_ts_block for
-#      the time order); only when a flag says a row is bad does the caller look for the first
-#      bad row (ofi_first_bad), so errors name the field and index exactly (l1_ofi calls
-#      ofi_l1_pairs: e_n and validity only);
-#   2. ofi_count_block or ofi_time_block: the window sum (none without a window).
+#   1. one vector pass (ofi_l1_pairs_impl): e_n of every row, one validity flag accumulated
+#      over the block (values and time order); for OFI.update_many also the crossed / locked
+#      counts, the stream's Neumaier total and, with a count window at least as long as the
+#      block, the window sum (ofi_um_plain / ofi_um_fill / ofi_um_full; l1_ofi calls
+#      ofi_l1_pairs: e_n and validity only). Only when the flag says a row is bad does the
+#      caller look for the first bad row (ofi_first_bad), so errors name field and index;
+#   2. ofi_time_block (a time window) or ofi_count_block (a count window shorter than the
+#      block, whose events leave within the block): the window sum.
 # Each pass does the float operations of the one-event path (ofi_update, rolling_push) in the
 # same order, so batch and streaming results agree bit for bit.
 # ---------------------------------------------------------------------------------------------
@@ -114,8 +117,10 @@ cdef extern from *:
     #include <string.h>
     #include <math.h>
     /* neumaier_add of _ring.pxd (TwoSum), the same operations in the same order. */
-    #define OFI_TWOSUM(x_) \
-        do { double x__ = (x_); t = s + x__; z = t - s; c += (s - (t - z)) + (x__ - z); s = t; } while (0)
+    /* neumaier_add(&S, &C, x_) (TwoSum); t and z are the caller's scratch doubles. */
+    #define OFI_TS(S, C, x_) \
+        do { double x__ = (x_); t = (S) + x__; z = t - (S); (C) += ((S) - (t - z)) + (x__ - z); (S) = t; } while (0)
+    #define OFI_TWOSUM(x_) OFI_TS(s, c, x_)
     #if (defined(__GNUC__) || defined(__clang__)) && !defined(OFI_FAST_SCALAR)
     typedef double ofi_v2d __attribute__((vector_size(16)));
     typedef int64_t ofi_v2i __attribute__((vector_size(16)));
@@ -156,24 +161,55 @@ cdef extern from *:
      * prices already -inf / +inf (the caller's state, or the row before from the array), and
      * row hi-1 on exit, likewise. Returns 1 when every row lo..hi-1 is valid: a finite size
      * >= 0 on each side, and a finite price or an empty side (size 0 with price NaN, -inf
-     * bid or +inf ask); the same test as ofi_check_row. With `count` (a constant at each call
-     * site below), counts[0] / counts[1] get the crossed (bid > ask) / locked (bid == ask)
-     * rows, as float sums of ones (exact below 2**53), and total / v the Neumaier total. */
+     * bid or +inf ask); the same test as ofi_check_row. The other arguments are constants at
+     * each call site below (so each variant is its own loop, with no test inside):
+     * - count: counts[0] / counts[1] get the crossed (bid > ask) / locked (bid == ask) rows,
+     *   as float sums of ones (exact below 2**53), and total the Neumaier total of e;
+     * - check_ts: the rows are also valid only if ts[i * ts_step] is non-decreasing from
+     *   prev_ts on (ts_step 0: ts points to two equal values, always in order);
+     * - mode 0: v[i - lo] = the total after row i (OFI without a window: its rolling value);
+     *   mode 1 / 2: a count window's sum (win[0] + win[1], Neumaier) gets e of each row; in
+     *   mode 2 (the ring is full) the oldest value, rval[h] from h = head on (wrapping at cap),
+     *   leaves first; v[i - lo] = the window sum after row i. The ring itself is not written:
+     *   the caller copies the block's e into it once the block is known to be valid, so a bad
+     *   row leaves the window as it was (which needs hi - lo <= cap: no row of the block
+     *   evicts another). The operations are rolling_push's, in its order. */
     static inline __attribute__((always_inline)) int ofi_l1_pairs_impl(
         const double *bp, const double *bs, const double *ap, const double *az,
         Py_ssize_t lo, Py_ssize_t hi, double *prev, double *e, const int count,
-        int64_t *counts, double *total, double *v)
+        int64_t *counts, double *total, double *v, const int check_ts, const int64_t *ts,
+        Py_ssize_t ts_step, int64_t prev_ts, const int mode, double *win, const double *rval,
+        Py_ssize_t h, Py_ssize_t cap)
     {
         const ofi_v2d inf = {INFINITY, INFINITY}, ninf = -inf, zero = {0.0, 0.0};
         const ofi_v2d nan = {NAN, NAN}, one = {1.0, 1.0};
         const ofi_v2d first = {1.0, 0.0};
         ofi_v2d bad = zero, crossed = zero, locked = zero;
         double s = count ? total[0] : 0.0, c = count ? total[1] : 0.0, t, z;
+        double ws = mode ? win[0] : 0.0, wc = mode ? win[1] : 0.0;
         ofi_v2d b0, q0, a0, r0, b1, q1, a1, r1, x;
+        ofi_v2i t0, t1, pt = {prev_ts, prev_ts};
         /* the lanes' high halves carry row i - 1 from one step to the next */
         ofi_v2d pb = {prev[0], prev[0]}, pq = {prev[1], prev[1]};
         ofi_v2d pa = {prev[2], prev[2]}, pr = {prev[3], prev[3]};
         Py_ssize_t i = lo;
+        /* one row's total, window and rolling value (x_: its e, k_: its v slot) */
+        #define OFI_ROW(x_, k_)                                                           \
+            do {                                                                          \
+                double xr = (x_);                                                         \
+                OFI_TS(s, c, xr);                                                         \
+                if (mode == 0) {                                                          \
+                    v[k_] = s + c;                                                        \
+                } else {                                                                  \
+                    if (mode == 2) {                                                      \
+                        OFI_TS(ws, wc, -rval[h]);                                         \
+                        h += 1;                                                           \
+                        h &= -(Py_ssize_t)(h != cap);                                     \
+                    }                                                                     \
+                    OFI_TS(ws, wc, xr);                                                   \
+                    v[k_] = ws + wc;                                                      \
+                }                                                                         \
+            } while (0)
         for (; i + 1 < hi; i += 2) {
             b1 = ofi_v2_load(bp + i); q1 = ofi_v2_load(bs + i);
             a1 = ofi_v2_load(ap + i); r1 = ofi_v2_load(az + i);
@@ -182,12 +218,18 @@ cdef extern from *:
             b0 = OFI_V2_PAIR(pb, b1); q0 = OFI_V2_PAIR(pq, q1);
             a0 = OFI_V2_PAIR(pa, a1); r0 = OFI_V2_PAIR(pr, r1);
             OFI_V2_STEP(x);
+            if (check_ts) {
+                memcpy(&t1, ts + i * ts_step, 16);
+                t0 = OFI_V2_PAIR(pt, t1);
+                bad += ofi_v2_keep(t1 < t0, nan);
+                pt = t1;
+            }
             memcpy(e + i, &x, 16);
             if (count) {
                 crossed += ofi_v2_keep(b1 > a1, one);
                 locked += ofi_v2_keep(b1 == a1, one);
-                OFI_TWOSUM(x[0]); v[i - lo] = s + c;
-                OFI_TWOSUM(x[1]); v[i - lo + 1] = s + c;
+                OFI_ROW(x[0], i - lo);
+                OFI_ROW(x[1], i - lo + 1);
             }
             pb = b1; pq = q1; pa = a1; pr = r1;
         }
@@ -199,20 +241,31 @@ cdef extern from *:
             b1 = ofi_v2_choose(b1 != b1, ninf, b1);
             a1 = ofi_v2_choose(a1 != a1, inf, a1);
             OFI_V2_STEP(x);
+            if (check_ts) {
+                int64_t tl = ts[i * ts_step];
+                t1 = (ofi_v2i){tl, tl};
+                t0 = (ofi_v2i){pt[1], pt[1]};
+                bad += ofi_v2_keep(t1 < t0, nan);
+            }
             e[i] = x[0];
             if (count) {
                 crossed += ofi_v2_keep(b1 > a1, first);
                 locked += ofi_v2_keep(b1 == a1, first);
-                OFI_TWOSUM(x[0]); v[i - lo] = s + c;
+                OFI_ROW(x[0], i - lo);
             }
             pb = b1; pq = q1; pa = a1; pr = r1;
         }
+        #undef OFI_ROW
         prev[0] = pb[1]; prev[1] = pq[1]; prev[2] = pa[1]; prev[3] = pr[1];
         if (count) {
             counts[0] += (int64_t)(crossed[0] + crossed[1]);
             counts[1] += (int64_t)(locked[0] + locked[1]);
             total[0] = s;
             total[1] = c;
+        }
+        if (mode) {
+            win[0] = ws;
+            win[1] = wc;
         }
         return bad[0] + bad[1] == 0.0;   /* NaN compares false */
     }
@@ -227,7 +280,8 @@ cdef extern from *:
                             const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
                             double *e)
     {
-        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 0, NULL, NULL, NULL);
+        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 0, NULL, NULL, NULL,
+                                 0, NULL, 0, 0, 0, NULL, NULL, 0, 0);
     }
     /* The same for OFI.update_many, also counting crossed and locked rows and adding e to
      * the stream's total (total[0] + total[1], Neumaier, as neumaier_add of _ring.pxd), v[i - lo]
@@ -237,19 +291,53 @@ cdef extern from *:
                                     double *prev, double *e, int64_t *counts, double *total,
                                     double *v)
     {
-        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v);
+        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v,
+                                 0, NULL, 0, 0, 0, NULL, NULL, 0, 0);
+    }
+    /* OFI.update_many's one pass per block: ofi_l1_pairs_counted with the time order checked
+     * (ofi_um_plain: without a window, or before a time window's own loop), and with a count
+     * window's sum while the ring fills (ofi_um_fill) or once it is full (ofi_um_full). */
+    OFI_CLONES static int ofi_um_plain(const double *bp, const double *bs, const double *ap,
+                            const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
+                            double *e, int64_t *counts, double *total, double *v,
+                            const int64_t *ts, Py_ssize_t ts_step, int64_t prev_ts)
+    {
+        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v,
+                                 1, ts, ts_step, prev_ts, 0, NULL, NULL, 0, 0);
+    }
+    OFI_CLONES static int ofi_um_fill(const double *bp, const double *bs, const double *ap,
+                           const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
+                           double *e, int64_t *counts, double *total, double *v,
+                           const int64_t *ts, Py_ssize_t ts_step, int64_t prev_ts,
+                           double *win, const double *rval, Py_ssize_t head, Py_ssize_t cap)
+    {
+        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v,
+                                 1, ts, ts_step, prev_ts, 1, win, rval, head, cap);
+    }
+    OFI_CLONES static int ofi_um_full(const double *bp, const double *bs, const double *ap,
+                           const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
+                           double *e, int64_t *counts, double *total, double *v,
+                           const int64_t *ts, Py_ssize_t ts_step, int64_t prev_ts,
+                           double *win, const double *rval, Py_ssize_t head, Py_ssize_t cap)
+    {
+        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v,
+                                 1, ts, ts_step, prev_ts, 2, win, rval, head, cap);
     }
     #else
     static double ofi_keep(int c, double x) {
         uint64_t b; memcpy(&b, &x, 8); b &= -(uint64_t)(c != 0); memcpy(&x, &b, 8); return x;
     }
-    static int ofi_l1_pairs_counted(const double *bp, const double *bs, const double *ap,
-                                    const double *az, Py_ssize_t lo, Py_ssize_t hi,
-                                    double *prev, double *e, int64_t *counts, double *total,
-                                    double *v)
+    /* ofi_l1_pairs_impl above, one row at a time (same arguments, same operations) */
+    static int ofi_scalar_impl(const double *bp, const double *bs, const double *ap,
+                               const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
+                               double *e, int64_t *counts, double *total, double *v,
+                               const int64_t *ts, Py_ssize_t ts_step, int64_t prev_ts,
+                               int mode, double *win, const double *rval, Py_ssize_t h,
+                               Py_ssize_t cap)
     {
         double b0 = prev[0], q0 = prev[1], a0 = prev[2], r0 = prev[3], bad = 0.0;
         double s = total ? total[0] : 0.0, c = total ? total[1] : 0.0, t, z;
+        double ws = mode ? win[0] : 0.0, wc = mode ? win[1] : 0.0;
         for (Py_ssize_t i = lo; i < hi; i++) {
             double b1 = bp[i], q1 = bs[i], a1 = ap[i], r1 = az[i];
             b1 = b1 != b1 ? -INFINITY : b1;
@@ -257,25 +345,74 @@ cdef extern from *:
             double bk = ofi_keep(q1 > 0.0, b1), ak = ofi_keep(r1 > 0.0, a1), d = b1 - a1;
             bad += ((q1 - fabs(q1)) + (r1 - fabs(r1))) + (((bk - bk) + (ak - ak))
                    + ofi_keep(!(d < INFINITY), NAN));
+            if (ts) {
+                bad += ofi_keep(ts[i * ts_step] < prev_ts, NAN);
+                prev_ts = ts[i * ts_step];
+            }
             double x = (ofi_keep(b1 >= b0, q1) - ofi_keep(b1 <= b0, q0))
                      + (ofi_keep(a1 >= a0, r0) - ofi_keep(a1 <= a0, r1));
             e[i] = x;
             if (counts) {
                 counts[0] += b1 > a1;
                 counts[1] += b1 == a1;
-                OFI_TWOSUM(x); v[i - lo] = s + c;
+                OFI_TWOSUM(x);
+                if (mode == 0) {
+                    v[i - lo] = s + c;
+                } else {
+                    if (mode == 2) {
+                        OFI_TS(ws, wc, -rval[h]);
+                        h = h + 1 == cap ? 0 : h + 1;
+                    }
+                    OFI_TS(ws, wc, x);
+                    v[i - lo] = ws + wc;
+                }
             }
             b0 = b1; q0 = q1; a0 = a1; r0 = r1;
         }
         prev[0] = b0; prev[1] = q0; prev[2] = a0; prev[3] = r0;
         if (total) { total[0] = s; total[1] = c; }
+        if (mode) { win[0] = ws; win[1] = wc; }
         return bad == 0.0;
+    }
+    static int ofi_l1_pairs_counted(const double *bp, const double *bs, const double *ap,
+                                    const double *az, Py_ssize_t lo, Py_ssize_t hi,
+                                    double *prev, double *e, int64_t *counts, double *total,
+                                    double *v)
+    {
+        return ofi_scalar_impl(bp, bs, ap, az, lo, hi, prev, e, counts, total, v,
+                               NULL, 0, 0, 0, NULL, NULL, 0, 0);
     }
     static int ofi_l1_pairs(const double *bp, const double *bs, const double *ap,
                             const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
                             double *e)
     {
         return ofi_l1_pairs_counted(bp, bs, ap, az, lo, hi, prev, e, NULL, NULL, NULL);
+    }
+    static int ofi_um_plain(const double *bp, const double *bs, const double *ap,
+                            const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
+                            double *e, int64_t *counts, double *total, double *v,
+                            const int64_t *ts, Py_ssize_t ts_step, int64_t prev_ts)
+    {
+        return ofi_scalar_impl(bp, bs, ap, az, lo, hi, prev, e, counts, total, v,
+                               ts, ts_step, prev_ts, 0, NULL, NULL, 0, 0);
+    }
+    static int ofi_um_fill(const double *bp, const double *bs, const double *ap,
+                           const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
+                           double *e, int64_t *counts, double *total, double *v,
+                           const int64_t *ts, Py_ssize_t ts_step, int64_t prev_ts,
+                           double *win, const double *rval, Py_ssize_t head, Py_ssize_t cap)
+    {
+        return ofi_scalar_impl(bp, bs, ap, az, lo, hi, prev, e, counts, total, v,
+                               ts, ts_step, prev_ts, 1, win, rval, head, cap);
+    }
+    static int ofi_um_full(const double *bp, const double *bs, const double *ap,
+                           const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
+                           double *e, int64_t *counts, double *total, double *v,
+                           const int64_t *ts, Py_ssize_t ts_step, int64_t prev_ts,
+                           double *win, const double *rval, Py_ssize_t head, Py_ssize_t cap)
+    {
+        return ofi_scalar_impl(bp, bs, ap, az, lo, hi, prev, e, counts, total, v,
+                               ts, ts_step, prev_ts, 2, win, rval, head, cap);
     }
     #endif
     """
@@ -286,16 +423,20 @@ cdef extern from *:
                               const float64_t* az, intp_t lo, intp_t hi, float64_t* prev,
                               float64_t* e, int64_t* counts, float64_t* total,
                               float64_t* v) noexcept nogil
-
-
-cdef bint ofi_ts_block(const int64_t* ts, intp_t lo, intp_t hi, int64_t last) noexcept nogil:
-    """True when ts[lo..hi-1] is non-decreasing and starts at or after ``last``."""
-    cdef bint ok = True
-    cdef intp_t i
-    for i in range(lo, hi):
-        ok = ok & (ts[i] >= last)
-        last = ts[i]
-    return ok
+    bint ofi_um_plain(const float64_t* bp, const float64_t* bs, const float64_t* ap,
+                      const float64_t* az, intp_t lo, intp_t hi, float64_t* prev,
+                      float64_t* e, int64_t* counts, float64_t* total, float64_t* v,
+                      const int64_t* ts, intp_t ts_step, int64_t prev_ts) noexcept nogil
+    bint ofi_um_fill(const float64_t* bp, const float64_t* bs, const float64_t* ap,
+                     const float64_t* az, intp_t lo, intp_t hi, float64_t* prev,
+                     float64_t* e, int64_t* counts, float64_t* total, float64_t* v,
+                     const int64_t* ts, intp_t ts_step, int64_t prev_ts, float64_t* win,
+                     const float64_t* rval, intp_t head, intp_t cap) noexcept nogil
+    bint ofi_um_full(const float64_t* bp, const float64_t* bs, const float64_t* ap,
+                     const float64_t* az, intp_t lo, intp_t hi, float64_t* prev,
+                     float64_t* e, int64_t* counts, float64_t* total, float64_t* v,
+                     const int64_t* ts, intp_t ts_step, int64_t prev_ts, float64_t* win,
+                     const float64_t* rval, intp_t head, intp_t cap) noexcept nogil
 
 
 cdef int ofi_first_bad(const int64_t* ts, const float64_t* bp, const float64_t* bs,
@@ -395,6 +536,65 @@ cdef void ofi_time_block(RollingSumState* r, const int64_t* ts, const float64_t*
     r.ring.size = size
 
 
+cdef bint ofi_count_fused(OFIState* st, const int64_t* ts, intp_t ts_step, const float64_t* bp,
+                          const float64_t* bs, const float64_t* ap, const float64_t* az,
+                          intp_t lo, intp_t hi, float64_t* prev, float64_t* e,
+                          int64_t* counts, float64_t* total, float64_t* vb, int64_t prev_ts,
+                          float64_t* win) noexcept nogil:
+    """Pass 1 with a count window (hi - lo <= capacity): rows lo..lo+fill-1 while the ring
+    fills, the rest once it is full; the window sum goes to win, the ring is not written
+    (ofi_count_commit does that once the block is valid). ts[i * ts_step] is row i's ts."""
+    cdef RollingSumState* r = &st.roll
+    cdef intp_t fill = r.ring.capacity - r.ring.size
+    cdef bint ok = True
+    if fill > hi - lo:
+        fill = hi - lo
+    if fill > 0:
+        ok = ofi_um_fill(bp, bs, ap, az, lo, lo + fill, prev, e, counts, total, vb, ts, ts_step,
+                         prev_ts, win, r.ring.val, r.ring.head, r.ring.capacity)
+        prev_ts = ts[(lo + fill - 1) * ts_step]
+    if lo + fill < hi:
+        ok = ok & ofi_um_full(bp, bs, ap, az, lo + fill, hi, prev, e, counts, total, vb + fill,
+                              ts, ts_step, prev_ts, win, r.ring.val, r.ring.head,
+                              r.ring.capacity)
+    return ok
+
+
+cdef void ofi_count_commit(RollingSumState* r, const int64_t* ts, intp_t ts_step,
+                           const float64_t* e, intp_t lo, intp_t hi,
+                           const float64_t* win) noexcept nogil:
+    """The ring after ofi_count_fused's rows lo..hi-1 (hi - lo <= capacity): their (ts, e)
+    fill the slots from the tail on, wrapping (the slots of the oldest events once the ring
+    is full), the head moves past the events that left, and the sum is the fused pass's."""
+    cdef intp_t cap = r.ring.capacity, n = hi - lo, k, m
+    cdef intp_t tail = r.ring.head + r.ring.size
+    cdef intp_t left = r.ring.size + n - cap        # events that left the window
+    if tail >= cap:
+        tail -= cap
+    m = cap - tail                                  # slots before the wrap
+    if m > n:
+        m = n
+    c_memcpy(r.ring.val + tail, e + lo, m * sizeof(float64_t))
+    c_memcpy(r.ring.val, e + lo + m, (n - m) * sizeof(float64_t))
+    if ts_step:
+        c_memcpy(r.ring.ts + tail, ts + lo, m * sizeof(int64_t))
+        c_memcpy(r.ring.ts, ts + lo + m, (n - m) * sizeof(int64_t))
+    else:
+        for k in range(m):
+            r.ring.ts[tail + k] = ts[0]
+        for k in range(n - m):
+            r.ring.ts[k] = ts[0]
+    if left > 0:
+        r.ring.head += left
+        if r.ring.head >= cap:
+            r.ring.head -= cap
+        r.ring.size = cap
+    else:
+        r.ring.size += n
+    r.sum = win[0]
+    r.comp = win[1]
+
+
 cdef int ofi_run(OFIState* st, const int64_t* ts, const float64_t* bp, const float64_t* bs,
                  const float64_t* ap, const float64_t* az, intp_t n, float64_t* e,
                  float64_t* v, intp_t* bad) noexcept nogil:
@@ -409,11 +609,19 @@ cdef int ofi_run(OFIState* st, const int64_t* ts, const float64_t* bp, const flo
     cdef float64_t prev[4]
     cdef int64_t counts[2]
     cdef float64_t total[2]
+    cdef float64_t win[2]
+    cdef int64_t same_ts[2]
     cdef float64_t* vb
     cdef RollingSumState* r = &st.roll
-    cdef intp_t lo = 0, hi, k, block = ofi_block
+    cdef intp_t lo = 0, hi, k, block = ofi_block, ts_step = 1
+    cdef const int64_t* tsp = ts
+    cdef int64_t prev_ts
     cdef int status = STATUS_OK
-    cdef bint ok
+    cdef bint ok, fused
+    if ts == NULL:                  # no timestamps: every event has the last one (a count
+        same_ts[0] = same_ts[1] = r.last_ts     # window's ring keeps it), always in order
+        tsp = same_ts
+        ts_step = 0
     bad[0] = n
     while lo < n:
         hi = lo + block
@@ -429,8 +637,9 @@ cdef int ofi_run(OFIState* st, const int64_t* ts, const float64_t* bp, const flo
                 vb[k - lo] = rolling_value(r)
             lo = hi
             continue
-        # pass 1: e and validity, from the state's last quotes (a first event is compared
-        # with itself: e = (q - q) + (q - q) = +0.0 exactly, as ofi_update's 0.0)
+        # pass 1: e, validity and time order, totals and counters, and a count window's sum
+        # (from the state's last quotes: a first event is compared with itself, e = (q - q) +
+        # (q - q) = +0.0 exactly, as ofi_update's 0.0)
         if st.has_prev:
             prev[0], prev[1], prev[2], prev[3] = st.bid_px, st.bid_sz, st.ask_px, st.ask_sz
         else:
@@ -441,10 +650,22 @@ cdef int ofi_run(OFIState* st, const int64_t* ts, const float64_t* bp, const flo
         counts[0] = counts[1] = 0
         total[0] = st.total
         total[1] = st.total_comp
-        ok = ofi_l1_pairs_counted(bp, bs, ap, az, lo, hi, prev, e, counts, total, vb)
-        if ts != NULL:
-            ok = ok & ofi_ts_block(ts, lo, hi, r.last_ts if r.has_last else ts[lo])
+        prev_ts = r.last_ts if r.has_last else tsp[lo * ts_step]
+        # a count window at least as long as the block: its sum in the same pass (no event
+        # of the block evicts another, so the ring is written only once the block is valid)
+        fused = r.window > 0 and hi - lo <= r.ring.capacity
+        if fused:
+            win[0] = r.sum
+            win[1] = r.comp
+            ok = ofi_count_fused(st, tsp, ts_step, bp, bs, ap, az, lo, hi, prev, e, counts,
+                                 total, vb, prev_ts, win)
+        elif ts != NULL:
+            ok = ofi_um_plain(bp, bs, ap, az, lo, hi, prev, e, counts, total, vb, ts, 1,
+                              prev_ts)
+        else:
+            ok = ofi_l1_pairs_counted(bp, bs, ap, az, lo, hi, prev, e, counts, total, vb)
         if not ok:
+            fused = False                        # the window goes through ofi_count_block
             status = ofi_first_bad(ts, bp, bs, ap, az, lo, hi, r.has_last, r.last_ts, &hi)
             bad[0] = hi
             counts[0] = counts[1] = 0            # redo counts and total up to the bad row
@@ -456,14 +677,13 @@ cdef int ofi_run(OFIState* st, const int64_t* ts, const float64_t* bp, const flo
                 neumaier_add(&total[0], &total[1], e[k])
                 vb[k - lo] = total[0] + total[1]
         if hi > lo:
-            # passes 2 and 3, then commit
+            # pass 2 (a time window, or a count window shorter than the block), then commit
             st.total = total[0]
             st.total_comp = total[1]
-            if r.window > 0:
-                if ts != NULL:
-                    ofi_count_block(r, ts, 1, e, lo, hi, vb)
-                else:
-                    ofi_count_block(r, &r.last_ts, 0, e, lo, hi, vb)
+            if fused:
+                ofi_count_commit(r, tsp, ts_step, e, lo, hi, win)
+            elif r.window > 0:
+                ofi_count_block(r, tsp, ts_step, e, lo, hi, vb)
             elif r.window_time > 0:
                 ofi_time_block(r, ts, e, lo, hi, vb)
             else:
@@ -727,7 +947,6 @@ cdef class _EmptyCall:
 # shifts one rank and produces flow at every rank: that is the rank-based definition.
 
 from libc.stdlib cimport free as c_free, malloc as c_malloc
-from libc.string cimport memcpy as c_memcpy
 
 from libc.stdint cimport SIZE_MAX
 

@@ -25,7 +25,8 @@ cdef class SimEngine:
     cdef float64_t* q0                 # 2K: sizes at the block's start
     cdef float64_t* dsum               # 2K: signed sizes of the block's events so far
     cdef float64_t* rates              # C: the block's rates
-    cdef float64_t* cum                # C: their cumulative sums
+    cdef float64_t* cum                # C: their cumulative sums (then +inf up to 2 * search_step)
+    cdef intp_t search_step            # the largest power of two <= C
     cdef intp_t* adj_col               # W: shrink adjustments of the block: column
     cdef float64_t* adj_val            #    and amount, in order
     cdef readonly int64_t ts           # ns: time of the last block's end (its break or last draw)

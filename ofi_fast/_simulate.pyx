@@ -145,7 +145,14 @@ cdef class SimEngine:
         offset = np.concatenate([-j, j]).astype(np.int64)
         lim = np.ascontiguousarray(limit, dtype=np.float64).copy()
         q = np.concatenate([np.asarray(qb, np.float64), np.asarray(qa, np.float64)])
-        bufs = [np.zeros(2 * K), np.zeros(2 * K), np.zeros(C), np.zeros(C),
+        # cum: the cumulative rates, padded with +inf to twice the search's first step (the
+        # largest power of two <= C), so the search below reads no further than its end
+        step = 1
+        while 2 * step <= C:
+            step *= 2
+        self.search_step = step
+        cum = np.full(2 * step, np.inf)
+        bufs = [np.zeros(2 * K), np.zeros(2 * K), np.zeros(C), cum,
                 np.zeros(block, np.intp), np.zeros(block)]
         self._keep = [col, sgn, etype, side, offset, lim, q] + bufs
         self.col = <int64_t*> PyArray_DATA(col)
@@ -238,19 +245,34 @@ cdef class SimEngine:
         """Size of a level uncovered at the back: lot * (1 + Poisson(depth_lam))."""
         return self.lot * (1.0 + self.rng.poisson(self.depth_lam))
 
-    def run(self, intp_t n, float64_t tick_size):
+    def run(self, intp_t n, float64_t tick_size, out=None):
         """The next n events: ts, event_type, side, price, size (n) and bid_px, bid_sz,
-        ask_px, ask_sz (n, K); a price is its tick times tick_size."""
+        ask_px, ask_sz (n, K); a price is its tick times tick_size. ``out``: those nine arrays
+        to write into instead of new ones (C-contiguous, these dtypes and shapes: a chunk's
+        buffers reused, so the pages are not faulted in again), returned."""
         cdef intp_t K = self.K
-        ts_a = np.empty(n, np.int64)
-        et_a = np.empty(n, np.int8)
-        sd_a = np.empty(n, np.int8)
-        px_a = np.empty(n, np.float64)
-        sz_a = np.empty(n, np.float64)
-        bp_a = np.empty((n, K), np.float64)
-        bq_a = np.empty((n, K), np.float64)
-        ap_a = np.empty((n, K), np.float64)
-        aq_a = np.empty((n, K), np.float64)
+        if out is None:
+            ts_a = np.empty(n, np.int64)
+            et_a = np.empty(n, np.int8)
+            sd_a = np.empty(n, np.int8)
+            px_a = np.empty(n, np.float64)
+            sz_a = np.empty(n, np.float64)
+            bp_a = np.empty((n, K), np.float64)
+            bq_a = np.empty((n, K), np.float64)
+            ap_a = np.empty((n, K), np.float64)
+            aq_a = np.empty((n, K), np.float64)
+        else:
+            ts_a, et_a, sd_a, px_a, sz_a, bp_a, bq_a, ap_a, aq_a = out
+            for name, a, dt, shape in (
+                    ("ts", ts_a, np.int64, (n,)), ("event_type", et_a, np.int8, (n,)),
+                    ("side", sd_a, np.int8, (n,)), ("price", px_a, np.float64, (n,)),
+                    ("size", sz_a, np.float64, (n,)), ("bid_px", bp_a, np.float64, (n, K)),
+                    ("bid_sz", bq_a, np.float64, (n, K)), ("ask_px", ap_a, np.float64, (n, K)),
+                    ("ask_sz", aq_a, np.float64, (n, K))):
+                if not (isinstance(a, np.ndarray) and a.dtype == dt and a.shape == shape
+                        and a.flags.c_contiguous and a.flags.writeable):
+                    raise ValueError(f"out: {name} must be a writeable C-contiguous "
+                                     f"{np.dtype(dt).name} array of shape {shape}")
         if n:
             guard_enter(&self.guard)
             try:
@@ -296,6 +318,7 @@ cdef class SimEngine:
         # written back at every block end and on return.
         cdef intp_t K = self.K, C = self.C, W = self.W, pos = 0, i, a, j, ch, lvl
         cdef intp_t r = 0, base = 0, nadj = 0, ncut = 4 * K + 2
+        cdef intp_t search_step = self.search_step
         cdef float64_t u, sz, x, m, c, total = 0.0, scale = 0.0, lot = self.lot
         cdef int64_t t, tk, t_prev = 0, bt = self.bid_tick, at = self.ask_tick
         cdef int et, sd
@@ -333,12 +356,16 @@ cdef class SimEngine:
             i = base + r
             u = pu[i]
             sz = psz[i]
-            # channel: how many cumulative rates are <= u * total (searchsorted, right),
-            # counted without branches
+            # channel: how many cumulative rates are <= u * total (searchsorted, right), by
+            # a binary search without branches: the largest count k with cum[k - 1] <= x,
+            # built bit by bit from the highest (cum is non-decreasing: the rates are >= 0;
+            # the +inf padding is never <= x), log2(C) steps instead of C comparisons
             x = u * total
             ch = 0
-            for a in range(C):
-                ch += cum[a] <= x
+            a = search_step
+            while a:
+                ch += a & -<intp_t>(cum[ch + a - 1] <= x)
+                a >>= 1
             if ch > C - 1:
                 ch = C - 1
             # ceil of a non-negative double: truncate, add one if something was cut off

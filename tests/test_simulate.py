@@ -108,6 +108,55 @@ def test_chunks_equal_one_run(chunk):
     assert _same(SimResult.concatenate(parts), whole)
 
 
+
+def _copy(r):
+    return SimResult(**{k: (getattr(r, k).copy() if k != "tick_size" else r.tick_size)
+                        for k in SimResult.__slots__})
+
+
+@pytest.mark.parametrize("chunk", [1, 97, 5_000])
+def test_chunks_dropped_as_made_reuse_buffers_and_stay_equal(chunk):
+    # A caller that drops each chunk: the chunk after next is written into its buffers (the
+    # same addresses come back), and every chunk, copied when it arrives, is what one run
+    # gives. A caller that keeps a view of a chunk's array (or the chunk) keeps its values:
+    # that chunk's buffers are never reused.
+    n = 600 if chunk == 1 else 30_000
+    whole = simulate(n, seed=11, levels=3)
+    copies, addresses = [], []
+    for r in simulate_chunks(n, chunk_size=chunk, seed=11, levels=3):
+        copies.append(_copy(r))
+        addresses.append(r.bid_sz.__array_interface__["data"][0])
+    assert _same(SimResult.concatenate(copies), whole)
+    full = n // chunk                               # chunks of exactly chunk rows
+    assert len(set(addresses[:full])) <= 2 < full   # two sets of buffers, alternating
+    views, kept = [], []
+    for i, r in enumerate(simulate_chunks(n, chunk_size=chunk, seed=11, levels=3)):
+        if i % 3 == 0:
+            views.append((i, r.bid_sz[:, 0], r.ts[1:]))     # views of two of its arrays
+        if i % 3 == 1:
+            kept.append((i, r))
+    for i, bq, ts in views:
+        assert np.array_equal(bq, whole.bid_sz[i * chunk:(i + 1) * chunk, 0])
+        assert np.array_equal(ts, whole.ts[i * chunk + 1:(i + 1) * chunk])
+    for i, r in kept:
+        assert _same(r, SimResult(**{k: (getattr(whole, k)[i * chunk:(i + 1) * chunk]
+                                         if k in ("ts", "event_type", "side", "price", "size",
+                                                  "bid_px", "bid_sz", "ask_px", "ask_sz")
+                                         else getattr(r, k)) for k in SimResult.__slots__}))
+
+
+def test_engine_out_buffers_are_checked():
+    sim = LOBSimulator(0, levels=2)
+    good = sim._engine.run(10, 0.01)
+    bad = list(good)
+    bad[5] = np.empty((10, 3))
+    with pytest.raises(ValueError, match="bid_px"):
+        sim._engine.run(10, 0.01, tuple(bad))
+    bad = list(good)
+    bad[1] = np.empty(10, np.int64)
+    with pytest.raises(ValueError, match="event_type"):
+        sim._engine.run(10, 0.01, tuple(bad))
+
 def _ols_r2(x, y):
     X = np.column_stack([np.ones_like(x), x])
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)

@@ -52,6 +52,13 @@ KERNELS: dict[str, list[str]] = {
                       "tradeflow_count_c", "tradeflow_time_c"],
 }
 
+# ofi3: OFI.update_many's fused pass (the time-order check moved into it: no ofi_ts_block)
+# and the C loops doing its whole work
+KERNELS["ofi_fast/_ofi.pyx"] = [k for k in KERNELS["ofi_fast/_ofi.pyx"] if k != "ofi_ts_block"]
+KERNELS["ofi_fast/_ofi.pyx"] += ["ofi_um_plain", "ofi_um_fill", "ofi_um_full"]
+KERNELS["bench/cloop.c"] += ["update_many_plain_c", "update_many_count_same_c"]
+# end ofi3
+
 # A loop the check must flag: CKS eq. 10 written with ifs (gcc -O2 turns them into jumps).
 NEGATIVE_CONTROL = r"""
 void branchy_l1_ofi(const double *bp, const double *bs, const double *ap, const double *az,
