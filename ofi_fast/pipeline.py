@@ -234,9 +234,10 @@ class BarBuilder:
         cuts = np.flatnonzero(snap[1:] != snap[:-1]) + 1
         starts = np.r_[0, cuts]
         ends = np.r_[cuts, n]
+        snap_ts = _snapshot_times(c) if snap.any() else None
         for a, b in zip(starts.tolist(), ends.tolist()):
             if snap[a]:
-                self._snapshot_rows(c, a, b, snap, be, (c.flags & FLAG_CLEAR) != 0)
+                self._snapshot_rows(c, a, b, snap_ts, be, (c.flags & FLAG_CLEAR) != 0)
             else:
                 e[a:b] = self._diff_rows(bo, c, a, b, be)
         # snapshot rows are not events: they restart the book (and may be stamped out of
@@ -247,9 +248,11 @@ class BarBuilder:
         self.n_events += int(diff.sum()) - n      # add() counts every row
         return e
 
-    def _snapshot_rows(self, c, a, b, snap, be, clear):
+    def _snapshot_rows(self, c, a, b, snap_ts, be, clear):
         """Collect snapshot rows; at each batch end load the snapshot into the BookOFI (OFI
-        restarts from it: it never spans a snapshot)."""
+        restarts from it: it never spans a snapshot). The book after it is the bar's closing
+        mid until a later message of the bar (as in :func:`stream`): ``snap_ts`` maps the
+        snapshot's end row to its time there (:func:`_snapshot_times`)."""
         i = a
         while i < b:
             if clear[i] or self._snap is None:
@@ -268,6 +271,12 @@ class BarBuilder:
                 m = self.ofi.book.mid
                 if math.isnan(self.first_mid) and math.isfinite(m):
                     self.first_mid = float(m)
+                if math.isfinite(m):
+                    k = int(snap_ts[j - 1]) // self.every
+                    if self._last_k is not None:
+                        k = max(k, self._last_k)
+                    k0 = self._span(k, k)             # (may replace the column arrays)
+                    self.cols["mid_close"][k - k0] = m
             i = j
 
     def _diff_rows(self, bo, c, a, b, be):
@@ -955,6 +964,18 @@ class Latency:
         self.first_chunk: Chunk | None = None
 
 
+def _snapshot_times(c):
+    """Per row of a deltas chunk, the time :func:`stream` replays its unit at (only the
+    snapshot rows' values are used): units stay in file order, so a snapshot stamped after
+    the diffs buffered for it (Binance) takes their time, and the times are made
+    non-decreasing."""
+    u_ts, u_a, u_b, u_snap, _ = _delta_units(c)
+    rev = np.minimum.accumulate(u_ts[::-1])[::-1]
+    u_ts = np.where(u_snap, rev, u_ts)
+    np.maximum.accumulate(u_ts, out=u_ts)
+    return np.repeat(u_ts, u_b - u_a)
+
+
 def _delta_units(c):
     """Replay units of a deltas chunk: (end ts, start row, end row, is_snapshot). A unit is one
     exchange message (rows up to a FLAG_BATCH_END), a snapshot, or the rows left at the end of
@@ -1060,11 +1081,7 @@ def _stream(source, every, window, classify, latency):
             latency.first_chunk = c
         nu, nt = u_ts.shape[0], c.trade_ts.shape[0]
         if deltas and nu:
-            # events stay in file order: a snapshot stamped after the diffs buffered for it
-            # (Binance) takes their time, and the times are made non-decreasing
-            rev = np.minimum.accumulate(u_ts[::-1])[::-1]
-            u_ts = np.where(u_snap, rev, u_ts)
-            np.maximum.accumulate(u_ts, out=u_ts)
+            u_ts = _snapshot_times(c)[u_b - 1]        # (see there: file order kept)
         order = np.argsort(np.concatenate([u_ts, c.trade_ts]), kind="stable").tolist()
         lat_e = np.empty(nu, np.int64)
         lat_t = np.empty(nt, np.int64)

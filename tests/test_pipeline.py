@@ -600,3 +600,28 @@ def test_cks_and_multilevel_commands(tmp_path):
                        (["multilevel", "/no/such.zip:5"], "no such file")):
         r = cli(*args)
         assert r.returncode == 2 and frag in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_a_snapshot_closing_a_bar_sets_its_mid_in_analyze_and_stream(tmp_path):
+    """A resync snapshot alone in its bar: the book after it is that bar's closing mid, in
+    analyze (mid_close, dmid) as in stream (hand-computed from the rows; Tardis, us times,
+    0.5 s bars). Before, analyze carried the previous bar's close over it."""
+    hdr = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount"
+    rows = ["x,Y,100000,100000,true,bid,10,1", "x,Y,100000,100000,true,ask,11,1",  # 10.5
+            "x,Y,200000,200000,false,bid,10,2",                                     # 10.5
+            "x,Y,300000,300000,false,ask,10.5,3",                                   # 10.25
+            "x,Y,1100000,1100000,true,bid,20,1", "x,Y,1100000,1100000,true,ask,21,1",  # 20.5
+            "x,Y,1700000,1700000,false,bid,20.5,1",                                 # 20.75
+            "x,Y,2200000,2200000,false,ask,21,0", "x,Y,2200000,2200000,false,ask,22,1"]  # 21.25
+    p = tmp_path / "resync.csv"
+    p.write_text(hdr + "\n" + "\n".join(rows) + "\n")
+    a = ofi_fast.analyze(str(p), format="tardis", every=0.5, tick_size=0.5)
+    t = a.bars
+    assert (t["start_ns"] // (NS // 2)).tolist() == [0, 1, 2, 3, 4]
+    assert t["mid_close"].tolist() == [10.25, 10.25, 20.5, 20.75, 21.25]
+    assert t["dmid"].tolist() == [-0.25, 0.0, 10.25, 0.25, 0.5]
+    bars = list(ofi_fast.stream(str(p), format="tardis", every=0.5, tick_size=0.5))
+    # the stream yields the snapshot's bar (no event in it) with the same mid and dmid
+    assert [(b.start_ns, b.events, b.mid, b.dmid) for b in bars] == [
+        (0, 2, 10.25, -0.25), (NS, 0, 20.5, 10.25), (3 * NS // 2, 1, 20.75, 0.25),
+        (2 * NS, 1, 21.25, 0.5)]
