@@ -21,7 +21,9 @@ floating-point operations in the same order, so a seed gives bit-identical resul
   order (sizes are whole lots, so any order would agree for the default lot; this order
   agrees for every lot).
 
-Cost: about 40 ns per event and one Python call per touch that empties (see bench/RESULTS.md).
+Cost: about 130-160 ns per simulated event in chunks on the 2-core benchmark machine (the loop,
+the pooled draws and the first touch of fresh output pages; bench/RESULTS.md, issue 13 ofi3),
+and one Python call per touch that empties.
 """
 
 cimport cython

@@ -44,7 +44,8 @@ Event loop (``ofi_fast/_simulate.pyx``, compiled): the rates are fixed for a blo
 would empty a queue or improve the spread (a *break*), which is applied to the book there.
 The loop consumes the same draws in the same order, with the same floating-point operations,
 as the numpy block engine it replaced (kept in tests/sim_numpy_oracle.py and held against it
-bit for bit), so every seed gives the streams of earlier releases. About 40 ns per event.
+bit for bit), so every seed gives the streams of earlier releases. About 130-160 ns per
+event (bench/RESULTS.md).
 
 numpy plus that one compiled module; imports nothing else from the package.
 """
