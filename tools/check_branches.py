@@ -52,6 +52,10 @@ KERNELS: dict[str, list[str]] = {
                       "tradeflow_count_c", "tradeflow_time_c"],
 }
 
+# trades3: VPIN.update_many's kernel (C in _trades.pyx's extern block), _ring's and _impact's loops
+KERNELS["ofi_fast/_trades.pyx"] += ["ofi_vpin_fill_half", "ofi_vpin_fill_side",
+                                    "ofi_vpin_fill_frac"]
+
 # A loop the check must flag: CKS eq. 10 written with ifs (gcc -O2 turns them into jumps).
 NEGATIVE_CONTROL = r"""
 void branchy_l1_ofi(const double *bp, const double *bs, const double *ap, const double *az,
