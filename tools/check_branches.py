@@ -55,6 +55,7 @@ KERNELS: dict[str, list[str]] = {
 # trades3: VPIN.update_many's kernel (C in _trades.pyx's extern block), _ring's and _impact's loops
 KERNELS["ofi_fast/_trades.pyx"] += ["ofi_vpin_fill_half", "ofi_vpin_fill_side",
                                     "ofi_vpin_fill_frac"]
+KERNELS["ofi_fast/_ring.pyx"] = ["_rs_clean", "_rs_plain", "_rs_count"]
 
 # A loop the check must flag: CKS eq. 10 written with ifs (gcc -O2 turns them into jumps).
 NEGATIVE_CONTROL = r"""
