@@ -56,6 +56,7 @@ KERNELS: dict[str, list[str]] = {
 KERNELS["ofi_fast/_trades.pyx"] += ["ofi_vpin_fill_half", "ofi_vpin_fill_side",
                                     "ofi_vpin_fill_frac"]
 KERNELS["ofi_fast/_ring.pyx"] = ["_rs_clean", "_rs_plain", "_rs_count"]
+KERNELS["ofi_fast/_impact.pyx"] = ["bars_clock_fast", "_segment_fast"]
 
 # A loop the check must flag: CKS eq. 10 written with ifs (gcc -O2 turns them into jumps).
 NEGATIVE_CONTROL = r"""
