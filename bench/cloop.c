@@ -257,7 +257,7 @@ void tradeflow_time_c(const int64_t *ts, const double *sz, const int8_t *sd, dou
     for (int k = 0; k < 3; k++) { vol[k] = v[k]; comp[k] = c[k]; cnt[k] = m[k]; }
 }
 
-/* ---- ofi3: OFI.update_many's own work (bench/bench_ofi.py, "same work" rows) -------------- */
+/* ---- OFI.update_many's own work (bench/bench_ofi.py, "same work" rows) -------------- */
 
 /* What OFI.update_many keeps besides e, with no validation: the crossed (bid > ask) and locked
  * (bid == ask) counts and the stream's total of e by TwoSum (as _ring.pxd:neumaier_add);

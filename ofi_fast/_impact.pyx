@@ -25,6 +25,7 @@ from ofi_fast._types cimport (
     STATUS_TIME_BACKWARDS, float64_t, int64_t, intp_t,
 )
 from ofi_fast._guard cimport guard_enter, guard_exit, guard_free, guard_init, guard_wait
+from ofi_fast._select cimport f64_keep
 from ofi_fast._arrays import column, integer, output
 from ofi_fast._ring import alloc_error, check_window
 from ofi_fast.errors import CapacityError, OFIError, raise_status
@@ -133,6 +134,57 @@ cdef intp_t bars_clock_kernel(const int64_t* ts, const float64_t* values, intp_t
     return -1
 
 
+# Branch-free fast paths of the bar kernels (issue 13, helper trades3): the events of one bar
+# are summed in a loop with no data-dependent branch but its single exit test (the next event
+# starts another bar, or is the last), time order and finiteness accumulated (a NaN or inf
+# leaves the bar's sum non-finite; an overflowing sum is sent to the exact path too). When
+# either check fails, the exact kernel above runs from the start and finds what to report, as
+# before; on clean input both write the same bars bit for bit (the same left-to-right sums).
+cdef bint bars_clock_fast(const int64_t* ts, const float64_t* values, intp_t n, int64_t every,
+                          int64_t k0, intp_t nb, int64_t shift, float64_t* bsum,
+                          int64_t* bcount, float64_t* bfirst, float64_t* blast) noexcept nogil:
+    """bars_clock_kernel on clean input (n > 0): returns 1 when done, 0 to run the exact one."""
+    cdef intp_t i = 0, i0 = 0, b = 0, left
+    cdef int64_t end = (k0 + 1) * every + shift, t, prev = ts[0]
+    cdef float64_t s = 0.0
+    cdef int back = 0
+    cdef intp_t stop
+    while True:
+        left = n - 1 - i
+        while True:                     # the events of bar b, then one that is last or later
+            t = ts[i]
+            stop = t >= end
+            if ((left - 1) | -stop) < 0:
+                break
+            back |= t < prev
+            prev = t
+            s += values[i]
+            i += 1
+            left -= 1
+        if not stop:                    # the last event, in bar b
+            back |= t < prev
+            s += values[i]
+            i += 1
+        if back or not (s - s == 0.0):
+            return False
+        bsum[b] = s
+        bcount[b] = i - i0
+        bfirst[b] = values[i0]
+        blast[b] = values[i - 1]
+        if i == n:
+            return True
+        prev = t
+        b += 1
+        end += every
+        while t >= end:                 # empty bars between
+            b += 1
+            end += every
+        if b >= nb:
+            return False
+        s = 0.0
+        i0 = i
+
+
 cdef int64_t _shift(closed) except -1:
     if closed == "left":
         return 0
@@ -188,8 +240,11 @@ def bars(ts, values, *, every, closed="left", max_bars=50_000_000):
     cdef int status = STATUS_OK
     cdef intp_t bad, nbc = nb
     with nogil:
-        bad = bars_clock_kernel(&t[0], &v[0], n, ev, k0, nbc, shift, &s[0], &c[0], &f[0],
-                                &l[0], &status)
+        bad = -1
+        if not bars_clock_fast(&t[0], &v[0], n, ev, k0, nbc, shift, &s[0], &c[0], &f[0],
+                               &l[0]):
+            bad = bars_clock_kernel(&t[0], &v[0], n, ev, k0, nbc, shift, &s[0], &c[0], &f[0],
+                                    &l[0], &status)
     if bad >= 0:
         raise_status(status, "ts" if status == STATUS_TIME_BACKWARDS else "values", bad)
     return Bars(start, bsum, bcount, bfirst, blast, ev)
@@ -219,6 +274,33 @@ cdef intp_t _segment_kernel(const int64_t* bar_of, const float64_t* values, intp
     return -1
 
 
+cdef bint _segment_fast(const int64_t* bar_of, const float64_t* values, intp_t n,
+                        float64_t* bsum, int64_t* bcount, float64_t* bfirst, float64_t* blast,
+                        int64_t* bstart_idx) noexcept nogil:
+    """_segment_kernel with no branch (n > 0): every event rewrites its bar's row (the sum in a
+    register, a new bar's start by selects); returns 0 when a value was not finite (then run
+    _segment_kernel for the index), 1 when done."""
+    cdef intp_t i, i0 = 0, b = -1
+    cdef int64_t cur = -1, k
+    cdef float64_t s = 0.0, x, fin = 0.0
+    cdef bint new
+    for i in range(n):
+        x = values[i]
+        fin += x - x
+        k = bar_of[i]
+        new = k != cur
+        cur = k
+        b += new
+        i0 += (i - i0) & -<intp_t> new
+        s = f64_keep(not new, s) + x            # a new bar: 0.0 + x, as _segment_kernel
+        bstart_idx[b] = i0
+        bfirst[b] = values[i0]
+        bsum[b] = s
+        bcount[b] = i - i0 + 1
+        blast[b] = x
+    return fin == 0.0
+
+
 def _segments(bar_of, values, n, ts, every):
     cdef const int64_t[::1] bo = bar_of
     cdef const float64_t[::1] v = values
@@ -233,7 +315,8 @@ def _segments(bar_of, values, n, ts, every):
     cdef intp_t bad = -1, nn = n
     if nn:
         with nogil:
-            bad = _segment_kernel(&bo[0], &v[0], nn, &s[0], &c[0], &f[0], &l[0], &bi[0])
+            if not _segment_fast(&bo[0], &v[0], nn, &s[0], &c[0], &f[0], &l[0], &bi[0]):
+                bad = _segment_kernel(&bo[0], &v[0], nn, &s[0], &c[0], &f[0], &l[0], &bi[0])
     if bad >= 0:
         raise_status(STATUS_NON_FINITE, "values", bad)
     start = bidx if ts is None else np.asarray(ts)[bidx]

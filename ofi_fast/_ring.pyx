@@ -12,7 +12,7 @@ every removal, so a rolling sum over 10 million pushes stays within 1e-9 relativ
 """
 
 cimport cython
-from libc.stdint cimport SIZE_MAX
+from libc.stdint cimport INT64_MIN, SIZE_MAX
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
@@ -235,6 +235,121 @@ cdef int rolling_setstate(RollingSumState* st, dict d) except -1:
     return 0
 
 
+# --- branch-free batch kernels of RollingSum.update_many (issue 13, helper trades3) -------------
+# update_many runs in blocks of RS_BLOCK values: _rs_clean checks a block in one pass (the tests
+# of push, accumulated: a NaN that sticks for the values, an integer mask for time); a clean
+# block of a count window or of no window goes to its kernel (no check, no data-dependent
+# branch: the ring's wrap is a mask), a block with a bad value, and every block of a time window
+# (its evictions depend on the data: the per-value rolling_push), go through the per-value push,
+# which applies the values before the bad one and names it. The kernels do rolling_push's float
+# operations in its order, so the sums are identical bit for bit.
+cdef enum:
+    RS_BLOCK = 1024
+
+
+cdef bint _rs_clean(const int64_t* ts, const float64_t* v, intp_t lo, intp_t hi,
+                    int64_t prev) noexcept nogil:
+    """1 when every value of [lo, hi) is finite and ts (NULL: none) does not go back."""
+    cdef float64_t fin = 0.0
+    cdef int back = 0
+    cdef intp_t i
+    cdef int64_t t
+    for i in range(lo, hi):
+        fin += v[i] - v[i]
+    if ts != NULL:
+        for i in range(lo, hi):
+            t = ts[i]
+            back |= t < prev
+            prev = t
+    return (fin == 0.0) & (back == 0)
+
+
+cdef void _rs_plain(RollingSumState* st, const float64_t* v, float64_t* o, intp_t lo,
+                    intp_t hi) noexcept nogil:
+    """No window: the compensated running sum of a clean block [lo, hi)."""
+    cdef float64_t s = st.sum, c = st.comp
+    cdef intp_t i
+    for i in range(lo, hi):
+        neumaier_add(&s, &c, v[i])
+        o[i] = s + c
+    st.sum = s
+    st.comp = c
+
+
+cdef void _rs_count(RollingSumState* st, const int64_t* ts, intp_t tstep, const float64_t* v,
+                    float64_t* o, intp_t lo, intp_t hi) noexcept nogil:
+    """Count window of st.ring.capacity values, clean block [lo, hi), value i pushed at
+    ts[i * tstep] (step 0: one ts for all). While the ring fills, push at its tail; once full,
+    the new value takes the oldest's slot (evict, then add, as rolling_push does) and head
+    moves on, its wrap a mask."""
+    cdef Ring* r = &st.ring
+    cdef int64_t* rts = r.ts
+    cdef float64_t* rv = r.val
+    cdef intp_t cap = r.capacity, head = r.head, size = r.size, i = lo, tail, stop
+    cdef float64_t s = st.sum, c = st.comp, x
+    stop = hi if hi - lo < cap - size else lo + (cap - size)
+    while i < stop:                                 # the fill phase
+        tail = head + size
+        tail -= cap & -<intp_t> (tail >= cap)
+        x = v[i]
+        rts[tail] = ts[i * tstep]
+        rv[tail] = x
+        size += 1
+        neumaier_add(&s, &c, x)
+        o[i] = s + c
+        i += 1
+    while i < hi:                                   # full: evict the oldest, reuse its slot
+        neumaier_add(&s, &c, -rv[head])
+        x = v[i]
+        rts[head] = ts[i * tstep]
+        rv[head] = x
+        head += 1
+        head &= -<intp_t> (head != cap)
+        neumaier_add(&s, &c, x)
+        o[i] = s + c
+        i += 1
+    r.head = head
+    r.size = size
+    st.sum = s
+    st.comp = c
+
+
+cdef int _rs_many(RollingSumState* st, const int64_t* ts, const float64_t* v, float64_t* o,
+                  intp_t n, intp_t* at) noexcept nogil:
+    """update_many's loop: clean blocks through the kernels, the others value by value.
+    Returns a status; *at = the index it refers to."""
+    cdef intp_t i = 0, hi, j
+    cdef int64_t t = st.last_ts
+    cdef int status
+    cdef bint fast = st.window_time == 0
+    while i < n:
+        hi = i + RS_BLOCK if n - i > RS_BLOCK else n
+        if fast and _rs_clean(ts, v, i, hi, st.last_ts if st.has_last else INT64_MIN):
+            if st.window > 0:
+                _rs_count(st, ts if ts != NULL else &t, ts != NULL, v, o, i, hi)
+            else:
+                _rs_plain(st, v, o, i, hi)
+            st.has_last = True
+            st.last_ts = ts[hi - 1] if ts != NULL else t
+            st.n_pushed += hi - i
+            i = hi
+            continue
+        for j in range(i, hi):
+            if ts != NULL:
+                t = ts[j]
+            if not (v[j] - v[j] == 0.0):
+                at[0] = j
+                return STATUS_NON_FINITE
+            status = rolling_push(st, t, v[j])
+            if status != STATUS_OK:
+                at[0] = j
+                return status
+            o[j] = st.sum + st.comp
+        i = hi
+    at[0] = n
+    return STATUS_OK
+
+
 @cython.final
 cdef class RollingSum:
     """Rolling sum of values over a count window, a time window, or the whole stream.
@@ -301,18 +416,13 @@ cdef class RollingSum:
         if o.shape[0] != n:
             raise OFIError(f"out has {o.shape[0]} elements, expected {n}", field="out")
         cdef int status = STATUS_OK
-        cdef int64_t tsi
+        cdef const int64_t* pt = &t[0] if has_ts and n else NULL
+        i = 0
         guard_enter(&self.guard)
         try:
-            tsi = self.st.last_ts
-            with nogil:
-                for i in range(n):
-                    if has_ts:
-                        tsi = t[i]
-                    status = self.push(tsi, v[i])
-                    if status != STATUS_OK:
-                        break
-                    o[i] = self.st.sum + self.st.comp
+            if n:
+                with nogil:
+                    status = _rs_many(&self.st, pt, &v[0], &o[0], n, &i)
         finally:
             guard_exit(&self.guard)
         if status != STATUS_OK:

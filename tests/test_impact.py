@@ -481,3 +481,57 @@ def test_window_that_becomes_constant_is_singular_not_tiny_variance(kind):
     assert r.singular and math.isnan(r.predict([1.0, 4.0] if kind == "count2" else 1.0))
     r.update([2.0, 4.0] if kind == "count2" else 2.0, 2.0, **({"ts": 4} if kind == "time1" else {}))
     assert not r.singular   # a varying regressor again: a fit
+
+
+# ---- the branch-free fast paths of the bar kernels (issue 13, helper trades3) ---------------
+def _fbits(x):
+    return np.array([np.nan if e is None else e for e in x], dtype=float).view(np.int64).tolist()
+
+
+BAR_SPECIAL = [("values", math.nan, 0), ("values", math.inf, 0), ("values", -math.inf, 0),
+               (None, -0.0, 0), (None, 5e-324, 0), (None, -1e300, 0), ("ts", None, -1)]
+
+
+@pytest.mark.parametrize("closed", ["left", "right"])
+def test_every_special_value_at_every_bar_position_is_judged_like_the_reference(closed):
+    # one event k carries a special value (or goes back in time) at the start, inside, at the
+    # first and last event of a bar, at the end; float values over several decades so that the
+    # sums' rounding shows: clean input gives the reference's bars bit for bit (the same
+    # left-to-right sums), bad input the first bad event's field and index
+    rng = np.random.default_rng(9)
+    n = 80
+    base_ts = np.cumsum(rng.integers(0, 4, n)).astype(np.int64) - 20
+    base_v = (rng.random(n) - 0.5) * 10.0 ** rng.integers(-3, 4, n)
+    every = 7
+    for k in list(range(10)) + [39, 40, 41, n - 2, n - 1]:
+        for field, x, dt in BAR_SPECIAL:
+            if dt and k == 0:
+                continue
+            ts, v = base_ts.copy(), base_v.copy()
+            if x is not None:
+                v[k] = x
+            if dt:
+                ts[k] = ts[k - 1] - 1
+            if field is None:
+                b = bars(ts, v, every=every, closed=closed)
+                r = ref.bars(list(map(int, ts)), v.tolist(), every=every, closed=closed)
+                for key in ("sum", "first", "last"):
+                    assert _fbits(getattr(b, key)) == _fbits(r[key]), (k, x, key)
+                assert b.count.tolist() == r["count"] and b.start.tolist() == r["start"]
+                for fast, slow in ((event_bars(v, every=5), ref.event_bars(v.tolist(), every=5)),
+                                   (volume_bars(np.minimum(np.abs(v), 9.0), v, every=3.0),
+                                    ref.volume_bars(np.minimum(np.abs(v), 9.0).tolist(), v.tolist(),
+                                                    every=3.0))):
+                    for key in ("sum", "first", "last"):
+                        assert _fbits(getattr(fast, key)) == _fbits(slow[key]), (k, x, key)
+                    assert fast.count.tolist() == slow["count"]
+                continue
+            with pytest.raises(OFIError) as ei:
+                bars(ts, v, every=every, closed=closed)
+            assert (ei.value.field, ei.value.index) == (field, k), (k, field, x)
+            if field == "values":
+                for call in (lambda: event_bars(v, every=5),
+                             lambda: volume_bars(np.ones(n), v, every=3.0)):
+                    with pytest.raises(NonFiniteError) as ei:
+                        call()
+                    assert (ei.value.field, ei.value.index) == ("values", k)

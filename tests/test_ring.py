@@ -162,3 +162,96 @@ def test_twosum_step_equals_neumaiers_branch_bit_for_bit(xs):
         st_ = r.__reduce__()[2]
         assert (math.copysign(1, st_["sum"]), st_["sum"], math.copysign(1, st_["comp"]),
                 st_["comp"]) == (math.copysign(1, s), s, math.copysign(1, c), c)
+
+
+# ---- RollingSum.update_many's block kernels (issue 13, helper trades3) ----------------------
+RS_BLOCK = 1024
+RS_WINDOWS = [dict(), dict(window=1), dict(window=3), dict(window=1500), dict(window_time=5),
+              dict(window_time=5, capacity=4, grow=True)]
+
+
+def _rs_bits(x):
+    return np.asarray(x, dtype=np.float64).view(np.int64).tolist()
+
+
+def _rs_state(r):
+    # the pickled state, floats by their repr (exact, -0.0 kept) and float arrays by their bits
+    d = r.__reduce__()[2]
+    return sorted((k, _rs_bits(v) if isinstance(v, np.ndarray) and v.dtype == np.float64
+                   else repr(v)) for k, v in d.items())
+
+
+def _rs_one_by_one(kw, ts, v):
+    r = ofi_fast.RollingSum(**kw)
+    out, err = [], None
+    for i in range(len(v)):
+        try:
+            out.append(r.update(int(ts[i]), float(v[i])))
+        except errors.OFIError as exc:
+            err = (type(exc), exc.field, i)
+            break
+    return r, out, err
+
+
+@pytest.mark.parametrize("kw", RS_WINDOWS, ids=str)
+def test_rolling_kernels_across_blocks_bit_for_bit(kw):
+    # float values over 7 decades of both signs, 3 blocks, chunks that cut blocks anywhere:
+    # update_many == update one by one, to the bit, state included
+    rng = np.random.default_rng(17)
+    n = 3 * RS_BLOCK + 55
+    ts = np.cumsum(rng.integers(0, 3, n)).astype(np.int64)
+    v = (rng.random(n) - 0.5) * 10.0 ** rng.integers(-3, 4, n)
+    one, want, err = _rs_one_by_one(kw, ts, v)
+    assert err is None
+    for cuts in ([n], [1, 1023, 1, 2000, n], [RS_BLOCK - 1, 2, 5000]):
+        r, got, i = ofi_fast.RollingSum(**kw), [], 0
+        for c in cuts:
+            j = min(n, i + c)
+            got += r.update_many(ts[i:j], v[i:j]).tolist()
+            i = j
+            if i == n:
+                break
+        assert _rs_bits(got) == _rs_bits(want), cuts
+        assert _rs_state(r) == _rs_state(one) and r.count == one.count, cuts
+    if "window_time" not in kw:
+        r = ofi_fast.RollingSum(**kw)                  # no ts: every push at the last ts
+        assert _rs_bits(r.update_many(None, v)) == _rs_bits(want)
+
+
+RS_SPECIAL = [("values", math.nan, 0), ("values", math.inf, 0), ("values", -math.inf, 0),
+              (None, -0.0, 0), (None, 5e-324, 0), (None, -1e308, 0), ("ts", None, -1)]
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(window=3), dict(window_time=4)], ids=str)
+def test_every_special_value_in_every_lane_is_judged_like_update(kw):
+    # one element k carries a special value or goes back in time: update_many applies exactly
+    # the elements before it (same bits, same state), names field and index, and goes on alike
+    n = RS_BLOCK + 6
+    rng = np.random.default_rng(4)
+    base_ts = np.cumsum(rng.integers(1, 3, n)).astype(np.int64)
+    base_v = rng.random(n) * 10.0
+    for k in (0, 1, 2, 7, 511, RS_BLOCK - 1, RS_BLOCK, RS_BLOCK + 1, n - 1):
+        for field, x, dt in RS_SPECIAL:
+            if dt and k == 0:
+                continue
+            ts, v = base_ts.copy(), base_v.copy()
+            if x is not None:
+                v[k] = x
+            if dt:
+                ts[k] = ts[k - 1] - 1
+            one, want, err1 = _rs_one_by_one(kw, ts, v)
+            assert (err1 is None) == (field is None), (k, field)
+            r = ofi_fast.RollingSum(**kw)
+            out = np.full(n, 7.0)
+            try:
+                r.update_many(ts, v, out=out)
+                err = None
+            except errors.OFIError as exc:
+                err = (type(exc), exc.field, exc.index)
+            if err1 is not None:
+                err1 = (err1[0], "values" if err1[1] == "value" else err1[1], err1[2])
+            assert err == err1, (k, field, x)
+            assert _rs_bits(out[:len(want)]) == _rs_bits(want), (k, field)
+            assert _rs_state(r) == _rs_state(one), (k, field)
+            t_next = int(ts.max()) + 3
+            assert _rs_bits(r.update_many([t_next], [2.5])) == _rs_bits([one.update(t_next, 2.5)])

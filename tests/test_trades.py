@@ -968,3 +968,193 @@ def test_every_special_price_and_quote_in_every_lane_classifies_like_update(meth
                 assert got_err == err, (k, where, x)
                 if err is None:
                     assert got == want, (k, where, x)
+
+
+# ---------------------------------------------------------------------------------------------
+# VPIN.update_many's kernel (issue 13, helper trades3): trades that close no bucket run in one
+# branch-free loop, the closing trade through the per-trade step; a bad row found by the loop's
+# checks sends the rows from the loop's start through the per-trade step. These tests hold it to
+# the one-by-one streaming object, bit for bit, and to its errors.
+# ---------------------------------------------------------------------------------------------
+VPIN_MODES = ("side", "frac", "half")
+
+
+def _vpin_state(v):
+    d = v.__reduce__()[2]
+    written = d["imb"][:min(d["n_closed"], v.n_buckets)]     # slots never closed: unset
+    return (_bits(d["open"]), _bits(written), d["head"], d["n_closed"], _bits(d["sum"]),
+            d["last"])
+
+
+def _vpin_one_by_one(mode, V, nb, ts, sz, sd, fr):
+    """The streaming object trade by trade: buckets (ts, vpin, buy, sell bits), state, error."""
+    v = VPIN(V, nb)
+    rows, err = [], None
+    for i in range(len(sz)):
+        before = v.n_closed
+        try:
+            if mode == "side":
+                v.update(int(ts[i]), float(sz[i]), int(sd[i]))
+            elif mode == "frac":
+                v.update_fraction(int(ts[i]), float(sz[i]), float(fr[i]))
+            else:
+                v.update(int(ts[i]), float(sz[i]), 0)
+        except OFIError as exc:
+            field = "buy_fraction" if (mode == "frac" and exc.field == "side") else exc.field
+            err = (type(exc), field, i)
+            break
+        rows += [int(ts[i])] * (v.n_closed - before)
+    return v, rows, err
+
+
+def _vpin_batch(mode, v, ts, sz, sd, fr):
+    if mode == "side":
+        return v.update_many(ts, sz, sd)
+    if mode == "frac":
+        return v.update_many(ts, sz, buy_fraction=fr)
+    return v.update_many(ts, sz)
+
+
+def _vpin_rows_bits(r):
+    return r.ts.tolist(), _bits(r.vpin), _bits(r.buy), _bits(r.sell)
+
+
+@pytest.mark.parametrize("mode", VPIN_MODES)
+def test_vpin_kernel_float_sizes_bit_for_bit(mode):
+    # float sizes over 7 decades, some zero, some >= V (several buckets), V not a binary
+    # fraction, chunks cut anywhere: batch == the streaming object (== the reference, below)
+    rng = np.random.default_rng(21)
+    n = 6000
+    V, nb = 37.3, 7
+    ts = np.cumsum(rng.integers(0, 3, n)).astype(np.int64)
+    sz = rng.random(n) * 10.0 ** rng.integers(-4, 3, n)
+    sz[rng.random(n) < 0.05] = 0.0
+    sz[rng.random(n) < 0.01] = -0.0
+    sz[rng.random(n) < 0.01] = 3.5 * V
+    sd = rng.integers(-1, 2, n).astype(np.int8)
+    fr = rng.random(n)
+    fr[rng.random(n) < 0.05] = 1.0
+    fr[rng.random(n) < 0.05] = -0.0
+    one, rows, err = _vpin_one_by_one(mode, V, nb, ts, sz, sd, fr)
+    assert err is None and len(rows) > 500
+    for cuts in ([n], [1, 2, 3, 500, 1, n], [99, 1, 1, 1, 4000, n]):
+        v, got, i = VPIN(V, nb), [], 0
+        for c in cuts:
+            j = min(n, i + c)
+            got.append(_vpin_batch(mode, v, ts[i:j], sz[i:j], sd[i:j], fr[i:j]))
+            i = j
+            if i == n:
+                break
+        assert sum((g.ts.tolist() for g in got), []) == rows, cuts
+        assert _vpin_state(v) == _vpin_state(one), cuts
+        assert _bits(v.value) == _bits(one.value)
+    r = _vpin_batch(mode, VPIN(V, nb), ts, sz, sd, fr)
+    kw = dict(bucket_volume=V, n_buckets=nb)
+    if mode == "side":
+        want = ref.vpin(ts.tolist(), sz.tolist(), sd.tolist(), **kw)
+    elif mode == "frac":
+        want = ref.vpin(ts.tolist(), sz.tolist(), buy_fraction=fr.tolist(), **kw)
+    else:
+        want = ref.vpin(ts.tolist(), sz.tolist(), **kw)
+    # the reference splits trades on cumulative volume (other roundings): equal to rounding
+    assert r.ts.tolist() == want[0]
+    for got_x, want_x in ((r.buy, want[2]), (r.sell, want[3]), (r.vpin, want[1])):
+        np.testing.assert_allclose(got_x, want_x, rtol=1e-9, atol=1e-9 * V)
+
+
+VPIN_SPECIAL = [  # (field or None, size, side, fraction, ts offset); None: the clean row's value
+    ("size", math.nan, None, None, 0), ("size", math.inf, None, None, 0),
+    ("size", -math.inf, None, None, 0), ("size", -1.0, None, None, 0),
+    ("size", -TINY, None, None, 0), (None, -0.0, None, None, 0), (None, 0.0, None, None, 0),
+    (None, TINY, None, None, 0), (None, 1e-300, None, None, 0), (None, 25.0, None, None, 0),
+    (None, 10.0, None, None, 0),
+    ("side", None, 2, None, 0), ("side", None, -2, None, 0), ("side", None, 127, None, 0),
+    ("side", None, -128, None, 0),
+    ("buy_fraction", None, None, math.nan, 0), ("buy_fraction", None, None, -TINY, 0),
+    ("buy_fraction", None, None, 1.0 + 2.0 ** -52, 0), ("buy_fraction", None, None, math.inf, 0),
+    ("buy_fraction", None, None, -math.inf, 0), (None, None, None, -0.0, 0),
+    (None, None, None, 1.0, 0), (None, None, None, TINY, 0),
+    ("ts", None, None, None, -1),
+]
+
+
+@pytest.mark.parametrize("mode", VPIN_MODES)
+def test_every_special_vpin_trade_at_every_position_is_judged_like_update(mode):
+    # One row k carries a special value, at the start, just before / at / after a bucket close
+    # and at the end; the kernel must accept exactly what vpin_update accepts, give the same
+    # bits and state (rows 0..k-1 applied), name the same field and index, and go on alike
+    n = 64
+    V, nb = 10.0, 3
+    rng = np.random.default_rng(8)
+    base_ts = np.cumsum(rng.integers(1, 3, n)).astype(np.int64)
+    base_sz = rng.integers(1, 4, n).astype(float)        # a close every few trades
+    base_sd = rng.integers(-1, 2, n).astype(np.int8)
+    base_fr = rng.integers(0, 5, n) / 4
+    for k in list(range(12)) + [30, 31, n - 2, n - 1]:
+        for field, q, s, f, dt in VPIN_SPECIAL:
+            if (s is not None and mode != "side") or (f is not None and mode != "frac"):
+                continue
+            ts, sz, sd, fr = base_ts.copy(), base_sz.copy(), base_sd.copy(), base_fr.copy()
+            if q is not None:
+                sz[k] = q
+            if s is not None:
+                sd[k] = s
+            if f is not None:
+                fr[k] = f
+            if dt and k == 0:
+                continue
+            if dt:
+                ts[k] = ts[k - 1] - 1
+            one, rows, err1 = _vpin_one_by_one(mode, V, nb, ts, sz, sd, fr)
+            assert (err1 is None) == (field is None), (k, field, q, s, f)
+            if err1:
+                assert err1[1:] == (field, k), (k, field, err1)
+            v = VPIN(V, nb)
+            try:
+                r = _vpin_batch(mode, v, ts, sz, sd, fr)
+                err = None
+                assert r.ts.tolist() == rows
+            except OFIError as exc:
+                err = (type(exc), exc.field, exc.index)
+            assert err == err1, (k, field, q, s, f)
+            assert _vpin_state(v) == _vpin_state(one), (k, field, q, s, f)
+            # and the object goes on like the one-by-one one
+            t_next = int(ts.max()) + 5
+            more = _vpin_batch(mode, v, np.array([t_next, t_next]), np.array([4.0, 9.0]),
+                               np.array([1, -1], np.int8), np.array([1.0, 0.0]))
+            if mode == "frac":
+                one.update_fraction(t_next, 4.0, 1.0)
+                one.update_fraction(t_next, 9.0, 0.0)
+            else:
+                one.update(t_next, 4.0, 1 if mode == "side" else 0)
+                one.update(t_next, 9.0, -1 if mode == "side" else 0)
+            assert _vpin_state(v) == _vpin_state(one), (k, field)
+            assert len(more.ts) >= 1 and _bits(v.value) == _bits(one.value)
+
+
+def test_vpin_kernel_at_the_rounding_edges():
+    # fill + q rounding to V (room 0 afterwards: a later size-0 trade closes nothing, the next
+    # positive one closes with room 0), q == room exactly, subnormal sizes: batch == one by one
+    V = 1.0
+    eps = 2.0 ** -53
+    cases = [
+        [1.0 - eps, eps / 2, 0.0, -0.0, TINY, 0.25],
+        [0.5, 0.5, 0.0, 1.0, 0.0, 1.0 - eps, eps, 3.0],
+        [TINY] * 5 + [1.0 - TINY, TINY, 2 * TINY],
+        [2.0 ** -60, 1.0 - 2.0 ** -53, 2.0 ** -53, 0.0, 0.5],
+    ]
+    for sizes in cases:
+        sz = np.array(sizes)
+        n = len(sz)
+        ts = np.arange(n, dtype=np.int64)
+        sd = np.array([1, -1] * n, np.int8)[:n]
+        fr = np.linspace(0.0, 1.0, n)
+        for mode in VPIN_MODES:
+            one, rows, err = _vpin_one_by_one(mode, V, 2, ts, sz, sd, fr)
+            assert err is None
+            for cut in range(n + 1):
+                v = VPIN(V, 2)
+                a = _vpin_batch(mode, v, ts[:cut], sz[:cut], sd[:cut], fr[:cut])
+                b = _vpin_batch(mode, v, ts[cut:], sz[cut:], sd[cut:], fr[cut:])
+                assert a.ts.tolist() + b.ts.tolist() == rows, (sizes, mode, cut)
+                assert _vpin_state(v) == _vpin_state(one), (sizes, mode, cut)

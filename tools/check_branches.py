@@ -42,22 +42,22 @@ CFLAGS = ["-O2", "-fPIC", "-fno-inline-functions-called-once", "-fno-inline-smal
 # branch-free. Cython functions are given by their Cython name (mangled names are matched by
 # suffix); C functions by their C name.
 KERNELS: dict[str, list[str]] = {
-    "ofi_fast/_ofi.pyx": ["ofi_l1_pairs", "ofi_l1_pairs_counted", "ofi_ts_block",
-                          "ofi_count_block", "ofi_time_block"],
+    # OFI.update_many's fused pass (the time-order check and a count window's sum inside it)
+    "ofi_fast/_ofi.pyx": ["ofi_l1_pairs", "ofi_l1_pairs_counted", "ofi_count_block",
+                          "ofi_time_block", "ofi_um_plain", "ofi_um_fill", "ofi_um_full"],
+    # VPIN's kernel is C in _trades.pyx's extern block
     "ofi_fast/_trades.pyx": ["_classify_tick", "_classify_quote", "_classify_lee_ready",
                              "_classify_emo", "_tf_validate", "_tf_plain", "_tf_count",
-                             "_tf_time"],
+                             "_tf_time", "ofi_vpin_fill_half", "ofi_vpin_fill_side",
+                             "ofi_vpin_fill_frac"],
+    "ofi_fast/_ring.pyx": ["_rs_clean", "_rs_plain", "_rs_count"],
+    "ofi_fast/_impact.pyx": ["bars_clock_fast", "_segment_fast"],
+    # the limits: the same work as the kernels, without validation
     "bench/cloop.c": ["l1_ofi_c", "l1_ofi_c_v2", "update_many_count_c", "update_many_time_c",
                       "classify_tick_c", "classify_lee_ready_c", "tradeflow_plain_c",
-                      "tradeflow_count_c", "tradeflow_time_c"],
+                      "tradeflow_count_c", "tradeflow_time_c", "update_many_plain_c",
+                      "update_many_count_same_c"],
 }
-
-# ofi3: OFI.update_many's fused pass (the time-order check moved into it: no ofi_ts_block)
-# and the C loops doing its whole work
-KERNELS["ofi_fast/_ofi.pyx"] = [k for k in KERNELS["ofi_fast/_ofi.pyx"] if k != "ofi_ts_block"]
-KERNELS["ofi_fast/_ofi.pyx"] += ["ofi_um_plain", "ofi_um_fill", "ofi_um_full"]
-KERNELS["bench/cloop.c"] += ["update_many_plain_c", "update_many_count_same_c"]
-# end ofi3
 
 # A loop the check must flag: CKS eq. 10 written with ifs (gcc -O2 turns them into jumps).
 NEGATIVE_CONTROL = r"""
