@@ -21,8 +21,8 @@ from cpython.buffer cimport (
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 
 from ofi_fast._types cimport (
-    STATUS_CAPACITY, STATUS_NEGATIVE, STATUS_NO_MEMORY, STATUS_NON_FINITE, STATUS_OK,
-    STATUS_TIME_BACKWARDS, float64_t, int64_t, intp_t,
+    STATUS_BAD_VALUE, STATUS_CAPACITY, STATUS_NEGATIVE, STATUS_NO_MEMORY, STATUS_NON_FINITE,
+    STATUS_OK, STATUS_TIME_BACKWARDS, float64_t, int64_t, intp_t,
 )
 from ofi_fast._guard cimport guard_enter, guard_exit, guard_free, guard_init, guard_wait
 from ofi_fast._select cimport f64_keep
@@ -103,8 +103,11 @@ cdef intp_t bars_clock_kernel(const int64_t* ts, const float64_t* values, intp_t
         prev = t
         if t >= end:
             if not (s - s == 0.0):
-                status[0] = STATUS_NON_FINITE
-                return _first_non_finite(values, i0, i)
+                bad = _first_non_finite(values, i0, i)
+                if bad >= 0:
+                    status[0] = STATUS_NON_FINITE
+                    return bad
+                # finite values whose sum overflows: the bar keeps it (see _overflow_check)
             bsum[b] = s
             bcount[b] = i - i0
             bfirst[b] = values[i0]
@@ -124,8 +127,10 @@ cdef intp_t bars_clock_kernel(const int64_t* ts, const float64_t* values, intp_t
             i0 = i
         s += values[i]
     if not (s - s == 0.0):
-        status[0] = STATUS_NON_FINITE
-        return _first_non_finite(values, i0, n)
+        bad = _first_non_finite(values, i0, n)
+        if bad >= 0:
+            status[0] = STATUS_NON_FINITE
+            return bad
     bsum[b] = s
     bcount[b] = n - i0
     bfirst[b] = values[i0]
@@ -205,8 +210,9 @@ def bars(ts, values, *, every, closed="left", max_bars=50_000_000):
     NaN): dropping them would bias regressions. Sums are plain left-to-right float64 sums
     (exact for integer-valued inputs).
 
-    ``ts`` must be non-decreasing, ``values`` finite; otherwise an OFIError subclass names the
-    field and index. Returns :class:`Bars`. Raises OFIError if more than ``max_bars`` bars
+    ``ts`` must be non-decreasing, ``values`` finite, and no bar's sum may overflow float64;
+    otherwise an OFIError subclass names the field and index (for an overflow, the bar's
+    first event). Returns :class:`Bars`. Raises OFIError if more than ``max_bars`` bars
     would be created (a unit mistake, e.g. ns timestamps with ``every`` in seconds).
     """
     cdef const int64_t[::1] t = column(ts, np.int64, "ts")
@@ -247,7 +253,19 @@ def bars(ts, values, *, every, closed="left", max_bars=50_000_000):
                                     &l[0], &status)
     if bad >= 0:
         raise_status(status, "ts" if status == STATUS_TIME_BACKWARDS else "values", bad)
+    _overflow_check(bsum, bcount)
     return Bars(start, bsum, bcount, bfirst, blast, ev)
+
+
+def _overflow_check(bsum, bcount):
+    """Finite values whose bar sum overflows float64 (|sum| > 1.8e308): an error naming the
+    bar's first event, not an inf bar (the kernels have checked every value already)."""
+    over = np.flatnonzero(~np.isfinite(bsum))
+    if over.size:
+        k = int(over[0])
+        first = int(np.sum(bcount[:k]))
+        raise_status(STATUS_BAD_VALUE, "values", first,
+                     f"the sum of bar {k}, which starts at this event, overflows float64")
 
 
 cdef intp_t _segment_kernel(const int64_t* bar_of, const float64_t* values, intp_t n,
@@ -319,6 +337,7 @@ def _segments(bar_of, values, n, ts, every):
                 bad = _segment_kernel(&bo[0], &v[0], nn, &s[0], &c[0], &f[0], &l[0], &bi[0])
     if bad >= 0:
         raise_status(STATUS_NON_FINITE, "values", bad)
+    _overflow_check(bsum, bcount)
     start = bidx if ts is None else np.asarray(ts)[bidx]
     return Bars(start, bsum, bcount, bfirst, blast, every)
 

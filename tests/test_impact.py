@@ -376,6 +376,28 @@ def test_bars_bad_input():
     assert list(b.count) == [1, 2] and list(b.sum) == [1.0, 5.0]
 
 
+@pytest.mark.parametrize("kind", ["clock", "clock_last", "event", "volume"])
+def test_finite_values_whose_bar_sum_overflows_are_an_error(kind):
+    """1e308 + 1e308 is inf though both values are finite: the bar's sum cannot be stored,
+    so the call names the bar's first event (bar 1 starts at event 2) instead of returning an
+    inf bar, or (clock bars, before) silently stopping with the later bars left at zero."""
+    big = np.array([1.0, 2.0, 1e308, 1e308, 5.0, 6.0])
+    with pytest.raises(OFIError) as ei:
+        if kind == "clock":
+            bars([0, 1, 10, 11, 20, 21], big, every=10)
+        elif kind == "clock_last":
+            bars([0, 1, 10, 11, 11, 11], big, every=10)     # the overflowing bar is the last
+        elif kind == "event":
+            event_bars(big, every=2)
+        else:
+            volume_bars(np.ones(6), big, every=2)
+    assert ei.value.field == "values" and ei.value.index == 2
+    assert "overflows float64" in str(ei.value)
+    # the largest finite sums are kept exactly
+    b = bars([0, 1, 10, 11], [1e308, -1e308, 8e307, 8e307], every=10)
+    assert b.sum.tolist() == [0.0, 1.6e308]
+
+
 @given(st.lists(st.tuples(st.integers(-3, 20), st.sampled_from([1.0, 2.0, np.nan, np.inf])),
                 min_size=1, max_size=40), st.integers(1, 15))
 def test_bars_first_error_matches_reference_order(rows, every):
