@@ -381,7 +381,8 @@ def volume_bars(volume, values, *, every, ts=None):
     An event is never split: one event larger than ``every`` closes several buckets at once and
     its bar holds more than ``every``. Bars are therefore never empty (no zero-count rows).
     ``start`` is the index of each bar's first event, or its ts when ``ts`` is given.
-    ``volume`` must be finite and >= 0, ``values`` finite. Returns :class:`Bars`.
+    ``volume`` must be finite and >= 0, ``values`` finite, and the bar numbers below 2**62
+    (OFIError otherwise, naming the field and index). Returns :class:`Bars`.
     """
     vol = column(volume, np.float64, "volume")
     n = vol.shape[0]
@@ -403,9 +404,15 @@ def volume_bars(volume, values, *, every, ts=None):
     before = np.empty(n)
     if n:
         before[0] = 0.0
-        np.cumsum(vol[:n - 1], out=before[1:])
-    bar_of = np.floor(before / V).astype(np.int64)
-    return _segments(bar_of, v, n, ts, V)
+        with np.errstate(over="ignore"):         # an infinite total is judged below
+            np.cumsum(vol[:n - 1], out=before[1:])
+    q = np.floor(before / V)
+    if n and not q[n - 1] < 2.0 ** 62:       # (non-decreasing: the last is the largest)
+        b = int(np.argmax(~(q < 2.0 ** 62)))
+        raise_status(STATUS_BAD_VALUE, "volume", b,
+                     f"the volume before this event, {before[b]:g}, is {q[b]:g} bars of "
+                     f"{V:g}: too many to number; check the units of volume and every")
+    return _segments(q.astype(np.int64), v, n, ts, V)
 
 
 def bar_mid(ts, mid, *, every, closed="left", tick_size=None):

@@ -376,6 +376,19 @@ def test_bars_bad_input():
     assert list(b.count) == [1, 2] and list(b.sum) == [1.0, 5.0]
 
 
+def test_volume_bars_beyond_int64_numbering_are_an_error():
+    """Bar numbers floor(V_i / every) past 2**62 (or an infinite cumulative volume) cannot
+    be stored in int64: named at the first such event, not wrapped around silently."""
+    for vol, every, at in [([1.0, 1e300, 1.0, 1.0], 1.0, 2), ([1e308, 1e308, 1.0], 1e300, 2),
+                           ([5.0, 2.0 ** 63, 1.0], 1.0, 2)]:
+        with pytest.raises(OFIError) as ei:
+            volume_bars(vol, np.ones(len(vol)), every=every)
+        assert ei.value.field == "volume" and ei.value.index == at, vol
+        assert "too many to number" in str(ei.value)
+    b = volume_bars([2.0 ** 61, 1.0], [1.0, 2.0], every=1.0)      # 2**61 bars: fine
+    assert b.count.tolist() == [1, 1]
+
+
 @pytest.mark.parametrize("kind", ["clock", "clock_last", "event", "volume"])
 def test_finite_values_whose_bar_sum_overflows_are_an_error(kind):
     """1e308 + 1e308 is inf though both values are finite: the bar's sum cannot be stored,
