@@ -752,18 +752,21 @@ class _LiveBars:
         does with a chunk of these trades only, without building it."""
         i = 1 if self.clock == "local" else 0
         for r in rows:
-            ti = r[i]
-            k = self._not_late(ti // self.every)
-            if self.tk is not None and k > self.tk:
-                self.tclose[self.tk] = self._tfi()
-            if self.tk is None or k > self.tk:
-                self.tk = k
-            self._bar(k)[2] += 1
-            self.flow.update(ti, r[2], r[3], r[4])
-            if self.max_ts is None or ti > self.max_ts:
-                self.max_ts = ti
+            self._trade(r[i], r[2], r[3], r[4])
         self.refresh(stream)
         return self._emit(hold=_hold(stream))
+
+    def _trade(self, ti: int, price: float, size: float, side: int) -> None:
+        """One trade at ``ti`` (the bars' clock) into its bar and the trade flow."""
+        k = self._not_late(ti // self.every)
+        if self.tk is not None and k > self.tk:
+            self.tclose[self.tk] = self._tfi()
+        if self.tk is None or k > self.tk:
+            self.tk = k
+        self._bar(k)[2] += 1
+        self.flow.update(ti, price, size, side)
+        if self.max_ts is None or ti > self.max_ts:
+            self.max_ts = ti
 
     def applied(self, dec: DiffBuffers) -> list[StreamBar] | None:
         """A diff that :meth:`DiffBuffers.step` applied to the book, in bar :meth:`fast_bar`
@@ -913,15 +916,7 @@ class _LiveBars:
         if nt:
             tts = t.ts_local if self.clock == "local" else t.ts_exchange
             for i in range(nt):
-                ti = int(tts[i])
-                k = self._not_late(ti // self.every)
-                if self.tk is not None and k > self.tk:
-                    self.tclose[self.tk] = self._tfi()
-                if self.tk is None or k > self.tk:
-                    self.tk = k
-                self._bar(k)[2] += 1
-                self.flow.update(ti, float(t.price[i]), float(t.size[i]), int(t.side[i]))
-                self.max_ts = ti if self.max_ts is None else max(self.max_ts, ti)
+                self._trade(int(tts[i]), float(t.price[i]), float(t.size[i]), int(t.side[i]))
         return self._emit(hold=hold)
 
     def _tfi(self):
