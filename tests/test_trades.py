@@ -970,6 +970,45 @@ def test_every_special_price_and_quote_in_every_lane_classifies_like_update(meth
                     assert got == want, (k, where, x)
 
 
+# classify_trades(method="lee_ready") runs trd_lee_ready (issue 13, helper trades4): trade 0 and
+# the tail one at a time, the rest 16 trades a step in vector lanes with the tick rule's carry as
+# a prefix over the step. The lane test above covers every lane of two steps; these hold the
+# carry across steps and the flags to the reference.
+@pytest.mark.parametrize("run", [1, 15, 16, 17, 33, 100])
+def test_lee_ready_tick_carry_across_steps_matches_reference(run):
+    # runs of `run` equal prices inside locked, crossed or missing quotes: every such trade is
+    # signed by a price change up to `run` trades (several 16-trade steps) back
+    rng = np.random.default_rng(run)
+    n = 16 * 12 + 5
+    steps = rng.choice([-1.0, 0.0, 1.0], n // run + 1)
+    px = 100.0 + np.cumsum(np.repeat(steps, run)[:n])
+    bid = px - rng.integers(0, 2, n)
+    ask = bid + rng.integers(0, 3, n)
+    bid[rng.random(n) < 0.3] += 5                                 # crossed
+    ask[rng.random(n) < 0.3] = np.nan                             # no quote
+    got = classify_trades(px, method="lee_ready", bid_px=bid, ask_px=ask)
+    want = ref.classify_trades(px.tolist(), method="lee_ready", bid_px=bid.tolist(),
+                               ask_px=ask.tolist())
+    assert got.tolist() == list(want)
+    # after the first price change the tick rule always has a sign: no 0 from there on
+    first = np.flatnonzero(np.diff(px))
+    if first.size:
+        assert (got[first[0] + 1:] != 0).all()
+
+
+@pytest.mark.parametrize("k", [0, 1, 15, 16, 17, 31, 32, 200, 206])
+@pytest.mark.parametrize("where, x", [("price", math.nan), ("price", -math.inf),
+                                      ("bid_px", math.inf), ("ask_px", -math.inf)])
+def test_lee_ready_bad_value_in_any_step_is_named(k, where, x):
+    n = 207                     # trade 0, 12 steps of 16, a tail of 14
+    px = np.full(n, 100.0)
+    bid, ask = px - 1, px + 1
+    {"price": px, "bid_px": bid, "ask_px": ask}[where][k] = x
+    with pytest.raises(NonFiniteError) as exc:
+        classify_trades(px, method="lee_ready", bid_px=bid, ask_px=ask)
+    assert (exc.value.field, exc.value.index) == (where, k)
+
+
 # ---------------------------------------------------------------------------------------------
 # VPIN.update_many's kernel (issue 13, helper trades3): trades that close no bucket run in one
 # branch-free loop, the closing trade through the per-trade step; a bad row found by the loop's
