@@ -221,6 +221,72 @@ def test_pandas_groupby(benchmark, events):
     assert g["count"].sum() == len(ts)
 
 
+
+# --- event and volume bars on 1e7 events beside numpy (issue 13, helper trades4) ------------
+# _segment_fast (trades3's branch-free kernel) behind event_bars / volume_bars; the numpy rows
+# are np.add.reduceat over the bar starts (event bars) and floor(volume before / every) +
+# bincount (volume bars), checked equal to ours.
+EVERY_EVENTS = 100
+EVERY_VOLUME = 50_000.0
+
+
+def numpy_event_bars(v, every):
+    starts = np.arange(0, len(v), every)
+    s = np.add.reduceat(v, starts)
+    c = np.diff(np.r_[starts, len(v)])
+    return s, c, v[starts], v[np.r_[starts[1:] - 1, len(v) - 1]]
+
+
+def numpy_volume_bars(vol, v, every):
+    before = np.r_[0.0, np.cumsum(vol[:-1])]
+    k = np.floor(before / every).astype(np.int64)
+    chg = np.r_[0, np.flatnonzero(np.diff(k)) + 1]        # bars are never empty
+    s = np.add.reduceat(v, chg)
+    c = np.diff(np.r_[chg, len(v)])
+    return s, c, v[chg], v[np.r_[chg[1:] - 1, len(v) - 1]]
+
+
+@pytest.fixture(scope="module")
+def volumes(events):
+    rng = np.random.default_rng(3)
+    return rng.integers(0, 1_000, N_BARS).astype(np.float64)
+
+
+@pytest.mark.benchmark(group="event bars 1e7 events (100 events a bar)")
+def test_event_bars(benchmark, events):
+    _, v = events
+    per_event(benchmark, len(v))
+    b = benchmark(ofi_fast.event_bars, v, every=EVERY_EVENTS)
+    assert b.count.sum() == len(v)
+
+
+@pytest.mark.benchmark(group="event bars 1e7 events (100 events a bar)")
+def test_numpy_reduceat_event_bars(benchmark, events):
+    _, v = events
+    per_event(benchmark, len(v))
+    s, c, f, l = benchmark(numpy_event_bars, v, EVERY_EVENTS)
+    b = ofi_fast.event_bars(v, every=EVERY_EVENTS)
+    assert np.array_equal(s, b.sum) and np.array_equal(c, b.count)
+    assert np.array_equal(f, b.first) and np.array_equal(l, b.last)
+
+
+@pytest.mark.benchmark(group="volume bars 1e7 events (50,000 a bar)")
+def test_volume_bars(benchmark, events, volumes):
+    _, v = events
+    per_event(benchmark, len(v))
+    b = benchmark(ofi_fast.volume_bars, volumes, v, every=EVERY_VOLUME)
+    assert b.count.sum() == len(v)
+
+
+@pytest.mark.benchmark(group="volume bars 1e7 events (50,000 a bar)")
+def test_numpy_reduceat_volume_bars(benchmark, events, volumes):
+    _, v = events
+    per_event(benchmark, len(v))
+    s, c, f, l = benchmark(numpy_volume_bars, volumes, v, EVERY_VOLUME)
+    b = ofi_fast.volume_bars(volumes, v, every=EVERY_VOLUME)
+    assert np.array_equal(s, b.sum) and np.array_equal(c, b.count)
+    assert np.array_equal(f, b.first) and np.array_equal(l, b.last)
+
 # --- the CKS day end to end -------------------------------------------------------------------
 @pytest.mark.benchmark(group="CKS day: features + 13 window fits")
 def test_cks_features_and_fits(benchmark):

@@ -165,10 +165,146 @@ cdef intp_t _classify_quote(ClassifierState* c, const float64_t* px, const float
     return _classify_body(c, px, bid, ask, n, out, METHOD_QUOTE, n_inf)
 
 
+cdef extern from *:
+    """
+    /* classify_trades(method="lee_ready")'s kernel (issue 13: <= 3 ns/trade): Cython has no
+     * vector types, so this one loop is C (SSE2 intrinsics on x86-64, an AVX2 clone picked at
+     * load time; other targets, or -DOFI_FAST_SCALAR, run the scalar step for every trade).
+     * tests/test_trades.py checks it against the reference, with special values at every lane
+     * position of a 16-trade step. */
+    #include <stdint.h>
+    #include <math.h>
+    #if defined(__SSE2__) && !defined(OFI_FAST_SCALAR)
+    #include <emmintrin.h>
+    #endif
+    /* Lee-Ready signs of trades lo..hi-1; *last / *sg: the tick rule's state (last price, sign
+     * of the last nonzero price change), updated. Per trade exactly the scalar step below:
+     * d = sign(p - last) (0 when either is NaN); sg = d if d != 0; q = sign(2p - (bid + ask));
+     * out = q if bid < ask and q != 0, else sg. Returns nonzero when a price is not finite;
+     * *inf |= 1 when a quote is infinite (both flags only: the caller locates the first). */
+    #define TRD_LR_STEP(i) do { \
+        double p_ = px[i], b_ = bid[i], a_ = ask[i], tw_ = p_ + p_, m_ = b_ + a_; \
+        int d_ = (p_ > L) - (p_ < L), q_; \
+        bad |= !(p_ - p_ == 0.0); \
+        qinf |= (fabs(b_) == INFINITY) | (fabs(a_) == INFINITY); \
+        sg = d_ | (sg & -(d_ == 0)); \
+        L = p_; \
+        q_ = ((tw_ > m_) - (tw_ < m_)) & -(b_ < a_); \
+        out[i] = (int8_t)(q_ | (sg & -(q_ == 0))); \
+    } while (0)
+    #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+    #define TRD_CLONES __attribute__((target_clones("avx2", "default")))
+    #else
+    #define TRD_CLONES
+    #endif
+    #if defined(__SSE2__) && !defined(OFI_FAST_SCALAR)
+    /* int64 lanes of -1 / 0 / 1 (a, b: two each) -> their low int32 halves, four lanes */
+    #define TRD_LO32(a, b) _mm_castps_si128(_mm_shuffle_ps(_mm_castsi128_ps(a), \
+                                            _mm_castsi128_ps(b), _MM_SHUFFLE(2, 0, 2, 0)))
+    /* trades j, j + 1 (j = i + 2k): d = sign(p - previous p), q = sign(2p - (bid + ask)) where
+     * bid < ask, else 0 (int64 lanes); the non-finite price flag, the quotes' extremes */
+    #define TRD_PAIR(k, d, q) do { \
+        __m128d p = _mm_loadu_pd(px + i + 2 * (k)), l = _mm_loadu_pd(px + i + 2 * (k) - 1); \
+        __m128d b = _mm_loadu_pd(bid + i + 2 * (k)), a = _mm_loadu_pd(ask + i + 2 * (k)); \
+        __m128d tw = _mm_add_pd(p, p), m = _mm_add_pd(b, a); \
+        d = _mm_sub_epi64(_mm_castpd_si128(_mm_cmplt_pd(p, l)), \
+                          _mm_castpd_si128(_mm_cmpgt_pd(p, l))); \
+        q = _mm_and_si128(_mm_sub_epi64(_mm_castpd_si128(_mm_cmplt_pd(tw, m)), \
+                                        _mm_castpd_si128(_mm_cmpgt_pd(tw, m))), \
+                          _mm_castpd_si128(_mm_cmplt_pd(b, a))); \
+        vbad = _mm_or_pd(vbad, _mm_sub_pd(p, p)); \
+        /* maxpd / minpd return the second operand when one is NaN: NaN quotes pass */ \
+        hib = _mm_max_pd(b, hib); lob = _mm_min_pd(b, lob); \
+        hia = _mm_max_pd(a, hia); loa = _mm_min_pd(a, loa); \
+    } while (0)
+    /* trades i + 4g .. i + 4g + 3: d and q as int32 lanes */
+    #define TRD_QUAD(g, d32, q32) do { \
+        __m128i d0_, q0_, d1_, q1_; \
+        TRD_PAIR(2 * (g), d0_, q0_); \
+        TRD_PAIR(2 * (g) + 1, d1_, q1_); \
+        d32 = TRD_LO32(d0_, d1_); \
+        q32 = TRD_LO32(q0_, q1_); \
+    } while (0)
+    #endif
+    TRD_CLONES static int trd_lee_ready(const double *px, const double *bid, const double *ask,
+                                        Py_ssize_t n, int8_t *out, double *last, int *sg_io,
+                                        int *inf)
+    {
+        double L = *last;
+        int sg = *sg_io, bad = 0, qinf = 0;
+        Py_ssize_t i = 0;
+        if (n <= 0)
+            return 0;
+        TRD_LR_STEP(0);
+        i = 1;
+    #if defined(__SSE2__) && !defined(OFI_FAST_SCALAR)
+        {
+        /* 16 trades a step: the signs of the price changes (d) and the quote rule's sign where
+         * the quote is valid (q, else 0) in vector lanes, packed to bytes; then the tick rule's
+         * carry as a prefix "last nonzero" over the 16 bytes (four shift-and-fill steps) plus
+         * the previous step's sign, all without a branch. */
+        const __m128i zero = _mm_setzero_si128();
+        __m128i sgv = _mm_set1_epi8((char)sg);
+        __m128d vbad = _mm_setzero_pd(), hib = vbad, lob = vbad, hia = vbad, loa = vbad;
+        for (; i + 16 <= n; i += 16) {
+            __m128i d0, d1, q0, q1, dw, qw, d, q;
+            TRD_QUAD(0, d0, q0);
+            TRD_QUAD(1, d1, q1);
+            dw = _mm_packs_epi32(d0, d1);       /* packed as they come: fewer live registers */
+            qw = _mm_packs_epi32(q0, q1);
+            TRD_QUAD(2, d0, q0);
+            TRD_QUAD(3, d1, q1);
+            d = _mm_packs_epi16(dw, _mm_packs_epi32(d0, d1));
+            q = _mm_packs_epi16(qw, _mm_packs_epi32(q0, q1));
+            d = _mm_or_si128(d, _mm_and_si128(_mm_slli_si128(d, 1), _mm_cmpeq_epi8(d, zero)));
+            d = _mm_or_si128(d, _mm_and_si128(_mm_slli_si128(d, 2), _mm_cmpeq_epi8(d, zero)));
+            d = _mm_or_si128(d, _mm_and_si128(_mm_slli_si128(d, 4), _mm_cmpeq_epi8(d, zero)));
+            d = _mm_or_si128(d, _mm_and_si128(_mm_slli_si128(d, 8), _mm_cmpeq_epi8(d, zero)));
+            d = _mm_or_si128(d, _mm_and_si128(sgv, _mm_cmpeq_epi8(d, zero)));
+            _mm_storeu_si128((__m128i *)(out + i),
+                             _mm_or_si128(q, _mm_and_si128(d, _mm_cmpeq_epi8(q, zero))));
+            /* byte 15 of d into every byte */
+            sgv = _mm_unpackhi_epi8(d, d);
+            sgv = _mm_shufflehi_epi16(sgv, 0xFF);
+            sgv = _mm_shuffle_epi32(sgv, 0xFF);
+        }
+        sg = (int8_t)_mm_cvtsi128_si32(sgv);
+        L = px[i - 1];
+        bad |= _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_castpd_si128(vbad), zero)) != 0xFFFF;
+        qinf |= _mm_movemask_pd(_mm_or_pd(
+                    _mm_cmpeq_pd(_mm_max_pd(hib, hia), _mm_set1_pd(INFINITY)),
+                    _mm_cmpeq_pd(_mm_min_pd(lob, loa), _mm_set1_pd(-INFINITY)))) != 0;
+        }
+    #endif
+        for (; i < n; i++)
+            TRD_LR_STEP(i);
+        *last = L;
+        *sg_io = sg;
+        *inf |= qinf;
+        return bad;
+    }
+    """
+    int trd_lee_ready(const float64_t* px, const float64_t* bid, const float64_t* ask,
+                      intp_t n, int8_t* out, float64_t* last, int* sg, int* inf) nogil
+
+
 cdef intp_t _classify_lee_ready(ClassifierState* c, const float64_t* px, const float64_t* bid,
                                 const float64_t* ask, intp_t n, int8_t* out,
                                 intp_t* n_inf) noexcept nogil:
-    return _classify_body(c, px, bid, ask, n, out, METHOD_LEE_READY, n_inf)
+    """Lee-Ready by trd_lee_ready: the same signs and tick state as _classify_body, but only
+    flags (a non-finite price -> 1, an infinite quote -> *n_inf += 1) and none of the counters
+    but n_trades (its one caller, classify_trades, keeps a local state it discards; a
+    Classifier counts through classify_one)."""
+    cdef float64_t last = c.tick.last_px if c.tick.has_last else px[0]
+    cdef int sg = c.tick.last_sign, inf = 0
+    cdef intp_t bad = trd_lee_ready(px, bid, ask, n, out, &last, &sg, &inf)
+    c.tick.last_px = last
+    c.tick.last_sign = <int8_t> sg
+    c.tick.has_last = True
+    c.n_trades += n
+    n_inf[0] += inf
+    return bad
+
 
 
 cdef intp_t _classify_emo(ClassifierState* c, const float64_t* px, const float64_t* bid,

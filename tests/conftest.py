@@ -103,3 +103,25 @@ def cython_consumer(folder: Path, source: str):
     finally:
         sys.path.remove(str(folder))
         sys.modules.pop("consumer", None)
+
+
+# trades4 ---------------------------------------------------------------------------------------
+def special_rows(lanes, specials, ts, *columns):
+    """The cases of the lane tests (one row k carries a special value or goes back in time).
+
+    ``specials``: rows ``(field, value per column in the order of columns, ts offset)``, field
+    None for a value that must be accepted, a value None to keep the clean row's, offset -1 to
+    set ``ts[k] = ts[k - 1] - 1`` (skipped at k = 0). Yields, for every k in ``lanes`` and every
+    special row, ``(k, field, values, ts, columns)``: fresh copies with row k changed."""
+    for k in lanes:
+        for field, *values, dt in specials:
+            if dt and k == 0:
+                continue
+            t = ts.copy()
+            cols = tuple(c.copy() for c in columns)
+            for c, x in zip(cols, values):
+                if x is not None:
+                    c[k] = x
+            if dt:
+                t[k] = t[k - 1] - 1
+            yield k, field, tuple(values), t, cols

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from conftest import special_rows
 from ofi_fast import reference as ref
 from ofi_fast._impact import (
     RollingOLS, bar_mid, bars, event_bars, fit_impact, volume_bars,
@@ -538,35 +539,28 @@ def test_every_special_value_at_every_bar_position_is_judged_like_the_reference(
     base_ts = np.cumsum(rng.integers(0, 4, n)).astype(np.int64) - 20
     base_v = (rng.random(n) - 0.5) * 10.0 ** rng.integers(-3, 4, n)
     every = 7
-    for k in list(range(10)) + [39, 40, 41, n - 2, n - 1]:
-        for field, x, dt in BAR_SPECIAL:
-            if dt and k == 0:
-                continue
-            ts, v = base_ts.copy(), base_v.copy()
-            if x is not None:
-                v[k] = x
-            if dt:
-                ts[k] = ts[k - 1] - 1
-            if field is None:
-                b = bars(ts, v, every=every, closed=closed)
-                r = ref.bars(list(map(int, ts)), v.tolist(), every=every, closed=closed)
+    for k, field, (x,), ts, (v,) in special_rows(
+            list(range(10)) + [39, 40, 41, n - 2, n - 1], BAR_SPECIAL, base_ts, base_v):
+        if field is None:
+            b = bars(ts, v, every=every, closed=closed)
+            r = ref.bars(list(map(int, ts)), v.tolist(), every=every, closed=closed)
+            for key in ("sum", "first", "last"):
+                assert _fbits(getattr(b, key)) == _fbits(r[key]), (k, x, key)
+            assert b.count.tolist() == r["count"] and b.start.tolist() == r["start"]
+            for fast, slow in ((event_bars(v, every=5), ref.event_bars(v.tolist(), every=5)),
+                               (volume_bars(np.minimum(np.abs(v), 9.0), v, every=3.0),
+                                ref.volume_bars(np.minimum(np.abs(v), 9.0).tolist(), v.tolist(),
+                                                every=3.0))):
                 for key in ("sum", "first", "last"):
-                    assert _fbits(getattr(b, key)) == _fbits(r[key]), (k, x, key)
-                assert b.count.tolist() == r["count"] and b.start.tolist() == r["start"]
-                for fast, slow in ((event_bars(v, every=5), ref.event_bars(v.tolist(), every=5)),
-                                   (volume_bars(np.minimum(np.abs(v), 9.0), v, every=3.0),
-                                    ref.volume_bars(np.minimum(np.abs(v), 9.0).tolist(), v.tolist(),
-                                                    every=3.0))):
-                    for key in ("sum", "first", "last"):
-                        assert _fbits(getattr(fast, key)) == _fbits(slow[key]), (k, x, key)
-                    assert fast.count.tolist() == slow["count"]
-                continue
-            with pytest.raises(OFIError) as ei:
-                bars(ts, v, every=every, closed=closed)
-            assert (ei.value.field, ei.value.index) == (field, k), (k, field, x)
-            if field == "values":
-                for call in (lambda: event_bars(v, every=5),
-                             lambda: volume_bars(np.ones(n), v, every=3.0)):
-                    with pytest.raises(NonFiniteError) as ei:
-                        call()
-                    assert (ei.value.field, ei.value.index) == ("values", k)
+                    assert _fbits(getattr(fast, key)) == _fbits(slow[key]), (k, x, key)
+                assert fast.count.tolist() == slow["count"]
+            continue
+        with pytest.raises(OFIError) as ei:
+            bars(ts, v, every=every, closed=closed)
+        assert (ei.value.field, ei.value.index) == (field, k), (k, field, x)
+        if field == "values":
+            for call in (lambda: event_bars(v, every=5),
+                         lambda: volume_bars(np.ones(n), v, every=3.0)):
+                with pytest.raises(NonFiniteError) as ei:
+                    call()
+                assert (ei.value.field, ei.value.index) == ("values", k)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from conftest import special_rows
 import ofi_fast
 from ofi_fast import errors
 from ofi_fast import reference as ref
@@ -230,28 +231,22 @@ def test_every_special_value_in_every_lane_is_judged_like_update(kw):
     rng = np.random.default_rng(4)
     base_ts = np.cumsum(rng.integers(1, 3, n)).astype(np.int64)
     base_v = rng.random(n) * 10.0
-    for k in (0, 1, 2, 7, 511, RS_BLOCK - 1, RS_BLOCK, RS_BLOCK + 1, n - 1):
-        for field, x, dt in RS_SPECIAL:
-            if dt and k == 0:
-                continue
-            ts, v = base_ts.copy(), base_v.copy()
-            if x is not None:
-                v[k] = x
-            if dt:
-                ts[k] = ts[k - 1] - 1
-            one, want, err1 = _rs_one_by_one(kw, ts, v)
-            assert (err1 is None) == (field is None), (k, field)
-            r = ofi_fast.RollingSum(**kw)
-            out = np.full(n, 7.0)
-            try:
-                r.update_many(ts, v, out=out)
-                err = None
-            except errors.OFIError as exc:
-                err = (type(exc), exc.field, exc.index)
-            if err1 is not None:
-                err1 = (err1[0], "values" if err1[1] == "value" else err1[1], err1[2])
-            assert err == err1, (k, field, x)
-            assert _rs_bits(out[:len(want)]) == _rs_bits(want), (k, field)
-            assert _rs_state(r) == _rs_state(one), (k, field)
-            t_next = int(ts.max()) + 3
-            assert _rs_bits(r.update_many([t_next], [2.5])) == _rs_bits([one.update(t_next, 2.5)])
+    for k, field, (x,), ts, (v,) in special_rows(
+            (0, 1, 2, 7, 511, RS_BLOCK - 1, RS_BLOCK, RS_BLOCK + 1, n - 1), RS_SPECIAL, base_ts,
+            base_v):
+        one, want, err1 = _rs_one_by_one(kw, ts, v)
+        assert (err1 is None) == (field is None), (k, field)
+        r = ofi_fast.RollingSum(**kw)
+        out = np.full(n, 7.0)
+        try:
+            r.update_many(ts, v, out=out)
+            err = None
+        except errors.OFIError as exc:
+            err = (type(exc), exc.field, exc.index)
+        if err1 is not None:
+            err1 = (err1[0], "values" if err1[1] == "value" else err1[1], err1[2])
+        assert err == err1, (k, field, x)
+        assert _rs_bits(out[:len(want)]) == _rs_bits(want), (k, field)
+        assert _rs_state(r) == _rs_state(one), (k, field)
+        t_next = int(ts.max()) + 3
+        assert _rs_bits(r.update_many([t_next], [2.5])) == _rs_bits([one.update(t_next, 2.5)])

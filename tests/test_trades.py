@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from conftest import special_rows
 import ofi_fast
 from ofi_fast import reference as ref
 from ofi_fast._trades import Classifier, TradeFlow, classify_trades, trade_flow
@@ -899,40 +900,30 @@ def test_every_special_trade_in_every_lane_is_judged_like_update(kw):
     base_ts = np.cumsum(rng.integers(1, 3, n)).astype(np.int64)
     base_sz = rng.integers(1, 9, n).astype(float)
     base_sd = rng.integers(-1, 2, n).astype(np.int8)
-    for k in (0, 1, 2, 3, 7, 8, 511, TF_BLOCK - 1, TF_BLOCK, TF_BLOCK + 1, n - 1):
-        for field, p, q, s, dt in SPECIAL_TRADES:
-            ts, px, sz, sd = base_ts.copy(), np.full(n, 100.0), base_sz.copy(), base_sd.copy()
-            if p is not None:
-                px[k] = p
-            if q is not None:
-                sz[k] = q
-            if s is not None:
-                sd[k] = s
-            if dt and k > 0:
-                ts[k] = ts[k - 1] - 1
-            elif dt:
-                continue
-            tf1, sv1, imb1, err1 = _one_by_one(kw, ts, px, sz, sd)
-            assert (err1 is None) == (field is None), (k, field)
-            if err1:
-                assert err1[1:] == (field, k)
-            tf = TradeFlow(**kw)
-            out = np.full(n, 7.0)
-            rol = np.full(n, 7.0)
-            try:
-                tf.update_many(ts, px, sz, sd, out=out, rolling=True, rolling_out=rol)
-                err = None
-            except OFIError as exc:
-                err = (type(exc), exc.field, exc.index)
-            assert err == err1, (k, field, p, q, s)
-            m = len(sv1)
-            assert _bits(out[:m]) == _bits(sv1) and _bits(rol[:m]) == _bits(imb1), (k, field)
-            assert _flow_state(tf) == _flow_state(tf1), (k, field)
-            # and the object goes on like the one-by-one one
-            t_next = int(max(ts)) + 5
-            more = tf.update_many([t_next], [100.0], [3.0], [-1])
-            assert more.tolist() == [tf1.update(t_next, 100.0, 3.0, -1)]
-            assert _flow_state(tf) == _flow_state(tf1), (k, field)
+    lanes = (0, 1, 2, 3, 7, 8, 511, TF_BLOCK - 1, TF_BLOCK, TF_BLOCK + 1, n - 1)
+    for k, field, (p, q, s), ts, (px, sz, sd) in special_rows(
+            lanes, SPECIAL_TRADES, base_ts, np.full(n, 100.0), base_sz, base_sd):
+        tf1, sv1, imb1, err1 = _one_by_one(kw, ts, px, sz, sd)
+        assert (err1 is None) == (field is None), (k, field)
+        if err1:
+            assert err1[1:] == (field, k)
+        tf = TradeFlow(**kw)
+        out = np.full(n, 7.0)
+        rol = np.full(n, 7.0)
+        try:
+            tf.update_many(ts, px, sz, sd, out=out, rolling=True, rolling_out=rol)
+            err = None
+        except OFIError as exc:
+            err = (type(exc), exc.field, exc.index)
+        assert err == err1, (k, field, p, q, s)
+        m = len(sv1)
+        assert _bits(out[:m]) == _bits(sv1) and _bits(rol[:m]) == _bits(imb1), (k, field)
+        assert _flow_state(tf) == _flow_state(tf1), (k, field)
+        # and the object goes on like the one-by-one one
+        t_next = int(max(ts)) + 5
+        more = tf.update_many([t_next], [100.0], [3.0], [-1])
+        assert more.tolist() == [tf1.update(t_next, 100.0, 3.0, -1)]
+        assert _flow_state(tf) == _flow_state(tf1), (k, field)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -968,6 +959,45 @@ def test_every_special_price_and_quote_in_every_lane_classifies_like_update(meth
                 assert got_err == err, (k, where, x)
                 if err is None:
                     assert got == want, (k, where, x)
+
+
+# classify_trades(method="lee_ready") runs trd_lee_ready (issue 13, helper trades4): trade 0 and
+# the tail one at a time, the rest 16 trades a step in vector lanes with the tick rule's carry as
+# a prefix over the step. The lane test above covers every lane of two steps; these hold the
+# carry across steps and the flags to the reference.
+@pytest.mark.parametrize("run", [1, 15, 16, 17, 33, 100])
+def test_lee_ready_tick_carry_across_steps_matches_reference(run):
+    # runs of `run` equal prices inside locked, crossed or missing quotes: every such trade is
+    # signed by a price change up to `run` trades (several 16-trade steps) back
+    rng = np.random.default_rng(run)
+    n = 16 * 12 + 5
+    steps = rng.choice([-1.0, 0.0, 1.0], n // run + 1)
+    px = 100.0 + np.cumsum(np.repeat(steps, run)[:n])
+    bid = px - rng.integers(0, 2, n)
+    ask = bid + rng.integers(0, 3, n)
+    bid[rng.random(n) < 0.3] += 5                                 # crossed
+    ask[rng.random(n) < 0.3] = np.nan                             # no quote
+    got = classify_trades(px, method="lee_ready", bid_px=bid, ask_px=ask)
+    want = ref.classify_trades(px.tolist(), method="lee_ready", bid_px=bid.tolist(),
+                               ask_px=ask.tolist())
+    assert got.tolist() == list(want)
+    # after the first price change the tick rule always has a sign: no 0 from there on
+    first = np.flatnonzero(np.diff(px))
+    if first.size:
+        assert (got[first[0] + 1:] != 0).all()
+
+
+@pytest.mark.parametrize("k", [0, 1, 15, 16, 17, 31, 32, 200, 206])
+@pytest.mark.parametrize("where, x", [("price", math.nan), ("price", -math.inf),
+                                      ("bid_px", math.inf), ("ask_px", -math.inf)])
+def test_lee_ready_bad_value_in_any_step_is_named(k, where, x):
+    n = 207                     # trade 0, 12 steps of 16, a tail of 14
+    px = np.full(n, 100.0)
+    bid, ask = px - 1, px + 1
+    {"price": px, "bid_px": bid, "ask_px": ask}[where][k] = x
+    with pytest.raises(NonFiniteError) as exc:
+        classify_trades(px, method="lee_ready", bid_px=bid, ask_px=ask)
+    assert (exc.value.field, exc.value.index) == (where, k)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1090,46 +1120,36 @@ def test_every_special_vpin_trade_at_every_position_is_judged_like_update(mode):
     base_sz = rng.integers(1, 4, n).astype(float)        # a close every few trades
     base_sd = rng.integers(-1, 2, n).astype(np.int8)
     base_fr = rng.integers(0, 5, n) / 4
-    for k in list(range(12)) + [30, 31, n - 2, n - 1]:
-        for field, q, s, f, dt in VPIN_SPECIAL:
-            if (s is not None and mode != "side") or (f is not None and mode != "frac"):
-                continue
-            ts, sz, sd, fr = base_ts.copy(), base_sz.copy(), base_sd.copy(), base_fr.copy()
-            if q is not None:
-                sz[k] = q
-            if s is not None:
-                sd[k] = s
-            if f is not None:
-                fr[k] = f
-            if dt and k == 0:
-                continue
-            if dt:
-                ts[k] = ts[k - 1] - 1
-            one, rows, err1 = _vpin_one_by_one(mode, V, nb, ts, sz, sd, fr)
-            assert (err1 is None) == (field is None), (k, field, q, s, f)
-            if err1:
-                assert err1[1:] == (field, k), (k, field, err1)
-            v = VPIN(V, nb)
-            try:
-                r = _vpin_batch(mode, v, ts, sz, sd, fr)
-                err = None
-                assert r.ts.tolist() == rows
-            except OFIError as exc:
-                err = (type(exc), exc.field, exc.index)
-            assert err == err1, (k, field, q, s, f)
-            assert _vpin_state(v) == _vpin_state(one), (k, field, q, s, f)
-            # and the object goes on like the one-by-one one
-            t_next = int(ts.max()) + 5
-            more = _vpin_batch(mode, v, np.array([t_next, t_next]), np.array([4.0, 9.0]),
-                               np.array([1, -1], np.int8), np.array([1.0, 0.0]))
-            if mode == "frac":
-                one.update_fraction(t_next, 4.0, 1.0)
-                one.update_fraction(t_next, 9.0, 0.0)
-            else:
-                one.update(t_next, 4.0, 1 if mode == "side" else 0)
-                one.update(t_next, 9.0, -1 if mode == "side" else 0)
-            assert _vpin_state(v) == _vpin_state(one), (k, field)
-            assert len(more.ts) >= 1 and _bits(v.value) == _bits(one.value)
+    for k, field, (q, s, f), ts, (sz, sd, fr) in special_rows(
+            list(range(12)) + [30, 31, n - 2, n - 1], VPIN_SPECIAL, base_ts, base_sz, base_sd,
+            base_fr):
+        if (s is not None and mode != "side") or (f is not None and mode != "frac"):
+            continue
+        one, rows, err1 = _vpin_one_by_one(mode, V, nb, ts, sz, sd, fr)
+        assert (err1 is None) == (field is None), (k, field, q, s, f)
+        if err1:
+            assert err1[1:] == (field, k), (k, field, err1)
+        v = VPIN(V, nb)
+        try:
+            r = _vpin_batch(mode, v, ts, sz, sd, fr)
+            err = None
+            assert r.ts.tolist() == rows
+        except OFIError as exc:
+            err = (type(exc), exc.field, exc.index)
+        assert err == err1, (k, field, q, s, f)
+        assert _vpin_state(v) == _vpin_state(one), (k, field, q, s, f)
+        # and the object goes on like the one-by-one one
+        t_next = int(ts.max()) + 5
+        more = _vpin_batch(mode, v, np.array([t_next, t_next]), np.array([4.0, 9.0]),
+                           np.array([1, -1], np.int8), np.array([1.0, 0.0]))
+        if mode == "frac":
+            one.update_fraction(t_next, 4.0, 1.0)
+            one.update_fraction(t_next, 9.0, 0.0)
+        else:
+            one.update(t_next, 4.0, 1 if mode == "side" else 0)
+            one.update(t_next, 9.0, -1 if mode == "side" else 0)
+        assert _vpin_state(v) == _vpin_state(one), (k, field)
+        assert len(more.ts) >= 1 and _bits(v.value) == _bits(one.value)
 
 
 def test_vpin_kernel_at_the_rounding_edges():

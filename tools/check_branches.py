@@ -233,5 +233,11 @@ def main(argv=None) -> int:
     return 1 if problems else 0
 
 
+# trades4: classify_trades' Lee-Ready loop is C (trd_lee_ready, 16 trades a step in vector
+# lanes); the Cython _classify_lee_ready only calls it.
+KERNELS["ofi_fast/_trades.pyx"] = [
+    "trd_lee_ready" if k == "_classify_lee_ready" else k for k in KERNELS["ofi_fast/_trades.pyx"]]
+
+
 if __name__ == "__main__":
     sys.exit(main())
