@@ -118,8 +118,8 @@ cdef inline intp_t wrap_next(intp_t j, intp_t cap) noexcept nogil:
 
 cdef extern from *:
     """
-    /* e_n of CKS eq. 10 two events at a time, with gcc/clang vector extensions (SSE2 on
-     * x86-64, NEON on arm64; other targets get scalar code from the compiler). Cython has no
+    /* e_n of CKS eq. 10 four (AVX2) or two (SSE2 on x86-64, NEON on arm64) events at a time,
+     * with gcc/clang vector extensions (other targets get scalar code). Cython has no
      * vector types, so this one loop is C. Per lane it performs exactly the operations of
      * ofi_l1_event (_ofi.pxd), so e_n is equal bit for bit, and accepts exactly the rows
      * ofi_check_row accepts (tests/test_ofi.py checks both). Other compilers (or
