@@ -42,6 +42,18 @@ typedef double v2d __attribute__((vector_size(16)));
 typedef int64_t v2i __attribute__((vector_size(16)));
 static inline v2d ld2(const double *p) { v2d v; memcpy(&v, p, sizeof v); return v; }
 static inline v2d sel2(v2i m, v2d x) { return (v2d)((v2i)x & m); }
+/* The two-event step of the loops below: e of rows i and i + 1 (from rows i - 1 .. i + 1),
+ * stored to out[i], out[i + 1] and returned. */
+static inline __attribute__((always_inline)) v2d e2_step(
+    const double *bp, const double *bs, const double *ap, const double *az, double *out, long i)
+{
+    v2d b0 = ld2(bp + i - 1), b1 = ld2(bp + i), q0 = ld2(bs + i - 1), q1 = ld2(bs + i);
+    v2d a0 = ld2(ap + i - 1), a1 = ld2(ap + i), r0 = ld2(az + i - 1), r1 = ld2(az + i);
+    v2d e = (sel2(b1 >= b0, q1) - sel2(b1 <= b0, q0))
+          + (sel2(a1 >= a0, r0) - sel2(a1 <= a0, r1));
+    memcpy(out + i, &e, sizeof e);
+    return e;
+}
 
 void l1_ofi_c_v2(const double *bp, const double *bs, const double *ap, const double *az,
                  double *out, long n)
@@ -50,11 +62,7 @@ void l1_ofi_c_v2(const double *bp, const double *bs, const double *ap, const dou
     out[0] = 0.0;
     long i = 1;
     for (; i + 1 < n; i += 2) {
-        v2d b0 = ld2(bp + i - 1), b1 = ld2(bp + i), q0 = ld2(bs + i - 1), q1 = ld2(bs + i);
-        v2d a0 = ld2(ap + i - 1), a1 = ld2(ap + i), r0 = ld2(az + i - 1), r1 = ld2(az + i);
-        v2d e = (sel2(b1 >= b0, q1) - sel2(b1 <= b0, q0))
-              + (sel2(a1 >= a0, r0) - sel2(a1 <= a0, r1));
-        memcpy(out + i, &e, sizeof e);
+        e2_step(bp, bs, ap, az, out, i);
     }
     if (i < n)
         out[i] = event(bp[i - 1], bs[i - 1], ap[i - 1], az[i - 1], bp[i], bs[i], ap[i], az[i]);
@@ -276,11 +284,7 @@ void update_many_plain_c(const double *bp, const double *bs, const double *ap,
     locked[0] += bp[0] == ap[0];
     long i = 1;
     for (; i + 1 < n; i += 2) {
-        v2d b0 = ld2(bp + i - 1), b1 = ld2(bp + i), q0 = ld2(bs + i - 1), q1 = ld2(bs + i);
-        v2d a0 = ld2(ap + i - 1), a1 = ld2(ap + i), r0 = ld2(az + i - 1), r1 = ld2(az + i);
-        v2d e = (sel2(b1 >= b0, q1) - sel2(b1 <= b0, q0))
-              + (sel2(a1 >= a0, r0) - sel2(a1 <= a0, r1));
-        memcpy(out + i, &e, sizeof e);
+        v2d e = e2_step(bp, bs, ap, az, out, i), b1 = ld2(bp + i), a1 = ld2(ap + i);
         crossed += sel2(b1 > a1, one);
         locked += sel2(b1 == a1, one);
         twosum(&s, &c, e[0]);
@@ -335,11 +339,7 @@ static inline __attribute__((always_inline)) void count_rows(
         v[k_] = ws + wc;                                                                  \
     } while (0)
     for (; i + 1 < hi; i += 2) {
-        v2d b0 = ld2(bp + i - 1), b1 = ld2(bp + i), q0 = ld2(bs + i - 1), q1 = ld2(bs + i);
-        v2d a0 = ld2(ap + i - 1), a1 = ld2(ap + i), r0 = ld2(az + i - 1), r1 = ld2(az + i);
-        v2d e = (sel2(b1 >= b0, q1) - sel2(b1 <= b0, q0))
-              + (sel2(a1 >= a0, r0) - sel2(a1 <= a0, r1));
-        memcpy(out + i, &e, sizeof e);
+        v2d e = e2_step(bp, bs, ap, az, out, i), b1 = ld2(bp + i), a1 = ld2(ap + i);
         crossed += sel2(b1 > a1, one);
         locked += sel2(b1 == a1, one);
         CNT_ROW(e[0], i);

@@ -70,7 +70,7 @@ cdef void ofi_reset(OFIState* st) noexcept nogil:
 # ---------------------------------------------------------------------------------------------
 # Batch kernels. A batch runs in blocks of events; each block takes one or two passes over its
 # rows, each a loop without a data-dependent branch (tools/check_branches.py checks them):
-#   1. one vector pass (ofi_l1_pairs_impl): e_n of every row, one validity flag accumulated
+#   1. one vector pass (OFI_PAIRS_IMPL, 4 or 2 events per step): e_n of every row, one validity flag accumulated
 #      over the block (values and time order); for OFI.update_many also the crossed / locked
 #      counts, the stream's Neumaier total and, with a count window at least as long as the
 #      block, the window sum (ofi_um_plain / ofi_um_fill / ofi_um_full; l1_ofi calls
@@ -99,6 +99,17 @@ def _set_block(intp_t n):
     return old
 
 
+def _set_lanes(int n):
+    """Testing hook: run the vector pass with 2 lanes (n = 2) or the widest the CPU has (n = 4:
+    4 lanes where it has AVX2); returns the lanes the pass used before (1: the scalar build)."""
+    global ofi_force_w2
+    if n not in (2, 4):
+        raise OFIError("lanes must be 2 or 4", field="lanes")
+    old = ofi_lanes()
+    ofi_force_w2 = n == 2
+    return old
+
+
 cdef inline intp_t wrap_next(intp_t j, intp_t cap) noexcept nogil:
     """j + 1, or 0 when that is cap: without a branch."""
     j += 1
@@ -107,8 +118,8 @@ cdef inline intp_t wrap_next(intp_t j, intp_t cap) noexcept nogil:
 
 cdef extern from *:
     """
-    /* e_n of CKS eq. 10 two events at a time, with gcc/clang vector extensions (SSE2 on
-     * x86-64, NEON on arm64; other targets get scalar code from the compiler). Cython has no
+    /* e_n of CKS eq. 10 four (AVX2) or two (SSE2 on x86-64, NEON on arm64) events at a time,
+     * with gcc/clang vector extensions (other targets get scalar code). Cython has no
      * vector types, so this one loop is C. Per lane it performs exactly the operations of
      * ofi_l1_event (_ofi.pxd), so e_n is equal bit for bit, and accepts exactly the rows
      * ofi_check_row accepts (tests/test_ofi.py checks both). Other compilers (or
@@ -122,41 +133,63 @@ cdef extern from *:
         do { double x__ = (x_); t = (S) + x__; z = t - (S); (C) += ((S) - (t - z)) + (x__ - z); (S) = t; } while (0)
     #define OFI_TWOSUM(x_) OFI_TS(s, c, x_)
     #if (defined(__GNUC__) || defined(__clang__)) && !defined(OFI_FAST_SCALAR)
-    typedef double ofi_v2d __attribute__((vector_size(16)));
-    typedef int64_t ofi_v2i __attribute__((vector_size(16)));
-    static inline ofi_v2d ofi_v2_load(const double *p) { ofi_v2d v; memcpy(&v, p, 16); return v; }
-    static inline ofi_v2d ofi_v2_keep(ofi_v2i m, ofi_v2d x) { return (ofi_v2d)((ofi_v2i)x & m); }
-    static inline ofi_v2d ofi_v2_abs(ofi_v2d x) {
-        const ofi_v2i m = {INT64_MAX, INT64_MAX};
-        return (ofi_v2d)((ofi_v2i)x & m);
-    }
-    static inline ofi_v2d ofi_v2_choose(ofi_v2i m, ofi_v2d x, ofi_v2d y) {
-        return (ofi_v2d)(((ofi_v2i)x & m) | ((ofi_v2i)y & ~m));
-    }
-    /* Rows lo..hi-1 (lo >= 1) of one pass: e[i] from row i-1 -> row i, both read from the
-     * arrays; returns 1 when every row lo..hi-1 is valid (a finite size >= 0 each side, and
-     * a finite price or an empty side: size 0 with price NaN, -inf bid or +inf ask). */
+    /* The vector pass is written once, for W lanes (W events per step): OFI_PAIRS_IMPL(NAME,
+     * W, ATTR) defines it for one width. W = 4 (256-bit vectors) runs where the CPU has AVX2
+     * (x86-64 Linux, chosen at run time, see OFI_KERNEL below); W = 2 (128-bit: SSE2 on
+     * x86-64, NEON on arm64) everywhere else. 256-bit generic vectors on plain SSE2 are no
+     * option: gcc 12 splits their comparisons into scalar code with branches. */
+    #define OFI_CAT_(a, b) a##b
+    #define OFI_CAT(a, b) OFI_CAT_(a, b)
+    #define OFI_SPLAT_2(x) {x, x}
+    #define OFI_SPLAT_4(x) {x, x, x, x}
+    /* OFI_V_PAIR(W, lo, hi): (lo's last lane, hi's lanes 0 .. W-2), i.e. rows i - 1 ..
+     * i + W - 2 when lo holds rows up to i - 1 and hi rows i .. i + W - 1 */
+    #define OFI_PAIRIDX_2 1, 2
+    #define OFI_PAIRIDX_4 3, 4, 5, 6
     #if defined(__clang__)
-    #define OFI_V2_PAIR(lo, hi) __builtin_shufflevector(lo, hi, 1, 2)
+    #define OFI_V_PAIR(W, lo, hi) __builtin_shufflevector(lo, hi, OFI_CAT(OFI_PAIRIDX_, W))
     #else
-    #define OFI_V2_PAIR(lo, hi) __builtin_shuffle(lo, hi, (ofi_v2i){1, 2})
+    #define OFI_V_PAIR(W, lo, hi) __builtin_shuffle(lo, hi, (vi){OFI_CAT(OFI_PAIRIDX_, W)})
     #endif
-    /* One step of ofi_l1_pairs: rows (i - 1, i) in the lanes of (b0 .. r0), (i, i + 1) in
+    #define OFI_HSUM_2(v) ((v)[0] + (v)[1])
+    #define OFI_HSUM_4(v) (((v)[0] + (v)[1]) + ((v)[2] + (v)[3]))
+    #define OFI_V_KEEP(m, x) ((vd)((vi)(x) & (m)))
+    #define OFI_V_ABS(x) ((vd)((vi)(x) & absmask))
+    #define OFI_V_CHOOSE(m, x, y) ((vd)(((vi)(x) & (m)) | ((vi)(y) & ~(m))))
+    /* One step: rows (i - 1 .. i + W - 2) in the lanes of (b0 .. r0), (i .. i + W - 1) in
      * (b1 .. r1), empty prices already -inf / +inf. Validity is summed into `bad`, a sum of
      * terms that are 0 for a valid row and negative, -inf or NaN otherwise (so they cannot
      * cancel): a size q gives q - |q| (0 for finite q >= 0, -0.0 included); a price counts
      * only where its size is > 0 (then p - p is NaN for an infinite p); a +inf bid or a -inf
      * ask makes bid - ask +inf or NaN, caught by one comparison. Each mask comes from a single
      * comparison: gcc 12 turns masks combined with & or | into scalar code. */
-    #define OFI_V2_STEP(x)                                                                \
+    #define OFI_V_STEP(x)                                                                 \
         do {                                                                              \
-            ofi_v2d bk = ofi_v2_keep(q1 > zero, b1), ak = ofi_v2_keep(r1 > zero, a1);     \
-            ofi_v2d d = b1 - a1;                                                          \
-            bad += ((q1 - ofi_v2_abs(q1)) + (r1 - ofi_v2_abs(r1)))                        \
-                 + (((bk - bk) + (ak - ak)) + ofi_v2_keep(~(d < inf), nan));              \
-            x = (ofi_v2_keep(b1 >= b0, q1) - ofi_v2_keep(b1 <= b0, q0))                  \
-              + (ofi_v2_keep(a1 >= a0, r0) - ofi_v2_keep(a1 <= a0, r1));                  \
+            vd bk = OFI_V_KEEP(q1 > zero, b1), ak = OFI_V_KEEP(r1 > zero, a1);            \
+            vd d = b1 - a1;                                                               \
+            bad += ((q1 - OFI_V_ABS(q1)) + (r1 - OFI_V_ABS(r1)))                          \
+                 + (((bk - bk) + (ak - ak)) + OFI_V_KEEP(~(d < inf), nan));               \
+            x = (OFI_V_KEEP(b1 >= b0, q1) - OFI_V_KEEP(b1 <= b0, q0))                    \
+              + (OFI_V_KEEP(a1 >= a0, r0) - OFI_V_KEEP(a1 <= a0, r1));                    \
         } while (0)
+    /* one row's total, window and rolling value (x_: its e, k_: its v slot) */
+    #define OFI_ROW(x_, k_)                                                               \
+        do {                                                                              \
+            double xr = (x_);                                                             \
+            OFI_TS(s, c, xr);                                                             \
+            if (mode == 0) {                                                              \
+                v[k_] = s + c;                                                            \
+            } else {                                                                      \
+                if (mode == 2) {                                                          \
+                    OFI_TS(ws, wc, -rval[h]);                                             \
+                    h += 1;                                                               \
+                    h &= -(Py_ssize_t)(h != cap);                                         \
+                }                                                                         \
+                OFI_TS(ws, wc, xr);                                                       \
+                v[k_] = ws + wc;                                                          \
+            }                                                                             \
+        } while (0)
+    #define OFI_V_LOAD(p) ({ vd v_; memcpy(&v_, (p), sizeof v_); v_; })
     /* Rows lo..hi-1: e[i] from row i-1 -> row i. prev (4 values) is row lo-1 on entry, empty
      * prices already -inf / +inf (the caller's state, or the row before from the array), and
      * row hi-1 on exit, likewise. Returns 1 when every row lo..hi-1 is valid: a finite size
@@ -166,7 +199,7 @@ cdef extern from *:
      * - count: counts[0] / counts[1] get the crossed (bid > ask) / locked (bid == ask) rows,
      *   as float sums of ones (exact below 2**53), and total the Neumaier total of e;
      * - check_ts: the rows are also valid only if ts[i * ts_step] is non-decreasing from
-     *   prev_ts on (ts_step 0: ts points to two equal values, always in order);
+     *   prev_ts on (ts_step 0: ts points to W equal values, always in order);
      * - mode 0: v[i - lo] = the total after row i (OFI without a window: its rolling value);
      *   mode 1 / 2: a count window's sum (win[0] + win[1], Neumaier) gets e of each row; in
      *   mode 2 (the ring is full) the oldest value, rval[h] from h = head on (wrapping at cap),
@@ -174,160 +207,164 @@ cdef extern from *:
      *   the caller copies the block's e into it once the block is known to be valid, so a bad
      *   row leaves the window as it was (which needs hi - lo <= cap: no row of the block
      *   evicts another). The operations are rolling_push's, in its order. */
-    static inline __attribute__((always_inline)) int ofi_l1_pairs_impl(
-        const double *bp, const double *bs, const double *ap, const double *az,
-        Py_ssize_t lo, Py_ssize_t hi, double *prev, double *e, const int count,
-        int64_t *counts, double *total, double *v, const int check_ts, const int64_t *ts,
-        Py_ssize_t ts_step, int64_t prev_ts, const int mode, double *win, const double *rval,
-        Py_ssize_t h, Py_ssize_t cap)
-    {
-        const ofi_v2d inf = {INFINITY, INFINITY}, ninf = -inf, zero = {0.0, 0.0};
-        const ofi_v2d nan = {NAN, NAN}, one = {1.0, 1.0};
-        const ofi_v2d first = {1.0, 0.0};
-        ofi_v2d bad = zero, crossed = zero, locked = zero;
-        double s = count ? total[0] : 0.0, c = count ? total[1] : 0.0, t, z;
-        double ws = mode ? win[0] : 0.0, wc = mode ? win[1] : 0.0;
-        ofi_v2d b0, q0, a0, r0, b1, q1, a1, r1, x;
-        ofi_v2i t0, t1, pt = {prev_ts, prev_ts};
-        /* the lanes' high halves carry row i - 1 from one step to the next */
-        ofi_v2d pb = {prev[0], prev[0]}, pq = {prev[1], prev[1]};
-        ofi_v2d pa = {prev[2], prev[2]}, pr = {prev[3], prev[3]};
-        Py_ssize_t i = lo;
-        /* one row's total, window and rolling value (x_: its e, k_: its v slot) */
-        #define OFI_ROW(x_, k_)                                                           \
-            do {                                                                          \
-                double xr = (x_);                                                         \
-                OFI_TS(s, c, xr);                                                         \
-                if (mode == 0) {                                                          \
-                    v[k_] = s + c;                                                        \
-                } else {                                                                  \
-                    if (mode == 2) {                                                      \
-                        OFI_TS(ws, wc, -rval[h]);                                         \
-                        h += 1;                                                           \
-                        h &= -(Py_ssize_t)(h != cap);                                     \
-                    }                                                                     \
-                    OFI_TS(ws, wc, xr);                                                   \
-                    v[k_] = ws + wc;                                                      \
-                }                                                                         \
-            } while (0)
-        for (; i + 1 < hi; i += 2) {
-            b1 = ofi_v2_load(bp + i); q1 = ofi_v2_load(bs + i);
-            a1 = ofi_v2_load(ap + i); r1 = ofi_v2_load(az + i);
-            b1 = ofi_v2_choose(b1 != b1, ninf, b1);
-            a1 = ofi_v2_choose(a1 != a1, inf, a1);
-            b0 = OFI_V2_PAIR(pb, b1); q0 = OFI_V2_PAIR(pq, q1);
-            a0 = OFI_V2_PAIR(pa, a1); r0 = OFI_V2_PAIR(pr, r1);
-            OFI_V2_STEP(x);
-            if (check_ts) {
-                memcpy(&t1, ts + i * ts_step, 16);
-                t0 = OFI_V2_PAIR(pt, t1);
-                bad += ofi_v2_keep(t1 < t0, nan);
-                pt = t1;
-            }
-            memcpy(e + i, &x, 16);
-            if (count) {
-                crossed += ofi_v2_keep(b1 > a1, one);
-                locked += ofi_v2_keep(b1 == a1, one);
-                OFI_ROW(x[0], i - lo);
-                OFI_ROW(x[1], i - lo + 1);
-            }
-            pb = b1; pq = q1; pa = a1; pr = r1;
-        }
-        if (i < hi) {   /* the last row alone: both lanes the same event, counted once */
-            b0 = (ofi_v2d){pb[1], pb[1]}; q0 = (ofi_v2d){pq[1], pq[1]};
-            a0 = (ofi_v2d){pa[1], pa[1]}; r0 = (ofi_v2d){pr[1], pr[1]};
-            b1 = (ofi_v2d){bp[i], bp[i]}; q1 = (ofi_v2d){bs[i], bs[i]};
-            a1 = (ofi_v2d){ap[i], ap[i]}; r1 = (ofi_v2d){az[i], az[i]};
-            b1 = ofi_v2_choose(b1 != b1, ninf, b1);
-            a1 = ofi_v2_choose(a1 != a1, inf, a1);
-            OFI_V2_STEP(x);
-            if (check_ts) {
-                int64_t tl = ts[i * ts_step];
-                t1 = (ofi_v2i){tl, tl};
-                t0 = (ofi_v2i){pt[1], pt[1]};
-                bad += ofi_v2_keep(t1 < t0, nan);
-            }
-            e[i] = x[0];
-            if (count) {
-                crossed += ofi_v2_keep(b1 > a1, first);
-                locked += ofi_v2_keep(b1 == a1, first);
-                OFI_ROW(x[0], i - lo);
-            }
-            pb = b1; pq = q1; pa = a1; pr = r1;
-        }
-        #undef OFI_ROW
-        prev[0] = pb[1]; prev[1] = pq[1]; prev[2] = pa[1]; prev[3] = pr[1];
-        if (count) {
-            counts[0] += (int64_t)(crossed[0] + crossed[1]);
-            counts[1] += (int64_t)(locked[0] + locked[1]);
-            total[0] = s;
-            total[1] = c;
-        }
-        if (mode) {
-            win[0] = ws;
-            win[1] = wc;
-        }
-        return bad[0] + bad[1] == 0.0;   /* NaN compares false */
+    #define OFI_PAIRS_IMPL(NAME, W, ATTR)                                                                  \
+    static inline __attribute__((always_inline)) ATTR int NAME(                                            \
+        const double *bp, const double *bs, const double *ap, const double *az,                            \
+        Py_ssize_t lo, Py_ssize_t hi, double *prev, double *e, const int count,                            \
+        int64_t *counts, double *total, double *v, const int check_ts, const int64_t *ts,                  \
+        Py_ssize_t ts_step, int64_t prev_ts, const int mode, double *win, const double *rval,              \
+        Py_ssize_t h, Py_ssize_t cap)                                                                      \
+    {                                                                                                      \
+        typedef double vd __attribute__((vector_size(8 * W)));                                             \
+        typedef int64_t vi __attribute__((vector_size(8 * W)));                                            \
+        const vi absmask = OFI_CAT(OFI_SPLAT_, W)(INT64_MAX);                                              \
+        const vd zero = OFI_CAT(OFI_SPLAT_, W)(0.0), inf = OFI_CAT(OFI_SPLAT_, W)(INFINITY), ninf = -inf;  \
+        const vd nan = OFI_CAT(OFI_SPLAT_, W)(NAN), one = OFI_CAT(OFI_SPLAT_, W)(1.0);                     \
+        const vd first = {1.0};   /* 1 in lane 0, 0 elsewhere */                                           \
+        vd bad = zero, crossed = zero, locked = zero;                                                      \
+        double s = count ? total[0] : 0.0, c = count ? total[1] : 0.0, t, z;                               \
+        double ws = mode ? win[0] : 0.0, wc = mode ? win[1] : 0.0;                                         \
+        vd b0, q0, a0, r0, b1, q1, a1, r1, x;                                                              \
+        vi t0, t1, pt = OFI_CAT(OFI_SPLAT_, W)(prev_ts);                                                   \
+        /* the lanes' last lane carries row i - 1 from one step to the next */                             \
+        vd pb = OFI_CAT(OFI_SPLAT_, W)(prev[0]), pq = OFI_CAT(OFI_SPLAT_, W)(prev[1]);                     \
+        vd pa = OFI_CAT(OFI_SPLAT_, W)(prev[2]), pr = OFI_CAT(OFI_SPLAT_, W)(prev[3]);                     \
+        Py_ssize_t i = lo;                                                                                 \
+        for (; i + W - 1 < hi; i += W) {                                                                   \
+            b1 = OFI_V_LOAD(bp + i); q1 = OFI_V_LOAD(bs + i);                                              \
+            a1 = OFI_V_LOAD(ap + i); r1 = OFI_V_LOAD(az + i);                                              \
+            b1 = OFI_V_CHOOSE(b1 != b1, ninf, b1);                                                         \
+            a1 = OFI_V_CHOOSE(a1 != a1, inf, a1);                                                          \
+            b0 = OFI_V_PAIR(W, pb, b1); q0 = OFI_V_PAIR(W, pq, q1);                                        \
+            a0 = OFI_V_PAIR(W, pa, a1); r0 = OFI_V_PAIR(W, pr, r1);                                        \
+            OFI_V_STEP(x);                                                                                 \
+            if (check_ts) {                                                                                \
+                memcpy(&t1, ts + i * ts_step, sizeof t1);                                                  \
+                t0 = OFI_V_PAIR(W, pt, t1);                                                                \
+                bad += OFI_V_KEEP(t1 < t0, nan);                                                           \
+                pt = t1;                                                                                   \
+            }                                                                                              \
+            memcpy(e + i, &x, sizeof x);                                                                   \
+            if (count) {                                                                                   \
+                crossed += OFI_V_KEEP(b1 > a1, one);                                                       \
+                locked += OFI_V_KEEP(b1 == a1, one);                                                       \
+                _Pragma("GCC unroll 4")                                                                    \
+                for (int k = 0; k < W; k++)                                                                \
+                    OFI_ROW(x[k], i - lo + k);                                                             \
+            }                                                                                              \
+            pb = b1; pq = q1; pa = a1; pr = r1;                                                            \
+        }                                                                                                  \
+        for (; i < hi; i++) {   /* the last rows alone: all lanes the same event, counted once */          \
+            b0 = (vd)OFI_CAT(OFI_SPLAT_, W)(pb[W - 1]); q0 = (vd)OFI_CAT(OFI_SPLAT_, W)(pq[W - 1]);        \
+            a0 = (vd)OFI_CAT(OFI_SPLAT_, W)(pa[W - 1]); r0 = (vd)OFI_CAT(OFI_SPLAT_, W)(pr[W - 1]);        \
+            b1 = (vd)OFI_CAT(OFI_SPLAT_, W)(bp[i]); q1 = (vd)OFI_CAT(OFI_SPLAT_, W)(bs[i]);                \
+            a1 = (vd)OFI_CAT(OFI_SPLAT_, W)(ap[i]); r1 = (vd)OFI_CAT(OFI_SPLAT_, W)(az[i]);                \
+            b1 = OFI_V_CHOOSE(b1 != b1, ninf, b1);                                                         \
+            a1 = OFI_V_CHOOSE(a1 != a1, inf, a1);                                                          \
+            OFI_V_STEP(x);                                                                                 \
+            if (check_ts) {                                                                                \
+                t1 = (vi)OFI_CAT(OFI_SPLAT_, W)(ts[i * ts_step]);                                          \
+                t0 = (vi)OFI_CAT(OFI_SPLAT_, W)(pt[W - 1]);                                                \
+                bad += OFI_V_KEEP(t1 < t0, nan);                                                           \
+                pt = t1;                                                                                   \
+            }                                                                                              \
+            e[i] = x[0];                                                                                   \
+            if (count) {                                                                                   \
+                crossed += OFI_V_KEEP(b1 > a1, first);                                                     \
+                locked += OFI_V_KEEP(b1 == a1, first);                                                     \
+                OFI_ROW(x[0], i - lo);                                                                     \
+            }                                                                                              \
+            pb = b1; pq = q1; pa = a1; pr = r1;                                                            \
+        }                                                                                                  \
+        prev[0] = pb[W - 1]; prev[1] = pq[W - 1];                                                          \
+        prev[2] = pa[W - 1]; prev[3] = pr[W - 1];                                                          \
+        if (count) {                                                                                       \
+            counts[0] += (int64_t)OFI_CAT(OFI_HSUM_, W)(crossed);                                          \
+            counts[1] += (int64_t)OFI_CAT(OFI_HSUM_, W)(locked);                                           \
+            total[0] = s;                                                                                  \
+            total[1] = c;                                                                                  \
+        }                                                                                                  \
+        if (mode) {                                                                                        \
+            win[0] = ws;                                                                                   \
+            win[1] = wc;                                                                                   \
+        }                                                                                                  \
+        return OFI_CAT(OFI_HSUM_, W)(bad) == 0.0;   /* NaN compares false */                               \
     }
-    #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-    /* an AVX2 build of the same code, chosen at load time where the CPU has it (the
-     * three-operand VEX forms drop the register copies of SSE2's two-operand forms) */
-    #define OFI_CLONES __attribute__((target_clones("avx2", "default")))
+    OFI_PAIRS_IMPL(ofi_pairs_w2, 2, )
+    #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && defined(__linux__)
+    /* 4 lanes where the CPU has AVX2, 2 lanes otherwise or when a test asks for them
+     * (_set_lanes: the tests run both widths on a machine with AVX2) */
+    #define OFI_HAVE_W4 1
+    OFI_PAIRS_IMPL(ofi_pairs_w4, 4, __attribute__((target("avx2"))))
+    static int ofi_force_w2 = 0;
+    static inline int ofi_use_w4(void) { return !ofi_force_w2 && __builtin_cpu_supports("avx2"); }
+    #define OFI_KERNEL(NAME, PARAMS, FWD, ARGS)                                               \
+        static int NAME##_w2 PARAMS { return ofi_pairs_w2 ARGS; }                             \
+        __attribute__((target("avx2"))) static int NAME##_w4 PARAMS { return ofi_pairs_w4 ARGS; } \
+        static int NAME PARAMS { return ofi_use_w4() ? NAME##_w4 FWD : NAME##_w2 FWD; }
     #else
-    #define OFI_CLONES
+    #define OFI_HAVE_W4 0
+    static int ofi_force_w2 = 0;
+    #define OFI_KERNEL(NAME, PARAMS, FWD, ARGS)                                               \
+        static int NAME##_w2 PARAMS { return ofi_pairs_w2 ARGS; }                             \
+        static int NAME PARAMS { return NAME##_w2 FWD; }
     #endif
-    OFI_CLONES static int ofi_l1_pairs(const double *bp, const double *bs, const double *ap,
-                            const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
-                            double *e)
-    {
-        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 0, NULL, NULL, NULL,
-                                 0, NULL, 0, 0, 0, NULL, NULL, 0, 0);
-    }
+    static int ofi_lanes(void) { return OFI_HAVE_W4 && ofi_use_w4() ? 4 : 2; }
+    /* l1_ofi's pass: e and validity only */
+    OFI_KERNEL(ofi_l1_pairs,
+               (const double *bp, const double *bs, const double *ap, const double *az,
+                Py_ssize_t lo, Py_ssize_t hi, double *prev, double *e),
+               (bp, bs, ap, az, lo, hi, prev, e),
+               (bp, bs, ap, az, lo, hi, prev, e, 0, NULL, NULL, NULL,
+                0, NULL, 0, 0, 0, NULL, NULL, 0, 0))
     /* The same for OFI.update_many, also counting crossed and locked rows and adding e to
-     * the stream's total (total[0] + total[1], Neumaier, as neumaier_add of _ring.pxd), v[i - lo]
-     * the total after event i. */
-    OFI_CLONES static int ofi_l1_pairs_counted(const double *bp, const double *bs, const double *ap,
-                                    const double *az, Py_ssize_t lo, Py_ssize_t hi,
-                                    double *prev, double *e, int64_t *counts, double *total,
-                                    double *v)
-    {
-        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v,
-                                 0, NULL, 0, 0, 0, NULL, NULL, 0, 0);
-    }
+     * the stream's total (total[0] + total[1], Neumaier, as neumaier_add of _ring.pxd),
+     * v[i - lo] the total after event i. */
+    OFI_KERNEL(ofi_l1_pairs_counted,
+               (const double *bp, const double *bs, const double *ap, const double *az,
+                Py_ssize_t lo, Py_ssize_t hi, double *prev, double *e, int64_t *counts,
+                double *total, double *v),
+               (bp, bs, ap, az, lo, hi, prev, e, counts, total, v),
+               (bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v,
+                0, NULL, 0, 0, 0, NULL, NULL, 0, 0))
     /* OFI.update_many's one pass per block: ofi_l1_pairs_counted with the time order checked
      * (ofi_um_plain: without a window, or before a time window's own loop), and with a count
      * window's sum while the ring fills (ofi_um_fill) or once it is full (ofi_um_full). */
-    OFI_CLONES static int ofi_um_plain(const double *bp, const double *bs, const double *ap,
-                            const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
-                            double *e, int64_t *counts, double *total, double *v,
-                            const int64_t *ts, Py_ssize_t ts_step, int64_t prev_ts)
-    {
-        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v,
-                                 1, ts, ts_step, prev_ts, 0, NULL, NULL, 0, 0);
-    }
-    OFI_CLONES static int ofi_um_fill(const double *bp, const double *bs, const double *ap,
-                           const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
-                           double *e, int64_t *counts, double *total, double *v,
-                           const int64_t *ts, Py_ssize_t ts_step, int64_t prev_ts,
-                           double *win, const double *rval, Py_ssize_t head, Py_ssize_t cap)
-    {
-        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v,
-                                 1, ts, ts_step, prev_ts, 1, win, rval, head, cap);
-    }
-    OFI_CLONES static int ofi_um_full(const double *bp, const double *bs, const double *ap,
-                           const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
-                           double *e, int64_t *counts, double *total, double *v,
-                           const int64_t *ts, Py_ssize_t ts_step, int64_t prev_ts,
-                           double *win, const double *rval, Py_ssize_t head, Py_ssize_t cap)
-    {
-        return ofi_l1_pairs_impl(bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v,
-                                 1, ts, ts_step, prev_ts, 2, win, rval, head, cap);
-    }
+    OFI_KERNEL(ofi_um_plain,
+               (const double *bp, const double *bs, const double *ap, const double *az,
+                Py_ssize_t lo, Py_ssize_t hi, double *prev, double *e, int64_t *counts,
+                double *total, double *v, const int64_t *ts, Py_ssize_t ts_step,
+                int64_t prev_ts),
+               (bp, bs, ap, az, lo, hi, prev, e, counts, total, v, ts, ts_step, prev_ts),
+               (bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v,
+                1, ts, ts_step, prev_ts, 0, NULL, NULL, 0, 0))
+    OFI_KERNEL(ofi_um_fill,
+               (const double *bp, const double *bs, const double *ap, const double *az,
+                Py_ssize_t lo, Py_ssize_t hi, double *prev, double *e, int64_t *counts,
+                double *total, double *v, const int64_t *ts, Py_ssize_t ts_step,
+                int64_t prev_ts, double *win, const double *rval, Py_ssize_t head,
+                Py_ssize_t cap),
+               (bp, bs, ap, az, lo, hi, prev, e, counts, total, v, ts, ts_step, prev_ts,
+                win, rval, head, cap),
+               (bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v,
+                1, ts, ts_step, prev_ts, 1, win, rval, head, cap))
+    OFI_KERNEL(ofi_um_full,
+               (const double *bp, const double *bs, const double *ap, const double *az,
+                Py_ssize_t lo, Py_ssize_t hi, double *prev, double *e, int64_t *counts,
+                double *total, double *v, const int64_t *ts, Py_ssize_t ts_step,
+                int64_t prev_ts, double *win, const double *rval, Py_ssize_t head,
+                Py_ssize_t cap),
+               (bp, bs, ap, az, lo, hi, prev, e, counts, total, v, ts, ts_step, prev_ts,
+                win, rval, head, cap),
+               (bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v,
+                1, ts, ts_step, prev_ts, 2, win, rval, head, cap))
     #else
     static double ofi_keep(int c, double x) {
         uint64_t b; memcpy(&b, &x, 8); b &= -(uint64_t)(c != 0); memcpy(&x, &b, 8); return x;
     }
-    /* ofi_l1_pairs_impl above, one row at a time (same arguments, same operations) */
+    /* OFI_PAIRS_IMPL above, one row at a time (same arguments, same operations) */
+    static int ofi_force_w2 = 0;
+    static int ofi_lanes(void) { return 1; }
     static int ofi_scalar_impl(const double *bp, const double *bs, const double *ap,
                                const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
                                double *e, int64_t *counts, double *total, double *v,
@@ -416,6 +453,8 @@ cdef extern from *:
     }
     #endif
     """
+    int ofi_force_w2
+    int ofi_lanes() noexcept nogil
     bint ofi_l1_pairs(const float64_t* bp, const float64_t* bs, const float64_t* ap,
                       const float64_t* az, intp_t lo, intp_t hi, float64_t* prev,
                       float64_t* e) noexcept nogil
@@ -610,7 +649,7 @@ cdef int ofi_run(OFIState* st, const int64_t* ts, const float64_t* bp, const flo
     cdef int64_t counts[2]
     cdef float64_t total[2]
     cdef float64_t win[2]
-    cdef int64_t same_ts[2]
+    cdef int64_t same_ts[4]       # W equal values (the vector pass reads W at a time)
     cdef float64_t* vb
     cdef RollingSumState* r = &st.roll
     cdef intp_t lo = 0, hi, k, block = ofi_block, ts_step = 1
@@ -618,8 +657,9 @@ cdef int ofi_run(OFIState* st, const int64_t* ts, const float64_t* bp, const flo
     cdef int64_t prev_ts
     cdef int status = STATUS_OK
     cdef bint ok, fused
-    if ts == NULL:                  # no timestamps: every event has the last one (a count
-        same_ts[0] = same_ts[1] = r.last_ts     # window's ring keeps it), always in order
+    if ts == NULL:      # no timestamps: every event has the last one (a count window's ring
+        # keeps it), always in order
+        same_ts[0] = same_ts[1] = same_ts[2] = same_ts[3] = r.last_ts
         tsp = same_ts
         ts_step = 0
     bad[0] = n

@@ -369,20 +369,24 @@ def test_lobster_full_day_zips_match_reference():
 # update_many runs in blocks of events: a vector pass for e_n and validity, then the totals,
 # then the window. These tests shrink the block so that short streams cross many block
 # boundaries, and put every special value in every lane position of the vector pass.
-from ofi_fast._ofi import _set_block  # noqa: E402
+from ofi_fast._ofi import _set_block, _set_lanes  # noqa: E402
 
 
 class blocks_of:
-    """Run the batch kernels in blocks of ``n`` events inside the ``with``."""
+    """Run the batch kernels in blocks of ``n`` events inside the ``with`` (and the vector
+    pass with ``lanes`` events per step: 2, or 4 where the CPU has AVX2)."""
 
-    def __init__(self, n):
+    def __init__(self, n, lanes=4):
         self.n = n
+        self.lanes = lanes
 
     def __enter__(self):
         self.old = _set_block(self.n)
+        self.old_lanes = _set_lanes(self.lanes)
 
     def __exit__(self, *exc):
         _set_block(self.old)
+        _set_lanes(4 if self.old_lanes == 4 else 2)
 
 
 def _singles(o, ts, bp, bs, ap, az):
@@ -407,9 +411,9 @@ def _state(o):
                         {"window_time": 1500},
                         {"window_time": 1500, "capacity": 3, "grow": True},
                         {"window_time": 800, "capacity": 5}]),
-       st.integers(-1, 130), st.sampled_from([np.nan, -1.0, np.inf]))
+       st.integers(-1, 130), st.sampled_from([np.nan, -1.0, np.inf]), st.sampled_from([2, 4]))
 def test_blocks_match_the_one_event_path_bit_for_bit(stream, chunk, block, kind, bad_at,
-                                                     bad_value):
+                                                     bad_value, lanes):
     # Any block size, chunking and window kind (time windows whose ring fills up take the
     # one-event path for a block, with or without growing): e, the rolling values, the final
     # state and the first error (field and index, a bad size or a backwards ts) are those of
@@ -424,7 +428,7 @@ def test_blocks_match_the_one_event_path_bit_for_bit(stream, chunk, block, kind,
     singles, rolled, err1 = _singles(one, ts, bp, bs, ap, az)
     many = ofi_fast.OFI(**kind)
     es, vs, err2 = [], [], None
-    with blocks_of(block):
+    with blocks_of(block, lanes):
         for s in range(0, len(ts), chunk):
             sl = slice(s, s + chunk)
             try:
@@ -444,12 +448,19 @@ SPECIAL_PX = [100.0, 99.0, 101.0, np.nan, np.inf, -np.inf]
 SPECIAL_SZ = [0.0, -0.0, 3.0, -1.0, -5e-324, 5e-324, np.inf, np.nan]
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8, 9])
 @pytest.mark.parametrize("side", ["bid", "ask"])
-def test_every_special_value_in_every_lane_is_judged_like_update(n, side):
+@pytest.mark.parametrize("lanes", [2, 4])
+def test_every_special_value_in_every_lane_is_judged_like_update(n, side, lanes):
     # One row k of n carries a special (price, size); all other rows are plain quotes. The
-    # vector pass must accept exactly what the one-event check accepts, compute the same e,
+    # vector pass (2 or 4 events per step: n up to 9 puts k in every lane of the steps and
+    # in the tail) must accept exactly what the one-event check accepts, compute the same e,
     # and the error must name the same field and index.
+    with blocks_of(1024, lanes):
+        _every_special_value(n, side)
+
+
+def _every_special_value(n, side):
     for k in range(n):
         for px in SPECIAL_PX:
             for sz in SPECIAL_SZ:

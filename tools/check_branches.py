@@ -43,8 +43,10 @@ CFLAGS = ["-O2", "-fPIC", "-fno-inline-functions-called-once", "-fno-inline-smal
 # suffix); C functions by their C name.
 KERNELS: dict[str, list[str]] = {
     # OFI.update_many's fused pass (the time-order check and a count window's sum inside it)
-    "ofi_fast/_ofi.pyx": ["ofi_l1_pairs", "ofi_l1_pairs_counted", "ofi_count_block",
-                          "ofi_time_block", "ofi_um_plain", "ofi_um_fill", "ofi_um_full"],
+    # (each vector pass in both widths: _w4 = 4 lanes under AVX2, _w2 = 2 lanes)
+    "ofi_fast/_ofi.pyx": [f"{k}_{w}" for k in ("ofi_l1_pairs", "ofi_l1_pairs_counted",
+                                               "ofi_um_plain", "ofi_um_fill", "ofi_um_full")
+                          for w in ("w2", "w4")] + ["ofi_count_block", "ofi_time_block"],
     # VPIN's kernel is C in _trades.pyx's extern block
     "ofi_fast/_trades.pyx": ["_classify_tick", "_classify_quote", "_classify_lee_ready",
                              "_classify_emo", "_tf_validate", "_tf_plain", "_tf_count",
