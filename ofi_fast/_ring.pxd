@@ -2,18 +2,26 @@
 # The C API below is what _ofi, _trades, _book and _impact build on; read it as a C header.
 
 from libc.math cimport fabs
+from libc.stdint cimport int8_t
 
 from ofi_fast._guard cimport Guard
 from ofi_fast._types cimport (
     STATUS_CAPACITY, STATUS_OK, STATUS_TIME_BACKWARDS, float64_t, int64_t, intp_t,
 )
 
+# The one ring layout (issue 13 item 5): a FIFO of `capacity` slots; slot j holds a timestamp
+# ts[j], a row of `width` float64 values val[j*width .. j*width+width) (row-major) and, when the
+# ring was made with a tag column, one int8 tag[j]. The elements are the `size` slots from
+# `head` on, wrapping at `capacity`: the k-th oldest is slot ring_slot(r, k). With width 1 and
+# no tag it is the (timestamp, value) ring RollingSum and OFI's window use.
 cdef struct Ring:
     int64_t* ts          # timestamps, any unit; non-decreasing in push order
-    float64_t* val       # the value pushed with each timestamp
+    float64_t* val       # capacity * width values, row-major (width 1: one value per slot)
     intp_t capacity      # slots allocated (> 0)
     intp_t head          # slot of the oldest element
     intp_t size          # elements held, 0 <= size <= capacity
+    intp_t width         # float64 values per slot (>= 1)
+    int8_t* tag          # one int8 per slot (e.g. a trade side), NULL when the ring has none
 
 cdef struct RollingSumState:
     Ring ring
@@ -27,10 +35,53 @@ cdef struct RollingSumState:
     int64_t n_pushed     # values pushed since the last reset (whole stream)
 
 # Ring primitives (ring_init allocates with malloc; ring_free releases it).
+# ring_init(r, capacity) is ring_init_rows(r, capacity, 1, False). Both return STATUS_OK or
+# STATUS_NO_MEMORY (capacity < 1, width < 1, a byte size past SIZE_MAX / 2, or malloc failed);
+# on failure every pointer is NULL and capacity 0, so ring_free is safe. Callers with a size
+# from a user check it first with ring_check_size (a ValueError naming the argument).
 cdef int ring_init(Ring* r, intp_t capacity) noexcept nogil
-cdef void ring_free(Ring* r) noexcept nogil
-cdef void ring_clear(Ring* r) noexcept nogil
+cdef int ring_init_rows(Ring* r, intp_t capacity, intp_t width, bint tag) noexcept nogil
+cdef void ring_free(Ring* r) noexcept nogil        # frees ts, val, tag; leaves an empty ring
+cdef void ring_clear(Ring* r) noexcept nogil       # empties it, keeps the buffers
+# Reallocate to `capacity` slots (>= size), moving timestamps, rows and tags so that the oldest
+# element is slot 0. STATUS_NO_MEMORY (ring unchanged) when capacity < size, it overflows or
+# malloc fails.
 cdef int ring_grow(Ring* r, intp_t capacity) noexcept nogil
+# Wrap-around copies, oldest first: ring_copy_out writes the `size` elements to contiguous
+# ts[size], val[size * width] and tag[size] (tag ignored, may be NULL, when the ring has none);
+# ring_copy_in replaces the contents with n <= capacity elements read that way (head 0).
+# Two memcpy per column at most; nothing is read past size (or n) elements.
+cdef void ring_copy_out(const Ring* r, int64_t* ts, float64_t* val, int8_t* tag) noexcept nogil
+cdef void ring_copy_in(Ring* r, const int64_t* ts, const float64_t* val, const int8_t* tag,
+                       intp_t n) noexcept nogil
+# Python edge: a ValueError naming `name` when `capacity` slots of one timestamp, `width`
+# float64 and (with tag) one int8 cannot be allocated without overflow (checked_nbytes).
+cdef int ring_check_size(Py_ssize_t capacity, Py_ssize_t width, bint tag, str name) except -1
+
+# --- slot and row accessors (inline, branch-free where the wrap is unpredictable) ---
+# Slot of the k-th oldest element, 0 <= k < capacity (k < size for an element held).
+cdef inline intp_t ring_slot(const Ring* r, intp_t k) noexcept nogil:
+    cdef intp_t j = r.head + k
+    return j - r.capacity * (j >= r.capacity)
+
+# The row of slot j: width float64 values.
+cdef inline float64_t* ring_row(const Ring* r, intp_t j) noexcept nogil:
+    return r.val + j * r.width
+
+# Append a slot at the tail and return it (size + 1); the caller writes ts[j], the row and
+# tag[j]. Needs size < capacity (evict or grow first).
+cdef inline intp_t ring_push_slot(Ring* r) noexcept nogil:
+    cdef intp_t j = ring_slot(r, r.size)
+    r.size += 1
+    return j
+
+# Drop the oldest element and return its slot (still readable until the next push). Needs
+# size > 0.
+cdef inline intp_t ring_pop_slot(Ring* r) noexcept nogil:
+    cdef intp_t j = r.head
+    r.head = ring_slot(r, 1)
+    r.size -= 1
+    return j
 
 # Neumaier (Kahan-Babuska) compensated accumulation: *s + *c is the running sum. The rounding
 # error of s + x is computed by Knuth's TwoSum (six additions, no comparison, no branch), which

@@ -12,7 +12,7 @@ every removal, so a rolling sum over 10 million pushes stays within 1e-9 relativ
 """
 
 cimport cython
-from libc.stdint cimport INT64_MIN, SIZE_MAX
+from libc.stdint cimport INT64_MIN, SIZE_MAX, int8_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
@@ -33,29 +33,48 @@ from ofi_fast.errors import CapacityError, OFIError, raise_status
 DEFAULT_TIME_CAPACITY = 1 << 16
 
 
+cdef inline bint _rows_overflow(intp_t capacity, intp_t width) noexcept nogil:
+    # capacity slots of 8 + 8 * width (+ 1) bytes past SIZE_MAX / 2 (width >= 1, capacity >= 1)
+    cdef size_t half = SIZE_MAX // 2
+    if <size_t> capacity > half // sizeof(int64_t) or <size_t> width > half // sizeof(float64_t):
+        return True
+    return <size_t> width > (half // sizeof(float64_t)) // <size_t> capacity
+
+
 cdef int ring_init(Ring* r, intp_t capacity) noexcept nogil:
-    # the Python edge has checked the size (check_window); this refuses an overflow anyway
+    return ring_init_rows(r, capacity, 1, False)
+
+
+cdef int ring_init_rows(Ring* r, intp_t capacity, intp_t width, bint tag) noexcept nogil:
+    # the Python edge has checked the size (check_window / ring_check_size); this refuses an
+    # overflow anyway
     r.ts = NULL
     r.val = NULL
-    if capacity < 1 or <size_t> capacity > (SIZE_MAX // 2) // sizeof(int64_t):
-        ring_free(r)
-        return STATUS_NO_MEMORY
-    r.ts = <int64_t*> malloc(capacity * sizeof(int64_t))
-    r.val = <float64_t*> malloc(capacity * sizeof(float64_t))
-    r.capacity = capacity
+    r.tag = NULL
+    r.width = width if width >= 1 else 1
+    r.capacity = 0
     r.head = 0
     r.size = 0
-    if r.ts == NULL or r.val == NULL:
+    if capacity < 1 or width < 1 or _rows_overflow(capacity, width):
+        return STATUS_NO_MEMORY
+    r.ts = <int64_t*> malloc(capacity * sizeof(int64_t))
+    r.val = <float64_t*> malloc(capacity * width * sizeof(float64_t))
+    if tag:
+        r.tag = <int8_t*> malloc(capacity * sizeof(int8_t))
+    if r.ts == NULL or r.val == NULL or (tag and r.tag == NULL):
         ring_free(r)
         return STATUS_NO_MEMORY
+    r.capacity = capacity
     return STATUS_OK
 
 
 cdef void ring_free(Ring* r) noexcept nogil:
     free(r.ts)
     free(r.val)
+    free(r.tag)
     r.ts = NULL
     r.val = NULL
+    r.tag = NULL
     r.capacity = 0
     r.size = 0
     r.head = 0
@@ -66,32 +85,64 @@ cdef void ring_clear(Ring* r) noexcept nogil:
     r.size = 0
 
 
+cdef void ring_copy_out(const Ring* r, int64_t* ts, float64_t* val, int8_t* tag) noexcept nogil:
+    """The elements oldest first into contiguous arrays: [head, end) then [0, rest)."""
+    cdef intp_t n1 = r.capacity - r.head
+    cdef intp_t w = r.width
+    if n1 > r.size:
+        n1 = r.size
+    cdef intp_t n2 = r.size - n1
+    if r.size == 0:
+        return
+    memcpy(ts, r.ts + r.head, n1 * sizeof(int64_t))
+    memcpy(val, r.val + r.head * w, n1 * w * sizeof(float64_t))
+    if n2 > 0:
+        memcpy(ts + n1, r.ts, n2 * sizeof(int64_t))
+        memcpy(val + n1 * w, r.val, n2 * w * sizeof(float64_t))
+    if r.tag != NULL and tag != NULL:
+        memcpy(tag, r.tag + r.head, n1 * sizeof(int8_t))
+        if n2 > 0:
+            memcpy(tag + n1, r.tag, n2 * sizeof(int8_t))
+
+
+cdef void ring_copy_in(Ring* r, const int64_t* ts, const float64_t* val, const int8_t* tag,
+                       intp_t n) noexcept nogil:
+    # n <= capacity (the caller grows first); the contents start at slot 0
+    r.head = 0
+    r.size = n
+    if n <= 0:
+        r.size = 0
+        return
+    memcpy(r.ts, ts, n * sizeof(int64_t))
+    memcpy(r.val, val, n * r.width * sizeof(float64_t))
+    if r.tag != NULL and tag != NULL:
+        memcpy(r.tag, tag, n * sizeof(int8_t))
+
+
 cdef int ring_grow(Ring* r, intp_t capacity) noexcept nogil:
     """Reallocate to ``capacity`` slots (>= size), unrolling the ring to start at slot 0."""
-    cdef int64_t* ts = NULL
-    cdef float64_t* val = NULL
-    cdef intp_t i, j
-    if capacity < r.size or <size_t> capacity > (SIZE_MAX // 2) // sizeof(int64_t):
+    cdef Ring g
+    if capacity < r.size or capacity < 1 or _rows_overflow(capacity, r.width):
         return STATUS_NO_MEMORY      # also a doubled capacity that overflowed
-    ts = <int64_t*> malloc(capacity * sizeof(int64_t))
-    val = <float64_t*> malloc(capacity * sizeof(float64_t))
-    if ts == NULL or val == NULL:
-        free(ts)
-        free(val)
+    if ring_init_rows(&g, capacity, r.width, r.tag != NULL) != STATUS_OK:
         return STATUS_NO_MEMORY
-    for i in range(r.size):
-        j = r.head + i
-        if j >= r.capacity:
-            j -= r.capacity
-        ts[i] = r.ts[j]
-        val[i] = r.val[j]
-    free(r.ts)
-    free(r.val)
-    r.ts = ts
-    r.val = val
-    r.capacity = capacity
-    r.head = 0
+    ring_copy_out(r, g.ts, g.val, g.tag)
+    g.size = r.size
+    ring_free(r)
+    r[0] = g
     return STATUS_OK
+
+
+cdef int ring_check_size(Py_ssize_t capacity, Py_ssize_t width, bint tag, str name) except -1:
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    if capacity < 1:
+        raise ValueError(f"{name} must be >= 1, got {capacity}")
+    checked_nbytes(capacity, sizeof(int64_t) + <size_t> tag, name)
+    if <size_t> width > (SIZE_MAX // 2) // sizeof(float64_t):
+        raise ValueError(f"width={width} is too large: its rows overflow")
+    checked_nbytes(capacity, width * sizeof(float64_t), name)
+    return 0
 
 
 cdef int rolling_init(RollingSumState* st, int64_t window, int64_t window_time,
@@ -474,3 +525,87 @@ cdef class RollingSum:
             rolling_setstate(&self.st, state)
         finally:
             guard_exit(&self.guard)
+
+
+# --- ring4: test-only entry point to the shared ring's primitives ------------------------------
+cdef class _RingProbe:
+    """Test-only: a strided Ring driven through its C primitives (tests/test_ring.py).
+
+    ``_RingProbe(capacity, width, tag)``; ``push(ts, row, tag)`` appends one slot (False when
+    full), ``pop()`` drops the oldest and returns it, ``grow(capacity)`` reallocates,
+    ``contents()`` is (ts, val[size, width], tag or None) oldest first via ring_copy_out,
+    ``load(ts, val, tag)`` replaces the contents via ring_copy_in. Every method keeps the GIL.
+    """
+    cdef Ring r
+
+    def __cinit__(self, capacity, width=1, tag=False):
+        ring_check_size(capacity, width, tag, "capacity")
+        if ring_init_rows(&self.r, capacity, width, tag) != STATUS_OK:
+            raise alloc_error("capacity", capacity, capacity * (8 * width + 9))
+
+    def __dealloc__(self):
+        ring_free(&self.r)
+
+    @property
+    def head(self):
+        return self.r.head
+
+    @property
+    def size(self):
+        return self.r.size
+
+    @property
+    def capacity(self):
+        return self.r.capacity
+
+    def push(self, int64_t ts, row, int tag=0):
+        cdef float64_t[::1] v = np.ascontiguousarray(row, dtype=np.float64)
+        cdef intp_t j, i
+        if v.shape[0] != self.r.width:
+            raise ValueError(f"row has {v.shape[0]} values, the ring's width is {self.r.width}")
+        if self.r.size == self.r.capacity:
+            return False
+        j = ring_push_slot(&self.r)
+        self.r.ts[j] = ts
+        for i in range(self.r.width):
+            ring_row(&self.r, j)[i] = v[i]
+        if self.r.tag != NULL:
+            self.r.tag[j] = <int8_t> tag
+        return True
+
+    def pop(self):
+        cdef intp_t j
+        if self.r.size == 0:
+            raise IndexError("pop from an empty ring")
+        j = ring_pop_slot(&self.r)
+        row = [ring_row(&self.r, j)[i] for i in range(self.r.width)]
+        return (self.r.ts[j], row, self.r.tag[j] if self.r.tag != NULL else None)
+
+    def grow(self, capacity):
+        return ring_grow(&self.r, capacity) == STATUS_OK
+
+    def contents(self):
+        n = self.r.size
+        ts = np.empty(n, dtype=np.int64)
+        val = np.empty((n, self.r.width), dtype=np.float64)
+        tag = np.empty(n, dtype=np.int8)
+        cdef int64_t[::1] tv = ts
+        cdef float64_t[:, ::1] vv = val
+        cdef int8_t[::1] gv = tag
+        if n:
+            ring_copy_out(&self.r, &tv[0], &vv[0, 0], &gv[0])
+        return ts, val, (tag if self.r.tag != NULL else None)
+
+    def load(self, ts, val, tag=None):
+        cdef int64_t[::1] tv = np.ascontiguousarray(ts, dtype=np.int64)
+        cdef float64_t[:, ::1] vv = np.ascontiguousarray(val, dtype=np.float64).reshape(
+            -1, self.r.width)
+        cdef int8_t[::1] gv = np.ascontiguousarray(
+            np.zeros(tv.shape[0]) if tag is None else tag, dtype=np.int8)
+        cdef intp_t n = tv.shape[0]
+        if vv.shape[0] != n or gv.shape[0] != n or n > self.r.capacity:
+            raise ValueError("ts, val and tag need one row each, at most capacity rows")
+        if n:
+            ring_copy_in(&self.r, &tv[0], &vv[0, 0], &gv[0], n)
+        else:
+            ring_clear(&self.r)

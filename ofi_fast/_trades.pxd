@@ -7,6 +7,7 @@
 
 from libc.stdint cimport int8_t
 from ofi_fast._guard cimport Guard
+from ofi_fast._ring cimport Ring
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
 # Classification methods (the `method=` strings map to these).
@@ -104,14 +105,11 @@ cdef int stream_classifier_trade(StreamClassifierState* st, int64_t ts, float64_
                                  int8_t* sign) noexcept nogil
 
 
-# Ring of the trades inside a TradeFlow window (count or time window).
-cdef struct TradeRing:
-    int64_t* ts          # trade timestamps, non-decreasing in push order
-    float64_t* size      # trade sizes (>= 0)
-    int8_t* side         # final sides (+1, -1, 0) after classification
-    intp_t capacity      # slots allocated (> 0)
-    intp_t head          # slot of the oldest trade
-    intp_t count         # trades held, 0 <= count <= capacity
+# Ring of the trades inside a TradeFlow window (count, time or volume window): the shared Ring
+# of _ring.pxd with width 1 and a tag column. ts: trade timestamps (non-decreasing), val[j]: the
+# trade's size (>= 0; a volume window trims the oldest one's), tag[j]: its final side (+1, -1,
+# 0) after classification; head / size / capacity as in Ring (size = trades held).
+ctypedef Ring TradeRing
 
 cdef struct TradeFlowState:
     ClassifierState cls  # classifier for side-0 trades (method METHOD_NONE: leave unknown)

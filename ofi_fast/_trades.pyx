@@ -39,7 +39,7 @@ from ofi_fast._types cimport (
 from ofi_fast._guard cimport (
     checked_nbytes, guard_enter, guard_exit, guard_free, guard_init, guard_wait,
 )
-from ofi_fast._ring cimport neumaier_add
+from ofi_fast._ring cimport neumaier_add, ring_free, ring_grow, ring_init_rows
 from ofi_fast._select cimport F64Bits, f64_choose, f64_keep
 from ofi_fast._arrays import column, integer, output
 from ofi_fast._ring import alloc_error, check_window
@@ -716,54 +716,10 @@ def classify_trades(price, size=None, *, method, bid_px=None, ask_px=None, ts=No
 # ---------------------------------------------------------------------------------------------
 # Trade flow imbalance
 # ---------------------------------------------------------------------------------------------
-cdef int trade_ring_init(TradeRing* r, intp_t capacity) noexcept nogil:
-    r.ts = NULL
-    r.size = NULL
-    r.side = NULL
-    if capacity < 1 or <size_t> capacity > (SIZE_MAX // 2) // 17:   # also a doubling overflow
-        trade_ring_free(r)
-        return STATUS_NO_MEMORY
-    r.ts = <int64_t*> malloc(capacity * sizeof(int64_t))
-    r.size = <float64_t*> malloc(capacity * sizeof(float64_t))
-    r.side = <int8_t*> malloc(capacity * sizeof(int8_t))
-    r.capacity = capacity
-    r.head = 0
-    r.count = 0
-    if r.ts == NULL or r.size == NULL or r.side == NULL:
-        trade_ring_free(r)
-        return STATUS_NO_MEMORY
-    return STATUS_OK
-
-
-cdef void trade_ring_free(TradeRing* r) noexcept nogil:
-    free(r.ts)
-    free(r.size)
-    free(r.side)
-    r.ts = NULL
-    r.size = NULL
-    r.side = NULL
-    r.capacity = 0
-    r.head = 0
-    r.count = 0
-
-
-cdef int trade_ring_grow(TradeRing* r, intp_t capacity) noexcept nogil:
-    """Reallocate to ``capacity`` slots (>= count), unrolled to start at slot 0."""
-    cdef TradeRing g
-    cdef intp_t i, j
-    if trade_ring_init(&g, capacity) != STATUS_OK:
-        return STATUS_NO_MEMORY
-    for i in range(r.count):
-        j = r.head + i
-        if j >= r.capacity:
-            j -= r.capacity
-        g.ts[i] = r.ts[j]
-        g.size[i] = r.size[j]
-        g.side[i] = r.side[j]
-    g.count = r.count
-    trade_ring_free(r)
-    r[0] = g
-    return STATUS_OK
+# The window's ring is the shared strided Ring of _ring.pxd: width 1 (the trade size) and a tag
+# column (the final side).
+cdef inline int trade_ring_init(TradeRing* r, intp_t capacity) noexcept nogil:
+    return ring_init_rows(r, capacity, 1, True)
 
 
 cdef int tradeflow_init(TradeFlowState* st, int method, int64_t window, int64_t window_time,
@@ -774,8 +730,8 @@ cdef int tradeflow_init(TradeFlowState* st, int method, int64_t window, int64_t 
     st.window_volume = 0.0
     st.grow = grow
     st.ring.ts = NULL
-    st.ring.size = NULL
-    st.ring.side = NULL
+    st.ring.val = NULL
+    st.ring.tag = NULL
     tradeflow_reset(st)
     if window or window_time:
         return trade_ring_init(&st.ring, capacity)
@@ -783,7 +739,7 @@ cdef int tradeflow_init(TradeFlowState* st, int method, int64_t window, int64_t 
 
 
 cdef void tradeflow_free(TradeFlowState* st) noexcept nogil:
-    trade_ring_free(&st.ring)
+    ring_free(&st.ring)
 
 
 cdef void tradeflow_reset(TradeFlowState* st) noexcept nogil:
@@ -796,7 +752,7 @@ cdef void tradeflow_reset(TradeFlowState* st) noexcept nogil:
         st.comp[k] = 0.0
         st.n[k] = 0
     st.ring.head = 0
-    st.ring.count = 0
+    st.ring.size = 0
     st.n_events = 0
     st.n_classified = 0
     st.has_last = False
@@ -805,13 +761,13 @@ cdef void tradeflow_reset(TradeFlowState* st) noexcept nogil:
 
 cdef inline void _evict_oldest(TradeFlowState* st) noexcept nogil:
     cdef TradeRing* r = &st.ring
-    cdef int k = r.side[r.head] + 1
-    neumaier_add(&st.vol[k], &st.comp[k], -r.size[r.head])
+    cdef int k = r.tag[r.head] + 1
+    neumaier_add(&st.vol[k], &st.comp[k], -r.val[r.head])
     st.n[k] -= 1
     r.head += 1
     if r.head == r.capacity:
         r.head = 0
-    r.count -= 1
+    r.size -= 1
     if st.n[k] == 0:             # window empty on that side: drop accumulated rounding
         st.vol[k] = 0.0
         st.comp[k] = 0.0
@@ -828,14 +784,14 @@ cdef void _trim_to_volume(TradeFlowState* st) noexcept nogil:
     cdef TradeRing* r = &st.ring
     cdef float64_t tot = _window_total(st), excess
     cdef int k
-    while r.count > 1 and tot - r.size[r.head] >= st.window_volume:
-        tot -= r.size[r.head]
+    while r.size > 1 and tot - r.val[r.head] >= st.window_volume:
+        tot -= r.val[r.head]
         _evict_oldest(st)
     excess = tot - st.window_volume
     if excess > 0.0:
-        k = r.side[r.head] + 1
+        k = r.tag[r.head] + 1
         neumaier_add(&st.vol[k], &st.comp[k], -excess)
-        r.size[r.head] -= excess
+        r.val[r.head] -= excess
 
 
 cdef int tradeflow_update(TradeFlowState* st, int64_t ts, float64_t price, float64_t size,
@@ -874,7 +830,7 @@ cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
         return status
     if st.window_time:
         # trades that will stay in (ts - window_time, ts]; the ring must hold them plus this one
-        keep = r.count
+        keep = r.size
         j = r.head
         while keep > 0 and r.ts[j] <= ts - st.window_time:
             keep -= 1
@@ -884,20 +840,20 @@ cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
         if keep >= r.capacity:
             if not st.grow:
                 return STATUS_CAPACITY
-            if trade_ring_grow(r, 2 * r.capacity) != STATUS_OK:
+            if ring_grow(r, 2 * r.capacity) != STATUS_OK:
                 return STATUS_NO_MEMORY
-        while r.count > 0 and r.ts[r.head] <= ts - st.window_time:
+        while r.size > 0 and r.ts[r.head] <= ts - st.window_time:
             _evict_oldest(st)
     elif st.window:
-        if r.count == st.window:
+        if r.size == st.window:
             _evict_oldest(st)
     elif st.window_volume > 0.0:
         # trades that will stay: drop the oldest while the rest still hold >= window_volume
         tot = _window_total(st) + size
-        keep = r.count
+        keep = r.size
         j = r.head
-        while keep > 0 and tot - r.size[j] >= st.window_volume:
-            tot -= r.size[j]
+        while keep > 0 and tot - r.val[j] >= st.window_volume:
+            tot -= r.val[j]
             keep -= 1
             j += 1
             if j == r.capacity:
@@ -905,9 +861,9 @@ cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
         if keep >= r.capacity:
             if not st.grow:
                 return STATUS_CAPACITY
-            if trade_ring_grow(r, 2 * r.capacity) != STATUS_OK:
+            if ring_grow(r, 2 * r.capacity) != STATUS_OK:
                 return STATUS_NO_MEMORY
-        while r.count > keep:          # free their slots before the push (trim comes after)
+        while r.size > keep:          # free their slots before the push (trim comes after)
             _evict_oldest(st)
     # Sign.
     s = <int8_t> side
@@ -922,13 +878,13 @@ cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
     neumaier_add(&st.vol[k], &st.comp[k], size)
     st.n[k] += 1
     if st.window or st.window_time or st.window_volume > 0.0:
-        j = r.head + r.count
+        j = r.head + r.size
         if j >= r.capacity:
             j -= r.capacity
         r.ts[j] = ts
-        r.size[j] = size
-        r.side[j] = s
-        r.count += 1
+        r.val[j] = size
+        r.tag[j] = s
+        r.size += 1
         if st.window_volume > 0.0:
             _trim_to_volume(st)
     st.n_events += 1
@@ -1102,9 +1058,9 @@ cdef void _tf_count(TradeFlowState* st, const TFBlock* b, intp_t lo, intp_t hi) 
     cdef float64_t* v = b.v
     cdef intp_t tstep = b.ts_step, sstep = b.sd_step, i, fill, tail
     cdef int64_t* rts = st.ring.ts
-    cdef float64_t* rsz = st.ring.size
-    cdef int8_t* rsd = st.ring.side
-    cdef intp_t cap = st.ring.capacity, head = st.ring.head, count = st.ring.count
+    cdef float64_t* rsz = st.ring.val
+    cdef int8_t* rsd = st.ring.tag
+    cdef intp_t cap = st.ring.capacity, head = st.ring.head, count = st.ring.size
     _tf_load(st, vol, comp, cnt)
     fill = cap - count
     if fill > hi - lo:
@@ -1140,7 +1096,7 @@ cdef void _tf_count(TradeFlowState* st, const TFBlock* b, intp_t lo, intp_t hi) 
             _tf_add(vol, comp, cnt, sd[i * sstep] + 1, sd[i * sstep], sz[i], &sv[i])
             v[i] = _imbalance3(vol, comp)
     st.ring.head = head
-    st.ring.count = count
+    st.ring.size = count
     _tf_store(st, b, lo, hi, vol, comp, cnt)
 
 
@@ -1189,9 +1145,9 @@ cdef void _tf_time(TradeFlowState* st, const TFBlock* b, intp_t lo, intp_t hi) n
     cdef float64_t* v = b.v
     cdef intp_t sstep = b.sd_step, i = lo
     cdef int64_t* rts = st.ring.ts
-    cdef float64_t* rsz = st.ring.size
-    cdef int8_t* rsd = st.ring.side
-    cdef intp_t cap = st.ring.capacity, head = st.ring.head, count = st.ring.count
+    cdef float64_t* rsz = st.ring.val
+    cdef int8_t* rsd = st.ring.tag
+    cdef intp_t cap = st.ring.capacity, head = st.ring.head, count = st.ring.size
     cdef int64_t wt = st.window_time
     cdef intp_t d
     _tf_load(st, vol, comp, cnt)
@@ -1206,7 +1162,7 @@ cdef void _tf_time(TradeFlowState* st, const TFBlock* b, intp_t lo, intp_t hi) n
             v[i] = _imbalance3(vol, comp)    # the last write to row i is after its push
             i += d
     st.ring.head = head
-    st.ring.count = count
+    st.ring.size = count
     _tf_store(st, b, lo, hi, vol, comp, cnt)
 
 
@@ -1419,7 +1375,7 @@ cdef class TradeFlow:
                         lo = hi
                         continue
                     if (kind >= 2 and not _tf_validate(&blk, lo, hi, loc.has_last, loc.last_ts)
-                            and (kind != 3 or loc.ring.count + (hi - lo) <= loc.ring.capacity)):
+                            and (kind != 3 or loc.ring.size + (hi - lo) <= loc.ring.capacity)):
                         if kind == 2:
                             _tf_count(&loc, &blk, lo, hi)
                         else:
@@ -1566,15 +1522,15 @@ cdef class TradeFlow:
         cdef intp_t i, j
         if self.guard.busy:
             guard_wait(&self.guard)
-        n = r.count
+        n = r.size
         ts = np.empty(n, dtype=np.int64)
         size = np.empty(n, dtype=np.float64)
         side = np.empty(n, dtype=np.int8)
         for i in range(n):
             j = (r.head + i) % r.capacity
             ts[i] = r.ts[j]
-            size[i] = r.size[j]
-            side[i] = r.side[j]
+            size[i] = r.val[j]
+            side[i] = r.tag[j]
         st = {"cls": classifier_getstate(&self.st.cls),
               "quote": (self.st.bid_px, self.st.ask_px),
               "vol": [self.st.vol[k] for k in range(3)],
@@ -1607,14 +1563,14 @@ cdef class TradeFlow:
         ts, size, side = d["ring"]
         n = len(ts)
         if n > self.st.ring.capacity:
-            if trade_ring_grow(&self.st.ring, n) != STATUS_OK:
+            if ring_grow(&self.st.ring, n) != STATUS_OK:
                 raise MemoryError()
         self.st.ring.head = 0
         for i in range(n):
             self.st.ring.ts[i] = ts[i]
-            self.st.ring.size[i] = size[i]
-            self.st.ring.side[i] = side[i]
-        self.st.ring.count = n
+            self.st.ring.val[i] = size[i]
+            self.st.ring.tag[i] = side[i]
+        self.st.ring.size = n
 
 
 def trade_flow(ts, price, size, side=None, *, window=None, window_time=None, classify=None,

@@ -250,3 +250,85 @@ def test_every_special_value_in_every_lane_is_judged_like_update(kw):
         assert _rs_state(r) == _rs_state(one), (k, field)
         t_next = int(ts.max()) + 3
         assert _rs_bits(r.update_many([t_next], [2.5])) == _rs_bits([one.update(t_next, 2.5)])
+
+
+# --- ring4: the shared strided ring's primitives against a deque model -------------------------
+from collections import deque  # noqa: E402
+
+from ofi_fast._ring import _RingProbe  # noqa: E402
+
+_ops = st.one_of(
+    st.tuples(st.just("push"), st.integers(-2**40, 2**40), st.integers(-128, 127)),
+    st.tuples(st.just("pop")),
+    st.tuples(st.just("grow"), st.integers(0, 12)),
+    st.tuples(st.just("load"), st.integers(0, 12)),
+)
+
+
+@given(st.integers(1, 6), st.integers(1, 4), st.booleans(), st.lists(_ops, max_size=120))
+def test_strided_ring_primitives_behave_like_a_deque(capacity, width, tagged, ops):
+    # The model: a bounded deque of (ts, row, tag). Rows are derived from ts so that a slot
+    # mixed up with another (wrong stride, wrong wrap, tag of another slot) shows.
+    ring = _RingProbe(capacity, width, tagged)
+    model = deque()
+    cap = capacity
+    for op in ops:
+        if op[0] == "push":
+            ts, tag = op[1], op[2]
+            row = [ts * 0.5 + k for k in range(width)]
+            ok = ring.push(ts, row, tag)
+            assert ok == (len(model) < cap)
+            if ok:
+                model.append((ts, row, tag if tagged else None))
+        elif op[0] == "pop":
+            if model:
+                assert ring.pop() == model.popleft()
+            else:
+                with pytest.raises(IndexError):
+                    ring.pop()
+        elif op[0] == "grow":
+            ok = ring.grow(op[1])
+            assert ok == (op[1] >= max(len(model), 1))
+            if ok:
+                cap = op[1]
+                assert ring.head == 0       # grow unrolls the ring to start at slot 0
+        else:  # load: replace the contents from contiguous arrays (the setstate path)
+            n = min(op[1], cap)
+            ts = np.arange(n, dtype=np.int64) * 7 - 3
+            val = np.array([[t * 0.5 + k for k in range(width)] for t in ts]).reshape(n, width)
+            tg = (np.arange(n) % 3 - 1).astype(np.int8)
+            ring.load(ts, val, tg)
+            model = deque((int(t), list(v), (int(g) if tagged else None))
+                          for t, v, g in zip(ts, val, tg))
+        assert ring.size == len(model) and ring.capacity == cap
+        assert 0 <= ring.head < cap
+        ts, val, tg = ring.contents()
+        assert ts.tolist() == [m[0] for m in model]
+        assert val.shape == (len(model), width)
+        assert val.tolist() == [m[1] for m in model]
+        if tagged:
+            assert tg.tolist() == [m[2] for m in model]
+        else:
+            assert tg is None
+
+
+def test_strided_ring_refuses_impossible_sizes():
+    with pytest.raises(ValueError, match="width"):
+        _RingProbe(4, 0)
+    with pytest.raises(ValueError, match="capacity"):
+        _RingProbe(0, 2)
+    with pytest.raises(ValueError, match="capacity"):
+        _RingProbe(2**61, 4, True)     # 2**61 slots of 41 bytes overflow
+    r = _RingProbe(2, 3, True)
+    assert not r.grow(2**62)            # a grow that overflows fails, the ring is unchanged
+    assert r.push(5, [1.0, 2.0, 3.0], -1) and r.capacity == 2
+    assert r.pop() == (5, [1.0, 2.0, 3.0], -1)
+
+
+def test_width_one_ring_is_the_rolling_sums_ring():
+    # width 1, no tag: RollingSum's ring behaves as before (grow keeps order across the wrap)
+    from ofi_fast import RollingSum
+    rs = RollingSum(window_time=100, capacity=2, grow=True)
+    for t, x in [(0, 1.0), (10, 2.0), (20, 4.0), (30, 8.0), (200, 16.0), (205, 32.0)]:
+        rs.update(t, x)
+    assert rs.capacity == 4 and rs.count == 2 and rs.value == 48.0
