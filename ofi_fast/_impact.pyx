@@ -319,6 +319,44 @@ cdef bint _segment_fast(const int64_t* bar_of, const float64_t* values, intp_t n
     return fin == 0.0
 
 
+cdef inline void _event_bar(const float64_t* values, intp_t i0, intp_t i1, intp_t b,
+                            float64_t* fin, float64_t* bsum, int64_t* bcount,
+                            float64_t* bfirst, float64_t* blast, int64_t* bstart_idx) noexcept nogil:
+    # bar b = values[i0:i1] (i1 > i0), summed in order from 0.0; finiteness as a sticky NaN.
+    # A do-while: the bar is never empty, so the loop needs no zero-trip test.
+    cdef intp_t j = i0
+    cdef float64_t s = 0.0, f = fin[0], x
+    while True:
+        x = values[j]
+        f += x - x
+        s = s + x
+        j += 1
+        if j == i1:
+            break
+    fin[0] = f
+    bsum[b] = s
+    bcount[b] = i1 - i0
+    bfirst[b] = values[i0]
+    blast[b] = values[i1 - 1]
+    bstart_idx[b] = i0
+
+
+cdef bint _event_bars_fast(const float64_t* values, intp_t n, intp_t k, float64_t* bsum,
+                           int64_t* bcount, float64_t* bfirst, float64_t* blast,
+                           int64_t* bstart_idx) noexcept nogil:
+    """Event bars of k >= 1 events: bar b sums values[b*k : min((b+1)*k, n)] in order from 0.0,
+    as _segment_kernel does, so the sums are its bits; one store per bar, not per event. The
+    full bars, then the partial last one. Returns 0 when a value was not finite (then locate
+    it with _first_non_finite), 1 when done. The inner loop has no branch."""
+    cdef intp_t b, full = n // k
+    cdef float64_t fin = 0.0
+    for b in range(full):
+        _event_bar(values, b * k, b * k + k, b, &fin, bsum, bcount, bfirst, blast, bstart_idx)
+    if full * k < n:
+        _event_bar(values, full * k, n, full, &fin, bsum, bcount, bfirst, blast, bstart_idx)
+    return fin == 0.0
+
+
 def _segments(bar_of, values, n, ts, every):
     cdef const int64_t[::1] bo = bar_of
     cdef const float64_t[::1] v = values
@@ -357,11 +395,28 @@ def event_bars(values, *, every, ts=None):
                        field="every")
     if ts is not None:
         ts = column(ts, np.int64, "ts", n)
-        bad = _first_unsorted_py(ts)
-        if bad >= 0:
-            raise_status(STATUS_TIME_BACKWARDS, "ts", bad)
-    bar_of = np.arange(n, dtype=np.int64) // k
-    return _segments(bar_of, v, n, ts, k)
+        back = _first_unsorted_py(ts)
+        if back >= 0:
+            raise_status(STATUS_TIME_BACKWARDS, "ts", back)
+    cdef intp_t nn = n, kk = k if k < n else max(n, 1), bad = -1   # k >= n: one bar
+    cdef intp_t nb = 0 if n == 0 else (nn - 1) // kk + 1
+    bsum = np.zeros(nb)
+    bcount = np.zeros(nb, dtype=np.int64)
+    bfirst = np.full(nb, np.nan)
+    blast = np.full(nb, np.nan)
+    bidx = np.zeros(nb, dtype=np.int64)
+    cdef const float64_t[::1] vv = v
+    cdef float64_t[::1] s = bsum, f = bfirst, l = blast
+    cdef int64_t[::1] c = bcount, bi = bidx
+    if nn:
+        with nogil:
+            if not _event_bars_fast(&vv[0], nn, kk, &s[0], &c[0], &f[0], &l[0], &bi[0]):
+                bad = _first_non_finite(&vv[0], 0, nn)
+    if bad >= 0:
+        raise_status(STATUS_NON_FINITE, "values", bad)
+    _overflow_check(bsum, bcount)
+    start = bidx if ts is None else np.asarray(ts)[bidx]
+    return Bars(start, bsum, bcount, bfirst, blast, k)
 
 
 def _first_unsorted_py(ts):

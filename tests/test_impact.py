@@ -355,6 +355,19 @@ def test_event_and_volume_bars_vs_reference(rows, every):
             _eq(getattr(fast, k), slow[k])
 
 
+@given(st.lists(st.floats(-1e6, 1e6, width=64) | st.sampled_from([0.0, -0.0, 1e-300, -5e-324]),
+                max_size=400),
+       st.integers(1, 60) | st.just(10**30))
+def test_event_bars_float_sums_bit_for_bit(v, every):
+    # the per-bar kernel sums each bar in order from 0.0, as the reference (Python's sum) does:
+    # the same bits, signed zeros included, for full bars, a partial last bar and every >= n
+    fast = event_bars(np.array(v, dtype=np.float64), every=every)
+    slow = ref.event_bars(v, every=every)
+    for k in ("start", "sum", "count", "first", "last"):
+        assert np.asarray(getattr(fast, k), dtype=float).tobytes() == \
+            np.asarray(slow[k], dtype=float).tobytes(), k
+
+
 def test_bars_bad_input():
     with pytest.raises(TimeOrderError) as ei:
         bars([0, 5, 3, 100], [1.0, 1.0, 1.0, 1.0], every=10)

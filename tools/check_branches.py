@@ -53,7 +53,7 @@ KERNELS: dict[str, list[str]] = {
                              "_tf_time", "ofi_vpin_fill_half", "ofi_vpin_fill_side",
                              "ofi_vpin_fill_frac"],
     "ofi_fast/_ring.pyx": ["_rs_clean", "_rs_plain", "_rs_count"],
-    "ofi_fast/_impact.pyx": ["bars_clock_fast", "_segment_fast"],
+    "ofi_fast/_impact.pyx": ["bars_clock_fast", "_segment_fast", "_event_bars_fast"],
     # the limits: the same work as the kernels, without validation
     "bench/cloop.c": ["l1_ofi_c", "l1_ofi_c_v2", "update_many_count_c", "update_many_time_c",
                       "classify_tick_c", "classify_lee_ready_c", "tradeflow_plain_c",
