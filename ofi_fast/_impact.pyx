@@ -361,11 +361,7 @@ def _segments(bar_of, values, n, ts, every):
     cdef const int64_t[::1] bo = bar_of
     cdef const float64_t[::1] v = values
     cdef intp_t nb = 0 if n == 0 else int(np.count_nonzero(np.diff(bar_of))) + 1
-    bsum = np.zeros(nb)
-    bcount = np.zeros(nb, dtype=np.int64)
-    bfirst = np.full(nb, np.nan)
-    blast = np.full(nb, np.nan)
-    bidx = np.zeros(nb, dtype=np.int64)
+    bsum, bcount, bfirst, blast, bidx = _bar_outputs(nb)
     cdef float64_t[::1] s = bsum, f = bfirst, l = blast
     cdef int64_t[::1] c = bcount, bi = bidx
     cdef intp_t bad = -1, nn = n
@@ -373,6 +369,17 @@ def _segments(bar_of, values, n, ts, every):
         with nogil:
             if not _segment_fast(&bo[0], &v[0], nn, &s[0], &c[0], &f[0], &l[0], &bi[0]):
                 bad = _segment_kernel(&bo[0], &v[0], nn, &s[0], &c[0], &f[0], &l[0], &bi[0])
+    return _bars_result(bad, bsum, bcount, bfirst, blast, bidx, ts, every)
+
+
+def _bar_outputs(nb):
+    """The five output arrays of nb bars: sum, count, first, last (NaN until set), start index."""
+    return (np.zeros(nb), np.zeros(nb, dtype=np.int64), np.full(nb, np.nan),
+            np.full(nb, np.nan), np.zeros(nb, dtype=np.int64))
+
+
+def _bars_result(bad, bsum, bcount, bfirst, blast, bidx, ts, every):
+    """Bars from a segment kernel's outputs; bad >= 0 is the first non-finite value's index."""
     if bad >= 0:
         raise_status(STATUS_NON_FINITE, "values", bad)
     _overflow_check(bsum, bcount)
@@ -400,11 +407,7 @@ def event_bars(values, *, every, ts=None):
             raise_status(STATUS_TIME_BACKWARDS, "ts", back)
     cdef intp_t nn = n, kk = k if k < n else max(n, 1), bad = -1   # k >= n: one bar
     cdef intp_t nb = 0 if n == 0 else (nn - 1) // kk + 1
-    bsum = np.zeros(nb)
-    bcount = np.zeros(nb, dtype=np.int64)
-    bfirst = np.full(nb, np.nan)
-    blast = np.full(nb, np.nan)
-    bidx = np.zeros(nb, dtype=np.int64)
+    bsum, bcount, bfirst, blast, bidx = _bar_outputs(nb)
     cdef const float64_t[::1] vv = v
     cdef float64_t[::1] s = bsum, f = bfirst, l = blast
     cdef int64_t[::1] c = bcount, bi = bidx
@@ -412,11 +415,7 @@ def event_bars(values, *, every, ts=None):
         with nogil:
             if not _event_bars_fast(&vv[0], nn, kk, &s[0], &c[0], &f[0], &l[0], &bi[0]):
                 bad = _first_non_finite(&vv[0], 0, nn)
-    if bad >= 0:
-        raise_status(STATUS_NON_FINITE, "values", bad)
-    _overflow_check(bsum, bcount)
-    start = bidx if ts is None else np.asarray(ts)[bidx]
-    return Bars(start, bsum, bcount, bfirst, blast, k)
+    return _bars_result(bad, bsum, bcount, bfirst, blast, bidx, ts, k)
 
 
 def _first_unsorted_py(ts):
