@@ -24,6 +24,16 @@ directives = {
     "infer_types": False,
 }
 
+# _simulate draws from numpy's bit generators through numpy's own distribution functions,
+# the static library numpy ships for this (numpy/random/lib/libnpyrandom.a, "Extending via
+# Cython" in numpy's docs); it needs libm only.
+LINK = {
+    "_simulate": dict(
+        library_dirs=[str(Path(np.get_include()).parent.parent / "random" / "lib")],
+        libraries=["npyrandom", "m"],
+    ),
+}
+
 # Every ofi_fast/_*.pyx is one extension module of its own (one module per concern).
 extensions = [
     Extension(
@@ -32,6 +42,7 @@ extensions = [
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O2"] if not DEBUG else ["-O0", "-g"],
+        **LINK.get(pyx.stem, {}),
     )
     for pyx in sorted(Path("ofi_fast").glob("_*.pyx"))
 ]

@@ -5,15 +5,35 @@
 from ofi_fast._guard cimport Guard
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
+# numpy's bit generator struct and its distribution functions (numpy/random/lib/libnpyrandom.a,
+# linked by setup.py), declared here rather than cimported from numpy.random, whose pxd pulls
+# in numpy's own array declarations
+cdef extern from "numpy/random/bitgen.h":
+    ctypedef struct bitgen_t:
+        pass
+
+cdef extern from "numpy/random/distributions.h":
+    void random_standard_uniform_fill(bitgen_t* bitgen_state, intp_t cnt, double* out) nogil
+    void random_standard_exponential_fill(bitgen_t* bitgen_state, intp_t cnt,
+                                          double* out) nogil
+    int64_t random_geometric(bitgen_t* bitgen_state, double p) nogil
+    int64_t random_poisson(bitgen_t* bitgen_state, double lam) nogil
+
 
 cdef float64_t pairwise_sum(const float64_t* a, intp_t n) noexcept nogil
+
+
+cdef void geometric_sizes(bitgen_t* bg, float64_t* o, intp_t n, float64_t p,
+                          float64_t lot) noexcept nogil
 
 
 cdef class SimEngine:
     cdef Guard guard
     cdef intp_t K, W, C, pool_size
     cdef float64_t lot, cancel_c, market_rate, inside_rate, depth_lam, geo_p
-    cdef object rng
+    cdef object rng                    # the numpy Generator (keeps its bit generator alive)
+    cdef object lock                   # its bit generator's lock, held while run() draws
+    cdef bitgen_t* bitgen              # its bit generator's C struct: every draw comes from it
     cdef object _keep                  # the numpy arrays the pointers below point into
     cdef float64_t* limit              # K: limit-order rate per level
     cdef int64_t* col                  # C: channel -> column
@@ -35,21 +55,19 @@ cdef class SimEngine:
     cdef intp_t r, base, nadj          # its next row, its first draw, its adjustments
     cdef float64_t total, scale        # its total rate, 1e9 / total
     cdef int64_t t_prev                # time of its previous row (ts at the start)
-    cdef object pool_u, pool_sz, pool_ex
-    cdef const float64_t* pu
-    cdef const float64_t* psz
-    cdef const float64_t* pex
+    cdef float64_t* pu                 # pool_size + W each: the pools of uniforms,
+    cdef float64_t* psz                #    order sizes (lot * geometric)
+    cdef float64_t* pex                #    and standard exponentials
     cdef intp_t used, pool_len         # draws consumed, draws in the pools
 
-    cdef int _pools(self) except -1
-    cdef int _refill(self) except -1
-    cdef int _begin_block(self) except -1
-    cdef float64_t _depth(self) except? -1.0
+    cdef void _refill(self) noexcept nogil
+    cdef void _begin_block(self) noexcept nogil
+    cdef float64_t _depth(self) noexcept nogil
     cdef inline void _emit(self, intp_t pos, float64_t tick, int64_t t, int et, int sd,
                            int64_t tk, float64_t size, int64_t* o_ts, signed char* o_et,
                            signed char* o_sd, float64_t* o_px, float64_t* o_sz,
                            float64_t* o_bp, float64_t* o_bq, float64_t* o_ap,
-                           float64_t* o_aq) noexcept
-    cdef int _run(self, intp_t n, float64_t tick, int64_t* o_ts, signed char* o_et,
-                  signed char* o_sd, float64_t* o_px, float64_t* o_sz, float64_t* o_bp,
-                  float64_t* o_bq, float64_t* o_ap, float64_t* o_aq) except -1
+                           float64_t* o_aq) noexcept nogil
+    cdef void _run(self, intp_t n, float64_t tick, int64_t* o_ts, signed char* o_et,
+                   signed char* o_sd, float64_t* o_px, float64_t* o_sz, float64_t* o_bp,
+                   float64_t* o_bq, float64_t* o_ap, float64_t* o_aq) noexcept nogil

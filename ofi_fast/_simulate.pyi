@@ -3,7 +3,6 @@
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-def geometric_search(u: ArrayLike, p: float, lot: float) -> NDArray[np.float64]: ...
 def _pairwise_sum(a: ArrayLike) -> float: ...
 
 class SimEngine:

@@ -27,6 +27,8 @@ and one Python call per touch that empties.
 """
 
 cimport cython
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from libc.string cimport memmove
 import numpy as np
 
 cdef extern from "numpy/arrayobject.h":
@@ -73,34 +75,36 @@ cdef float64_t pairwise_sum(const float64_t* a, intp_t n) noexcept nogil:
     return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2)
 
 
-# numpy's Generator.geometric(p) for p >= 1/3 (this double, as numpy's C literal rounds) is a
-# sequential search over one uniform per draw (random_geometric_search in numpy's
-# distributions.c); below it, inversion of an exponential (left to numpy).
+# numpy's random_geometric(p) (what Generator.geometric calls per draw) for p >= 1/3 (this
+# double, as numpy's C literal rounds) is a sequential search over one uniform per draw
+# (random_geometric_search in numpy's distributions.c); below it, inversion of an exponential.
 cdef float64_t GEOMETRIC_SEARCH = 0.333333333333333333333333
 
 
-def geometric_search(u, float64_t p, float64_t lot):
-    """``lot * rng.geometric(p, N)`` from ``u = rng.random(N)`` (the same generator state
-    before and after: both take one double per draw), p >= 1/3: numpy's search, step for step,
-    10x faster than the generic numpy call (25 ns per draw here)."""
-    cdef const float64_t[::1] uv = np.ascontiguousarray(u, dtype=np.float64)
-    out = np.empty(uv.shape[0], np.float64)
-    cdef float64_t[::1] o = out
+cdef void geometric_sizes(bitgen_t* bg, float64_t* o, intp_t n, float64_t p,
+                          float64_t lot) noexcept nogil:
+    """o[0..n) = lot * (n draws of numpy's random_geometric(bg, p)): the same draws from the
+    same bit generator, for p >= 1/3 its search inlined (the n uniforms drawn first by
+    random_standard_uniform_fill, one double per draw as the search takes them, then searched
+    in place, step for step)."""
     cdef intp_t i
     cdef int64_t x
     cdef float64_t s, prod, q = 1.0 - p, v
-    with nogil:
-        for i in range(uv.shape[0]):
-            v = uv[i]
-            x = 1
-            s = p
-            prod = p
-            while v > s:
-                prod *= q
-                s += prod
-                x += 1
-            o[i] = lot * <float64_t> x
-    return out
+    if p < GEOMETRIC_SEARCH:
+        for i in range(n):
+            o[i] = lot * <float64_t> random_geometric(bg, p)
+        return
+    random_standard_uniform_fill(bg, n, o)
+    for i in range(n):
+        v = o[i]
+        x = 1
+        s = p
+        prod = p
+        while v > s:
+            prod *= q
+            s += prod
+            x += 1
+        o[i] = lot * <float64_t> x
 
 
 def _pairwise_sum(a):
@@ -130,7 +134,12 @@ cdef class SimEngine:
         self.K, self.W, self.C, self.pool_size = K, block, C, pool_size
         self.lot, self.cancel_c, self.market_rate = lot, cancel_c, market_rate
         self.inside_rate, self.depth_lam, self.geo_p = inside_rate, depth_lam, geo_p
+        # the draws come straight from the Generator's bit generator (its C struct, through
+        # the capsule numpy exposes for this), under its lock while a run() draws
         self.rng = rng
+        bits = rng.bit_generator
+        self.lock = bits.lock
+        self.bitgen = <bitgen_t*> PyCapsule_GetPointer(bits.capsule, "BitGenerator")
         j = np.arange(K)
         col = np.zeros(C, np.int64)
         sgn = np.zeros(C, np.float64)
@@ -155,7 +164,9 @@ cdef class SimEngine:
         self.search_step = step
         cum = np.full(2 * step, np.inf)
         bufs = [np.zeros(2 * K), np.zeros(2 * K), np.zeros(C), cum,
-                np.zeros(block, np.intp), np.zeros(block)]
+                np.zeros(block, np.intp), np.zeros(block),
+                np.empty(pool_size + block), np.empty(pool_size + block),
+                np.empty(pool_size + block)]
         self._keep = [col, sgn, etype, side, offset, lim, q] + bufs
         self.col = <int64_t*> PyArray_DATA(col)
         self.sgn = <float64_t*> PyArray_DATA(sgn)
@@ -170,13 +181,14 @@ cdef class SimEngine:
         self.cum = <float64_t*> PyArray_DATA(bufs[3])
         self.adj_col = <intp_t*> PyArray_DATA(bufs[4])
         self.adj_val = <float64_t*> PyArray_DATA(bufs[5])
+        self.pu = <float64_t*> PyArray_DATA(bufs[6])
+        self.psz = <float64_t*> PyArray_DATA(bufs[7])
+        self.pex = <float64_t*> PyArray_DATA(bufs[8])
         self.ts = ts
         self.bid_tick = bid_tick
         self.ask_tick = bid_tick + 1
         self.active = False
-        self.pool_u = self.pool_sz = self.pool_ex = np.empty(0)
-        self._pools()
-        self.used = 0
+        self.pool_len = self.used = 0
 
     def __dealloc__(self):
         guard_free(&self.guard)
@@ -191,29 +203,22 @@ cdef class SimEngine:
         """Ask sizes now, touch first (a copy)."""
         return np.array(<float64_t[:self.K]> (self.q + self.K))
 
-    cdef int _pools(self) except -1:
-        self.pu = <float64_t*> PyArray_DATA(self.pool_u)
-        self.psz = <float64_t*> PyArray_DATA(self.pool_sz)
-        self.pex = <float64_t*> PyArray_DATA(self.pool_ex)
-        self.pool_len = self.pool_u.shape[0]
-        return 0
-
-    cdef int _refill(self) except -1:
-        """Keep the unused draws and append a batch of each kind, in the old engine's order."""
-        cdef intp_t N = self.pool_size
-        rng = self.rng
-        rest = slice(self.used, None)
-        self.pool_u = np.concatenate([self.pool_u[rest], rng.random(N)])
-        if self.geo_p >= GEOMETRIC_SEARCH:
-            sizes = geometric_search(rng.random(N), self.geo_p, self.lot)
-        else:
-            sizes = self.lot * rng.geometric(self.geo_p, N)
-        self.pool_sz = np.concatenate([self.pool_sz[rest], sizes])
-        self.pool_ex = np.concatenate([self.pool_ex[rest], rng.standard_exponential(N)])
+    cdef void _refill(self) noexcept nogil:
+        """Keep the unused draws (moved to the front) and append pool_size of each kind, drawn
+        in the old engine's order: uniforms, order sizes, standard exponentials (numpy's
+        random_standard_uniform_fill, random_geometric, random_standard_exponential_fill: what
+        rng.random(N), rng.geometric(p, N), rng.standard_exponential(N) call)."""
+        cdef intp_t N = self.pool_size, rest = self.pool_len - self.used
+        memmove(self.pu, self.pu + self.used, rest * sizeof(float64_t))
+        memmove(self.psz, self.psz + self.used, rest * sizeof(float64_t))
+        memmove(self.pex, self.pex + self.used, rest * sizeof(float64_t))
+        random_standard_uniform_fill(self.bitgen, N, self.pu + rest)
+        geometric_sizes(self.bitgen, self.psz + rest, N, self.geo_p, self.lot)
+        random_standard_exponential_fill(self.bitgen, N, self.pex + rest)
+        self.pool_len = rest + N
         self.used = 0
-        return self._pools()
 
-    cdef int _begin_block(self) except -1:
+    cdef void _begin_block(self) noexcept nogil:
         cdef intp_t i, K = self.K, C = self.C
         cdef float64_t acc = 0.0, inside
         if self.used + self.W > self.pool_len:
@@ -241,11 +246,11 @@ cdef class SimEngine:
         self.nadj = 0
         self.r = 0
         self.active = True
-        return 0
 
-    cdef float64_t _depth(self) except? -1.0:
-        """Size of a level uncovered at the back: lot * (1 + Poisson(depth_lam))."""
-        return self.lot * (1.0 + self.rng.poisson(self.depth_lam))
+    cdef float64_t _depth(self) noexcept nogil:
+        """Size of a level uncovered at the back: lot * (1 + Poisson(depth_lam)), numpy's
+        random_poisson (what rng.poisson(depth_lam) calls)."""
+        return self.lot * (1.0 + <float64_t> random_poisson(self.bitgen, self.depth_lam))
 
     def run(self, intp_t n, float64_t tick_size, out=None):
         """The next n events: ts, event_type, side, price, size (n) and bid_px, bid_sz,
@@ -275,14 +280,23 @@ cdef class SimEngine:
                         and a.flags.c_contiguous and a.flags.writeable):
                     raise ValueError(f"out: {name} must be a writeable C-contiguous "
                                      f"{np.dtype(dt).name} array of shape {shape}")
+        cdef int64_t* o_ts = <int64_t*> PyArray_DATA(ts_a)
+        cdef signed char* o_et = <signed char*> PyArray_DATA(et_a)
+        cdef signed char* o_sd = <signed char*> PyArray_DATA(sd_a)
+        cdef float64_t* o_px = <float64_t*> PyArray_DATA(px_a)
+        cdef float64_t* o_sz = <float64_t*> PyArray_DATA(sz_a)
+        cdef float64_t* o_bp = <float64_t*> PyArray_DATA(bp_a)
+        cdef float64_t* o_bq = <float64_t*> PyArray_DATA(bq_a)
+        cdef float64_t* o_ap = <float64_t*> PyArray_DATA(ap_a)
+        cdef float64_t* o_aq = <float64_t*> PyArray_DATA(aq_a)
         if n:
             guard_enter(&self.guard)
             try:
-                self._run(n, tick_size, <int64_t*> PyArray_DATA(ts_a),
-                          <signed char*> PyArray_DATA(et_a), <signed char*> PyArray_DATA(sd_a),
-                          <float64_t*> PyArray_DATA(px_a), <float64_t*> PyArray_DATA(sz_a),
-                          <float64_t*> PyArray_DATA(bp_a), <float64_t*> PyArray_DATA(bq_a),
-                          <float64_t*> PyArray_DATA(ap_a), <float64_t*> PyArray_DATA(aq_a))
+                # the bit generator's lock: no other user of the Generator draws meanwhile
+                with self.lock:
+                    with nogil:
+                        self._run(n, tick_size, o_ts, o_et, o_sd, o_px, o_sz, o_bp, o_bq,
+                                  o_ap, o_aq)
             finally:
                 guard_exit(&self.guard)
         return ts_a, et_a, sd_a, px_a, sz_a, bp_a, bq_a, ap_a, aq_a
@@ -291,7 +305,7 @@ cdef class SimEngine:
                            int64_t tk, float64_t size, int64_t* o_ts, signed char* o_et,
                            signed char* o_sd, float64_t* o_px, float64_t* o_sz,
                            float64_t* o_bp, float64_t* o_bq, float64_t* o_ap,
-                           float64_t* o_aq) noexcept:
+                           float64_t* o_aq) noexcept nogil:
         """Row pos: the event and the book after it (prices as the old engine computed them:
         the tick as a double, times tick_size)."""
         cdef intp_t a, K = self.K
@@ -312,9 +326,9 @@ cdef class SimEngine:
             o_ap[a] = (<float64_t> (at + a)) * tick
             o_aq[a] = q[K + a]
 
-    cdef int _run(self, intp_t n, float64_t tick, int64_t* o_ts, signed char* o_et,
-                  signed char* o_sd, float64_t* o_px, float64_t* o_sz, float64_t* o_bp,
-                  float64_t* o_bq, float64_t* o_ap, float64_t* o_aq) except -1:
+    cdef void _run(self, intp_t n, float64_t tick, int64_t* o_ts, signed char* o_et,
+                   signed char* o_sd, float64_t* o_px, float64_t* o_sz, float64_t* o_bp,
+                   float64_t* o_bq, float64_t* o_ap, float64_t* o_aq) noexcept nogil:
         # The block's constants and the loop's state live in locals (the compiler cannot
         # keep object fields in registers across the stores into the outputs); they are
         # written back at every block end and on return.
@@ -465,4 +479,3 @@ cdef class SimEngine:
         self.ask_tick = at
         if self.active:                                      # stopped inside a block
             self.r, self.nadj, self.t_prev = r, nadj, t_prev
-        return 0
