@@ -40,7 +40,7 @@ cdef class SimEngine:
     cdef float64_t* sgn                # C: +1 add, -1 cancel / execute, 0 inside
     cdef signed char* etype            # C: LOBSTER event type
     cdef signed char* side             # C: book side changed
-    cdef int64_t* offset               # 2K: tick offset of a column from its touch
+    cdef float64_t* prow               # 2K: the block's level prices, bid then ask, touch first
     cdef float64_t* q                  # 2K: sizes now (after the last event)
     cdef float64_t* q0                 # 2K: sizes at the block's start
     cdef float64_t* dsum               # 2K: signed sizes of the block's events so far

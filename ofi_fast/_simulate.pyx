@@ -40,6 +40,27 @@ from ofi_fast._types cimport float64_t, int64_t, intp_t
 
 _import_array()
 
+cdef extern from *:
+    """
+    /* One row of the book after an event: the level prices and the sizes, bid then ask
+       (restrict: the output rows, the price row and the sizes never overlap, so the copies
+       are vectorised without run-time overlap checks). */
+    static inline void sim_book_row(double *restrict bp, double *restrict bq,
+                                    double *restrict ap, double *restrict aq,
+                                    const double *restrict prow, const double *restrict q,
+                                    Py_ssize_t K) {
+        for (Py_ssize_t a = 0; a < K; a++) {
+            bp[a] = prow[a];
+            bq[a] = q[a];
+            ap[a] = prow[K + a];
+            aq[a] = q[K + a];
+        }
+    }
+    """
+    void sim_book_row(float64_t* bp, float64_t* bq, float64_t* ap, float64_t* aq,
+                      const float64_t* prow, const float64_t* q, intp_t K) noexcept nogil
+
+
 cdef enum:
     ADD = 1
     CANCEL = 3
@@ -153,7 +174,6 @@ cdef class SimEngine:
         col[4 * K + 1], sgn[4 * K + 1], etype[4 * K + 1], side[4 * K + 1] = 0, -1.0, EXECUTE, 1
         etype[4 * K + 2], side[4 * K + 2] = ADD, 1
         etype[4 * K + 3], side[4 * K + 3] = ADD, -1
-        offset = np.concatenate([-j, j]).astype(np.int64)
         lim = np.ascontiguousarray(limit, dtype=np.float64).copy()
         q = np.concatenate([np.asarray(qb, np.float64), np.asarray(qa, np.float64)])
         # cum: the cumulative rates, padded with +inf to twice the search's first step (the
@@ -166,13 +186,12 @@ cdef class SimEngine:
         bufs = [np.zeros(2 * K), np.zeros(2 * K), np.zeros(C), cum,
                 np.zeros(block, np.intp), np.zeros(block),
                 np.empty(pool_size + block), np.empty(pool_size + block),
-                np.empty(pool_size + block)]
-        self._keep = [col, sgn, etype, side, offset, lim, q] + bufs
+                np.empty(pool_size + block), np.zeros(2 * K)]
+        self._keep = [col, sgn, etype, side, lim, q] + bufs
         self.col = <int64_t*> PyArray_DATA(col)
         self.sgn = <float64_t*> PyArray_DATA(sgn)
         self.etype = <signed char*> PyArray_DATA(etype)
         self.side = <signed char*> PyArray_DATA(side)
-        self.offset = <int64_t*> PyArray_DATA(offset)
         self.limit = <float64_t*> PyArray_DATA(lim)
         self.q = <float64_t*> PyArray_DATA(q)
         self.q0 = <float64_t*> PyArray_DATA(bufs[0])
@@ -184,6 +203,7 @@ cdef class SimEngine:
         self.pu = <float64_t*> PyArray_DATA(bufs[6])
         self.psz = <float64_t*> PyArray_DATA(bufs[7])
         self.pex = <float64_t*> PyArray_DATA(bufs[8])
+        self.prow = <float64_t*> PyArray_DATA(bufs[9])
         self.ts = ts
         self.bid_tick = bid_tick
         self.ask_tick = bid_tick + 1
@@ -347,16 +367,12 @@ cdef class SimEngine:
         cdef const float64_t* sgn = self.sgn
         cdef const signed char* etype = self.etype
         cdef const signed char* side = self.side
-        cdef const int64_t* offset = self.offset
+        cdef float64_t* prow = self.prow
         cdef intp_t* adj_col = self.adj_col
         cdef float64_t* adj_val = self.adj_val
         cdef const float64_t* pu = NULL
         cdef const float64_t* psz = NULL
         cdef const float64_t* pex = NULL
-        cdef float64_t* bp
-        cdef float64_t* bq
-        cdef float64_t* ap
-        cdef float64_t* aq
         cdef bint loaded = False
         while pos < n:
             if not self.active:
@@ -368,6 +384,11 @@ cdef class SimEngine:
                 r, base, nadj = self.r, self.base, self.nadj
                 total, scale, t_prev = self.total, self.scale, self.t_prev
                 pu, psz, pex = self.pu, self.psz, self.pex
+                # the touch does not move inside a block: the row of level prices (as the old
+                # engine computed them, the tick as a double times tick_size) is the block's
+                for a in range(K):
+                    prow[a] = (<float64_t> (bt - a)) * tick
+                    prow[K + a] = (<float64_t> (at + a)) * tick
                 loaded = True
             i = base + r
             u = pu[i]
@@ -410,17 +431,10 @@ cdef class SimEngine:
                 o_ts[pos] = t
                 o_et[pos] = etype[ch]
                 o_sd[pos] = side[ch]
-                o_px[pos] = (<float64_t> ((bt if j < K else at) + offset[j])) * tick
+                o_px[pos] = prow[j]                          # column j's price
                 o_sz[pos] = sz
-                bp = o_bp + pos * K
-                bq = o_bq + pos * K
-                ap = o_ap + pos * K
-                aq = o_aq + pos * K
-                for a in range(K):
-                    bp[a] = (<float64_t> (bt - a)) * tick
-                    bq[a] = q[a]
-                    ap[a] = (<float64_t> (at + a)) * tick
-                    aq[a] = q[K + a]
+                sim_book_row(o_bp + pos * K, o_bq + pos * K, o_ap + pos * K, o_aq + pos * K,
+                             prow, q, K)
                 pos += 1
                 t_prev = t
                 r += 1
