@@ -7,10 +7,22 @@ by cumulative sums over the whole block, and handled the break in Python. Here t
 is walked one event at a time, with the same draws consumed in the same order and the same
 floating-point operations in the same order, so a seed gives bit-identical results:
 
-- the draws: pools of 65,536 uniforms, order sizes and standard exponentials filled by the
-  same ``numpy.random.Generator`` calls in the same order; a block takes the next ``block``
-  draws and consumes them only up to its break (the rest stay for the next block); the depth
-  of a level uncovered at the back is one ``rng.poisson`` call, as before;
+- the draws: pools of 65,536 uniforms, order sizes and standard exponentials, drawn in the
+  old engine's order (all uniforms, then all sizes, then all exponentials) from the
+  Generator's bit generator in C (its ``bitgen_t``, from the ``capsule`` of
+  ``rng.bit_generator``) by numpy's own distribution functions, the ones ``rng.random(N)``,
+  ``rng.geometric(p, N)`` and ``rng.standard_exponential(N)`` call
+  (``random_standard_uniform_fill``, ``random_geometric``, whose search for p >= 1/3 is
+  inlined, ``random_standard_exponential_fill``: numpy/random/lib/libnpyrandom.a, linked in);
+  a block takes the next ``block`` draws and consumes them only up to its break (the rest
+  move to the front of the pools for the next block); the depth of a level uncovered at the
+  back is one ``random_poisson`` draw, as ``rng.poisson`` made it. No Python call per draw,
+  refill or event: ``run`` holds the bit generator's lock (so another thread using the same
+  Generator waits instead of interleaving its draws) and releases the GIL. The distribution
+  code is the numpy the module was built against (numpy >= 2.0), the bit generator the one at
+  run time (the same functions when both are one numpy); should the two differ in one of
+  these functions, the tests that hold the streams against the Generator's own calls
+  (tests/sim_numpy_oracle.py) fail;
 - the rates: fixed for a block; their total is numpy's pairwise sum (``pairwise_sum`` below,
   step for step what ``ndarray.sum`` computes), the channel of an event the count of
   cumulative rates <= u * total (``np.searchsorted(..., side="right")``), its time step
@@ -21,9 +33,9 @@ floating-point operations in the same order, so a seed gives bit-identical resul
   order (sizes are whole lots, so any order would agree for the default lot; this order
   agrees for every lot).
 
-Cost: about 130-160 ns per simulated event in chunks on the 2-core benchmark machine (the loop,
-the pooled draws and the first touch of fresh output pages; bench/RESULTS.md, issue 13 ofi3),
-and one Python call per touch that empties.
+Cost (bench/RESULTS.md, issue 13 sim5): about 320 instructions per event (the loop 173, the
+draws 145); one fresh 1e6-event chunk also pays the first touch of its 186 MB of output (the
+kernel zeroing new pages, ~30-45 ns an event), which chunks written into reused buffers skip.
 """
 
 cimport cython

@@ -258,3 +258,18 @@ def test_pairwise_sum_is_numpys():
         for _ in range(5):
             a = rng.random(n) * 10.0 ** rng.integers(-4, 6, n)
             assert _pairwise_sum(a) == a.sum(), n
+
+
+@pytest.mark.parametrize("kw", [{}, dict(mean_size=400.0), dict(levels=2, mean_size=100.0)])
+def test_generator_state_after_a_run_is_the_numpy_engines(kw):
+    """The engine draws from the Generator's bit generator in C (numpy's distribution functions,
+    pools, one Poisson per touch emptied): afterwards the bit generator is where the numpy
+    engine's Generator calls leave it (the same draws, no more, no fewer), for the geometric
+    search (p >= 1/3: default, p = 1) and its inversion (p = 0.25), and it still serves the
+    Generator's own calls."""
+    sim, ref = LOBSimulator(5, **kw), NumpyLOBSimulator(5, **kw)
+    for n in (1, 70_000, 3):
+        assert _same(sim.run(n), ref.run(n))
+        assert sim.rng.bit_generator.state == ref.rng.bit_generator.state
+    assert sim.rng.random() == ref.rng.random()
+
