@@ -44,8 +44,11 @@ Event loop (``ofi_fast/_simulate.pyx``, compiled): the rates are fixed for a blo
 would empty a queue or improve the spread (a *break*), which is applied to the book there.
 The loop consumes the same draws in the same order, with the same floating-point operations,
 as the numpy block engine it replaced (kept in tests/sim_numpy_oracle.py and held against it
-bit for bit), so every seed gives the streams of earlier releases. About 130-160 ns per
-event (bench/RESULTS.md).
+bit for bit), so every seed gives the streams of earlier releases; it draws from the
+Generator's bit generator in C (numpy's own distribution functions) while holding the bit
+generator's lock, so a Generator shared with another thread is never drawn from by both at
+once. About 330 instructions per event; 80-90 ns per event in chunks written into reused
+buffers, more for fresh output pages (bench/RESULTS.md, issue 13 sim5).
 
 numpy plus that one compiled module; imports nothing else from the package.
 """
