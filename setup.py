@@ -26,11 +26,11 @@ directives = {
 
 # _simulate draws from numpy's bit generators through numpy's own distribution functions,
 # the static library numpy ships for this (numpy/random/lib/libnpyrandom.a, "Extending via
-# Cython" in numpy's docs); it needs libm only.
+# Cython" in numpy's docs); it needs libm only (part of the C runtime on Windows).
 LINK = {
     "_simulate": dict(
         library_dirs=[str(Path(np.get_include()).parent.parent / "random" / "lib")],
-        libraries=["npyrandom", "m"],
+        libraries=["npyrandom"] + (["m"] if os.name == "posix" else []),
     ),
 }
 

@@ -65,6 +65,7 @@ from ofi_fast._simulate import SimEngine
 ADD = 1          # new limit order (LOBSTER type 1)
 CANCEL = 3       # cancellation (LOBSTER types 2 and 3)
 EXECUTE = 4      # execution of a visible resting order (LOBSTER type 4)
+POOL_SIZE = 1 << 16   # draws of each kind per refill of the engine's pools (part of the stream)
 
 __all__ = ["ADD", "CANCEL", "EXECUTE", "LOBSimulator", "SimResult", "simulate",
            "simulate_chunks"]
@@ -136,6 +137,8 @@ class LOBSimulator:
     limit_rate=5.0, limit_decay=0.85, cancel_rate=0.5, market_rate=1.5, inside_rate=20.0,
     mean_size=200.0, lot=100.0, block=256)``
 
+    ``block`` (16 .. 65,536; below 16: 16) is the number of events drawn at fixed rates.
+
     Rates are per second; ``start_ts`` is in ns (default 09:30:00 as ns after midnight, as in
     LOBSTER files). The same seed and parameters give the same events, however the run is split
     into :meth:`run` calls.
@@ -159,6 +162,9 @@ class LOBSimulator:
             raise ValueError(f"limit_decay must be in (0, 1], got {limit_decay!r}")
         if mean_size < lot:
             raise ValueError("mean_size must be >= lot")
+        if int(block) > POOL_SIZE:
+            # a block takes its draws from the pools, refilled by POOL_SIZE at a time
+            raise ValueError(f"block must be <= {POOL_SIZE:,}, got {block!r}")
         self.levels = K = levels
         self.tick_size = float(tick_size)
         self.lot = float(lot)
@@ -178,7 +184,7 @@ class LOBSimulator:
         self._engine = SimEngine(
             self.rng, K, self.block, self.lot, self.cancel_rate / self.mean_size,
             self.market_rate, self.inside_rate, float(max(m - 1.0, 0.0)),
-            self.lot / self.mean_size, self.limit, qb, qa, int(start_ts), bid_tick)
+            self.lot / self.mean_size, self.limit, qb, qa, int(start_ts), bid_tick, POOL_SIZE)
 
     # the state lives in the compiled engine
     qb = property(lambda self: self._engine.qb, doc="Bid sizes now, touch first.")

@@ -185,7 +185,7 @@ def test_levels_one_and_params():
 
 @pytest.mark.parametrize("kw", [dict(levels=0), dict(tick_size=0.0), dict(cancel_rate=-1.0),
                                 dict(limit_decay=1.5), dict(mean_size=50.0),
-                                dict(market_rate=float("nan"))])
+                                dict(market_rate=float("nan")), dict(block=65_537)])
 def test_bad_parameters(kw):
     with pytest.raises(ValueError):
         LOBSimulator(0, **kw)
@@ -273,3 +273,20 @@ def test_generator_state_after_a_run_is_the_numpy_engines(kw):
         assert sim.rng.bit_generator.state == ref.rng.bit_generator.state
     assert sim.rng.random() == ref.rng.random()
 
+
+
+def test_run_holds_the_bit_generators_lock():
+    """run() draws under the bit generator's lock: while another holder has it, run waits (so
+    a Generator shared between threads is never drawn from by two at once); its events are
+    then the same as without the wait."""
+    import threading
+    sim, ref = LOBSimulator(11), LOBSimulator(11)
+    got = []
+    lock = sim.rng.bit_generator.lock
+    with lock:
+        th = threading.Thread(target=lambda: got.append(sim.run(500)))
+        th.start()
+        th.join(0.3)
+        assert th.is_alive() and not got
+    th.join()
+    assert _same(got[0], ref.run(500))
