@@ -161,13 +161,14 @@ cdef class SimEngine:
 
     Columns 0..K-1 are the bid levels behind the touch (0 = the touch), K..2K-1 the ask
     levels. Channels 0..4K+3, as in simulate.py: limit orders per column, cancellations per
-    column, market buy, market sell, inside bid, inside ask. Its fields are declared in
-    _simulate.pxd."""
+    column, market buy, market sell, inside bid, inside ask. ``pool_size``: draws of each kind
+    per refill (``simulate.POOL_SIZE``, part of the stream), at least ``block``. Its fields are
+    declared in _simulate.pxd."""
 
     def __cinit__(self, rng, intp_t levels, intp_t block, float64_t lot, float64_t cancel_c,
                   float64_t market_rate, float64_t inside_rate, float64_t depth_lam,
                   float64_t geo_p, limit, qb, qa, int64_t ts, int64_t bid_tick,
-                  intp_t pool_size=1 << 16):
+                  intp_t pool_size):
         guard_init(&self.guard)
         K = levels
         C = 4 * K + 4
