@@ -6,7 +6,7 @@
 # (status >> 4) the field at fault: 0 ts, 1 x, 2 y.
 
 from ofi_fast._guard cimport Guard
-from ofi_fast._ring cimport Ring, ring_row
+from ofi_fast._ring cimport Ring
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
 # Floor division for int64 (C truncates toward zero; bars need floor for negative ts).
@@ -38,7 +38,7 @@ cdef struct OLSState:
     bint grow              # time window: double the ring when full instead of STATUS_CAPACITY
     float64_t ridge        # lambda >= 0 added to the diagonal of Cxx before solving
     # the pairs in the window (_ring.pxd): slot j holds ts[j] and the row of width p + 1
-    # x_1..x_p, y (ols_y); size == n with a window; no buffers, capacity 0, without a window
+    # x_1..x_p, y; size == n with a window; no buffers, capacity 0, without a window
     Ring ring
     # centred moments of the pairs in the window (the whole stream without a window)
     int64_t n              # pairs in the window
@@ -62,10 +62,6 @@ cdef struct OLSState:
     int64_t poison_until   # number (1-based, of n_updates) of the last pair with |x| or |y| >
                            # 1e100; once it has left the window the moments are recomputed
                            # exactly from the ring (0: none pending)
-
-# The response y of the pair in slot j (its row is x_1..x_p, then y).
-cdef inline float64_t ols_y(const OLSState* st, intp_t j) noexcept nogil:
-    return ring_row(&st.ring, j)[st.p]
 
 cdef int ols_init(OLSState* st, intp_t p, int64_t window, int64_t window_time,
                   intp_t capacity, bint grow, float64_t ridge) noexcept nogil

@@ -27,7 +27,7 @@ from ofi_fast._types cimport (
 from ofi_fast._guard cimport guard_enter, guard_exit, guard_free, guard_init, guard_wait
 from ofi_fast._ring cimport (
     Ring, ring_clear, ring_copy_in, ring_copy_out, ring_free, ring_grow, ring_init_rows,
-    ring_n_expired, ring_none, ring_pop_slot, ring_push_slot, ring_row, ring_slot,
+    ring_n_expired, ring_next_slot, ring_none, ring_pop_slot, ring_push_slot, ring_row,
 )
 from ofi_fast._select cimport f64_keep
 from ofi_fast._arrays import column, integer, output
@@ -746,14 +746,14 @@ cdef int ols_update(OLSState* st, int64_t ts, const float64_t* x, float64_t y) n
     elif st.window > 0 and r.size == r.capacity:
         if p == 1:
             # the hot path: slide the full window by one pair in place (the oldest slot
-            # becomes the newest: the same slot pop + push would use)
+            # becomes the newest: the same slot pop + push would use); rows are (x, y)
             j = r.head
-            row = ring_row(r, j)
+            row = r.val + 2 * j             # ring_row(r, j) with width p + 1 == 2
             _ols_replace1(st, row[0], row[1], x[0], y)
             r.ts[j] = ts
             row[0] = x[0]
             row[1] = y
-            r.head = ring_slot(r, 1)
+            r.head = ring_next_slot(r, j)
             st.removed += 1
             if huge:
                 st.poison_until = st.n_updates + 1
@@ -787,7 +787,7 @@ cdef inline int _ols_done(OLSState* st, int64_t ts) noexcept nogil:
 
 
 cdef void ols_recompute(OLSState* st) noexcept nogil:
-    cdef intp_t i, j, k, p = st.p
+    cdef intp_t i, j, k, s, p = st.p
     cdef float64_t nn, ey, c
     cdef const float64_t* xr
     cdef const Ring* r = &st.ring
@@ -805,17 +805,20 @@ cdef void ols_recompute(OLSState* st) noexcept nogil:
         for i in range(p):
             st.dx[i] = 0.0
         ey = 0.0
+        s = r.head
         for j in range(r.size):
-            xr = ring_row(r, ring_slot(r, j))
+            xr = ring_row(r, s)
             for i in range(p):
                 st.dx[i] += xr[i] - st.mx[i]
             ey += xr[p] - st.my
+            s = ring_next_slot(r, s)
         for i in range(p):
             st.mx[i] += st.dx[i] / nn
         st.my += ey / nn
     # pass 2: centred cross products
+    s = r.head
     for j in range(r.size):
-        xr = ring_row(r, ring_slot(r, j))
+        xr = ring_row(r, s)
         for i in range(p):
             st.dx[i] = xr[i] - st.mx[i]
         ey = xr[p] - st.my
@@ -824,6 +827,7 @@ cdef void ols_recompute(OLSState* st) noexcept nogil:
             st.cxy[i] += st.dx[i] * ey
             for k in range(i + 1):
                 st.cxx[i * p + k] += st.dx[i] * st.dx[k]
+        s = ring_next_slot(r, s)
     for i in range(p):
         for k in range(i):
             st.cxx[k * p + i] = st.cxx[i * p + k]

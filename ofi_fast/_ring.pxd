@@ -75,6 +75,14 @@ cdef inline intp_t ring_slot(const Ring* r, intp_t k) noexcept nogil:
     cdef intp_t j = r.head + k
     return j - r.capacity * (j >= r.capacity)
 
+# The slot after slot j (0 after the last): for walking the elements oldest first, from
+# r.head, where the wrap comes once per pass and a predictable test is cheaper than ring_slot.
+cdef inline intp_t ring_next_slot(const Ring* r, intp_t j) noexcept nogil:
+    j += 1
+    if j == r.capacity:
+        j = 0
+    return j
+
 # The row of slot j: width float64 values.
 cdef inline float64_t* ring_row(const Ring* r, intp_t j) noexcept nogil:
     return r.val + j * r.width
@@ -100,9 +108,7 @@ cdef inline intp_t ring_n_expired(const Ring* r, int64_t cutoff) noexcept nogil:
     cdef intp_t k = 0, j = r.head
     while k < r.size and r.ts[j] <= cutoff:
         k += 1
-        j += 1
-        if j == r.capacity:
-            j = 0
+        j = ring_next_slot(r, j)
     return k
 
 # Neumaier (Kahan-Babuska) compensated accumulation: *s + *c is the running sum. The rounding
