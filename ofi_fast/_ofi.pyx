@@ -29,8 +29,8 @@ from ofi_fast._types cimport (
     STATUS_NON_FINITE, STATUS_OK, STATUS_TIME_BACKWARDS, float64_t, int64_t, intp_t,
 )
 from ofi_fast._ring cimport (
-    Ring, RollingSumState, neumaier_add, ring_clear, ring_free, ring_grow, ring_init_rows,
-    ring_copy_in, ring_copy_out, ring_n_expired, ring_pop_slot, ring_push_slot, ring_row,
+    Ring, RollingSumState, neumaier_add, ring_clear, ring_copy_in, ring_copy_out, ring_free,
+    ring_grow, ring_init_rows, ring_n_expired, ring_pop_slot, ring_push_slot, ring_row,
 )
 from ofi_fast._select cimport f64_choose
 from ofi_fast._ring cimport (
@@ -990,7 +990,6 @@ cdef class _EmptyCall:
 # shifts one rank and produces flow at every rank: that is the rank-based definition.
 
 from libc.stdlib cimport free as c_free, malloc as c_malloc
-
 
 from ofi_fast._types cimport STATUS_CAPACITY, STATUS_NO_MEMORY, STATUS_TIME_BACKWARDS
 
