@@ -1510,6 +1510,7 @@ from ofi_fast._guard cimport checked_malloc
 from ofi_fast._ofi cimport (
     mlofi_check_ts, mlofi_commit, mlofi_push_range, mlofi_reserve, mlofi_reset, ofi_l1_event,
 )
+from ofi_fast._ring cimport ring_clear
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
 
 from ofi_fast._ofi import MultiLevelOFI as _MultiLevelOFI
@@ -1920,8 +1921,7 @@ cdef void mlofi_reset_keep_prev(MLOFIState* m) noexcept nogil:
         m.comp[j] = 0.0
         m.total[j] = 0.0
         m.total_comp[j] = 0.0
-    m.head = 0
-    m.size = 0
+    ring_clear(&m.ring)
     m.has_last = False
     m.n_events = 0
 

@@ -6,6 +6,7 @@
 # (status >> 4) the field at fault: 0 ts, 1 x, 2 y.
 
 from ofi_fast._guard cimport Guard
+from ofi_fast._ring cimport Ring
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
 # Floor division for int64 (C truncates toward zero; bars need floor for negative ts).
@@ -36,13 +37,9 @@ cdef struct OLSState:
     int64_t window_time    # time window (ts units): the pairs with ts in (t - window_time, t]
     bint grow              # time window: double the ring when full instead of STATUS_CAPACITY
     float64_t ridge        # lambda >= 0 added to the diagonal of Cxx before solving
-    # ring buffer of the pairs in the window (NULL / capacity 0 without a window)
-    intp_t capacity        # slots allocated
-    intp_t head            # slot of the oldest pair
-    intp_t size            # pairs held (== n when there is a window)
-    int64_t* ts            # capacity timestamps, non-decreasing
-    float64_t* xs          # capacity * p regressors, row-major (slot j: xs[j*p .. j*p+p))
-    float64_t* ys          # capacity responses
+    # the pairs in the window (_ring.pxd): slot j holds ts[j] and the row of width p + 1
+    # x_1..x_p, y; size == n with a window; no buffers, capacity 0, without a window
+    Ring ring
     # centred moments of the pairs in the window (the whole stream without a window)
     int64_t n              # pairs in the window
     float64_t* mx          # p means of x

@@ -12,7 +12,7 @@ cimport cython
 from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.math cimport NAN, fabs, floor, sqrt
 from libc.stdint cimport INT64_MIN, SIZE_MAX
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport free, malloc
 
 import numpy as np
 from cpython.buffer cimport (
@@ -25,6 +25,10 @@ from ofi_fast._types cimport (
     STATUS_OK, STATUS_TIME_BACKWARDS, float64_t, int64_t, intp_t,
 )
 from ofi_fast._guard cimport guard_enter, guard_exit, guard_free, guard_init, guard_wait
+from ofi_fast._ring cimport (
+    Ring, ring_clear, ring_copy_in, ring_copy_out, ring_free, ring_grow, ring_init_rows,
+    ring_n_expired, ring_next_slot, ring_none, ring_pop_slot, ring_push_slot, ring_row,
+)
 from ofi_fast._select cimport f64_keep
 from ofi_fast._arrays import column, integer, output
 from ofi_fast._ring import alloc_error, check_window
@@ -533,10 +537,7 @@ cdef int ols_init(OLSState* st, intp_t p, int64_t window, int64_t window_time,
     st.window_time = window_time
     st.grow = grow
     st.ridge = ridge
-    st.ts = NULL
-    st.xs = NULL
-    st.ys = NULL
-    st.capacity = 0
+    ring_none(&st.ring, p + 1)
     st.mx = NULL
     st.poison_until = 0
     # sizes were checked at the Python edge (RollingOLS.__cinit__); refuse an overflow anyway
@@ -554,25 +555,16 @@ cdef int ols_init(OLSState* st, intp_t p, int64_t window, int64_t window_time,
     st.cxx = st.xin + p
     st.chol = st.cxx + p * p
     if window > 0 or window_time > 0:
-        st.ts = <int64_t*> malloc(capacity * sizeof(int64_t))
-        st.xs = <float64_t*> malloc(capacity * p * sizeof(float64_t))
-        st.ys = <float64_t*> malloc(capacity * sizeof(float64_t))
-        if st.ts == NULL or st.xs == NULL or st.ys == NULL:
+        if ring_init_rows(&st.ring, capacity, p + 1, False) != STATUS_OK:
             return STATUS_NO_MEMORY
-        st.capacity = capacity
     ols_reset(st)
     return STATUS_OK
 
 
 cdef void ols_free(OLSState* st) noexcept nogil:
     free(st.mx)
-    free(st.ts)
-    free(st.xs)
-    free(st.ys)
+    ring_free(&st.ring)
     st.mx = NULL
-    st.ts = NULL
-    st.xs = NULL
-    st.ys = NULL
 
 
 cdef inline void _ols_zero(OLSState* st) noexcept nogil:
@@ -590,8 +582,7 @@ cdef inline void _ols_zero(OLSState* st) noexcept nogil:
 
 cdef void ols_reset(OLSState* st) noexcept nogil:
     _ols_zero(st)
-    st.head = 0
-    st.size = 0
+    ring_clear(&st.ring)
     st.removed = 0
     st.cancelled = False
     st.has_last = False
@@ -720,55 +711,17 @@ cdef inline void _ols_remove(OLSState* st, const float64_t* x, float64_t y) noex
                 _check_cancel(st, c0, st.cxx[i * p + i])
 
 
-cdef int _ols_grow(OLSState* st) noexcept nogil:
-    # Double the ring, unrolling it so the oldest pair is in slot 0.
-    cdef intp_t cap = 2 * st.capacity, p = st.p, i, j, k
-    cdef int64_t* ts = NULL
-    cdef float64_t* xs = NULL
-    cdef float64_t* ys = NULL
-    if <size_t> st.capacity > (SIZE_MAX // 8) // ((<size_t> p + 2) * sizeof(float64_t)):
-        return STATUS_NO_MEMORY      # the doubled ring would overflow
-    ts = <int64_t*> malloc(cap * sizeof(int64_t))
-    xs = <float64_t*> malloc(cap * p * sizeof(float64_t))
-    ys = <float64_t*> malloc(cap * sizeof(float64_t))
-    if ts == NULL or xs == NULL or ys == NULL:
-        free(ts)
-        free(xs)
-        free(ys)
-        return STATUS_NO_MEMORY
-    j = st.head
-    for i in range(st.size):
-        ts[i] = st.ts[j]
-        ys[i] = st.ys[j]
-        for k in range(p):
-            xs[i * p + k] = st.xs[j * p + k]
-        j += 1
-        if j == st.capacity:
-            j = 0
-    free(st.ts)
-    free(st.xs)
-    free(st.ys)
-    st.ts = ts
-    st.xs = xs
-    st.ys = ys
-    st.head = 0
-    st.capacity = cap
-    return STATUS_OK
-
-
 cdef inline void _ols_pop(OLSState* st) noexcept nogil:
-    cdef intp_t h = st.head
-    _ols_remove(st, st.xs + h * st.p, st.ys[h])
-    h += 1
-    st.head = 0 if h == st.capacity else h
-    st.size -= 1
+    cdef const float64_t* row = ring_row(&st.ring, ring_pop_slot(&st.ring))
+    _ols_remove(st, row, row[st.p])
     st.removed += 1
 
 
 cdef int ols_update(OLSState* st, int64_t ts, const float64_t* x, float64_t y) noexcept nogil:
-    cdef intp_t i, k, j, tail, p = st.p
+    cdef intp_t i, k, j, p = st.p
+    cdef Ring* r = &st.ring
+    cdef float64_t* row
     cdef int status
-    cdef int64_t cutoff
     cdef bint huge = fabs(y) > _OLS_HUGE
     for i in range(p):
         if not (x[i] - x[i] == 0.0):
@@ -780,59 +733,51 @@ cdef int ols_update(OLSState* st, int64_t ts, const float64_t* x, float64_t y) n
         return STATUS_TIME_BACKWARDS
     if st.window_time > 0:
         # count what leaves the window first, so a capacity failure changes nothing
-        cutoff = ts - st.window_time
-        k = 0
-        j = st.head
-        while k < st.size and st.ts[j] <= cutoff:
-            k += 1
-            j += 1
-            if j == st.capacity:
-                j = 0
-        if st.size - k >= st.capacity:
+        k = ring_n_expired(r, ts - st.window_time)
+        if r.size - k >= r.capacity:
             if not st.grow:
                 return STATUS_CAPACITY
-            status = _ols_grow(st)
+            status = ring_grow(r, 2 * r.capacity)   # the one allocation, only with grow
             if status != STATUS_OK:
                 return status
         while k > 0:
             _ols_pop(st)
             k -= 1
-    elif st.window > 0 and st.size == st.capacity:
+    elif st.window > 0 and r.size == r.capacity:
         if p == 1:
-            # the hot path: slide the full window by one pair in place
-            j = st.head
-            _ols_replace1(st, st.xs[j], st.ys[j], x[0], y)
-            st.ts[j] = ts
-            st.xs[j] = x[0]
-            st.ys[j] = y
-            j += 1
-            st.head = 0 if j == st.capacity else j
+            # the hot path: slide the full window by one pair in place (the oldest slot
+            # becomes the newest: the same slot pop + push would use); rows are (x, y)
+            j = r.head
+            row = r.val + 2 * j             # ring_row(r, j) with width p + 1 == 2
+            _ols_replace1(st, row[0], row[1], x[0], y)
+            r.ts[j] = ts
+            row[0] = x[0]
+            row[1] = y
+            r.head = ring_next_slot(r, j)
             st.removed += 1
             if huge:
                 st.poison_until = st.n_updates + 1
             return _ols_done(st, ts)
         _ols_pop(st)
-    if st.capacity > 0:
-        tail = st.head + st.size
-        if tail >= st.capacity:
-            tail -= st.capacity
-        st.ts[tail] = ts
-        st.ys[tail] = y
+    if r.capacity > 0:
+        j = ring_push_slot(r)
+        r.ts[j] = ts
+        row = ring_row(r, j)
         for i in range(p):
-            st.xs[tail * p + i] = x[i]
-        st.size += 1
+            row[i] = x[i]
+        row[p] = y
     _ols_add(st, x, y)
-    if huge and st.capacity > 0:
+    if huge and r.capacity > 0:
         st.poison_until = st.n_updates + 1
     return _ols_done(st, ts)
 
 
 cdef inline int _ols_done(OLSState* st, int64_t ts) noexcept nogil:
     # the last huge pair (pair number poison_until) has left once n_updates + 1 - size >= it
-    if st.poison_until > 0 and st.n_updates + 1 - st.size >= st.poison_until:
+    if st.poison_until > 0 and st.n_updates + 1 - st.ring.size >= st.poison_until:
         st.poison_until = 0
         st.cancelled = True
-    if st.cancelled or (st.removed >= st.size and st.removed >= _RECOMPUTE_MIN):
+    if st.cancelled or (st.removed >= st.ring.size and st.removed >= _RECOMPUTE_MIN):
         ols_recompute(st)
     st.has_last = True
     st.last_ts = ts
@@ -845,47 +790,44 @@ cdef void ols_recompute(OLSState* st) noexcept nogil:
     cdef intp_t i, j, k, s, p = st.p
     cdef float64_t nn, ey, c
     cdef const float64_t* xr
+    cdef const Ring* r = &st.ring
     st.removed = 0
     st.cancelled = False
-    if st.capacity == 0:
+    if r.capacity == 0:
         return          # no buffer: the whole-stream moments cannot be recomputed
     _ols_zero(st)
-    st.n = st.size
+    st.n = r.size
     if st.n == 0:
         return
     nn = <float64_t> st.n
-    # pass 1: means, with the usual correction term sum(x - m) / n
+    # pass 1: means, with the usual correction term sum(x - m) / n (row: x_1..x_p, then y)
     for k in range(2):
         for i in range(p):
             st.dx[i] = 0.0
         ey = 0.0
-        s = st.head
-        for j in range(st.size):
-            xr = st.xs + s * p
+        s = r.head
+        for j in range(r.size):
+            xr = ring_row(r, s)
             for i in range(p):
                 st.dx[i] += xr[i] - st.mx[i]
-            ey += st.ys[s] - st.my
-            s += 1
-            if s == st.capacity:
-                s = 0
+            ey += xr[p] - st.my
+            s = ring_next_slot(r, s)
         for i in range(p):
             st.mx[i] += st.dx[i] / nn
         st.my += ey / nn
     # pass 2: centred cross products
-    s = st.head
-    for j in range(st.size):
-        xr = st.xs + s * p
+    s = r.head
+    for j in range(r.size):
+        xr = ring_row(r, s)
         for i in range(p):
             st.dx[i] = xr[i] - st.mx[i]
-        ey = st.ys[s] - st.my
+        ey = xr[p] - st.my
         st.cyy += ey * ey
         for i in range(p):
             st.cxy[i] += st.dx[i] * ey
             for k in range(i + 1):
                 st.cxx[i * p + k] += st.dx[i] * st.dx[k]
-        s += 1
-        if s == st.capacity:
-            s = 0
+        s = ring_next_slot(r, s)
     for i in range(p):
         for k in range(i):
             st.cxx[k * p + i] = st.cxx[i * p + k]
@@ -979,9 +921,9 @@ cdef int _raise_ols(int status, OLSState* st, intp_t index) except -1:
     status &= 15
     if status == STATUS_CAPACITY:
         raise CapacityError(
-            f"{field}[{index}]: the time window needs at least {st.capacity + 1} slots but "
-            f"the buffer holds {st.capacity}; pass a larger capacity= or grow=True",
-            field=field, index=index, needed=st.capacity + 1)
+            f"{field}[{index}]: the time window needs at least {st.ring.capacity + 1} slots "
+            f"but the buffer holds {st.ring.capacity}; pass a larger capacity= or grow=True",
+            field=field, index=index, needed=st.ring.capacity + 1)
     raise_status(status, field, index)
     return 0
 
@@ -1224,7 +1166,7 @@ cdef class RollingOLS:
         """Slots in the ring buffer (0 without a window)."""
         if self.guard.busy:
             guard_wait(&self.guard)
-        return self.st.capacity
+        return self.st.ring.capacity
 
     @property
     def n_updates(self):
@@ -1270,28 +1212,27 @@ cdef class RollingOLS:
         ols_reset(&self.st)
 
     def __reduce__(self):
-        cdef intp_t i, j, k, p = self.st.p, n = self.st.size
+        cdef intp_t i, p = self.st.p, n
+        cdef int64_t[::1] tv
+        cdef float64_t[:, ::1] rv
         if self.guard.busy:
             guard_wait(&self.guard)
+        n = self.st.ring.size
         ts = np.empty(n, dtype=np.int64)
-        xs = np.empty((n, p))
-        ys = np.empty(n)
-        j = self.st.head
-        for i in range(n):
-            ts[i] = self.st.ts[j]
-            ys[i] = self.st.ys[j]
-            for k in range(p):
-                xs[i, k] = self.st.xs[j * p + k]
-            j += 1
-            if j == self.st.capacity:
-                j = 0
-        d = {"ring": (ts, xs, ys), "capacity": self.st.capacity,
+        rows = np.empty((n, p + 1))          # the ring's rows, oldest first: x_1..x_p, y
+        if n > 0:
+            tv = ts
+            rv = rows
+            ring_copy_out(&self.st.ring, &tv[0], &rv[0, 0], NULL)
+        xs = np.ascontiguousarray(rows[:, :p])
+        ys = np.ascontiguousarray(rows[:, p])
+        d = {"ring": (ts, xs, ys), "capacity": self.st.ring.capacity,
              "moments": (self.st.n, [self.st.mx[i] for i in range(p)], self.st.my,
                          [self.st.cxx[i] for i in range(p * p)],
                          [self.st.cxy[i] for i in range(p)], self.st.cyy),
              "counters": (self.st.removed, bool(self.st.has_last), self.st.last_ts,
                           self.st.n_updates), "poison_until": self.st.poison_until}
-        return (_restore_ols, (self.window, self.window_time, p, self.st.capacity or None,
+        return (_restore_ols, (self.window, self.window_time, p, self.st.ring.capacity or None,
                                bool(self.st.grow), self.st.ridge), d)
 
     def __setstate__(self, d):
@@ -1302,21 +1243,25 @@ cdef class RollingOLS:
             guard_exit(&self.guard)
 
     def _setstate(self, d):
-        cdef intp_t i, k, p = self.st.p
+        cdef intp_t i, p = self.st.p, n
+        cdef const int64_t[::1] tv
+        cdef const float64_t[:, ::1] rv
         ts, xs, ys = d["ring"]
-        if len(ts) > max(d["capacity"], self.st.capacity):
+        tv = np.ascontiguousarray(ts, dtype=np.int64)
+        n = tv.shape[0]
+        if n > max(d["capacity"], self.st.ring.capacity):
             raise OFIError("pickled RollingOLS state holds more pairs than its capacity",
                            field="state")
-        while self.st.capacity < d["capacity"]:
-            if _ols_grow(&self.st) != STATUS_OK:
+        rows = np.empty((n, p + 1))
+        rows[:, :p] = np.asarray(xs, dtype=np.float64).reshape(n, p)
+        rows[:, p] = ys
+        rv = rows
+        while self.st.ring.capacity < d["capacity"]:
+            if ring_grow(&self.st.ring, 2 * self.st.ring.capacity) != STATUS_OK:
                 raise MemoryError()
-        self.st.head = 0
-        self.st.size = len(ts)
-        for i in range(len(ts)):
-            self.st.ts[i] = ts[i]
-            self.st.ys[i] = ys[i]
-            for k in range(p):
-                self.st.xs[i * p + k] = xs[i, k]
+        ring_clear(&self.st.ring)
+        if n > 0:
+            ring_copy_in(&self.st.ring, &tv[0], &rv[0, 0], NULL, n)
         n, mx, my, cxx, cxy, cyy = d["moments"]
         self.st.n = n
         self.st.my = my

@@ -10,7 +10,7 @@ from ofi_fast._types cimport float64_t, int64_t, intp_t
 from libc.math cimport INFINITY
 
 from ofi_fast._types cimport STATUS_OK
-from ofi_fast._ring cimport RollingSumState, neumaier_add, rolling_push
+from ofi_fast._ring cimport Ring, RollingSumState, neumaier_add, rolling_push
 from ofi_fast._select cimport f64_choose, f64_keep
 
 cdef struct OFIState:
@@ -147,11 +147,9 @@ cdef struct MLOFIState:
     float64_t* comp       # width: their compensation terms
     float64_t* total      # width: Neumaier sums over the whole stream since reset
     float64_t* total_comp # width: their compensation terms
-    int64_t* ring_ts      # capacity: timestamps of the events in the window, oldest at head
-    float64_t* ring_val   # capacity * width: their values, same order
-    intp_t capacity       # ring slots (window for a count window; 1 when there is no window)
-    intp_t head           # slot of the oldest event in the window
-    intp_t size           # events in the window (only with a window)
+    Ring ring             # the events in the window: ts and a row of `width` values each
+                          # (_ring.pxd); capacity = window for a count window, 1 (unused)
+                          # without a window; size = events in the window (0 without one)
     int64_t window        # count window (events); 0 = none
     int64_t window_time   # time window, ts units, (t - window_time, t]; 0 = none
     bint grow             # time window: double the ring instead of failing when it is full

@@ -28,7 +28,10 @@ import numpy as np
 from ofi_fast._types cimport (
     STATUS_NON_FINITE, STATUS_OK, STATUS_TIME_BACKWARDS, float64_t, int64_t, intp_t,
 )
-from ofi_fast._ring cimport RollingSumState, neumaier_add
+from ofi_fast._ring cimport (
+    Ring, RollingSumState, neumaier_add, ring_clear, ring_copy_in, ring_copy_out, ring_free,
+    ring_grow, ring_init_rows, ring_n_expired, ring_pop_slot, ring_push_slot, ring_row,
+)
 from ofi_fast._select cimport f64_choose
 from ofi_fast._ring cimport (
     raise_rolling, rolling_free, rolling_getstate, rolling_init, rolling_reset, rolling_setstate,
@@ -988,8 +991,6 @@ cdef class _EmptyCall:
 
 from libc.stdlib cimport free as c_free, malloc as c_malloc
 
-from libc.stdint cimport SIZE_MAX
-
 from ofi_fast._types cimport STATUS_CAPACITY, STATUS_NO_MEMORY, STATUS_TIME_BACKWARDS
 
 #: Most levels a MultiLevelOFI (or BookOFI) tracks: a sane bound far beyond any real book's
@@ -1015,13 +1016,12 @@ cdef int mlofi_init(MLOFIState* st, intp_t levels, int64_t window, int64_t windo
         capacity = 1
     if capacity < 1:
         capacity = 1
-    st.capacity = capacity
     st.prev = st.cur = st.e = st.sum = st.comp = st.total = st.total_comp = NULL
-    st.weights = st.ring_val = NULL
-    st.ring_ts = NULL
-    # the Python edge has checked these sizes (MultiLevelOFI.__cinit__); refuse overflow anyway
-    if (levels < 1 or capacity < 1 or levels > MLOFI_MAX_LEVELS
-            or <size_t> capacity > (SIZE_MAX // 2) // (<size_t> w * sizeof(float64_t))):
+    st.weights = NULL
+    # the Python edge has checked these sizes (MultiLevelOFI.__cinit__); ring_init_rows
+    # refuses an overflow anyway (and leaves an empty ring that ring_free accepts)
+    if (ring_init_rows(&st.ring, capacity, w, False) != STATUS_OK
+            or levels < 1 or levels > MLOFI_MAX_LEVELS):
         return STATUS_NO_MEMORY
     st.prev = <float64_t*> c_malloc(4 * levels * sizeof(float64_t))
     st.cur = <float64_t*> c_malloc(4 * levels * sizeof(float64_t))
@@ -1031,12 +1031,9 @@ cdef int mlofi_init(MLOFIState* st, intp_t levels, int64_t window, int64_t windo
     st.total = <float64_t*> c_malloc(w * sizeof(float64_t))
     st.total_comp = <float64_t*> c_malloc(w * sizeof(float64_t))
     st.weights = <float64_t*> c_malloc(levels * sizeof(float64_t))
-    st.ring_ts = <int64_t*> c_malloc(capacity * sizeof(int64_t))
-    st.ring_val = <float64_t*> c_malloc(capacity * w * sizeof(float64_t))
     st.has_weights = False
     if (st.prev == NULL or st.cur == NULL or st.e == NULL or st.sum == NULL or st.comp == NULL
-            or st.total == NULL or st.total_comp == NULL or st.weights == NULL
-            or st.ring_ts == NULL or st.ring_val == NULL):
+            or st.total == NULL or st.total_comp == NULL or st.weights == NULL):
         return STATUS_NO_MEMORY
     mlofi_reset(st)
     return STATUS_OK
@@ -1051,11 +1048,9 @@ cdef void mlofi_free(MLOFIState* st) noexcept nogil:
     c_free(st.total)
     c_free(st.total_comp)
     c_free(st.weights)
-    c_free(st.ring_ts)
-    c_free(st.ring_val)
+    ring_free(&st.ring)
     st.prev = st.cur = st.e = st.sum = st.comp = st.total = st.total_comp = NULL
-    st.weights = st.ring_val = NULL
-    st.ring_ts = NULL
+    st.weights = NULL
 
 
 cdef void mlofi_reset(MLOFIState* st) noexcept nogil:
@@ -1071,8 +1066,7 @@ cdef void mlofi_reset(MLOFIState* st) noexcept nogil:
         st.prev[L + j] = 0.0
         st.prev[2 * L + j] = INFINITY
         st.prev[3 * L + j] = 0.0
-    st.head = 0
-    st.size = 0
+    ring_clear(&st.ring)
     st.has_prev = False
     st.has_last = False
     st.last_ts = 0
@@ -1098,81 +1092,34 @@ cdef int mlofi_check(MLOFIState* st, const float64_t* bid_px, const float64_t* b
     return STATUS_OK
 
 
-cdef int mlofi_grow(MLOFIState* st) noexcept nogil:
-    """Double the ring, unrolled so the oldest event is at slot 0."""
-    cdef intp_t cap = 2 * st.capacity, w = st.width, i, j
-    cdef int64_t* ts = NULL
-    cdef float64_t* val = NULL
-    if <size_t> st.capacity > (SIZE_MAX // 4) // (<size_t> w * sizeof(float64_t)):
-        return STATUS_NO_MEMORY      # the doubled ring would overflow
-    ts = <int64_t*> c_malloc(cap * sizeof(int64_t))
-    val = <float64_t*> c_malloc(cap * w * sizeof(float64_t))
-    if ts == NULL or val == NULL:
-        c_free(ts)
-        c_free(val)
-        return STATUS_NO_MEMORY
-    for i in range(st.size):
-        j = st.head + i
-        if j >= st.capacity:
-            j -= st.capacity
-        ts[i] = st.ring_ts[j]
-        c_memcpy(&val[i * w], &st.ring_val[j * w], w * sizeof(float64_t))
-    c_free(st.ring_ts)
-    c_free(st.ring_val)
-    st.ring_ts = ts
-    st.ring_val = val
-    st.capacity = cap
-    st.head = 0
-    return STATUS_OK
-
-
 cdef inline void mlofi_evict(MLOFIState* st) noexcept nogil:
-    cdef intp_t j, w = st.width
-    cdef float64_t* row = &st.ring_val[st.head * w]
-    for j in range(w):
+    cdef intp_t j
+    cdef const float64_t* row = ring_row(&st.ring, ring_pop_slot(&st.ring))
+    for j in range(st.width):
         neumaier_add(&st.sum[j], &st.comp[j], -row[j])
-    st.head += 1
-    if st.head == st.capacity:
-        st.head = 0
-    st.size -= 1
 
 
 cdef int mlofi_check_ts(const MLOFIState* st, int64_t ts) noexcept nogil:
-    cdef intp_t j, k = 0
-    cdef int64_t cutoff
     if st.has_last and ts < st.last_ts:
         return STATUS_TIME_BACKWARDS
     if st.window_time > 0 and not st.grow:
-        cutoff = ts - st.window_time
-        j = st.head
-        while k < st.size and st.ring_ts[j] <= cutoff:
-            k += 1
-            j += 1
-            if j == st.capacity:
-                j = 0
-        if st.size - k >= st.capacity:
+        if (st.ring.size - ring_n_expired(&st.ring, ts - st.window_time)
+                >= st.ring.capacity):
             return STATUS_CAPACITY
     return STATUS_OK
 
 
 cdef int mlofi_reserve(MLOFIState* st, int64_t ts) noexcept nogil:
     """Everything that can fail for an event at ts (time order, window capacity, growing the
-    ring), done before any state changes; mlofi_push(ts) cannot fail afterwards."""
+    ring to twice its slots), done before any state changes; mlofi_push(ts) cannot fail
+    afterwards."""
     cdef int status = mlofi_check_ts(st, ts)
     if status != STATUS_OK:
         return status
-    cdef intp_t j, k = 0
-    cdef int64_t cutoff
     if st.window_time > 0 and st.grow:
-        cutoff = ts - st.window_time
-        j = st.head
-        while k < st.size and st.ring_ts[j] <= cutoff:
-            k += 1
-            j += 1
-            if j == st.capacity:
-                j = 0
-        if st.size - k >= st.capacity:
-            if mlofi_grow(st) != STATUS_OK:
+        if (st.ring.size - ring_n_expired(&st.ring, ts - st.window_time)
+                >= st.ring.capacity):
+            if ring_grow(&st.ring, 2 * st.ring.capacity) != STATUS_OK:
                 return STATUS_NO_MEMORY
     return STATUS_OK
 
@@ -1184,24 +1131,22 @@ cdef void mlofi_push(MLOFIState* st, int64_t ts) noexcept nogil:
 cdef void mlofi_push_range(MLOFIState* st, int64_t ts, intp_t lo, intp_t hi) noexcept nogil:
     cdef intp_t j, tail, w = st.width, L = st.levels
     cdef float64_t* e = st.e
+    cdef Ring* r = &st.ring
     cdef int64_t cutoff
     if st.window_time > 0:
         cutoff = ts - st.window_time
-        while st.size > 0 and st.ring_ts[st.head] <= cutoff:
+        while r.size > 0 and r.ts[r.head] <= cutoff:
             mlofi_evict(st)
-        if st.size == 0:
+        if r.size == 0:
             for j in range(w):
                 st.sum[j] = 0.0
                 st.comp[j] = 0.0
-    elif st.window > 0 and st.size == st.capacity:
+    elif st.window > 0 and r.size == r.capacity:
         mlofi_evict(st)
     if st.window > 0 or st.window_time > 0:
-        tail = st.head + st.size
-        if tail >= st.capacity:
-            tail -= st.capacity
-        st.ring_ts[tail] = ts
-        c_memcpy(&st.ring_val[tail * w], e, w * sizeof(float64_t))
-        st.size += 1
+        tail = ring_push_slot(r)
+        r.ts[tail] = ts
+        c_memcpy(ring_row(r, tail), e, w * sizeof(float64_t))
         for j in range(w):
             neumaier_add(&st.total[j], &st.total_comp[j], e[j])
         lo = 0                  # the window sums take every level (zeros change nothing)
@@ -1241,7 +1186,7 @@ cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil:
 
 
 cdef float64_t mlofi_depth(const MLOFIState* st) noexcept nogil:
-    cdef intp_t dn = st.size if (st.window > 0 or st.window_time > 0) else st.n_events
+    cdef intp_t dn = st.ring.size if (st.window > 0 or st.window_time > 0) else st.n_events
     if dn == 0:
         return 0.0
     return (st.sum[st.levels] + st.comp[st.levels]) / (2.0 * dn * st.levels)
@@ -1533,7 +1478,7 @@ cdef class MultiLevelOFI:
         if self.guard.busy:
             guard_wait(&self.guard)
         if self.st.window > 0 or self.st.window_time > 0:
-            return self.st.size
+            return self.st.ring.size
         return self.st.n_events
 
     @property
@@ -1549,15 +1494,17 @@ cdef class MultiLevelOFI:
         mlofi_reset(&self.st)
 
     def __reduce__(self):
-        cdef intp_t L = self.st.levels, w = self.st.width, i, j
+        cdef intp_t L = self.st.levels, w = self.st.width
+        cdef int64_t[::1] tv
+        cdef float64_t[:, ::1] vv
         if self.guard.busy:
             guard_wait(&self.guard)
-        ring_ts = np.empty(self.st.size, dtype=np.int64)
-        ring_val = np.empty((self.st.size, w), dtype=np.float64)
-        for i in range(self.st.size):
-            j = (self.st.head + i) % self.st.capacity
-            ring_ts[i] = self.st.ring_ts[j]
-            ring_val[i] = [self.st.ring_val[j * w + k] for k in range(w)]
+        ring_ts = np.empty(self.st.ring.size, dtype=np.int64)
+        ring_val = np.empty((self.st.ring.size, w), dtype=np.float64)
+        if self.st.ring.size > 0:
+            tv = ring_ts
+            vv = ring_val
+            ring_copy_out(&self.st.ring, &tv[0], &vv[0, 0], NULL)
         st = {
             "prev": [self.st.prev[k] for k in range(4 * L)],
             "e": [self.st.e[k] for k in range(w)],
@@ -1570,7 +1517,7 @@ cdef class MultiLevelOFI:
                       self.st.n_events),
             "weights": self.weights, "ratio": self.explained_variance_ratio,
         }
-        return (MultiLevelOFI, (L, self.window, self.window_time, self.st.capacity,
+        return (MultiLevelOFI, (L, self.window, self.window_time, self.st.ring.capacity,
                                 bool(self.st.grow)), st)
 
     def __setstate__(self, d):
@@ -1581,7 +1528,16 @@ cdef class MultiLevelOFI:
             guard_exit(&self.guard)
 
     def _setstate(self, d):
-        cdef intp_t L = self.st.levels, w = self.st.width, i, k
+        cdef intp_t L = self.st.levels, w = self.st.width, n, k
+        cdef const int64_t[::1] tv
+        cdef const float64_t[:, ::1] vv
+        tv = np.ascontiguousarray(d["ring_ts"], dtype=np.int64)
+        rv = np.ascontiguousarray(d["ring_val"], dtype=np.float64)
+        n = tv.shape[0]
+        if rv.shape != (n, w):
+            raise OFIError(f"pickled MultiLevelOFI state: ring_val has shape {rv.shape}, "
+                           f"expected {(n, w)}", field="state")
+        vv = rv
         for k in range(4 * L):
             self.st.prev[k] = d["prev"][k]
         for k in range(w):
@@ -1590,16 +1546,12 @@ cdef class MultiLevelOFI:
             self.st.comp[k] = d["comp"][k]
             self.st.total[k] = d["total"][k]
             self.st.total_comp[k] = d["total_comp"][k]
-        n = len(d["ring_ts"])
-        while self.st.capacity < n:
-            if mlofi_grow(&self.st) != STATUS_OK:
+        while self.st.ring.capacity < n:
+            if ring_grow(&self.st.ring, 2 * self.st.ring.capacity) != STATUS_OK:
                 raise MemoryError()
-        self.st.head = 0
-        self.st.size = n
-        for i in range(n):
-            self.st.ring_ts[i] = d["ring_ts"][i]
-            for k in range(w):
-                self.st.ring_val[i * w + k] = d["ring_val"][i][k]
+        ring_clear(&self.st.ring)
+        if n > 0:
+            ring_copy_in(&self.st.ring, &tv[0], &vv[0, 0], NULL, n)
         hp, hl, self.st.last_ts, self.st.n_events = d["flags"]
         self.st.has_prev = hp
         self.st.has_last = hl

@@ -58,11 +58,30 @@ cdef void ring_copy_in(Ring* r, const int64_t* ts, const float64_t* val, const i
 # float64 and (with tag) one int8 cannot be allocated without overflow (checked_nbytes).
 cdef int ring_check_size(Py_ssize_t capacity, Py_ssize_t width, bint tag, str name) except -1
 
+# An empty ring without buffers (capacity 0, NULL pointers) of `width` values a row: the ring
+# of a state that has no window; ring_free and ring_clear accept it, nothing may be pushed.
+cdef inline void ring_none(Ring* r, intp_t width) noexcept nogil:
+    r.ts = NULL
+    r.val = NULL
+    r.tag = NULL
+    r.width = width if width >= 1 else 1
+    r.capacity = 0
+    r.head = 0
+    r.size = 0
+
 # --- slot and row accessors (inline, branch-free where the wrap is unpredictable) ---
 # Slot of the k-th oldest element, 0 <= k < capacity (k < size for an element held).
 cdef inline intp_t ring_slot(const Ring* r, intp_t k) noexcept nogil:
     cdef intp_t j = r.head + k
     return j - r.capacity * (j >= r.capacity)
+
+# The slot after slot j (0 after the last): for walking the elements oldest first, from
+# r.head, where the wrap comes once per pass and a predictable test is cheaper than ring_slot.
+cdef inline intp_t ring_next_slot(const Ring* r, intp_t j) noexcept nogil:
+    j += 1
+    if j == r.capacity:
+        j = 0
+    return j
 
 # The row of slot j: width float64 values.
 cdef inline float64_t* ring_row(const Ring* r, intp_t j) noexcept nogil:
@@ -83,6 +102,15 @@ cdef inline intp_t ring_pop_slot(Ring* r) noexcept nogil:
     r.size -= 1
     return j
 
+# How many of the oldest elements have ts <= cutoff: what a time window evicts for a push at
+# t (cutoff = t - window_time). Stops at the first younger one (timestamps are non-decreasing).
+cdef inline intp_t ring_n_expired(const Ring* r, int64_t cutoff) noexcept nogil:
+    cdef intp_t k = 0, j = r.head
+    while k < r.size and r.ts[j] <= cutoff:
+        k += 1
+        j = ring_next_slot(r, j)
+    return k
+
 # Neumaier (Kahan-Babuska) compensated accumulation: *s + *c is the running sum. The rounding
 # error of s + x is computed by Knuth's TwoSum (six additions, no comparison, no branch), which
 # is exact, so it equals Neumaier's |s| >= |x| ? (s - t) + x : (x - t) + s bit for bit (both
@@ -102,15 +130,7 @@ cdef void rolling_reset(RollingSumState* st) noexcept nogil
 # --- hot path, inline so that every module using a window compiles it into its own loop ---
 cdef inline intp_t _n_expired(const RollingSumState* st, int64_t ts) noexcept nogil:
     # How many of the oldest elements a push at ts evicts from a time window.
-    cdef const Ring* r = &st.ring
-    cdef intp_t k = 0, j = r.head
-    cdef int64_t cutoff = ts - st.window_time
-    while k < r.size and r.ts[j] <= cutoff:
-        k += 1
-        j += 1
-        if j == r.capacity:
-            j = 0
-    return k
+    return ring_n_expired(&st.ring, ts - st.window_time)
 
 
 # Check only: the status rolling_push(ts) would return, without changing anything.

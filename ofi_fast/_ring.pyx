@@ -48,13 +48,7 @@ cdef int ring_init(Ring* r, intp_t capacity) noexcept nogil:
 cdef int ring_init_rows(Ring* r, intp_t capacity, intp_t width, bint tag) noexcept nogil:
     # the Python edge has checked the size (check_window / ring_check_size); this refuses an
     # overflow anyway
-    r.ts = NULL
-    r.val = NULL
-    r.tag = NULL
-    r.width = width if width >= 1 else 1
-    r.capacity = 0
-    r.head = 0
-    r.size = 0
+    ring_none(r, width)
     if capacity < 1 or width < 1 or _rows_overflow(capacity, width):
         return STATUS_NO_MEMORY
     r.ts = <int64_t*> malloc(capacity * sizeof(int64_t))

@@ -236,6 +236,53 @@ def test_one_by_one_equals_chunks_equals_reference(rows, w, chunks):
         assert a.alpha == pytest.approx(r.alpha, rel=1e-9, abs=1e-9)
 
 
+@given(st.integers(0, 2**32 - 1), st.integers(1, 250), st.integers(1, 3),
+       st.sampled_from(["count", "time"]), st.integers(1, 40), st.integers(1, 4),
+       st.integers(1, 50))
+def test_ring_wraps_and_grows_holds_the_window(seed, n, p, kind, win, cap, chunk):
+    """The ring (count window: wraps every `win` pairs, one regressor on the in-place slide;
+    time window from `cap` slots with grow=True: several doublings while wrapped) holds exactly
+    the pairs of the window, oldest first, x row then y; an exact recompute from it gives the
+    reference's moments and fit."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-20, 21, (n, p)).astype(float)
+    y = rng.integers(-20, 21, n).astype(float)
+    ts = np.cumsum(rng.integers(0, 4, n)).astype(np.int64)
+    kw = ({"window": win} if kind == "count"
+          else {"window_time": win, "capacity": cap, "grow": True})
+    a = RollingOLS(n_features=p, **kw)
+    for s in range(0, n, chunk):
+        a.update_many(x[s:s + chunk] if p > 1 else x[s:s + chunk, 0], y[s:s + chunk],
+                      ts[s:s + chunk])
+    keep = (np.arange(n) >= n - win) if kind == "count" else (ts > ts[-1] - win)
+    rts, rxs, rys = a.__reduce__()[2]["ring"]
+    np.testing.assert_array_equal(rts, ts[keep])
+    np.testing.assert_array_equal(rxs, x[keep])
+    np.testing.assert_array_equal(rys, y[keep])
+    assert a.n == keep.sum()
+    if kind == "time":    # doubled whenever a pair found the ring full (after evictions)
+        c = cap
+        for i in range(n):
+            c *= 2 if (ts[: i + 1] > ts[i] - win).sum() > c else 1
+        assert a.capacity == c
+    a.recompute()
+    m = a.moments()
+    xk, yk = x[keep], y[keep]
+    np.testing.assert_allclose(m["mean_x"], xk.mean(axis=0), rtol=1e-13, atol=1e-13)
+    assert m["mean_y"] == pytest.approx(yk.mean(), rel=1e-13, abs=1e-13)
+    dx, dy = xk - xk.mean(axis=0), yk - yk.mean()
+    np.testing.assert_allclose(m["cxx"], dx.T @ dx, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(m["cxy"], dx.T @ dy, rtol=1e-12, atol=1e-9)
+    assert m["cyy"] == pytest.approx(dy @ dy, rel=1e-12, abs=1e-9)
+    r = ref.RollingOLS(n_features=p, **{k: v for k, v in kw.items() if k.startswith("window")})
+    for i in range(n):
+        r.update(x[i] if p > 1 else float(x[i, 0]), y[i], ts=int(ts[i]))
+    rb = r.beta
+    if not a.singular and not np.any(np.isnan(np.atleast_1d(rb))):
+        np.testing.assert_allclose(np.atleast_1d(a.beta), np.atleast_1d(rb),
+                                   rtol=1e-7, atol=1e-9)
+
+
 def test_pickle_mid_stream(rng):
     x = rng.normal(size=(200, 3))
     y = rng.normal(size=200)

@@ -177,6 +177,39 @@ def test_pickle_mid_stream_continues(seed, n, kw):
     assert a.integrated == c.integrated or (math.isnan(a.integrated) and math.isnan(c.integrated))
 
 
+@given(st.integers(0, 2**32 - 1), st.integers(1, 250), st.integers(1, 4),
+       st.sampled_from(["count", "time"]), st.integers(1, 40), st.integers(1, 4),
+       st.integers(1, 50))
+def test_ring_wraps_and_grows_like_the_reference(seed, n, L, kind, win, cap, chunk):
+    """The window's ring (count window: wraps every `win` events; time window from `cap` slots
+    with grow=True: several doublings, each while it has wrapped) holds exactly the reference's
+    events, oldest first, with the same capacity; the windowed values match event by event,
+    and a pickle taken after the last chunk holds the same ring."""
+    rng = np.random.default_rng(seed)
+    ts, bp, bs, ap, az = random_top_states(rng, n, L)
+    kw = ({"window": win} if kind == "count"
+          else {"window_time": win, "capacity": cap, "grow": True})
+    a = MultiLevelOFI(L, **kw)
+    r = ref.MultiLevelOFI(L, **kw)
+    for s in range(0, n, chunk):
+        e, v = a.update_many(ts[s:s + chunk], bp[s:s + chunk], bs[s:s + chunk],
+                             ap[s:s + chunk], az[s:s + chunk], rolling=True)
+        for i in range(s, min(n, s + chunk)):
+            assert e[i - s].tolist() == r.update(ts[i], bp[i].tolist(), bs[i].tolist(),
+                                                 ap[i].tolist(), az[i].tolist())
+            win_vals = [sum(row[m] for _, row in r.items) for m in range(L)]
+            assert v[i - s].tolist() == win_vals        # integer sizes: exact
+    cls, args, state = a.__reduce__()
+    assert state["ring_ts"].tolist() == [t for t, _ in r.items]
+    assert state["ring_val"].tolist() == [row for _, row in r.items]   # e_1..e_L, depth
+    assert a.count == len(r.items)
+    if kind == "time":
+        assert args[3] == r.capacity              # the same doublings as the reference
+    c = pickle.loads(pickle.dumps(a))
+    assert c.__reduce__()[2]["ring_val"].tolist() == state["ring_val"].tolist()
+    assert c.values.tolist() == a.values.tolist() and c.depth == a.depth
+
+
 def test_bad_input():
     m = MultiLevelOFI(2, window_time=10, capacity=4)
     m.update_many([0, 1], B_BP[:2], B_BS[:2], B_AP[:2], B_AS[:2])
