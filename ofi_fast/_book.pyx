@@ -68,8 +68,8 @@ cdef extern from *:
     int __builtin_ctzll(unsigned long long x) nogil
 cdef extern from "_book_row.h":
     # the fast row and Book.apply_many's batch of them (policy keep), see _apply and the header
-    bint ofi_book_fast(BookState* b, int side, float64_t price, float64_t size, bint strict,
-                       int* kind, int64_t* key) nogil
+    bint ofi_book_fast(BookState* b, float64_t mul, int side, float64_t price, float64_t size,
+                       bint strict, int* kind, int64_t* key) nogil
     intp_t ofi_book_keep_rows(BookState* b, intp_t i, intp_t n, const signed char* side,
                               const float64_t* price, const float64_t* size,
                               const unsigned char* end) nogil
@@ -804,7 +804,7 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     the general code. No crossing logic: see `_apply_end`."""
     cdef int kind = 0
     cdef int64_t key = 0
-    if not ofi_book_fast(b, side, price, size, b.strict, &kind, &key):    # (predictable on feeds)
+    if not ofi_book_fast(b, b.tick_mul, side, price, size, b.strict, &kind, &key):    # (predictable on feeds)
         return _apply_checked(b, side, price, size)
     b.last_side = side
     b.last_key = key

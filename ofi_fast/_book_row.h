@@ -45,10 +45,10 @@ static inline uint64_t ofi_book_bits(double x) { uint64_t u; memcpy(&u, &x, 8); 
  * (feeds are valid) and that gate; the rest is masks. The counters of BookState are the
  * caller's. */
 static inline __attribute__((always_inline)) int
-ofi_book_fast(BookState* b, int side, double price, double size, int strict, int* kind,
-              int64_t* key_out)
+ofi_book_fast(BookState* b, double mul, int side, double price, double size, int strict,
+              int* kind, int64_t* key_out)
 {
-    const double x = price * b->tick_mul;
+    const double x = price * mul;                /* mul: b->tick_mul (hoisted by loops) */
     const double r = (x + 6755399441055744.0) - 6755399441055744.0;   /* 1.5 * 2**52: rint */
     const double ax = fabs(x);
     const uint64_t zb = ofi_book_bits(size);     /* -0.0 and NaN fail (general path) */
@@ -73,17 +73,9 @@ ofi_book_fast(BookState* b, int side, double price, double size, int strict, int
     const uint64_t zero = zb == 0;
     const uint64_t was = (w0 & bit) != 0;
     const uint64_t delbest = zero & (uint64_t) (key == best);
-    uint64_t general = ((uint64_t) key - (uint64_t) lo >= w) | (uint64_t) (s->n == 0)
-        | (delbest & ((uint64_t) (below == 0) | (uint64_t) (cand < lo + (int64_t) (w >> 2))));
-    if (strict)
-        general |= zero & (was ^ 1);
-    if (__builtin_expect(general != 0, 0))
-        return 0;
-    s->size[slot] = size;
-    *word = (w0 & ~bit) | (bit & (zero - 1));                /* set unless zero */
-    const Py_ssize_t d = (Py_ssize_t) (1 - was - zero);      /* +1 insert, -1 delete */
-    s->n_lad += d;
-    s->n += d;
+    /* the new word, count delta and best, before the gate (fewer values live across it) */
+    const uint64_t nw = (w0 & ~bit) | (bit & (zero - 1));   /* set unless zero */
+    const Py_ssize_t d = (Py_ssize_t) (1 - was - zero);     /* +1 insert, -1 delete */
     /* a new level above the best is the new best (a missing delete above it is not); a
      * deleted best is replaced by cand: both by masks (a select here became a jump) */
     const uint64_t up = (uint64_t) 0 - ((uint64_t) (key > best) & (zero ^ 1));
@@ -91,6 +83,16 @@ ofi_book_fast(BookState* b, int side, double price, double size, int strict, int
     uint64_t nb = (uint64_t) best;
     nb ^= (nb ^ (uint64_t) key) & up;
     nb ^= (nb ^ (uint64_t) cand) & dn;
+    uint64_t general = ((uint64_t) key - (uint64_t) lo >= w) | (uint64_t) (s->n == 0)
+        | (delbest & ((uint64_t) (below == 0) | (uint64_t) (cand < lo + (int64_t) (w >> 2))));
+    if (strict)
+        general |= zero & (was ^ 1);
+    if (__builtin_expect(general != 0, 0))
+        return 0;
+    s->size[slot] = size;
+    *word = nw;
+    s->n_lad += d;
+    s->n += d;
     s->best = (int64_t) nb;
     *kind = (int) (2 * zero + (was ^ 1));
     *key_out = key;
@@ -100,11 +102,12 @@ ofi_book_fast(BookState* b, int side, double price, double size, int strict, int
 /* Book.apply_many's batch, policy keep: rows i.. of the arrays through the fast path, each
  * judged (crossed / locked counted) when it ends its message (end == NULL: every row does),
  * until a row that needs the general code or n. Returns the index of that row (n when
- * none). The per-row counters are summed here and stored once; last_side is left 0 ("no
+ * none). n_updates and n_missing are summed here and stored once; last_side is left 0 ("no
  * last update known": only BookOFI reads last_*, and it never batches through this). The
- * fast path never empties a side and keeps every key within +-4e18, so after its row
- * bid.best + ask.best overflows or is negative when the other side is empty (its best
- * INT64_MIN): the overflow flag is the judgement's emptiness test. */
+ * judgement is a third predictable branch: bid key + ask key (= bid tick - ask tick, in
+ * wrapping arithmetic) >= 0 is rare on feeds (a crossed or locked book, or one empty side,
+ * which wraps the sum: both persist, so the branch stays predictable while they do) and then
+ * the exact test of `_judge` counts. */
 static inline __attribute__((always_inline)) Py_ssize_t
 ofi_book_keep_rows_(BookState* b, Py_ssize_t i, Py_ssize_t n, const signed char* side,
                     const double* price, const double* size, const unsigned char* end,
@@ -116,23 +119,25 @@ ofi_book_keep_rows_(BookState* b, Py_ssize_t i, Py_ssize_t n, const signed char*
     const double* ze = size + n;
     const unsigned char* ee = has_end ? end + n : NULL;
     Py_ssize_t j = i - n;
-    int64_t missing = 0, locked = 0, crossed = 0;
+    const double mul = b->tick_mul;
+    int64_t missing = 0;
     int kind;
-    int64_t key, x;
+    int64_t key;
     for (; j < 0; j++) {
-        if (!ofi_book_fast(b, se[j], pe[j], ze[j], strict, &kind, &key))
+        if (!ofi_book_fast(b, mul, se[j], pe[j], ze[j], strict, &kind, &key))
             break;
-        const int64_t e = (has_end ? (int64_t) (ee[j] != 0) : 1)
-                          & (int64_t) !__builtin_add_overflow(b->bid.best, b->ask.best, &x);
-        missing += kind == 3;
-        locked += (x == 0) & e;
-        crossed += (x > 0) & e;
+        missing += kind & (kind >> 1);                       /* BOOK_MISSING == 3 */
+        const int64_t x = (int64_t) ((uint64_t) b->bid.best + (uint64_t) b->ask.best);
+        if (__builtin_expect((x >= 0) & (has_end ? ee[j] != 0 : 1), 0)) {
+            if ((b->bid.n > 0) & (b->ask.n > 0)) {
+                b->n_locked += x == 0;
+                b->n_crossed += x > 0;
+            }
+        }
     }
     if (n + j > i) {
         b->n_updates += n + j - i;
         b->n_missing += missing;
-        b->n_locked += locked;
-        b->n_crossed += crossed;
         b->last_side = 0;
     }
     return n + j;
