@@ -408,6 +408,21 @@ def test_apply_many_batch_judgement_by_hand(with_end):
     assert_same_book(b, rb, 10)
 
 
+@pytest.mark.parametrize("with_end", [False, True])
+def test_apply_many_batch_strict_missing_delete_in_the_window(with_end):
+    """strict=True in the C batch: a missing delete next to live levels (inside the window,
+    the side not empty) is refused at its row, field price; the rows before it stay applied
+    and are counted."""
+    b = Book(1.0, strict=True)
+    kw = {"batch_end": np.array([False, True, False, True])} if with_end else {}
+    with pytest.raises(OFIError) as ei:
+        b.apply_many(np.array([1, 1, -1, 1], np.int8), np.array([10.0, 9.0, 12.0, 8.0]),
+                     np.array([1.0, 2.0, 3.0, 0.0]), **kw)
+    assert (ei.value.field, ei.value.index) == ("price", 3)
+    assert (b.bid_levels, b.ask_levels, b.n_updates, b.n_missing) == (2, 1, 3, 0)
+    assert (b.best_bid, b.best_ask) == (10.0, 12.0)
+
+
 @given(delta_streams(), st.integers(1, 40))
 def test_apply_many_chunks_equal_apply(stream, chunk):
     side, px, sz = stream
