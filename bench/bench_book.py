@@ -356,10 +356,12 @@ def workload(name):
         e = np.empty(0)
         return (1.0, (e, e, e, e), s, p, q, np.ones(len(p), bool))
     if name in ("usdm", "spot"):
+        import os
         from pathlib import Path
         from ofi_fast.feeds import FLAG_BATCH_END, FLAG_SNAPSHOT, read_binance
-        path = (Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-                / "binance_hftbacktest" / name / "btcusdt_20240808.gz")
+        data = os.environ.get("OFI_FAST_DATA",                # as tests/conftest.py
+                              Path(__file__).resolve().parent.parent.parent / "shared" / "data")
+        path = Path(data) / "binance_hftbacktest" / name / "btcusdt_20240808.gz"
         if not path.exists():
             pytest.skip(f"{path} not available")
         d = read_binance(path).depth

@@ -33,55 +33,58 @@ from libc.stdint cimport INT64_MAX, INT64_MIN, uint64_t
 from ofi_fast._guard cimport Guard
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 
-cdef struct BookLevel:
-    int64_t key          # tick (bid) or -tick (ask)
-    float64_t size       # absolute size at that price; always > 0 (size 0 deletes the level)
+# The structs are defined in C (_book_row.h, beside the fast row that reads them) and declared
+# here field by field.
+cdef extern from "_book_row.h":
+    ctypedef struct BookLevel:
+        int64_t key          # tick (bid) or -tick (ask)
+        float64_t size       # absolute size at that price; always > 0 (size 0 deletes the level)
 
-cdef enum:
-    FAR_B = 128          # levels per far block
+    enum: FAR_B          # levels per far block (128)
 
-cdef struct FarBlock:
-    intp_t n             # levels in the block, 1 <= n <= FAR_B (blocks are never empty)
-    BookLevel lv[128]    # FAR_B levels by strictly ascending key, lv[0 .. n)
+    ctypedef struct FarBlock:
+        intp_t n             # levels in the block, 1 <= n <= FAR_B (blocks are never empty)
+        BookLevel lv[128]    # FAR_B levels by strictly ascending key, lv[0 .. n)
 
-cdef struct BookFar:
-    FarBlock** blk       # the blocks by ascending keys, blk[0 .. nb); every key of blk[i] is
-                         # above every key of blk[i - 1]
-    int64_t* last        # last[i]: the highest key of blk[i] (the directory searched)
-    intp_t nb            # blocks
-    intp_t cap           # directory slots allocated (doubles when full)
-    intp_t n             # levels in all blocks
+    ctypedef struct BookFar:
+        FarBlock** blk       # the blocks by ascending keys, blk[0 .. nb); every key of blk[i] is
+                             # above every key of blk[i - 1]
+        int64_t* last        # last[i]: the highest key of blk[i] (the directory searched)
+        intp_t nb            # blocks
+        intp_t cap           # directory slots allocated (doubles when full)
+        intp_t n             # levels in all blocks
 
-cdef struct BookSide:
-    float64_t* size      # ladder: w sizes, the level of key k at slot k & mask (0.0: none)
-    uint64_t* occ        # ladder: w / 64 words, bit (k & mask) set iff that slot holds a level
-    int64_t lo           # the ladder covers keys [lo, lo + w)
-    int64_t best         # best (highest) key; INT64_MIN when the side is empty
-    intp_t n             # live levels (ladder + far)
-    intp_t n_lad         # of which in the ladder; n > 0 implies n_lad > 0 (best in the ladder)
-    intp_t w             # ladder slots, a power of two >= 64
-    intp_t mask          # w - 1
-    BookFar far          # levels with key < lo (every level with key >= lo is in the ladder)
-    int64_t n_moved      # levels moved by inserts, deletes and recentring (a debug counter
-                         # for the bounded-move tests; not reset by book_clear)
+    ctypedef struct BookSide:
+        float64_t* size      # ladder: w sizes, the level of key k at slot k & mask (0.0: none)
+        uint64_t* occ        # ladder: w / 64 words, bit (k & mask) set iff that slot holds a level
+        int64_t lo           # the ladder covers keys [lo, lo + w)
+        int64_t best         # best (highest) key; INT64_MIN when the side is empty
+        intp_t n             # live levels (ladder + far)
+        intp_t n_lad         # of which in the ladder; n > 0 implies n_lad > 0 (best in the ladder)
+        intp_t w             # ladder slots, a power of two >= 64
+        intp_t mask          # w - 1
+        BookFar far          # levels with key < lo (every level with key >= lo is in the ladder)
+        int64_t n_moved      # levels moved by inserts, deletes and recentring (a debug counter
+                             # for the bounded-move tests; not reset by book_clear)
 
-cdef struct BookState:
-    BookSide bid         # bid levels, key = tick
-    BookSide ask         # ask levels, key = -tick
-    float64_t tick_size  # price units per tick (> 0)
-    float64_t inv_tick   # 1 / tick_size when that is an integer (0.01 -> 100), else 0: prices
-                         # are then ticks / inv_tick, the double nearest the decimal price
-    float64_t tick_mul   # 1.0 / tick_size rounded: the fast path's price -> tick multiplier
-                         # (a result near the off-grid tolerance is re-checked by division)
-    int policy           # crossed-book policy at message ends: 0 raise, 1 keep
-    bint strict          # deleting a level that does not exist is an error
-    int64_t n_updates    # rows accepted since reset
-    int64_t n_crossed    # message ends at which best bid > best ask (policy keep)
-    int64_t n_locked     # message ends at which best bid == best ask (policy keep)
-    int64_t n_missing    # deletions of levels that did not exist (ignored unless strict)
-    int last_side        # side the last update changed (+1 / -1); 0 before any
-    int64_t last_key     # its key
-    int last_kind        # BOOK_SET, BOOK_INSERT, BOOK_DELETE or BOOK_MISSING
+    ctypedef struct BookState:
+        BookSide bid         # bid levels, key = tick
+        BookSide ask         # ask levels, key = -tick
+        float64_t tick_size  # price units per tick (> 0)
+        float64_t inv_tick   # 1 / tick_size when that is an integer (0.01 -> 100), else 0: prices
+                             # are then ticks / inv_tick, the double nearest the decimal price
+        float64_t tick_mul   # 1.0 / tick_size rounded: the fast path's price -> tick multiplier
+                             # (a result near the off-grid tolerance is re-checked by division)
+        int policy           # crossed-book policy at message ends: 0 raise, 1 keep
+        bint strict          # deleting a level that does not exist is an error
+        int64_t n_updates    # rows accepted since reset
+        int64_t n_crossed    # message ends at which best bid > best ask (policy keep)
+        int64_t n_locked     # message ends at which best bid == best ask (policy keep)
+        int64_t n_missing    # deletions of levels that did not exist (ignored unless strict)
+        int last_side        # side the last update changed (+1 / -1); 0 before any and after
+                             # a batch of Book.apply_many (BookOFI, their reader, never batches)
+        int64_t last_key     # its key
+        int last_kind        # BOOK_SET, BOOK_INSERT, BOOK_DELETE or BOOK_MISSING
 
 cdef enum:
     BOOK_RAISE = 0

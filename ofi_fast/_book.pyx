@@ -66,14 +66,13 @@ cdef extern from "Python.h":
 cdef extern from *:
     int __builtin_clzll(unsigned long long x) nogil
     int __builtin_ctzll(unsigned long long x) nogil
-cdef extern from *:
-    """
-    #include <string.h>
-    static inline uint64_t ofi_book_bits(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
-    """
-    # the IEEE-754 bits of a double (a size is finite and >= 0 iff its bits <= DBL_MAX's,
-    # and +0.0 iff they are 0: one integer compare each)
-    uint64_t ofi_book_bits(double x) nogil
+cdef extern from "_book_row.h":
+    # the fast row and Book.apply_many's batch of them (policy keep), see _apply and the header
+    bint ofi_book_fast(BookState* b, float64_t mul, int side, float64_t price, float64_t size,
+                       bint strict, int* kind, int64_t* key) nogil
+    intp_t ofi_book_keep_rows(BookState* b, intp_t i, intp_t n, const signed char* side,
+                              const float64_t* price, const float64_t* size,
+                              const unsigned char* end) nogil
 
 
 import numpy as np
@@ -787,77 +786,30 @@ cdef int _apply_checked(BookState* b, int side, float64_t price,
     return _apply_tick(b, side, tick, size)
 
 
-# 1.5 * 2**52: (x + ROUND_MAGIC) - ROUND_MAGIC rounds x to the nearest integer (ties to even)
-# for |x| < 2**51, in two additions (no libm call, no branch).
-cdef float64_t ROUND_MAGIC = 6755399441055744.0
-# The fast path handles |price / tick_size| < 2**40 ticks, where the off-grid tolerance
-# (1e-6 + 1e-13 |x| < 0.12 tick) keeps the nearest integer unambiguous.
-cdef float64_t FAST_TICKS = 1099511627776.0
-# The bits of DBL_MAX: a double whose bits (as uint64) are <= this is finite and >= +0.0.
-cdef uint64_t SIZE_MAX_BITS = 0x7FEFFFFFFFFFFFFF
-
-
 cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
-    """One delta. Fast path, taken by a valid update whose key lies in its side's ladder
-    window (and, when it deletes the best level, whose next level sits in the same 64-slot
-    bitmap word and in the upper 3/4 of the window): no division, no search, no move and one
-    branch. Validity is one AND of comparisons (sizes finite and >= 0, side +-1, price on the
-    grid after multiplying by 1/tick_size, with a tolerance 1 % tighter than the exact check
-    so that the division could not disagree); the level is the slot key & mask, its
-    occupancy bit is set or cleared by a mask, and the counts and the best move by
-    arithmetic on (old size == 0, new size == 0): a new level above the best becomes it, a
-    deleted best is replaced by the highest set bit below it in its word (one clz, computed
-    for every row and used by mask). Anything else goes to the general code, which decides
-    everything again from the unchanged state, so results and errors are those of the
-    general code: a bad value or an off-grid-looking price to `_apply_checked` (every check
-    in order, the exact division); a key outside the window, an empty side, a deletion of
-    the best whose successor is further away or low in the window, a strict missing delete
-    to `_apply_tick`. No crossing logic: see `_apply_end`."""
-    cdef float64_t x = price * b.tick_mul
-    cdef float64_t r = (x + ROUND_MAGIC) - ROUND_MAGIC
-    cdef float64_t ax = fabs(x)
-    cdef uint64_t zb = ofi_book_bits(size)       # -0.0 and NaN fail this test (general path)
-    cdef bint ok = (((side == 1) | (side == -1)) & (zb <= SIZE_MAX_BITS)
-                    & (ax < FAST_TICKS) & (fabs(x - r) <= 1e-6 + 0.99e-13 * ax))
-    if not ok:                                    # (predictable: feeds are valid)
+    """One delta. Fast path (`ofi_book_fast` in _book_row.h), taken by a valid update whose
+    key lies in its side's ladder window (and, when it deletes the best level, whose next
+    level sits in the same 64-slot bitmap word and in the upper 3/4 of the window): no
+    division, no search, no move and two predictable branches. Validity is one AND of
+    comparisons (sizes finite and >= 0, side +-1, price on the grid after multiplying by
+    1/tick_size, with a tolerance 1 % tighter than the exact check so that the division
+    could not disagree); the level is the slot key & mask, its occupancy bit is set or
+    cleared by a mask, and the counts and the best move by arithmetic on (old size == 0, new
+    size == 0): a new level above the best becomes it, a deleted best is replaced by the
+    highest set bit below it in its word (one clz, computed for every row and used by mask).
+    Anything else (a bad value or an off-grid-looking price, a key outside the window, an
+    empty side, a deletion of the best whose successor is further away or low in the window,
+    a strict missing delete) goes to `_apply_checked` with the state unchanged: every check
+    in order, the exact division, then the general code, so results and errors are those of
+    the general code. No crossing logic: see `_apply_end`."""
+    cdef int kind = 0
+    cdef int64_t key = 0
+    if not ofi_book_fast(b, b.tick_mul, side, price, size, b.strict, &kind, &key):    # (predictable on feeds)
         return _apply_checked(b, side, price, size)
-    # the side by arithmetic, not a branch (bid/ask arrive in random order): k = 0 bid, 1 ask
-    cdef intp_t k = (1 - side) >> 1
-    cdef intp_t stride = <char*> &b.ask - <char*> &b.bid
-    cdef BookSide* s = <BookSide*> (<char*> &b.bid + k * stride)
-    cdef int64_t key = (<int64_t> r) * side
-    cdef uint64_t off = (<uint64_t> key) - (<uint64_t> s.lo)
-    cdef intp_t slot = key & s.mask
-    cdef uint64_t* word = &s.occ[slot >> 6]
-    cdef uint64_t w0 = word[0]
-    cdef uint64_t bit = (<uint64_t> 1) << (slot & 63)
-    cdef uint64_t below = w0 & (bit - 1)          # the levels below `key` in its word
-    # the highest of them (garbage when there is none: then `below` is 0 and it is unused)
-    cdef int64_t cand = key - (slot & 63) + (63 - __builtin_clzll(below | 1))
-    cdef bint zero = zb == 0
-    cdef bint was = (w0 & bit) != 0
-    cdef bint missing = (was == 0) & zero
-    cdef bint delbest = zero & (key == s.best)
-    if ((off >= <uint64_t> s.w) | (s.n == 0) | (missing & b.strict)
-            | (delbest & ((below == 0) | (cand < s.lo + (s.w >> 2))))):
-        return _apply_tick(b, side, <int64_t> r, size)
-    cdef intp_t ins = (was == 0) & (zero == 0)
-    cdef intp_t dele = was & zero
-    s.size[slot] = size
-    word[0] = (w0 & ~bit) | (bit & (<uint64_t> 0 - <uint64_t> (zero == 0)))
-    s.n_lad += ins - dele
-    s.n += ins - dele
-    # a new level above the best is the new best (a missing delete above it is not); a
-    # deleted best is replaced by `cand`: both by masks (no data-dependent branch)
-    cdef uint64_t up = <uint64_t> 0 - <uint64_t> ((key > s.best) & (zero == 0))
-    cdef uint64_t dn = <uint64_t> 0 - <uint64_t> delbest
-    cdef uint64_t bst = <uint64_t> s.best
-    bst = (bst & ~(up | dn)) | ((<uint64_t> key) & up) | ((<uint64_t> cand) & dn)
-    s.best = <int64_t> bst
     b.last_side = side
     b.last_key = key
-    b.last_kind = ins + 2 * dele + 3 * missing      # BOOK_SET / INSERT / DELETE / MISSING
-    b.n_missing += missing
+    b.last_kind = kind
+    b.n_missing += kind == BOOK_MISSING
     b.n_updates += 1
     return STATUS_OK
 
@@ -1157,7 +1109,22 @@ cdef class Book:
         guard_enter(&self.guard)
         try:
             with nogil:
-                if has_end:
+                if b.policy == BOOK_KEEP:
+                    # the fast rows in one C loop; each row it stops at goes through the
+                    # general code here, then the loop resumes after it
+                    while i < n:
+                        i = ofi_book_keep_rows(b, i, n, &s[0], &p[0], &z[0],
+                                               &be[0] if has_end else NULL)
+                        if i == n:
+                            break
+                        if not has_end or be[i]:
+                            status = _apply_end(b, s[i], p[i], z[i])
+                        else:
+                            status = _apply(b, s[i], p[i], z[i])
+                        if status != STATUS_OK:
+                            break
+                        i += 1
+                elif has_end:
                     for i in range(n):
                         if be[i]:
                             status = _apply_end(b, s[i], p[i], z[i])

@@ -376,6 +376,53 @@ def test_apply_many_batch_end_equals_apply_and_reference(stream, policy, seed, c
             (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_missing)
 
 
+# book5: apply_many's C batch (policy keep) sums the judgement and the counters per batch
+@pytest.mark.parametrize("with_end", [False, True])
+def test_apply_many_batch_judgement_by_hand(with_end):
+    """One side empty (the ask keys are negative: bid best INT64_MIN + ask key wraps in int64,
+    which must not count as crossed), then a locked and a crossed book kept over several
+    rows: each message end counts once, as apply row by row and the reference count."""
+    rows = [(-1, 100.0, 1.0), (-1, 101.0, 2.0), (-1, 102.0, 3.0),   # asks only
+            (1, 99.0, 1.0),                                          # bid 99 < ask 100
+            (1, 100.0, 1.0), (-1, 103.0, 1.0), (1, 98.0, 5.0),       # locked at 100, 3 rows
+            (1, 101.0, 1.0), (-1, 102.0, 4.0),                       # crossed 101 > 100, 2
+            (-1, 100.0, 0.0),                                        # ask 101: locked again
+            (1, 101.0, 0.0), (1, 100.0, 0.0)]                        # bid 99 < ask 101
+    side = np.array([r[0] for r in rows], np.int8)
+    px = np.array([r[1] for r in rows])
+    sz = np.array([r[2] for r in rows])
+    end = np.ones(len(rows), bool)
+    end[5] = False                           # rows 5 and 6 are one message: judged once
+    kw = {"batch_end": end} if with_end else {}
+    b, a, rb = Book(1.0), Book(1.0), ref.Book(1.0, crossed="keep")
+    b.apply_many(side, px, sz, **kw)
+    for i, (s, p, q) in enumerate(rows):
+        a.apply(s, p, q, batch_end=bool(end[i]) if with_end else True)
+    rb.apply_many(side.tolist(), px.tolist(), sz.tolist(),
+                  batch_end=end.tolist() if with_end else None)
+    locked = 3 + 1 - (1 if with_end else 0)  # rows 4, 5, 6 and 9 (row 5 not an end)
+    assert (b.n_locked, b.n_crossed, b.n_missing, b.n_updates) == (locked, 2, 0, len(rows))
+    for x in (a, rb):
+        assert (x.n_locked, x.n_crossed, x.n_missing, x.n_updates) == \
+            (b.n_locked, b.n_crossed, b.n_missing, b.n_updates)
+    assert_same_book(b, rb, 10)
+
+
+@pytest.mark.parametrize("with_end", [False, True])
+def test_apply_many_batch_strict_missing_delete_in_the_window(with_end):
+    """strict=True in the C batch: a missing delete next to live levels (inside the window,
+    the side not empty) is refused at its row, field price; the rows before it stay applied
+    and are counted."""
+    b = Book(1.0, strict=True)
+    kw = {"batch_end": np.array([False, True, False, True])} if with_end else {}
+    with pytest.raises(OFIError) as ei:
+        b.apply_many(np.array([1, 1, -1, 1], np.int8), np.array([10.0, 9.0, 12.0, 8.0]),
+                     np.array([1.0, 2.0, 3.0, 0.0]), **kw)
+    assert (ei.value.field, ei.value.index) == ("price", 3)
+    assert (b.bid_levels, b.ask_levels, b.n_updates, b.n_missing) == (2, 1, 3, 0)
+    assert (b.best_bid, b.best_ask) == (10.0, 12.0)
+
+
 @given(delta_streams(), st.integers(1, 40))
 def test_apply_many_chunks_equal_apply(stream, chunk):
     side, px, sz = stream

@@ -1,0 +1,158 @@
+/* The Book's state and its fast row, in C (issue 13; helper book5).
+ *
+ * The structs are the ones _book.pxd documents field by field (it declares them from here);
+ * they are C so that the fast path below is one C function, inlined into Book._apply (one
+ * row) and into Book.apply_many's batch loop (the rows of a policy-keep batch, with the
+ * counters summed per batch): about 137 instructions per row in that loop on the realistic
+ * stream against 194 for the Cython row before (bench/RESULTS.md, "Issue 13: the Book row,
+ * again (helper book5)"). Plain C99 plus __builtin_clzll / __builtin_expect (gcc, clang). */
+#ifndef OFI_BOOK_ROW_H
+#define OFI_BOOK_ROW_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+#include <math.h>
+
+enum { FAR_B = 128 };                 /* levels per far block */
+
+typedef struct BookLevel { int64_t key; double size; } BookLevel;
+typedef struct FarBlock { Py_ssize_t n; BookLevel lv[FAR_B]; } FarBlock;
+typedef struct BookFar {
+    FarBlock** blk; int64_t* last; Py_ssize_t nb; Py_ssize_t cap; Py_ssize_t n;
+} BookFar;
+typedef struct BookSide {
+    double* size; uint64_t* occ; int64_t lo; int64_t best; Py_ssize_t n; Py_ssize_t n_lad;
+    Py_ssize_t w; Py_ssize_t mask; BookFar far; int64_t n_moved;
+} BookSide;
+typedef struct BookState {
+    BookSide bid; BookSide ask;
+    double tick_size; double inv_tick; double tick_mul;
+    int policy; int strict;
+    int64_t n_updates; int64_t n_crossed; int64_t n_locked; int64_t n_missing;
+    int last_side; int64_t last_key; int last_kind;
+} BookState;
+
+/* the IEEE-754 bits of a double (a size is finite and >= 0 iff its bits are <= DBL_MAX's,
+ * and +0.0 iff they are 0: one integer compare each) */
+static inline uint64_t ofi_book_bits(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
+
+/* The fast path of one row of a message (no crossing logic), as documented on _book.pyx's
+ * `_apply`. Returns 1 when the row was applied, with *kind its BOOK_SET (0) / INSERT (1) /
+ * DELETE (2) / MISSING (3) and *key its key; 0 when it must go to the general code, with
+ * the state untouched (a bad or off-grid-looking value, a key outside its side's window,
+ * an empty side, a strict missing delete, a deleted best whose successor is not in its
+ * 64-slot bitmap word or lies in the window's bottom quarter). Two branches: validity
+ * (feeds are valid) and that gate; the rest is masks. The counters of BookState are the
+ * caller's. */
+static inline __attribute__((always_inline)) int
+ofi_book_fast(BookState* b, double mul, int side, double price, double size, int strict,
+              int* kind, int64_t* key_out)
+{
+    const double x = price * mul;                /* mul: b->tick_mul (hoisted by loops) */
+    const double r = (x + 6755399441055744.0) - 6755399441055744.0;   /* 1.5 * 2**52: rint */
+    const double ax = fabs(x);
+    const uint64_t zb = ofi_book_bits(size);     /* -0.0 and NaN fail (general path) */
+    /* side in {1, -1}; |x| < 2**40 ticks, where the off-grid tolerance (1 % tighter than the
+     * exact check, 1e-6 + 1e-13 |x|) keeps the nearest integer unambiguous */
+    const int ok = ((((unsigned) side + 1u) & ~2u) == 0u) & (zb <= 0x7FEFFFFFFFFFFFFFull)
+                   & (ax < 1099511627776.0) & (fabs(x - r) <= 1e-6 + 0.99e-13 * ax);
+    if (__builtin_expect(!ok, 0))
+        return 0;
+    BookSide* s = side > 0 ? &b->bid : &b->ask;
+    const int64_t key = (int64_t) r * side;
+    const int64_t lo = s->lo, best = s->best;
+    const uint64_t w = (uint64_t) s->w;
+    const uint64_t slot = (uint64_t) key & (uint64_t) s->mask;
+    uint64_t* word = &s->occ[slot >> 6];
+    const uint64_t w0 = *word;
+    const uint64_t bit = (uint64_t) 1 << (slot & 63);
+    const uint64_t below = w0 & (bit - 1);       /* the levels below key in its word */
+    /* the highest of them (unused when there is none) */
+    const int64_t cand = (int64_t) (((uint64_t) key & ~(uint64_t) 63)
+                                    + (uint64_t) (63 ^ __builtin_clzll(below | 1)));
+    const uint64_t zero = zb == 0;
+    const uint64_t was = (w0 & bit) != 0;
+    const uint64_t delbest = zero & (uint64_t) (key == best);
+    /* the new word, count delta and best, before the gate (fewer values live across it) */
+    const uint64_t nw = (w0 & ~bit) | (bit & (zero - 1));   /* set unless zero */
+    const Py_ssize_t d = (Py_ssize_t) (1 - was - zero);     /* +1 insert, -1 delete */
+    /* a new level above the best is the new best (a missing delete above it is not); a
+     * deleted best is replaced by cand: both by masks (a select here became a jump) */
+    const uint64_t up = (uint64_t) 0 - ((uint64_t) (key > best) & (zero ^ 1));
+    const uint64_t dn = (uint64_t) 0 - delbest;
+    uint64_t nb = (uint64_t) best;
+    nb ^= (nb ^ (uint64_t) key) & up;
+    nb ^= (nb ^ (uint64_t) cand) & dn;
+    uint64_t general = ((uint64_t) key - (uint64_t) lo >= w) | (uint64_t) (s->n == 0)
+        | (delbest & ((uint64_t) (below == 0) | (uint64_t) (cand < lo + (int64_t) (w >> 2))));
+    if (strict)
+        general |= zero & (was ^ 1);
+    if (__builtin_expect(general != 0, 0))
+        return 0;
+    s->size[slot] = size;
+    *word = nw;
+    s->n_lad += d;
+    s->n += d;
+    s->best = (int64_t) nb;
+    *kind = (int) (2 * zero + (was ^ 1));
+    *key_out = key;
+    return 1;
+}
+
+/* Book.apply_many's batch, policy keep: rows i.. of the arrays through the fast path, each
+ * judged (crossed / locked counted) when it ends its message (end == NULL: every row does),
+ * until a row that needs the general code or n. Returns the index of that row (n when
+ * none). n_updates and n_missing are summed here and stored once; last_side is left 0 ("no
+ * last update known": only BookOFI reads last_*, and it never batches through this). The
+ * judgement is a third predictable branch: bid key + ask key (= bid tick - ask tick, in
+ * wrapping arithmetic) >= 0 is rare on feeds (a crossed or locked book, or one empty side,
+ * which wraps the sum: both persist, so the branch stays predictable while they do) and then
+ * the exact test of `_judge` counts. */
+static inline __attribute__((always_inline)) Py_ssize_t
+ofi_book_keep_rows_(BookState* b, Py_ssize_t i, Py_ssize_t n, const signed char* side,
+                    const double* price, const double* size, const unsigned char* end,
+                    const int has_end, const int strict)
+{
+    /* j counts up to 0 from i - n over arrays addressed from their ends (one register less) */
+    const signed char* se = side + n;
+    const double* pe = price + n;
+    const double* ze = size + n;
+    const unsigned char* ee = has_end ? end + n : NULL;
+    Py_ssize_t j = i - n;
+    const double mul = b->tick_mul;
+    int64_t missing = 0;
+    int kind;
+    int64_t key;
+    for (; j < 0; j++) {
+        if (!ofi_book_fast(b, mul, se[j], pe[j], ze[j], strict, &kind, &key))
+            break;
+        missing += kind & (kind >> 1);                       /* BOOK_MISSING == 3 */
+        const int64_t x = (int64_t) ((uint64_t) b->bid.best + (uint64_t) b->ask.best);
+        if (__builtin_expect((x >= 0) & (has_end ? ee[j] != 0 : 1), 0)) {
+            if ((b->bid.n > 0) & (b->ask.n > 0)) {
+                b->n_locked += x == 0;
+                b->n_crossed += x > 0;
+            }
+        }
+    }
+    if (n + j > i) {
+        b->n_updates += n + j - i;
+        b->n_missing += missing;
+        b->last_side = 0;
+    }
+    return n + j;
+}
+
+static inline Py_ssize_t ofi_book_keep_rows(BookState* b, Py_ssize_t i, Py_ssize_t n,
+                                            const signed char* side, const double* price,
+                                            const double* size, const unsigned char* end)
+{
+    if (b->strict)
+        return end ? ofi_book_keep_rows_(b, i, n, side, price, size, end, 1, 1)
+                   : ofi_book_keep_rows_(b, i, n, side, price, size, end, 0, 1);
+    return end ? ofi_book_keep_rows_(b, i, n, side, price, size, end, 1, 0)
+               : ofi_book_keep_rows_(b, i, n, side, price, size, end, 0, 0);
+}
+
+#endif
