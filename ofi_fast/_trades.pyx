@@ -1050,29 +1050,41 @@ cdef inline void _tf_add(float64_t* vol, float64_t* comp, int64_t* cnt, int k, i
 
 cdef int _tf_plain(TradeFlowState* st, const TFBlock* b, intp_t lo, intp_t hi) noexcept nogil:
     """No window, no classifier, hi > lo: returns 1 (state and sv unchanged) when a row of
-    [lo, hi) is bad, else applies the block and returns 0. Two passes: _tf_validate, then
-    the sums with no check (two short loops keep their pointers and sums in registers; one
-    fused loop spilled them to the stack). b.v NULL: no rolling output."""
+    [lo, hi) is bad, else applies the block and returns 0. Two passes: _tf_validate's lane
+    masks, then the sums with no check (the fused loop spilled its pointers to the stack).
+    The same operations as _tradeflow_step: Neumaier sums, signed volume (double) side * size
+    (the side's double from a table). b.v NULL: no rolling output."""
     cdef float64_t vol[3]
     cdef float64_t comp[3]
     cdef int64_t cnt[3]
+    cdef float64_t sign[3]
     cdef const float64_t* sz = b.sz
     cdef const int8_t* sd = b.sd
     cdef float64_t* sv = b.sv
     cdef float64_t* v = b.v
     cdef intp_t sstep = b.sd_step, i
-    cdef int s
+    cdef float64_t q
+    cdef int k
     if _tf_validate(b, lo, hi, st.has_last, st.last_ts):
         return 1
     _tf_load(st, vol, comp, cnt)
+    sign[0] = -1.0
+    sign[1] = 0.0
+    sign[2] = 1.0
     if v == NULL:
         for i in range(lo, hi):
-            s = sd[i * sstep]
-            _tf_add(vol, comp, cnt, s + 1, s, sz[i], &sv[i])
+            k = sd[i * sstep] + 1
+            q = sz[i]
+            neumaier_add(&vol[k], &comp[k], q)
+            cnt[k] += 1
+            sv[i] = sign[k] * q
     else:
         for i in range(lo, hi):
-            s = sd[i * sstep]
-            _tf_add(vol, comp, cnt, s + 1, s, sz[i], &sv[i])
+            k = sd[i * sstep] + 1
+            q = sz[i]
+            neumaier_add(&vol[k], &comp[k], q)
+            cnt[k] += 1
+            sv[i] = sign[k] * q
             v[i] = _imbalance3(vol, comp)
     _tf_store(st, b, lo, hi, vol, comp, cnt)
     return 0
