@@ -919,18 +919,21 @@ cdef struct TFBlock:
 cdef extern from *:
     """
     /* TradeFlow.update_many's block check (issue 13, helper edge5): _trade_check's tests on
-     * trades 0..n-1 as OR-ed lane masks, four trades a step in GCC vector types (two SSE2
-     * registers each by default, one AVX2 register in the avx2 clone; other compilers get the
-     * scalar loop). Per trade: price and size finite by the sticky NaN of
-     * fin += (p - p) + (q - q); size < 0 (-0.0 allowed: it compares equal to 0); time
-     * backwards (ts[i] < ts[i - 1], ts[0] < prev); side outside {-1, 0, 1} (sixteen a step).
-     * ts NULL: every trade has the time prev (no test); sd NULL: every side is 0. Returns 1
-     * when a trade fails (only a flag: the per-trade step finds and names the first). */
+     * trades 0..n-1 as OR-ed lane masks in 2-lane GCC vector types (SSE2; the avx2 clone
+     * the same in VEX form; other compilers get the scalar loops), four trades a step for
+     * price and size, two for ts, sixteen for side. Per trade: price and size finite by the
+     * sticky NaN of fin += (p - p) + (q - q); size < 0 (-0.0 allowed: it compares equal to
+     * 0); time backwards, ts[i] < ts[i - 1] (ts[0] < prev), as the sign bit of the overflow-
+     * safe signed difference d ^ ((t ^ u) & (d ^ t)), d = t - u (SSE2 has no 64-bit
+     * compare); side outside {-1, 0, 1}. ts NULL: every trade has the time prev (no test);
+     * sd NULL: every side is 0. Returns 1 when a trade fails (only a flag: the per-trade
+     * step finds and names the first). */
     #include <stdint.h>
     #include <string.h>
     #if defined(__GNUC__)
-    typedef double trd_vd __attribute__((vector_size(32)));
-    typedef int64_t trd_vi __attribute__((vector_size(32)));
+    typedef double trd_vd __attribute__((vector_size(16)));
+    typedef int64_t trd_vi __attribute__((vector_size(16)));
+    typedef uint64_t trd_vu __attribute__((vector_size(16)));
     typedef uint8_t trd_vb __attribute__((vector_size(16)));
     #endif
     TRD_CLONES static int trd_tf_validate(const int64_t *ts, const double *px,
@@ -941,29 +944,34 @@ cdef extern from *:
         double fin = 0.0;
         int bad = 0;
     #if defined(__GNUC__)
-        const trd_vd zero = {0.0, 0.0, 0.0, 0.0};
-        trd_vd vfin = zero;
-        trd_vi vbad = {0, 0, 0, 0};
+        const trd_vd zero = {0.0, 0.0};
+        trd_vd f0 = zero, f1 = zero;
+        trd_vi vneg = {0, 0};
+        trd_vu vlt = {0, 0};
         for (; i + 4 <= n; i += 4) {
-            trd_vd p, q;
-            memcpy(&p, px + i, sizeof p);
-            memcpy(&q, sz + i, sizeof q);
-            vfin += (p - p) + (q - q);
-            vbad |= q < zero;
+            trd_vd p0, p1, q0, q1;
+            memcpy(&p0, px + i, sizeof p0);
+            memcpy(&p1, px + i + 2, sizeof p1);
+            memcpy(&q0, sz + i, sizeof q0);
+            memcpy(&q1, sz + i + 2, sizeof q1);
+            f0 += (p0 - p0) + (q0 - q0);
+            f1 += (p1 - p1) + (q1 - q1);
+            vneg |= (q0 < zero) | (q1 < zero);
         }
         if (ts != NULL && n > 0) {
             bad |= ts[0] < prev;
-            for (j = 1; j + 4 <= n; j += 4) {
-                trd_vi t, u;
+            for (j = 1; j + 2 <= n; j += 2) {
+                trd_vu t, u, d;
                 memcpy(&t, ts + j, sizeof t);
                 memcpy(&u, ts + j - 1, sizeof u);
-                vbad |= t < u;
+                d = t - u;
+                vlt |= d ^ ((t ^ u) & (d ^ t));
             }
         }
-        for (int k = 0; k < 4; k++) {
-            fin += vfin[k];
-            bad |= vbad[k] != 0;
-        }
+        f0 += f1;
+        fin = f0[0] + f0[1];
+        bad |= (vneg[0] | vneg[1]) != 0;
+        bad |= (int)((vlt[0] | vlt[1]) >> 63);
     #endif
         for (; i < n; i++) {
             fin += (px[i] - px[i]) + (sz[i] - sz[i]);

@@ -926,6 +926,50 @@ def test_every_special_trade_in_every_lane_is_judged_like_update(kw):
         assert _flow_state(tf) == _flow_state(tf1), (k, field)
 
 
+@pytest.mark.parametrize("has_ts", [True, False])
+@pytest.mark.parametrize("has_side", [True, False])
+def test_block_check_at_every_vector_position_names_the_first_bad_row(has_ts, has_side):
+    # helper edge5: the plain kernel's block check runs four trades a step (price, size, ts)
+    # and sixteen (side), then scalar tails; a special row at every position of a 37-trade
+    # block (every lane of both step widths, the tails), also behind an earlier update, with
+    # ts or side absent (no test: every trade at the last ts / side 0): the same error, field
+    # and index as TradeFlow.update, the rows before it applied, the same bits
+    n = 37
+    rng = np.random.default_rng(11)
+    base_ts = np.cumsum(rng.integers(0, 3, n)).astype(np.int64) + 10
+    base_sz = rng.random(n) * 10.0
+    base_sd = rng.integers(-1, 2, n).astype(np.int8)
+    specials = [s for s in SPECIAL_TRADES
+                if (has_side or s[0] != "side") and (has_ts or s[0] != "ts")]
+    for k, field, _, ts, (px, sz, sd) in special_rows(
+            range(n), specials, base_ts, np.full(n, 100.0), base_sz, base_sd):
+        for warm in (False, True):
+            tf1, tf = TradeFlow(), TradeFlow()
+            if warm:                      # the block's first ts is checked against this one
+                for t in (tf1, tf):
+                    t.update(int(ts[0]), 100.0, 1.0, 1)
+            sd_used = sd if has_side else np.zeros(n, np.int8)
+            ts_used = ts if has_ts else np.full(n, int(ts[0]) if warm else 0, np.int64)
+            sv1, err1 = [], None
+            for i in range(n):
+                try:
+                    sv1.append(tf1.update(int(ts_used[i]), px[i], sz[i], int(sd_used[i])))
+                except OFIError as exc:
+                    err1 = (type(exc), exc.field, i)
+                    break
+            assert (err1 is None) == (field is None), (k, field)
+            out = np.full(n, 7.0)
+            try:
+                tf.update_many(ts if has_ts else None, px, sz, sd if has_side else None,
+                               out=out)
+                err = None
+            except OFIError as exc:
+                err = (type(exc), exc.field, exc.index)
+            assert err == err1, (k, field, warm)
+            assert _bits(out[:len(sv1)]) == _bits(sv1), (k, field, warm)
+            assert _flow_state(tf) == _flow_state(tf1), (k, field, warm)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_every_special_price_and_quote_in_every_lane_classifies_like_update(method):
     # the per-method loops of classify_trades against the streaming Classifier, row by row
