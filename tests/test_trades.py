@@ -1222,3 +1222,79 @@ def test_vpin_kernel_at_the_rounding_edges():
                 b = _vpin_batch(mode, v, ts[cut:], sz[cut:], sd[cut:], fr[cut:])
                 assert a.ts.tolist() + b.ts.tolist() == rows, (sizes, mode, cut)
                 assert _vpin_state(v) == _vpin_state(one), (sizes, mode, cut)
+
+
+def _tf_validate_c_builds(tmp_path):
+    """trd_tf_validate's C text from _trades.pyx built twice, -O2 (SSE2) and -O2 -mavx2: on an
+    AVX2 machine the package runs only the avx2 clone, so the default one is tested here."""
+    import ctypes
+    import shutil
+    import subprocess
+    from pathlib import Path
+    if shutil.which("gcc") is None:
+        pytest.skip("no gcc")
+    src = (Path(ofi_fast.__file__).parent / "_trades.pyx").read_text()
+    a = src.index("    /* TradeFlow.update_many's block check")
+    b = src.index('    """\n    int trd_tf_validate(')
+    c = tmp_path / "tfv.c"
+    c.write_text("#include <stddef.h>\ntypedef ptrdiff_t Py_ssize_t;\n#define TRD_CLONES\n"
+                 + "\n".join(line[4:] for line in src[a:b].splitlines())
+                 .replace("static int trd_tf_validate", "int trd_tf_validate"))
+    libs = []
+    for flags in (["-O2"], ["-O2", "-mavx2"]):
+        so = tmp_path / f"tfv{len(libs)}.so"
+        subprocess.run(["gcc", *flags, "-fPIC", "-shared", "-o", str(so), str(c)], check=True)
+        f = ctypes.CDLL(str(so)).trd_tf_validate
+        f.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t, ctypes.c_int64]
+        libs.append(f)
+    return libs
+
+
+def test_tf_block_check_sse2_and_avx2_builds_match_the_per_trade_rule(tmp_path):
+    # helper edge5: random blocks of 0-40 trades with one special value (non-finite price or
+    # size, negative size, -0.0, a bad side, time backwards by 1 or 2**62, int64 extremes so
+    # the overflow-safe ts compare is exercised), ts / side present or not, three prevs
+    checks = _tf_validate_c_builds(tmp_path)
+    rng = np.random.default_rng(1)
+    i64 = np.iinfo(np.int64)
+
+    def rule(ts, px, sz, sd, prev):
+        for i in range(len(px)):
+            if ts is not None and ts[i] < (prev if i == 0 else ts[i - 1]):
+                return 1
+            if not (math.isfinite(px[i]) and math.isfinite(sz[i]) and sz[i] >= 0):
+                return 1
+            if sd is not None and sd[i] not in (-1, 0, 1):
+                return 1
+        return 0
+    seen = set()
+    for _ in range(3000):
+        n = int(rng.integers(0, 40))
+        shift = int(rng.choice([0, i64.max - 200, i64.min + 10])) if rng.random() < 0.2 else 0
+        ts = np.cumsum(rng.integers(0, 3, n)).astype(np.int64) + shift
+        px = 100.0 + rng.integers(-2, 3, n)
+        sz = rng.random(n) * 5
+        sd = rng.integers(-1, 2, n).astype(np.int8)
+        if n:
+            k, what = int(rng.integers(0, n)), int(rng.integers(0, 8))
+            if what == 0:
+                px[k] = rng.choice([math.nan, math.inf, -math.inf])
+            elif what == 1:
+                sz[k] = rng.choice([math.nan, math.inf, -math.inf, -1.0, -TINY, -0.0])
+            elif what == 2:
+                sd[k] = rng.choice([2, -2, 127, -128])
+            elif what == 3 and k:
+                d = int(ts[k - 1]) - int(rng.choice([1, 2**62]))
+                ts[k] = max(d, int(i64.min))
+            elif what == 4:
+                ts[k] = rng.choice([i64.min, i64.max])
+        prev = int(rng.choice([i64.min, ts[0] if n else 0, ts[0] + 1 if n and ts[0] < i64.max
+                               else 0]))
+        use_ts, use_sd = rng.random() < 0.8, rng.random() < 0.8
+        want = rule(ts if use_ts else None, px, sz, sd if use_sd else None, prev)
+        seen.add(want)
+        for f in checks:
+            got = f(ts.ctypes.data if use_ts else None, px.ctypes.data, sz.ctypes.data,
+                    sd.ctypes.data if use_sd else None, n, prev)
+            assert got == want, (n, use_ts, use_sd, prev, ts, px, sz, sd)
+    assert seen == {0, 1}
