@@ -919,48 +919,45 @@ cdef struct TFBlock:
 cdef extern from *:
     """
     /* TradeFlow.update_many's block check (issue 13, helper edge5): _trade_check's tests on
-     * trades 0..n-1 as OR-ed lane masks in 2-lane GCC vector types (SSE2; the avx2 clone
-     * the same in VEX form; other compilers get the scalar loops), four trades a step for
-     * price and size, two for ts, sixteen for side. Per trade: price and size finite by the
-     * sticky NaN of fin += (p - p) + (q - q); size < 0 (-0.0 allowed: it compares equal to
-     * 0); time backwards, ts[i] < ts[i - 1] (ts[0] < prev), as the sign bit of the overflow-
-     * safe signed difference d ^ ((t ^ u) & (d ^ t)), d = t - u (SSE2 has no 64-bit
-     * compare); side outside {-1, 0, 1}. ts NULL: every trade has the time prev (no test);
+     * trades 0..n-1 as OR-ed lane masks in 4-lane GCC vector types (one AVX2 register in the
+     * avx2 clone, two SSE2 registers in the default one; other compilers get the scalar
+     * loops), four trades a step, sixteen for side. Only operations SSE2 has on every lane
+     * (a 64-bit compare would be lowered to branches there). Per trade: price and size finite
+     * by the sticky NaN of fin += (p - p) + (q - q); size < 0 but not -0.0 as the sign bit of
+     * u & (u - 1), u its bits (+0.0: 0 & -1; -0.0: 0x8000.. & 0x7fff..); time backwards,
+     * ts[i] < ts[i - 1] (ts[0] < prev), as the sign bit of the overflow-safe signed
+     * difference d ^ ((t ^ u) & (d ^ t)), d = t - u; side outside {-1, 0, 1}. ts NULL: every trade has the time prev (no test);
      * sd NULL: every side is 0. Returns 1 when a trade fails (only a flag: the per-trade
      * step finds and names the first). */
     #include <stdint.h>
     #include <string.h>
     #if defined(__GNUC__)
-    typedef double trd_vd __attribute__((vector_size(16)));
-    typedef int64_t trd_vi __attribute__((vector_size(16)));
-    typedef uint64_t trd_vu __attribute__((vector_size(16)));
+    typedef double trd_vd __attribute__((vector_size(32)));
+    typedef uint64_t trd_vu __attribute__((vector_size(32)));
     typedef uint8_t trd_vb __attribute__((vector_size(16)));
     #endif
     TRD_CLONES static int trd_tf_validate(const int64_t *ts, const double *px,
                                           const double *sz, const int8_t *sd, Py_ssize_t n,
                                           int64_t prev)
     {
-        Py_ssize_t i = 0, j = 0;
+        Py_ssize_t i = 0, j = 0, ns;
         double fin = 0.0;
         int bad = 0;
     #if defined(__GNUC__)
-        const trd_vd zero = {0.0, 0.0};
-        trd_vd f0 = zero, f1 = zero;
-        trd_vi vneg = {0, 0};
-        trd_vu vlt = {0, 0};
+        trd_vd vfin = {0.0, 0.0, 0.0, 0.0};
+        trd_vu vneg = {0, 0, 0, 0}, vlt = vneg;
         for (; i + 4 <= n; i += 4) {
-            trd_vd p0, p1, q0, q1;
-            memcpy(&p0, px + i, sizeof p0);
-            memcpy(&p1, px + i + 2, sizeof p1);
-            memcpy(&q0, sz + i, sizeof q0);
-            memcpy(&q1, sz + i + 2, sizeof q1);
-            f0 += (p0 - p0) + (q0 - q0);
-            f1 += (p1 - p1) + (q1 - q1);
-            vneg |= (q0 < zero) | (q1 < zero);
+            trd_vd p, q;
+            trd_vu u;
+            memcpy(&p, px + i, sizeof p);
+            memcpy(&q, sz + i, sizeof q);
+            memcpy(&u, sz + i, sizeof u);
+            vfin += (p - p) + (q - q);
+            vneg |= u & (u - 1);
         }
         if (ts != NULL && n > 0) {
             bad |= ts[0] < prev;
-            for (j = 1; j + 2 <= n; j += 2) {
+            for (j = 1; j + 4 <= n; j += 4) {
                 trd_vu t, u, d;
                 memcpy(&t, ts + j, sizeof t);
                 memcpy(&u, ts + j - 1, sizeof u);
@@ -968,10 +965,9 @@ cdef extern from *:
                 vlt |= d ^ ((t ^ u) & (d ^ t));
             }
         }
-        f0 += f1;
-        fin = f0[0] + f0[1];
-        bad |= (vneg[0] | vneg[1]) != 0;
-        bad |= (int)((vlt[0] | vlt[1]) >> 63);
+        vneg |= vlt;
+        fin = (vfin[0] + vfin[1]) + (vfin[2] + vfin[3]);
+        bad |= (int)((vneg[0] | vneg[1] | vneg[2] | vneg[3]) >> 63);
     #endif
         for (; i < n; i++) {
             fin += (px[i] - px[i]) + (sz[i] - sz[i]);
@@ -985,23 +981,24 @@ cdef extern from *:
             for (; j < n; j++)
                 bad |= ts[j] < ts[j - 1];
         }
-        if (sd != NULL) {
-            j = 0;
+        /* sd NULL as a loop bound of 0, not an if block (gcc put that block after the epilogue,
+         * a backward jump that check_branches reads as a loop with a branch) */
+        ns = sd != NULL ? n : 0;
+        j = 0;
     #if defined(__GNUC__)
-            {
-                const trd_vb two = {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2};
-                trd_vb vs = {0}, b;
-                for (; j + 16 <= n; j += 16) {
-                    memcpy(&b, sd + j, sizeof b);
-                    vs |= (trd_vb)((trd_vb)(b + 1) > two);
-                }
-                for (int k = 0; k < 16; k++)
-                    bad |= vs[k] != 0;
+        {
+            const trd_vb two = {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2};
+            trd_vb vs = {0}, b;
+            for (; j + 16 <= ns; j += 16) {
+                memcpy(&b, sd + j, sizeof b);
+                vs |= (trd_vb)((trd_vb)(b + 1) > two);
             }
-    #endif
-            for (; j < n; j++)
-                bad |= (uint8_t)(sd[j] + 1) > 2;
+            for (int k = 0; k < 16; k++)
+                bad |= vs[k] != 0;
         }
+    #endif
+        for (; j < ns; j++)
+            bad |= (uint8_t)(sd[j] + 1) > 2;
         return bad | !(fin == 0.0);
     }
     """
