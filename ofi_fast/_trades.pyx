@@ -916,33 +916,104 @@ cdef struct TFBlock:
     float64_t* v             # out: window imbalance after each trade (rolling kernels only)
 
 
-cdef inline int _tf_bad(int64_t t, int64_t prev, float64_t p, float64_t q, int s,
-                        float64_t* fin) noexcept nogil:
-    # _trade_check's tests without a branch: p and q finite by the sticky NaN of
-    # fin += (p - p) + (q - q); q < 0 (-0.0 allowed) as its bits above the sign bit alone
-    # (unsigned); side outside {-1, 0, 1}; time backwards. Returns 1 when an integer test fails.
-    cdef F64Bits u
-    u.f = q
-    fin[0] += (p - p) + (q - q)
-    return (u.u > 0x8000000000000000ULL) | (<unsigned int> (s + 1) > 2u) | (t < prev)
+cdef extern from *:
+    """
+    /* TradeFlow.update_many's block check (issue 13, helper edge5): _trade_check's tests on
+     * trades 0..n-1 as OR-ed lane masks in 4-lane GCC vector types (one AVX2 register in the
+     * avx2 clone, two SSE2 registers in the default one; other compilers get the scalar
+     * loops), four trades a step, sixteen for side. Only operations SSE2 has on every lane
+     * (a 64-bit compare would be lowered to branches there). Per trade: price and size finite
+     * by the sticky NaN of fin += (p - p) + (q - q); size < 0 but not -0.0 as the sign bit of
+     * u & (u - 1), u its bits (+0.0: 0 & -1; -0.0: 0x8000.. & 0x7fff..); time backwards,
+     * ts[i] < ts[i - 1] (ts[0] < prev), as the sign bit of the overflow-safe signed
+     * difference d ^ ((t ^ u) & (d ^ t)), d = t - u; side outside {-1, 0, 1}. ts NULL: every trade has the time prev (no test);
+     * sd NULL: every side is 0. Returns 1 when a trade fails (only a flag: the per-trade
+     * step finds and names the first). */
+    #include <stdint.h>
+    #include <string.h>
+    #if defined(__GNUC__)
+    typedef double trd_vd __attribute__((vector_size(32)));
+    typedef uint64_t trd_vu __attribute__((vector_size(32)));
+    typedef uint8_t trd_vb __attribute__((vector_size(16)));
+    #endif
+    TRD_CLONES static int trd_tf_validate(const int64_t *ts, const double *px,
+                                          const double *sz, const int8_t *sd, Py_ssize_t n,
+                                          int64_t prev)
+    {
+        Py_ssize_t i = 0, j = 0, ns;
+        double fin = 0.0;
+        int bad = 0;
+    #if defined(__GNUC__)
+        trd_vd vfin = {0.0, 0.0, 0.0, 0.0};
+        trd_vu vneg = {0, 0, 0, 0}, vlt = vneg;
+        for (; i + 4 <= n; i += 4) {
+            trd_vd p, q;
+            trd_vu u;
+            memcpy(&p, px + i, sizeof p);
+            memcpy(&q, sz + i, sizeof q);
+            memcpy(&u, sz + i, sizeof u);
+            vfin += (p - p) + (q - q);
+            vneg |= u & (u - 1);
+        }
+        if (ts != NULL && n > 0) {
+            bad |= ts[0] < prev;
+            for (j = 1; j + 4 <= n; j += 4) {
+                trd_vu t, u, d;
+                memcpy(&t, ts + j, sizeof t);
+                memcpy(&u, ts + j - 1, sizeof u);
+                d = t - u;
+                vlt |= d ^ ((t ^ u) & (d ^ t));
+            }
+        }
+        vneg |= vlt;
+        fin = (vfin[0] + vfin[1]) + (vfin[2] + vfin[3]);
+        bad |= (int)((vneg[0] | vneg[1] | vneg[2] | vneg[3]) >> 63);
+    #endif
+        for (; i < n; i++) {
+            fin += (px[i] - px[i]) + (sz[i] - sz[i]);
+            bad |= sz[i] < 0.0;
+        }
+        if (ts != NULL) {
+            if (j == 0 && n > 0) {
+                bad |= ts[0] < prev;
+                j = 1;
+            }
+            for (; j < n; j++)
+                bad |= ts[j] < ts[j - 1];
+        }
+        /* sd NULL as a loop bound of 0, not an if block (gcc put that block after the epilogue,
+         * a backward jump that check_branches reads as a loop with a branch) */
+        ns = sd != NULL ? n : 0;
+        j = 0;
+    #if defined(__GNUC__)
+        {
+            const trd_vb two = {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2};
+            trd_vb vs = {0}, b;
+            for (; j + 16 <= ns; j += 16) {
+                memcpy(&b, sd + j, sizeof b);
+                vs |= (trd_vb)((trd_vb)(b + 1) > two);
+            }
+            for (int k = 0; k < 16; k++)
+                bad |= vs[k] != 0;
+        }
+    #endif
+        for (; j < ns; j++)
+            bad |= (uint8_t)(sd[j] + 1) > 2;
+        return bad | !(fin == 0.0);
+    }
+    """
+    int trd_tf_validate(const int64_t* ts, const float64_t* px, const float64_t* sz,
+                        const int8_t* sd, intp_t n, int64_t prev) nogil
 
 
 cdef int _tf_validate(const TFBlock* b, intp_t lo, intp_t hi, bint has_last,
                       int64_t last_ts) noexcept nogil:
-    """1 when a row of [lo, hi) fails _trade_check's tests, else 0 (branch-free)."""
-    cdef const int64_t* ts = b.ts
-    cdef const float64_t* px = b.px
-    cdef const float64_t* sz = b.sz
-    cdef const int8_t* sd = b.sd
-    cdef intp_t tstep = b.ts_step, sstep = b.sd_step, i
-    cdef int64_t prev = last_ts if has_last else INT64_MIN, t
-    cdef float64_t fin = 0.0
-    cdef int bad = 0
-    for i in range(lo, hi):
-        t = ts[i * tstep]
-        bad |= _tf_bad(t, prev, px[i], sz[i], sd[i * sstep], &fin)
-        prev = t
-    return bad | (not (fin == 0.0))
+    """1 when a row of [lo, hi) fails _trade_check's tests, else 0 (trd_tf_validate: lane
+    masks, no branch per trade). A ts or side of step 0 is one value for every row: the ts is
+    the state's last ts (never backwards), the side 0."""
+    return trd_tf_validate(b.ts + lo if b.ts_step else NULL, b.px + lo, b.sz + lo,
+                           b.sd + lo if b.sd_step else NULL, hi - lo,
+                           last_ts if has_last else INT64_MIN)
 
 
 cdef inline float64_t _imbalance3(const float64_t* vol, const float64_t* comp) noexcept nogil:
@@ -983,46 +1054,45 @@ cdef inline void _tf_add(float64_t* vol, float64_t* comp, int64_t* cnt, int k, i
 
 
 cdef int _tf_plain(TradeFlowState* st, const TFBlock* b, intp_t lo, intp_t hi) noexcept nogil:
-    """No window, no classifier, hi > lo: validates [lo, hi) and applies it in one pass on
-    local sums, stored only when every row is good; returns 1 (state unchanged, sv[lo:hi]
-    unspecified) when a row is bad. b.v NULL: no rolling output."""
-    cdef float64_t vol[4]          # slot 3: where the sums of a bad side go (discarded)
-    cdef float64_t comp[4]
-    cdef int64_t cnt[4]
-    cdef const int64_t* ts = b.ts
-    cdef const float64_t* px = b.px
+    """No window, no classifier, hi > lo: returns 1 (state and sv unchanged) when a row of
+    [lo, hi) is bad, else applies the block and returns 0. Two passes: _tf_validate's lane
+    masks, then the sums with no check (the fused loop spilled its pointers to the stack).
+    The same operations as _tradeflow_step: Neumaier sums, signed volume (double) side * size
+    (the side's double from a table). b.v NULL: no rolling output."""
+    cdef float64_t vol[3]
+    cdef float64_t comp[3]
+    cdef int64_t cnt[3]
+    cdef float64_t sign[3]
     cdef const float64_t* sz = b.sz
     cdef const int8_t* sd = b.sd
     cdef float64_t* sv = b.sv
     cdef float64_t* v = b.v
-    cdef intp_t tstep = b.ts_step, sstep = b.sd_step, i
-    cdef int64_t prev = st.last_ts if st.has_last else INT64_MIN, t
-    cdef float64_t fin = 0.0, q
-    cdef int bad = 0, s
+    cdef intp_t sstep = b.sd_step, i
+    cdef float64_t q
+    cdef int k
+    if _tf_validate(b, lo, hi, st.has_last, st.last_ts):
+        return 1
     _tf_load(st, vol, comp, cnt)
-    vol[3] = comp[3] = 0.0
-    cnt[3] = 0
+    sign[0] = -1.0
+    sign[1] = 0.0
+    sign[2] = 1.0
     if v == NULL:
         for i in range(lo, hi):
-            t = ts[i * tstep]
+            k = sd[i * sstep] + 1
             q = sz[i]
-            s = sd[i * sstep]
-            bad |= _tf_bad(t, prev, px[i], q, s, &fin)
-            prev = t
-            _tf_add(vol, comp, cnt, (s + 1) & 3, s, q, &sv[i])   # a bad side: slot 3
+            neumaier_add(&vol[k], &comp[k], q)
+            cnt[k] += 1
+            sv[i] = sign[k] * q
     else:
         for i in range(lo, hi):
-            t = ts[i * tstep]
+            k = sd[i * sstep] + 1
             q = sz[i]
-            s = sd[i * sstep]
-            bad |= _tf_bad(t, prev, px[i], q, s, &fin)
-            prev = t
-            _tf_add(vol, comp, cnt, (s + 1) & 3, s, q, &sv[i])
+            neumaier_add(&vol[k], &comp[k], q)
+            cnt[k] += 1
+            sv[i] = sign[k] * q
             v[i] = _imbalance3(vol, comp)
-    bad |= not (fin == 0.0)
-    if not bad:
-        _tf_store(st, b, lo, hi, vol, comp, cnt)
-    return bad
+    _tf_store(st, b, lo, hi, vol, comp, cnt)
+    return 0
 
 
 cdef inline void _tf_push(int64_t* rts, float64_t* rsz, int8_t* rsd, intp_t slot, int64_t t,

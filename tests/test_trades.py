@@ -926,6 +926,50 @@ def test_every_special_trade_in_every_lane_is_judged_like_update(kw):
         assert _flow_state(tf) == _flow_state(tf1), (k, field)
 
 
+@pytest.mark.parametrize("has_ts", [True, False])
+@pytest.mark.parametrize("has_side", [True, False])
+def test_block_check_at_every_vector_position_names_the_first_bad_row(has_ts, has_side):
+    # helper edge5: the plain kernel's block check runs four trades a step (price, size, ts)
+    # and sixteen (side), then scalar tails; a special row at every position of a 37-trade
+    # block (every lane of both step widths, the tails), also behind an earlier update, with
+    # ts or side absent (no test: every trade at the last ts / side 0): the same error, field
+    # and index as TradeFlow.update, the rows before it applied, the same bits
+    n = 37
+    rng = np.random.default_rng(11)
+    base_ts = np.cumsum(rng.integers(0, 3, n)).astype(np.int64) + 10
+    base_sz = rng.random(n) * 10.0
+    base_sd = rng.integers(-1, 2, n).astype(np.int8)
+    specials = [s for s in SPECIAL_TRADES
+                if (has_side or s[0] != "side") and (has_ts or s[0] != "ts")]
+    for k, field, _, ts, (px, sz, sd) in special_rows(
+            range(n), specials, base_ts, np.full(n, 100.0), base_sz, base_sd):
+        for warm in (False, True):
+            tf1, tf = TradeFlow(), TradeFlow()
+            if warm:                      # the block's first ts is checked against this one
+                for t in (tf1, tf):
+                    t.update(int(ts[0]), 100.0, 1.0, 1)
+            sd_used = sd if has_side else np.zeros(n, np.int8)
+            ts_used = ts if has_ts else np.full(n, int(ts[0]) if warm else 0, np.int64)
+            sv1, err1 = [], None
+            for i in range(n):
+                try:
+                    sv1.append(tf1.update(int(ts_used[i]), px[i], sz[i], int(sd_used[i])))
+                except OFIError as exc:
+                    err1 = (type(exc), exc.field, i)
+                    break
+            assert (err1 is None) == (field is None), (k, field)
+            out = np.full(n, 7.0)
+            try:
+                tf.update_many(ts if has_ts else None, px, sz, sd if has_side else None,
+                               out=out)
+                err = None
+            except OFIError as exc:
+                err = (type(exc), exc.field, exc.index)
+            assert err == err1, (k, field, warm)
+            assert _bits(out[:len(sv1)]) == _bits(sv1), (k, field, warm)
+            assert _flow_state(tf) == _flow_state(tf1), (k, field, warm)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_every_special_price_and_quote_in_every_lane_classifies_like_update(method):
     # the per-method loops of classify_trades against the streaming Classifier, row by row
@@ -1178,3 +1222,79 @@ def test_vpin_kernel_at_the_rounding_edges():
                 b = _vpin_batch(mode, v, ts[cut:], sz[cut:], sd[cut:], fr[cut:])
                 assert a.ts.tolist() + b.ts.tolist() == rows, (sizes, mode, cut)
                 assert _vpin_state(v) == _vpin_state(one), (sizes, mode, cut)
+
+
+def _tf_validate_c_builds(tmp_path):
+    """trd_tf_validate's C text from _trades.pyx built twice, -O2 (SSE2) and -O2 -mavx2: on an
+    AVX2 machine the package runs only the avx2 clone, so the default one is tested here."""
+    import ctypes
+    import shutil
+    import subprocess
+    from pathlib import Path
+    if shutil.which("gcc") is None:
+        pytest.skip("no gcc")
+    src = (Path(ofi_fast.__file__).parent / "_trades.pyx").read_text()
+    a = src.index("    /* TradeFlow.update_many's block check")
+    b = src.index('    """\n    int trd_tf_validate(')
+    c = tmp_path / "tfv.c"
+    c.write_text("#include <stddef.h>\ntypedef ptrdiff_t Py_ssize_t;\n#define TRD_CLONES\n"
+                 + "\n".join(line[4:] for line in src[a:b].splitlines())
+                 .replace("static int trd_tf_validate", "int trd_tf_validate"))
+    libs = []
+    for flags in (["-O2"], ["-O2", "-mavx2"]):
+        so = tmp_path / f"tfv{len(libs)}.so"
+        subprocess.run(["gcc", *flags, "-fPIC", "-shared", "-o", str(so), str(c)], check=True)
+        f = ctypes.CDLL(str(so)).trd_tf_validate
+        f.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t, ctypes.c_int64]
+        libs.append(f)
+    return libs
+
+
+def test_tf_block_check_sse2_and_avx2_builds_match_the_per_trade_rule(tmp_path):
+    # helper edge5: random blocks of 0-40 trades with one special value (non-finite price or
+    # size, negative size, -0.0, a bad side, time backwards by 1 or 2**62, int64 extremes so
+    # the overflow-safe ts compare is exercised), ts / side present or not, three prevs
+    checks = _tf_validate_c_builds(tmp_path)
+    rng = np.random.default_rng(1)
+    i64 = np.iinfo(np.int64)
+
+    def rule(ts, px, sz, sd, prev):
+        for i in range(len(px)):
+            if ts is not None and ts[i] < (prev if i == 0 else ts[i - 1]):
+                return 1
+            if not (math.isfinite(px[i]) and math.isfinite(sz[i]) and sz[i] >= 0):
+                return 1
+            if sd is not None and sd[i] not in (-1, 0, 1):
+                return 1
+        return 0
+    seen = set()
+    for _ in range(3000):
+        n = int(rng.integers(0, 40))
+        shift = int(rng.choice([0, i64.max - 200, i64.min + 10])) if rng.random() < 0.2 else 0
+        ts = np.cumsum(rng.integers(0, 3, n)).astype(np.int64) + shift
+        px = 100.0 + rng.integers(-2, 3, n)
+        sz = rng.random(n) * 5
+        sd = rng.integers(-1, 2, n).astype(np.int8)
+        if n:
+            k, what = int(rng.integers(0, n)), int(rng.integers(0, 8))
+            if what == 0:
+                px[k] = rng.choice([math.nan, math.inf, -math.inf])
+            elif what == 1:
+                sz[k] = rng.choice([math.nan, math.inf, -math.inf, -1.0, -TINY, -0.0])
+            elif what == 2:
+                sd[k] = rng.choice([2, -2, 127, -128])
+            elif what == 3 and k:
+                d = int(ts[k - 1]) - int(rng.choice([1, 2**62]))
+                ts[k] = max(d, int(i64.min))
+            elif what == 4:
+                ts[k] = rng.choice([i64.min, i64.max])
+        prev = int(rng.choice([i64.min, ts[0] if n else 0, ts[0] + 1 if n and ts[0] < i64.max
+                               else 0]))
+        use_ts, use_sd = rng.random() < 0.8, rng.random() < 0.8
+        want = rule(ts if use_ts else None, px, sz, sd if use_sd else None, prev)
+        seen.add(want)
+        for f in checks:
+            got = f(ts.ctypes.data if use_ts else None, px.ctypes.data, sz.ctypes.data,
+                    sd.ctypes.data if use_sd else None, n, prev)
+            assert got == want, (n, use_ts, use_sd, prev, ts, px, sz, sd)
+    assert seen == {0, 1}

@@ -49,9 +49,13 @@ KERNELS: dict[str, list[str]] = {
                           for w in ("w2", "w4")] + ["ofi_count_block", "ofi_time_block"],
     # VPIN's kernel is C in _trades.pyx's extern block
     "ofi_fast/_trades.pyx": ["_classify_tick", "_classify_quote", "_classify_lee_ready",
-                             "_classify_emo", "_tf_validate", "_tf_plain", "_tf_count",
+                             "_classify_emo", "_tf_plain", "_tf_count",
                              "_tf_time", "ofi_vpin_fill_half", "ofi_vpin_fill_side",
-                             "ofi_vpin_fill_frac"],
+                             "ofi_vpin_fill_frac",
+                             # helper edge5: TradeFlow.update_many's block check, C in the
+                             # extern block (both target clones by their full symbol;
+                             # _tf_validate is its loop-free wrapper)
+                             "trd_tf_validate.default", "trd_tf_validate.avx2"],
     "ofi_fast/_ring.pyx": ["_rs_clean", "_rs_plain", "_rs_count"],
     "ofi_fast/_impact.pyx": ["bars_clock_fast", "_segment_fast", "_event_bars_fast"],
     # the limits: the same work as the kernels, without validation
@@ -164,7 +168,8 @@ def resolve(funcs: dict[str, list[Insn]], name: str) -> tuple[str, list[Insn]] |
     (gcc's clones such as ``.isra.0`` / ``.constprop.0`` included)."""
     for sym, insns in funcs.items():
         base = sym.split(".")[0]
-        if base == name or (base.startswith("__pyx_f_") and base.endswith("_" + name)):
+        if sym == name or base == name or (base.startswith("__pyx_f_")
+                                           and base.endswith("_" + name)):
             return sym, insns
     return None
 
