@@ -2,8 +2,11 @@
  * written branch-free (price comparisons as integer masks), so that they are the limit of
  * what the hardware does for this work rather than a loop slowed by mispredicted branches.
  * bench/conftest.py builds this file at -O2 and at -O3; tools/check_branches.py (run by
- * tests/test_tools.py) checks that the inner loops below have no conditional jump but the
- * loop's own. l1_ofi_c_if is the old loop written with ifs, kept as a labelled extra row. */
+ * tests/test_tools.py) checks, at -O2 and at -O3, that the inner loops below have no
+ * conditional jump but the loop's own. l1_ofi_c_if is the old loop written with ifs, kept as
+ * a labelled extra row (and the only function here that branches per event). Every other `if`
+ * in this file is outside the loops (the n <= 0 guard, the odd last event after a two-event
+ * loop) or tests a compile-time constant (count_rows' `full`, folded in each inlined copy). */
 #include <stdint.h>
 #include <string.h>
 
