@@ -5,6 +5,7 @@ Environment switches:
 - ``OFI_FAST_ANNOTATE=1``: write ``cython -a`` HTML next to each .pyx (check inner loops are white).
 """
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,15 @@ directives = {
 
 # _simulate draws from numpy's bit generators through numpy's own distribution functions,
 # the static library numpy ships for this (numpy/random/lib/libnpyrandom.a, "Extending via
-# Cython" in numpy's docs); it needs libm only (part of the C runtime on Windows).
+# Cython" in numpy's docs); it needs libm only (part of the C runtime on Windows). On Linux
+# its symbols stay private to _simulate (--exclude-libs: GNU ld), so the module exports only
+# its PyInit and cannot clash with another extension's copy of numpy's random functions.
 LINK = {
     "_simulate": dict(
         library_dirs=[str(Path(np.get_include()).parent.parent / "random" / "lib")],
         libraries=["npyrandom"] + (["m"] if os.name == "posix" else []),
+        extra_link_args=(["-Wl,--exclude-libs,libnpyrandom.a"]
+                         if sys.platform.startswith("linux") else []),
     ),
 }
 

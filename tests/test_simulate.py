@@ -5,6 +5,8 @@ No results of our own code are hard-coded: every check is an invariant of a limi
 of the model (seeded reproducibility, chunking invariance, OFI explaining mid changes).
 """
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
@@ -290,3 +292,15 @@ def test_run_holds_the_bit_generators_lock():
         assert th.is_alive() and not got
     th.join()
     assert _same(got[0], ref.run(500))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="GNU ld's --exclude-libs")
+def test_numpy_random_functions_stay_private_to_the_module():
+    # _simulate links numpy's libnpyrandom.a statically; its functions must not be exported
+    # (another extension with its own copy, or numpy's, could otherwise bind to ours)
+    import ctypes
+    from ofi_fast import _simulate
+    lib = ctypes.CDLL(_simulate.__file__)
+    assert hasattr(lib, "PyInit__simulate")
+    for name in ("random_poisson", "random_geometric", "random_standard_uniform_fill"):
+        assert not hasattr(lib, name), name
