@@ -111,6 +111,12 @@ cdef inline intp_t ring_n_expired(const Ring* r, int64_t cutoff) noexcept nogil:
         j = ring_next_slot(r, j)
     return k
 
+# Whether a push with this cutoff finds the ring full after its evictions: full, and its
+# oldest element not expired (size - ring_n_expired(r, cutoff) >= capacity, without the count:
+# an eviction makes room, and the oldest is the first to go).
+cdef inline bint ring_full_after_expiry(const Ring* r, int64_t cutoff) noexcept nogil:
+    return r.size == r.capacity and (r.size == 0 or r.ts[r.head] > cutoff)
+
 # Neumaier (Kahan-Babuska) compensated accumulation: *s + *c is the running sum. The rounding
 # error of s + x is computed by Knuth's TwoSum (six additions, no comparison, no branch), which
 # is exact, so it equals Neumaier's |s| >= |x| ? (s - t) + x : (x - t) + s bit for bit (both
@@ -128,44 +134,38 @@ cdef void rolling_free(RollingSumState* st) noexcept nogil
 cdef void rolling_reset(RollingSumState* st) noexcept nogil
 
 # --- hot path, inline so that every module using a window compiles it into its own loop ---
-cdef inline intp_t _n_expired(const RollingSumState* st, int64_t ts) noexcept nogil:
-    # How many of the oldest elements a push at ts evicts from a time window.
-    return ring_n_expired(&st.ring, ts - st.window_time)
-
-
 # Check only: the status rolling_push(ts) would return, without changing anything.
 cdef inline int rolling_check(const RollingSumState* st, int64_t ts) noexcept nogil:
     if st.has_last and ts < st.last_ts:
         return STATUS_TIME_BACKWARDS
     if st.window_time > 0 and not st.grow:
-        if st.ring.size - _n_expired(st, ts) >= st.ring.capacity:
+        if ring_full_after_expiry(&st.ring, ts - st.window_time):
             return STATUS_CAPACITY
     return STATUS_OK
 
 
 # Push (ts, x): evicts what leaves the window, then adds x. Returns STATUS_OK, or
 # STATUS_TIME_BACKWARDS / STATUS_CAPACITY / STATUS_NO_MEMORY with the state unchanged.
+# A time window evicts in one pass (the room is known from the oldest element alone).
 cdef inline int rolling_push(RollingSumState* st, int64_t ts, float64_t x) noexcept nogil:
     cdef Ring* r = &st.ring
-    cdef intp_t k, tail
+    cdef intp_t tail
+    cdef int64_t cutoff
     cdef int status
     if st.has_last and ts < st.last_ts:
         return STATUS_TIME_BACKWARDS
     if st.window_time > 0:
-        k = _n_expired(st, ts)
-        if r.size - k >= r.capacity:
+        cutoff = ts - st.window_time
+        if ring_full_after_expiry(r, cutoff):
             if not st.grow:
                 return STATUS_CAPACITY
             status = ring_grow(r, 2 * r.capacity)  # the only allocation, and only with grow
             if status != STATUS_OK:
                 return status
-        while k > 0:
+        while r.size > 0 and r.ts[r.head] <= cutoff:
             neumaier_add(&st.sum, &st.comp, -r.val[r.head])
-            r.head += 1
-            if r.head == r.capacity:
-                r.head = 0
+            r.head = ring_next_slot(r, r.head)
             r.size -= 1
-            k -= 1
         if r.size == 0:
             # An empty window sums to exactly zero: drop the rounding residue.
             st.sum = 0.0
@@ -173,9 +173,7 @@ cdef inline int rolling_push(RollingSumState* st, int64_t ts, float64_t x) noexc
     elif st.window > 0:
         if r.size == r.capacity:
             neumaier_add(&st.sum, &st.comp, -r.val[r.head])
-            r.head += 1
-            if r.head == r.capacity:
-                r.head = 0
+            r.head = ring_next_slot(r, r.head)
             r.size -= 1
     if st.window > 0 or st.window_time > 0:
         tail = r.head + r.size

@@ -52,6 +52,32 @@ def test_capacity_error_and_growth():
     assert g.value == 50.0 and g.capacity == 64
 
 
+@pytest.mark.parametrize("grow", [False, True])
+def test_full_ring_has_room_exactly_when_the_oldest_leaves(grow):
+    # window (t - 100, t]: with the ring full, a push at oldest + 100 evicts the oldest first
+    # (no error, no growth); at oldest + 99 nothing leaves, so it needs a fifth slot. Both the
+    # streaming push and the batch path, against the reference.
+    for push in ("update", "update_many"):
+        r = ofi_fast.RollingSum(window_time=100, capacity=4, grow=grow)
+        q = ref.RollingSum(window_time=100)
+        for t in (10, 20, 30, 40):
+            r.update(t, 1.0)
+            q.update(t, 1.0)
+        if push == "update":
+            r.update(110, 2.0)
+        else:
+            r.update_many([110], [2.0])
+        q.update(110, 2.0)
+        assert (r.value, r.count, r.capacity) == (q.value, 4, 4)
+        if grow:
+            r.update(119, 1.0)
+            assert (r.count, r.capacity) == (5, 8)
+        else:
+            with pytest.raises(ofi_fast.CapacityError):
+                r.update(119, 1.0)
+            assert (r.value, r.count) == (q.value, 4)
+
+
 def test_bad_input_keeps_state():
     r = ofi_fast.RollingSum(window=5)
     with pytest.raises(ofi_fast.NonFiniteError) as ei:
