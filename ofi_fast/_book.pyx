@@ -1475,8 +1475,9 @@ cdef int raise_book(int status, intp_t index) except -1:
 from libc.math cimport INFINITY
 from ofi_fast._guard cimport checked_malloc
 from ofi_fast._ofi cimport (
-    mlofi_check_ts, mlofi_commit, mlofi_push_range, mlofi_reserve, mlofi_reset, ofi_l1_event,
+    mlofi_check_ts, mlofi_commit, mlofi_push_range, mlofi_reserve, mlofi_reset,
 )
+from ofi_fast._select cimport f64_keep
 from ofi_fast._ring cimport ring_clear
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
 
@@ -1528,16 +1529,15 @@ cdef inline int _commit(const BookState* b, MLOFIState* m, int64_t* keys,
     return mlofi_commit(m, ts)
 
 
-cdef inline void _level(float64_t* p, float64_t* e, intp_t L, intp_t j, float64_t* pp,
-                        float64_t px, float64_t sz) noexcept nogil:
-    """Level j of the changed side (its prices at pp, sizes at pp + L: both inside p, the
-    previous state) becomes (px, sz): e[j] by CKS eq. 10 (ofi_l1_event between level j of
-    both sides before and after; the other side's level is unchanged, so its part is 0).
-    No branch on the side: the new values are stored, then level j is read back."""
-    cdef float64_t b0 = p[j], qb0 = p[L + j], a0 = p[2 * L + j], qa0 = p[3 * L + j]
-    pp[j] = px
-    pp[L + j] = sz
-    e[j] = ofi_l1_event(b0, qb0, a0, qa0, p[j], p[L + j], p[2 * L + j], p[3 * L + j])
+cdef inline float64_t _side_e(float64_t sf, float64_t x0, float64_t q0, float64_t x1,
+                              float64_t q1) noexcept nogil:
+    """e of CKS eq. 10 when one side's level goes from (x0, q0) to (x1, q1) (stored prices:
+    bid ticks, ask ticks; sf = +1.0 bid, -1.0 ask) and the other side's level is unchanged:
+    bit for bit ofi_l1_event. The other side's part is q - q = +0.0, so e = part + 0.0; in
+    key order (y = sf x, absent levels -inf) the ask part A - B is -(B - A), the same double
+    (A == B: -(+0.0) + 0.0 = +0.0). No branch: levels shift at random."""
+    cdef float64_t y0 = sf * x0, y1 = sf * x1
+    return sf * (f64_keep(y1 >= y0, q1) - f64_keep(y1 <= y0, q0)) + 0.0
 
 
 cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t ts, int side,
@@ -1554,50 +1554,61 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
         return status
     if not m.has_prev or b.last_side == 0:
         return _commit(b, m, keys, ts)       # first event
-    cdef intp_t j, L = m.levels, lo = 0, hi = 0
+    cdef intp_t j, at, L = m.levels, lo = 0, hi = 0
     cdef int s_ = b.last_side
     cdef int kind = b.last_kind
     cdef int64_t key = b.last_key, nk
     cdef int64_t* ks = keys + ((1 - s_) >> 1) * L      # (no jump on the side)
-    cdef float64_t* p = m.prev
-    cdef float64_t* pp = p + (1 - s_) * L      # the changed side: prices, then sizes
+    cdef float64_t* e = m.e
+    cdef float64_t* pp = m.prev + (1 - s_) * L      # the changed side: prices, then sizes
     cdef float64_t* ps = pp + L
     cdef const BookSide* sd
-    cdef float64_t nq, d = 0.0
+    cdef float64_t sf = <float64_t> s_, x, q, d = 0.0
     for j in range(L):
-        m.e[j] = 0.0
+        e[j] = 0.0
         lo += ks[j] > key
     if kind == BOOK_MISSING:
         lo = L
     if lo < L:
+        # level `at` becomes (x, q); the shifted levels take their neighbour's
+        at = lo
+        x = <float64_t> (key * s_)
+        q = size
         if kind == BOOK_SET:
             hi = lo + 1
-            _level(p, m.e, L, lo, pp, <float64_t> (key * s_), size)
         elif kind == BOOK_INSERT:
             hi = L
             j = L - 1
             while j > lo:
+                e[j] = _side_e(sf, pp[j], ps[j], pp[j - 1], ps[j - 1])
                 ks[j] = ks[j - 1]
-                _level(p, m.e, L, j, pp, pp[j - 1], ps[j - 1])
+                pp[j] = pp[j - 1]
+                ps[j] = ps[j - 1]
                 j -= 1
             ks[lo] = key
-            _level(p, m.e, L, lo, pp, <float64_t> (key * s_), size)
         else:                                  # BOOK_DELETE: ks[lo] == key
             hi = L
+            at = L - 1
             nk = ks[L - 1]                      # the old L-th level (KEY_MIN when absent)
             for j in range(lo, L - 1):
+                e[j] = _side_e(sf, pp[j], ps[j], pp[j + 1], ps[j + 1])
                 ks[j] = ks[j + 1]
-                _level(p, m.e, L, j, pp, pp[j + 1], ps[j + 1])
+                pp[j] = pp[j + 1]
+                ps[j] = ps[j + 1]
             sd = &b.bid if s_ == 1 else &b.ask
-            if nk != KEY_MIN and side_below(sd, nk, &nk, &nq):
+            if nk != KEY_MIN and side_below(sd, nk, &nk, &q):
                 ks[L - 1] = nk
-                _level(p, m.e, L, L - 1, pp, <float64_t> (nk * s_), nq)
+                x = <float64_t> (nk * s_)
             else:
                 ks[L - 1] = KEY_MIN
-                _level(p, m.e, L, L - 1, pp, <float64_t> (-s_) * INFINITY, 0.0)
+                x = -sf * INFINITY
+                q = 0.0
+        e[at] = _side_e(sf, pp[at], ps[at], x, q)
+        pp[at] = x
+        ps[at] = q
         for j in range(L):
             d += m.prev[L + j] + m.prev[3 * L + j]
-        m.e[L] = d
+        e[L] = d
     else:
         # the top L did not change: e = 0, and the depth m.e[L] is the previous event's
         lo = hi = L
