@@ -1564,9 +1564,16 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
     cdef float64_t* ps = pp + L
     cdef const BookSide* sd
     cdef float64_t sf = <float64_t> s_, x, q, d = 0.0
+    cdef intp_t n = L, half
     for j in range(L):
         e[j] = 0.0
-        lo += ks[j] > key
+    # lo = #{j: ks[j] > key}: ks descends (absent levels KEY_MIN last), so a branch-free
+    # binary search (its trip count depends on L only)
+    while n > 1:
+        half = n >> 1
+        lo = lo + half if ks[lo + half] > key else lo
+        n -= half
+    lo += ks[lo] > key
     if kind == BOOK_MISSING:
         lo = L
     if lo < L:
