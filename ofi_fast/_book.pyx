@@ -1477,7 +1477,6 @@ from ofi_fast._guard cimport checked_malloc
 from ofi_fast._ofi cimport (
     mlofi_check_ts, mlofi_commit, mlofi_push_range, mlofi_reserve, mlofi_reset,
 )
-from ofi_fast._select cimport f64_keep
 from ofi_fast._ring cimport ring_clear
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
 
@@ -1529,17 +1528,6 @@ cdef inline int _commit(const BookState* b, MLOFIState* m, int64_t* keys,
     return mlofi_commit(m, ts)
 
 
-cdef inline float64_t _side_e(float64_t sf, float64_t x0, float64_t q0, float64_t x1,
-                              float64_t q1) noexcept nogil:
-    """e of CKS eq. 10 when one side's level goes from (x0, q0) to (x1, q1) (stored prices:
-    bid ticks, ask ticks; sf = +1.0 bid, -1.0 ask) and the other side's level is unchanged:
-    bit for bit ofi_l1_event. The other side's part is q - q = +0.0, so e = part + 0.0; in
-    key order (y = sf x, absent levels -inf) the ask part A - B is -(B - A), the same double
-    (A == B: -(+0.0) + 0.0 = +0.0). No branch: levels shift at random."""
-    cdef float64_t y0 = sf * x0, y1 = sf * x1
-    return sf * (f64_keep(y1 >= y0, q1) - f64_keep(y1 <= y0, q0)) + 0.0
-
-
 cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t ts, int side,
                              float64_t price, float64_t size) noexcept nogil:
     """A delta that is its own event. One level of one side changed, so the top L changes at
@@ -1554,7 +1542,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
         return status
     if not m.has_prev or b.last_side == 0:
         return _commit(b, m, keys, ts)       # first event
-    cdef intp_t j, at, L = m.levels, lo = 0, hi = 0
+    cdef intp_t j, L = m.levels, lo = 0, hi = 0
     cdef int s_ = b.last_side
     cdef int kind = b.last_kind
     cdef int64_t key = b.last_key, nk
@@ -1563,7 +1551,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
     cdef float64_t* pp = m.prev + (1 - s_) * L      # the changed side: prices, then sizes
     cdef float64_t* ps = pp + L
     cdef const BookSide* sd
-    cdef float64_t sf = <float64_t> s_, x, q, d = 0.0
+    cdef float64_t sf = <float64_t> s_, q, d = 0.0
     cdef intp_t n = L, half
     for j in range(L):
         e[j] = 0.0
@@ -1577,42 +1565,47 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
     if kind == BOOK_MISSING:
         lo = L
     if lo < L:
-        # level `at` becomes (x, q); the shifted levels take their neighbour's
-        at = lo
-        x = <float64_t> (key * s_)
-        q = size
+        # e by CKS eq. 10, bit for bit ofi_l1_event: the other side's level is unchanged, so
+        # its part is q - q = +0.0 and e = sf * (this side's part in key order) + 0.0. Keys
+        # are distinct within a side and exact in float64 (integers rounded from a float64,
+        # |key| < 4e18), so a level taking a better price gets sf * q1 + 0.0, a worse one
+        # -sf * q0 + 0.0 (both absent: sf * 0.0 + 0.0 = +0.0), the same price sf * (q1 - q0)
+        # + 0.0 (an ask's q0 - q1 is -(q1 - q0), and -(+0.0) + 0.0 = +0.0)
         if kind == BOOK_SET:
             hi = lo + 1
-        elif kind == BOOK_INSERT:
+            e[lo] = sf * (size - ps[lo]) + 0.0
+            ps[lo] = size
+        elif kind == BOOK_INSERT:             # rank lo and the shifted ones get better
             hi = L
             j = L - 1
             while j > lo:
-                e[j] = _side_e(sf, pp[j], ps[j], pp[j - 1], ps[j - 1])
+                e[j] = sf * ps[j - 1] + 0.0
                 ks[j] = ks[j - 1]
                 pp[j] = pp[j - 1]
                 ps[j] = ps[j - 1]
                 j -= 1
+            e[lo] = sf * size + 0.0
             ks[lo] = key
-        else:                                  # BOOK_DELETE: ks[lo] == key
+            pp[lo] = <float64_t> (key * s_)
+            ps[lo] = size
+        else:                                  # BOOK_DELETE (ks[lo] == key): ranks lo.. worse
             hi = L
-            at = L - 1
             nk = ks[L - 1]                      # the old L-th level (KEY_MIN when absent)
+            e[L - 1] = -sf * ps[L - 1] + 0.0
             for j in range(lo, L - 1):
-                e[j] = _side_e(sf, pp[j], ps[j], pp[j + 1], ps[j + 1])
+                e[j] = -sf * ps[j] + 0.0
                 ks[j] = ks[j + 1]
                 pp[j] = pp[j + 1]
                 ps[j] = ps[j + 1]
             sd = &b.bid if s_ == 1 else &b.ask
             if nk != KEY_MIN and side_below(sd, nk, &nk, &q):
                 ks[L - 1] = nk
-                x = <float64_t> (nk * s_)
+                pp[L - 1] = <float64_t> (nk * s_)
+                ps[L - 1] = q
             else:
                 ks[L - 1] = KEY_MIN
-                x = -sf * INFINITY
-                q = 0.0
-        e[at] = _side_e(sf, pp[at], ps[at], x, q)
-        pp[at] = x
-        ps[at] = q
+                pp[L - 1] = -sf * INFINITY
+                ps[L - 1] = 0.0
         for j in range(L):
             d += m.prev[L + j] + m.prev[3 * L + j]
         e[L] = d
