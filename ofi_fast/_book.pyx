@@ -1475,7 +1475,7 @@ cdef int raise_book(int status, intp_t index) except -1:
 from libc.math cimport INFINITY
 from ofi_fast._guard cimport checked_malloc
 from ofi_fast._ofi cimport (
-    mlofi_check_ts, mlofi_commit, mlofi_push_range, mlofi_reserve, mlofi_reset, ofi_l1_event,
+    mlofi_check_ts, mlofi_commit, mlofi_push_range, mlofi_reserve, mlofi_reset,
 )
 from ofi_fast._ring cimport ring_clear
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
@@ -1528,18 +1528,6 @@ cdef inline int _commit(const BookState* b, MLOFIState* m, int64_t* keys,
     return mlofi_commit(m, ts)
 
 
-cdef inline void _level(float64_t* p, float64_t* e, intp_t L, intp_t j, float64_t* pp,
-                        float64_t px, float64_t sz) noexcept nogil:
-    """Level j of the changed side (its prices at pp, sizes at pp + L: both inside p, the
-    previous state) becomes (px, sz): e[j] by CKS eq. 10 (ofi_l1_event between level j of
-    both sides before and after; the other side's level is unchanged, so its part is 0).
-    No branch on the side: the new values are stored, then level j is read back."""
-    cdef float64_t b0 = p[j], qb0 = p[L + j], a0 = p[2 * L + j], qa0 = p[3 * L + j]
-    pp[j] = px
-    pp[L + j] = sz
-    e[j] = ofi_l1_event(b0, qb0, a0, qa0, p[j], p[L + j], p[2 * L + j], p[3 * L + j])
-
-
 cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t ts, int side,
                              float64_t price, float64_t size) noexcept nogil:
     """A delta that is its own event. One level of one side changed, so the top L changes at
@@ -1559,45 +1547,68 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
     cdef int kind = b.last_kind
     cdef int64_t key = b.last_key, nk
     cdef int64_t* ks = keys + ((1 - s_) >> 1) * L      # (no jump on the side)
-    cdef float64_t* p = m.prev
-    cdef float64_t* pp = p + (1 - s_) * L      # the changed side: prices, then sizes
+    cdef float64_t* e = m.e
+    cdef float64_t* pp = m.prev + (1 - s_) * L      # the changed side: prices, then sizes
     cdef float64_t* ps = pp + L
     cdef const BookSide* sd
-    cdef float64_t nq, d = 0.0
+    cdef float64_t sf = <float64_t> s_, q, d = 0.0
+    cdef intp_t n = L, half
     for j in range(L):
-        m.e[j] = 0.0
-        lo += ks[j] > key
+        e[j] = 0.0
+    # lo = #{j: ks[j] > key}: ks descends (absent levels KEY_MIN last), so a branch-free
+    # binary search (its trip count depends on L only)
+    while n > 1:
+        half = n >> 1
+        lo = lo + half if ks[lo + half] > key else lo
+        n -= half
+    lo += ks[lo] > key
     if kind == BOOK_MISSING:
         lo = L
     if lo < L:
+        # e by CKS eq. 10, bit for bit ofi_l1_event: the other side's level is unchanged, so
+        # its part is q - q = +0.0 and e = sf * (this side's part in key order) + 0.0. Keys
+        # are distinct within a side and exact in float64 (integers rounded from a float64,
+        # |key| < 4e18), so a level taking a better price gets sf * q1 + 0.0, a worse one
+        # -sf * q0 + 0.0 (both absent: sf * 0.0 + 0.0 = +0.0), the same price sf * (q1 - q0)
+        # + 0.0 (an ask's q0 - q1 is -(q1 - q0), and -(+0.0) + 0.0 = +0.0)
         if kind == BOOK_SET:
             hi = lo + 1
-            _level(p, m.e, L, lo, pp, <float64_t> (key * s_), size)
-        elif kind == BOOK_INSERT:
+            e[lo] = sf * (size - ps[lo]) + 0.0
+            ps[lo] = size
+        elif kind == BOOK_INSERT:             # rank lo and the shifted ones get better
             hi = L
             j = L - 1
             while j > lo:
+                e[j] = sf * ps[j - 1] + 0.0
                 ks[j] = ks[j - 1]
-                _level(p, m.e, L, j, pp, pp[j - 1], ps[j - 1])
+                pp[j] = pp[j - 1]
+                ps[j] = ps[j - 1]
                 j -= 1
+            e[lo] = sf * size + 0.0
             ks[lo] = key
-            _level(p, m.e, L, lo, pp, <float64_t> (key * s_), size)
-        else:                                  # BOOK_DELETE: ks[lo] == key
+            pp[lo] = <float64_t> (key * s_)
+            ps[lo] = size
+        else:                                  # BOOK_DELETE (ks[lo] == key): ranks lo.. worse
             hi = L
             nk = ks[L - 1]                      # the old L-th level (KEY_MIN when absent)
+            e[L - 1] = -sf * ps[L - 1] + 0.0
             for j in range(lo, L - 1):
+                e[j] = -sf * ps[j] + 0.0
                 ks[j] = ks[j + 1]
-                _level(p, m.e, L, j, pp, pp[j + 1], ps[j + 1])
+                pp[j] = pp[j + 1]
+                ps[j] = ps[j + 1]
             sd = &b.bid if s_ == 1 else &b.ask
-            if nk != KEY_MIN and side_below(sd, nk, &nk, &nq):
+            if nk != KEY_MIN and side_below(sd, nk, &nk, &q):
                 ks[L - 1] = nk
-                _level(p, m.e, L, L - 1, pp, <float64_t> (nk * s_), nq)
+                pp[L - 1] = <float64_t> (nk * s_)
+                ps[L - 1] = q
             else:
                 ks[L - 1] = KEY_MIN
-                _level(p, m.e, L, L - 1, pp, <float64_t> (-s_) * INFINITY, 0.0)
+                pp[L - 1] = -sf * INFINITY
+                ps[L - 1] = 0.0
         for j in range(L):
             d += m.prev[L + j] + m.prev[3 * L + j]
-        m.e[L] = d
+        e[L] = d
     else:
         # the top L did not change: e = 0, and the depth m.e[L] is the previous event's
         lo = hi = L
