@@ -30,7 +30,8 @@ from ofi_fast._types cimport (
 )
 from ofi_fast._ring cimport (
     Ring, RollingSumState, neumaier_add, ring_clear, ring_copy_in, ring_copy_out, ring_free,
-    ring_grow, ring_init_rows, ring_n_expired, ring_pop_slot, ring_push_slot, ring_row,
+    ring_full_after_expiry, ring_grow, ring_init_rows, ring_pop_slot, ring_push_slot,
+    ring_row,
 )
 from ofi_fast._select cimport f64_choose
 from ofi_fast._ring cimport (
@@ -1103,8 +1104,7 @@ cdef int mlofi_check_ts(const MLOFIState* st, int64_t ts) noexcept nogil:
     if st.has_last and ts < st.last_ts:
         return STATUS_TIME_BACKWARDS
     if st.window_time > 0 and not st.grow:
-        if (st.ring.size - ring_n_expired(&st.ring, ts - st.window_time)
-                >= st.ring.capacity):
+        if ring_full_after_expiry(&st.ring, ts - st.window_time):
             return STATUS_CAPACITY
     return STATUS_OK
 
@@ -1117,8 +1117,7 @@ cdef int mlofi_reserve(MLOFIState* st, int64_t ts) noexcept nogil:
     if status != STATUS_OK:
         return status
     if st.window_time > 0 and st.grow:
-        if (st.ring.size - ring_n_expired(&st.ring, ts - st.window_time)
-                >= st.ring.capacity):
+        if ring_full_after_expiry(&st.ring, ts - st.window_time):
             if ring_grow(&st.ring, 2 * st.ring.capacity) != STATUS_OK:
                 return STATUS_NO_MEMORY
     return STATUS_OK
