@@ -57,7 +57,7 @@ Deleting a level that does not exist is ignored (counted in ``n_missing``) unles
 
 cimport cython
 from libc.float cimport DBL_MAX
-from libc.math cimport NAN, fabs, round as c_round
+from libc.math cimport NAN, copysign, fabs, round as c_round
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memmove, memset
 from libc.stdint cimport INT64_MAX, INT64_MIN, uint64_t
@@ -728,8 +728,14 @@ cdef inline int _tick(const BookState* b, float64_t price, int64_t* tick) noexce
     cdef float64_t x = price / b.tick_size
     if not (fabs(x) < MAX_TICK):
         return STATUS_BAD_VALUE
-    # round half away from zero by truncation (one instruction, no libm call)
-    cdef int64_t t = <int64_t> (x + 0.5) if x >= 0.0 else <int64_t> (x - 0.5)
+    # the nearest integer, ties to even (as the fast path's rint and the reference's
+    # round(); a tie is accepted only from 5e12 ticks on, where the tolerance passes 0.5):
+    # |x| + 2**52 - 2**52 in the default rounding mode, no libm call; from 2**52 on every
+    # double is an integer already (adding 0.5 there would round)
+    cdef float64_t r = x
+    if fabs(x) < 4503599627370496.0:
+        r = copysign((fabs(x) + 4503599627370496.0) - 4503599627370496.0, x)
+    cdef int64_t t = <int64_t> r
     # off-grid tolerance: 1e-6 tick, widened by the rounding error of price / tick_size
     # itself for very large tick counts (1e-13 relative, e.g. 56218.3 / 1e-5)
     if fabs(x - <float64_t> t) > 1e-6 + fabs(x) * 1e-13:

@@ -507,7 +507,9 @@ def test_fast_path_bookofi_ranks_match_reference(seed, L):
 
 
 @given(st.sampled_from([1.0, 0.01, 0.5, 1e-5, 0.1, 0.25, 3e-8]),
-       st.integers(-10**11, 10**11) | st.integers(-100, 100),
+       st.integers(-10**11, 10**11) | st.integers(-100, 100)
+       # from 2**52 ticks on every double is an integer (x + 0.5 would round to even)
+       | st.integers(2**52 - 4, 2**53 + 4) | st.integers(-(2**53) - 4, -(2**52) + 4),
        st.floats(-3e-6, 3e-6) | st.sampled_from([0.0, 1e-6, -1e-6, 0.5, -0.5]),
        st.integers(0, 9))
 def test_tick_conversion_matches_reference_at_the_tolerance(tick, t, d, filled):
@@ -532,6 +534,19 @@ def test_tick_conversion_matches_reference_at_the_tolerance(tick, t, d, filled):
     else:
         b.apply(1, price, 1.0)
         assert b.best_bid_tick == want
+
+
+def test_tick_counts_from_2_to_the_52_are_kept_exactly():
+    # an odd count of ticks in [2**52, 2**53) once read one tick up (x + 0.5 rounded to even)
+    for t in (2**52 + 1, 2**52 + 3, 2**53 - 1, -(2**52) - 1):
+        b = Book(1.0)
+        b.apply(1, float(t), 5.0)
+        assert b.best_bid_tick == t == ref.Book(1.0)._tick(float(t))
+        o = ofi_fast.BookOFI(1.0, levels=2)
+        r = ref.BookOFI(1.0, levels=2)
+        assert o.update(0, 1, float(t), 5.0) == r.update(0, 1, float(t), 5.0)
+        assert o.update(1, 1, float(t - 2), 3.0) == r.update(1, 1, float(t - 2), 3.0)
+        assert o.book.best_bid_tick == t
 
 
 # ------------------------------------------------------------------ LOBSTER
