@@ -128,18 +128,19 @@ cdef void rolling_free(RollingSumState* st) noexcept nogil
 cdef void rolling_reset(RollingSumState* st) noexcept nogil
 
 # --- hot path, inline so that every module using a window compiles it into its own loop ---
-cdef inline intp_t _n_expired(const RollingSumState* st, int64_t ts) noexcept nogil:
-    # How many of the oldest elements a push at ts evicts from a time window.
-    return ring_n_expired(&st.ring, ts - st.window_time)
+# A push at ts finds a time window's ring full: full now and its oldest element does not
+# leave (then nothing does: timestamps are non-decreasing). capacity > 0 for a time window.
+cdef inline bint _time_full(const RollingSumState* st, int64_t ts) noexcept nogil:
+    return (st.ring.size == st.ring.capacity
+            and st.ring.ts[st.ring.head] > ts - st.window_time)
 
 
 # Check only: the status rolling_push(ts) would return, without changing anything.
 cdef inline int rolling_check(const RollingSumState* st, int64_t ts) noexcept nogil:
     if st.has_last and ts < st.last_ts:
         return STATUS_TIME_BACKWARDS
-    if st.window_time > 0 and not st.grow:
-        if st.ring.size - _n_expired(st, ts) >= st.ring.capacity:
-            return STATUS_CAPACITY
+    if st.window_time > 0 and not st.grow and _time_full(st, ts):
+        return STATUS_CAPACITY
     return STATUS_OK
 
 
@@ -147,43 +148,32 @@ cdef inline int rolling_check(const RollingSumState* st, int64_t ts) noexcept no
 # STATUS_TIME_BACKWARDS / STATUS_CAPACITY / STATUS_NO_MEMORY with the state unchanged.
 cdef inline int rolling_push(RollingSumState* st, int64_t ts, float64_t x) noexcept nogil:
     cdef Ring* r = &st.ring
-    cdef intp_t k, tail
+    cdef intp_t tail
+    cdef int64_t cutoff
     cdef int status
     if st.has_last and ts < st.last_ts:
         return STATUS_TIME_BACKWARDS
     if st.window_time > 0:
-        k = _n_expired(st, ts)
-        if r.size - k >= r.capacity:
+        if _time_full(st, ts):
             if not st.grow:
                 return STATUS_CAPACITY
             status = ring_grow(r, 2 * r.capacity)  # the only allocation, and only with grow
             if status != STATUS_OK:
                 return status
-        while k > 0:
-            neumaier_add(&st.sum, &st.comp, -r.val[r.head])
-            r.head += 1
-            if r.head == r.capacity:
-                r.head = 0
-            r.size -= 1
-            k -= 1
+        cutoff = ts - st.window_time
+        while r.size > 0 and r.ts[r.head] <= cutoff:   # one pass: evict while expired
+            neumaier_add(&st.sum, &st.comp, -r.val[ring_pop_slot(r)])
         if r.size == 0:
             # An empty window sums to exactly zero: drop the rounding residue.
             st.sum = 0.0
             st.comp = 0.0
     elif st.window > 0:
         if r.size == r.capacity:
-            neumaier_add(&st.sum, &st.comp, -r.val[r.head])
-            r.head += 1
-            if r.head == r.capacity:
-                r.head = 0
-            r.size -= 1
+            neumaier_add(&st.sum, &st.comp, -r.val[ring_pop_slot(r)])
     if st.window > 0 or st.window_time > 0:
-        tail = r.head + r.size
-        if tail >= r.capacity:
-            tail -= r.capacity
+        tail = ring_push_slot(r)
         r.ts[tail] = ts
         r.val[tail] = x
-        r.size += 1
     neumaier_add(&st.sum, &st.comp, x)
     st.has_last = True
     st.last_ts = ts
