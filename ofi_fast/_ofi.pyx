@@ -183,7 +183,7 @@ cdef extern from *:
             OFI_TS(s, c, xr);                                                             \
             if (mode == 0) {                                                              \
                 v[k_] = s + c;                                                            \
-            } else {                                                                      \
+            } else if (mode != 3) {                                                       \
                 if (mode == 2) {                                                          \
                     OFI_TS(ws, wc, -rval[h]);                                             \
                     h += 1;                                                               \
@@ -205,6 +205,7 @@ cdef extern from *:
      * - check_ts: the rows are also valid only if ts[i * ts_step] is non-decreasing from
      *   prev_ts on (ts_step 0: ts points to W equal values, always in order);
      * - mode 0: v[i - lo] = the total after row i (OFI without a window: its rolling value);
+     *   mode 3: the same without v (v unused: nobody asked for the rolling values);
      *   mode 1 / 2: a count window's sum (win[0] + win[1], Neumaier) gets e of each row; in
      *   mode 2 (the ring is full) the oldest value, rval[h] from h = head on (wrapping at cap),
      *   leaves first; v[i - lo] = the window sum after row i. The ring itself is not written:
@@ -227,7 +228,8 @@ cdef extern from *:
         const vd first = {1.0};   /* 1 in lane 0, 0 elsewhere */                                           \
         vd bad = zero, crossed = zero, locked = zero;                                                      \
         double s = count ? total[0] : 0.0, c = count ? total[1] : 0.0, t, z;                               \
-        double ws = mode ? win[0] : 0.0, wc = mode ? win[1] : 0.0;                                         \
+        const int win_on = mode == 1 || mode == 2;   /* a count window's sum */                            \
+        double ws = win_on ? win[0] : 0.0, wc = win_on ? win[1] : 0.0;                                     \
         vd b0, q0, a0, r0, b1, q1, a1, r1, x;                                                              \
         vi t0, t1, pt = OFI_CAT(OFI_SPLAT_, W)(prev_ts);                                                   \
         /* the lanes' last lane carries row i - 1 from one step to the next */                             \
@@ -288,7 +290,7 @@ cdef extern from *:
             total[0] = s;                                                                                  \
             total[1] = c;                                                                                  \
         }                                                                                                  \
-        if (mode) {                                                                                        \
+        if (win_on) {                                                                                      \
             win[0] = ws;                                                                                   \
             win[1] = wc;                                                                                   \
         }                                                                                                  \
@@ -331,6 +333,14 @@ cdef extern from *:
                (bp, bs, ap, az, lo, hi, prev, e, counts, total, v),
                (bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v,
                 0, NULL, 0, 0, 0, NULL, NULL, 0, 0))
+    /* ofi_l1_pairs_counted without v (no window and no rolling values wanted) */
+    OFI_KERNEL(ofi_l1_pairs_total,
+               (const double *bp, const double *bs, const double *ap, const double *az,
+                Py_ssize_t lo, Py_ssize_t hi, double *prev, double *e, int64_t *counts,
+                double *total),
+               (bp, bs, ap, az, lo, hi, prev, e, counts, total),
+               (bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, NULL,
+                0, NULL, 0, 0, 3, NULL, NULL, 0, 0))
     /* OFI.update_many's one pass per block: ofi_l1_pairs_counted with the time order checked
      * (ofi_um_plain: without a window, or before a time window's own loop), and with a count
      * window's sum while the ring fills (ofi_um_fill) or once it is full (ofi_um_full). */
@@ -342,6 +352,14 @@ cdef extern from *:
                (bp, bs, ap, az, lo, hi, prev, e, counts, total, v, ts, ts_step, prev_ts),
                (bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, v,
                 1, ts, ts_step, prev_ts, 0, NULL, NULL, 0, 0))
+    /* ofi_um_plain without v */
+    OFI_KERNEL(ofi_um_total,
+               (const double *bp, const double *bs, const double *ap, const double *az,
+                Py_ssize_t lo, Py_ssize_t hi, double *prev, double *e, int64_t *counts,
+                double *total, const int64_t *ts, Py_ssize_t ts_step, int64_t prev_ts),
+               (bp, bs, ap, az, lo, hi, prev, e, counts, total, ts, ts_step, prev_ts),
+               (bp, bs, ap, az, lo, hi, prev, e, 1, counts, total, NULL,
+                1, ts, ts_step, prev_ts, 3, NULL, NULL, 0, 0))
     OFI_KERNEL(ofi_um_fill,
                (const double *bp, const double *bs, const double *ap, const double *az,
                 Py_ssize_t lo, Py_ssize_t hi, double *prev, double *e, int64_t *counts,
@@ -378,7 +396,8 @@ cdef extern from *:
     {
         double b0 = prev[0], q0 = prev[1], a0 = prev[2], r0 = prev[3], bad = 0.0;
         double s = total ? total[0] : 0.0, c = total ? total[1] : 0.0, t, z;
-        double ws = mode ? win[0] : 0.0, wc = mode ? win[1] : 0.0;
+        const int win_on = mode == 1 || mode == 2;
+        double ws = win_on ? win[0] : 0.0, wc = win_on ? win[1] : 0.0;
         for (Py_ssize_t i = lo; i < hi; i++) {
             double b1 = bp[i], q1 = bs[i], a1 = ap[i], r1 = az[i];
             b1 = b1 != b1 ? -INFINITY : b1;
@@ -399,7 +418,7 @@ cdef extern from *:
                 OFI_TWOSUM(x);
                 if (mode == 0) {
                     v[i - lo] = s + c;
-                } else {
+                } else if (mode != 3) {
                     if (mode == 2) {
                         OFI_TS(ws, wc, -rval[h]);
                         h = h + 1 == cap ? 0 : h + 1;
@@ -412,7 +431,7 @@ cdef extern from *:
         }
         prev[0] = b0; prev[1] = q0; prev[2] = a0; prev[3] = r0;
         if (total) { total[0] = s; total[1] = c; }
-        if (mode) { win[0] = ws; win[1] = wc; }
+        if (win_on) { win[0] = ws; win[1] = wc; }
         return bad == 0.0;
     }
     static int ofi_l1_pairs_counted(const double *bp, const double *bs, const double *ap,
@@ -422,6 +441,21 @@ cdef extern from *:
     {
         return ofi_scalar_impl(bp, bs, ap, az, lo, hi, prev, e, counts, total, v,
                                NULL, 0, 0, 0, NULL, NULL, 0, 0);
+    }
+    static int ofi_l1_pairs_total(const double *bp, const double *bs, const double *ap,
+                                  const double *az, Py_ssize_t lo, Py_ssize_t hi,
+                                  double *prev, double *e, int64_t *counts, double *total)
+    {
+        return ofi_scalar_impl(bp, bs, ap, az, lo, hi, prev, e, counts, total, NULL,
+                               NULL, 0, 0, 3, NULL, NULL, 0, 0);
+    }
+    static int ofi_um_total(const double *bp, const double *bs, const double *ap,
+                            const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
+                            double *e, int64_t *counts, double *total,
+                            const int64_t *ts, Py_ssize_t ts_step, int64_t prev_ts)
+    {
+        return ofi_scalar_impl(bp, bs, ap, az, lo, hi, prev, e, counts, total, NULL,
+                               ts, ts_step, prev_ts, 3, NULL, NULL, 0, 0);
     }
     static int ofi_l1_pairs(const double *bp, const double *bs, const double *ap,
                             const double *az, Py_ssize_t lo, Py_ssize_t hi, double *prev,
@@ -466,6 +500,13 @@ cdef extern from *:
                               const float64_t* az, intp_t lo, intp_t hi, float64_t* prev,
                               float64_t* e, int64_t* counts, float64_t* total,
                               float64_t* v) noexcept nogil
+    bint ofi_l1_pairs_total(const float64_t* bp, const float64_t* bs, const float64_t* ap,
+                            const float64_t* az, intp_t lo, intp_t hi, float64_t* prev,
+                            float64_t* e, int64_t* counts, float64_t* total) noexcept nogil
+    bint ofi_um_total(const float64_t* bp, const float64_t* bs, const float64_t* ap,
+                      const float64_t* az, intp_t lo, intp_t hi, float64_t* prev,
+                      float64_t* e, int64_t* counts, float64_t* total, const int64_t* ts,
+                      intp_t ts_step, int64_t prev_ts) noexcept nogil
     bint ofi_um_plain(const float64_t* bp, const float64_t* bs, const float64_t* ap,
                       const float64_t* az, intp_t lo, intp_t hi, float64_t* prev,
                       float64_t* e, int64_t* counts, float64_t* total, float64_t* v,
@@ -703,11 +744,16 @@ cdef int ofi_run(OFIState* st, const int64_t* ts, const float64_t* bp, const flo
             win[1] = r.comp
             ok = ofi_count_fused(st, tsp, ts_step, bp, bs, ap, az, lo, hi, prev, e, counts,
                                  total, vb, prev_ts, win)
-        elif ts != NULL:
-            ok = ofi_um_plain(bp, bs, ap, az, lo, hi, prev, e, counts, total, vb, ts, 1,
-                              prev_ts)
+        elif v != NULL and r.window == 0 and r.window_time == 0:  # rolling values = totals
+            if ts != NULL:
+                ok = ofi_um_plain(bp, bs, ap, az, lo, hi, prev, e, counts, total, vb, ts, 1,
+                                  prev_ts)
+            else:
+                ok = ofi_l1_pairs_counted(bp, bs, ap, az, lo, hi, prev, e, counts, total, vb)
+        elif ts != NULL:    # pass 2 writes vb, or nobody reads it: not stored per event here
+            ok = ofi_um_total(bp, bs, ap, az, lo, hi, prev, e, counts, total, ts, 1, prev_ts)
         else:
-            ok = ofi_l1_pairs_counted(bp, bs, ap, az, lo, hi, prev, e, counts, total, vb)
+            ok = ofi_l1_pairs_total(bp, bs, ap, az, lo, hi, prev, e, counts, total)
         if not ok:
             fused = False                        # the window goes through ofi_count_block
             status = ofi_first_bad(ts, bp, bs, ap, az, lo, hi, r.has_last, r.last_ts, &hi)

@@ -444,6 +444,30 @@ def test_blocks_match_the_one_event_path_bit_for_bit(stream, chunk, block, kind,
     assert _state(many) == _state(one)
 
 
+@given(quote_streams(), st.integers(1, 60), st.sampled_from([1, 3, 7, 1024]),
+       st.sampled_from([{}, {"window": 4}, {"window_time": 1500}]), st.booleans(),
+       st.sampled_from([2, 4]))
+def test_without_rolling_values_the_state_is_the_one_event_paths(stream, chunk, block, kind,
+                                                                  with_ts, lanes):
+    # update_many without rolling=True runs pass 1 without storing the per-event totals
+    # (ofi_um_total / ofi_l1_pairs_total): e and the final state (total, counts, window sum)
+    # are still those of the one-event path, bit for bit, with and without ts.
+    ts, bp, bs, ap, az = stream
+    with_ts = with_ts or "window_time" in kind
+    one = ofi_fast.OFI(**kind)
+    singles, _, err = _singles(one, ts if with_ts else np.zeros_like(ts), bp, bs, ap, az)
+    if err is not None:
+        return
+    many = ofi_fast.OFI(**kind)
+    es = []
+    with blocks_of(block, lanes):
+        for s in range(0, len(ts), chunk):
+            sl = slice(s, s + chunk)
+            es += many.update_many(ts[sl] if with_ts else None, bp[sl], bs[sl], ap[sl],
+                                   az[sl]).tolist()
+    assert es == singles and _state(many) == _state(one)
+
+
 SPECIAL_PX = [100.0, 99.0, 101.0, np.nan, np.inf, -np.inf]
 SPECIAL_SZ = [0.0, -0.0, 3.0, -1.0, -5e-324, 5e-324, np.inf, np.nan]
 

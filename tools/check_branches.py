@@ -46,6 +46,7 @@ KERNELS: dict[str, list[str]] = {
     # OFI.update_many's fused pass (the time-order check and a count window's sum inside it)
     # (each vector pass in both widths: _w4 = 4 lanes under AVX2, _w2 = 2 lanes)
     "ofi_fast/_ofi.pyx": [f"{k}_{w}" for k in ("ofi_l1_pairs", "ofi_l1_pairs_counted",
+                                               "ofi_l1_pairs_total", "ofi_um_total",
                                                "ofi_um_plain", "ofi_um_fill", "ofi_um_full")
                           for w in ("w2", "w4")] + ["ofi_count_block", "ofi_time_block"],
     # VPIN's kernel is C in _trades.pyx's extern block
