@@ -70,6 +70,11 @@ cdef extern from "_book_row.h":
     # the fast row and Book.apply_many's batch of them (policy keep), see _apply and the header
     bint ofi_book_fast(BookState* b, float64_t mul, int side, float64_t price, float64_t size,
                        bint strict, int* kind, int64_t* key) nogil
+    bint ofi_book_far(BookState* b, float64_t mul, int side, float64_t price, float64_t size,
+                      bint strict, int* kind, int64_t* key) nogil
+    # the far directory's and a far block's lower bounds (branch-free)
+    intp_t lower_key "ofi_lower_key"(const int64_t* a, intp_t n, int64_t key) nogil
+    intp_t block_lower "ofi_block_lower"(const FarBlock* blk, int64_t key) nogil
     intp_t ofi_book_keep_rows(BookState* b, intp_t i, intp_t n, const signed char* side,
                               const float64_t* price, const float64_t* size,
                               const unsigned char* end) nogil
@@ -189,34 +194,6 @@ cdef int far_dir_room(BookFar* f) noexcept nogil:
     f.last = nl
     f.cap = cap
     return STATUS_OK
-
-
-cdef inline intp_t lower_key(const int64_t* a, intp_t n, int64_t key) noexcept nogil:
-    """First i in [0, n] with a[i] >= key (a ascending): Khuong & Morin's branch-free lower
-    bound (conditional moves, no data-dependent jumps)."""
-    if n == 0 or a[n - 1] < key:
-        return n
-    cdef const int64_t* base = a
-    cdef intp_t m = n - 1, half                # the answer lies in [0, m]: a[m] >= key
-    while m > 1:
-        half = m >> 1
-        base = base + half if base[half] < key else base
-        m -= half
-    return (base - a) + (base[0] < key)
-
-
-cdef inline intp_t block_lower(const FarBlock* blk, int64_t key) noexcept nogil:
-    """First i in [0, blk.n] with blk.lv[i].key >= key (same search over the levels)."""
-    cdef intp_t n = blk.n
-    if n == 0 or blk.lv[n - 1].key < key:
-        return n
-    cdef const BookLevel* base = blk.lv
-    cdef intp_t m = n - 1, half
-    while m > 1:
-        half = m >> 1
-        base = base + half if base[half].key < key else base
-        m -= half
-    return (base - blk.lv) + (base[0].key < key)
 
 
 cdef inline bint far_find(const BookFar* f, int64_t key, float64_t* size) noexcept nogil:
@@ -805,7 +782,8 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     cdef int kind = 0
     cdef int64_t key = 0
     if not ofi_book_fast(b, b.tick_mul, side, price, size, b.strict, &kind, &key):    # (predictable on feeds)
-        return _apply_checked(b, side, price, size)
+        if not ofi_book_far(b, b.tick_mul, side, price, size, b.strict, &kind, &key):
+            return _apply_checked(b, side, price, size)
     b.last_side = side
     b.last_key = key
     b.last_kind = kind

@@ -101,6 +101,110 @@ ofi_book_fast(BookState* b, double mul, int side, double price, double size, int
     return 1;
 }
 
+/* First i in [0, n] with a[i] >= key (a ascending): Khuong & Morin's branch-free lower bound
+ * (conditional moves, no data-dependent jumps). The far directory's search. */
+static inline Py_ssize_t ofi_lower_key(const int64_t* a, Py_ssize_t n, int64_t key)
+{
+    if (n == 0 || a[n - 1] < key)
+        return n;
+    const int64_t* base = a;
+    Py_ssize_t m = n - 1;                       /* the answer lies in [0, m]: a[m] >= key */
+    while (m > 1) {
+        const Py_ssize_t half = m >> 1;
+        base = base[half] < key ? base + half : base;
+        m -= half;
+    }
+    return (base - a) + (base[0] < key);
+}
+
+/* First i in [0, blk->n] with blk->lv[i].key >= key (the same search over a block). */
+static inline Py_ssize_t ofi_block_lower(const FarBlock* blk, int64_t key)
+{
+    const Py_ssize_t n = blk->n;
+    if (n == 0 || blk->lv[n - 1].key < key)
+        return n;
+    const BookLevel* base = blk->lv;
+    Py_ssize_t m = n - 1;
+    while (m > 1) {
+        const Py_ssize_t half = m >> 1;
+        base = base[half].key < key ? base + half : base;
+        m -= half;
+    }
+    return (base - blk->lv) + (base[0].key < key);
+}
+
+/* The far row: a valid row whose key lies below its side's window (the side not empty), when
+ * it needs no block split, drop or merge: a size change, an insert into a block with room, a
+ * delete that leaves its block at least FAR_B / 4 levels, a missing delete (not strict).
+ * Returns 1 with *kind / *key as ofi_book_fast; 0 with the state untouched otherwise (the
+ * general code then does it). The same levels, counts and n_moved as far_set / far_delete
+ * of _book.pyx (which handle the rest); the best, in the ladder, never changes. */
+static inline __attribute__((always_inline)) int
+ofi_book_far(BookState* b, double mul, int side, double price, double size, int strict,
+             int* kind, int64_t* key_out)
+{
+    const double x = price * mul;                /* validity exactly as ofi_book_fast */
+    const double r = (x + 6755399441055744.0) - 6755399441055744.0;
+    const double ax = fabs(x);
+    const uint64_t zb = ofi_book_bits(size);
+    const int ok = ((((unsigned) side + 1u) & ~2u) == 0u) & (zb <= 0x7FEFFFFFFFFFFFFFull)
+                   & (ax < 1099511627776.0) & (fabs(x - r) <= 1e-6 + 0.99e-13 * ax);
+    BookSide* s = side > 0 ? &b->bid : &b->ask;
+    const int64_t key = (int64_t) r * side;
+    BookFar* f = &s->far;
+    if (!ok || key >= s->lo || s->n == 0 || f->nb == 0)
+        return 0;
+    Py_ssize_t bi = ofi_lower_key(f->last, f->nb, key);
+    if (bi == f->nb) {                           /* above every far level */
+        if (zb == 0) {
+            if (strict)
+                return 0;
+            *kind = 3;                           /* BOOK_MISSING */
+            *key_out = key;
+            return 1;
+        }
+        bi = f->nb - 1;                          /* an insert at the last block's end */
+    }
+    FarBlock* blk = f->blk[bi];
+    const Py_ssize_t n = blk->n;
+    const Py_ssize_t i = ofi_block_lower(blk, key);
+    const int found = i < n && blk->lv[i].key == key;
+    if (zb != 0) {
+        if (found) {
+            blk->lv[i].size = size;
+            *kind = 0;                           /* BOOK_SET */
+        } else {
+            if (n == FAR_B)
+                return 0;                        /* a split */
+            memmove(&blk->lv[i + 1], &blk->lv[i], (size_t) (n - i) * sizeof(BookLevel));
+            s->n_moved += n - i;
+            blk->lv[i].key = key;
+            blk->lv[i].size = size;
+            blk->n = n + 1;
+            f->last[bi] = blk->lv[n].key;
+            f->n += 1;
+            s->n += 1;
+            *kind = 1;                           /* BOOK_INSERT */
+        }
+    } else if (found) {
+        if (n - 1 < FAR_B / 4)
+            return 0;                            /* a drop or merge */
+        memmove(&blk->lv[i], &blk->lv[i + 1], (size_t) (n - i - 1) * sizeof(BookLevel));
+        s->n_moved += n - i - 1;
+        blk->n = n - 1;
+        f->last[bi] = blk->lv[n - 2].key;
+        f->n -= 1;
+        s->n -= 1;
+        *kind = 2;                               /* BOOK_DELETE */
+    } else {
+        if (strict)
+            return 0;
+        *kind = 3;
+    }
+    *key_out = key;
+    return 1;
+}
+
 /* Book.apply_many's batch, policy keep: rows i.. of the arrays through the fast path, each
  * judged (crossed / locked counted) when it ends its message (end == NULL: every row does),
  * until a row that needs the general code or n. Returns the index of that row (n when
@@ -126,7 +230,8 @@ ofi_book_keep_rows_(BookState* b, Py_ssize_t i, Py_ssize_t n, const signed char*
     int kind;
     int64_t key;
     for (; j < 0; j++) {
-        if (!ofi_book_fast(b, mul, se[j], pe[j], ze[j], strict, &kind, &key))
+        if (!ofi_book_fast(b, mul, se[j], pe[j], ze[j], strict, &kind, &key)
+            && !ofi_book_far(b, mul, se[j], pe[j], ze[j], strict, &kind, &key))
             break;
         missing += kind & (kind >> 1);                       /* BOOK_MISSING == 3 */
         const int64_t x = (int64_t) ((uint64_t) b->bid.best + (uint64_t) b->ask.best);
