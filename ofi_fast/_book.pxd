@@ -40,11 +40,11 @@ cdef extern from "_book_row.h":
         int64_t key          # tick (bid) or -tick (ask)
         float64_t size       # absolute size at that price; always > 0 (size 0 deletes the level)
 
-    enum: FAR_B          # levels per far block (128)
+    enum: FAR_B          # levels per far block (32)
 
     ctypedef struct FarBlock:
         intp_t n             # levels in the block, 1 <= n <= FAR_B (blocks are never empty)
-        BookLevel lv[128]    # FAR_B levels by strictly ascending key, lv[0 .. n)
+        BookLevel lv[32]    # FAR_B levels by strictly ascending key, lv[0 .. n)
 
     ctypedef struct BookFar:
         FarBlock** blk       # the blocks by ascending keys, blk[0 .. nb); every key of blk[i] is

@@ -23,10 +23,11 @@ asks, so a higher key is a better price on both sides) and is a tick ladder plus
   of the way up (the levels that fall below it move to the far array); the best falling into
   its bottom quarter moves it down (far levels inside the new window move back). Slots are
   circular (key & mask), so recentring moves only the levels that change place, each once;
-- the far array: the levels below the window, in sorted blocks of at most 128 levels under a
+- the far array: the levels below the window, in sorted blocks of at most 32 levels under a
   directory of their highest keys: an update at any depth is two branch-free binary searches
-  and a move of at most 127 levels; a full block splits (a directory shift of 16 bytes per
-  block, at most once per 64 inserts), small neighbours merge. Levels leaving the ladder are
+  and a move of at most 31 levels (done inside Book.apply_many's C loop unless a block splits,
+  empties or merges); a full block splits (a directory shift of 16 bytes per block, at most
+  once per 16 inserts), small neighbours merge. Levels leaving the ladder are
   appended above its highest level, levels entering it are taken from there (issue 14:
   inserts in any order, e.g. always into the middle, stay O(log n) plus a bounded move);
 - ``top(n)``, ``imbalance``, ``weighted_mid`` and BookOFI read the ladder directly (a bitmap

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <math.h>
 
-enum { FAR_B = 128 };                 /* levels per far block */
+enum { FAR_B = 32 };                  /* levels per far block (a power of two) */
 
 typedef struct BookLevel { int64_t key; double size; } BookLevel;
 typedef struct FarBlock { Py_ssize_t n; BookLevel lv[FAR_B]; } FarBlock;

@@ -1428,12 +1428,12 @@ def test_ladder_window_follows_the_touch_and_memory_stays_bounded():
     b.apply(1, 1000 + 2 * w, 0)
     assert b.best_bid == 1000 and b._ladder[1] <= 991
     assert b.top(3)[1].tolist() == [1.0, 2.0, 3.0]
-    # memory: far prices a billion ticks apart cost one far slot each (one 128-level block
+    # memory: far prices a billion ticks apart cost one far slot each (one 32-level block
     # here; the capacity seen is the far array's, the ladder never grows)
     assert b.capacity == (0, 0)
     for p in (1.0, 5e8, 9e8):
         b.apply(1, p - 1e9 + 1000 - 4 * w, 1)
-    assert b.bid_levels == 13 and b.capacity == (128, 0)
+    assert b.bid_levels == 13 and b.capacity == (32, 0)
     for p in (1.0, 5e8, 9e8):
         b.apply(1, p - 1e9 + 1000 - 4 * w, 0)
     assert b.capacity == (0, 0)
