@@ -1511,3 +1511,29 @@ def test_real_deltas_ladder_equals_reference(name, w):
     re1, rlv = r.update_many(ts.tolist(), side[:m].tolist(), px[:m].tolist(), sz[:m].tolist(),
                              levels=True, batch_end=end[:m].tolist())
     assert lv.tolist() == rlv
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_far_rows_move_exactly_the_levels_above_them(batch):
+    """Far rows in the C loop (helper deep6): a size change moves nothing, an insert or delete
+    in a block moves the levels above it in that block (24 far levels: one 3/4-full block)."""
+    b = Book(1.0)
+    far = 10.0 * np.arange(1, 25)
+    b.load_snapshot(np.r_[1_000_000.0, far[::-1]], np.ones(25), [1_000_001.0], [1.0])
+
+    def apply(px, sz):
+        m0 = b._moved
+        if batch:
+            b.apply_many(np.ones(1, np.int8), [px], [sz])
+        else:
+            b.apply(1, px, sz)
+        return b._moved - m0
+
+    assert apply(105, 2.0) == 14               # above the 10th level: 14 move up
+    assert apply(105, 3.0) == 0                # a size change
+    assert apply(240, 0.0) == 0                # the block's top level
+    assert apply(105, 0.0) == 13               # 13 above it now
+    assert apply(106, 0.0) == 0 and b.n_missing == 1
+    assert apply(235, 4.0) == 0                # the block's new top
+    assert b.levels(1)[0].tolist() == [1_000_000, 235] + far[::-1][1:].astype(int).tolist()
+    assert b.n_updates == 6 and b.bid_levels == 25
