@@ -1537,3 +1537,32 @@ def test_far_rows_move_exactly_the_levels_above_them(batch):
     assert apply(235, 4.0) == 0                # the block's new top
     assert b.levels(1)[0].tolist() == [1_000_000, 235] + far[::-1][1:].astype(int).tolist()
     assert b.n_updates == 6 and b.bid_levels == 25
+
+
+def test_deep_snapshot_widens_the_ladder_within_its_level_bound():
+    """A snapshot deeper than the window widens that side's ladder (doubling while levels
+    would fall below it, at most 16 slots per level); reset and a shallow snapshot restore
+    it. The levels, and the results of the same deltas, never depend on it."""
+    b, plain = Book(1.0), Book(1.0)
+    w0 = b._ladder[0]
+    bids = 1_000_000.0 - 10 * np.arange(1, 10_001)     # 100,000 ticks: deeper than 3/4 w0
+    b.load_snapshot(bids, np.full(10_000, 5.0), [1_000_001.0], [1.0])
+    w, expected = b._ladder[0], w0
+    while expected - expected // 4 <= 99_990 and 2 * expected <= 16 * 10_000:
+        expected *= 2
+    assert w == expected > w0
+    plain.apply_many(np.ones(10_000, np.int8), bids, np.full(10_000, 5.0))
+    plain.apply(-1, 1_000_001.0, 1.0)
+    assert plain._ladder[0] == w0
+    rng = np.random.default_rng(5)
+    px = bids[rng.integers(0, 10_000, 5000)]
+    sz = np.where(rng.random(5000) < 0.3, 0.0, 2.0)
+    for book in (b, plain):
+        book.apply_many(np.ones(5000, np.int8), px, sz)
+    assert all(np.array_equal(x, y) for x, y in zip(b.levels(1), plain.levels(1)))
+    b.load_snapshot(1000.0 - 1000 * np.arange(100), np.ones(100), [1001.0], [1.0])
+    assert b._ladder[0] == w0                          # 99,000 ticks but 100 levels: no
+    b.load_snapshot(bids, np.full(10_000, 5.0), [1_000_001.0], [1.0])
+    assert b._ladder[0] == w
+    b.reset()
+    assert b._ladder[0] == w0
