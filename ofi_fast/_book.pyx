@@ -25,8 +25,8 @@ asks, so a higher key is a better price on both sides) and is a tick ladder plus
   circular (key & mask), so recentring moves only the levels that change place, each once;
 - the far array: the levels below the window, in sorted blocks of at most 32 levels under a
   directory of their highest keys: an update at any depth is two branch-free binary searches
-  and a move of at most 31 levels (done inside Book.apply_many's C loop unless a block splits,
-  empties or merges); a full block splits (a directory shift of 16 bytes per block, at most
+  and a move of at most 31 levels (in C, ofi_book_far, unless a block splits, empties or
+  merges); a full block splits (a directory shift of 16 bytes per block, at most
   once per 16 inserts), small neighbours merge. Levels leaving the ladder are
   appended above its highest level, levels entering it are taken from there (issue 14:
   inserts in any order, e.g. always into the middle, stay O(log n) plus a bounded move);
