@@ -15,8 +15,9 @@
 #     levels under a directory of their highest keys: an insert or delete at any depth is two
 #     binary searches plus a move of at most FAR_B levels (and, once per FAR_B / 2 inserts, a
 #     split that shifts the directory: nb entries of 16 bytes).
-# Memory: the ladder's fixed 9 w bytes plus 16 bytes per far level slot, blocks at least 1/8
-# full on average (never the price range).
+# Memory: the ladder's 9 w bytes (w0, or after a deep snapshot at most 16 slots per level of
+# it) plus 16 bytes per far level slot, blocks at least 1/8 full on average (never the price
+# range).
 #
 # Messages (decision, issue 12): an exchange message may list several rows (Binance: its bids,
 # then its asks), and the book between two of its rows is no state the exchange ever had. So
@@ -40,11 +41,11 @@ cdef extern from "_book_row.h":
         int64_t key          # tick (bid) or -tick (ask)
         float64_t size       # absolute size at that price; always > 0 (size 0 deletes the level)
 
-    enum: FAR_B          # levels per far block (128)
+    enum: FAR_B          # levels per far block (32)
 
     ctypedef struct FarBlock:
         intp_t n             # levels in the block, 1 <= n <= FAR_B (blocks are never empty)
-        BookLevel lv[128]    # FAR_B levels by strictly ascending key, lv[0 .. n)
+        BookLevel lv[32]    # FAR_B levels by strictly ascending key, lv[0 .. n)
 
     ctypedef struct BookFar:
         FarBlock** blk       # the blocks by ascending keys, blk[0 .. nb); every key of blk[i] is
@@ -63,6 +64,8 @@ cdef extern from "_book_row.h":
         intp_t n_lad         # of which in the ladder; n > 0 implies n_lad > 0 (best in the ladder)
         intp_t w             # ladder slots, a power of two >= 64
         intp_t mask          # w - 1
+        intp_t w0            # the ladder slots of an empty side; a snapshot deeper than the
+                             # window widens w (at most 16 slots per level), reset restores w0
         BookFar far          # levels with key < lo (every level with key >= lo is in the ladder)
         int64_t n_moved      # levels moved by inserts, deletes and recentring (a debug counter
                              # for the bounded-move tests; not reset by book_clear)

@@ -23,18 +23,21 @@ asks, so a higher key is a better price on both sides) and is a tick ladder plus
   of the way up (the levels that fall below it move to the far array); the best falling into
   its bottom quarter moves it down (far levels inside the new window move back). Slots are
   circular (key & mask), so recentring moves only the levels that change place, each once;
-- the far array: the levels below the window, in sorted blocks of at most 128 levels under a
+- the far array: the levels below the window, in sorted blocks of at most 32 levels under a
   directory of their highest keys: an update at any depth is two branch-free binary searches
-  and a move of at most 127 levels; a full block splits (a directory shift of 16 bytes per
-  block, at most once per 64 inserts), small neighbours merge. Levels leaving the ladder are
+  and a move of at most 31 levels (in C, ofi_book_far, unless a block splits, empties or
+  merges); a full block splits (a directory shift of 16 bytes per block, at most
+  once per 16 inserts), small neighbours merge. Levels leaving the ladder are
   appended above its highest level, levels entering it are taken from there (issue 14:
   inserts in any order, e.g. always into the middle, stay O(log n) plus a bounded move);
 - ``top(n)``, ``imbalance``, ``weighted_mid`` and BookOFI read the ladder directly (a bitmap
   walk from the best, continuing into the far array); BookOFI keeps the keys of its top L and
   updates them by rank (an overwrite, or a shift by one), so the book is not walked per delta;
-- memory: the fixed ladder (9 w bytes per side) plus the far blocks (16 bytes per slot, at
-  least 1/8 full on average), never the price range: a price a billion ticks away costs one
-  far slot.
+- memory: the ladder (9 w bytes per side) plus the far blocks (16 bytes per slot, at least
+  1/8 full on average), never the price range: a price a billion ticks away costs one far
+  slot. w is 32,768; a snapshot deeper than the window widens it (doubling, to at most 16
+  slots per level of the snapshot, e.g. 131,072 for 10,000 levels 10 ticks apart: every
+  update then an index, not a far-block search), reset restores it.
 Measured in bench/bench_book.py (see bench/RESULTS.md, "issue 13: tick ladder").
 
 Crossing is judged at the end of an exchange message, never between its rows (issue 12):
@@ -70,6 +73,11 @@ cdef extern from "_book_row.h":
     # the fast row and Book.apply_many's batch of them (policy keep), see _apply and the header
     bint ofi_book_fast(BookState* b, float64_t mul, int side, float64_t price, float64_t size,
                        bint strict, int* kind, int64_t* key) nogil
+    bint ofi_book_far(BookState* b, float64_t mul, int side, float64_t price, float64_t size,
+                      bint strict, int* kind, int64_t* key) nogil
+    # the far directory's and a far block's lower bounds (branch-free)
+    intp_t lower_key "ofi_lower_key"(const int64_t* a, intp_t n, int64_t key) nogil
+    intp_t block_lower "ofi_block_lower"(const FarBlock* blk, int64_t key) nogil
     intp_t ofi_book_keep_rows(BookState* b, intp_t i, intp_t n, const signed char* side,
                               const float64_t* price, const float64_t* size,
                               const unsigned char* end) nogil
@@ -111,13 +119,18 @@ cdef float64_t MAX_TICK = 4.0e18
 # (tick 0.1 USD-M, 0.01 spot) most updates, and a dense 10,000-level book whole (measured
 # 4096 .. 65536 in bench/RESULTS.md, "issue 13: tick ladder").
 cdef intp_t LADDER_SLOTS = 32768
+# A snapshot deeper than the window widens it (side_fit): doubling while some of its levels
+# would fall below the window, up to LADDER_PER_LEVEL slots per level of the snapshot (the
+# ladder's 9 bytes a slot: at most 144 bytes per level) and LADDER_MAX slots.
+cdef intp_t LADDER_PER_LEVEL = 16
+cdef intp_t LADDER_MAX = 1 << 30
 
 
 def _set_ladder_slots(intp_t w):
     """Tests and benchmarks: the ladder size of Books made from now on (a power of two >= 64);
     returns the previous one. Results never depend on it, only speed and the recentring."""
     global LADDER_SLOTS
-    if w < 64 or (w & (w - 1)) != 0 or w > (1 << 30):
+    if w < 64 or (w & (w - 1)) != 0 or w > LADDER_MAX:
         raise OFIError(f"ladder slots must be a power of two in [64, 2**30], got {w}",
                        field="ladder")
     old = LADDER_SLOTS
@@ -189,34 +202,6 @@ cdef int far_dir_room(BookFar* f) noexcept nogil:
     f.last = nl
     f.cap = cap
     return STATUS_OK
-
-
-cdef inline intp_t lower_key(const int64_t* a, intp_t n, int64_t key) noexcept nogil:
-    """First i in [0, n] with a[i] >= key (a ascending): Khuong & Morin's branch-free lower
-    bound (conditional moves, no data-dependent jumps)."""
-    if n == 0 or a[n - 1] < key:
-        return n
-    cdef const int64_t* base = a
-    cdef intp_t m = n - 1, half                # the answer lies in [0, m]: a[m] >= key
-    while m > 1:
-        half = m >> 1
-        base = base + half if base[half] < key else base
-        m -= half
-    return (base - a) + (base[0] < key)
-
-
-cdef inline intp_t block_lower(const FarBlock* blk, int64_t key) noexcept nogil:
-    """First i in [0, blk.n] with blk.lv[i].key >= key (same search over the levels)."""
-    cdef intp_t n = blk.n
-    if n == 0 or blk.lv[n - 1].key < key:
-        return n
-    cdef const BookLevel* base = blk.lv
-    cdef intp_t m = n - 1, half
-    while m > 1:
-        half = m >> 1
-        base = base + half if base[half].key < key else base
-        m -= half
-    return (base - blk.lv) + (base[0].key < key)
 
 
 cdef inline bint far_find(const BookFar* f, int64_t key, float64_t* size) noexcept nogil:
@@ -577,6 +562,7 @@ cdef bint side_delete(BookSide* s, int64_t key) noexcept nogil:
 
 
 cdef int side_init(BookSide* s, intp_t capacity, intp_t w) noexcept nogil:
+    s.w0 = w
     s.w = w
     s.mask = w - 1
     s.size = <float64_t*> calloc(w, sizeof(float64_t))
@@ -616,10 +602,36 @@ cdef void side_clear(BookSide* s) noexcept nogil:
     far_clear(&s.far)
 
 
+cdef void side_fit(BookSide* s, intp_t m, int64_t span) noexcept nogil:
+    """Size the ladder of an empty side for m levels spanning `span` keys: w0 slots, doubled
+    while the window's lower 3/4 (the part below a best at the top) is narrower than the span
+    and the doubled ladder stays within LADDER_PER_LEVEL slots per level and LADDER_MAX. When
+    the new arrays cannot be allocated the ladder keeps its size (only speed depends on it)."""
+    cdef intp_t w = s.w0
+    while w - w // 4 <= span and w <= LADDER_MAX // 2 and 2 * w <= LADDER_PER_LEVEL * m:
+        w *= 2
+    if w == s.w:
+        return
+    cdef float64_t* size = <float64_t*> calloc(w, sizeof(float64_t))
+    cdef uint64_t* occ = <uint64_t*> calloc(w >> 6, sizeof(uint64_t))
+    if size == NULL or occ == NULL:
+        free(size)
+        free(occ)
+        return
+    free(s.size)
+    free(s.occ)
+    s.size = size
+    s.occ = occ
+    s.w = w
+    s.mask = w - 1
+
+
 cdef int side_load(BookSide* s, const int64_t* keys, const float64_t* size,
                    intp_t m) noexcept nogil:
-    """Replace the side by m levels of strictly ascending keys (sizes > 0)."""
+    """Replace the side by m levels of strictly ascending keys (sizes > 0), the ladder sized
+    for them (side_fit)."""
     side_clear(s)
+    side_fit(s, m, keys[m - 1] - keys[0] if m else 0)
     if m == 0:
         return STATUS_OK
     cdef int64_t lo = keys[m - 1] - (s.w - s.w // 4)
@@ -713,6 +725,8 @@ cdef void book_free(BookState* b) noexcept nogil:
 cdef void book_clear(BookState* b) noexcept nogil:
     side_clear(&b.bid)
     side_clear(&b.ask)
+    side_fit(&b.bid, 0, 0)                 # a ladder widened by a snapshot: back to w0
+    side_fit(&b.ask, 0, 0)
     b.last_side = 0
     b.last_key = 0
     b.last_kind = BOOK_MISSING
@@ -811,7 +825,8 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     cdef int kind = 0
     cdef int64_t key = 0
     if not ofi_book_fast(b, b.tick_mul, side, price, size, b.strict, &kind, &key):    # (predictable on feeds)
-        return _apply_checked(b, side, price, size)
+        if not ofi_book_far(b, b.tick_mul, side, price, size, b.strict, &kind, &key):
+            return _apply_checked(b, side, price, size)
     b.last_side = side
     b.last_key = key
     b.last_kind = kind
@@ -1049,7 +1064,7 @@ cdef class Book:
       ``best_ask_size``, ``mid``, ``spread``, ``weighted_mid``, ``imbalance(levels, decay)``,
       ``top(n)`` (a new (4, n) array; ``top(n, out=)`` fills yours without allocating).
     ``capacity`` is the number of far levels per side the block directory is first sized for
-    (an integer >= 1; it grows by doubling; the ladder window is fixed); a size that
+    (an integer >= 1; it grows by doubling; the ladder window is sized at snapshots); a size that
     overflows is a ValueError naming it, one that cannot be allocated a MemoryError. See the
     module docstring for the structure (tick ladder + far blocks) and the crossed-book
     policies.
@@ -1372,14 +1387,15 @@ cdef class Book:
 
     @property
     def capacity(self):
-        """Far-array slots allocated per side (bid, ask), beside each side's fixed ladder:
-        memory follows live levels, not prices."""
+        """Far-array slots allocated per side (bid, ask), beside each side's ladder (fixed,
+        widened by a deep snapshot to at most 16 slots per level): memory follows live
+        levels, not prices."""
         _wait(&self.guard)
         return (self.st.bid.far.nb * FAR_B, self.st.ask.far.nb * FAR_B)
 
     @property
     def _ladder(self):
-        """Ladder slots per side and the ladder windows' lowest keys (bid, ask) (tests)."""
+        """The bid's ladder slots and the ladder windows' lowest keys (bid, ask) (tests)."""
         _wait(&self.guard)
         return self.st.bid.w, self.st.bid.lo, self.st.ask.lo
 

@@ -1443,12 +1443,12 @@ def test_ladder_window_follows_the_touch_and_memory_stays_bounded():
     b.apply(1, 1000 + 2 * w, 0)
     assert b.best_bid == 1000 and b._ladder[1] <= 991
     assert b.top(3)[1].tolist() == [1.0, 2.0, 3.0]
-    # memory: far prices a billion ticks apart cost one far slot each (one 128-level block
+    # memory: far prices a billion ticks apart cost one far slot each (one 32-level block
     # here; the capacity seen is the far array's, the ladder never grows)
     assert b.capacity == (0, 0)
     for p in (1.0, 5e8, 9e8):
         b.apply(1, p - 1e9 + 1000 - 4 * w, 1)
-    assert b.bid_levels == 13 and b.capacity == (128, 0)
+    assert b.bid_levels == 13 and b.capacity == (32, 0)
     for p in (1.0, 5e8, 9e8):
         b.apply(1, p - 1e9 + 1000 - 4 * w, 0)
     assert b.capacity == (0, 0)
@@ -1526,3 +1526,58 @@ def test_real_deltas_ladder_equals_reference(name, w):
     re1, rlv = r.update_many(ts.tolist(), side[:m].tolist(), px[:m].tolist(), sz[:m].tolist(),
                              levels=True, batch_end=end[:m].tolist())
     assert lv.tolist() == rlv
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_far_rows_move_exactly_the_levels_above_them(batch):
+    """Far rows in the C loop (helper deep6): a size change moves nothing, an insert or delete
+    in a block moves the levels above it in that block (24 far levels: one 3/4-full block)."""
+    b = Book(1.0)
+    far = 10.0 * np.arange(1, 25)
+    b.load_snapshot(np.r_[1_000_000.0, far[::-1]], np.ones(25), [1_000_001.0], [1.0])
+
+    def apply(px, sz):
+        m0 = b._moved
+        if batch:
+            b.apply_many(np.ones(1, np.int8), [px], [sz])
+        else:
+            b.apply(1, px, sz)
+        return b._moved - m0
+
+    assert apply(105, 2.0) == 14               # above the 10th level: 14 move up
+    assert apply(105, 3.0) == 0                # a size change
+    assert apply(240, 0.0) == 0                # the block's top level
+    assert apply(105, 0.0) == 13               # 13 above it now
+    assert apply(106, 0.0) == 0 and b.n_missing == 1
+    assert apply(235, 4.0) == 0                # the block's new top
+    assert b.levels(1)[0].tolist() == [1_000_000, 235] + far[::-1][1:].astype(int).tolist()
+    assert b.n_updates == 6 and b.bid_levels == 25
+
+
+def test_deep_snapshot_widens_the_ladder_within_its_level_bound():
+    """A snapshot deeper than the window widens that side's ladder (doubling while levels
+    would fall below it, at most 16 slots per level); reset and a shallow snapshot restore
+    it. The levels, and the results of the same deltas, never depend on it."""
+    b, plain = Book(1.0), Book(1.0)
+    w0 = b._ladder[0]
+    bids = 1_000_000.0 - 10 * np.arange(1, 10_001)     # 100,000 ticks: deeper than 3/4 w0
+    b.load_snapshot(bids, np.full(10_000, 5.0), [1_000_001.0], [1.0])
+    w, expected = b._ladder[0], w0
+    while expected - expected // 4 <= 99_990 and 2 * expected <= 16 * 10_000:
+        expected *= 2
+    assert w == expected > w0
+    plain.apply_many(np.ones(10_000, np.int8), bids, np.full(10_000, 5.0))
+    plain.apply(-1, 1_000_001.0, 1.0)
+    assert plain._ladder[0] == w0
+    rng = np.random.default_rng(5)
+    px = bids[rng.integers(0, 10_000, 5000)]
+    sz = np.where(rng.random(5000) < 0.3, 0.0, 2.0)
+    for book in (b, plain):
+        book.apply_many(np.ones(5000, np.int8), px, sz)
+    assert all(np.array_equal(x, y) for x, y in zip(b.levels(1), plain.levels(1)))
+    b.load_snapshot(1000.0 - 1000 * np.arange(100), np.ones(100), [1001.0], [1.0])
+    assert b._ladder[0] == w0                          # 99,000 ticks but 100 levels: no
+    b.load_snapshot(bids, np.full(10_000, 5.0), [1_000_001.0], [1.0])
+    assert b._ladder[0] == w
+    b.reset()
+    assert b._ladder[0] == w0
