@@ -37,6 +37,22 @@ typedef struct BookState {
  * and +0.0 iff they are 0: one integer compare each) */
 static inline uint64_t ofi_book_bits(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
 
+/* The fast paths' validity test of a row, as masks: 1 when side is 1 or -1, the size's bits
+ * zb are those of a finite double >= +0.0 (-0.0 and NaN fail), and price * mul (mul:
+ * b->tick_mul, hoisted by loops) is within |x| < 2**40 ticks of which the off-grid tolerance
+ * (1 % tighter than the exact check, 1e-6 + 1e-13 |x|) keeps the nearest integer *r
+ * unambiguous (rint by 1.5 * 2**52). 0 sends the row to the general code. */
+static inline __attribute__((always_inline)) int
+ofi_book_row_ok(double mul, int side, double price, uint64_t zb, double* r_out)
+{
+    const double x = price * mul;
+    const double r = (x + 6755399441055744.0) - 6755399441055744.0;
+    const double ax = fabs(x);
+    *r_out = r;
+    return ((((unsigned) side + 1u) & ~2u) == 0u) & (zb <= 0x7FEFFFFFFFFFFFFFull)
+           & (ax < 1099511627776.0) & (fabs(x - r) <= 1e-6 + 0.99e-13 * ax);
+}
+
 /* The fast path of one row of a message (no crossing logic), as documented on _book.pyx's
  * `_apply`. Returns 1 when the row was applied, with *kind its BOOK_SET (0) / INSERT (1) /
  * DELETE (2) / MISSING (3) and *key its key; 0 when it must go to the general code, with
@@ -49,14 +65,9 @@ static inline __attribute__((always_inline)) int
 ofi_book_fast(BookState* b, double mul, int side, double price, double size, int strict,
               int* kind, int64_t* key_out)
 {
-    const double x = price * mul;                /* mul: b->tick_mul (hoisted by loops) */
-    const double r = (x + 6755399441055744.0) - 6755399441055744.0;   /* 1.5 * 2**52: rint */
-    const double ax = fabs(x);
+    double r;
     const uint64_t zb = ofi_book_bits(size);     /* -0.0 and NaN fail (general path) */
-    /* side in {1, -1}; |x| < 2**40 ticks, where the off-grid tolerance (1 % tighter than the
-     * exact check, 1e-6 + 1e-13 |x|) keeps the nearest integer unambiguous */
-    const int ok = ((((unsigned) side + 1u) & ~2u) == 0u) & (zb <= 0x7FEFFFFFFFFFFFFFull)
-                   & (ax < 1099511627776.0) & (fabs(x - r) <= 1e-6 + 0.99e-13 * ax);
+    const int ok = ofi_book_row_ok(mul, side, price, zb, &r);
     if (__builtin_expect(!ok, 0))
         return 0;
     BookSide* s = side > 0 ? &b->bid : &b->ask;
@@ -146,12 +157,9 @@ static __attribute__((noinline)) int
 ofi_book_far(BookState* b, double mul, int side, double price, double size, int strict,
              int* kind, int64_t* key_out)
 {
-    const double x = price * mul;                /* validity exactly as ofi_book_fast */
-    const double r = (x + 6755399441055744.0) - 6755399441055744.0;
-    const double ax = fabs(x);
+    double r;
     const uint64_t zb = ofi_book_bits(size);
-    const int ok = ((((unsigned) side + 1u) & ~2u) == 0u) & (zb <= 0x7FEFFFFFFFFFFFFFull)
-                   & (ax < 1099511627776.0) & (fabs(x - r) <= 1e-6 + 0.99e-13 * ax);
+    const int ok = ofi_book_row_ok(mul, side, price, zb, &r);   /* as ofi_book_fast */
     BookSide* s = side > 0 ? &b->bid : &b->ask;
     const int64_t key = (int64_t) r * side;
     BookFar* f = &s->far;
