@@ -159,11 +159,12 @@ ofi_book_far(BookState* b, double mul, int side, double price, double size, int 
 {
     double r;
     const uint64_t zb = ofi_book_bits(size);
-    const int ok = ofi_book_row_ok(mul, side, price, zb, &r);   /* as ofi_book_fast */
+    if (!ofi_book_row_ok(mul, side, price, zb, &r))   /* as ofi_book_fast; first: r may be */
+        return 0;                                      /* NaN or out of int64's range */
     BookSide* s = side > 0 ? &b->bid : &b->ask;
     const int64_t key = (int64_t) r * side;
     BookFar* f = &s->far;
-    if (!ok || key >= s->lo || s->n == 0 || f->nb == 0)
+    if (key >= s->lo || s->n == 0 || f->nb == 0)
         return 0;
     Py_ssize_t bi = ofi_lower_key(f->last, f->nb, key);
     if (bi == f->nb) {                           /* above every far level */
