@@ -27,7 +27,7 @@ from ofi_fast._types cimport (
 from ofi_fast._guard cimport guard_enter, guard_exit, guard_free, guard_init, guard_wait
 from ofi_fast._ring cimport (
     Ring, ring_clear, ring_copy_in, ring_copy_out, ring_free, ring_grow, ring_init_rows,
-    ring_n_expired, ring_next_slot, ring_none, ring_pop_slot, ring_push_slot, ring_row,
+    ring_full_after_expiry, ring_next_slot, ring_none, ring_pop_slot, ring_push_slot, ring_row,
 )
 from ofi_fast._select cimport f64_keep
 from ofi_fast._arrays import column, integer, output
@@ -718,7 +718,8 @@ cdef inline void _ols_pop(OLSState* st) noexcept nogil:
 
 
 cdef int ols_update(OLSState* st, int64_t ts, const float64_t* x, float64_t y) noexcept nogil:
-    cdef intp_t i, k, j, p = st.p
+    cdef intp_t i, j, p = st.p
+    cdef int64_t cutoff
     cdef Ring* r = &st.ring
     cdef float64_t* row
     cdef int status
@@ -732,17 +733,17 @@ cdef int ols_update(OLSState* st, int64_t ts, const float64_t* x, float64_t y) n
     if st.has_last and ts < st.last_ts:
         return STATUS_TIME_BACKWARDS
     if st.window_time > 0:
-        # count what leaves the window first, so a capacity failure changes nothing
-        k = ring_n_expired(r, ts - st.window_time)
-        if r.size - k >= r.capacity:
+        # the room first (from the oldest element alone), so a capacity failure changes
+        # nothing; then one pass evicts what left the window
+        cutoff = ts - st.window_time
+        if ring_full_after_expiry(r, cutoff):
             if not st.grow:
                 return STATUS_CAPACITY
             status = ring_grow(r, 2 * r.capacity)   # the one allocation, only with grow
             if status != STATUS_OK:
                 return status
-        while k > 0:
+        while r.size > 0 and r.ts[r.head] <= cutoff:
             _ols_pop(st)
-            k -= 1
     elif st.window > 0 and r.size == r.capacity:
         if p == 1:
             # the hot path: slide the full window by one pair in place (the oldest slot

@@ -102,18 +102,9 @@ cdef inline intp_t ring_pop_slot(Ring* r) noexcept nogil:
     r.size -= 1
     return j
 
-# How many of the oldest elements have ts <= cutoff: what a time window evicts for a push at
-# t (cutoff = t - window_time). Stops at the first younger one (timestamps are non-decreasing).
-cdef inline intp_t ring_n_expired(const Ring* r, int64_t cutoff) noexcept nogil:
-    cdef intp_t k = 0, j = r.head
-    while k < r.size and r.ts[j] <= cutoff:
-        k += 1
-        j = ring_next_slot(r, j)
-    return k
-
-# Whether a push with this cutoff finds the ring full after its evictions: full, and its
-# oldest element not expired (size - ring_n_expired(r, cutoff) >= capacity, without the count:
-# an eviction makes room, and the oldest is the first to go).
+# Whether a push with this cutoff finds the ring full after its evictions (the elements with
+# ts <= cutoff, oldest first: timestamps are non-decreasing): full, and its oldest element not
+# expired (an eviction makes room, and the oldest is the first to go). No count is needed.
 cdef inline bint ring_full_after_expiry(const Ring* r, int64_t cutoff) noexcept nogil:
     return r.size == r.capacity and (r.size == 0 or r.ts[r.head] > cutoff)
 
