@@ -7,7 +7,8 @@ by cumulative sums over the whole block, and handled the break in Python. Here t
 is walked one event at a time, with the same draws consumed in the same order and the same
 floating-point operations in the same order, so a seed gives bit-identical results:
 
-- the draws: pools of 65,536 uniforms, order sizes and standard exponentials, drawn in the
+- the draws: pools of ``pool_size`` (simulate.POOL_SIZE, or block if larger: 4,096 in stream
+  version 2, 65,536 in version 1) uniforms, order sizes and standard exponentials, drawn in the
   old engine's order (all uniforms, then all sizes, then all exponentials) from the
   Generator's bit generator in C (its ``bitgen_t``, from the ``capsule`` of
   ``rng.bit_generator``) by numpy's own distribution functions, the ones ``rng.random(N)``,
@@ -170,6 +171,9 @@ cdef class SimEngine:
                   float64_t geo_p, limit, qb, qa, int64_t ts, int64_t bid_tick,
                   intp_t pool_size):
         guard_init(&self.guard)
+        if pool_size < block:
+            # a block takes its draws from one refill: reading past the pools otherwise
+            raise ValueError(f"pool_size must be >= block, got {pool_size} < {block}")
         K = levels
         C = 4 * K + 4
         self.K, self.W, self.C, self.pool_size = K, block, C, pool_size

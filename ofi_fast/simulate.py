@@ -44,11 +44,16 @@ Event loop (``ofi_fast/_simulate.pyx``, compiled): the rates are fixed for a blo
 would empty a queue or improve the spread (a *break*), which is applied to the book there.
 The loop consumes the same draws in the same order, with the same floating-point operations,
 as the numpy block engine it replaced (kept in tests/sim_numpy_oracle.py and held against it
-bit for bit), so every seed gives the streams of earlier releases; it draws from the
-Generator's bit generator in C (numpy's own distribution functions) while holding the bit
-generator's lock, so a Generator shared with another thread is never drawn from by both at
-once. About 330 instructions per event; 80-90 ns per event in chunks written into reused
-buffers, more for fresh output pages (bench/RESULTS.md, issue 13 sim5).
+bit for bit); it draws from the Generator's bit generator in C (numpy's own distribution
+functions) while holding the bit generator's lock, so a Generator shared with another thread
+is never drawn from by both at once. The draws come in pools, refilled ``POOL_SIZE`` (or
+``block``, if larger) uniforms, then as many order sizes, then as many exponentials at a
+time; the pool size is part of the stream. Stream version 2 (this release): pools of 4,096
+draws per kind, so a short run does not pay for 65,536 (a 1e4-event run went from ~130 to
+~45 ns per event); version 1 (earlier releases): 65,536. The same seed gives other events
+than under version 1 (the same model, the same distribution of events). About 325
+instructions per event; 45-70 ns per event, more for fresh output pages (bench/RESULTS.md,
+issue 13 sim5 and sim7).
 
 numpy plus that one compiled module; imports nothing else from the package.
 """
@@ -65,7 +70,8 @@ from ofi_fast._simulate import SimEngine
 ADD = 1          # new limit order (LOBSTER type 1)
 CANCEL = 3       # cancellation (LOBSTER types 2 and 3)
 EXECUTE = 4      # execution of a visible resting order (LOBSTER type 4)
-POOL_SIZE = 1 << 16   # draws of each kind per refill of the engine's pools (part of the stream)
+POOL_SIZE = 4096      # draws of each kind per refill, at least block (stream version 2)
+MAX_BLOCK = 65_536
 
 __all__ = ["ADD", "CANCEL", "EXECUTE", "LOBSimulator", "SimResult", "simulate",
            "simulate_chunks"]
@@ -137,7 +143,9 @@ class LOBSimulator:
     limit_rate=5.0, limit_decay=0.85, cancel_rate=0.5, market_rate=1.5, inside_rate=20.0,
     mean_size=200.0, lot=100.0, block=256)``
 
-    ``block`` (16 .. 65,536; below 16: 16) is the number of events drawn at fixed rates.
+    ``block`` (16 .. 65,536; below 16: 16) is the number of events drawn at fixed rates; a
+    block larger than ``POOL_SIZE`` makes the pools ``block`` draws per refill (part of the
+    stream, as ``block`` itself is).
 
     Rates are per second; ``start_ts`` is in ns (default 09:30:00 as ns after midnight, as in
     LOBSTER files). The same seed and parameters give the same events, however the run is split
@@ -162,9 +170,8 @@ class LOBSimulator:
             raise ValueError(f"limit_decay must be in (0, 1], got {limit_decay!r}")
         if mean_size < lot:
             raise ValueError("mean_size must be >= lot")
-        if int(block) > POOL_SIZE:
-            # a block takes its draws from the pools, refilled by POOL_SIZE at a time
-            raise ValueError(f"block must be <= {POOL_SIZE:,}, got {block!r}")
+        if int(block) > MAX_BLOCK:
+            raise ValueError(f"block must be <= {MAX_BLOCK:,}, got {block!r}")
         self.levels = K = levels
         self.tick_size = float(tick_size)
         self.lot = float(lot)
@@ -184,7 +191,8 @@ class LOBSimulator:
         self._engine = SimEngine(
             self.rng, K, self.block, self.lot, self.cancel_rate / self.mean_size,
             self.market_rate, self.inside_rate, float(max(m - 1.0, 0.0)),
-            self.lot / self.mean_size, self.limit, qb, qa, int(start_ts), bid_tick, POOL_SIZE)
+            self.lot / self.mean_size, self.limit, qb, qa, int(start_ts), bid_tick,
+            max(POOL_SIZE, self.block))
 
     # the state lives in the compiled engine
     qb = property(lambda self: self._engine.qb, doc="Bid sizes now, touch first.")

@@ -1,7 +1,12 @@
 """The numpy block engine of ofi_fast.simulate as it was before the event loop was compiled
 (ofi_fast/_simulate.pyx): the oracle the tests hold the compiled loop against, bit for bit.
-Kept verbatim (only this docstring, the imports and the class name differ), so "identical to
-the previous releases' streams for a given seed" is checked, not asserted from memory.
+Kept verbatim (only this docstring, the imports, the class name and the pool size differ), so
+"the same stream for a given seed" is checked, not asserted from memory.
+
+The pool size is part of the stream: ``pool_size`` draws of each kind per refill, at least
+``block``. Stream version 2 (the default here): 4,096; version 1 (the releases before it,
+this engine as it was): 65,536. Written here, not imported from ofi_fast.simulate, so a change
+of the package's pool size fails the tests until this version is changed too.
 """
 
 from typing import Iterator
@@ -15,7 +20,7 @@ class NumpyLOBSimulator:
 
     ``LOBSimulator(seed=0, *, levels=5, tick_size=0.01, start_price=100.0, start_ts=34_200e9,
     limit_rate=5.0, limit_decay=0.85, cancel_rate=0.5, market_rate=1.5, inside_rate=20.0,
-    mean_size=200.0, lot=100.0, block=256)``
+    mean_size=200.0, lot=100.0, block=256, pool_size=4096)``
 
     Rates are per second; ``start_ts`` is in ns (default 09:30:00 as ns after midnight, as in
     LOBSTER files). The same seed and parameters give the same events, however the run is split
@@ -25,7 +30,7 @@ class NumpyLOBSimulator:
     def __init__(self, seed=0, *, levels=5, tick_size=0.01, start_price=100.0,
                  start_ts=34_200_000_000_000, limit_rate=5.0, limit_decay=0.85,
                  cancel_rate=0.5, market_rate=1.5, inside_rate=20.0, mean_size=200.0,
-                 lot=100.0, block=256):
+                 lot=100.0, block=256, pool_size=4096):
         levels = int(levels)
         if levels < 1:
             raise ValueError(f"levels must be >= 1, got {levels}")
@@ -76,7 +81,7 @@ class NumpyLOBSimulator:
         self._offset = np.concatenate([-j, j])    # tick offset of each column from its touch
         self._blk = None     # the block being consumed: (ch, sz, t, col, m, k); see run()
         self._cur = 0        # events of that block already emitted
-        self._pool_size = 1 << 16
+        self._pool_size = max(int(pool_size), self.block)
         self._pool_u = self._pool_sz = self._pool_ex = np.empty(0)
         self._used = 0       # draws of the pools already consumed
 

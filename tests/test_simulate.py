@@ -221,7 +221,7 @@ from sim_numpy_oracle import NumpyLOBSimulator  # noqa: E402
 
 def test_compiled_loop_equals_the_numpy_engine_default_run():
     """Issue 13 item 6: the compiled loop gives the numpy block engine's streams bit for bit
-    (so the CLI's and README's numbers for a seed do not change): the default parameters."""
+    (with the oracle's own pool size, stream version 2): the default parameters."""
     new = LOBSimulator(0).run(300_000)
     old = NumpyLOBSimulator(0).run(300_000)
     assert _same(new, old)
@@ -250,6 +250,27 @@ def test_compiled_loop_equals_the_numpy_engine(seed, levels, limit_rate, cancel_
     ref.run(n)
     assert (sim.bid_tick, sim.ask_tick) == (ref.bid_tick, ref.ask_tick)
     assert np.array_equal(sim.qb, ref.qb) and np.array_equal(sim.qa, ref.qa)
+
+
+@pytest.mark.parametrize("block,n,split", [(4_096, 9_000, 4_000), (4_097, 9_000, 4_100),
+                                           (10_000, 25_000, 12_345), (65_536, 140_000, 70_000)])
+def test_blocks_larger_than_the_pool_size(block, n, split):
+    """Stream version 2: the pools hold max(POOL_SIZE, block) draws per refill, as the numpy
+    engine's do; the largest block (65,536) is still allowed."""
+    old = NumpyLOBSimulator(3, block=block).run(n)
+    sim = LOBSimulator(3, block=block)
+    assert _same(SimResult.concatenate([sim.run(split), sim.run(n - split)]), old)
+
+
+def test_engine_pools_hold_a_block():
+    """SimEngine refuses pools smaller than a block (a block's draws would run past them)."""
+    from ofi_fast._simulate import SimEngine
+    rng = np.random.default_rng(0)
+    args = (rng, 2, 256, 100.0, 0.0025, 1.5, 20.0, 1.0, 0.5, np.ones(2), np.full(2, 200.0),
+            np.full(2, 200.0), 0, 10_000)
+    SimEngine(*args, 256).run(1_000, 0.01)
+    with pytest.raises(ValueError, match="pool_size"):
+        SimEngine(*args, 255)
 
 
 def test_pairwise_sum_is_numpys():
