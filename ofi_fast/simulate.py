@@ -49,10 +49,11 @@ functions) while holding the bit generator's lock, so a Generator shared with an
 is never drawn from by both at once. The draws come in pools, refilled ``POOL_SIZE`` (or
 ``block``, if larger) uniforms, then as many order sizes, then as many exponentials at a
 time; the pool size is part of the stream. Stream version 2 (this release): pools of 4,096
-draws per kind, so a short run does not pay for 65,536 (a 1e4-event run went from ~130 to
-~45 ns per event); version 1 (earlier releases): 65,536. The same seed gives other events
-than under version 1 (the same model, the same distribution of events). About 325
-instructions per event; 45-70 ns per event, more for fresh output pages (bench/RESULTS.md,
+draws per kind, so a short run does not pay for 65,536 (a 1e4-event run: 1,090 -> 359
+instructions per event in the engine, 2.3-2.6x less time); version 1 (earlier releases):
+65,536. The same seed gives other events than under version 1 (the same model, the same
+distribution of events). About 325 instructions per event from 1e5 events on; 40-50 ns per
+event in chunks written into reused buffers, more for fresh output pages (bench/RESULTS.md,
 issue 13 sim5 and sim7).
 
 numpy plus that one compiled module; imports nothing else from the package.
