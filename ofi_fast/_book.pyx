@@ -480,6 +480,53 @@ cdef void side_down(BookSide* s) noexcept nogil:
     s.lo = lo
 
 
+cdef void side_grow(BookSide* s) noexcept nogil:
+    """After an insert (a book built by deltas; side_fit sizes the ladder for a snapshot):
+    double the ladder when more live levels lie below the window than in it, the doubled
+    window (the best 3/4 up, as after side_fit) reaches the highest of them, and it stays
+    within LADDER_PER_LEVEL slots per live level and LADDER_MAX. The ladder's levels are
+    re-slotted (key & the new mask) and the far levels the new window covers move in from
+    the far array's end: O(w / 64) words scanned and at most 2 w levels moved (the new
+    window's slots), amortised: each width is reached once per side (w only grows, until
+    reset or a snapshot), so a side's widenings move at most 4 times its final width, itself
+    at most 16 slots per level at its largest. When the new arrays cannot be allocated
+    nothing changes (only speed depends on the width; the next insert tries again)."""
+    cdef intp_t w = 2 * s.w, i, t, slot
+    cdef int64_t lo = s.best - (w - w // 4), k
+    cdef float64_t q
+    cdef uint64_t m
+    if not (s.far.n > s.n_lad and w <= LADDER_PER_LEVEL * s.n and w <= LADDER_MAX
+            and far_max(&s.far) >= lo):
+        return
+    cdef float64_t* size = <float64_t*> calloc(w, sizeof(float64_t))
+    cdef uint64_t* occ = <uint64_t*> calloc(w >> 6, sizeof(uint64_t))
+    if size == NULL or occ == NULL:
+        free(size)
+        free(occ)
+        return
+    for i in range(s.w >> 6):
+        m = s.occ[i]
+        while m:
+            t = __builtin_ctzll(m)
+            k = s.lo + (((i << 6) + t - s.lo) & s.mask)        # the key of slot 64 i + t
+            slot = k & (w - 1)
+            size[slot] = s.size[(i << 6) + t]
+            occ[slot >> 6] |= (<uint64_t> 1) << (slot & 63)
+            m &= m - 1
+    s.n_moved += s.n_lad
+    free(s.size)
+    free(s.occ)
+    s.size = size
+    s.occ = occ
+    s.w = w
+    s.mask = w - 1
+    s.lo = lo
+    while s.far.n > 0 and far_max(&s.far) >= lo:
+        far_pop_max(&s.far, &k, &q)
+        lad_put(s, k, q)
+        s.n_moved += 1
+
+
 cdef inline bint side_find(const BookSide* s, int64_t key, float64_t* size) noexcept nogil:
     """Whether the side holds a level at `key` (its size in *size)."""
     if s.n == 0 or key > s.best:
@@ -523,10 +570,14 @@ cdef int side_set(BookSide* s, int64_t key, float64_t size, bint* inserted) noex
             s.size[slot] = size
         if key > s.best:
             s.best = key
+        if inserted[0]:
+            side_grow(s)             # (levels may have left the ladder: side_up)
         return STATUS_OK
     if far_set(s, key, size, inserted) != STATUS_OK:
         return STATUS_NO_MEMORY
-    s.n += inserted[0]
+    if inserted[0]:
+        s.n += 1
+        side_grow(s)
     return STATUS_OK
 
 
@@ -827,6 +878,8 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     if not ofi_book_fast(b, b.tick_mul, side, price, size, b.strict, &kind, &key):    # (predictable on feeds)
         if not ofi_book_far(b, b.tick_mul, side, price, size, b.strict, &kind, &key):
             return _apply_checked(b, side, price, size)
+        if kind == BOOK_INSERT:
+            side_grow(&b.bid if side > 0 else &b.ask)
     b.last_side = side
     b.last_key = key
     b.last_kind = kind
