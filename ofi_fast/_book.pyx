@@ -121,20 +121,25 @@ cdef float64_t MAX_TICK = 4.0e18
 cdef intp_t LADDER_SLOTS = 32768
 # A snapshot deeper than the window widens it (side_fit): doubling while some of its levels
 # would fall below the window, up to LADDER_PER_LEVEL slots per level of the snapshot (the
-# ladder's 9 bytes a slot: at most 144 bytes per level) and LADDER_MAX slots.
+# ladder's 9 bytes a slot: at most 144 bytes per level) and LADDER_MAX slots. Inserts widen it
+# too (side_grow), within the same bounds, while more of a side's levels are far than in it.
 cdef intp_t LADDER_PER_LEVEL = 16
 cdef intp_t LADDER_MAX = 1 << 30
+cdef bint LADDER_GROWS = True          # inserts may widen the ladders of new Books (tests)
 
 
-def _set_ladder_slots(intp_t w):
-    """Tests and benchmarks: the ladder size of Books made from now on (a power of two >= 64);
-    returns the previous one. Results never depend on it, only speed and the recentring."""
-    global LADDER_SLOTS
+def _set_ladder_slots(intp_t w, bint grows=True):
+    """Tests and benchmarks: the ladder size of Books made from now on (a power of two >= 64)
+    and whether inserts may widen it (side_grow; False keeps small test ladders recentring,
+    a snapshot still sizes it); returns the previous (w, grows). Results never depend on
+    them, only speed and the recentring."""
+    global LADDER_SLOTS, LADDER_GROWS
     if w < 64 or (w & (w - 1)) != 0 or w > LADDER_MAX:
         raise OFIError(f"ladder slots must be a power of two in [64, 2**30], got {w}",
                        field="ladder")
-    old = LADDER_SLOTS
+    old = (LADDER_SLOTS, LADDER_GROWS)
     LADDER_SLOTS = w
+    LADDER_GROWS = grows
     return old
 
 
@@ -481,50 +486,56 @@ cdef void side_down(BookSide* s) noexcept nogil:
 
 
 cdef void side_grow(BookSide* s) noexcept nogil:
-    """After an insert (a book built by deltas; side_fit sizes the ladder for a snapshot):
-    double the ladder when more live levels lie below the window than in it, the doubled
-    window (the best 3/4 up, as after side_fit) reaches the highest of them, and it stays
-    within LADDER_PER_LEVEL slots per live level and LADDER_MAX. The ladder's levels are
-    re-slotted (key & the new mask) and the far levels the new window covers move in from
-    the far array's end: O(w / 64) words scanned and at most 2 w levels moved (the new
-    window's slots), amortised: each width is reached once per side (w only grows, until
-    reset or a snapshot), so a side's widenings move at most 4 times its final width, itself
-    at most 16 slots per level at its largest. When the new arrays cannot be allocated
-    nothing changes (only speed depends on the width; the next insert tries again)."""
-    cdef intp_t w = 2 * s.w, i, t, slot
-    cdef int64_t lo = s.best - (w - w // 4), k
+    """After an insert the fast paths declined (a far one, or one that moved the window; a
+    snapshot's ladder is sized by side_fit): double the ladder while more live levels lie
+    below the window than in it, the doubled window (the best 3/4 up, as after side_fit)
+    reaches the highest of them, and it stays within LADDER_PER_LEVEL slots per live level
+    and w_max (LADDER_MAX). Each doubling re-slots the ladder's levels (key & the new mask)
+    and takes the far levels the new window covers from the far array's end: O(w / 64) words
+    scanned and at most 2 w levels moved (the new window's slots), amortised: each width is
+    reached once per side (w only grows, until reset or a snapshot), so a side's widenings
+    move at most 4 times its final width, itself at most 16 slots per level at its largest.
+    When the new arrays cannot be allocated the width stays (only speed depends on it; the
+    next such insert tries again)."""
+    cdef intp_t w, i, t, slot
+    cdef int64_t lo, k
     cdef float64_t q
     cdef uint64_t m
-    if not (s.far.n > s.n_lad and w <= LADDER_PER_LEVEL * s.n and w <= LADDER_MAX
-            and far_max(&s.far) >= lo):
-        return
-    cdef float64_t* size = <float64_t*> calloc(w, sizeof(float64_t))
-    cdef uint64_t* occ = <uint64_t*> calloc(w >> 6, sizeof(uint64_t))
-    if size == NULL or occ == NULL:
-        free(size)
-        free(occ)
-        return
-    for i in range(s.w >> 6):
-        m = s.occ[i]
-        while m:
-            t = __builtin_ctzll(m)
-            k = s.lo + (((i << 6) + t - s.lo) & s.mask)        # the key of slot 64 i + t
-            slot = k & (w - 1)
-            size[slot] = s.size[(i << 6) + t]
-            occ[slot >> 6] |= (<uint64_t> 1) << (slot & 63)
-            m &= m - 1
-    s.n_moved += s.n_lad
-    free(s.size)
-    free(s.occ)
-    s.size = size
-    s.occ = occ
-    s.w = w
-    s.mask = w - 1
-    s.lo = lo
-    while s.far.n > 0 and far_max(&s.far) >= lo:
-        far_pop_max(&s.far, &k, &q)
-        lad_put(s, k, q)
-        s.n_moved += 1
+    cdef float64_t* size
+    cdef uint64_t* occ
+    while True:
+        w = 2 * s.w
+        lo = s.best - (w - w // 4)
+        if not (s.far.n > s.n_lad and w <= LADDER_PER_LEVEL * s.n and w <= s.w_max
+                and far_max(&s.far) >= lo):
+            return
+        size = <float64_t*> calloc(w, sizeof(float64_t))
+        occ = <uint64_t*> calloc(w >> 6, sizeof(uint64_t))
+        if size == NULL or occ == NULL:
+            free(size)
+            free(occ)
+            return
+        for i in range(s.w >> 6):
+            m = s.occ[i]
+            while m:
+                t = __builtin_ctzll(m)
+                k = s.lo + (((i << 6) + t - s.lo) & s.mask)        # the key of slot 64 i + t
+                slot = k & (w - 1)
+                size[slot] = s.size[(i << 6) + t]
+                occ[slot >> 6] |= (<uint64_t> 1) << (slot & 63)
+                m &= m - 1
+        s.n_moved += s.n_lad
+        free(s.size)
+        free(s.occ)
+        s.size = size
+        s.occ = occ
+        s.w = w
+        s.mask = w - 1
+        s.lo = lo
+        while s.far.n > 0 and far_max(&s.far) >= lo:
+            far_pop_max(&s.far, &k, &q)
+            lad_put(s, k, q)
+            s.n_moved += 1
 
 
 cdef inline bint side_find(const BookSide* s, int64_t key, float64_t* size) noexcept nogil:
@@ -614,6 +625,7 @@ cdef bint side_delete(BookSide* s, int64_t key) noexcept nogil:
 
 cdef int side_init(BookSide* s, intp_t capacity, intp_t w) noexcept nogil:
     s.w0 = w
+    s.w_max = LADDER_MAX if LADDER_GROWS else w
     s.w = w
     s.mask = w - 1
     s.size = <float64_t*> calloc(w, sizeof(float64_t))
@@ -698,6 +710,44 @@ cdef int side_load(BookSide* s, const int64_t* keys, const float64_t* size,
     s.n = m
     s.best = keys[m - 1]
     return STATUS_OK
+
+
+cdef str side_broken(const BookSide* s):
+    """Tests (Book._check): the first broken invariant of a side, or "" (O(w + n))."""
+    cdef intp_t i, j, n_set = 0, n_far = 0
+    cdef int64_t k, prev = KEY_MIN, top = KEY_MIN
+    cdef bint bit
+    cdef const FarBlock* blk
+    if s.w < 64 or (s.w & (s.w - 1)) or s.mask != s.w - 1 or s.w > LADDER_MAX:
+        return f"ladder width {s.w}, mask {s.mask}"
+    for i in range(s.w):
+        bit = (s.occ[i >> 6] >> (i & 63)) & 1
+        if bit != (s.size[i] != 0.0) or not (s.size[i] >= 0.0):
+            return f"slot {i}: bit {bit}, size {s.size[i]}"
+        if bit:
+            n_set += 1
+            k = s.lo + ((i - s.lo) & s.mask)
+            top = k if k > top else top
+    if n_set != s.n_lad or s.n != s.n_lad + s.far.n:
+        return f"counts: {n_set} slots set, n_lad {s.n_lad}, far {s.far.n}, n {s.n}"
+    if s.n == 0:
+        return "" if s.best == KEY_MIN and s.far.nb == 0 else f"empty side: best {s.best}"
+    if s.n_lad == 0 or s.best != top or s.best < s.lo + s.w // 4:
+        return f"best {s.best}: ladder top {top}, window [{s.lo}, {s.lo + s.w})"
+    if s.far.nb > s.far.cap:
+        return f"far directory {s.far.nb} > {s.far.cap}"
+    for i in range(s.far.nb):
+        blk = s.far.blk[i]
+        if blk.n < 1 or blk.n > FAR_B or s.far.last[i] != blk.lv[blk.n - 1].key:
+            return f"far block {i}: n {blk.n}, last {s.far.last[i]}"
+        for j in range(blk.n):
+            if blk.lv[j].key <= prev or blk.lv[j].key >= s.lo or not (blk.lv[j].size > 0.0):
+                return f"far block {i} level {j}: key {blk.lv[j].key} after {prev}, lo {s.lo}"
+            prev = blk.lv[j].key
+        n_far += blk.n
+    if n_far != s.far.n:
+        return f"far: {n_far} levels in blocks, n {s.far.n}"
+    return ""
 
 
 # A walk over a side, best first: ladder levels (bitmap scan), then the far blocks backwards.
@@ -1458,6 +1508,16 @@ cdef class Book:
         counter for the bounded-move tests; not reset by reset())."""
         _wait(&self.guard)
         return self.st.bid.n_moved + self.st.ask.n_moved
+
+    def _check(self):
+        """Tests: AssertionError naming the first broken invariant of the structure (ladder
+        bits == nonzero slots, counts, the best the ladder's top at least 1/4 up its window,
+        far blocks sorted below the window, directory keys); returns the ladder widths."""
+        _wait(&self.guard)
+        for name, why in (("bid", side_broken(&self.st.bid)), ("ask", side_broken(&self.st.ask))):
+            if why:
+                raise AssertionError(f"{name}: {why}")
+        return self.st.bid.w, self.st.ask.w
 
     @property
     def n_updates(self):
