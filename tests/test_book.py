@@ -1637,7 +1637,7 @@ def test_ladder_widened_by_deltas_matches_reference(seed, policy, strict, gap):
         c = Book(1.0, crossed=policy, capacity=2)
         o = BookOFI(1.0, levels=4)
     rb = ref.Book(1.0, crossed=policy, strict=strict)
-    widths = set()
+    widths, peak = set(), [0, 0]
     for i in range(len(px)):
         try:
             rb.apply(int(side[i]), px[i], sz[i], i)
@@ -1648,8 +1648,10 @@ def test_ladder_widened_by_deltas_matches_reference(seed, policy, strict, gap):
         else:
             b.apply(int(side[i]), px[i], sz[i])
         assert_same_book(b, rb, 12)
-        widths.update(b._check())
-        assert max(b._check()) <= 16 * max(b.bid_levels, b.ask_levels, 4) * 64
+        peak = [max(peak[0], b.bid_levels), max(peak[1], b.ask_levels)]
+        for w, p in zip(b._check(), peak):     # 16 slots per level at most, at its peak
+            assert w == 64 or w <= 16 * p
+            widths.add(w)
     assert max(widths) > 64                    # it did widen (gap 1 .. 40: 256 .. 2048)
     for s_ in (1, -1):
         k, z = b.levels(s_)
@@ -1670,6 +1672,30 @@ def test_ladder_widened_by_deltas_matches_reference(seed, policy, strict, gap):
                                  levels=True)
         assert e.tolist() == list(re1) and lv.tolist() == [list(x) for x in rlv]
         assert o.book._check() == b._check()
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_far_insert_widens_the_ladder_when_due(batch):
+    """The far row (C, ofi_book_far) inserts too: the insert that leaves more levels far than
+    in the ladder (5 against 4, 9 levels: 2 x 64 slots <= 16 a level) doubles a 64-slot
+    ladder whose doubled window reaches them; far levels all out of its reach do not."""
+    with small_ladder(64, grows=True):
+        b, c = Book(1.0), Book(1.0)
+
+    def apply(book, px):
+        if batch:
+            book.apply_many(np.ones(1, np.int8), [px], [1.0])
+        else:
+            book.apply(1, px, 1.0)
+
+    for book, far in ((b, [920, 921, 922, 923, 924]), (c, [899, 900, 901, 902, 903])):
+        for px in [1000, 999, 998, 997] + far[:4]:
+            apply(book, px)
+        assert book._check() == (64, 64) and book.capacity == (32, 0)
+        apply(book, far[4])
+    assert b._check() == (128, 64) and b.capacity == (0, 0) and b._ladder[1] == 1000 - 96
+    assert c._check() == (64, 64) and c.capacity == (32, 0)    # all < 904: out of reach
+    assert b.levels(1)[0].tolist() == [1000, 999, 998, 997, 924, 923, 922, 921, 920]
 
 
 @pytest.mark.parametrize("order", ["deeper", "shallower"])
