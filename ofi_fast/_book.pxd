@@ -10,7 +10,8 @@
 #     in it (when the side is not empty), about 3/4 up the window; an update inside the window
 #     is an index and a bit flip, no search and no move. The window is recentred when the
 #     touch leaves it (an insert above it, or the best falling into its bottom quarter): the
-#     levels that leave or enter move between ladder and far array, each once;
+#     levels that leave or enter move between ladder and far array, each once. It widens
+#     (doubling, side_grow: amortised, each width once) while more levels are far than in it;
 #   - a FAR array: the levels worse than the window (key < lo), sorted blocks of at most FAR_B
 #     levels under a directory of their highest keys: an insert or delete at any depth is two
 #     binary searches plus a move of at most FAR_B levels (and, once per FAR_B / 2 inserts, a

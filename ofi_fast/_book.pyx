@@ -29,7 +29,8 @@ asks, so a higher key is a better price on both sides) and is a tick ladder plus
   merges); a full block splits (a directory shift of 16 bytes per block, at most
   once per 16 inserts), small neighbours merge. Levels leaving the ladder are
   appended above its highest level, levels entering it are taken from there (issue 14:
-  inserts in any order, e.g. always into the middle, stay O(log n) plus a bounded move);
+  inserts in any order, e.g. always into the middle, stay O(log n) plus a bounded move, and
+  an amortised one when the insert widens the ladder, below);
 - ``top(n)``, ``imbalance``, ``weighted_mid`` and BookOFI read the ladder directly (a bitmap
   walk from the best, continuing into the far array); BookOFI keeps the keys of its top L and
   updates them by rank (an overwrite, or a shift by one), so the book is not walked per delta;
@@ -37,7 +38,15 @@ asks, so a higher key is a better price on both sides) and is a tick ladder plus
   1/8 full on average), never the price range: a price a billion ticks away costs one far
   slot. w is 32,768; a snapshot deeper than the window widens it (doubling, to at most 16
   slots per level of the snapshot, e.g. 131,072 for 10,000 levels 10 ticks apart: every
-  update then an index, not a far-block search), reset restores it.
+  update then an index, not a far-block search), reset restores it. A side built by deltas
+  widens too (``side_grow``, after an insert the fast paths decline: a far one, or one that
+  moves the window): doubling while more of its levels are far than in the ladder and the
+  doubled window reaches the highest far one, within the same 16 slots per live level (the
+  same 131,072 for those 10,000 levels). A doubling re-slots the ladder and takes in the far
+  levels it covers: amortised, each width is reached once, so at most 4 times the final width
+  moved in all, not a per-insert bound. Decision: no shrink rule; a side that loses most of
+  its levels keeps its width (memory bounded by its peak levels, as the far directory's
+  slots) until reset or a snapshot of that side.
 Measured in bench/bench_book.py (see bench/RESULTS.md, "issue 13: tick ladder").
 
 Crossing is judged at the end of an exchange message, never between its rows (issue 12):
@@ -485,18 +494,17 @@ cdef void side_down(BookSide* s) noexcept nogil:
     s.lo = lo
 
 
-cdef void side_grow(BookSide* s) noexcept nogil:
-    """After an insert the fast paths declined (a far one, or one that moved the window; a
-    snapshot's ladder is sized by side_fit): double the ladder while more live levels lie
-    below the window than in it, the doubled window (the best 3/4 up, as after side_fit)
-    reaches the highest of them, and it stays within LADDER_PER_LEVEL slots per live level
-    and w_max (LADDER_MAX). Each doubling re-slots the ladder's levels (key & the new mask)
-    and takes the far levels the new window covers from the far array's end: O(w / 64) words
-    scanned and at most 2 w levels moved (the new window's slots), amortised: each width is
-    reached once per side (w only grows, until reset or a snapshot), so a side's widenings
-    move at most 4 times its final width, itself at most 16 slots per level at its largest.
-    When the new arrays cannot be allocated the width stays (only speed depends on it; the
-    next such insert tries again)."""
+cdef void side_widen(BookSide* s) noexcept nogil:
+    """side_grow's work, after an insert the fast paths declined (a far one, or one that moved the
+    window; a snapshot's ladder is sized by side_fit): double the ladder while more live levels lie
+    below the window than in it, the doubled window (the best 3/4 up, as after side_fit) reaches
+    the highest of them, and it stays within LADDER_PER_LEVEL slots per live level and w_max
+    (LADDER_MAX). Each doubling re-slots the ladder's levels (key & the new mask) and takes the far
+    levels the new window covers from the far array's end: O(w / 64) words scanned and at most 2 w
+    levels moved (the new window's slots), amortised: each width is reached once per side (w only
+    grows, until reset or a snapshot), so a side's widenings move at most 4 times its final width,
+    itself at most 16 slots per level at its largest. When the new arrays cannot be allocated the
+    width stays (only speed depends on it; the next such insert tries again)."""
     cdef intp_t w, i, t, slot
     cdef int64_t lo, k
     cdef float64_t q
@@ -536,6 +544,13 @@ cdef void side_grow(BookSide* s) noexcept nogil:
             far_pop_max(&s.far, &k, &q)
             lad_put(s, k, q)
             s.n_moved += 1
+
+
+cdef inline void side_grow(BookSide* s) noexcept nogil:
+    """After an insert the fast paths declined: widen the ladder when due (side_widen; its
+    first test inline: on feeds nearly always false, no call)."""
+    if s.far.n > s.n_lad:
+        side_widen(s)
 
 
 cdef inline bint side_find(const BookSide* s, int64_t key, float64_t* size) noexcept nogil:
@@ -1167,10 +1182,10 @@ cdef class Book:
       ``best_ask_size``, ``mid``, ``spread``, ``weighted_mid``, ``imbalance(levels, decay)``,
       ``top(n)`` (a new (4, n) array; ``top(n, out=)`` fills yours without allocating).
     ``capacity`` is the number of far levels per side the block directory is first sized for
-    (an integer >= 1; it grows by doubling; the ladder window is sized at snapshots); a size that
-    overflows is a ValueError naming it, one that cannot be allocated a MemoryError. See the
-    module docstring for the structure (tick ladder + far blocks) and the crossed-book
-    policies.
+    (an integer >= 1; it grows by doubling; the ladder window is sized at snapshots and widened
+    by deep builds); a size that overflows is a ValueError naming it, one that cannot be
+    allocated a MemoryError. See the module docstring for the structure (tick ladder + far
+    blocks) and the crossed-book policies.
     Threads: one Book may be shared; its calls serialise (see README, thread safety).
     """
 
@@ -1490,9 +1505,9 @@ cdef class Book:
 
     @property
     def capacity(self):
-        """Far-array slots allocated per side (bid, ask), beside each side's ladder (fixed,
-        widened by a deep snapshot to at most 16 slots per level): memory follows live
-        levels, not prices."""
+        """Far-array slots allocated per side (bid, ask), beside each side's ladder (w0,
+        widened by a deep snapshot or build to at most 16 slots per level): memory follows
+        live levels, not prices."""
         _wait(&self.guard)
         return (self.st.bid.far.nb * FAR_B, self.st.ask.far.nb * FAR_B)
 
