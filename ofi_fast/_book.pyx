@@ -468,6 +468,28 @@ cdef int lad_flush(BookSide* s, int64_t limit) noexcept nogil:
     return STATUS_OK
 
 
+cdef bint lad_alloc(intp_t w, float64_t** size, uint64_t** occ) noexcept nogil:
+    """Zeroed arrays for a w-slot ladder; False (nothing allocated) when memory runs out."""
+    size[0] = <float64_t*> calloc(w, sizeof(float64_t))
+    occ[0] = <uint64_t*> calloc(w >> 6, sizeof(uint64_t))
+    if size[0] == NULL or occ[0] == NULL:
+        free(size[0])
+        free(occ[0])
+        return False
+    return True
+
+
+cdef void lad_swap(BookSide* s, intp_t w, float64_t* size, uint64_t* occ) noexcept nogil:
+    """Replace the ladder's arrays by w-slot ones (lad_alloc's), freeing the old (lo is the
+    caller's)."""
+    free(s.size)
+    free(s.occ)
+    s.size = size
+    s.occ = occ
+    s.w = w
+    s.mask = w - 1
+
+
 cdef int side_up(BookSide* s, int64_t key) noexcept nogil:
     """Recentre the window up so that `key` (above it) sits 3/4 of the way up: the levels
     below the new window move to the far array."""
@@ -517,11 +539,7 @@ cdef void side_widen(BookSide* s) noexcept nogil:
         if not (s.far.n > s.n_lad and w <= LADDER_PER_LEVEL * s.n and w <= s.w_max
                 and far_max(&s.far) >= lo):
             return
-        size = <float64_t*> calloc(w, sizeof(float64_t))
-        occ = <uint64_t*> calloc(w >> 6, sizeof(uint64_t))
-        if size == NULL or occ == NULL:
-            free(size)
-            free(occ)
+        if not lad_alloc(w, &size, &occ):
             return
         for i in range(s.w >> 6):
             m = s.occ[i]
@@ -533,12 +551,7 @@ cdef void side_widen(BookSide* s) noexcept nogil:
                 occ[slot >> 6] |= (<uint64_t> 1) << (slot & 63)
                 m &= m - 1
         s.n_moved += s.n_lad
-        free(s.size)
-        free(s.occ)
-        s.size = size
-        s.occ = occ
-        s.w = w
-        s.mask = w - 1
+        lad_swap(s, w, size, occ)
         s.lo = lo
         while s.far.n > 0 and far_max(&s.far) >= lo:
             far_pop_max(&s.far, &k, &q)
@@ -690,18 +703,10 @@ cdef void side_fit(BookSide* s, intp_t m, int64_t span) noexcept nogil:
         w *= 2
     if w == s.w:
         return
-    cdef float64_t* size = <float64_t*> calloc(w, sizeof(float64_t))
-    cdef uint64_t* occ = <uint64_t*> calloc(w >> 6, sizeof(uint64_t))
-    if size == NULL or occ == NULL:
-        free(size)
-        free(occ)
-        return
-    free(s.size)
-    free(s.occ)
-    s.size = size
-    s.occ = occ
-    s.w = w
-    s.mask = w - 1
+    cdef float64_t* size
+    cdef uint64_t* occ
+    if lad_alloc(w, &size, &occ):
+        lad_swap(s, w, size, occ)
 
 
 cdef int side_load(BookSide* s, const int64_t* keys, const float64_t* size,

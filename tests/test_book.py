@@ -32,6 +32,27 @@ def assert_same_book(book, rb, n=10):
     assert book.bid_levels == len(rb.bids) and book.ask_levels == len(rb.asks)
 
 
+def apply_as_reference(b, rb, side, px, sz, i):
+    """Row i by apply to the reference and to b: the same error (kind, field), or none."""
+    try:
+        rb.apply(int(side[i]), px[i], sz[i], i)
+    except ref.RefError as err:
+        with pytest.raises(OFIError) as ei:
+            b.apply(int(side[i]), px[i], sz[i])
+        assert type(ei.value).__name__ == err.kind and ei.value.field == err.field
+    else:
+        b.apply(int(side[i]), px[i], sz[i])
+
+
+def assert_same_levels_and_counters(b, rb):
+    """Every level of both sides and the counters, b == the reference."""
+    for s_ in (1, -1):
+        k, z = b.levels(s_)
+        assert [(int(t), q) for t, q in zip(k, z)] == rb.levels(s_)
+    assert (b.n_updates, b.n_crossed, b.n_locked, b.n_missing) == \
+        (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_missing)
+
+
 # ------------------------------------------------------------------ hand cases
 def test_basic_book_and_theory_vectors():
     b = Book(1.0)
@@ -473,14 +494,7 @@ def test_fast_path_matches_reference_on_deep_books(seed, policy, strict, tick):
     deep = 0
     for i in range(len(px)):
         deep += b.bid_levels >= 8 and b.ask_levels >= 8
-        try:
-            rb.apply(int(side[i]), px[i], sz[i], i)
-        except ref.RefError as err:
-            with pytest.raises(OFIError) as ei:
-                b.apply(int(side[i]), px[i], sz[i])
-            assert type(ei.value).__name__ == err.kind and ei.value.field == err.field
-        else:
-            b.apply(int(side[i]), px[i], sz[i])
+        apply_as_reference(b, rb, side, px, sz, i)
         assert_same_book(b, rb, 12)
     assert (b.n_updates, b.n_crossed, b.n_locked, b.n_missing) == \
         (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_missing)
@@ -1324,24 +1338,13 @@ def test_ladder_recentring_matches_reference(seed, policy, strict, tick):
     rb = ref.Book(tick, crossed=policy, strict=strict)
     los = set()
     for i in range(len(px)):
-        try:
-            rb.apply(int(side[i]), px[i], sz[i], i)
-        except ref.RefError as err:
-            with pytest.raises(OFIError) as ei:
-                b.apply(int(side[i]), px[i], sz[i])
-            assert type(ei.value).__name__ == err.kind and ei.value.field == err.field
-        else:
-            b.apply(int(side[i]), px[i], sz[i])
+        apply_as_reference(b, rb, side, px, sz, i)
         assert_same_book(b, rb, 12)
         los.add(b._ladder[1:])
     # the windows did move: over seeds 0..599 the distinct windows number 10-52 with "keep",
     # 3-40 with "raise" (rejected deltas stop the walk); "> 10" failed on a hypothesis seed
     assert len(los) >= 3
-    for s_ in (1, -1):
-        k, z = b.levels(s_)
-        assert [(int(t), q) for t, q in zip(k, z)] == rb.levels(s_)
-    assert (b.n_updates, b.n_crossed, b.n_locked, b.n_missing) == \
-        (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_missing)
+    assert_same_levels_and_counters(b, rb)
     if policy == "keep" and not strict:        # no errors: batch == per call
         for s0 in range(0, len(px), 37):
             c.apply_many(side[s0:s0 + 37], px[s0:s0 + 37], sz[s0:s0 + 37])
@@ -1639,25 +1642,14 @@ def test_ladder_widened_by_deltas_matches_reference(seed, policy, strict, gap):
     rb = ref.Book(1.0, crossed=policy, strict=strict)
     widths, peak = set(), [0, 0]
     for i in range(len(px)):
-        try:
-            rb.apply(int(side[i]), px[i], sz[i], i)
-        except ref.RefError as err:
-            with pytest.raises(OFIError) as ei:
-                b.apply(int(side[i]), px[i], sz[i])
-            assert type(ei.value).__name__ == err.kind and ei.value.field == err.field
-        else:
-            b.apply(int(side[i]), px[i], sz[i])
+        apply_as_reference(b, rb, side, px, sz, i)
         assert_same_book(b, rb, 12)
         peak = [max(peak[0], b.bid_levels), max(peak[1], b.ask_levels)]
         for w, p in zip(b._check(), peak):     # 16 slots per level at most, at its peak
             assert w == 64 or w <= 16 * p
             widths.add(w)
     assert max(widths) > 64                    # it did widen (gap 1 .. 40: 256 .. 2048)
-    for s_ in (1, -1):
-        k, z = b.levels(s_)
-        assert [(int(t), q) for t, q in zip(k, z)] == rb.levels(s_)
-    assert (b.n_updates, b.n_crossed, b.n_locked, b.n_missing) == \
-        (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_missing)
+    assert_same_levels_and_counters(b, rb)
     if policy == "keep" and not strict:        # no errors: batch == per call
         for s0 in range(0, len(px), 37):
             c.apply_many(side[s0:s0 + 37], px[s0:s0 + 37], sz[s0:s0 + 37])
