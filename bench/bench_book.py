@@ -407,9 +407,10 @@ def test_ladder_book_apply_many(benchmark, name):
 @pytest.mark.parametrize("name", ["deep10k", "deep10k_sparse"])
 def test_ladder_book_apply_many_built_by_deltas(benchmark, name):
     """The same deltas on a book whose 10,000 levels a side came as deltas, not as a snapshot:
-    the ladder keeps its default window (a snapshot sizes it to the book, side_fit), so on the
-    sparse book most updates go to the far blocks. The baseline is test_ladder_order_book_
-    baseline (a dict book does not care how its levels came)."""
+    the inserts widen the ladder as a snapshot sizes it (side_grow / side_fit: 131,072 slots
+    on the sparse book, helper deep7; before, most updates went to the far blocks). The
+    baseline is test_ladder_order_book_baseline (a dict book does not care how its levels
+    came)."""
     tick, snap, s, p, q, end = workload(name)
     side0 = np.concatenate([np.ones(len(snap[0]), np.int8), -np.ones(len(snap[2]), np.int8)])
     px0, sz0 = np.concatenate([snap[0], snap[2]]), np.concatenate([snap[1], snap[3]])

@@ -10,14 +10,15 @@
 #     in it (when the side is not empty), about 3/4 up the window; an update inside the window
 #     is an index and a bit flip, no search and no move. The window is recentred when the
 #     touch leaves it (an insert above it, or the best falling into its bottom quarter): the
-#     levels that leave or enter move between ladder and far array, each once;
+#     levels that leave or enter move between ladder and far array, each once. It widens
+#     (doubling, side_grow: amortised, each width once) while more levels are far than in it;
 #   - a FAR array: the levels worse than the window (key < lo), sorted blocks of at most FAR_B
 #     levels under a directory of their highest keys: an insert or delete at any depth is two
 #     binary searches plus a move of at most FAR_B levels (and, once per FAR_B / 2 inserts, a
 #     split that shifts the directory: nb entries of 16 bytes).
-# Memory: the ladder's 9 w bytes (w0, or after a deep snapshot at most 16 slots per level of
-# it) plus 16 bytes per far level slot, blocks at least 1/8 full on average (never the price
-# range).
+# Memory: the ladder's 9 w bytes (w0, or after a deep snapshot or a deep build by deltas at
+# most 16 slots per level of it when it widened) plus 16 bytes per far level slot, blocks at
+# least 1/8 full on average (never the price range).
 #
 # Messages (decision, issue 12): an exchange message may list several rows (Binance: its bids,
 # then its asks), and the book between two of its rows is no state the exchange ever had. So
@@ -65,7 +66,10 @@ cdef extern from "_book_row.h":
         intp_t w             # ladder slots, a power of two >= 64
         intp_t mask          # w - 1
         intp_t w0            # the ladder slots of an empty side; a snapshot deeper than the
-                             # window widens w (at most 16 slots per level), reset restores w0
+                             # window widens w (at most 16 slots per level), so do inserts
+                             # while more levels are far than in the ladder (side_grow, the
+                             # same bound, up to w_max); reset restores w0
+        intp_t w_max         # the widest ladder side_grow makes (2**30; tests: w0, none)
         BookFar far          # levels with key < lo (every level with key >= lo is in the ladder)
         int64_t n_moved      # levels moved by inserts, deletes and recentring (a debug counter
                              # for the bounded-move tests; not reset by book_clear)

@@ -29,7 +29,8 @@ asks, so a higher key is a better price on both sides) and is a tick ladder plus
   merges); a full block splits (a directory shift of 16 bytes per block, at most
   once per 16 inserts), small neighbours merge. Levels leaving the ladder are
   appended above its highest level, levels entering it are taken from there (issue 14:
-  inserts in any order, e.g. always into the middle, stay O(log n) plus a bounded move);
+  inserts in any order, e.g. always into the middle, stay O(log n) plus a bounded move, and
+  an amortised one when the insert widens the ladder, below);
 - ``top(n)``, ``imbalance``, ``weighted_mid`` and BookOFI read the ladder directly (a bitmap
   walk from the best, continuing into the far array); BookOFI keeps the keys of its top L and
   updates them by rank (an overwrite, or a shift by one), so the book is not walked per delta;
@@ -37,7 +38,15 @@ asks, so a higher key is a better price on both sides) and is a tick ladder plus
   1/8 full on average), never the price range: a price a billion ticks away costs one far
   slot. w is 32,768; a snapshot deeper than the window widens it (doubling, to at most 16
   slots per level of the snapshot, e.g. 131,072 for 10,000 levels 10 ticks apart: every
-  update then an index, not a far-block search), reset restores it.
+  update then an index, not a far-block search), reset restores it. A side built by deltas
+  widens too (``side_grow``, after an insert the fast paths decline: a far one, or one that
+  moves the window): doubling while more of its levels are far than in the ladder and the
+  doubled window reaches the highest far one, within the same 16 slots per live level (the
+  same 131,072 for those 10,000 levels). A doubling re-slots the ladder and takes in the far
+  levels it covers: amortised, each width is reached once, so at most 4 times the final width
+  moved in all, not a per-insert bound. Decision: no shrink rule; a side that loses most of
+  its levels keeps its width (memory bounded by its peak levels, as the far directory's
+  slots) until reset or a snapshot of that side.
 Measured in bench/bench_book.py (see bench/RESULTS.md, "issue 13: tick ladder").
 
 Crossing is judged at the end of an exchange message, never between its rows (issue 12):
@@ -121,20 +130,25 @@ cdef float64_t MAX_TICK = 4.0e18
 cdef intp_t LADDER_SLOTS = 32768
 # A snapshot deeper than the window widens it (side_fit): doubling while some of its levels
 # would fall below the window, up to LADDER_PER_LEVEL slots per level of the snapshot (the
-# ladder's 9 bytes a slot: at most 144 bytes per level) and LADDER_MAX slots.
+# ladder's 9 bytes a slot: at most 144 bytes per level) and LADDER_MAX slots. Inserts widen it
+# too (side_grow), within the same bounds, while more of a side's levels are far than in it.
 cdef intp_t LADDER_PER_LEVEL = 16
 cdef intp_t LADDER_MAX = 1 << 30
+cdef bint LADDER_GROWS = True          # inserts may widen the ladders of new Books (tests)
 
 
-def _set_ladder_slots(intp_t w):
-    """Tests and benchmarks: the ladder size of Books made from now on (a power of two >= 64);
-    returns the previous one. Results never depend on it, only speed and the recentring."""
-    global LADDER_SLOTS
+def _set_ladder_slots(intp_t w, bint grows=True):
+    """Tests and benchmarks: the ladder size of Books made from now on (a power of two >= 64)
+    and whether inserts may widen it (side_grow; False keeps small test ladders recentring,
+    a snapshot still sizes it); returns the previous (w, grows). Results never depend on
+    them, only speed and the recentring."""
+    global LADDER_SLOTS, LADDER_GROWS
     if w < 64 or (w & (w - 1)) != 0 or w > LADDER_MAX:
         raise OFIError(f"ladder slots must be a power of two in [64, 2**30], got {w}",
                        field="ladder")
-    old = LADDER_SLOTS
+    old = (LADDER_SLOTS, LADDER_GROWS)
     LADDER_SLOTS = w
+    LADDER_GROWS = grows
     return old
 
 
@@ -454,6 +468,28 @@ cdef int lad_flush(BookSide* s, int64_t limit) noexcept nogil:
     return STATUS_OK
 
 
+cdef bint lad_alloc(intp_t w, float64_t** size, uint64_t** occ) noexcept nogil:
+    """Zeroed arrays for a w-slot ladder; False (nothing allocated) when memory runs out."""
+    size[0] = <float64_t*> calloc(w, sizeof(float64_t))
+    occ[0] = <uint64_t*> calloc(w >> 6, sizeof(uint64_t))
+    if size[0] == NULL or occ[0] == NULL:
+        free(size[0])
+        free(occ[0])
+        return False
+    return True
+
+
+cdef void lad_swap(BookSide* s, intp_t w, float64_t* size, uint64_t* occ) noexcept nogil:
+    """Replace the ladder's arrays by w-slot ones (lad_alloc's), freeing the old (lo is the
+    caller's)."""
+    free(s.size)
+    free(s.occ)
+    s.size = size
+    s.occ = occ
+    s.w = w
+    s.mask = w - 1
+
+
 cdef int side_up(BookSide* s, int64_t key) noexcept nogil:
     """Recentre the window up so that `key` (above it) sits 3/4 of the way up: the levels
     below the new window move to the far array."""
@@ -478,6 +514,56 @@ cdef void side_down(BookSide* s) noexcept nogil:
         lad_put(s, k, q)
         s.n_moved += 1
     s.lo = lo
+
+
+cdef void side_widen(BookSide* s) noexcept nogil:
+    """side_grow's work, after an insert the fast paths declined (a far one, or one that moved the
+    window; a snapshot's ladder is sized by side_fit): double the ladder while more live levels lie
+    below the window than in it, the doubled window (the best 3/4 up, as after side_fit) reaches
+    the highest of them, and it stays within LADDER_PER_LEVEL slots per live level and w_max
+    (LADDER_MAX). Each doubling re-slots the ladder's levels (key & the new mask) and takes the far
+    levels the new window covers from the far array's end: O(w / 64) words scanned and at most 2 w
+    levels moved (the new window's slots), amortised: each width is reached once per side (w only
+    grows, until reset or a snapshot), so a side's widenings move at most 4 times its final width,
+    itself at most 16 slots per level at its largest. When the new arrays cannot be allocated the
+    width stays (only speed depends on it; the next such insert tries again)."""
+    cdef intp_t w, i, t, slot
+    cdef int64_t lo, k
+    cdef float64_t q
+    cdef uint64_t m
+    cdef float64_t* size
+    cdef uint64_t* occ
+    while True:
+        w = 2 * s.w
+        lo = s.best - (w - w // 4)
+        if not (s.far.n > s.n_lad and w <= LADDER_PER_LEVEL * s.n and w <= s.w_max
+                and far_max(&s.far) >= lo):
+            return
+        if not lad_alloc(w, &size, &occ):
+            return
+        for i in range(s.w >> 6):
+            m = s.occ[i]
+            while m:
+                t = __builtin_ctzll(m)
+                k = s.lo + (((i << 6) + t - s.lo) & s.mask)        # the key of slot 64 i + t
+                slot = k & (w - 1)
+                size[slot] = s.size[(i << 6) + t]
+                occ[slot >> 6] |= (<uint64_t> 1) << (slot & 63)
+                m &= m - 1
+        s.n_moved += s.n_lad
+        lad_swap(s, w, size, occ)
+        s.lo = lo
+        while s.far.n > 0 and far_max(&s.far) >= lo:
+            far_pop_max(&s.far, &k, &q)
+            lad_put(s, k, q)
+            s.n_moved += 1
+
+
+cdef inline void side_grow(BookSide* s) noexcept nogil:
+    """After an insert the fast paths declined: widen the ladder when due (side_widen; its
+    first test inline: on feeds nearly always false, no call)."""
+    if s.far.n > s.n_lad:
+        side_widen(s)
 
 
 cdef inline bint side_find(const BookSide* s, int64_t key, float64_t* size) noexcept nogil:
@@ -523,10 +609,14 @@ cdef int side_set(BookSide* s, int64_t key, float64_t size, bint* inserted) noex
             s.size[slot] = size
         if key > s.best:
             s.best = key
+        if inserted[0]:
+            side_grow(s)             # (levels may have left the ladder: side_up)
         return STATUS_OK
     if far_set(s, key, size, inserted) != STATUS_OK:
         return STATUS_NO_MEMORY
-    s.n += inserted[0]
+    if inserted[0]:
+        s.n += 1
+        side_grow(s)
     return STATUS_OK
 
 
@@ -563,6 +653,7 @@ cdef bint side_delete(BookSide* s, int64_t key) noexcept nogil:
 
 cdef int side_init(BookSide* s, intp_t capacity, intp_t w) noexcept nogil:
     s.w0 = w
+    s.w_max = LADDER_MAX if LADDER_GROWS else w
     s.w = w
     s.mask = w - 1
     s.size = <float64_t*> calloc(w, sizeof(float64_t))
@@ -612,18 +703,10 @@ cdef void side_fit(BookSide* s, intp_t m, int64_t span) noexcept nogil:
         w *= 2
     if w == s.w:
         return
-    cdef float64_t* size = <float64_t*> calloc(w, sizeof(float64_t))
-    cdef uint64_t* occ = <uint64_t*> calloc(w >> 6, sizeof(uint64_t))
-    if size == NULL or occ == NULL:
-        free(size)
-        free(occ)
-        return
-    free(s.size)
-    free(s.occ)
-    s.size = size
-    s.occ = occ
-    s.w = w
-    s.mask = w - 1
+    cdef float64_t* size
+    cdef uint64_t* occ
+    if lad_alloc(w, &size, &occ):
+        lad_swap(s, w, size, occ)
 
 
 cdef int side_load(BookSide* s, const int64_t* keys, const float64_t* size,
@@ -647,6 +730,44 @@ cdef int side_load(BookSide* s, const int64_t* keys, const float64_t* size,
     s.n = m
     s.best = keys[m - 1]
     return STATUS_OK
+
+
+cdef str side_broken(const BookSide* s):
+    """Tests (Book._check): the first broken invariant of a side, or "" (O(w + n))."""
+    cdef intp_t i, j, n_set = 0, n_far = 0
+    cdef int64_t k, prev = KEY_MIN, top = KEY_MIN
+    cdef bint bit
+    cdef const FarBlock* blk
+    if s.w < 64 or (s.w & (s.w - 1)) or s.mask != s.w - 1 or s.w > LADDER_MAX:
+        return f"ladder width {s.w}, mask {s.mask}"
+    for i in range(s.w):
+        bit = (s.occ[i >> 6] >> (i & 63)) & 1
+        if bit != (s.size[i] != 0.0) or not (s.size[i] >= 0.0):
+            return f"slot {i}: bit {bit}, size {s.size[i]}"
+        if bit:
+            n_set += 1
+            k = s.lo + ((i - s.lo) & s.mask)
+            top = k if k > top else top
+    if n_set != s.n_lad or s.n != s.n_lad + s.far.n:
+        return f"counts: {n_set} slots set, n_lad {s.n_lad}, far {s.far.n}, n {s.n}"
+    if s.n == 0:
+        return "" if s.best == KEY_MIN and s.far.nb == 0 else f"empty side: best {s.best}"
+    if s.n_lad == 0 or s.best != top or s.best < s.lo + s.w // 4:
+        return f"best {s.best}: ladder top {top}, window [{s.lo}, {s.lo + s.w})"
+    if s.far.nb > s.far.cap:
+        return f"far directory {s.far.nb} > {s.far.cap}"
+    for i in range(s.far.nb):
+        blk = s.far.blk[i]
+        if blk.n < 1 or blk.n > FAR_B or s.far.last[i] != blk.lv[blk.n - 1].key:
+            return f"far block {i}: n {blk.n}, last {s.far.last[i]}"
+        for j in range(blk.n):
+            if blk.lv[j].key <= prev or blk.lv[j].key >= s.lo or not (blk.lv[j].size > 0.0):
+                return f"far block {i} level {j}: key {blk.lv[j].key} after {prev}, lo {s.lo}"
+            prev = blk.lv[j].key
+        n_far += blk.n
+    if n_far != s.far.n:
+        return f"far: {n_far} levels in blocks, n {s.far.n}"
+    return ""
 
 
 # A walk over a side, best first: ladder levels (bitmap scan), then the far blocks backwards.
@@ -827,6 +948,8 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     if not ofi_book_fast(b, b.tick_mul, side, price, size, b.strict, &kind, &key):    # (predictable on feeds)
         if not ofi_book_far(b, b.tick_mul, side, price, size, b.strict, &kind, &key):
             return _apply_checked(b, side, price, size)
+        if kind == BOOK_INSERT:
+            side_grow(&b.bid if side > 0 else &b.ask)
     b.last_side = side
     b.last_key = key
     b.last_kind = kind
@@ -1064,10 +1187,10 @@ cdef class Book:
       ``best_ask_size``, ``mid``, ``spread``, ``weighted_mid``, ``imbalance(levels, decay)``,
       ``top(n)`` (a new (4, n) array; ``top(n, out=)`` fills yours without allocating).
     ``capacity`` is the number of far levels per side the block directory is first sized for
-    (an integer >= 1; it grows by doubling; the ladder window is sized at snapshots); a size that
-    overflows is a ValueError naming it, one that cannot be allocated a MemoryError. See the
-    module docstring for the structure (tick ladder + far blocks) and the crossed-book
-    policies.
+    (an integer >= 1; it grows by doubling; the ladder window is sized at snapshots and widened
+    by deep builds); a size that overflows is a ValueError naming it, one that cannot be
+    allocated a MemoryError. See the module docstring for the structure (tick ladder + far
+    blocks) and the crossed-book policies.
     Threads: one Book may be shared; its calls serialise (see README, thread safety).
     """
 
@@ -1387,9 +1510,9 @@ cdef class Book:
 
     @property
     def capacity(self):
-        """Far-array slots allocated per side (bid, ask), beside each side's ladder (fixed,
-        widened by a deep snapshot to at most 16 slots per level): memory follows live
-        levels, not prices."""
+        """Far-array slots allocated per side (bid, ask), beside each side's ladder (w0,
+        widened by a deep snapshot or build to at most 16 slots per level): memory follows
+        live levels, not prices."""
         _wait(&self.guard)
         return (self.st.bid.far.nb * FAR_B, self.st.ask.far.nb * FAR_B)
 
@@ -1405,6 +1528,16 @@ cdef class Book:
         counter for the bounded-move tests; not reset by reset())."""
         _wait(&self.guard)
         return self.st.bid.n_moved + self.st.ask.n_moved
+
+    def _check(self):
+        """Tests: AssertionError naming the first broken invariant of the structure (ladder
+        bits == nonzero slots, counts, the best the ladder's top at least 1/4 up its window,
+        far blocks sorted below the window, directory keys); returns the ladder widths."""
+        _wait(&self.guard)
+        for name, why in (("bid", side_broken(&self.st.bid)), ("ask", side_broken(&self.st.ask))):
+            if why:
+                raise AssertionError(f"{name}: {why}")
+        return self.st.bid.w, self.st.ask.w
 
     @property
     def n_updates(self):

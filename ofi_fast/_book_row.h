@@ -23,7 +23,8 @@ typedef struct BookFar {
 } BookFar;
 typedef struct BookSide {
     double* size; uint64_t* occ; int64_t lo; int64_t best; Py_ssize_t n; Py_ssize_t n_lad;
-    Py_ssize_t w; Py_ssize_t mask; Py_ssize_t w0; BookFar far; int64_t n_moved;
+    Py_ssize_t w; Py_ssize_t mask; Py_ssize_t w0; Py_ssize_t w_max; BookFar far;
+    int64_t n_moved;
 } BookSide;
 typedef struct BookState {
     BookSide bid; BookSide ask;

@@ -32,6 +32,27 @@ def assert_same_book(book, rb, n=10):
     assert book.bid_levels == len(rb.bids) and book.ask_levels == len(rb.asks)
 
 
+def apply_as_reference(b, rb, side, px, sz, i):
+    """Row i by apply to the reference and to b: the same error (kind, field), or none."""
+    try:
+        rb.apply(int(side[i]), px[i], sz[i], i)
+    except ref.RefError as err:
+        with pytest.raises(OFIError) as ei:
+            b.apply(int(side[i]), px[i], sz[i])
+        assert type(ei.value).__name__ == err.kind and ei.value.field == err.field
+    else:
+        b.apply(int(side[i]), px[i], sz[i])
+
+
+def assert_same_levels_and_counters(b, rb):
+    """Every level of both sides and the counters, b == the reference."""
+    for s_ in (1, -1):
+        k, z = b.levels(s_)
+        assert [(int(t), q) for t, q in zip(k, z)] == rb.levels(s_)
+    assert (b.n_updates, b.n_crossed, b.n_locked, b.n_missing) == \
+        (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_missing)
+
+
 # ------------------------------------------------------------------ hand cases
 def test_basic_book_and_theory_vectors():
     b = Book(1.0)
@@ -473,14 +494,7 @@ def test_fast_path_matches_reference_on_deep_books(seed, policy, strict, tick):
     deep = 0
     for i in range(len(px)):
         deep += b.bid_levels >= 8 and b.ask_levels >= 8
-        try:
-            rb.apply(int(side[i]), px[i], sz[i], i)
-        except ref.RefError as err:
-            with pytest.raises(OFIError) as ei:
-                b.apply(int(side[i]), px[i], sz[i])
-            assert type(ei.value).__name__ == err.kind and ei.value.field == err.field
-        else:
-            b.apply(int(side[i]), px[i], sz[i])
+        apply_as_reference(b, rb, side, px, sz, i)
         assert_same_book(b, rb, 12)
     assert (b.n_updates, b.n_crossed, b.n_locked, b.n_missing) == \
         (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_missing)
@@ -1266,14 +1280,15 @@ from ofi_fast import _book as _book_mod  # noqa: E402
 
 
 @contextlib.contextmanager
-def small_ladder(w=64):
+def small_ladder(w=64, grows=False):
     """Books made inside get a w-slot ladder, so that ordinary streams recentre it all the
-    time (results must not depend on the ladder size)."""
-    old = _book_mod._set_ladder_slots(w)
+    time (results must not depend on the ladder size); inserts widen it only with grows=True
+    (side_grow; a snapshot still sizes it)."""
+    old = _book_mod._set_ladder_slots(w, grows)
     try:
         yield w
     finally:
-        _book_mod._set_ladder_slots(old)
+        _book_mod._set_ladder_slots(*old)
 
 
 def roaming_deltas(rng, n, jump=400, p_jump=0.03, spread_ticks=30):
@@ -1323,24 +1338,13 @@ def test_ladder_recentring_matches_reference(seed, policy, strict, tick):
     rb = ref.Book(tick, crossed=policy, strict=strict)
     los = set()
     for i in range(len(px)):
-        try:
-            rb.apply(int(side[i]), px[i], sz[i], i)
-        except ref.RefError as err:
-            with pytest.raises(OFIError) as ei:
-                b.apply(int(side[i]), px[i], sz[i])
-            assert type(ei.value).__name__ == err.kind and ei.value.field == err.field
-        else:
-            b.apply(int(side[i]), px[i], sz[i])
+        apply_as_reference(b, rb, side, px, sz, i)
         assert_same_book(b, rb, 12)
         los.add(b._ladder[1:])
     # the windows did move: over seeds 0..599 the distinct windows number 10-52 with "keep",
     # 3-40 with "raise" (rejected deltas stop the walk); "> 10" failed on a hypothesis seed
     assert len(los) >= 3
-    for s_ in (1, -1):
-        k, z = b.levels(s_)
-        assert [(int(t), q) for t, q in zip(k, z)] == rb.levels(s_)
-    assert (b.n_updates, b.n_crossed, b.n_locked, b.n_missing) == \
-        (rb.n_updates, rb.n_crossed, rb.n_locked, rb.n_missing)
+    assert_same_levels_and_counters(b, rb)
     if policy == "keep" and not strict:        # no errors: batch == per call
         for s0 in range(0, len(px), 37):
             c.apply_many(side[s0:s0 + 37], px[s0:s0 + 37], sz[s0:s0 + 37])
@@ -1566,6 +1570,8 @@ def test_deep_snapshot_widens_the_ladder_within_its_level_bound():
     while expected - expected // 4 <= 99_990 and 2 * expected <= 16 * 10_000:
         expected *= 2
     assert w == expected > w0
+    with small_ladder(w0):                             # the same book built by deltas on a
+        plain = Book(1.0)                              # ladder that never widens
     plain.apply_many(np.ones(10_000, np.int8), bids, np.full(10_000, 5.0))
     plain.apply(-1, 1_000_001.0, 1.0)
     assert plain._ladder[0] == w0
@@ -1581,3 +1587,156 @@ def test_deep_snapshot_widens_the_ladder_within_its_level_bound():
     assert b._ladder[0] == w
     b.reset()
     assert b._ladder[0] == w0
+
+
+# ------------------------------------------------------- the ladder widened by deltas (deep7)
+def deep_build_deltas(rng, n, gap, depth=200):
+    """Deltas that build both sides deep from nothing: inserts at random depths on a grid of
+    `gap` ticks (up to `depth` levels a side: far more than a small ladder's window), deletes
+    of random (sometimes missing) levels and of the best, size changes, and a touch that
+    sometimes steps up (a new best: the window recentres)."""
+    best = {1: 100_000 - 1, -1: 100_000 + 1}
+    live = {1: set(), -1: set()}
+    side = rng.choice([1, -1], n).astype(np.int8)
+    px, sz = np.empty(n), rng.integers(1, 9, n).astype(np.float64)
+    for i in range(n):
+        sd = int(side[i])
+        lv, u = live[sd], rng.random()
+        if u < 0.55 or not lv:
+            p = best[sd] - sd * gap * int(rng.integers(0, depth))
+        elif u < 0.7:
+            p = (rng.choice(sorted(lv)) if rng.random() < 0.8
+                 else best[sd] - sd * int(rng.integers(0, gap * depth)))
+            sz[i] = 0.0
+        elif u < 0.8:
+            p = max(lv) if sd == 1 else min(lv)
+            sz[i] = 0.0
+        elif u < 0.85:
+            best[sd] += sd * int(rng.integers(1, 3 * gap + 1))
+            p = best[sd]
+        else:
+            p = rng.choice(sorted(lv))
+        px[i] = p
+        if sz[i] == 0.0:
+            lv.discard(p)
+        else:
+            lv.add(p)
+    return side, px, sz
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["keep", "raise"]), st.booleans(),
+       st.sampled_from([1, 5, 40]))
+def test_ladder_widened_by_deltas_matches_reference(seed, policy, strict, gap):
+    """A 64-slot ladder that inserts widen (side_grow) on books built by deltas to ~100 sparse
+    levels a side (far more than the window: widened several times, up to the 16-slots-per-
+    level bound with gap 40): == reference after every row (top 12, best, mid, level counts,
+    errors), the structure's invariants after every row (Book._check), the full level lists
+    at the end; apply_many in chunks == apply, and BookOFI's per-level e == reference."""
+    rng = np.random.default_rng(seed)
+    side, px, sz = deep_build_deltas(rng, 500, gap)
+    with small_ladder(64, grows=True):
+        b = Book(1.0, crossed=policy, strict=strict, capacity=2)
+        c = Book(1.0, crossed=policy, capacity=2)
+        o = BookOFI(1.0, levels=4)
+    rb = ref.Book(1.0, crossed=policy, strict=strict)
+    widths, peak = set(), [0, 0]
+    for i in range(len(px)):
+        apply_as_reference(b, rb, side, px, sz, i)
+        assert_same_book(b, rb, 12)
+        peak = [max(peak[0], b.bid_levels), max(peak[1], b.ask_levels)]
+        for w, p in zip(b._check(), peak):     # 16 slots per level at most, at its peak
+            assert w == 64 or w <= 16 * p
+            widths.add(w)
+    assert max(widths) > 64                    # it did widen (gap 1 .. 40: 256 .. 2048)
+    assert_same_levels_and_counters(b, rb)
+    if policy == "keep" and not strict:        # no errors: batch == per call
+        for s0 in range(0, len(px), 37):
+            c.apply_many(side[s0:s0 + 37], px[s0:s0 + 37], sz[s0:s0 + 37])
+            c._check()
+        for s_ in (1, -1):
+            assert all(np.array_equal(x, y) for x, y in zip(b.levels(s_), c.levels(s_)))
+        assert c._check() == b._check()
+        ts = np.arange(len(px))
+        e, lv = o.update_many(ts, side, px, sz, levels=True)
+        r = ref.BookOFI(1.0, levels=4)
+        re1, rlv = r.update_many(ts.tolist(), side.tolist(), px.tolist(), sz.tolist(),
+                                 levels=True)
+        assert e.tolist() == list(re1) and lv.tolist() == [list(x) for x in rlv]
+        assert o.book._check() == b._check()
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_far_insert_widens_the_ladder_when_due(batch):
+    """The far row (C, ofi_book_far) inserts too: the insert that leaves more levels far than
+    in the ladder (5 against 4, 9 levels: 2 x 64 slots <= 16 a level) doubles a 64-slot
+    ladder whose doubled window reaches them; far levels all out of its reach do not."""
+    with small_ladder(64, grows=True):
+        b, c = Book(1.0), Book(1.0)
+
+    def apply(book, px):
+        if batch:
+            book.apply_many(np.ones(1, np.int8), [px], [1.0])
+        else:
+            book.apply(1, px, 1.0)
+
+    for book, far in ((b, [920, 921, 922, 923, 924]), (c, [899, 900, 901, 902, 903])):
+        for px in [1000, 999, 998, 997] + far[:4]:
+            apply(book, px)
+        assert book._check() == (64, 64) and book.capacity == (32, 0)
+        apply(book, far[4])
+    assert b._check() == (128, 64) and b.capacity == (0, 0) and b._ladder[1] == 1000 - 96
+    assert c._check() == (64, 64) and c.capacity == (32, 0)    # all < 904: out of reach
+    assert b.levels(1)[0].tolist() == [1000, 999, 998, 997, 924, 923, 922, 921, 920]
+
+
+@pytest.mark.parametrize("order", ["deeper", "shallower"])
+def test_ladder_widened_by_deltas_moves_amortised_levels(order):
+    """A side built by deltas to 100,000 levels 10 ticks apart (deeper and deeper, or from the
+    deepest up) widens its ladder as a snapshot would (the same width, 16 slots per level at
+    most); the widenings' moves (re-slotting the ladder, far levels taken in) are amortised:
+    at most 4 times the final width in all (each width reached once), not per insert."""
+    n = 100_000
+    bids = 10_000_000.0 - 10 * np.arange(n)
+    px = np.r_[bids[0], bids[1:] if order == "deeper" else bids[1:][::-1]]
+    fixed, snap = Book(1.0), Book(1.0)
+    with small_ladder(fixed._ladder[0]):
+        plain = Book(1.0)                      # never widens: the moves without side_grow
+    moved = []
+    for b in (fixed, plain):
+        m0 = b._moved
+        b.apply_many(np.ones(n, np.int8), px, np.full(n, 2.0))
+        moved.append(b._moved - m0)
+        b._check()
+    snap.load_snapshot(bids, np.full(n, 2.0))
+    w = fixed._ladder[0]
+    assert w == snap._ladder[0] > plain._ladder[0] and w <= 16 * n
+    assert all(np.array_equal(x, y) for x, y in zip(fixed.levels(1), plain.levels(1)))
+    assert 0 < moved[0] - moved[1] <= 4 * w, moved
+    assert moved[0] <= 32 * n, moved           # the far blocks' moves: 24 a level "deeper"
+    # memory: the ladder's 9 bytes a slot, at most 144 bytes a level (101 here, against 34
+    # for the far blocks: the price of an index per update), plus the far blocks left
+    assert 9 * w + 16 * fixed.capacity[0] <= (144 + 16) * n
+
+
+def test_widened_ladder_is_kept_until_reset_or_a_snapshot():
+    """Decision: no shrink rule. A side that loses most of its levels keeps its widened ladder
+    (its memory is bounded by its peak levels, like the far directory); reset() restores w0,
+    a snapshot re-sizes it (side_fit). The levels never depend on the width; the ask side
+    (unwidened) keeps w0."""
+    b = Book(1.0)
+    w0 = b._ladder[0]
+    bids = 1_000_000.0 - 10 * np.arange(10_000)
+    b.apply_many(np.ones(10_000, np.int8), bids, np.full(10_000, 5.0))
+    b.apply(-1, 1_000_001.0, 1.0)
+    w = b._ladder[0]
+    assert w > w0 and b._check() == (w, w0)
+    b.apply_many(np.ones(9_990, np.int8), bids[10:], np.zeros(9_990))     # 10 levels left
+    assert b.bid_levels == 10 and b._check() == (w, w0)
+    assert b.levels(1)[0].tolist() == bids[:10].astype(int).tolist()
+    b.load_snapshot(bids[:10], np.ones(10))
+    assert b._check() == (w0, w0)
+    b.apply_many(np.ones(10_000, np.int8), bids, np.full(10_000, 5.0))
+    assert b._check() == (w, w0)
+    b.reset()
+    assert b._check() == (w0, w0) and b.bid_levels == 0
