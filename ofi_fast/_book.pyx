@@ -40,9 +40,9 @@ asks, so a higher key is a better price on both sides) and is a tick ladder plus
   slots per level of the snapshot, e.g. 131,072 for 10,000 levels 10 ticks apart: every
   update then an index, not a far-block search), reset restores it. A side built by deltas
   widens too (``side_grow``, after an insert the fast paths decline: a far one, or one that
-  moves the window): doubling while more of its levels are far than in the ladder and the
-  doubled window reaches the highest far one, within the same 16 slots per live level (the
-  same 131,072 for those 10,000 levels). A doubling re-slots the ladder and takes in the far
+  moves the window): while more of its levels are far than in the ladder, to the smallest
+  doubling of its width whose window reaches the highest far one, if that is within the same
+  16 slots per live level (the same 131,072 for those 10,000 levels). A widening re-slots the ladder and takes in the far
   levels it covers: amortised, each width is reached once, so at most 4 times the final width
   moved in all, not a per-insert bound. Decision: no shrink rule; a side that loses most of
   its levels keeps its width (memory bounded by its peak levels, as the far directory's
@@ -518,29 +518,33 @@ cdef void side_down(BookSide* s) noexcept nogil:
 
 cdef void side_widen(BookSide* s) noexcept nogil:
     """side_grow's work, after an insert the fast paths declined (a far one, or one that moved the
-    window; a snapshot's ladder is sized by side_fit): double the ladder while more live levels lie
-    below the window than in it, the doubled window (the best 3/4 up, as after side_fit) reaches
-    the highest of them, and it stays within LADDER_PER_LEVEL slots per live level and w_max
-    (LADDER_MAX). Each doubling re-slots the ladder's levels (key & the new mask) and takes the far
-    levels the new window covers from the far array's end: O(w / 64) words scanned and at most 2 w
-    levels moved (the new window's slots), amortised: each width is reached once per side (w only
-    grows, until reset or a snapshot), so a side's widenings move at most 4 times its final width,
-    itself at most 16 slots per level at its largest. When the new arrays cannot be allocated the
-    width stays (only speed depends on it; the next such insert tries again)."""
+    window; a snapshot's ladder is sized by side_fit): while more live levels lie below the window
+    than in it, widen the ladder to the smallest doubling of its width whose window (the best 3/4
+    up, as after side_fit) reaches the highest of them, if that width stays within
+    LADDER_PER_LEVEL slots per live level and w_max (LADDER_MAX); a far top out of that reach
+    (say a level a billion ticks away) buys no memory. Each widening re-slots the ladder's levels
+    (key & the new mask) and takes the far levels the new window covers from the far array's
+    end: O(w / 64) words scanned and at most 2 w levels moved (the new window's slots),
+    amortised: each width is reached at most once per side (w only grows, until reset or a
+    snapshot), so a side's widenings move at most 4 times its final width, itself at most 16
+    slots per level at its largest. When the new arrays cannot be allocated the width stays
+    (only speed depends on it; the next such insert tries again)."""
     cdef intp_t w, i, t, slot
+    cdef intp_t cap = LADDER_PER_LEVEL * s.n
     cdef int64_t lo, k
     cdef float64_t q
     cdef uint64_t m
     cdef float64_t* size
     cdef uint64_t* occ
-    while True:
+    if cap > s.w_max:
+        cap = s.w_max
+    while s.far.n > s.n_lad:
         w = 2 * s.w
+        while w <= cap and far_max(&s.far) < s.best - (w - w // 4):
+            w *= 2
+        if w > cap or not lad_alloc(w, &size, &occ):
+            return
         lo = s.best - (w - w // 4)
-        if not (s.far.n > s.n_lad and w <= LADDER_PER_LEVEL * s.n and w <= s.w_max
-                and far_max(&s.far) >= lo):
-            return
-        if not lad_alloc(w, &size, &occ):
-            return
         for i in range(s.w >> 6):
             m = s.occ[i]
             while m:

@@ -1690,6 +1690,24 @@ def test_far_insert_widens_the_ladder_when_due(batch):
     assert b.levels(1)[0].tolist() == [1000, 999, 998, 997, 924, 923, 922, 921, 920]
 
 
+@pytest.mark.parametrize("batch", [False, True])
+def test_far_insert_widens_past_a_doubling_that_does_not_reach(batch):
+    """Far levels beyond the doubled window (here 200 ticks below the best of a 64-slot ladder:
+    128 slots reach 96 below it, 256 slots 192): the widening goes to the smallest doubling
+    that reaches the highest far level (512 slots, 384 below), within 16 slots per live level
+    (41 levels: 656), and stops where the next one would pass that bound (1,024)."""
+    px = np.r_[1000.0, 800.0 - 10 * np.arange(40)]
+    with small_ladder(64, grows=True):
+        b = Book(1.0)
+    if batch:
+        b.apply_many(np.ones(41, np.int8), px, np.ones(41))
+    else:
+        for p in px:
+            b.apply(1, float(p), 1.0)
+    assert b._check() == (512, 64) and b._ladder[1] == 1000 - 384
+    assert b.levels(1)[0].tolist() == px.tolist()
+
+
 @pytest.mark.parametrize("order", ["deeper", "shallower"])
 def test_ladder_widened_by_deltas_moves_amortised_levels(order):
     """A side built by deltas to 100,000 levels 10 ticks apart (deeper and deeper, or from the
@@ -1706,6 +1724,10 @@ def test_ladder_widened_by_deltas_moves_amortised_levels(order):
     for b in (fixed, plain):
         m0 = b._moved
         b.apply_many(np.ones(n, np.int8), px, np.full(n, 2.0))
+        # the deepest level deleted and put back: a far insert, the trigger (built from the
+        # deepest up, the last widening came while the memory bound still held the width
+        # below the snapshot's; inserts into the ladder do not test it)
+        b.apply_many(np.ones(2, np.int8), np.r_[bids[-1], bids[-1]], np.r_[0.0, 2.0])
         moved.append(b._moved - m0)
         b._check()
     snap.load_snapshot(bids, np.full(n, 2.0))
