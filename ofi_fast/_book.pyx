@@ -1497,7 +1497,7 @@ cdef int raise_book(int status, intp_t index) except -1:
 from libc.math cimport INFINITY
 from ofi_fast._guard cimport checked_malloc
 from ofi_fast._ofi cimport (
-    mlofi_check_ts, mlofi_commit, mlofi_push_range, mlofi_reserve, mlofi_reset,
+    mlofi_check_ts, mlofi_commit, mlofi_push, mlofi_reserve, mlofi_reset,
 )
 from ofi_fast._ring cimport ring_clear
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
@@ -1564,7 +1564,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
         return status
     if not m.has_prev or b.last_side == 0:
         return _commit(b, m, keys, ts)       # first event
-    cdef intp_t j, L = m.levels, lo = 0, hi = 0
+    cdef intp_t j, L = m.levels, lo = 0
     cdef int s_ = b.last_side
     cdef int kind = b.last_kind
     cdef int64_t key = b.last_key, nk
@@ -1594,11 +1594,9 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
         # -sf * q0 + 0.0 (both absent: sf * 0.0 + 0.0 = +0.0), the same price sf * (q1 - q0)
         # + 0.0 (an ask's q0 - q1 is -(q1 - q0), and -(+0.0) + 0.0 = +0.0)
         if kind == BOOK_SET:
-            hi = lo + 1
             e[lo] = sf * (size - ps[lo]) + 0.0
             ps[lo] = size
         elif kind == BOOK_INSERT:             # rank lo and the shifted ones get better
-            hi = L
             j = L - 1
             while j > lo:
                 e[j] = sf * ps[j - 1] + 0.0
@@ -1611,7 +1609,6 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
             pp[lo] = <float64_t> (key * s_)
             ps[lo] = size
         else:                                  # BOOK_DELETE (ks[lo] == key): ranks lo.. worse
-            hi = L
             nk = ks[L - 1]                      # the old L-th level (KEY_MIN when absent)
             e[L - 1] = -sf * ps[L - 1] + 0.0
             for j in range(lo, L - 1):
@@ -1631,10 +1628,8 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
         for j in range(L):
             d += m.prev[L + j] + m.prev[3 * L + j]
         e[L] = d
-    else:
-        # the top L did not change: e = 0, and the depth m.e[L] is the previous event's
-        lo = hi = L
-    mlofi_push_range(m, ts, lo, hi)
+    # else the top L did not change: e = 0, and the depth m.e[L] is the previous event's
+    mlofi_push(m, ts)
     return STATUS_OK
 
 
