@@ -1497,7 +1497,7 @@ cdef int raise_book(int status, intp_t index) except -1:
 from libc.math cimport INFINITY
 from ofi_fast._guard cimport checked_malloc
 from ofi_fast._ofi cimport (
-    mlofi_check_ts, mlofi_commit, mlofi_push, mlofi_reserve, mlofi_reset,
+    mlofi_check_ts, mlofi_commit, mlofi_push, mlofi_reserve, mlofi_reset, ofi_pair_sum,
 )
 from ofi_fast._ring cimport ring_clear
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
@@ -1573,7 +1573,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
     cdef float64_t* pp = m.prev + (1 - s_) * L      # the changed side: prices, then sizes
     cdef float64_t* ps = pp + L
     cdef const BookSide* sd
-    cdef float64_t sf = <float64_t> s_, q, d = 0.0
+    cdef float64_t sf = <float64_t> s_, q
     cdef intp_t n = L, half
     for j in range(L):
         e[j] = 0.0
@@ -1625,9 +1625,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
                 ks[L - 1] = KEY_MIN
                 pp[L - 1] = -sf * INFINITY
                 ps[L - 1] = 0.0
-        for j in range(L):
-            d += m.prev[L + j] + m.prev[3 * L + j]
-        e[L] = d
+        e[L] = ofi_pair_sum(m.prev + L, m.prev + 3 * L, L)     # the depth, as mlofi_commit
     # else the top L did not change: e = 0, and the depth m.e[L] is the previous event's
     mlofi_push(m, ts)
     return STATUS_OK

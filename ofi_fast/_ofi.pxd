@@ -176,6 +176,7 @@ cdef int mlofi_check(MLOFIState* st, const float64_t* bid_px, const float64_t* b
 # n neumaier_add calls bit for bit. Two values per step with gcc/clang vector extensions
 # (SSE2 on x86-64, NEON on arm64; other compilers or -DOFI_FAST_SCALAR: one at a time); no
 # branch but the loop's own, whose trip count is n. s, c and x must not overlap.
+# ofi_pair_sum(a, b, n): the depth sum_j (a[j] + b[j]) in mlofi_commit's order, likewise.
 cdef extern from *:
     """
     #include <string.h>
@@ -206,9 +207,30 @@ cdef extern from *:
             s[j] = t;
         }
     }
+    /* d = 0.0, then d += a[j] + b[j] for j = 0 .. n - 1 (MultiLevelOFI's depth: a, b the bid
+     * and ask sizes), bit for bit: the pair sums two at a time, the chain of n adds in order. */
+    OFI_SUMS_INLINE double ofi_pair_sum(const double *a, const double *b, Py_ssize_t n)
+    {
+        double d = 0.0;
+        Py_ssize_t j = 0;
+    #if OFI_SUMS_VECTOR
+        typedef double v2d __attribute__((vector_size(16)));
+        for (; j + 1 < n; j += 2) {
+            v2d A, B, P;
+            memcpy(&A, a + j, sizeof A); memcpy(&B, b + j, sizeof B);
+            P = A + B;
+            d += P[0];
+            d += P[1];
+        }
+    #endif
+        for (; j < n; j++)
+            d += a[j] + b[j];
+        return d;
+    }
     """
     void ofi_sums_add(float64_t* s, float64_t* c, const float64_t* x, intp_t n,
                       int neg) noexcept nogil
+    float64_t ofi_pair_sum(const float64_t* a, const float64_t* b, intp_t n) noexcept nogil
 
 # The window's part of mlofi_push (evictions, the ring, the totals, the window sums).
 cdef void mlofi_push_window(MLOFIState* st, int64_t ts) noexcept nogil

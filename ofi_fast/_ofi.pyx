@@ -1172,17 +1172,14 @@ cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil:
     cdef float64_t* p = st.prev
     cdef float64_t* c = st.cur
     cdef float64_t* e = st.e
-    cdef float64_t d = 0.0
     if st.has_prev:
         for m in range(L):
             e[m] = ofi_l1_event(p[m], p[L + m], p[2 * L + m], p[3 * L + m],
                                 c[m], c[L + m], c[2 * L + m], c[3 * L + m])
-            d += c[L + m] + c[3 * L + m]
     else:
         for m in range(L):
             e[m] = 0.0
-            d += c[L + m] + c[3 * L + m]
-    e[L] = d
+    e[L] = ofi_pair_sum(c + L, c + 3 * L, L)          # the depth: sum of (qb_m + qa_m)
     st.prev = c
     st.cur = p
     st.has_prev = True
