@@ -1587,6 +1587,9 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
         if kind == BOOK_SET:
             e[lo] = sf * (size - ps[lo]) + 0.0
             ps[lo] = size
+            e[L] = ofi_pair_sum(m.prev + L, m.prev + 3 * L, L)
+            mlofi_push(m, ts, lo)
+            return STATUS_OK
         elif kind == BOOK_INSERT:             # rank lo and the shifted ones get better
             j = L - 1
             while j > lo:
@@ -1612,8 +1615,10 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
                 pp[L - 1] = -sf * INFINITY
                 ps[L - 1] = 0.0
         e[L] = ofi_pair_sum(m.prev + L, m.prev + 3 * L, L)     # the depth, as mlofi_commit
-    # else the top L did not change: e = 0, and the depth m.e[L] is the previous event's
-    mlofi_push(m, ts)
+        mlofi_push(m, ts, -1)
+    else:
+        # the top L did not change: e = 0, and the depth m.e[L] is the previous event's
+        mlofi_push(m, ts, 0)
     return STATUS_OK
 
 

@@ -260,12 +260,17 @@ cdef inline int mlofi_reserve(MLOFIState* st, int64_t ts) noexcept nogil:
 
 
 # Push st.e (all `width` values, already computed) as the event at ts; after mlofi_reserve(ts).
-# Inline: BookOFI's row loop calls it for every event.
-cdef inline void mlofi_push(MLOFIState* st, int64_t ts) noexcept nogil:
+# only >= 0: st.e is zero but at level `only` and the depth, and without a window just those
+# two sums take it (adding +0.0 changes no sum). Inline: BookOFI's row loop calls it for every
+# event.
+cdef inline void mlofi_push(MLOFIState* st, int64_t ts, intp_t only) noexcept nogil:
     if st.window > 0 or st.window_time > 0:
         mlofi_push_window(st, ts)
-    else:
+    elif only < 0:
         ofi_sums_add(st.sum, st.comp, st.e, st.width, 0)
+    else:
+        neumaier_add(&st.sum[only], &st.comp[only], st.e[only])
+        neumaier_add(&st.sum[st.levels], &st.comp[st.levels], st.e[st.levels])
     st.has_last = True
     st.last_ts = ts
     st.n_events += 1

@@ -1183,7 +1183,7 @@ cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil:
     st.prev = c
     st.cur = p
     st.has_prev = True
-    mlofi_push(st, ts)
+    mlofi_push(st, ts, -1)
     return STATUS_OK
 
 
