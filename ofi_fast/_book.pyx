@@ -1687,16 +1687,12 @@ cdef class BookOFI:
         self._pending = False
 
     cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil:
-        cdef int status
-        if self._pending:
-            status = bookofi_push_full(&self._book.st, &self._ml.st, ts, side,
-                                       price, size)
-        else:
-            status = bookofi_push(&self._book.st, &self._ml.st, ts, side, price,
-                                  size)
-        if status == STATUS_OK:
-            self._pending = False
-        return status
+        # one row of rows (so that the row code is inlined once, into rows' loop); a side
+        # outside -1..1 stays invalid as a signed char
+        cdef signed char sc = <signed char> (side if -1 <= side <= 1 else 2)
+        cdef float64_t e0
+        cdef intp_t at
+        return self.rows(1, &ts, &sc, &price, &size, NULL, &e0, NULL, &at)
 
     cdef int rows(self, intp_t n, const int64_t* ts, const signed char* side,
                   const float64_t* price, const float64_t* size,
@@ -1744,16 +1740,9 @@ cdef class BookOFI:
         batch, if any)."""
         if self._book.guard.busy:
             guard_wait(&self._book.guard)
-        cdef int status
-        if self._pending:
-            status = bookofi_push_full(&self._book.st, &self._ml.st, ts, side,
-                                       price, size)
-        else:
-            status = bookofi_push(&self._book.st, &self._ml.st, ts, side, price,
-                                  size)
+        cdef int status = self.push(ts, side, price, size)
         if status != STATUS_OK:
             raise_bookofi(status, 0)
-        self._pending = False
         return self._ml.st.e[0]
 
     def update_many(self, ts, side, price, size, *, levels=False, out=None, batch_end=None):
