@@ -247,7 +247,7 @@ cdef inline int mlofi_check_ts(const MLOFIState* st, int64_t ts) noexcept nogil:
 
 
 # Everything that can fail for an event at ts (time order, window capacity, growing the ring
-# to twice its slots), done before any state changes; mlofi_push(ts) cannot fail afterwards.
+# to twice its slots), done before any state changes; mlofi_push cannot fail afterwards.
 cdef inline int mlofi_reserve(MLOFIState* st, int64_t ts) noexcept nogil:
     cdef int status = mlofi_check_ts(st, ts)
     if status != STATUS_OK:
