@@ -1495,6 +1495,7 @@ cdef int raise_book(int status, intp_t index) except -1:
 # BookOFI: deltas in, book maintained, multi-level OFI out
 # =============================================================================================
 from libc.math cimport INFINITY
+from ofi_fast._guard cimport checked_malloc
 from ofi_fast._ofi cimport (
     mlofi_check_ts, mlofi_commit, mlofi_push, mlofi_reserve, mlofi_reset, ofi_pair_sum,
 )
@@ -1506,8 +1507,9 @@ from ofi_fast._ofi import MultiLevelOFI as _MultiLevelOFI
 _BOOKOFI_FIELDS = ("side", "price", "size", "ts")
 
 
-cdef void bookofi_fill(const BookState* b, MLOFIState* m) noexcept nogil:
-    """m.cur <- the book's top L (ticks as float64, absent levels -inf / +inf with size 0)."""
+cdef void bookofi_fill(const BookState* b, MLOFIState* m, int64_t* keys) noexcept nogil:
+    """m.cur <- the book's top L (ticks as float64, absent levels -inf / +inf with size 0)
+    and, unless keys is NULL, keys <- their keys (bids, then asks; KEY_MIN when absent)."""
     cdef intp_t j, L = m.levels
     cdef float64_t* c = m.cur
     cdef SideWalk wb, wa
@@ -1520,31 +1522,38 @@ cdef void bookofi_fill(const BookState* b, MLOFIState* m) noexcept nogil:
             c[j] = <float64_t> k
             c[L + j] = q
         else:
+            k = KEY_MIN
             c[j] = -INFINITY
             c[L + j] = 0.0
+        if keys != NULL:
+            keys[j] = k
         if walk_next(&b.ask, &wa, &k, &q):
             c[2 * L + j] = <float64_t> (-k)
             c[3 * L + j] = q
         else:
+            k = KEY_MIN
             c[2 * L + j] = INFINITY
             c[3 * L + j] = 0.0
+        if keys != NULL:
+            keys[L + j] = k
 
 
 cdef int bookofi_commit(const BookState* b, MLOFIState* m, int64_t ts) noexcept nogil:
-    bookofi_fill(b, m)
+    bookofi_fill(b, m, NULL)
     return mlofi_commit(m, ts)
 
 
-cdef inline int _commit(const BookState* b, MLOFIState* m, int64_t ts) noexcept nogil:
-    """A full event: the whole top L read from the book."""
-    bookofi_fill(b, m)
+cdef inline int _commit(const BookState* b, MLOFIState* m, int64_t* keys,
+                        int64_t ts) noexcept nogil:
+    """A full event: the whole top L read from the book (and its keys cached)."""
+    bookofi_fill(b, m, keys)
     return mlofi_commit(m, ts)
 
 
-cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
+cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t ts, int side,
                              float64_t price, float64_t size) noexcept nogil:
     """A delta that is its own event. One level of one side changed, so the top L changes at
-    its rank r (the previous state's levels better than it) only: an overwrite at r, an insert shifts
+    its rank r (the cached keys better than it) only: an overwrite at r, an insert shifts
     ranks r.. down one, a delete shifts them up one and brings in the level below the old
     L-th (one book query). Ranks >= L and missing deletes change nothing (e = 0)."""
     cdef int status = mlofi_reserve(m, ts)
@@ -1554,27 +1563,27 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
     if status != STATUS_OK:
         return status
     if not m.has_prev or b.last_side == 0:
-        return _commit(b, m, ts)       # first event
+        return _commit(b, m, keys, ts)       # first event
     cdef intp_t j, L = m.levels, lo = 0
     cdef int s_ = b.last_side
     cdef int kind = b.last_kind
     cdef int64_t key = b.last_key, nk
+    cdef int64_t* ks = keys + ((1 - s_) >> 1) * L      # (no jump on the side)
     cdef float64_t* e = m.e
     cdef float64_t* pp = m.prev + (1 - s_) * L      # the changed side: prices, then sizes
     cdef float64_t* ps = pp + L
     cdef const BookSide* sd
-    cdef float64_t sf = <float64_t> s_, kd = <float64_t> key, q, kl
+    cdef float64_t sf = <float64_t> s_, q
     cdef intp_t n = L, half
     for j in range(L):
         e[j] = 0.0
-    # lo = #{j: key_j > key}, key_j = sf * pp[j] the keys of the previous state's levels
-    # (ticks are integers below 4e18 in magnitude, exact in float64; absent levels -inf,
-    # last): they descend, so a branch-free binary search (its trip count depends on L only)
+    # lo = #{j: ks[j] > key}: ks descends (absent levels KEY_MIN last), so a branch-free
+    # binary search (its trip count depends on L only)
     while n > 1:
         half = n >> 1
-        lo = lo + half if sf * pp[lo + half] > kd else lo
+        lo = lo + half if ks[lo + half] > key else lo
         n -= half
-    lo += sf * pp[lo] > kd
+    lo += ks[lo] > key
     if kind == BOOK_MISSING:
         lo = L
     if lo < L:
@@ -1594,24 +1603,29 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t ts, int side,
             j = L - 1
             while j > lo:
                 e[j] = sf * ps[j - 1] + 0.0
+                ks[j] = ks[j - 1]
                 pp[j] = pp[j - 1]
                 ps[j] = ps[j - 1]
                 j -= 1
             e[lo] = sf * size + 0.0
+            ks[lo] = key
             pp[lo] = <float64_t> (key * s_)
             ps[lo] = size
-        else:                                  # BOOK_DELETE (key_lo == key): ranks lo.. worse
-            kl = sf * pp[L - 1]                 # the old L-th level's key (-inf when absent)
+        else:                                  # BOOK_DELETE (ks[lo] == key): ranks lo.. worse
+            nk = ks[L - 1]                      # the old L-th level (KEY_MIN when absent)
             e[L - 1] = -sf * ps[L - 1] + 0.0
             for j in range(lo, L - 1):
                 e[j] = -sf * ps[j] + 0.0
+                ks[j] = ks[j + 1]
                 pp[j] = pp[j + 1]
                 ps[j] = ps[j + 1]
             sd = &b.bid if s_ == 1 else &b.ask
-            if kl > -INFINITY and side_below(sd, <int64_t> kl, &nk, &q):
+            if nk != KEY_MIN and side_below(sd, nk, &nk, &q):
+                ks[L - 1] = nk
                 pp[L - 1] = <float64_t> (nk * s_)
                 ps[L - 1] = q
             else:
+                ks[L - 1] = KEY_MIN
                 pp[L - 1] = -sf * INFINITY
                 ps[L - 1] = 0.0
         e[L] = ofi_pair_sum(m.prev + L, m.prev + 3 * L, L)     # the depth, as mlofi_commit
@@ -1632,8 +1646,8 @@ cdef inline int bookofi_push_inside(BookState* b, MLOFIState* m, int64_t ts, int
     return _apply(b, side, price, size)
 
 
-cdef inline int bookofi_push_full(BookState* b, MLOFIState* m, int64_t ts, int side,
-                                  float64_t price, float64_t size) noexcept nogil:
+cdef inline int bookofi_push_full(BookState* b, MLOFIState* m, int64_t* keys, int64_t ts,
+                                  int side, float64_t price, float64_t size) noexcept nogil:
     """The delta that ends a batch: crossing judged, then OFI between the whole top L before
     and after."""
     cdef int status = mlofi_reserve(m, ts)
@@ -1642,7 +1656,7 @@ cdef inline int bookofi_push_full(BookState* b, MLOFIState* m, int64_t ts, int s
     status = _apply_end(b, side, price, size)
     if status != STATUS_OK:
         return status
-    _commit(b, m, ts)
+    _commit(b, m, keys, ts)
     return STATUS_OK
 
 
@@ -1685,6 +1699,12 @@ cdef class BookOFI:
         self._ml = _MultiLevelOFI(levels, window=window, window_time=window_time,
                                   capacity=capacity, grow=grow, weights=weights)
         self._pending = False
+        self._keys = <int64_t*> checked_malloc(2 * self._ml.st.levels, sizeof(int64_t),
+                                               "levels")
+        bookofi_fill(&self._book.st, &self._ml.st, self._keys)    # (m.cur is scratch)
+
+    def __dealloc__(self):
+        free(self._keys)
 
     cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil:
         # one row of rows (so that the row code is inlined once, into rows' loop); a side
@@ -1705,6 +1725,7 @@ cdef class BookOFI:
         cdef int64_t tsi = self._ml.st.last_ts
         cdef BookState* b = &self._book.st
         cdef MLOFIState* ml = &self._ml.st
+        cdef int64_t* keys = self._keys
         for i in range(n):
             if ts != NULL:
                 tsi = ts[i]
@@ -1720,9 +1741,9 @@ cdef class BookOFI:
                         lv[i * L + m] = 0.0
                 continue
             if self._pending:
-                status = bookofi_push_full(b, ml, tsi, side[i], price[i], size[i])
+                status = bookofi_push_full(b, ml, keys, tsi, side[i], price[i], size[i])
             else:
-                status = bookofi_push(b, ml, tsi, side[i], price[i], size[i])
+                status = bookofi_push(b, ml, keys, tsi, side[i], price[i], size[i])
             if status != STATUS_OK:
                 at[0] = i
                 return status
@@ -1822,7 +1843,7 @@ cdef class BookOFI:
         self._book.load_snapshot(bid_px, bid_sz, ask_px, ask_sz)   # raises before any change
         self._pending = False
         mlofi_reset(m)
-        _commit(&self._book.st, m, at)
+        _commit(&self._book.st, m, self._keys, at)
         mlofi_reset_keep_prev(m)
         m.has_last = has
         m.last_ts = at
@@ -1897,4 +1918,7 @@ def _bookofi_restore(Book book, MultiLevelOFI ml, pending=False):
     o._book = book
     o._ml = ml
     o._pending = pending
+    # the cached top-L keys of the last committed state are the book's top (while a batch is
+    # pending they are not used: its end re-reads the whole top L); m.cur is scratch
+    bookofi_fill(&book.st, &ml.st, o._keys)
     return o
