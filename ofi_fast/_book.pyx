@@ -1634,7 +1634,7 @@ cdef int raise_book(int status, intp_t index) except -1:
 from libc.math cimport INFINITY
 from ofi_fast._guard cimport checked_malloc
 from ofi_fast._ofi cimport (
-    mlofi_check_ts, mlofi_commit, mlofi_push_range, mlofi_reserve, mlofi_reset,
+    mlofi_check_ts, mlofi_commit, mlofi_push, mlofi_reserve, mlofi_reset, ofi_pair_sum,
 )
 from ofi_fast._ring cimport ring_clear
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
@@ -1701,7 +1701,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
         return status
     if not m.has_prev or b.last_side == 0:
         return _commit(b, m, keys, ts)       # first event
-    cdef intp_t j, L = m.levels, lo = 0, hi = 0
+    cdef intp_t j, L = m.levels, lo = 0
     cdef int s_ = b.last_side
     cdef int kind = b.last_kind
     cdef int64_t key = b.last_key, nk
@@ -1710,7 +1710,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
     cdef float64_t* pp = m.prev + (1 - s_) * L      # the changed side: prices, then sizes
     cdef float64_t* ps = pp + L
     cdef const BookSide* sd
-    cdef float64_t sf = <float64_t> s_, q, d = 0.0
+    cdef float64_t sf = <float64_t> s_, q
     cdef intp_t n = L, half
     for j in range(L):
         e[j] = 0.0
@@ -1731,11 +1731,12 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
         # -sf * q0 + 0.0 (both absent: sf * 0.0 + 0.0 = +0.0), the same price sf * (q1 - q0)
         # + 0.0 (an ask's q0 - q1 is -(q1 - q0), and -(+0.0) + 0.0 = +0.0)
         if kind == BOOK_SET:
-            hi = lo + 1
             e[lo] = sf * (size - ps[lo]) + 0.0
             ps[lo] = size
+            e[L] = ofi_pair_sum(m.prev + L, m.prev + 3 * L, L)
+            mlofi_push(m, ts, lo)
+            return STATUS_OK
         elif kind == BOOK_INSERT:             # rank lo and the shifted ones get better
-            hi = L
             j = L - 1
             while j > lo:
                 e[j] = sf * ps[j - 1] + 0.0
@@ -1748,7 +1749,6 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
             pp[lo] = <float64_t> (key * s_)
             ps[lo] = size
         else:                                  # BOOK_DELETE (ks[lo] == key): ranks lo.. worse
-            hi = L
             nk = ks[L - 1]                      # the old L-th level (KEY_MIN when absent)
             e[L - 1] = -sf * ps[L - 1] + 0.0
             for j in range(lo, L - 1):
@@ -1765,13 +1765,11 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
                 ks[L - 1] = KEY_MIN
                 pp[L - 1] = -sf * INFINITY
                 ps[L - 1] = 0.0
-        for j in range(L):
-            d += m.prev[L + j] + m.prev[3 * L + j]
-        e[L] = d
+        e[L] = ofi_pair_sum(m.prev + L, m.prev + 3 * L, L)     # the depth, as mlofi_commit
+        mlofi_push(m, ts, -1)
     else:
         # the top L did not change: e = 0, and the depth m.e[L] is the previous event's
-        lo = hi = L
-    mlofi_push_range(m, ts, lo, hi)
+        mlofi_push(m, ts, 0)
     return STATUS_OK
 
 
@@ -1846,16 +1844,12 @@ cdef class BookOFI:
         free(self._keys)
 
     cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil:
-        cdef int status
-        if self._pending:
-            status = bookofi_push_full(&self._book.st, &self._ml.st, self._keys, ts, side,
-                                       price, size)
-        else:
-            status = bookofi_push(&self._book.st, &self._ml.st, self._keys, ts, side, price,
-                                  size)
-        if status == STATUS_OK:
-            self._pending = False
-        return status
+        # one row of rows (so that the row code is inlined once, into rows' loop); a side
+        # outside -1..1 stays invalid as a signed char
+        cdef signed char sc = <signed char> (side if -1 <= side <= 1 else 2)
+        cdef float64_t e0
+        cdef intp_t at
+        return self.rows(1, &ts, &sc, &price, &size, NULL, &e0, NULL, &at)
 
     cdef int rows(self, intp_t n, const int64_t* ts, const signed char* side,
                   const float64_t* price, const float64_t* size,
@@ -1904,16 +1898,9 @@ cdef class BookOFI:
         batch, if any)."""
         if self._book.guard.busy:
             guard_wait(&self._book.guard)
-        cdef int status
-        if self._pending:
-            status = bookofi_push_full(&self._book.st, &self._ml.st, self._keys, ts, side,
-                                       price, size)
-        else:
-            status = bookofi_push(&self._book.st, &self._ml.st, self._keys, ts, side, price,
-                                  size)
+        cdef int status = self.push(ts, side, price, size)
         if status != STATUS_OK:
             raise_bookofi(status, 0)
-        self._pending = False
         return self._ml.st.e[0]
 
     def update_many(self, ts, side, price, size, *, levels=False, out=None, batch_end=None):

@@ -9,8 +9,10 @@ from ofi_fast._guard cimport Guard
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 from libc.math cimport INFINITY
 
-from ofi_fast._types cimport STATUS_OK
-from ofi_fast._ring cimport Ring, RollingSumState, neumaier_add, rolling_push
+from ofi_fast._types cimport STATUS_CAPACITY, STATUS_NO_MEMORY, STATUS_OK, STATUS_TIME_BACKWARDS
+from ofi_fast._ring cimport (
+    Ring, RollingSumState, neumaier_add, ring_full_after_expiry, ring_grow, rolling_push,
+)
 from ofi_fast._select cimport f64_choose, f64_keep
 
 cdef struct OFIState:
@@ -169,14 +171,111 @@ cdef void mlofi_reset(MLOFIState* st) noexcept nogil
 cdef int mlofi_check(MLOFIState* st, const float64_t* bid_px, const float64_t* bid_sz,
                      const float64_t* ask_px, const float64_t* ask_sz,
                      intp_t stride) noexcept nogil
+# Neumaier sums of n values at once: s[j] + c[j] accumulates x[j] (-x[j] with neg) by the
+# TwoSum of neumaier_add (_ring.pxd), the same operations per value, so every sum is equal to
+# n neumaier_add calls bit for bit. Two values per step with gcc/clang vector extensions
+# (SSE2 on x86-64, NEON on arm64; other compilers or -DOFI_FAST_SCALAR: one at a time); no
+# branch but the loop's own, whose trip count is n. s, c and x must not overlap.
+# ofi_pair_sum(a, b, n): the depth sum_j (a[j] + b[j]) in mlofi_commit's order, likewise.
+cdef extern from *:
+    """
+    #include <string.h>
+    #if (defined(__GNUC__) || defined(__clang__)) && !defined(OFI_FAST_SCALAR)
+    #define OFI_SUMS_VECTOR 1
+    #define OFI_SUMS_INLINE static inline __attribute__((always_inline))
+    #else
+    #define OFI_SUMS_VECTOR 0
+    #define OFI_SUMS_INLINE static inline
+    #endif
+    OFI_SUMS_INLINE void ofi_sums_add(double *s, double *c, const double *x, Py_ssize_t n,
+                                      const int neg)
+    {
+        Py_ssize_t j = 0;
+    #if OFI_SUMS_VECTOR
+        typedef double v2d __attribute__((vector_size(16)));
+        for (; j + 1 < n; j += 2) {
+            v2d S, C, X, T, Z;
+            memcpy(&S, s + j, sizeof S); memcpy(&C, c + j, sizeof C); memcpy(&X, x + j, sizeof X);
+            if (neg) X = -X;
+            T = S + X; Z = T - S; C += (S - (T - Z)) + (X - Z);
+            memcpy(s + j, &T, sizeof T); memcpy(c + j, &C, sizeof C);
+        }
+    #endif
+        for (; j < n; j++) {
+            double X = neg ? -x[j] : x[j], t = s[j] + X, z = t - s[j];
+            c[j] += (s[j] - (t - z)) + (X - z);
+            s[j] = t;
+        }
+    }
+    /* d = 0.0, then d += a[j] + b[j] for j = 0 .. n - 1 (MultiLevelOFI's depth: a, b the bid
+     * and ask sizes), bit for bit: the pair sums two at a time, the chain of n adds in order. */
+    OFI_SUMS_INLINE double ofi_pair_sum(const double *a, const double *b, Py_ssize_t n)
+    {
+        double d = 0.0;
+        Py_ssize_t j = 0;
+    #if OFI_SUMS_VECTOR
+        typedef double v2d __attribute__((vector_size(16)));
+        for (; j + 1 < n; j += 2) {
+            v2d A, B, P;
+            memcpy(&A, a + j, sizeof A); memcpy(&B, b + j, sizeof B);
+            P = A + B;
+            d += P[0];
+            d += P[1];
+        }
+    #endif
+        for (; j < n; j++)
+            d += a[j] + b[j];
+        return d;
+    }
+    """
+    void ofi_sums_add(float64_t* s, float64_t* c, const float64_t* x, intp_t n,
+                      int neg) noexcept nogil
+    float64_t ofi_pair_sum(const float64_t* a, const float64_t* b, intp_t n) noexcept nogil
+
+# The window's part of mlofi_push (evictions, the ring, the totals, the window sums).
+cdef void mlofi_push_window(MLOFIState* st, int64_t ts) noexcept nogil
+
+
 # The status mlofi_commit(ts) would return for time order / capacity, changing nothing.
-cdef int mlofi_check_ts(const MLOFIState* st, int64_t ts) noexcept nogil
-# Do everything that can fail for an event at ts (time order, capacity, ring growth).
-cdef int mlofi_reserve(MLOFIState* st, int64_t ts) noexcept nogil
-# Push st.e (already computed) as the event at ts into the window; after mlofi_reserve(ts).
-cdef void mlofi_push(MLOFIState* st, int64_t ts) noexcept nogil
-# The same when st.e is zero outside levels [lo, hi) (the depth st.e[levels] is always added).
-cdef void mlofi_push_range(MLOFIState* st, int64_t ts, intp_t lo, intp_t hi) noexcept nogil
+cdef inline int mlofi_check_ts(const MLOFIState* st, int64_t ts) noexcept nogil:
+    if st.has_last and ts < st.last_ts:
+        return STATUS_TIME_BACKWARDS
+    if st.window_time > 0 and not st.grow:
+        if ring_full_after_expiry(&st.ring, ts - st.window_time):
+            return STATUS_CAPACITY
+    return STATUS_OK
+
+
+# Everything that can fail for an event at ts (time order, window capacity, growing the ring
+# to twice its slots), done before any state changes; mlofi_push cannot fail afterwards.
+cdef inline int mlofi_reserve(MLOFIState* st, int64_t ts) noexcept nogil:
+    cdef int status = mlofi_check_ts(st, ts)
+    if status != STATUS_OK:
+        return status
+    if st.window_time > 0 and st.grow:
+        if ring_full_after_expiry(&st.ring, ts - st.window_time):
+            if ring_grow(&st.ring, 2 * st.ring.capacity) != STATUS_OK:
+                return STATUS_NO_MEMORY
+    return STATUS_OK
+
+
+# Push st.e (all `width` values, already computed) as the event at ts; after mlofi_reserve(ts).
+# only >= 0: st.e is zero but at level `only` and the depth, and without a window just those
+# two sums take it (adding +0.0 changes no sum). Inline: BookOFI's row loop calls it for every
+# event.
+cdef inline void mlofi_push(MLOFIState* st, int64_t ts, intp_t only) noexcept nogil:
+    if st.window > 0 or st.window_time > 0:
+        mlofi_push_window(st, ts)
+    elif only < 0:
+        ofi_sums_add(st.sum, st.comp, st.e, st.width, 0)
+    else:
+        neumaier_add(&st.sum[only], &st.comp[only], st.e[only])
+        neumaier_add(&st.sum[st.levels], &st.comp[st.levels], st.e[st.levels])
+    st.has_last = True
+    st.last_ts = ts
+    st.n_events += 1
+
+
 # Apply st.cur at time ts: per-level e into st.e, window sums updated, prev <- cur.
 cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil
 # Depth scale Q of CCZ eq. 3 over the window: mean over events and levels of (qb + qa) / 2.

@@ -1140,42 +1140,11 @@ cdef int mlofi_check(MLOFIState* st, const float64_t* bid_px, const float64_t* b
 
 
 cdef inline void mlofi_evict(MLOFIState* st) noexcept nogil:
-    cdef intp_t j
-    cdef const float64_t* row = ring_row(&st.ring, ring_pop_slot(&st.ring))
-    for j in range(st.width):
-        neumaier_add(&st.sum[j], &st.comp[j], -row[j])
+    ofi_sums_add(st.sum, st.comp, ring_row(&st.ring, ring_pop_slot(&st.ring)), st.width, 1)
 
 
-cdef int mlofi_check_ts(const MLOFIState* st, int64_t ts) noexcept nogil:
-    if st.has_last and ts < st.last_ts:
-        return STATUS_TIME_BACKWARDS
-    if st.window_time > 0 and not st.grow:
-        if ring_full_after_expiry(&st.ring, ts - st.window_time):
-            return STATUS_CAPACITY
-    return STATUS_OK
-
-
-cdef int mlofi_reserve(MLOFIState* st, int64_t ts) noexcept nogil:
-    """Everything that can fail for an event at ts (time order, window capacity, growing the
-    ring to twice its slots), done before any state changes; mlofi_push(ts) cannot fail
-    afterwards."""
-    cdef int status = mlofi_check_ts(st, ts)
-    if status != STATUS_OK:
-        return status
-    if st.window_time > 0 and st.grow:
-        if ring_full_after_expiry(&st.ring, ts - st.window_time):
-            if ring_grow(&st.ring, 2 * st.ring.capacity) != STATUS_OK:
-                return STATUS_NO_MEMORY
-    return STATUS_OK
-
-
-cdef void mlofi_push(MLOFIState* st, int64_t ts) noexcept nogil:
-    mlofi_push_range(st, ts, 0, st.levels)
-
-
-cdef void mlofi_push_range(MLOFIState* st, int64_t ts, intp_t lo, intp_t hi) noexcept nogil:
-    cdef intp_t j, tail, w = st.width, L = st.levels
-    cdef float64_t* e = st.e
+cdef void mlofi_push_window(MLOFIState* st, int64_t ts) noexcept nogil:
+    cdef intp_t j, tail, w = st.width
     cdef Ring* r = &st.ring
     cdef int64_t cutoff
     if st.window_time > 0:
@@ -1186,22 +1155,13 @@ cdef void mlofi_push_range(MLOFIState* st, int64_t ts, intp_t lo, intp_t hi) noe
             for j in range(w):
                 st.sum[j] = 0.0
                 st.comp[j] = 0.0
-    elif st.window > 0 and r.size == r.capacity:
+    elif r.size == r.capacity:
         mlofi_evict(st)
-    if st.window > 0 or st.window_time > 0:
-        tail = ring_push_slot(r)
-        r.ts[tail] = ts
-        c_memcpy(ring_row(r, tail), e, w * sizeof(float64_t))
-        for j in range(w):
-            neumaier_add(&st.total[j], &st.total_comp[j], e[j])
-        lo = 0                  # the window sums take every level (zeros change nothing)
-        hi = L
-    for j in range(lo, hi):     # e[j] == 0 outside [lo, hi): adding it changes nothing
-        neumaier_add(&st.sum[j], &st.comp[j], e[j])
-    neumaier_add(&st.sum[L], &st.comp[L], e[L])
-    st.has_last = True
-    st.last_ts = ts
-    st.n_events += 1
+    tail = ring_push_slot(r)
+    r.ts[tail] = ts
+    c_memcpy(ring_row(r, tail), st.e, w * sizeof(float64_t))
+    ofi_sums_add(st.total, st.total_comp, st.e, w, 0)
+    ofi_sums_add(st.sum, st.comp, st.e, w, 0)
 
 
 cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil:
@@ -1212,21 +1172,18 @@ cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil:
     cdef float64_t* p = st.prev
     cdef float64_t* c = st.cur
     cdef float64_t* e = st.e
-    cdef float64_t d = 0.0
     if st.has_prev:
         for m in range(L):
             e[m] = ofi_l1_event(p[m], p[L + m], p[2 * L + m], p[3 * L + m],
                                 c[m], c[L + m], c[2 * L + m], c[3 * L + m])
-            d += c[L + m] + c[3 * L + m]
     else:
         for m in range(L):
             e[m] = 0.0
-            d += c[L + m] + c[3 * L + m]
-    e[L] = d
+    e[L] = ofi_pair_sum(c + L, c + 3 * L, L)          # the depth: sum of (qb_m + qa_m)
     st.prev = c
     st.cur = p
     st.has_prev = True
-    mlofi_push(st, ts)
+    mlofi_push(st, ts, -1)
     return STATUS_OK
 
 

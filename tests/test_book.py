@@ -738,6 +738,19 @@ def test_bookofi_snapshot_pickle_and_errors(rng):
     assert ofi_fast.BookOFI is BookOFI
 
 
+@pytest.mark.parametrize("side", [0, 2, 257, -255, 513, -2**31])
+def test_bookofi_update_rejects_every_side_but_plus_minus_one(side):
+    """update and push run as one row of the batch loop, whose side is a byte: a side that
+    would wrap to +-1 there (257, -255) is still an error naming the side, and changes
+    nothing."""
+    o = BookOFI(1.0, levels=3)
+    o.update(0, 1, 100.0, 2.0)
+    with pytest.raises(OFIError) as ei:
+        o.update(1, side, 99.0, 1.0)
+    assert ei.value.field == "side"
+    assert o.book.n_updates == 1 and o.ofi.n_events == 1
+
+
 def test_bookofi_snapshot_keeps_time_order():
     """load_snapshot(ts=...) is an event in time: older than the last event -> TimeOrderError
     (nothing changes) unless allow_older=True (time order restarts at ts); without ts it

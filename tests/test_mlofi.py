@@ -162,6 +162,48 @@ def test_streaming_batch_chunks_reference(seed, n, L, kw, chunk):
         assert np.array_equal(eb, mlofi(bp, bs, ap, az))
 
 
+def _two_sum(s, c, x):
+    """neumaier_add of _ring.pxd in Python floats (the same IEEE operations)."""
+    t = s + x
+    z = t - s
+    return t, c + ((s - (t - z)) + (x - z))
+
+
+@pytest.mark.parametrize("L", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("window", [None, 3])
+def test_window_sums_are_neumaier_per_level_bit_for_bit(L, window):
+    """The per-level sums (two levels per vector step, the odd one alone) are exactly L + 1
+    Neumaier sums, one value at a time, evictions included: sizes spread over 18 orders of
+    magnitude, so the compensation terms are not zero and a changed operation shows."""
+    rng = np.random.default_rng(L)
+    n = 400
+    ts = np.arange(n, dtype=np.int64)
+    mid = 1000 + np.cumsum(rng.integers(-1, 2, n))
+    bp = (mid[:, None] - 1 - np.arange(L)).astype(np.float64)
+    ap = (mid[:, None] + 1 + np.arange(L)).astype(np.float64)
+    bs, az = (10.0 ** rng.uniform(-2, 16, (2, n, L))).round(2)
+    a = MultiLevelOFI(L, window=window)
+    e = a.update_many(ts, bp, bs, ap, az)
+    rows = np.column_stack([e, np.zeros(n)])                 # e_1..e_L, then the depth
+    s, c = [0.0] * (L + 1), [0.0] * (L + 1)
+    ts_, tc = [0.0] * (L + 1), [0.0] * (L + 1)
+    for i in range(n):
+        d = 0.0
+        for m in range(L):
+            d += bs[i, m] + az[i, m]
+        rows[i, L] = d
+        for m in range(L + 1):
+            if window is not None and i >= window:
+                s[m], c[m] = _two_sum(s[m], c[m], -rows[i - window, m])
+            s[m], c[m] = _two_sum(s[m], c[m], rows[i, m])
+            ts_[m], tc[m] = _two_sum(ts_[m], tc[m], rows[i, m])
+    assert any(x != 0.0 for x in c[:L])                      # the compensation is used
+    assert np.array_equal(a.values, [s[m] + c[m] for m in range(L)])
+    assert np.array_equal(a.total, [ts_[m] + tc[m] for m in range(L)])
+    count = min(n, window or n)
+    assert a.depth == (s[L] + c[L]) / (2.0 * count * L)
+
+
 @given(st.integers(0, 2**32 - 1), st.integers(2, 60), st.sampled_from(WINDOWS[:4]))
 def test_pickle_mid_stream_continues(seed, n, kw):
     rng = np.random.default_rng(seed)
