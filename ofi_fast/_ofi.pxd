@@ -9,9 +9,10 @@ from ofi_fast._guard cimport Guard
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 from libc.math cimport INFINITY
 
-from ofi_fast._types cimport STATUS_CAPACITY, STATUS_NO_MEMORY, STATUS_OK, STATUS_TIME_BACKWARDS
+from ofi_fast._types cimport STATUS_NO_MEMORY, STATUS_OK
 from ofi_fast._ring cimport (
     Ring, RollingSumState, neumaier_add, ring_full_after_expiry, ring_grow, rolling_push,
+    window_check,
 )
 from ofi_fast._select cimport f64_choose, f64_keep
 
@@ -238,12 +239,7 @@ cdef void mlofi_push_window(MLOFIState* st, int64_t ts) noexcept nogil
 
 # The status mlofi_commit(ts) would return for time order / capacity, changing nothing.
 cdef inline int mlofi_check_ts(const MLOFIState* st, int64_t ts) noexcept nogil:
-    if st.has_last and ts < st.last_ts:
-        return STATUS_TIME_BACKWARDS
-    if st.window_time > 0 and not st.grow:
-        if ring_full_after_expiry(&st.ring, ts - st.window_time):
-            return STATUS_CAPACITY
-    return STATUS_OK
+    return window_check(&st.ring, st.has_last, st.last_ts, ts, st.window_time, st.grow)
 
 
 # Everything that can fail for an event at ts (time order, window capacity, growing the ring

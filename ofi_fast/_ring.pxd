@@ -125,14 +125,22 @@ cdef void rolling_free(RollingSumState* st) noexcept nogil
 cdef void rolling_reset(RollingSumState* st) noexcept nogil
 
 # --- hot path, inline so that every module using a window compiles it into its own loop ---
-# Check only: the status rolling_push(ts) would return, without changing anything.
-cdef inline int rolling_check(const RollingSumState* st, int64_t ts) noexcept nogil:
-    if st.has_last and ts < st.last_ts:
+# The status of an event at ts for a window over ring r, changing nothing: time order against
+# the last event (when there is one), then, for a time window that may not grow, room in r
+# once the events at or before ts - window_time leave (shared by every windowed state).
+cdef inline int window_check(const Ring* r, bint has_last, int64_t last_ts, int64_t ts,
+                             int64_t window_time, bint grow) noexcept nogil:
+    if has_last and ts < last_ts:
         return STATUS_TIME_BACKWARDS
-    if st.window_time > 0 and not st.grow:
-        if ring_full_after_expiry(&st.ring, ts - st.window_time):
+    if window_time > 0 and not grow:
+        if ring_full_after_expiry(r, ts - window_time):
             return STATUS_CAPACITY
     return STATUS_OK
+
+
+# Check only: the status rolling_push(ts) would return, without changing anything.
+cdef inline int rolling_check(const RollingSumState* st, int64_t ts) noexcept nogil:
+    return window_check(&st.ring, st.has_last, st.last_ts, ts, st.window_time, st.grow)
 
 
 # Push (ts, x): evicts what leaves the window, then adds x. Returns STATUS_OK, or
