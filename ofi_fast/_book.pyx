@@ -1635,6 +1635,7 @@ from libc.math cimport INFINITY
 from ofi_fast._guard cimport checked_malloc
 from ofi_fast._ofi cimport (
     mlofi_check_ts, mlofi_commit, mlofi_push, mlofi_reserve, mlofi_reset, ofi_pair_sum,
+    ofi_zero,
 )
 from ofi_fast._ring cimport ring_clear
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
@@ -1712,8 +1713,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
     cdef const BookSide* sd
     cdef float64_t sf = <float64_t> s_, q
     cdef intp_t n = L, half
-    for j in range(L):
-        e[j] = 0.0
+    ofi_zero(e, L)
     # lo = #{j: ks[j] > key}: ks descends (absent levels KEY_MIN last), so a branch-free
     # binary search (its trip count depends on L only)
     while n > 1:
