@@ -78,6 +78,70 @@ cdef extern from "Python.h":
 cdef extern from *:
     int __builtin_clzll(unsigned long long x) nogil
     int __builtin_ctzll(unsigned long long x) nogil
+cdef extern from *:
+    """
+    /* BookOFI's rank shifts on one side's keys ks, prices pp and sizes ps (ps = pp + L), e
+     * of the levels that move, two ranks a step with gcc/clang vector extensions (per lane
+     * the scalar operations, so the same doubles). down (an insert at rank lo): ranks
+     * lo + 1 .. L - 1 <- lo .. L - 2, e = sf * q + 0.0; the last step may also write rank lo
+     * from rank lo - 1 (one slot of padding before ks and pp), which the caller writes next.
+     * up (a delete at rank lo): ranks lo .. L - 2 <- lo + 1 .. L - 1, e = -sf * q + 0.0 of
+     * the old q; the last step may also write rank L - 1 from rank L (e[L - 1] with the same
+     * value; one slot of padding after ks and ps), which the caller writes next. */
+    #if (defined(__GNUC__) || defined(__clang__)) && !defined(OFI_FAST_SCALAR)
+    #define BOOKOFI_SHIFT_VECTOR 1
+    #else
+    #define BOOKOFI_SHIFT_VECTOR 0
+    #endif
+    static inline void bookofi_shift_down(int64_t *ks, double *pp, double *ps, double *e,
+                                          double sf, Py_ssize_t lo, Py_ssize_t L)
+    {
+        Py_ssize_t j = L - 1;
+    #if BOOKOFI_SHIFT_VECTOR
+        typedef double v2d __attribute__((vector_size(16)));
+        for (; j > lo; j -= 2) {
+            int64_t K[2];
+            v2d P, Q, E;
+            memcpy(K, ks + j - 2, sizeof K); memcpy(&P, pp + j - 2, sizeof P);
+            memcpy(&Q, ps + j - 2, sizeof Q);
+            E = sf * Q + 0.0;
+            memcpy(e + j - 1, &E, sizeof E); memcpy(ks + j - 1, K, sizeof K);
+            memcpy(pp + j - 1, &P, sizeof P); memcpy(ps + j - 1, &Q, sizeof Q);
+        }
+    #else
+        for (; j > lo; j--) {
+            e[j] = sf * ps[j - 1] + 0.0;
+            ks[j] = ks[j - 1]; pp[j] = pp[j - 1]; ps[j] = ps[j - 1];
+        }
+    #endif
+    }
+    static inline void bookofi_shift_up(int64_t *ks, double *pp, double *ps, double *e,
+                                        double sf, Py_ssize_t lo, Py_ssize_t L)
+    {
+        Py_ssize_t j = lo;
+    #if BOOKOFI_SHIFT_VECTOR
+        typedef double v2d __attribute__((vector_size(16)));
+        for (; j < L - 1; j += 2) {
+            int64_t K[2];
+            v2d P, Q, Q0, E;
+            memcpy(K, ks + j + 1, sizeof K); memcpy(&P, pp + j + 1, sizeof P);
+            memcpy(&Q, ps + j + 1, sizeof Q); memcpy(&Q0, ps + j, sizeof Q0);
+            E = -sf * Q0 + 0.0;
+            memcpy(e + j, &E, sizeof E); memcpy(ks + j, K, sizeof K);
+            memcpy(pp + j, &P, sizeof P); memcpy(ps + j, &Q, sizeof Q);
+        }
+    #else
+        for (; j < L - 1; j++) {
+            e[j] = -sf * ps[j] + 0.0;
+            ks[j] = ks[j + 1]; pp[j] = pp[j + 1]; ps[j] = ps[j + 1];
+        }
+    #endif
+    }
+    """
+    void bookofi_shift_down(int64_t* ks, float64_t* pp, float64_t* ps, float64_t* e,
+                            float64_t sf, intp_t lo, intp_t L) noexcept nogil
+    void bookofi_shift_up(int64_t* ks, float64_t* pp, float64_t* ps, float64_t* e,
+                          float64_t sf, intp_t lo, intp_t L) noexcept nogil
 cdef extern from "_book_row.h":
     # the fast row and Book.apply_many's batch of them (policy keep), see _apply and the header
     bint ofi_book_fast(BookState* b, float64_t mul, int side, float64_t price, float64_t size,
@@ -1635,6 +1699,7 @@ from libc.math cimport INFINITY
 from ofi_fast._guard cimport checked_malloc
 from ofi_fast._ofi cimport (
     mlofi_check_ts, mlofi_commit, mlofi_push, mlofi_reserve, mlofi_reset, ofi_pair_sum,
+    ofi_zero,
 )
 from ofi_fast._ring cimport ring_clear
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
@@ -1712,8 +1777,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
     cdef const BookSide* sd
     cdef float64_t sf = <float64_t> s_, q
     cdef intp_t n = L, half
-    for j in range(L):
-        e[j] = 0.0
+    ofi_zero(e, L)
     # lo = #{j: ks[j] > key}: ks descends (absent levels KEY_MIN last), so a branch-free
     # binary search (its trip count depends on L only)
     while n > 1:
@@ -1737,13 +1801,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
             mlofi_push(m, ts, lo)
             return STATUS_OK
         elif kind == BOOK_INSERT:             # rank lo and the shifted ones get better
-            j = L - 1
-            while j > lo:
-                e[j] = sf * ps[j - 1] + 0.0
-                ks[j] = ks[j - 1]
-                pp[j] = pp[j - 1]
-                ps[j] = ps[j - 1]
-                j -= 1
+            bookofi_shift_down(ks, pp, ps, e, sf, lo, L)
             e[lo] = sf * size + 0.0
             ks[lo] = key
             pp[lo] = <float64_t> (key * s_)
@@ -1751,11 +1809,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
         else:                                  # BOOK_DELETE (ks[lo] == key): ranks lo.. worse
             nk = ks[L - 1]                      # the old L-th level (KEY_MIN when absent)
             e[L - 1] = -sf * ps[L - 1] + 0.0
-            for j in range(lo, L - 1):
-                e[j] = -sf * ps[j] + 0.0
-                ks[j] = ks[j + 1]
-                pp[j] = pp[j + 1]
-                ps[j] = ps[j + 1]
+            bookofi_shift_up(ks, pp, ps, e, sf, lo, L)
             sd = &b.bid if s_ == 1 else &b.ask
             if nk != KEY_MIN and side_below(sd, nk, &nk, &q):
                 ks[L - 1] = nk
@@ -1836,12 +1890,16 @@ cdef class BookOFI:
         self._ml = _MultiLevelOFI(levels, window=window, window_time=window_time,
                                   capacity=capacity, grow=grow, weights=weights)
         self._pending = False
-        self._keys = <int64_t*> checked_malloc(2 * self._ml.st.levels, sizeof(int64_t),
+        # two slots of padding before and after (see bookofi_shift_down / _up)
+        self._keys = <int64_t*> checked_malloc(2 * self._ml.st.levels + 4, sizeof(int64_t),
                                                "levels")
+        memset(self._keys, 0, (2 * self._ml.st.levels + 4) * sizeof(int64_t))
+        self._keys += 2
         bookofi_fill(&self._book.st, &self._ml.st, self._keys)    # (m.cur is scratch)
 
     def __dealloc__(self):
-        free(self._keys)
+        if self._keys != NULL:
+            free(self._keys - 2)
 
     cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil:
         # one row of rows (so that the row code is inlined once, into rows' loop); a side

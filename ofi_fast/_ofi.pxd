@@ -178,6 +178,7 @@ cdef int mlofi_check(MLOFIState* st, const float64_t* bid_px, const float64_t* b
 # (SSE2 on x86-64, NEON on arm64; other compilers or -DOFI_FAST_SCALAR: one at a time); no
 # branch but the loop's own, whose trip count is n. s, c and x must not overlap.
 # ofi_pair_sum(a, b, n): the depth sum_j (a[j] + b[j]) in mlofi_commit's order, likewise.
+# ofi_zero(x, n): x[0 .. n - 1] = +0.0 without a memset call.
 cdef extern from *:
     """
     #include <string.h>
@@ -228,10 +229,36 @@ cdef extern from *:
             d += a[j] + b[j];
         return d;
     }
+    /* x[0 .. n - 1] = +0.0 by stores inline (four a step with the vector extensions): for the
+     * few values of a row, a memset call costs more than the stores. The empty asm hides j
+     * from gcc, which would otherwise turn the loop back into that call. */
+    OFI_SUMS_INLINE void ofi_zero(double *x, Py_ssize_t n)
+    {
+        Py_ssize_t j = 0;
+    #if OFI_SUMS_VECTOR
+        typedef double v2d __attribute__((vector_size(16)));
+        const v2d Z = {0.0, 0.0};
+        for (; j + 3 < n; j += 4) {
+            memcpy(x + j, &Z, sizeof Z);
+            memcpy(x + j + 2, &Z, sizeof Z);
+            __asm__("" : "+r"(j));
+        }
+        if (j + 1 < n) {
+            memcpy(x + j, &Z, sizeof Z);
+            j += 2;
+        }
+        if (j < n)
+            x[j] = 0.0;
+    #else
+        for (; j < n; j++)
+            x[j] = 0.0;
+    #endif
+    }
     """
     void ofi_sums_add(float64_t* s, float64_t* c, const float64_t* x, intp_t n,
                       int neg) noexcept nogil
     float64_t ofi_pair_sum(const float64_t* a, const float64_t* b, intp_t n) noexcept nogil
+    void ofi_zero(float64_t* x, intp_t n) noexcept nogil
 
 # The window's part of mlofi_push (evictions, the ring, the totals, the window sums).
 cdef void mlofi_push_window(MLOFIState* st, int64_t ts) noexcept nogil

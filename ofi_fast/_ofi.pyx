@@ -1036,7 +1036,7 @@ cdef class _EmptyCall:
 # dummies with size 0 behave the same. When a new best level is inserted every deeper level
 # shifts one rank and produces flow at every rank: that is the rank-based definition.
 
-from libc.stdlib cimport free as c_free, malloc as c_malloc
+from libc.stdlib cimport calloc as c_calloc, free as c_free, malloc as c_malloc
 
 from ofi_fast._types cimport STATUS_CAPACITY, STATUS_NO_MEMORY, STATUS_TIME_BACKWARDS
 
@@ -1070,8 +1070,14 @@ cdef int mlofi_init(MLOFIState* st, intp_t levels, int64_t window, int64_t windo
     if (ring_init_rows(&st.ring, capacity, w, False) != STATUS_OK
             or levels < 1 or levels > MLOFI_MAX_LEVELS):
         return STATUS_NO_MEMORY
-    st.prev = <float64_t*> c_malloc(4 * levels * sizeof(float64_t))
-    st.cur = <float64_t*> c_malloc(4 * levels * sizeof(float64_t))
+    # prev and cur: two slots of padding before and after (BookOFI's rank shifts, two ranks
+    # a step, read one slot past their side; two keep the arrays 16-byte aligned)
+    st.prev = <float64_t*> c_calloc(4 * levels + 4, sizeof(float64_t))
+    st.cur = <float64_t*> c_calloc(4 * levels + 4, sizeof(float64_t))
+    if st.prev != NULL:
+        st.prev += 2
+    if st.cur != NULL:
+        st.cur += 2
     st.e = <float64_t*> c_malloc(w * sizeof(float64_t))
     st.sum = <float64_t*> c_malloc(w * sizeof(float64_t))
     st.comp = <float64_t*> c_malloc(w * sizeof(float64_t))
@@ -1087,8 +1093,10 @@ cdef int mlofi_init(MLOFIState* st, intp_t levels, int64_t window, int64_t windo
 
 
 cdef void mlofi_free(MLOFIState* st) noexcept nogil:
-    c_free(st.prev)
-    c_free(st.cur)
+    if st.prev != NULL:
+        c_free(st.prev - 2)
+    if st.cur != NULL:
+        c_free(st.cur - 2)
     c_free(st.e)
     c_free(st.sum)
     c_free(st.comp)
