@@ -163,7 +163,8 @@ cdef class BookOFI:
     cdef MultiLevelOFI _ml     # the multi-level OFI over its top `levels` (through .ofi)
     cdef bint _pending         # deltas of an unfinished batch were applied (batch_end False)
     cdef int64_t* _keys        # 2L: the keys of the top L bids, then asks, of the last
-                               # committed state (INT64_MIN when absent); valid unless pending
+                               # committed state (INT64_MIN when absent); valid unless pending;
+                               # two zeroed slots of padding before and after (the rank shifts)
     cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil
     # The C API of update_many: apply n deltas from raw pointers. ts (NULL: no time, as
     # ts=None), batch_end (NULL: every row ends its batch) and lv (NULL: no per-level e;
