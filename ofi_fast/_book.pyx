@@ -565,18 +565,24 @@ cdef int side_up(BookSide* s, int64_t key) noexcept nogil:
     return STATUS_OK
 
 
+cdef void lad_take_far(BookSide* s, int64_t lo) noexcept nogil:
+    """Move the far levels with key >= lo into the ladder (a window whose lowest key is now
+    lo: side_down, side_widen), from the far array's end, so nothing moves inside it."""
+    cdef int64_t k
+    cdef float64_t q
+    while s.far.n > 0 and far_max(&s.far) >= lo:
+        far_pop_max(&s.far, &k, &q)
+        lad_put(s, k, q)
+        s.n_moved += 1
+
+
 cdef void side_down(BookSide* s) noexcept nogil:
     """Recentre the window down so that the best (below 1/4 of it, or in the far array when
     the ladder is empty) sits 3/4 of the way up: far levels inside the new window move into
     the ladder (from the far array's end: no move inside it). The slots they take held keys
     above the best, which are empty."""
-    cdef int64_t lo = s.best - (s.w - s.w // 4), k
-    cdef float64_t q
-    cdef BookFar* f = &s.far
-    while f.n > 0 and far_max(f) >= lo:
-        far_pop_max(f, &k, &q)
-        lad_put(s, k, q)
-        s.n_moved += 1
+    cdef int64_t lo = s.best - (s.w - s.w // 4)
+    lad_take_far(s, lo)
     s.lo = lo
 
 
@@ -596,7 +602,6 @@ cdef void side_widen(BookSide* s) noexcept nogil:
     cdef intp_t w, i, t, slot
     cdef intp_t cap = LADDER_PER_LEVEL * s.n
     cdef int64_t lo, k
-    cdef float64_t q
     cdef uint64_t m
     cdef float64_t* size
     cdef uint64_t* occ
@@ -621,10 +626,7 @@ cdef void side_widen(BookSide* s) noexcept nogil:
         s.n_moved += s.n_lad
         lad_swap(s, w, size, occ)
         s.lo = lo
-        while s.far.n > 0 and far_max(&s.far) >= lo:
-            far_pop_max(&s.far, &k, &q)
-            lad_put(s, k, q)
-            s.n_moved += 1
+        lad_take_far(s, lo)
 
 
 cdef inline void side_grow(BookSide* s) noexcept nogil:
