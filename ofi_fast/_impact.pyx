@@ -27,7 +27,7 @@ from ofi_fast._types cimport (
 from ofi_fast._guard cimport guard_enter, guard_exit, guard_free, guard_init, guard_wait
 from ofi_fast._ring cimport (
     Ring, ring_clear, ring_copy_in, ring_copy_out, ring_free, ring_grow, ring_init_rows,
-    ring_full_after_expiry, ring_next_slot, ring_none, ring_pop_slot, ring_push_slot, ring_row,
+    ring_next_slot, ring_none, ring_pop_slot, ring_push_slot, ring_row, window_reserve,
 )
 from ofi_fast._select cimport f64_keep
 from ofi_fast._arrays import column, integer, output
@@ -730,18 +730,13 @@ cdef int ols_update(OLSState* st, int64_t ts, const float64_t* x, float64_t y) n
         huge |= fabs(x[i]) > _OLS_HUGE
     if not (y - y == 0.0):
         return STATUS_NON_FINITE | (2 << 4)
-    if st.has_last and ts < st.last_ts:
-        return STATUS_TIME_BACKWARDS
+    # the room first (from the oldest element alone), so a failure changes nothing; then
+    # one pass evicts what left a time window
+    status = window_reserve(r, st.has_last, st.last_ts, ts, st.window_time, st.grow)
+    if status != STATUS_OK:
+        return status
     if st.window_time > 0:
-        # the room first (from the oldest element alone), so a capacity failure changes
-        # nothing; then one pass evicts what left the window
         cutoff = ts - st.window_time
-        if ring_full_after_expiry(r, cutoff):
-            if not st.grow:
-                return STATUS_CAPACITY
-            status = ring_grow(r, 2 * r.capacity)   # the one allocation, only with grow
-            if status != STATUS_OK:
-                return status
         while r.size > 0 and r.ts[r.head] <= cutoff:
             _ols_pop(st)
     elif st.window > 0 and r.size == r.capacity:

@@ -9,10 +9,9 @@ from ofi_fast._guard cimport Guard
 from ofi_fast._types cimport float64_t, int64_t, intp_t
 from libc.math cimport INFINITY
 
-from ofi_fast._types cimport STATUS_NO_MEMORY, STATUS_OK
+from ofi_fast._types cimport STATUS_OK
 from ofi_fast._ring cimport (
-    Ring, RollingSumState, neumaier_add, ring_full_after_expiry, ring_grow, rolling_push,
-    window_check,
+    Ring, RollingSumState, neumaier_add, rolling_push, window_check, window_reserve,
 )
 from ofi_fast._select cimport f64_choose, f64_keep
 
@@ -272,14 +271,7 @@ cdef inline int mlofi_check_ts(const MLOFIState* st, int64_t ts) noexcept nogil:
 # Everything that can fail for an event at ts (time order, window capacity, growing the ring
 # to twice its slots), done before any state changes; mlofi_push cannot fail afterwards.
 cdef inline int mlofi_reserve(MLOFIState* st, int64_t ts) noexcept nogil:
-    cdef int status = mlofi_check_ts(st, ts)
-    if status != STATUS_OK:
-        return status
-    if st.window_time > 0 and st.grow:
-        if ring_full_after_expiry(&st.ring, ts - st.window_time):
-            if ring_grow(&st.ring, 2 * st.ring.capacity) != STATUS_OK:
-                return STATUS_NO_MEMORY
-    return STATUS_OK
+    return window_reserve(&st.ring, st.has_last, st.last_ts, ts, st.window_time, st.grow)
 
 
 # Push st.e (all `width` values, already computed) as the event at ts; after mlofi_reserve(ts).

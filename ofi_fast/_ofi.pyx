@@ -30,8 +30,7 @@ from ofi_fast._types cimport (
 )
 from ofi_fast._ring cimport (
     Ring, RollingSumState, neumaier_add, ring_clear, ring_copy_in, ring_copy_out, ring_free,
-    ring_full_after_expiry, ring_grow, ring_init_rows, ring_pop_slot, ring_push_slot,
-    ring_row,
+    ring_grow, ring_init_rows, ring_pop_slot, ring_push_slot, ring_row,
 )
 from ofi_fast._select cimport f64_choose
 from ofi_fast._ring cimport (

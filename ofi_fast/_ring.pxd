@@ -138,6 +138,29 @@ cdef inline int window_check(const Ring* r, bint has_last, int64_t last_ts, int6
     return STATUS_OK
 
 
+# The room step of a time window's push, after its time-order test: STATUS_OK when the ring
+# has a slot for ts once the events at or before ts - window_time leave (always, without a
+# time window), else STATUS_CAPACITY, or with `grow` the ring doubles (the only allocation of
+# a windowed push; STATUS_NO_MEMORY, ring unchanged, when that fails). Nothing is evicted.
+cdef inline int window_room(Ring* r, int64_t ts, int64_t window_time, bint grow) noexcept nogil:
+    if window_time > 0 and ring_full_after_expiry(r, ts - window_time):
+        if not grow:
+            return STATUS_CAPACITY
+        return ring_grow(r, 2 * r.capacity)
+    return STATUS_OK
+
+
+# Everything that can fail for an event at ts before a windowed state changes: time order
+# against the last event (when there is one), then window_room. Shared by rolling_push,
+# MLOFIState (mlofi_reserve) and RollingOLS; TradeFlow tests time order with its other
+# fields, then calls window_room.
+cdef inline int window_reserve(Ring* r, bint has_last, int64_t last_ts, int64_t ts,
+                               int64_t window_time, bint grow) noexcept nogil:
+    if has_last and ts < last_ts:
+        return STATUS_TIME_BACKWARDS
+    return window_room(r, ts, window_time, grow)
+
+
 # Check only: the status rolling_push(ts) would return, without changing anything.
 cdef inline int rolling_check(const RollingSumState* st, int64_t ts) noexcept nogil:
     return window_check(&st.ring, st.has_last, st.last_ts, ts, st.window_time, st.grow)
@@ -150,17 +173,11 @@ cdef inline int rolling_push(RollingSumState* st, int64_t ts, float64_t x) noexc
     cdef Ring* r = &st.ring
     cdef intp_t tail
     cdef int64_t cutoff
-    cdef int status
-    if st.has_last and ts < st.last_ts:
-        return STATUS_TIME_BACKWARDS
+    cdef int status = window_reserve(r, st.has_last, st.last_ts, ts, st.window_time, st.grow)
+    if status != STATUS_OK:
+        return status
     if st.window_time > 0:
         cutoff = ts - st.window_time
-        if ring_full_after_expiry(r, cutoff):
-            if not st.grow:
-                return STATUS_CAPACITY
-            status = ring_grow(r, 2 * r.capacity)  # the only allocation, and only with grow
-            if status != STATUS_OK:
-                return status
         while r.size > 0 and r.ts[r.head] <= cutoff:   # (ring_next_slot's wrap test is
             # predictable here: 5 instructions a call fewer than ring_pop_slot's select)
             neumaier_add(&st.sum, &st.comp, -r.val[r.head])

@@ -39,7 +39,7 @@ from ofi_fast._types cimport (
 from ofi_fast._guard cimport (
     checked_nbytes, guard_enter, guard_exit, guard_free, guard_init, guard_wait,
 )
-from ofi_fast._ring cimport neumaier_add, ring_free, ring_grow, ring_init_rows
+from ofi_fast._ring cimport neumaier_add, ring_free, ring_grow, ring_init_rows, window_room
 from ofi_fast._select cimport F64Bits, f64_choose, f64_keep
 from ofi_fast._arrays import column, integer, output
 from ofi_fast._ring import alloc_error, check_window
@@ -829,19 +829,11 @@ cdef inline int _tradeflow_step(TradeFlowState* st, int64_t ts, float64_t price,
     if status:
         return status
     if st.window_time:
-        # trades that will stay in (ts - window_time, ts]; the ring must hold them plus this one
-        keep = r.size
-        j = r.head
-        while keep > 0 and r.ts[j] <= ts - st.window_time:
-            keep -= 1
-            j += 1
-            if j == r.capacity:
-                j = 0
-        if keep >= r.capacity:
-            if not st.grow:
-                return STATUS_CAPACITY
-            if ring_grow(r, 2 * r.capacity) != STATUS_OK:
-                return STATUS_NO_MEMORY
+        # room for the trades that stay in (ts - window_time, ts] plus this one (from the
+        # oldest alone), then one pass evicts the rest
+        status = window_room(r, ts, st.window_time, st.grow)
+        if status != STATUS_OK:
+            return status
         while r.size > 0 and r.ts[r.head] <= ts - st.window_time:
             _evict_oldest(st)
     elif st.window:

@@ -78,6 +78,40 @@ def test_full_ring_has_room_exactly_when_the_oldest_leaves(grow):
             assert (r.value, r.count) == (q.value, 4)
 
 
+# Every windowed state reserves its slot the same way (window_reserve / window_room in
+# _ring.pxd): (make(grow), push one event at t, events held).
+_WINDOW_OWNERS = {
+    "TradeFlow": (lambda g: ofi_fast.TradeFlow(window_time=100, capacity=4, grow=g),
+                  lambda o, t: o.update(t, 10.0, 1.0, 1), lambda o: o.count),
+    "RollingOLS": (lambda g: ofi_fast.RollingOLS(window_time=100, capacity=4, grow=g),
+                   lambda o, t: o.update(float(t % 7), float(t % 5), ts=t), lambda o: o.n),
+    "MultiLevelOFI": (lambda g: ofi_fast.MultiLevelOFI(1, window_time=100, capacity=4, grow=g),
+                      lambda o, t: o.update(t, [10.0], [float(t)], [11.0], [1.0]),
+                      lambda o: o.count),
+}
+
+
+@pytest.mark.parametrize("grow", [False, True])
+@pytest.mark.parametrize("owner", sorted(_WINDOW_OWNERS))
+def test_every_window_owner_has_room_exactly_when_the_oldest_leaves(owner, grow):
+    # as above, for the other states with a time window: full at 10..40, an event at 110
+    # evicts 10 (no growth), one at 119 evicts nothing and needs a fifth slot
+    make, push, held = _WINDOW_OWNERS[owner]
+    o = make(grow)
+    for t in (10, 20, 30, 40, 110):
+        push(o, t)
+    assert held(o) == 4
+    if grow:
+        push(o, 119)
+        assert held(o) == 5
+    else:
+        with pytest.raises(ofi_fast.CapacityError) as ei:
+            push(o, 119)
+        assert ei.value.field == "ts" and held(o) == 4
+        push(o, 120)                     # 20 leaves: room again, nothing was lost
+        assert held(o) == 4
+
+
 def test_bad_input_keeps_state():
     r = ofi_fast.RollingSum(window=5)
     with pytest.raises(ofi_fast.NonFiniteError) as ei:
