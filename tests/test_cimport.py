@@ -1,6 +1,7 @@
 """A downstream Cython extension built at test time against ofi_fast.get_include(): it
 cimports OFI and calls its nogil push() in a loop, and BookOFI's nogil rows() one message at a
-time; results must match the Python API (numpy's test_extending pattern)."""
+time, and builds a window of its own on the ring (`_ring.pxd`); results must match the Python
+API or numpy (numpy's test_extending pattern)."""
 
 import textwrap
 
@@ -15,6 +16,9 @@ CONSUMER = textwrap.dedent("""
     import numpy as np
     from ofi_fast._ofi cimport OFI
     from ofi_fast._book cimport BookOFI, raise_bookofi
+    from ofi_fast._ring cimport (
+        Ring, ring_free, ring_init_rows, ring_pop_slot, ring_push_slot, window_reserve,
+    )
     from ofi_fast._types cimport float64_t, int64_t, intp_t
 
     def run(OFI o, const int64_t[::1] ts, const float64_t[::1] bp, const float64_t[::1] bs,
@@ -49,6 +53,31 @@ CONSUMER = textwrap.dedent("""
         if status != 0:
             raise_bookofi(status, at)
         return e_arr, lv_arr
+
+    def window_counts(const int64_t[::1] ts, int64_t window_time, intp_t capacity, bint grow):
+        # a downstream time window on ofi_fast's ring: events in (t - window_time, t] after
+        # each event; window_reserve refuses (time order, capacity) before anything changes
+        cdef Ring r
+        cdef intp_t i = 0, j, n = ts.shape[0]
+        out = np.zeros(n, dtype=np.int64)
+        cdef int64_t[::1] c = out
+        cdef int status = ring_init_rows(&r, capacity, 1, False)
+        with nogil:
+            while status == 0 and i < n:
+                status = window_reserve(&r, i > 0, ts[i - 1] if i > 0 else 0, ts[i],
+                                        window_time, grow)
+                if status != 0:
+                    break
+                while r.size > 0 and r.ts[r.head] <= ts[i] - window_time:
+                    ring_pop_slot(&r)
+                j = ring_push_slot(&r)
+                r.ts[j] = ts[i]
+                r.val[j] = 1.0
+                c[i] = r.size
+                i += 1
+        cap = r.capacity
+        ring_free(&r)
+        return out, status, i, cap
 """)
 
 @pytest.fixture(scope="module")
@@ -125,3 +154,25 @@ def test_cimport_bookofi_rows_raises_update_many_error(consumer):
     with pytest.raises(ofi_fast.errors.OFIError) as p:
         ofi_fast.BookOFI(0.5, levels=3).update_many(ts, side, px, sz, batch_end=end)
     assert str(c.value) == str(p.value) and "31" in str(c.value) and "size" in str(c.value)
+
+
+@pytest.mark.parametrize("grow", [False, True])
+def test_cimport_window_on_the_ring(consumer, grow):
+    """window_reserve + the ring primitives from a downstream module: the counts are numpy's;
+    a full ring without grow stops at the first event it has no slot for, time going
+    backwards at its index; with grow the ring doubles (from 4 slots)."""
+    ts = np.cumsum(np.random.default_rng(3).integers(0, 4, 400)).astype(np.int64)
+    want = np.arange(1, 401) - np.searchsorted(ts, ts - 10, side="right")
+    need = int(want.max())
+    counts, status, i, cap = consumer.window_counts(ts, 10, 4 if need > 4 else 1, grow)
+    if grow:
+        assert (status, i) == (0, 400) and counts.tolist() == want.tolist()
+        assert cap >= need and cap & (cap - 1) == 0
+    else:
+        first = int(np.argmax(want > 4 if need > 4 else want > 1))
+        assert (status, i) == (ofi_fast.errors.STATUS_CAPACITY, first)
+        assert counts[:first].tolist() == want[:first].tolist()
+    back = ts.copy()
+    back[7] = back[6] - 1
+    _, status, i, _ = consumer.window_counts(back, 10, 64, grow)
+    assert (status, i) == (ofi_fast.errors.STATUS_TIME_BACKWARDS, 7)
