@@ -153,7 +153,7 @@ cdef extern from "_book_row.h":
     intp_t block_lower "ofi_block_lower"(const FarBlock* blk, int64_t key) nogil
     # a far row's simple cases by key, and the insert / removal at a block position they use
     bint far_row "ofi_far_row"(BookSide* s, int64_t key, float64_t size, bint strict,
-                               int* kind) nogil
+                               int* kind, intp_t* at) nogil
     void far_put "ofi_far_put"(BookSide* s, intp_t bi, intp_t i, int64_t key,
                                float64_t size) nogil
     void far_take "ofi_far_take"(BookSide* s, intp_t bi, intp_t i) nogil
@@ -349,7 +349,8 @@ cdef int far_set(BookSide* s, int64_t key, float64_t size, bint* inserted) noexc
     unless it declines, here the insert that needs a new block (the first far level) or a
     split (a full block). Keeps f.n, s.n and s.n_moved (the insert is `far_put`'s)."""
     cdef int kind
-    if far_row(s, key, size, False, &kind):
+    cdef intp_t at[2]
+    if far_row(s, key, size, False, &kind, at):
         inserted[0] = kind == BOOK_INSERT
         return STATUS_OK
     cdef BookFar* f = &s.far
@@ -361,12 +362,10 @@ cdef int far_set(BookSide* s, int64_t key, float64_t size, bint* inserted) noexc
         if far_new_block(f, 0) != STATUS_OK:
             return STATUS_NO_MEMORY
     else:
-        # the block far_row found full: its upper half moves to a new block after it
-        bi = lower_key(f.last, f.nb, key)
-        if bi == f.nb:
-            bi = f.nb - 1                   # above every far level: the last block
+        # block at[0], key's place at[1] in it, is full: its upper half moves to a new block
+        bi = at[0]
+        i = at[1]
         blk = f.blk[bi]
-        i = block_lower(blk, key)
         if far_new_block(f, bi + 1) != STATUS_OK:
             return STATUS_NO_MEMORY
         nxt = f.blk[bi + 1]
@@ -390,16 +389,17 @@ cdef bint far_delete(BookSide* s, int64_t key) noexcept nogil:
     emptied block is dropped, a small one merges with a neighbour when both fit in half a
     block. Keeps f.n, s.n and s.n_moved (the removal is `far_take`'s)."""
     cdef int kind
-    if far_row(s, key, 0.0, False, &kind):
+    cdef intp_t at[2]
+    if far_row(s, key, 0.0, False, &kind, at):
         return kind == BOOK_DELETE
     cdef BookFar* f = &s.far
     if f.nb == 0:
         return False
-    # far_row declined a present level: its block keeps fewer than FAR_B / 4 after it
-    cdef intp_t bi = lower_key(f.last, f.nb, key), j
+    # far_row declined the level at[1] of block at[0]: the block keeps fewer than FAR_B / 4
+    cdef intp_t bi = at[0], j
     cdef FarBlock* blk = f.blk[bi]
     cdef FarBlock* other
-    far_take(s, bi, block_lower(blk, key))
+    far_take(s, bi, at[1])
     if blk.n == 0:
         far_drop_block(f, bi)
         return True

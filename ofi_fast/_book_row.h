@@ -186,7 +186,9 @@ static inline void ofi_far_take(BookSide* s, Py_ssize_t bi, Py_ssize_t i)
  * merge: a size change, an insert into a block with room, a delete that leaves its block at
  * least FAR_B / 4 levels, a missing delete unless strict. Returns 1 with *kind its BOOK_SET
  * (0) / INSERT (1) / DELETE (2) / MISSING (3); 0 with the state untouched otherwise (no far
- * blocks, a full block, a delete leaving fewer than FAR_B / 4, a strict missing delete).
+ * blocks, a full block, a delete leaving fewer than FAR_B / 4, a strict missing delete), and
+ * then, but for no far blocks, at[0] / at[1] the block it searched and key's lower bound in
+ * it (the split, drop or merge continues from there: no second search).
  * Keeps f->n, s->n and s->n_moved (ofi_far_put / ofi_far_take); the best, in the ladder,
  * never changes. The one copy of these cases: the fast path's far row (ofi_book_far) and
  * the general code's far_set / far_delete (_book.pyx, which do the split, drop and merge
@@ -194,7 +196,7 @@ static inline void ofi_far_take(BookSide* s, Py_ssize_t bi, Py_ssize_t i)
  * from ofi_book_far that cost the USD-M stream's Book.apply_many 1.8 instructions a row
  * (147.3 against 145.5). */
 static inline __attribute__((always_inline)) int
-ofi_far_row(BookSide* s, int64_t key, double size, int strict, int* kind)
+ofi_far_row(BookSide* s, int64_t key, double size, int strict, int* kind, Py_ssize_t* at)
 {
     BookFar* f = &s->far;
     const uint64_t zb = ofi_book_bits(size);     /* 0 iff +0.0 (an integer test) */
@@ -214,6 +216,8 @@ ofi_far_row(BookSide* s, int64_t key, double size, int strict, int* kind)
     const Py_ssize_t n = blk->n;
     const Py_ssize_t i = ofi_block_lower(blk, key);
     const int found = i < n && blk->lv[i].key == key;
+    at[0] = bi;
+    at[1] = i;
     if (zb != 0) {
         if (found) {
             blk->lv[i].size = size;
@@ -249,12 +253,13 @@ ofi_book_far(BookState* b, double mul, int side, double price, double size, int 
              int* kind, int64_t* key_out)
 {
     double r;
+    Py_ssize_t at[2];                                  /* (unused here) */
     const uint64_t zb = ofi_book_bits(size);
     if (!ofi_book_row_ok(mul, side, price, zb, &r))   /* as ofi_book_fast; first: r may be */
         return 0;                                      /* NaN or out of int64's range */
     BookSide* s = side > 0 ? &b->bid : &b->ask;
     const int64_t key = (int64_t) r * side;
-    if (key >= s->lo || s->n == 0 || !ofi_far_row(s, key, size, strict, kind))
+    if (key >= s->lo || s->n == 0 || !ofi_far_row(s, key, size, strict, kind, at))
         return 0;
     *key_out = key;
     return 1;
