@@ -25,12 +25,12 @@ asks, so a higher key is a better price on both sides) and is a tick ladder plus
   circular (key & mask), so recentring moves only the levels that change place, each once;
 - the far array: the levels below the window, in sorted blocks of at most 32 levels under a
   directory of their highest keys: an update at any depth is two branch-free binary searches
-  and a move of at most 31 levels (in C, ofi_book_far, unless a block splits, empties or
-  merges); a full block splits (a directory shift of 16 bytes per block, at most
-  once per 16 inserts), small neighbours merge. Levels leaving the ladder are
-  appended above its highest level, levels entering it are taken from there (issue 14:
-  inserts in any order, e.g. always into the middle, stay O(log n) plus a bounded move, and
-  an amortised one when the insert widens the ladder, below);
+  and a move of at most 31 levels (in C, ofi_far_row, for the fast path and the general code
+  alike, unless a block splits, empties or merges); a full block splits (a directory shift
+  of 16 bytes per block, at most once per 16 inserts), small neighbours merge. Levels leaving
+  the ladder are appended above its highest level, levels entering it are taken from there
+  (issue 14: inserts in any order, e.g. always into the middle, stay O(log n) plus a
+  bounded move, and an amortised one when the insert widens the ladder, below);
 - ``top(n)``, ``imbalance``, ``weighted_mid`` and BookOFI read the ladder directly (a bitmap
   walk from the best, continuing into the far array); BookOFI keeps the keys of its top L and
   updates them by rank (an overwrite, or a shift by one), so the book is not walked per delta;
@@ -151,6 +151,12 @@ cdef extern from "_book_row.h":
     # the far directory's and a far block's lower bounds (branch-free)
     intp_t lower_key "ofi_lower_key"(const int64_t* a, intp_t n, int64_t key) nogil
     intp_t block_lower "ofi_block_lower"(const FarBlock* blk, int64_t key) nogil
+    # a far row's simple cases by key, and the insert / removal at a block position they use
+    bint far_row "ofi_far_row"(BookSide* s, int64_t key, float64_t size, bint strict,
+                               int* kind, intp_t* at) nogil
+    void far_put "ofi_far_put"(BookSide* s, intp_t bi, intp_t i, int64_t key,
+                               float64_t size) nogil
+    void far_take "ofi_far_take"(BookSide* s, intp_t bi, intp_t i) nogil
     intp_t ofi_book_keep_rows(BookState* b, intp_t i, intp_t n, const signed char* side,
                               const float64_t* price, const float64_t* size,
                               const unsigned char* end) nogil
@@ -339,25 +345,27 @@ cdef void far_drop_block(BookFar* f, intp_t at) noexcept nogil:
 
 
 cdef int far_set(BookSide* s, int64_t key, float64_t size, bint* inserted) noexcept nogil:
-    """Set the far level at `key` to size > 0 (insert when absent)."""
+    """Set the far level at `key` to size > 0 (insert when absent): `far_row` (_book_row.h)
+    unless it declines, here the insert that needs a new block (the first far level) or a
+    split (a full block). Keeps f.n, s.n and s.n_moved (the insert is `far_put`'s)."""
+    cdef int kind
+    cdef intp_t at[2]
+    if far_row(s, key, size, False, &kind, at):
+        inserted[0] = kind == BOOK_INSERT
+        return STATUS_OK
     cdef BookFar* f = &s.far
-    cdef intp_t bi = lower_key(f.last, f.nb, key), i, h
+    cdef intp_t bi = 0, i = 0, h
     cdef FarBlock* blk
     cdef FarBlock* nxt
+    inserted[0] = True
     if f.nb == 0:
         if far_new_block(f, 0) != STATUS_OK:
             return STATUS_NO_MEMORY
-        bi = 0
-    elif bi == f.nb:
-        bi = f.nb - 1                       # above every far level: the last block
-    blk = f.blk[bi]
-    i = block_lower(blk, key)
-    if i < blk.n and blk.lv[i].key == key:
-        blk.lv[i].size = size
-        inserted[0] = False
-        return STATUS_OK
-    if blk.n == FAR_B:
-        # split: the upper half moves to a new block after this one
+    else:
+        # block at[0], key's place at[1] in it, is full: its upper half moves to a new block
+        bi = at[0]
+        i = at[1]
+        blk = f.blk[bi]
         if far_new_block(f, bi + 1) != STATUS_OK:
             return STATUS_NO_MEMORY
         nxt = f.blk[bi + 1]
@@ -369,44 +377,33 @@ cdef int far_set(BookSide* s, int64_t key, float64_t size, bint* inserted) noexc
         f.last[bi] = blk.lv[h - 1].key
         s.n_moved += FAR_B - h
         if i > h:
-            blk = nxt
             i -= h
             bi += 1
-    memmove(&blk.lv[i + 1], &blk.lv[i], (blk.n - i) * sizeof(BookLevel))
-    s.n_moved += blk.n - i
-    blk.lv[i].key = key
-    blk.lv[i].size = size
-    blk.n += 1
-    f.last[bi] = blk.lv[blk.n - 1].key
-    f.n += 1
-    inserted[0] = True
+    far_put(s, bi, i, key, size)
     return STATUS_OK
 
 
 cdef bint far_delete(BookSide* s, int64_t key) noexcept nogil:
-    """Delete the far level at `key`; False when there is none."""
+    """Delete the far level at `key`; False when there is none. `far_row` (_book_row.h)
+    unless it declines, here a delete that leaves its block under FAR_B / 4 levels: an
+    emptied block is dropped, a small one merges with a neighbour when both fit in half a
+    block. Keeps f.n, s.n and s.n_moved (the removal is `far_take`'s)."""
+    cdef int kind
+    cdef intp_t at[2]
+    if far_row(s, key, 0.0, False, &kind, at):
+        return kind == BOOK_DELETE
     cdef BookFar* f = &s.far
-    cdef intp_t bi = lower_key(f.last, f.nb, key), i, j
-    cdef FarBlock* blk
+    if f.nb == 0:
+        return False
+    # far_row declined the level at[1] of block at[0]: the block keeps fewer than FAR_B / 4
+    cdef intp_t bi = at[0], j
+    cdef FarBlock* blk = f.blk[bi]
     cdef FarBlock* other
-    if bi == f.nb:
-        return False
-    blk = f.blk[bi]
-    i = block_lower(blk, key)
-    if blk.lv[i].key != key:
-        return False
-    memmove(&blk.lv[i], &blk.lv[i + 1], (blk.n - i - 1) * sizeof(BookLevel))
-    s.n_moved += blk.n - i - 1
-    blk.n -= 1
-    f.n -= 1
+    far_take(s, bi, at[1])
     if blk.n == 0:
         far_drop_block(f, bi)
         return True
-    f.last[bi] = blk.lv[blk.n - 1].key
-    if blk.n >= FAR_B // 4:
-        return True
-    # a small block merges with a neighbour when both fit in half a block: the later
-    # block's levels are appended to the earlier one's
+    # the later block's levels are appended to the earlier one's
     if bi + 1 < f.nb and f.blk[bi + 1].n + blk.n <= FAR_B // 2:
         j = bi + 1
     elif bi > 0 and f.blk[bi - 1].n + blk.n <= FAR_B // 2:
@@ -682,10 +679,9 @@ cdef int side_set(BookSide* s, int64_t key, float64_t size, bint* inserted) noex
         if inserted[0]:
             side_grow(s)             # (levels may have left the ladder: side_up)
         return STATUS_OK
-    if far_set(s, key, size, inserted) != STATUS_OK:
+    if far_set(s, key, size, inserted) != STATUS_OK:       # (it counts s.n)
         return STATUS_NO_MEMORY
     if inserted[0]:
-        s.n += 1
         side_grow(s)
     return STATUS_OK
 
@@ -715,10 +711,7 @@ cdef bint side_delete(BookSide* s, int64_t key) noexcept nogil:
             if s.best < s.lo + s.w // 4:
                 side_down(s)
         return True
-    if not far_delete(s, key):
-        return False
-    s.n -= 1
-    return True
+    return far_delete(s, key)                   # (it counts s.n)
 
 
 cdef int side_init(BookSide* s, intp_t capacity, intp_t w) noexcept nogil:

@@ -1571,6 +1571,45 @@ def test_far_rows_move_exactly_the_levels_above_them(batch):
     assert b.n_updates == 6 and b.bid_levels == 25
 
 
+@pytest.mark.parametrize("crossed", ["keep", "raise"])
+def test_far_row_step_at_its_block_bounds(crossed):
+    """The far-row step (C, ofi_far_row) at its bounds, on the fast route (policy keep:
+    Book.apply_many's batch loop declines a far key, `_apply` calls ofi_book_far) and the
+    general one (policy raise: far_set / far_delete call the step first): an insert into a
+    block of FAR_B - 1 levels fills it (no split), one into a block of exactly FAR_B splits it;
+    a delete leaving exactly FAR_B / 4 levels keeps the block, one leaving FAR_B / 4 - 1
+    merges it with a neighbour that has room. Both routes move the same levels. (Planted
+    `n - 1 <= FAR_B / 4` or `n - 1 < FAR_B / 4 - 1` for the delete bound, or `n == FAR_B - 1`
+    for the split, in ofi_far_row: this test fails.)"""
+    b = Book(1.0, crossed=crossed)
+    far = 10.0 * np.arange(1, 25)                      # one far block, 3/4 full (24)
+    b.load_snapshot(np.r_[1_000_000.0, far[::-1]], np.ones(25), [1_000_001.0], [1.0])
+
+    def apply(px, sz):
+        m0 = b._moved
+        b.apply_many(np.ones(1, np.int8), [px], [sz])
+        b._check()
+        return b._moved - m0
+
+    for px in 250.0 + 10 * np.arange(7):               # appended at its top: 31 levels
+        assert apply(px, 1.0) == 0
+    assert b.capacity == (32, 0)
+    assert apply(15, 1.0) == 30 and b.capacity == (32, 0)      # 32 levels, one block
+    assert apply(25, 1.0) == 16 + 13 and b.capacity == (64, 0)   # the split: 16, then 13
+    # blocks [15 .. 150] (17 levels) and [160 .. 310] (16): empty them down to the bounds
+    lo = [10.0, 15.0, 20.0, 25.0] + list(30.0 + 10 * np.arange(13))
+    hi = list(160.0 + 10 * np.arange(16))
+    for px in hi[8:][::-1]:                            # the upper block's top: 16 -> 8 levels
+        assert apply(px, 0.0) == 0
+    for px in lo[8:][::-1]:                            # the lower one's top: 17 -> 8, exactly
+        assert apply(px, 0.0) == 0                     # FAR_B / 4 (8 + 8 would fit: no merge)
+    assert b.capacity == (64, 0) and b.bid_levels == 17
+    assert apply(lo[7], 0.0) == 8                      # 7 left: the upper block's 8 join it
+    assert b.capacity == (32, 0) and b.bid_levels == 16
+    assert b.levels(1)[0].tolist() == [1_000_000] + [int(x) for x in (lo[:7] + hi[:8])[::-1]]
+    assert b.n_updates == 7 + 2 + 8 + 9 + 1 and b.n_missing == 0
+
+
 def test_deep_snapshot_widens_the_ladder_within_its_level_bound():
     """A snapshot deeper than the window widens that side's ladder (doubling while levels
     would fall below it, at most 16 slots per level); reset and a shallow snapshot restore
