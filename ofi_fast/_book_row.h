@@ -113,6 +113,46 @@ ofi_book_fast(BookState* b, double mul, int side, double price, double size, int
     return 1;
 }
 
+/* The bookkeeping of a row that the fast or the far path applied, kind and key as those
+ * return them (`_apply`'s, and `ofi_book_fast_end`'s). */
+static inline void ofi_book_applied(BookState* b, int side, int kind, int64_t key)
+{
+    b->last_side = side;
+    b->last_key = key;
+    b->last_kind = kind;
+    b->n_missing += kind == 3;                   /* BOOK_MISSING */
+    b->n_updates += 1;
+}
+
+/* The state at the end of a message, policy keep: a crossed (best bid > best ask) or locked
+ * (equal) book is counted; nothing is removed. Bid tick t and ask tick a: t - a = bid key +
+ * ask key. */
+static inline void ofi_book_judge(BookState* b)
+{
+    if (b->bid.n > 0 && b->ask.n > 0) {
+        const int64_t x = b->bid.best + b->ask.best;
+        b->n_locked += x == 0;
+        b->n_crossed += x > 0;
+    }
+}
+
+/* The fast path of a row that ends a message (`_apply_end`): under policy keep (1), a row
+ * that ofi_book_fast takes is applied, counted and judged, with *kind / *key as there;
+ * 0 with the state untouched otherwise (policy raise, or the fast path declined: the caller
+ * then calls `_apply_end_rest`). Inlined into BookOFI's row loop, so that its common row
+ * pays no call and the kind and key stay in registers. */
+static inline __attribute__((always_inline)) int
+ofi_book_fast_end(BookState* b, int side, double price, double size, int* kind,
+                  int64_t* key)
+{
+    if (b->policy != 1
+            || !ofi_book_fast(b, b->tick_mul, side, price, size, b->strict, kind, key))
+        return 0;
+    ofi_book_applied(b, side, *kind, *key);
+    ofi_book_judge(b);
+    return 1;
+}
+
 /* First i in [0, n] with a[i] >= key (a ascending): Khuong & Morin's branch-free lower bound
  * (conditional moves, no data-dependent jumps). The far directory's search. */
 static inline Py_ssize_t ofi_lower_key(const int64_t* a, Py_ssize_t n, int64_t key)
