@@ -149,7 +149,7 @@ cdef extern from "_book_row.h":
     bint ofi_book_far(BookState* b, float64_t mul, int side, float64_t price, float64_t size,
                       bint strict, int* kind, int64_t* key) nogil
     void ofi_book_applied(BookState* b, int side, int kind, int64_t key) nogil
-    void _judge "ofi_book_judge"(BookState* b) nogil
+    void ofi_book_judge(BookState* b) nogil
     bint ofi_book_fast_end(BookState* b, int side, float64_t price, float64_t size,
                            int* kind, int64_t* key) nogil
     # the far directory's and a far block's lower bounds (branch-free)
@@ -955,7 +955,7 @@ cdef inline int _tick(const BookState* b, float64_t price, int64_t* tick) noexce
 
 cdef int _apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil:
     """One row, valid except possibly `side` and a strict missing delete; no crossing logic
-    (that is judged at the end of the message, in `_judge`). The general path: any key."""
+    (that is judged at the end of the message, in `ofi_book_judge`). The general path: any key."""
     cdef BookSide* s
     cdef int64_t key
     if side == 1:
@@ -1081,7 +1081,7 @@ cdef int _apply_end_rest(BookState* b, int side, float64_t price, float64_t size
         return _apply_end_raise(b, side, price, size)
     cdef int status = _apply_rest(b, side, price, size)
     if status == STATUS_OK:
-        _judge(b)
+        ofi_book_judge(b)
     return status
 
 

@@ -124,17 +124,25 @@ static inline void ofi_book_applied(BookState* b, int side, int kind, int64_t ke
     b->n_updates += 1;
 }
 
-/* The state at the end of a message, policy keep: a crossed (best bid > best ask) or locked
- * (equal) book is counted; nothing is removed. Bid tick t and ask tick a: t - a = bid key +
- * ask key. */
-static inline void ofi_book_judge(BookState* b)
+/* The judgement of a row, policy keep, when end (nonzero: the row ends its message): a crossed
+ * (best bid > best ask) or locked (equal) book is counted; nothing is removed. Bid tick t and
+ * ask tick a: t - a = bid key + ask key. One predictable branch: that sum (in wrapping
+ * arithmetic) >= 0 is rare on feeds (a crossed or locked book, or one empty side, which
+ * wraps the sum: both persist, so the branch stays predictable while they do), and then the
+ * exact test counts. */
+static inline __attribute__((always_inline)) void ofi_book_judge_at(BookState* b, int end)
 {
-    if (b->bid.n > 0 && b->ask.n > 0) {
-        const int64_t x = b->bid.best + b->ask.best;
-        b->n_locked += x == 0;
-        b->n_crossed += x > 0;
+    const int64_t x = (int64_t) ((uint64_t) b->bid.best + (uint64_t) b->ask.best);
+    if (__builtin_expect((x >= 0) & end, 0)) {
+        if ((b->bid.n > 0) & (b->ask.n > 0)) {
+            b->n_locked += x == 0;
+            b->n_crossed += x > 0;
+        }
     }
 }
+
+/* The judgement of a row that ends its message. */
+static inline void ofi_book_judge(BookState* b) { ofi_book_judge_at(b, 1); }
 
 /* The fast path of a row that ends a message (`_apply_end`): under policy keep (1), a row
  * that ofi_book_fast takes is applied, counted and judged, with *kind / *key as there;
@@ -263,10 +271,7 @@ ofi_book_far(BookState* b, double mul, int side, double price, double size, int 
  * until a row that needs the general code or n. Returns the index of that row (n when
  * none). n_updates and n_missing are summed here and stored once; last_side is left 0 ("no
  * last update known": only BookOFI reads last_*, and it never batches through this). The
- * judgement is a third predictable branch: bid key + ask key (= bid tick - ask tick, in
- * wrapping arithmetic) >= 0 is rare on feeds (a crossed or locked book, or one empty side,
- * which wraps the sum: both persist, so the branch stays predictable while they do) and then
- * the exact test of `_judge` counts. */
+ * judgement (ofi_book_judge_at) is a third predictable branch. */
 static inline __attribute__((always_inline)) Py_ssize_t
 ofi_book_keep_rows_(BookState* b, Py_ssize_t i, Py_ssize_t n, const signed char* side,
                     const double* price, const double* size, const unsigned char* end,
@@ -286,13 +291,7 @@ ofi_book_keep_rows_(BookState* b, Py_ssize_t i, Py_ssize_t n, const signed char*
         if (!ofi_book_fast(b, mul, se[j], pe[j], ze[j], strict, &kind, &key))
             break;
         missing += kind & (kind >> 1);                       /* BOOK_MISSING == 3 */
-        const int64_t x = (int64_t) ((uint64_t) b->bid.best + (uint64_t) b->ask.best);
-        if (__builtin_expect((x >= 0) & (has_end ? ee[j] != 0 : 1), 0)) {
-            if ((b->bid.n > 0) & (b->ask.n > 0)) {
-                b->n_locked += x == 0;
-                b->n_crossed += x > 0;
-            }
-        }
+        ofi_book_judge_at(b, has_end ? ee[j] != 0 : 1);
     }
     if (n + j > i) {
         b->n_updates += n + j - i;
