@@ -1713,8 +1713,8 @@ cdef int raise_book(int status, intp_t index) except -1:
 from libc.math cimport INFINITY
 from ofi_fast._guard cimport checked_malloc
 from ofi_fast._ofi cimport (
-    mlofi_check_ts, mlofi_commit, mlofi_push, mlofi_reserve, mlofi_reset, ofi_pair_sum,
-    ofi_zero,
+    mlofi_check_ts, mlofi_commit, mlofi_push, mlofi_push_depth, mlofi_reserve, mlofi_reset,
+    ofi_pair_sum, ofi_zero,
 )
 from ofi_fast._ring cimport ring_clear
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
@@ -1837,8 +1837,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
                 ks[L - 1] = KEY_MIN
                 pp[L - 1] = -sf * INFINITY
                 ps[L - 1] = 0.0
-        e[L] = ofi_pair_sum(m.prev + L, m.prev + 3 * L, L)     # the depth, as mlofi_commit
-        mlofi_push(m, ts, -1)
+        mlofi_push_depth(m, ts, m.prev + L, m.prev + 3 * L)    # the depth, as mlofi_commit
     else:
         # the top L did not change: e = 0, and the depth m.e[L] is the previous event's
         mlofi_push(m, ts, 0)
