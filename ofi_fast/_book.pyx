@@ -148,6 +148,10 @@ cdef extern from "_book_row.h":
                        bint strict, int* kind, int64_t* key) nogil
     bint ofi_book_far(BookState* b, float64_t mul, int side, float64_t price, float64_t size,
                       bint strict, int* kind, int64_t* key) nogil
+    void ofi_book_applied(BookState* b, int side, int kind, int64_t key) nogil
+    void ofi_book_judge(BookState* b) nogil
+    bint ofi_book_fast_end(BookState* b, int side, float64_t price, float64_t size,
+                           int* kind, int64_t* key) nogil
     # the far directory's and a far block's lower bounds (branch-free)
     intp_t lower_key "ofi_lower_key"(const int64_t* a, intp_t n, int64_t key) nogil
     intp_t block_lower "ofi_block_lower"(const FarBlock* blk, int64_t key) nogil
@@ -944,7 +948,7 @@ cdef inline int _tick(const BookState* b, float64_t price, int64_t* tick) noexce
 
 cdef int _apply_tick(BookState* b, int side, int64_t tick, float64_t size) noexcept nogil:
     """One row, valid except possibly `side` and a strict missing delete; no crossing logic
-    (that is judged at the end of the message, in `_judge`). The general path: any key."""
+    (that is judged at the end of the message, in `ofi_book_judge`). The general path: any key."""
     cdef BookSide* s
     cdef int64_t key
     if side == 1:
@@ -990,6 +994,19 @@ cdef int _apply_checked(BookState* b, int side, float64_t price,
     return _apply_tick(b, side, tick, size)
 
 
+cdef int _apply_rest(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
+    """`_apply` once its fast path declined (a called function: rows near the touch do not
+    come here): the far row `ofi_book_far`, else `_apply_checked`."""
+    cdef int kind = 0
+    cdef int64_t key = 0
+    if not ofi_book_far(b, b.tick_mul, side, price, size, b.strict, &kind, &key):
+        return _apply_checked(b, side, price, size)
+    if kind == BOOK_INSERT:
+        side_grow(&b.bid if side > 0 else &b.ask)
+    ofi_book_applied(b, side, kind, key)
+    return STATUS_OK
+
+
 cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
     """One delta. Fast path (`ofi_book_fast` in _book_row.h), taken by a valid update whose
     key lies in its side's ladder window (and, when it deletes the best level, whose next
@@ -1003,33 +1020,16 @@ cdef inline int _apply(BookState* b, int side, float64_t price, float64_t size) 
     highest set bit below it in its word (one clz, computed for every row and used by mask).
     Anything else (a bad value or an off-grid-looking price, a key outside the window, an
     empty side, a deletion of the best whose successor is further away or low in the window,
-    a strict missing delete) goes to `_apply_checked` with the state unchanged: every check
-    in order, the exact division, then the general code, so results and errors are those of
-    the general code. No crossing logic: see `_apply_end`."""
+    a strict missing delete) goes to `_apply_rest` with the state unchanged: a valid row
+    below the window to the far row (`ofi_book_far`), the rest to `_apply_checked`: every
+    check in order, the exact division, then the general code, so results and errors are
+    those of the general code. No crossing logic: see `_apply_end`."""
     cdef int kind = 0
     cdef int64_t key = 0
     if not ofi_book_fast(b, b.tick_mul, side, price, size, b.strict, &kind, &key):    # (predictable on feeds)
-        if not ofi_book_far(b, b.tick_mul, side, price, size, b.strict, &kind, &key):
-            return _apply_checked(b, side, price, size)
-        if kind == BOOK_INSERT:
-            side_grow(&b.bid if side > 0 else &b.ask)
-    b.last_side = side
-    b.last_key = key
-    b.last_kind = kind
-    b.n_missing += kind == BOOK_MISSING
-    b.n_updates += 1
+        return _apply_rest(b, side, price, size)
+    ofi_book_applied(b, side, kind, key)
     return STATUS_OK
-
-
-cdef inline void _judge(BookState* b) noexcept nogil:
-    """Judge the state at the end of a message (policy keep): count a crossed (best bid >
-    best ask) or locked (equal) state; nothing is removed."""
-    cdef int64_t x
-    if b.bid.n > 0 and b.ask.n > 0:
-        # bid tick t and ask tick a: t - a = bid key + ask key
-        x = b.bid.best + b.ask.best
-        b.n_locked += x == 0
-        b.n_crossed += x > 0
 
 
 cdef int _apply_end_raise(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
@@ -1067,15 +1067,27 @@ cdef int _apply_end_raise(BookState* b, int side, float64_t price, float64_t siz
     return _apply_tick(b, side, tick, size)
 
 
-cdef inline int _apply_end(BookState* b, int side, float64_t price,
-                           float64_t size) noexcept nogil:
-    """A row that ends a message (or is one): apply it, then judge the resulting state."""
+cdef int _apply_end_rest(BookState* b, int side, float64_t price, float64_t size) noexcept nogil:
+    """`_apply_end` once `ofi_book_fast_end` declined (policy raise, or a row the fast path
+    does not take); a called function."""
     if b.policy == BOOK_RAISE:
         return _apply_end_raise(b, side, price, size)
-    cdef int status = _apply(b, side, price, size)
+    cdef int status = _apply_rest(b, side, price, size)
     if status == STATUS_OK:
-        _judge(b)
+        ofi_book_judge(b)
     return status
+
+
+cdef inline int _apply_end(BookState* b, int side, float64_t price,
+                           float64_t size) noexcept nogil:
+    """A row that ends a message (or is one): apply it, then judge the resulting state
+    (policy keep: count a crossed or locked book, `ofi_book_judge`; raise: see
+    `_apply_end_raise`)."""
+    cdef int kind
+    cdef int64_t key
+    if ofi_book_fast_end(b, side, price, size, &kind, &key):
+        return STATUS_OK
+    return _apply_end_rest(b, side, price, size)
 
 
 # The C API (see _book.pxd); the loops of this module call the inline bodies above.
@@ -1317,17 +1329,18 @@ cdef class Book:
         try:
             with nogil:
                 if b.policy == BOOK_KEEP:
-                    # the fast rows in one C loop; each row it stops at goes through the
-                    # general code here, then the loop resumes after it
+                    # the fast rows in one C loop; each row it stops at (its fast path
+                    # declined) goes through the rest of the row code here, then the loop
+                    # resumes after it
                     while i < n:
                         i = ofi_book_keep_rows(b, i, n, &s[0], &p[0], &z[0],
                                                &be[0] if has_end else NULL)
                         if i == n:
                             break
                         if not has_end or be[i]:
-                            status = _apply_end(b, s[i], p[i], z[i])
+                            status = _apply_end_rest(b, s[i], p[i], z[i])
                         else:
-                            status = _apply(b, s[i], p[i], z[i])
+                            status = _apply_rest(b, s[i], p[i], z[i])
                         if status != STATUS_OK:
                             break
                         i += 1
@@ -1693,8 +1706,8 @@ cdef int raise_book(int status, intp_t index) except -1:
 from libc.math cimport INFINITY
 from ofi_fast._guard cimport checked_malloc
 from ofi_fast._ofi cimport (
-    mlofi_check_ts, mlofi_commit, mlofi_push, mlofi_reserve, mlofi_reset, ofi_pair_sum,
-    ofi_zero,
+    mlofi_check_ts, mlofi_commit, mlofi_push, mlofi_push_depth, mlofi_reserve, mlofi_reset,
+    ofi_pair_sum, ofi_zero,
 )
 from ofi_fast._ring cimport ring_clear
 from ofi_fast._types cimport STATUS_TIME_BACKWARDS
@@ -1756,15 +1769,18 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
     cdef int status = mlofi_reserve(m, ts)
     if status != STATUS_OK:
         return status | (3 << 4)
-    status = _apply_end(b, side, price, size)
-    if status != STATUS_OK:
-        return status
-    if not m.has_prev or b.last_side == 0:
+    cdef int kind
+    cdef int64_t key, nk
+    if not ofi_book_fast_end(b, side, price, size, &kind, &key):    # `_apply_end`, its
+        status = _apply_end_rest(b, side, price, size)              # fast path inline
+        if status != STATUS_OK:
+            return status
+        kind = b.last_kind
+        key = b.last_key
+    if not m.has_prev:
         return _commit(b, m, keys, ts)       # first event
     cdef intp_t j, L = m.levels, lo = 0
-    cdef int s_ = b.last_side
-    cdef int kind = b.last_kind
-    cdef int64_t key = b.last_key, nk
+    cdef int s_ = side
     cdef int64_t* ks = keys + ((1 - s_) >> 1) * L      # (no jump on the side)
     cdef float64_t* e = m.e
     cdef float64_t* pp = m.prev + (1 - s_) * L      # the changed side: prices, then sizes
@@ -1814,8 +1830,7 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
                 ks[L - 1] = KEY_MIN
                 pp[L - 1] = -sf * INFINITY
                 ps[L - 1] = 0.0
-        e[L] = ofi_pair_sum(m.prev + L, m.prev + 3 * L, L)     # the depth, as mlofi_commit
-        mlofi_push(m, ts, -1)
+        mlofi_push_depth(m, ts, m.prev + L, m.prev + 3 * L)    # the depth, as mlofi_commit
     else:
         # the top L did not change: e = 0, and the depth m.e[L] is the previous event's
         mlofi_push(m, ts, 0)

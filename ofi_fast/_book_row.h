@@ -113,6 +113,54 @@ ofi_book_fast(BookState* b, double mul, int side, double price, double size, int
     return 1;
 }
 
+/* The bookkeeping of a row that the fast or the far path applied, kind and key as those
+ * return them (`_apply`'s, and `ofi_book_fast_end`'s). */
+static inline void ofi_book_applied(BookState* b, int side, int kind, int64_t key)
+{
+    b->last_side = side;
+    b->last_key = key;
+    b->last_kind = kind;
+    b->n_missing += kind == 3;                   /* BOOK_MISSING */
+    b->n_updates += 1;
+}
+
+/* The judgement of a row, policy keep, when end (nonzero: the row ends its message): a crossed
+ * (best bid > best ask) or locked (equal) book is counted; nothing is removed. Bid tick t and
+ * ask tick a: t - a = bid key + ask key. One predictable branch: that sum (in wrapping
+ * arithmetic) >= 0 is rare on feeds (a crossed or locked book, or one empty side, which
+ * wraps the sum: both persist, so the branch stays predictable while they do), and then the
+ * exact test counts. */
+static inline __attribute__((always_inline)) void ofi_book_judge_at(BookState* b, int end)
+{
+    const int64_t x = (int64_t) ((uint64_t) b->bid.best + (uint64_t) b->ask.best);
+    if (__builtin_expect((x >= 0) & end, 0)) {
+        if ((b->bid.n > 0) & (b->ask.n > 0)) {
+            b->n_locked += x == 0;
+            b->n_crossed += x > 0;
+        }
+    }
+}
+
+/* The judgement of a row that ends its message. */
+static inline void ofi_book_judge(BookState* b) { ofi_book_judge_at(b, 1); }
+
+/* The fast path of a row that ends a message (`_apply_end`): under policy keep (1), a row
+ * that ofi_book_fast takes is applied, counted and judged, with *kind / *key as there;
+ * 0 with the state untouched otherwise (policy raise, or the fast path declined: the caller
+ * then calls `_apply_end_rest`). Inlined into BookOFI's row loop, so that its common row
+ * pays no call and the kind and key stay in registers. */
+static inline __attribute__((always_inline)) int
+ofi_book_fast_end(BookState* b, int side, double price, double size, int* kind,
+                  int64_t* key)
+{
+    if (b->policy != 1
+            || !ofi_book_fast(b, b->tick_mul, side, price, size, b->strict, kind, key))
+        return 0;
+    ofi_book_applied(b, side, *kind, *key);
+    ofi_book_judge(b);
+    return 1;
+}
+
 /* First i in [0, n] with a[i] >= key (a ascending): Khuong & Morin's branch-free lower bound
  * (conditional moves, no data-dependent jumps). The far directory's search. */
 static inline Py_ssize_t ofi_lower_key(const int64_t* a, Py_ssize_t n, int64_t key)
@@ -270,10 +318,7 @@ ofi_book_far(BookState* b, double mul, int side, double price, double size, int 
  * until a row that needs the general code or n. Returns the index of that row (n when
  * none). n_updates and n_missing are summed here and stored once; last_side is left 0 ("no
  * last update known": only BookOFI reads last_*, and it never batches through this). The
- * judgement is a third predictable branch: bid key + ask key (= bid tick - ask tick, in
- * wrapping arithmetic) >= 0 is rare on feeds (a crossed or locked book, or one empty side,
- * which wraps the sum: both persist, so the branch stays predictable while they do) and then
- * the exact test of `_judge` counts. */
+ * judgement (ofi_book_judge_at) is a third predictable branch. */
 static inline __attribute__((always_inline)) Py_ssize_t
 ofi_book_keep_rows_(BookState* b, Py_ssize_t i, Py_ssize_t n, const signed char* side,
                     const double* price, const double* size, const unsigned char* end,
@@ -293,13 +338,7 @@ ofi_book_keep_rows_(BookState* b, Py_ssize_t i, Py_ssize_t n, const signed char*
         if (!ofi_book_fast(b, mul, se[j], pe[j], ze[j], strict, &kind, &key))
             break;
         missing += kind & (kind >> 1);                       /* BOOK_MISSING == 3 */
-        const int64_t x = (int64_t) ((uint64_t) b->bid.best + (uint64_t) b->ask.best);
-        if (__builtin_expect((x >= 0) & (has_end ? ee[j] != 0 : 1), 0)) {
-            if ((b->bid.n > 0) & (b->ask.n > 0)) {
-                b->n_locked += x == 0;
-                b->n_crossed += x > 0;
-            }
-        }
+        ofi_book_judge_at(b, has_end ? ee[j] != 0 : 1);
     }
     if (n + j > i) {
         b->n_updates += n + j - i;

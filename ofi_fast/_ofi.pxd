@@ -176,7 +176,8 @@ cdef int mlofi_check(MLOFIState* st, const float64_t* bid_px, const float64_t* b
 # n neumaier_add calls bit for bit. Two values per step with gcc/clang vector extensions
 # (SSE2 on x86-64, NEON on arm64; other compilers or -DOFI_FAST_SCALAR: one at a time); no
 # branch but the loop's own, whose trip count is n. s, c and x must not overlap.
-# ofi_pair_sum(a, b, n): the depth sum_j (a[j] + b[j]) in mlofi_commit's order, likewise.
+# ofi_pair_sum(a, b, n): the depth sum_j (a[j] + b[j]) in mlofi_commit's order, likewise;
+# ofi_sums_add_depth(s, c, x, a, b, n): x[n] = that depth, then the n + 1 sums of x, in one loop.
 # ofi_zero(x, n): x[0 .. n - 1] = +0.0 without a memset call.
 cdef extern from *:
     """
@@ -188,25 +189,48 @@ cdef extern from *:
     #define OFI_SUMS_VECTOR 0
     #define OFI_SUMS_INLINE static inline
     #endif
+    #if OFI_SUMS_VECTOR
+    typedef double ofi_v2d __attribute__((vector_size(16)));
+    /* the TwoSum step of the two sums s[0], s[1] (compensations c[0], c[1]) taking X */
+    OFI_SUMS_INLINE void ofi_sums_step2(double *s, double *c, ofi_v2d X)
+    {
+        ofi_v2d S, C, T, Z;
+        memcpy(&S, s, sizeof S); memcpy(&C, c, sizeof C);
+        T = S + X; Z = T - S; C += (S - (T - Z)) + (X - Z);
+        memcpy(s, &T, sizeof T); memcpy(c, &C, sizeof C);
+    }
+    /* d + (a[0] + b[0]) + (a[1] + b[1]), the two adds in that order */
+    OFI_SUMS_INLINE double ofi_pair_step2(double d, const double *a, const double *b)
+    {
+        ofi_v2d A, B, P;
+        memcpy(&A, a, sizeof A); memcpy(&B, b, sizeof B);
+        P = A + B;
+        d += P[0];
+        d += P[1];
+        return d;
+    }
+    #endif
+    /* the same step for one sum */
+    OFI_SUMS_INLINE void ofi_sums_step1(double *s, double *c, double X)
+    {
+        double t = *s + X, z = t - *s;
+        *c += (*s - (t - z)) + (X - z);
+        *s = t;
+    }
     OFI_SUMS_INLINE void ofi_sums_add(double *s, double *c, const double *x, Py_ssize_t n,
                                       const int neg)
     {
         Py_ssize_t j = 0;
     #if OFI_SUMS_VECTOR
-        typedef double v2d __attribute__((vector_size(16)));
         for (; j + 1 < n; j += 2) {
-            v2d S, C, X, T, Z;
-            memcpy(&S, s + j, sizeof S); memcpy(&C, c + j, sizeof C); memcpy(&X, x + j, sizeof X);
+            ofi_v2d X;
+            memcpy(&X, x + j, sizeof X);
             if (neg) X = -X;
-            T = S + X; Z = T - S; C += (S - (T - Z)) + (X - Z);
-            memcpy(s + j, &T, sizeof T); memcpy(c + j, &C, sizeof C);
+            ofi_sums_step2(s + j, c + j, X);
         }
     #endif
-        for (; j < n; j++) {
-            double X = neg ? -x[j] : x[j], t = s[j] + X, z = t - s[j];
-            c[j] += (s[j] - (t - z)) + (X - z);
-            s[j] = t;
-        }
+        for (; j < n; j++)
+            ofi_sums_step1(s + j, c + j, neg ? -x[j] : x[j]);
     }
     /* d = 0.0, then d += a[j] + b[j] for j = 0 .. n - 1 (MultiLevelOFI's depth: a, b the bid
      * and ask sizes), bit for bit: the pair sums two at a time, the chain of n adds in order. */
@@ -215,18 +239,35 @@ cdef extern from *:
         double d = 0.0;
         Py_ssize_t j = 0;
     #if OFI_SUMS_VECTOR
-        typedef double v2d __attribute__((vector_size(16)));
-        for (; j + 1 < n; j += 2) {
-            v2d A, B, P;
-            memcpy(&A, a + j, sizeof A); memcpy(&B, b + j, sizeof B);
-            P = A + B;
-            d += P[0];
-            d += P[1];
-        }
+        for (; j + 1 < n; j += 2)
+            d = ofi_pair_step2(d, a + j, b + j);
     #endif
         for (; j < n; j++)
             d += a[j] + b[j];
         return d;
+    }
+    /* x[n] = ofi_pair_sum(a, b, n), then ofi_sums_add(s, c, x, n + 1, 0), bit for bit (each
+     * sum and the depth take the same operations in the same order): the depth's pairs in
+     * the sums' loop, one loop instead of two. a and b must not overlap x. */
+    OFI_SUMS_INLINE void ofi_sums_add_depth(double *s, double *c, double *x, const double *a,
+                                            const double *b, Py_ssize_t n)
+    {
+        double d = 0.0;
+        Py_ssize_t j = 0;
+    #if OFI_SUMS_VECTOR
+        for (; j + 1 < n; j += 2) {
+            ofi_v2d X;
+            d = ofi_pair_step2(d, a + j, b + j);
+            memcpy(&X, x + j, sizeof X);
+            ofi_sums_step2(s + j, c + j, X);
+        }
+    #endif
+        for (; j < n; j++) {
+            d += a[j] + b[j];
+            ofi_sums_step1(s + j, c + j, x[j]);
+        }
+        x[n] = d;
+        ofi_sums_step1(s + n, c + n, d);
     }
     /* x[0 .. n - 1] = +0.0 by stores inline (four a step with the vector extensions): for the
      * few values of a row, a memset call costs more than the stores. The empty asm hides j
@@ -257,6 +298,8 @@ cdef extern from *:
     void ofi_sums_add(float64_t* s, float64_t* c, const float64_t* x, intp_t n,
                       int neg) noexcept nogil
     float64_t ofi_pair_sum(const float64_t* a, const float64_t* b, intp_t n) noexcept nogil
+    void ofi_sums_add_depth(float64_t* s, float64_t* c, float64_t* x, const float64_t* a,
+                            const float64_t* b, intp_t n) noexcept nogil
     void ofi_zero(float64_t* x, intp_t n) noexcept nogil
 
 # The window's part of mlofi_push (evictions, the ring, the totals, the window sums).
@@ -274,21 +317,37 @@ cdef inline int mlofi_reserve(MLOFIState* st, int64_t ts) noexcept nogil:
     return window_reserve(&st.ring, st.has_last, st.last_ts, ts, st.window_time, st.grow)
 
 
+# The bookkeeping of an event pushed at ts.
+cdef inline void mlofi_count(MLOFIState* st, int64_t ts) noexcept nogil:
+    st.has_last = True
+    st.last_ts = ts
+    st.n_events += 1
+
+
 # Push st.e (all `width` values, already computed) as the event at ts; after mlofi_reserve(ts).
-# only >= 0: st.e is zero but at level `only` and the depth, and without a window just those
-# two sums take it (adding +0.0 changes no sum). Inline: BookOFI's row loop calls it for every
+# st.e is zero but at level `only` (>= 0) and the depth, so without a window just those two
+# sums take it (adding +0.0 changes no sum). Inline: BookOFI's row loop calls it for every
 # event.
 cdef inline void mlofi_push(MLOFIState* st, int64_t ts, intp_t only) noexcept nogil:
     if st.window > 0 or st.window_time > 0:
         mlofi_push_window(st, ts)
-    elif only < 0:
-        ofi_sums_add(st.sum, st.comp, st.e, st.width, 0)
     else:
         neumaier_add(&st.sum[only], &st.comp[only], st.e[only])
         neumaier_add(&st.sum[st.levels], &st.comp[st.levels], st.e[st.levels])
-    st.has_last = True
-    st.last_ts = ts
-    st.n_events += 1
+    mlofi_count(st, ts)
+
+
+# Push st.e as the event at ts, e_1..e_L already computed and the depth st.e[L] computed here
+# from the sizes qb, qa (ofi_pair_sum(qb, qa, L)); after mlofi_reserve(ts). Without a window
+# the depth rides in the loop of the L + 1 sums (ofi_sums_add_depth).
+cdef inline void mlofi_push_depth(MLOFIState* st, int64_t ts, const float64_t* qb,
+                                  const float64_t* qa) noexcept nogil:
+    if st.window > 0 or st.window_time > 0:
+        st.e[st.levels] = ofi_pair_sum(qb, qa, st.levels)
+        mlofi_push_window(st, ts)
+    else:
+        ofi_sums_add_depth(st.sum, st.comp, st.e, qb, qa, st.levels)
+    mlofi_count(st, ts)
 
 
 # Apply st.cur at time ts: per-level e into st.e, window sums updated, prev <- cur.

@@ -1186,11 +1186,10 @@ cdef int mlofi_commit(MLOFIState* st, int64_t ts) noexcept nogil:
     else:
         for m in range(L):
             e[m] = 0.0
-    e[L] = ofi_pair_sum(c + L, c + 3 * L, L)          # the depth: sum of (qb_m + qa_m)
     st.prev = c
     st.cur = p
     st.has_prev = True
-    mlofi_push(st, ts, -1)
+    mlofi_push_depth(st, ts, c + L, c + 3 * L)     # the depth e[L]: sum of (qb_m + qa_m)
     return STATUS_OK
 
 
