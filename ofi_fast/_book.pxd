@@ -176,5 +176,9 @@ cdef class BookOFI:
                   const float64_t* price, const float64_t* size,
                   const unsigned char* batch_end, float64_t* e, float64_t* lv,
                   intp_t* at) noexcept nogil
+    cdef int _rows(self, intp_t n, const int64_t* ts, const signed char* side,
+                   const float64_t* price, const float64_t* size,
+                   const unsigned char* batch_end, float64_t* e, float64_t* lv,
+                   intp_t* at) noexcept nogil
     cpdef float64_t update(self, int64_t ts, int side, float64_t price,
                            float64_t size) except? -1.0

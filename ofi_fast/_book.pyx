@@ -80,68 +80,237 @@ cdef extern from *:
     int __builtin_ctzll(unsigned long long x) nogil
 cdef extern from *:
     """
-    /* BookOFI's rank shifts on one side's keys ks, prices pp and sizes ps (ps = pp + L), e
-     * of the levels that move, two ranks a step with gcc/clang vector extensions (per lane
-     * the scalar operations, so the same doubles). down (an insert at rank lo): ranks
-     * lo + 1 .. L - 1 <- lo .. L - 2, e = sf * q + 0.0; the last step may also write rank lo
-     * from rank lo - 1 (one slot of padding before ks and pp), which the caller writes next.
-     * up (a delete at rank lo): ranks lo .. L - 2 <- lo + 1 .. L - 1, e = -sf * q + 0.0 of
-     * the old q; the last step may also write rank L - 1 from rank L (e[L - 1] with the same
-     * value; one slot of padding after ks and ps), which the caller writes next. */
+    /* BookOFI's rank shifts on one side's keys ks, sizes ps and, unless pp is NULL, prices pp
+     * (pp + L == ps), e of the levels that move,
+     * two ranks a step with gcc/clang vector extensions (per lane the scalar operations, so
+     * the same doubles). down (an insert at rank lo): ranks lo + 1 .. L - 1 <- lo .. L - 2,
+     * e = sf * q + 0.0; the last step may also write rank lo from rank lo - 1 (one slot of
+     * padding before ks and ps), which the caller writes next. up (a delete at rank lo):
+     * ranks lo .. L - 2 <- lo + 1 .. L - 1, e = -sf * q + 0.0 of the old q; the last step
+     * may also write rank L - 1 from rank L (e[L - 1] with the same value; one slot of
+     * padding after ks and ps), which the caller writes next. */
     #if (defined(__GNUC__) || defined(__clang__)) && !defined(OFI_FAST_SCALAR)
     #define BOOKOFI_SHIFT_VECTOR 1
     #else
     #define BOOKOFI_SHIFT_VECTOR 0
     #endif
-    static inline void bookofi_shift_down(int64_t *ks, double *pp, double *ps, double *e,
-                                          double sf, Py_ssize_t lo, Py_ssize_t L)
+    static inline __attribute__((always_inline)) void
+    bookofi_shift_down(int64_t *ks, double *pp, double *ps, double *e, double sf,
+                       Py_ssize_t lo, Py_ssize_t L)
     {
         Py_ssize_t j = L - 1;
     #if BOOKOFI_SHIFT_VECTOR
         typedef double v2d __attribute__((vector_size(16)));
         for (; j > lo; j -= 2) {
             int64_t K[2];
-            v2d P, Q, E;
-            memcpy(K, ks + j - 2, sizeof K); memcpy(&P, pp + j - 2, sizeof P);
-            memcpy(&Q, ps + j - 2, sizeof Q);
+            v2d Q, E, P;
+            memcpy(K, ks + j - 2, sizeof K); memcpy(&Q, ps + j - 2, sizeof Q);
             E = sf * Q + 0.0;
             memcpy(e + j - 1, &E, sizeof E); memcpy(ks + j - 1, K, sizeof K);
-            memcpy(pp + j - 1, &P, sizeof P); memcpy(ps + j - 1, &Q, sizeof Q);
+            memcpy(ps + j - 1, &Q, sizeof Q);
+            if (pp) {
+                memcpy(&P, pp + j - 2, sizeof P); memcpy(pp + j - 1, &P, sizeof P);
+            }
         }
     #else
         for (; j > lo; j--) {
             e[j] = sf * ps[j - 1] + 0.0;
-            ks[j] = ks[j - 1]; pp[j] = pp[j - 1]; ps[j] = ps[j - 1];
+            ks[j] = ks[j - 1]; ps[j] = ps[j - 1];
+            if (pp) pp[j] = pp[j - 1];
         }
     #endif
     }
-    static inline void bookofi_shift_up(int64_t *ks, double *pp, double *ps, double *e,
-                                        double sf, Py_ssize_t lo, Py_ssize_t L)
+    static inline __attribute__((always_inline)) void
+    bookofi_shift_up(int64_t *ks, double *pp, double *ps, double *e, double sf,
+                     Py_ssize_t lo, Py_ssize_t L)
     {
         Py_ssize_t j = lo;
     #if BOOKOFI_SHIFT_VECTOR
         typedef double v2d __attribute__((vector_size(16)));
         for (; j < L - 1; j += 2) {
             int64_t K[2];
-            v2d P, Q, Q0, E;
-            memcpy(K, ks + j + 1, sizeof K); memcpy(&P, pp + j + 1, sizeof P);
-            memcpy(&Q, ps + j + 1, sizeof Q); memcpy(&Q0, ps + j, sizeof Q0);
+            v2d Q, Q0, E, P;
+            memcpy(K, ks + j + 1, sizeof K); memcpy(&Q, ps + j + 1, sizeof Q);
+            memcpy(&Q0, ps + j, sizeof Q0);
             E = -sf * Q0 + 0.0;
             memcpy(e + j, &E, sizeof E); memcpy(ks + j, K, sizeof K);
-            memcpy(pp + j, &P, sizeof P); memcpy(ps + j, &Q, sizeof Q);
+            memcpy(ps + j, &Q, sizeof Q);
+            if (pp) {
+                memcpy(&P, pp + j + 1, sizeof P); memcpy(pp + j, &P, sizeof P);
+            }
         }
     #else
         for (; j < L - 1; j++) {
             e[j] = -sf * ps[j] + 0.0;
-            ks[j] = ks[j + 1]; pp[j] = pp[j + 1]; ps[j] = ps[j + 1];
+            ks[j] = ks[j + 1]; ps[j] = ps[j + 1];
+            if (pp) pp[j] = pp[j + 1];
         }
     #endif
     }
+    /* BookOFI's event of a delta the book applied (kind, key as ofi_book_fast returns them),
+     * on the cached top L: keys (the bids' L, then the asks'; INT64_MIN when absent) and the
+     * previous state's sizes (prev + L: bids, prev + 3 L: asks) and, with prices, its prices
+     * (prev, prev + 2 L; without, they are left to bookofi_prices). One level of one side changed, so the top L changes at its rank lo
+     * (the cached keys better than it) only: an overwrite at lo, an insert shifts ranks lo..
+     * down one, a delete shifts them up one and brings in the level below the old L-th (one
+     * book query). e <- e_1..e_L of the event (by CKS eq. 10, bit for bit ofi_l1_event: the
+     * other side's level is unchanged, so its part is q - q = +0.0 and e = sf * (this side's
+     * part in key order) + 0.0. Keys are distinct within a side and exact in float64
+     * (integers rounded from a float64, |key| < 4e18), so a level taking a better price gets
+     * sf * q1 + 0.0, a worse one -sf * q0 + 0.0 (both absent: +0.0), the same price
+     * sf * (q1 - q0) + 0.0 (an ask's q0 - q1 is -(q1 - q0), and -(+0.0) + 0.0 = +0.0)).
+     * Returns what changed, for the sums: 0 nothing (rank L, a missing delete: e = 0), 1 the
+     * size at *lo (e zero but there), 2 ranks *lo.. (every e may be nonzero). */
+    static inline __attribute__((always_inline)) int
+    bookofi_step(const BookState *b, int64_t *keys, double *prev, double *e, Py_ssize_t L,
+                 int side, int kind, int64_t key, double size, Py_ssize_t *lo_out,
+                 const int prices)
+    {
+        int64_t *ks = keys + ((1 - side) >> 1) * L;          /* (no jump on the side) */
+        double *pp = prices ? prev + (1 - side) * L : NULL;
+        double *ps = prev + (1 - side) * L + L;
+        const double sf = (double) side;
+        Py_ssize_t lo = 0, n = L;
+        ofi_zero(e, L);
+        /* lo = #{j: ks[j] > key}: ks descends (absent levels INT64_MIN last), so a
+         * branch-free binary search (its trip count depends on L only) */
+        while (n > 1) {
+            const Py_ssize_t half = n >> 1;
+            lo = ks[lo + half] > key ? lo + half : lo;
+            n -= half;
+        }
+        lo += ks[lo] > key;
+        if (kind == 3)                                        /* BOOK_MISSING */
+            lo = L;
+        *lo_out = lo;
+        if (lo >= L)
+            return 0;
+        if (kind == 0) {                                      /* BOOK_SET */
+            e[lo] = sf * (size - ps[lo]) + 0.0;
+            ps[lo] = size;
+            return 1;
+        }
+        if (kind == 1) {                 /* BOOK_INSERT: rank lo and the shifted ones better */
+            bookofi_shift_down(ks, pp, ps, e, sf, lo, L);
+            e[lo] = sf * size + 0.0;
+            ks[lo] = key;
+            ps[lo] = size;
+            if (prices)
+                pp[lo] = (double) (key * side);
+            return 2;
+        }
+        /* BOOK_DELETE (ks[lo] == key): ranks lo.. worse */
+        int64_t nk = ks[L - 1];                      /* the old L-th level (or INT64_MIN) */
+        double q;
+        e[L - 1] = -sf * ps[L - 1] + 0.0;
+        bookofi_shift_up(ks, pp, ps, e, sf, lo, L);
+        if (nk != INT64_MIN && ofi_side_below(side == 1 ? &b->bid : &b->ask, nk, &nk, &q)) {
+            ks[L - 1] = nk;
+            ps[L - 1] = q;
+        } else {
+            ks[L - 1] = INT64_MIN;
+            ps[L - 1] = 0.0;
+        }
+        if (prices)
+            pp[L - 1] = ks[L - 1] == INT64_MIN ? -sf * INFINITY : (double) (ks[L - 1] * side);
+        return 2;
+    }
+    /* The sums of the event bookofi_step left in e (no window: the stream's L + 1 sums s,
+     * compensations c), with the depth e[L] (changed 1 or 2; 0: the previous event's): the
+     * same additions as mlofi_push / mlofi_push_depth (adding +0.0 changes no sum). */
+    static inline __attribute__((always_inline)) void
+    bookofi_sums(double *s, double *c, double *e, const double *prev, Py_ssize_t L,
+                 int changed, Py_ssize_t lo)
+    {
+        if (changed == 2) {
+            ofi_sums_add_depth(s, c, e, prev + L, prev + 3 * L, L);
+            return;
+        }
+        if (changed == 1)
+            e[L] = ofi_pair_sum(prev + L, prev + 3 * L, L);
+        else
+            lo = 0;
+        ofi_sums_step1(s + lo, c + lo, e[lo]);
+        ofi_sums_step1(s + L, c + L, e[L]);
+    }
+    /* BookOFI.update_many's rows without a window, under policy keep, every row its own
+     * event (no batch_end), after a first event (the caller's conditions): rows i.. through
+     * the book's fast path (ofi_book_fast, judged as a message end), bookofi_step and
+     * bookofi_sums, e_1 to e_out (and e_1..e_L to lv, row-major, unless NULL), until a row
+     * that needs the general code (the fast path declines it, or its ts (ts NULL: none) is
+     * older than *last_ts when *has_last) or n. Returns the index of that row; the rows before it are applied, with
+     * the counters (n_updates, n_missing, *n_events, *last_ts, *has_last) summed and stored
+     * once. last_side is left 0 ("no last update known", as Book.apply_many's batch). One C
+     * loop so that the row's values stay in registers (issue 13: BookOFI(10) on the
+     * realistic stream, bench/RESULTS.md). */
+    static inline __attribute__((always_inline)) Py_ssize_t
+    bookofi_keep_rows_(BookState *b, int64_t *keys, double *prev, double *e, double *s,
+                       double *c, Py_ssize_t L, Py_ssize_t i, Py_ssize_t n, const int64_t *ts,
+                       const signed char *side, const double *price, const double *size,
+                       double *e_out, double *lv, int64_t *last_ts, int *has_last,
+                       int64_t *n_events, const int has_ts, const int has_lv, const int strict)
+    {
+        const double mul = b->tick_mul;
+        int64_t t = *last_ts, floor = *has_last ? *last_ts : INT64_MIN, missing = 0;
+        Py_ssize_t j = i, lo;
+        int kind;
+        int64_t key;
+        for (; j < n; j++) {
+            if (has_ts) {
+                t = ts[j];
+                if (t < floor)
+                    break;
+            }
+            if (!ofi_book_fast(b, mul, side[j], price[j], size[j], strict, &kind, &key))
+                break;
+            missing += kind == 3;                                  /* BOOK_MISSING */
+            ofi_book_judge_at(b, 1);
+            floor = t;
+            const int changed = bookofi_step(b, keys, prev, e, L, side[j], kind, key, size[j],
+                                             &lo, 0);
+            bookofi_sums(s, c, e, prev, L, changed, lo);
+            e_out[j] = e[0];
+            if (has_lv)
+                memcpy(lv + j * L, e, (size_t) L * sizeof(double));
+        }
+        if (j > i) {
+            b->n_updates += j - i;
+            b->n_missing += missing;
+            b->last_side = 0;
+            *n_events += j - i;
+            *last_ts = floor;                    /* the last row taken (t may be a refused one) */
+            *has_last = 1;
+        }
+        return j;
+    }
+    /* bookofi_keep_rows_ compiled for each case of ts and lv given or not and strict (fewer
+     * values live in the loop) */
+    static Py_ssize_t
+    bookofi_keep_rows(BookState *b, int64_t *keys, double *prev, double *e, double *s,
+                      double *c, Py_ssize_t L, Py_ssize_t i, Py_ssize_t n, const int64_t *ts,
+                      const signed char *side, const double *price, const double *size,
+                      double *e_out, double *lv, int64_t *last_ts, int *has_last,
+                      int64_t *n_events)
+    {
+    #define BOOKOFI_KEEP(T, V, S) bookofi_keep_rows_(b, keys, prev, e, s, c, L, i, n, ts, side, \
+        price, size, e_out, lv, last_ts, has_last, n_events, T, V, S)
+        if (b->strict)
+            return ts ? (lv ? BOOKOFI_KEEP(1, 1, 1) : BOOKOFI_KEEP(1, 0, 1))
+                      : (lv ? BOOKOFI_KEEP(0, 1, 1) : BOOKOFI_KEEP(0, 0, 1));
+        return ts ? (lv ? BOOKOFI_KEEP(1, 1, 0) : BOOKOFI_KEEP(1, 0, 0))
+                  : (lv ? BOOKOFI_KEEP(0, 1, 0) : BOOKOFI_KEEP(0, 0, 0));
+    #undef BOOKOFI_KEEP
+    }
     """
-    void bookofi_shift_down(int64_t* ks, float64_t* pp, float64_t* ps, float64_t* e,
-                            float64_t sf, intp_t lo, intp_t L) noexcept nogil
-    void bookofi_shift_up(int64_t* ks, float64_t* pp, float64_t* ps, float64_t* e,
-                          float64_t sf, intp_t lo, intp_t L) noexcept nogil
+    int bookofi_step(const BookState* b, int64_t* keys, float64_t* prev, float64_t* e,
+                     intp_t L, int side, int kind, int64_t key, float64_t size, intp_t* lo,
+                     bint prices) noexcept nogil
+    intp_t bookofi_keep_rows(BookState* b, int64_t* keys, float64_t* prev, float64_t* e,
+                             float64_t* s, float64_t* c, intp_t L, intp_t i, intp_t n,
+                             const int64_t* ts, const signed char* side,
+                             const float64_t* price, const float64_t* size,
+                             float64_t* e_out, float64_t* lv, int64_t* last_ts,
+                             bint* has_last, int64_t* n_events) noexcept nogil
 cdef extern from "_book_row.h":
     # the fast row and Book.apply_many's batch of them (policy keep), see _apply and the header
     bint ofi_book_fast(BookState* b, float64_t mul, int side, float64_t price, float64_t size,
@@ -155,6 +324,12 @@ cdef extern from "_book_row.h":
     # the far directory's and a far block's lower bounds (branch-free)
     intp_t lower_key "ofi_lower_key"(const int64_t* a, intp_t n, int64_t key) nogil
     intp_t block_lower "ofi_block_lower"(const FarBlock* blk, int64_t key) nogil
+    # the best level below a key: of the ladder, of the far blocks, of a side
+    int64_t lad_below "ofi_lad_below"(const BookSide* s, int64_t key) nogil
+    bint far_below "ofi_far_below"(const BookFar* f, int64_t key, int64_t* k,
+                                   float64_t* size) nogil
+    bint side_below "ofi_side_below"(const BookSide* s, int64_t key, int64_t* k,
+                                     float64_t* size) nogil
     # a far row's simple cases by key, and the insert / removal at a block position they use
     bint far_row "ofi_far_row"(BookSide* s, int64_t key, float64_t size, bint strict,
                                int* kind, intp_t* at) nogil
@@ -300,25 +475,6 @@ cdef inline bint far_find(const BookFar* f, int64_t key, float64_t* size) noexce
     if f.blk[bi].lv[i].key != key:         # i < n: the block's last key is >= key
         return False
     size[0] = f.blk[bi].lv[i].size
-    return True
-
-
-cdef inline bint far_below(const BookFar* f, int64_t key, int64_t* k,
-                           float64_t* size) noexcept nogil:
-    """The highest far level with a key < `key`."""
-    cdef intp_t bi = lower_key(f.last, f.nb, key), i
-    cdef const FarBlock* blk
-    if bi < f.nb:
-        i = block_lower(f.blk[bi], key)
-        if i > 0:
-            k[0] = f.blk[bi].lv[i - 1].key
-            size[0] = f.blk[bi].lv[i - 1].size
-            return True
-    if bi == 0:
-        return False
-    blk = f.blk[bi - 1]
-    k[0] = blk.lv[blk.n - 1].key
-    size[0] = blk.lv[blk.n - 1].size
     return True
 
 
@@ -476,26 +632,6 @@ cdef int far_load(BookSide* s, const int64_t* keys, const float64_t* size,
 # =============================================================================================
 # The ladder: keys [lo, lo + w) at slots key & mask, one occupancy bit per slot
 # =============================================================================================
-cdef inline int64_t lad_below(const BookSide* s, int64_t key) noexcept nogil:
-    """The highest key < `key` that holds a ladder level, or KEY_MIN: one word of the bitmap
-    per 64 keys scanned (clz), downwards from min(key, lo + w) - 1 to lo."""
-    cdef int64_t k = key - 1
-    cdef int64_t top = s.lo + s.w - 1
-    cdef intp_t slot, b
-    cdef uint64_t m
-    if k > top:
-        k = top
-    while k >= s.lo:
-        slot = k & s.mask
-        b = slot & 63
-        m = s.occ[slot >> 6] & ((<uint64_t> -1) >> (63 - b))      # bits 0 .. b
-        if m:
-            k -= b - (63 - __builtin_clzll(m))
-            return k if k >= s.lo else KEY_MIN
-        k -= b + 1
-    return KEY_MIN
-
-
 cdef inline void lad_put(BookSide* s, int64_t key, float64_t size) noexcept nogil:
     """Store a level in an empty ladder slot (key inside the window)."""
     cdef intp_t slot = key & s.mask
@@ -645,21 +781,6 @@ cdef inline bint side_find(const BookSide* s, int64_t key, float64_t* size) noex
         size[0] = s.size[key & s.mask]
         return size[0] != 0.0
     return far_find(&s.far, key, size)
-
-
-cdef inline bint side_below(const BookSide* s, int64_t key, int64_t* k,
-                            float64_t* size) noexcept nogil:
-    """The best level strictly worse than `key` (False when there is none)."""
-    cdef int64_t x
-    if s.n == 0:
-        return False
-    if key > s.lo:
-        x = lad_below(s, key)
-        if x != KEY_MIN:
-            k[0] = x
-            size[0] = s.size[x & s.mask]
-            return True
-    return far_below(&s.far, key, k, size)      # every far key is below lo
 
 
 cdef int side_set(BookSide* s, int64_t key, float64_t size, bint* inserted) noexcept nogil:
@@ -1748,6 +1869,20 @@ cdef void bookofi_fill(const BookState* b, MLOFIState* m, int64_t* keys) noexcep
             keys[L + j] = k
 
 
+cdef void bookofi_prices(MLOFIState* m, const int64_t* keys) noexcept nogil:
+    """m.prev's prices <- those of the cached keys: the C loop (bookofi_keep_rows) keeps only
+    the keys and sizes of its rows, so a call of rows that ran it ends with this (between
+    calls, and in the general rows, m.prev is current)."""
+    cdef intp_t j, L = m.levels
+    cdef float64_t* p = m.prev
+    cdef int64_t k
+    for j in range(L):
+        k = keys[j]
+        p[j] = -INFINITY if k == KEY_MIN else <float64_t> k
+        k = keys[L + j]
+        p[2 * L + j] = INFINITY if k == KEY_MIN else <float64_t> (-k)
+
+
 cdef int bookofi_commit(const BookState* b, MLOFIState* m, int64_t ts) noexcept nogil:
     bookofi_fill(b, m, NULL)
     return mlofi_commit(m, ts)
@@ -1755,22 +1890,22 @@ cdef int bookofi_commit(const BookState* b, MLOFIState* m, int64_t ts) noexcept 
 
 cdef inline int _commit(const BookState* b, MLOFIState* m, int64_t* keys,
                         int64_t ts) noexcept nogil:
-    """A full event: the whole top L read from the book (and its keys cached)."""
+    """A full event: the whole top L read from the book (and its keys cached), diffed against
+    the previous state."""
     bookofi_fill(b, m, keys)
     return mlofi_commit(m, ts)
 
 
 cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t ts, int side,
                              float64_t price, float64_t size) noexcept nogil:
-    """A delta that is its own event. One level of one side changed, so the top L changes at
-    its rank r (the cached keys better than it) only: an overwrite at r, an insert shifts
-    ranks r.. down one, a delete shifts them up one and brings in the level below the old
-    L-th (one book query). Ranks >= L and missing deletes change nothing (e = 0)."""
+    """A delta that is its own event: the book, then the event on the cached top L
+    (bookofi_step), pushed with its sums (any window)."""
     cdef int status = mlofi_reserve(m, ts)
     if status != STATUS_OK:
         return status | (3 << 4)
     cdef int kind
-    cdef int64_t key, nk
+    cdef int64_t key
+    cdef intp_t lo
     if not ofi_book_fast_end(b, side, price, size, &kind, &key):    # `_apply_end`, its
         status = _apply_end_rest(b, side, price, size)              # fast path inline
         if status != STATUS_OK:
@@ -1779,61 +1914,15 @@ cdef inline int bookofi_push(BookState* b, MLOFIState* m, int64_t* keys, int64_t
         key = b.last_key
     if not m.has_prev:
         return _commit(b, m, keys, ts)       # first event
-    cdef intp_t j, L = m.levels, lo = 0
-    cdef int s_ = side
-    cdef int64_t* ks = keys + ((1 - s_) >> 1) * L      # (no jump on the side)
-    cdef float64_t* e = m.e
-    cdef float64_t* pp = m.prev + (1 - s_) * L      # the changed side: prices, then sizes
-    cdef float64_t* ps = pp + L
-    cdef const BookSide* sd
-    cdef float64_t sf = <float64_t> s_, q
-    cdef intp_t n = L, half
-    ofi_zero(e, L)
-    # lo = #{j: ks[j] > key}: ks descends (absent levels KEY_MIN last), so a branch-free
-    # binary search (its trip count depends on L only)
-    while n > 1:
-        half = n >> 1
-        lo = lo + half if ks[lo + half] > key else lo
-        n -= half
-    lo += ks[lo] > key
-    if kind == BOOK_MISSING:
-        lo = L
-    if lo < L:
-        # e by CKS eq. 10, bit for bit ofi_l1_event: the other side's level is unchanged, so
-        # its part is q - q = +0.0 and e = sf * (this side's part in key order) + 0.0. Keys
-        # are distinct within a side and exact in float64 (integers rounded from a float64,
-        # |key| < 4e18), so a level taking a better price gets sf * q1 + 0.0, a worse one
-        # -sf * q0 + 0.0 (both absent: sf * 0.0 + 0.0 = +0.0), the same price sf * (q1 - q0)
-        # + 0.0 (an ask's q0 - q1 is -(q1 - q0), and -(+0.0) + 0.0 = +0.0)
-        if kind == BOOK_SET:
-            e[lo] = sf * (size - ps[lo]) + 0.0
-            ps[lo] = size
-            e[L] = ofi_pair_sum(m.prev + L, m.prev + 3 * L, L)
-            mlofi_push(m, ts, lo)
-            return STATUS_OK
-        elif kind == BOOK_INSERT:             # rank lo and the shifted ones get better
-            bookofi_shift_down(ks, pp, ps, e, sf, lo, L)
-            e[lo] = sf * size + 0.0
-            ks[lo] = key
-            pp[lo] = <float64_t> (key * s_)
-            ps[lo] = size
-        else:                                  # BOOK_DELETE (ks[lo] == key): ranks lo.. worse
-            nk = ks[L - 1]                      # the old L-th level (KEY_MIN when absent)
-            e[L - 1] = -sf * ps[L - 1] + 0.0
-            bookofi_shift_up(ks, pp, ps, e, sf, lo, L)
-            sd = &b.bid if s_ == 1 else &b.ask
-            if nk != KEY_MIN and side_below(sd, nk, &nk, &q):
-                ks[L - 1] = nk
-                pp[L - 1] = <float64_t> (nk * s_)
-                ps[L - 1] = q
-            else:
-                ks[L - 1] = KEY_MIN
-                pp[L - 1] = -sf * INFINITY
-                ps[L - 1] = 0.0
-        mlofi_push_depth(m, ts, m.prev + L, m.prev + 3 * L)    # the depth, as mlofi_commit
+    cdef int changed = bookofi_step(b, keys, m.prev, m.e, m.levels, side, kind, key, size, &lo,
+                                    True)
+    if changed == 2:
+        mlofi_push_depth(m, ts, m.prev + m.levels, m.prev + 3 * m.levels)   # as mlofi_commit
     else:
-        # the top L did not change: e = 0, and the depth m.e[L] is the previous event's
-        mlofi_push(m, ts, 0)
+        if changed == 1:
+            m.e[m.levels] = ofi_pair_sum(m.prev + m.levels, m.prev + 3 * m.levels, m.levels)
+        # (0: the top L did not change: e = 0, and the depth m.e[L] is the previous event's)
+        mlofi_push(m, ts, lo if changed == 1 else 0)
     return STATUS_OK
 
 
@@ -1912,18 +2001,56 @@ cdef class BookOFI:
             free(self._keys - 2)
 
     cdef int push(self, int64_t ts, int side, float64_t price, float64_t size) noexcept nogil:
-        # one row of rows (so that the row code is inlined once, into rows' loop); a side
-        # outside -1..1 stays invalid as a signed char
+        # one row of _rows, the general loop (the row code is inlined once, there; a call of
+        # one row does not pay the C loop's entry); a side outside -1..1 stays invalid as a
+        # signed char
         cdef signed char sc = <signed char> (side if -1 <= side <= 1 else 2)
         cdef float64_t e0
         cdef intp_t at
-        return self.rows(1, &ts, &sc, &price, &size, NULL, &e0, NULL, &at)
+        return self._rows(1, &ts, &sc, &price, &size, NULL, &e0, NULL, &at)   # (no C loop)
 
     cdef int rows(self, intp_t n, const int64_t* ts, const signed char* side,
                   const float64_t* price, const float64_t* size,
                   const unsigned char* batch_end, float64_t* e, float64_t* lv,
                   intp_t* at) noexcept nogil:
-        # update_many's loop from raw pointers (see _book.pxd). Not guarded.
+        # update_many's loop from raw pointers (see _book.pxd). Not guarded. Without a
+        # window and batch_end, under policy keep, the rows go through one C loop
+        # (bookofi_keep_rows) up to a row that needs the general code (a row the book's fast
+        # path declines, the first event, a pending batch's end, an error): that row is done
+        # by _rows, then the loop resumes. Otherwise _rows does every row.
+        cdef MLOFIState* ml = &self._ml.st
+        cdef BookState* b = &self._book.st
+        if (batch_end != NULL or b.policy != BOOK_KEEP or ml.window != 0
+                or ml.window_time != 0):
+            return self._rows(n, ts, side, price, size, batch_end, e, lv, at)
+        cdef intp_t i = 0, L = ml.levels
+        cdef int status = STATUS_OK
+        cdef bint stale = False
+        while i < n:
+            if ml.has_prev and not self._pending:
+                i = bookofi_keep_rows(b, self._keys, ml.prev, ml.e, ml.sum, ml.comp, L, i, n,
+                                      ts, side, price, size, e, lv, &ml.last_ts,
+                                      &ml.has_last, &ml.n_events)
+                stale = True
+                if i == n:
+                    break
+            status = self._rows(1, ts + i if ts != NULL else NULL, side + i, price + i,
+                                size + i, NULL, e + i, lv + i * L if lv != NULL else NULL, at)
+            if status != STATUS_OK:
+                at[0] += i
+                break
+            i += 1
+        if stale:
+            bookofi_prices(ml, self._keys)   # every call ends with m.prev's prices current
+        if status == STATUS_OK:
+            at[0] = n
+        return status
+
+    cdef int _rows(self, intp_t n, const int64_t* ts, const signed char* side,
+                   const float64_t* price, const float64_t* size,
+                   const unsigned char* batch_end, float64_t* e, float64_t* lv,
+                   intp_t* at) noexcept nogil:
+        # rows' general loop: every row by bookofi_push_inside / _full / bookofi_push
         cdef intp_t i, m
         cdef intp_t L = self._ml.st.levels
         cdef int status = STATUS_OK
@@ -1938,7 +2065,7 @@ cdef class BookOFI:
                 status = bookofi_push_inside(b, ml, tsi, side[i], price[i], size[i])
                 if status != STATUS_OK:
                     at[0] = i
-                    return status
+                    break
                 self._pending = True
                 e[i] = 0.0
                 if lv != NULL:
@@ -1951,14 +2078,15 @@ cdef class BookOFI:
                 status = bookofi_push(b, ml, keys, tsi, side[i], price[i], size[i])
             if status != STATUS_OK:
                 at[0] = i
-                return status
+                break
             self._pending = False
             e[i] = ml.e[0]
             if lv != NULL:
                 for m in range(L):
                     lv[i * L + m] = ml.e[m]
-        at[0] = n
-        return STATUS_OK
+        else:
+            at[0] = n
+        return status
 
     cpdef float64_t update(self, int64_t ts, int side, float64_t price,
                            float64_t size) except? -1.0:
@@ -2123,7 +2251,11 @@ def _bookofi_restore(Book book, MultiLevelOFI ml, pending=False):
     o._book = book
     o._ml = ml
     o._pending = pending
-    # the cached top-L keys of the last committed state are the book's top (while a batch is
-    # pending they are not used: its end re-reads the whole top L); m.cur is scratch
-    bookofi_fill(&book.st, &ml.st, o._keys)
+    # the cached keys are those of the last committed state, m.prev's prices (while a batch
+    # is pending the book has moved on); m.cur is scratch
+    cdef intp_t j, L = ml.st.levels
+    cdef const float64_t* p = ml.st.prev
+    for j in range(L):
+        o._keys[j] = <int64_t> p[j] if p[j] != -INFINITY else KEY_MIN
+        o._keys[L + j] = <int64_t> (-p[2 * L + j]) if p[2 * L + j] != INFINITY else KEY_MIN
     return o

@@ -193,6 +193,62 @@ static inline Py_ssize_t ofi_block_lower(const FarBlock* blk, int64_t key)
     return (base - blk->lv) + (base[0].key < key);
 }
 
+/* The highest key < key that holds a ladder level, or INT64_MIN: one word of the bitmap per
+ * 64 keys scanned (clz), downwards from min(key, lo + w) - 1 to lo. */
+static inline int64_t ofi_lad_below(const BookSide* s, int64_t key)
+{
+    int64_t k = key - 1;
+    const int64_t top = s->lo + s->w - 1;
+    if (k > top)
+        k = top;
+    while (k >= s->lo) {
+        const Py_ssize_t slot = (Py_ssize_t) (k & s->mask), b = slot & 63;
+        const uint64_t m = s->occ[slot >> 6] & (~(uint64_t) 0 >> (63 - b));   /* bits 0 .. b */
+        if (m) {
+            k -= b - (63 - __builtin_clzll(m));
+            return k >= s->lo ? k : INT64_MIN;
+        }
+        k -= b + 1;
+    }
+    return INT64_MIN;
+}
+
+/* The highest far level with a key < key (0 when there is none). */
+static inline int ofi_far_below(const BookFar* f, int64_t key, int64_t* k, double* size)
+{
+    const Py_ssize_t bi = ofi_lower_key(f->last, f->nb, key);
+    if (bi < f->nb) {
+        const Py_ssize_t i = ofi_block_lower(f->blk[bi], key);
+        if (i > 0) {
+            *k = f->blk[bi]->lv[i - 1].key;
+            *size = f->blk[bi]->lv[i - 1].size;
+            return 1;
+        }
+    }
+    if (bi == 0)
+        return 0;
+    const FarBlock* blk = f->blk[bi - 1];
+    *k = blk->lv[blk->n - 1].key;
+    *size = blk->lv[blk->n - 1].size;
+    return 1;
+}
+
+/* The best level of a side strictly worse than key (0 when there is none). */
+static inline int ofi_side_below(const BookSide* s, int64_t key, int64_t* k, double* size)
+{
+    if (s->n == 0)
+        return 0;
+    if (key > s->lo) {
+        const int64_t x = ofi_lad_below(s, key);
+        if (x != INT64_MIN) {
+            *k = x;
+            *size = s->size[x & s->mask];
+            return 1;
+        }
+    }
+    return ofi_far_below(&s->far, key, k, size);      /* every far key is below lo */
+}
+
 /* Insert the level (key, size) at position i of far block bi, which has room (i: its lower
  * bound of key, key absent): the levels above it move up one (counted in s->n_moved), the
  * block's directory key, f->n and s->n follow. */

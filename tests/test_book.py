@@ -938,6 +938,66 @@ def test_kraken_book_checksums(capsys):
     assert checked == 4269 and len(books) == 10
 
 
+def _bookofi_state(o):
+    """Everything a BookOFI exposes: book levels and counters, the MultiLevelOFI's state
+    (m.prev's prices and sizes, e, sums) as its pickle carries it."""
+    st = o.ofi.__reduce__()
+    return ([a.tolist() for a in o.book.levels(1) + o.book.levels(-1)], o.n_crossed,
+            o.n_locked, o.n_missing,
+            o.book.n_updates, o.ofi.n_events, repr(st[2] if len(st) > 2 else st[1]))
+
+
+def _run_bookofi(o, chunks, **kw):
+    """update_many over the chunks; each chunk's (e, lv) or its error (type, message)."""
+    out = []
+    for ts, side, px, sz in chunks:
+        try:
+            out.append(o.update_many(ts, side, px, sz, levels=True, **kw))
+        except OFIError as exc:
+            out.append((type(exc), str(exc)))
+    return out
+
+
+@settings(max_examples=40)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.booleans(), st.booleans())
+def test_bookofi_c_loop_matches_the_general_rows(seed, L, strict, with_ts):
+    """Without a window or batch_end and under policy keep, BookOFI.rows sends the rows
+    through one C loop (bookofi_keep_rows), the rows it declines through the general loop
+    (_rows). Against the general loop alone (forced by batch_end all True), and against the
+    windowed path (a count window longer than the stream, whose sums are the stream's): the
+    same e and per-level e, the same errors at the same rows, the same state after every
+    chunk (m.prev's prices, rebuilt from the cached keys, included), bit for bit."""
+    rng = np.random.default_rng(seed)
+    side, px, sz = touch_heavy_deltas(rng, 900)
+    ts = np.cumsum(rng.integers(0, 3, len(px))).astype(np.int64)
+    bad = rng.integers(1, len(px), 2)
+    if strict:
+        sz[bad[0]] = -1.0                    # a bad size: the error names field and row
+    ts[bad[1]:] -= 5                         # time goes backwards at bad[1]
+    chunks = [(ts[a:b] if with_ts else None, side[a:b], px[a:b], sz[a:b])
+              for a, b in ((0, 1), (1, 300), (300, 301), (301, 900))]
+    c_loop = BookOFI(1.0, levels=L, strict=strict)
+    general = BookOFI(1.0, levels=L, strict=strict)
+    windowed = BookOFI(1.0, levels=L, strict=strict, window=1000)
+    got = _run_bookofi(c_loop, chunks)
+    want = []
+    for ts_, s_, p_, z_ in chunks:
+        want += _run_bookofi(general, [(ts_, s_, p_, z_)], batch_end=np.ones(len(p_), bool))
+    assert _bookofi_state(c_loop) == _bookofi_state(general)
+    wide = _run_bookofi(windowed, chunks)
+    for g, w, v in zip(got, want, wide):
+        assert type(g) is type(w) is type(v)
+        if isinstance(g[0], np.ndarray):
+            assert g[0].tobytes() == w[0].tobytes() == v[0].tobytes()
+            assert g[1].tobytes() == w[1].tobytes() == v[1].tobytes()
+        else:
+            assert g == w == v
+    assert c_loop.values.tobytes() == general.values.tobytes() == windowed.values.tobytes()
+    assert c_loop.ofi.depth == windowed.ofi.depth
+    if with_ts:
+        assert any(not isinstance(g[0], np.ndarray) for g in got)    # an error was hit
+
+
 @given(delta_streams(), st.integers(1, 4),
        st.sampled_from([{}, {"window": 3}, {"window_time": 4, "capacity": 64}]))
 def test_bookofi_matches_reference_bookofi(stream, L, kw):
