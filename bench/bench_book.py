@@ -16,7 +16,21 @@ import numpy as np
 import pytest
 
 from ofi_fast import Book, BookOFI
-from ofi_fast._book import _EmptyApply
+from ofi_fast._book import _EmptyApply, _row_loops
+
+# the builds of the C row loops (_book_row.h, OFI_V3_DISPATCH): the one the CPU takes by
+# default and, beside it in the same run, the baseline (SSE2) build
+LOOPS = ["default", "baseline"]
+
+
+@pytest.fixture
+def loops(request):
+    """Run the benchmark with the named row loops (default: what import chose)."""
+    old = _row_loops()
+    if request.param != "default":
+        _row_loops(request.param)
+    yield request.param
+    _row_loops(old)
 
 N = 1_000_000          # compiled batch paths
 N_PY = 200_000         # per-call Python loops (the ns/update is what is compared)
@@ -108,7 +122,8 @@ def run(benchmark, fn, n, setup=None, rounds=5):
 
 
 # ------------------------------------------------------------------ Book.apply_many
-def test_book_apply_many(benchmark, stream):
+@pytest.mark.parametrize("loops", LOOPS, indirect=True)
+def test_book_apply_many(benchmark, stream, loops):
     # 15 rounds (10 ms each): issue 13's <= 12 ns row; with 5 its min read 12.5-12.8 in
     # full-file runs and 9.3-10.6 when rerun a minute later (2026-12-02)
     s, p, q = stream
@@ -286,8 +301,9 @@ def test_order_book_top10(benchmark, stream):
 
 
 # ------------------------------------------------------------------ BookOFI
+@pytest.mark.parametrize("loops", LOOPS, indirect=True)
 @pytest.mark.parametrize("levels", [1, 10])
-def test_bookofi_update_many(benchmark, stream, levels):
+def test_bookofi_update_many(benchmark, stream, levels, loops):
     s, p, q = stream
     ts = np.arange(len(p), dtype=np.int64)
     o = BookOFI(1.0, levels=levels)

@@ -147,20 +147,20 @@ cdef extern from *:
         }
     #endif
     }
-    /* BookOFI's event of a delta the book applied (kind, key as ofi_book_fast returns them),
-     * on the cached top L: keys (the bids' L, then the asks'; INT64_MIN when absent) and the
+    /* BookOFI's event of a delta the book applied (kind, key as ofi_book_fast returns them), on
+     * the cached top L: keys (the bids' L, then the asks'; INT64_MIN when absent) and the
      * previous state's sizes (prev + L: bids, prev + 3 L: asks) and, with prices, its prices
-     * (prev, prev + 2 L; without, they are left to bookofi_prices). One level of one side changed, so the top L changes at its rank lo
-     * (the cached keys better than it) only: an overwrite at lo, an insert shifts ranks lo..
-     * down one, a delete shifts them up one and brings in the level below the old L-th (one
-     * book query). e <- e_1..e_L of the event (by CKS eq. 10, bit for bit ofi_l1_event: the
-     * other side's level is unchanged, so its part is q - q = +0.0 and e = sf * (this side's
-     * part in key order) + 0.0. Keys are distinct within a side and exact in float64
-     * (integers rounded from a float64, |key| < 4e18), so a level taking a better price gets
-     * sf * q1 + 0.0, a worse one -sf * q0 + 0.0 (both absent: +0.0), the same price
-     * sf * (q1 - q0) + 0.0 (an ask's q0 - q1 is -(q1 - q0), and -(+0.0) + 0.0 = +0.0)).
-     * Returns what changed, for the sums: 0 nothing (rank L, a missing delete: e = 0), 1 the
-     * size at *lo (e zero but there), 2 ranks *lo.. (every e may be nonzero). */
+     * (prev, prev + 2 L; without, they are left to bookofi_prices). One level of one side
+     * changed, so the top L changes at its rank lo (the cached keys better than it) only: an
+     * overwrite at lo, an insert shifts ranks lo.. down one, a delete shifts them up one and
+     * brings in the level below the old L-th (one book query). e <- e_1..e_L of the event (by
+     * CKS eq. 10, bit for bit ofi_l1_event: the other side's level is unchanged, so its part is
+     * q - q = +0.0 and e = sf * (this side's part in key order) + 0.0. Keys are distinct within
+     * a side and exact in float64 (integers rounded from a float64, |key| < 4e18), so a level
+     * taking a better price gets sf * q1 + 0.0, a worse one -sf * q0 + 0.0 (both absent: +0.0),
+     * the same price sf * (q1 - q0) + 0.0 (an ask's q0 - q1 is -(q1 - q0), and -(+0.0) + 0.0 =
+     * +0.0)). Returns what changed, for the sums: 0 nothing (rank L, a missing delete: e = 0),
+     * 1 the size at *lo (e zero but there), 2 ranks *lo.. (every e may be nonzero). */
     static inline __attribute__((always_inline)) int
     bookofi_step(const BookState *b, int64_t *keys, double *prev, double *e, Py_ssize_t L,
                  int side, int kind, int64_t key, double size, Py_ssize_t *lo_out,
@@ -238,11 +238,11 @@ cdef extern from *:
      * the book's fast path (ofi_book_fast, judged as a message end), bookofi_step and
      * bookofi_sums, e_1 to e_out (and e_1..e_L to lv, row-major, unless NULL), until a row
      * that needs the general code (the fast path declines it, or its ts (ts NULL: none) is
-     * older than *last_ts when *has_last) or n. Returns the index of that row; the rows before it are applied, with
-     * the counters (n_updates, n_missing, *n_events, *last_ts, *has_last) summed and stored
-     * once. last_side is left 0 ("no last update known", as Book.apply_many's batch). One C
-     * loop so that the row's values stay in registers (issue 13: BookOFI(10) on the
-     * realistic stream, bench/RESULTS.md). */
+     * older than *last_ts when *has_last) or n. Returns the index of that row; the rows
+     * before it are applied, with the counters (n_updates, n_missing, *n_events, *last_ts,
+     * *has_last) summed and stored once. last_side is left 0 ("no last update known", as
+     * Book.apply_many's batch). One C loop so that the row's values stay in registers
+     * (issue 13: BookOFI(10) on the realistic stream, bench/RESULTS.md). */
     static inline __attribute__((always_inline)) Py_ssize_t
     bookofi_keep_rows_(BookState *b, int64_t *keys, double *prev, double *e, double *s,
                        double *c, Py_ssize_t L, Py_ssize_t i, Py_ssize_t n, const int64_t *ts,
@@ -283,24 +283,23 @@ cdef extern from *:
         }
         return j;
     }
-    /* bookofi_keep_rows_ compiled for each case of ts and lv given or not and strict (fewer
-     * values live in the loop) */
-    static Py_ssize_t
-    bookofi_keep_rows(BookState *b, int64_t *keys, double *prev, double *e, double *s,
-                      double *c, Py_ssize_t L, Py_ssize_t i, Py_ssize_t n, const int64_t *ts,
-                      const signed char *side, const double *price, const double *size,
-                      double *e_out, double *lv, int64_t *last_ts, int *has_last,
-                      int64_t *n_events)
-    {
+    /* bookofi_keep_rows_ for each case of ts and lv given or not and strict (fewer values
+     * live in the loop), in both builds (OFI_V3_DISPATCH, _book_row.h) */
     #define BOOKOFI_KEEP(T, V, S) bookofi_keep_rows_(b, keys, prev, e, s, c, L, i, n, ts, side, \
         price, size, e_out, lv, last_ts, has_last, n_events, T, V, S)
+    OFI_V3_DISPATCH(Py_ssize_t, bookofi_keep_rows,
+        (BookState *b, int64_t *keys, double *prev, double *e, double *s, double *c,
+         Py_ssize_t L, Py_ssize_t i, Py_ssize_t n, const int64_t *ts, const signed char *side,
+         const double *price, const double *size, double *e_out, double *lv,
+         int64_t *last_ts, int *has_last, int64_t *n_events),
+        (b, keys, prev, e, s, c, L, i, n, ts, side, price, size, e_out, lv, last_ts, has_last,
+         n_events),
         if (b->strict)
             return ts ? (lv ? BOOKOFI_KEEP(1, 1, 1) : BOOKOFI_KEEP(1, 0, 1))
                       : (lv ? BOOKOFI_KEEP(0, 1, 1) : BOOKOFI_KEEP(0, 0, 1));
         return ts ? (lv ? BOOKOFI_KEEP(1, 1, 0) : BOOKOFI_KEEP(1, 0, 0))
-                  : (lv ? BOOKOFI_KEEP(0, 1, 0) : BOOKOFI_KEEP(0, 0, 0));
+                  : (lv ? BOOKOFI_KEEP(0, 1, 0) : BOOKOFI_KEEP(0, 0, 0));)
     #undef BOOKOFI_KEEP
-    }
     """
     int bookofi_step(const BookState* b, int64_t* keys, float64_t* prev, float64_t* e,
                      intp_t L, int side, int kind, int64_t key, float64_t size, intp_t* lo,
@@ -339,6 +338,9 @@ cdef extern from "_book_row.h":
     intp_t ofi_book_keep_rows(BookState* b, intp_t i, intp_t n, const signed char* side,
                               const float64_t* price, const float64_t* size,
                               const unsigned char* end) nogil
+    # which build of the row loops runs (OFI_V3_DISPATCH): 1 the x86-64-v3 one
+    int ofi_v3_state
+    bint ofi_v3_available() nogil
 
 
 import numpy as np
@@ -384,6 +386,27 @@ cdef intp_t LADDER_SLOTS = 32768
 cdef intp_t LADDER_PER_LEVEL = 16
 cdef intp_t LADDER_MAX = 1 << 30
 cdef bint LADDER_GROWS = True          # inserts may widen the ladders of new Books (tests)
+
+
+ofi_v3_state = ofi_v3_available()      # the row loops for this CPU, chosen once (_book_row.h)
+
+
+def _row_loops(name=None):
+    """The build of Book.apply_many's and BookOFI.update_many's row loops that runs:
+    ``"x86-64-v3"`` (AVX2 and BMI, taken at import when the CPU has them) or ``"baseline"``.
+    With ``name``, that one runs from now on (tests and benchmarks compare them: the results
+    are the same bits); ``"x86-64-v3"`` only where it is available. Returns the previous
+    name."""
+    global ofi_v3_state
+    old = "x86-64-v3" if ofi_v3_state else "baseline"
+    if name is not None:
+        if name not in ("baseline", "x86-64-v3"):
+            raise OFIError(f"row loops must be 'baseline' or 'x86-64-v3', got {name!r}",
+                           field="name")
+        if name == "x86-64-v3" and not ofi_v3_available():
+            raise OFIError("this build or CPU has no x86-64-v3 row loops", field="name")
+        ofi_v3_state = name == "x86-64-v3"
+    return old
 
 
 def _set_ladder_slots(intp_t w, bint grows=True):
@@ -2065,7 +2088,7 @@ cdef class BookOFI:
                 status = bookofi_push_inside(b, ml, tsi, side[i], price[i], size[i])
                 if status != STATUS_OK:
                     at[0] = i
-                    break
+                    return status
                 self._pending = True
                 e[i] = 0.0
                 if lv != NULL:
@@ -2078,15 +2101,14 @@ cdef class BookOFI:
                 status = bookofi_push(b, ml, keys, tsi, side[i], price[i], size[i])
             if status != STATUS_OK:
                 at[0] = i
-                break
+                return status
             self._pending = False
             e[i] = ml.e[0]
             if lv != NULL:
                 for m in range(L):
                     lv[i * L + m] = ml.e[m]
-        else:
-            at[0] = n
-        return status
+        at[0] = n
+        return STATUS_OK
 
     cpdef float64_t update(self, int64_t ts, int side, float64_t price,
                            float64_t size) except? -1.0:
@@ -2251,11 +2273,7 @@ def _bookofi_restore(Book book, MultiLevelOFI ml, pending=False):
     o._book = book
     o._ml = ml
     o._pending = pending
-    # the cached keys are those of the last committed state, m.prev's prices (while a batch
-    # is pending the book has moved on); m.cur is scratch
-    cdef intp_t j, L = ml.st.levels
-    cdef const float64_t* p = ml.st.prev
-    for j in range(L):
-        o._keys[j] = <int64_t> p[j] if p[j] != -INFINITY else KEY_MIN
-        o._keys[L + j] = <int64_t> (-p[2 * L + j]) if p[2 * L + j] != INFINITY else KEY_MIN
+    # the cached top-L keys of the last committed state are the book's top (while a batch is
+    # pending they are not used: its end re-reads the whole top L); m.cur is scratch
+    bookofi_fill(&book.st, &ml.st, o._keys)
     return o

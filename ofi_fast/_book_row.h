@@ -34,6 +34,52 @@ typedef struct BookState {
     int last_side; int64_t last_key; int last_kind;
 } BookState;
 
+/* The row loops (Book.apply_many's ofi_book_keep_rows, BookOFI.update_many's
+ * bookofi_keep_rows in _book.pyx) are compiled twice on x86-64 with gcc or clang: for the
+ * baseline (SSE2) and for AVX2 + BMI1/2 + LZCNT + POPCNT (x86-64-v3 without FMA), and a call
+ * takes the second when the CPU has those (ofi_v3_state: asked once, when _book is imported;
+ * _book._row_loops() tells and, for tests, switches).
+ * Both are the same C, so the same IEEE operations in the same order on every value: the
+ * second gains VEX three-operand forms (fewer register copies) and BMI's shifts and bit
+ * counts, not other arithmetic (without FMA nothing can be contracted into a fused
+ * multiply-add). Issue 13, bench/RESULTS.md: BookOFI(10) 444 -> 407 instructions a row.
+ * OFI_FAST_SCALAR (the portable build) or OFI_FAST_NO_V3 keep the baseline only. */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(OFI_FAST_SCALAR) && !defined(OFI_FAST_NO_V3)
+#define OFI_V3 1
+#define OFI_V3_TARGET __attribute__((target("avx2,bmi,bmi2,lzcnt,popcnt")))
+#else
+#define OFI_V3 0
+#endif
+/* the loops taken: 1 the x86-64-v3 build (each module including this has its own: 0 but in
+ * _book, which sets it) */
+static int ofi_v3_state __attribute__((unused)) = 0;
+
+/* 1 when this build has the second loops and the CPU runs them */
+static inline int ofi_v3_available(void)
+{
+#if OFI_V3
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi")
+        && __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("lzcnt")
+        && __builtin_cpu_supports("popcnt");
+#else
+    return 0;
+#endif
+}
+
+/* BODY (a return statement on the arguments ARGS names) compiled as NAME_base and, with
+ * OFI_V3, NAME_v3, and NAME(ARGS) calling the one ofi_v3_state selects */
+#if OFI_V3
+#define OFI_V3_DISPATCH(ret, name, params, args, body) \
+    static inline ret name##_base params { body } \
+    OFI_V3_TARGET static inline ret name##_v3 params { body } \
+    static inline ret name params { return ofi_v3_state ? name##_v3 args : name##_base args; }
+#else
+#define OFI_V3_DISPATCH(ret, name, params, args, body) \
+    static inline ret name params { body }
+#endif
+
 /* the IEEE-754 bits of a double (a size is finite and >= 0 iff its bits are <= DBL_MAX's,
  * and +0.0 iff they are 0: one integer compare each) */
 static inline uint64_t ofi_book_bits(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
@@ -404,15 +450,15 @@ ofi_book_keep_rows_(BookState* b, Py_ssize_t i, Py_ssize_t n, const signed char*
     return n + j;
 }
 
-static inline Py_ssize_t ofi_book_keep_rows(BookState* b, Py_ssize_t i, Py_ssize_t n,
-                                            const signed char* side, const double* price,
-                                            const double* size, const unsigned char* end)
-{
+/* ofi_book_keep_rows_ for each case of end given or not and strict, in both builds */
+OFI_V3_DISPATCH(Py_ssize_t, ofi_book_keep_rows,
+    (BookState* b, Py_ssize_t i, Py_ssize_t n, const signed char* side, const double* price,
+     const double* size, const unsigned char* end),
+    (b, i, n, side, price, size, end),
     if (b->strict)
         return end ? ofi_book_keep_rows_(b, i, n, side, price, size, end, 1, 1)
                    : ofi_book_keep_rows_(b, i, n, side, price, size, end, 0, 1);
     return end ? ofi_book_keep_rows_(b, i, n, side, price, size, end, 1, 0)
-               : ofi_book_keep_rows_(b, i, n, side, price, size, end, 0, 0);
-}
+               : ofi_book_keep_rows_(b, i, n, side, price, size, end, 0, 0);)
 
 #endif

@@ -669,6 +669,7 @@ def test_lobster_aapl_rebuild_from_row0(capsys):
 
 
 # ------------------------------------------------------------------ BookOFI
+from ofi_fast import _book as _book_mod  # noqa: E402
 from ofi_fast._book import BookOFI  # noqa: E402
 from ofi_fast._ofi import l1_ofi, mlofi  # noqa: E402
 from ofi_fast.errors import TimeOrderError  # noqa: E402
@@ -938,6 +939,23 @@ def test_kraken_book_checksums(capsys):
     assert checked == 4269 and len(books) == 10
 
 
+ROW_LOOPS = ["baseline", "x86-64-v3"]
+
+
+@contextlib.contextmanager
+def row_loops(name):
+    """Run Book.apply_many's and BookOFI.update_many's C row loops of build `name` inside the
+    `with` (skip where the CPU or the build has no x86-64-v3 loops)."""
+    try:
+        old = _book_mod._row_loops(name)
+    except OFIError:
+        pytest.skip(f"no {name} row loops here")
+    try:
+        yield
+    finally:
+        _book_mod._row_loops(old)
+
+
 def _bookofi_state(o):
     """Everything a BookOFI exposes: book levels and counters, the MultiLevelOFI's state
     (m.prev's prices and sizes, e, sums) as its pickle carries it."""
@@ -958,9 +976,10 @@ def _run_bookofi(o, chunks, **kw):
     return out
 
 
+@pytest.mark.parametrize("loops", ROW_LOOPS)
 @settings(max_examples=40)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.booleans(), st.booleans())
-def test_bookofi_c_loop_matches_the_general_rows(seed, L, strict, with_ts):
+def test_bookofi_c_loop_matches_the_general_rows(loops, seed, L, strict, with_ts):
     """Without a window or batch_end and under policy keep, BookOFI.rows sends the rows
     through one C loop (bookofi_keep_rows), the rows it declines through the general loop
     (_rows). Against the general loop alone (forced by batch_end all True), and against the
@@ -979,7 +998,8 @@ def test_bookofi_c_loop_matches_the_general_rows(seed, L, strict, with_ts):
     c_loop = BookOFI(1.0, levels=L, strict=strict)
     general = BookOFI(1.0, levels=L, strict=strict)
     windowed = BookOFI(1.0, levels=L, strict=strict, window=1000)
-    got = _run_bookofi(c_loop, chunks)
+    with row_loops(loops):
+        got = _run_bookofi(c_loop, chunks)
     want = []
     for ts_, s_, p_, z_ in chunks:
         want += _run_bookofi(general, [(ts_, s_, p_, z_)], batch_end=np.ones(len(p_), bool))
@@ -996,6 +1016,80 @@ def test_bookofi_c_loop_matches_the_general_rows(seed, L, strict, with_ts):
     assert c_loop.ofi.depth == windowed.ofi.depth
     if with_ts:
         assert any(not isinstance(g[0], np.ndarray) for g in got)    # an error was hit
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_row_loop_builds_give_the_same_bits(seed):
+    """The x86-64-v3 build of the C row loops (AVX2 + BMI, taken where the CPU has them:
+    _book_row.h, OFI_V3_DISPATCH) against the baseline (SSE2) build: Book.apply_many with and
+    without batch_end, strict or not, and BookOFI.update_many at 1, 3 and 10 levels with and
+    without ts, on 20,000 touch-heavy deltas with missing deletes, crossings and a bad size:
+    the same per-row e and per-level e, errors at the same row, the same book and sums, bit
+    for bit."""
+    rng = np.random.default_rng(seed)
+    side, px, sz = touch_heavy_deltas(rng, 20_000)
+    ok = Book(1.0)                         # strict: the stream without its missing deletes
+    keep = np.ones(len(px), bool)
+    for i in range(len(px)):
+        m = ok.n_missing
+        ok.apply(int(side[i]), px[i], sz[i])
+        keep[i] = ok.n_missing == m
+    streams = {False: (side, px, sz.copy()), True: (side[keep], px[keep], sz[keep])}
+    assert len(streams[True][1]) < len(px) - 500
+    for _, _, z in streams.values():
+        z[15_000] = -1.0                   # NegativeSizeError at that row
+    end = rng.random(len(px)) < 0.3
+    ts = np.cumsum(rng.integers(0, 3, len(px))).astype(np.int64)
+
+    def run():
+        out = []
+        for strict in (False, True):
+            side, px, bad = streams[strict]
+            for be in (None, end[:len(px)]):
+                b = Book(1.0, strict=strict)
+                try:
+                    out.append(b.apply_many(side, px, bad, batch_end=be))
+                except OFIError as exc:
+                    out.append((type(exc), str(exc)))
+                out.append(([a.tobytes() for a in b.levels(1) + b.levels(-1)],
+                            b.n_updates, b.n_crossed, b.n_locked, b.n_missing))
+            for L in (1, 3, 10):
+                for with_ts in (False, True):
+                    o = BookOFI(1.0, levels=L, strict=strict)
+                    chunks = [(ts[a:c] if with_ts else None, side[a:c], px[a:c], bad[a:c])
+                              for a, c in ((0, 7000), (7000, len(px)))]
+                    got = _run_bookofi(o, chunks)
+                    out.append([tuple(x.tobytes() for x in g) if isinstance(g[0], np.ndarray)
+                                else g for g in got])
+                    out.append((_bookofi_state(o), o.values.tobytes(), o.ofi.depth))
+        return out
+
+    with row_loops("baseline"):
+        assert _book_mod._row_loops() == "baseline"
+        base = run()
+    with row_loops("x86-64-v3"):
+        assert _book_mod._row_loops() == "x86-64-v3"
+        v3 = run()
+    assert len(base) == len(v3) == 2 * (2 * 2 + 3 * 2 * 2)
+    assert [x for x in base if isinstance(x, tuple) and len(x) == 2] == \
+        [(NegativeSizeError, "size[15000] is negative")] * 4          # every Book run
+    assert sum(g == (NegativeSizeError, "size[8000] is negative")     # every BookOFI run
+               for x in base if isinstance(x, list) for g in x) == 2 * 3 * 2
+    for x, y in zip(base, v3):
+        assert x == y
+
+
+def test_row_loops_switch_names_what_it_takes():
+    """_row_loops (tests, benchmarks): the name of the build that runs; an unknown name is an
+    OFIError on field `name`, and the build does not change."""
+    before = _book_mod._row_loops()
+    assert before in ROW_LOOPS
+    with pytest.raises(OFIError, match="'avx512'") as ei:
+        _book_mod._row_loops("avx512")
+    assert ei.value.field == "name" and _book_mod._row_loops() == before
+    assert _book_mod._row_loops("baseline") == before
+    assert _book_mod._row_loops() == "baseline"
+    _book_mod._row_loops(before)
 
 
 @given(delta_streams(), st.integers(1, 4),
@@ -1349,7 +1443,6 @@ def test_two_threads_hammering_one_book_and_bookofi():
 
 
 # ------------------------------------------------------------------ the tick ladder (issue 13.4)
-from ofi_fast import _book as _book_mod  # noqa: E402
 
 
 @contextlib.contextmanager
