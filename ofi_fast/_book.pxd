@@ -176,6 +176,10 @@ cdef class BookOFI:
                   const float64_t* price, const float64_t* size,
                   const unsigned char* batch_end, float64_t* e, float64_t* lv,
                   intp_t* at) noexcept nogil
+    cdef int _message_rows(self, intp_t n, const int64_t* ts, const signed char* side,
+                           const float64_t* price, const float64_t* size,
+                           const unsigned char* batch_end, float64_t* e, float64_t* lv,
+                           intp_t* at) noexcept nogil
     cdef int _rows(self, intp_t n, const int64_t* ts, const signed char* side,
                    const float64_t* price, const float64_t* size,
                    const unsigned char* batch_end, float64_t* e, float64_t* lv,

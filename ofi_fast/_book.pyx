@@ -283,6 +283,55 @@ cdef extern from *:
         }
         return j;
     }
+    /* BookOFI.update_many's rows inside a message (batch_end given, no time window): rows i..
+     * whose batch_end is 0 through the book's fast path only, as _rows' bookofi_push_inside
+     * does them (no crossing judgement: the message is one update, judged at its end; no
+     * event: their e, and lv rows unless NULL, are 0), until a row that ends its message,
+     * that the fast path declines, whose ts (ts NULL: none) is older than floor (the last
+     * event's), or n. Returns the index of that row; n_updates and n_missing are summed and
+     * stored once, last_side left 0 (as bookofi_keep_rows_). */
+    static inline __attribute__((always_inline)) Py_ssize_t
+    bookofi_inside_rows_(BookState *b, Py_ssize_t i, Py_ssize_t n, const int64_t *ts,
+                         int64_t floor, const signed char *side, const double *price,
+                         const double *size, const unsigned char *end, double *e_out,
+                         double *lv, Py_ssize_t L, const int has_ts, const int has_lv,
+                         const int strict)
+    {
+        const double mul = b->tick_mul;
+        int64_t missing = 0;
+        Py_ssize_t j = i;
+        int kind;
+        int64_t key;
+        for (; j < n; j++) {
+            if (end[j] || (has_ts && ts[j] < floor))
+                break;
+            if (!ofi_book_fast(b, mul, side[j], price[j], size[j], strict, &kind, &key))
+                break;
+            missing += kind == 3;                                  /* BOOK_MISSING */
+            e_out[j] = 0.0;
+            if (has_lv)
+                ofi_zero(lv + j * L, L);
+        }
+        if (j > i) {
+            b->n_updates += j - i;
+            b->n_missing += missing;
+            b->last_side = 0;
+        }
+        return j;
+    }
+    #define BOOKOFI_INSIDE(T, V, S) bookofi_inside_rows_(b, i, n, ts, floor, side, price, size, \
+        end, e_out, lv, L, T, V, S)
+    OFI_V3_DISPATCH(Py_ssize_t, bookofi_inside_rows,
+        (BookState *b, Py_ssize_t i, Py_ssize_t n, const int64_t *ts, int64_t floor,
+         const signed char *side, const double *price, const double *size,
+         const unsigned char *end, double *e_out, double *lv, Py_ssize_t L),
+        (b, i, n, ts, floor, side, price, size, end, e_out, lv, L),
+        if (b->strict)
+            return ts ? (lv ? BOOKOFI_INSIDE(1, 1, 1) : BOOKOFI_INSIDE(1, 0, 1))
+                      : (lv ? BOOKOFI_INSIDE(0, 1, 1) : BOOKOFI_INSIDE(0, 0, 1));
+        return ts ? (lv ? BOOKOFI_INSIDE(1, 1, 0) : BOOKOFI_INSIDE(1, 0, 0))
+                  : (lv ? BOOKOFI_INSIDE(0, 1, 0) : BOOKOFI_INSIDE(0, 0, 0));)
+    #undef BOOKOFI_INSIDE
     /* bookofi_keep_rows_ for each case of ts and lv given or not and strict (fewer values
      * live in the loop), in both builds (OFI_V3_DISPATCH, _book_row.h) */
     #define BOOKOFI_KEEP(T, V, S) bookofi_keep_rows_(b, keys, prev, e, s, c, L, i, n, ts, side, \
@@ -310,6 +359,10 @@ cdef extern from *:
                              const float64_t* price, const float64_t* size,
                              float64_t* e_out, float64_t* lv, int64_t* last_ts,
                              bint* has_last, int64_t* n_events) noexcept nogil
+    intp_t bookofi_inside_rows(BookState* b, intp_t i, intp_t n, const int64_t* ts,
+                               int64_t floor, const signed char* side, const float64_t* price,
+                               const float64_t* size, const unsigned char* end,
+                               float64_t* e_out, float64_t* lv, intp_t L) noexcept nogil
 cdef extern from "_book_row.h":
     # the fast row and Book.apply_many's batch of them (policy keep), see _apply and the header
     bint ofi_book_fast(BookState* b, float64_t mul, int side, float64_t price, float64_t size,
@@ -2040,9 +2093,13 @@ cdef class BookOFI:
         # window and batch_end, under policy keep, the rows go through one C loop
         # (bookofi_keep_rows) up to a row that needs the general code (a row the book's fast
         # path declines, the first event, a pending batch's end, an error): that row is done
-        # by _rows, then the loop resumes. Otherwise _rows does every row.
+        # by _rows, then the loop resumes. With batch_end and no time window, the rows inside
+        # a message go through another (bookofi_inside_rows, via _message_rows). Otherwise
+        # _rows does every row.
         cdef MLOFIState* ml = &self._ml.st
         cdef BookState* b = &self._book.st
+        if batch_end != NULL and ml.window_time == 0:
+            return self._message_rows(n, ts, side, price, size, batch_end, e, lv, at)
         if (batch_end != NULL or b.policy != BOOK_KEEP or ml.window != 0
                 or ml.window_time != 0):
             return self._rows(n, ts, side, price, size, batch_end, e, lv, at)
@@ -2068,6 +2125,37 @@ cdef class BookOFI:
         if status == STATUS_OK:
             at[0] = n
         return status
+
+    cdef int _message_rows(self, intp_t n, const int64_t* ts, const signed char* side,
+                           const float64_t* price, const float64_t* size,
+                           const unsigned char* batch_end, float64_t* e, float64_t* lv,
+                           intp_t* at) noexcept nogil:
+        # rows with batch_end, no time window (the only window whose check an inside row
+        # could fail): the runs of rows inside a message through one C loop
+        # (bookofi_inside_rows: the book only), every other row (a message's end, a row the
+        # loop declines, an error) by _rows
+        cdef MLOFIState* ml = &self._ml.st
+        cdef BookState* b = &self._book.st
+        cdef intp_t i = 0, j, L = ml.levels
+        cdef int status
+        while i < n:
+            if not batch_end[i]:
+                j = bookofi_inside_rows(b, i, n, ts, ml.last_ts if ml.has_last else INT64_MIN,
+                                        side, price, size, batch_end, e, lv, L)
+                if j > i:
+                    self._pending = True
+                    i = j
+                    if i == n:
+                        break
+            status = self._rows(1, ts + i if ts != NULL else NULL, side + i, price + i,
+                                size + i, batch_end + i, e + i,
+                                lv + i * L if lv != NULL else NULL, at)
+            if status != STATUS_OK:
+                at[0] += i
+                return status
+            i += 1
+        at[0] = n
+        return STATUS_OK
 
     cdef int _rows(self, intp_t n, const int64_t* ts, const signed char* side,
                    const float64_t* price, const float64_t* size,

@@ -1018,6 +1018,62 @@ def test_bookofi_c_loop_matches_the_general_rows(loops, seed, L, strict, with_ts
         assert any(not isinstance(g[0], np.ndarray) for g in got)    # an error was hit
 
 
+@pytest.mark.parametrize("loops", ROW_LOOPS)
+@settings(max_examples=40)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.booleans(), st.booleans(),
+       st.sampled_from(["keep", "raise"]), st.sampled_from([0.05, 0.3, 0.9]))
+def test_bookofi_message_rows_match_the_general_rows(loops, seed, L, strict, with_ts, crossed,
+                                                     p_end):
+    """With batch_end and no time window, BookOFI.rows sends the runs of rows inside a
+    message through one C loop (bookofi_inside_rows: the book only), every other row through
+    the general loop (_rows). Against the general loop alone (forced by a time window longer
+    than the stream, whose sums are the stream's), with and without a count window: the same
+    e and per-level e, the same errors at the same rows (a bad size under strict, time going
+    backwards inside a message, crossings under "raise"), the same state after every chunk,
+    bit for bit."""
+    rng = np.random.default_rng(seed)
+    side, px, sz = touch_heavy_deltas(rng, 900)
+    end = rng.random(len(px)) < p_end
+    ts = np.cumsum(rng.integers(0, 3, len(px))).astype(np.int64)
+    bad = rng.integers(1, len(px), 2)
+    if strict:
+        sz[bad[0]] = -1.0
+    ts[bad[1]:] -= 10**6                     # older than any event before it
+    cuts = ((0, 1), (1, 300), (300, 301), (301, 900))
+    # the general twin needs ts for its window: zeros where the others get none (no check)
+    ts_general = ts if with_ts else np.zeros(len(px), np.int64)
+    kw = dict(levels=L, strict=strict, crossed=crossed)
+
+    def run(o, ts_):
+        out = []
+        for a, b in cuts:
+            out += _run_bookofi(o, [(None if ts_ is None else ts_[a:b], side[a:b], px[a:b],
+                                     sz[a:b])], batch_end=end[a:b])
+        return out
+
+    message = BookOFI(1.0, **kw)
+    counted = BookOFI(1.0, window=1000, **kw)
+    general = BookOFI(1.0, window_time=10**12, grow=True, **kw)
+    with row_loops(loops):
+        got = run(message, ts if with_ts else None)
+        got_w = run(counted, ts if with_ts else None)
+    want = run(general, ts_general)
+    for g, c, w in zip(got, got_w, want):
+        assert type(g) is type(c) is type(w)
+        if isinstance(g[0], np.ndarray):
+            assert g[0].tobytes() == c[0].tobytes() == w[0].tobytes()
+            assert g[1].tobytes() == c[1].tobytes() == w[1].tobytes()
+        else:
+            assert g == c == w
+    assert _bookofi_state(message)[:6] == _bookofi_state(general)[:6]
+    assert message.values.tobytes() == counted.values.tobytes() == general.values.tobytes()
+    assert message.ofi.n_events == general.ofi.n_events
+    if general.ofi.n_events:
+        assert message.ofi.depth == general.ofi.depth
+    if with_ts and end[:bad[1]].any():
+        assert any(not isinstance(g[0], np.ndarray) for g in got)    # an error was hit
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_row_loop_builds_give_the_same_bits(seed):
     """The x86-64-v3 build of the C row loops (AVX2 + BMI, taken where the CPU has them:
