@@ -35,7 +35,7 @@ typedef struct BookState {
 } BookState;
 
 /* The row loops (Book.apply_many's ofi_book_keep_rows, BookOFI.update_many's
- * bookofi_keep_rows in _book.pyx) are compiled twice on x86-64 with gcc or clang: for the
+ * bookofi_keep_rows and bookofi_inside_rows in _book.pyx) are compiled twice on x86-64 with gcc or clang: for the
  * baseline (SSE2) and for AVX2 + BMI1/2 + LZCNT + POPCNT (x86-64-v3 without FMA), and a call
  * takes the second when the CPU has those (ofi_v3_state: asked once, when _book is imported;
  * _book._row_loops() tells and, for tests, switches).
