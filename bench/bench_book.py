@@ -310,6 +310,16 @@ def test_bookofi_update_many(benchmark, stream, levels, loops):
     run(benchmark, lambda: o.update_many(ts, s, p, q), len(p), setup=o.reset)
 
 
+def test_bookofi_update_many_fractional_sizes(benchmark, stream):
+    """The realistic stream with every size + 0.5: no whole-size rows (equities' share
+    counts are whole; crypto sizes are not), so each row takes the compensated sums."""
+    s, p, q = stream
+    q = np.where(q > 0, q + 0.5, 0.0)
+    ts = np.arange(len(p), dtype=np.int64)
+    o = BookOFI(1.0, levels=10)
+    run(benchmark, lambda: o.update_many(ts, s, p, q), len(p), setup=o.reset)
+
+
 def test_bookofi_update_many_levels_out(benchmark, stream):
     s, p, q = stream
     ts = np.arange(len(p), dtype=np.int64)

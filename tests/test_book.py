@@ -1018,6 +1018,117 @@ def test_bookofi_c_loop_matches_the_general_rows(loops, seed, L, strict, with_ts
         assert any(not isinstance(g[0], np.ndarray) for g in got)    # an error was hit
 
 
+def _sizes_of_kind(rng, sz, kind):
+    """Sizes for the whole-size rows: as drawn (whole), or with some that are not whole
+    (fractions here and there, a burst of them, or whole but at and past 2**31)."""
+    sz = sz.copy()
+    on = sz > 0
+    if kind == "fractions":
+        sz[on & (rng.random(len(sz)) < 0.02)] += 0.25
+    elif kind == "burst":
+        a = int(rng.integers(0, len(sz) // 2))
+        sz[a:a + len(sz) // 5] *= 0.37
+    elif kind == "large":
+        m = on & (rng.random(len(sz)) < 0.02)
+        sz[m] = rng.choice(np.array([2.0**31 - 1, 2.0**31, 2.0**31 + 1, 2.0**40]), m.sum())
+    return sz
+
+
+def _bookofi_runs_agree(got, want, a, b):
+    """Two BookOFI runs (the e each chunk returned, then the objects a and b) agree bit for
+    bit: e per chunk, the state (sums and compensations included), values, depth, last e."""
+    assert [g.tobytes() for g in got] == [w.tobytes() for w in want]
+    assert _bookofi_state(a) == _bookofi_state(b)
+    assert a.values.tobytes() == b.values.tobytes()
+    assert a.ofi.depth == b.ofi.depth
+    assert a.ofi.last.tobytes() == b.ofi.last.tobytes()
+
+
+@pytest.mark.parametrize("loops", ROW_LOOPS)
+@settings(max_examples=40)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12),
+       st.sampled_from(["whole", "fractions", "burst", "large"]), st.booleans(),
+       st.sampled_from([1.0, 0.01]))
+def test_bookofi_whole_size_rows_match_the_general_rows(loops, seed, L, kind, with_ts, tick):
+    """Without levels=True, the C loop takes rows whose sizes are whole numbers below 2**31
+    by adding their e straight into the sums (plain adds, exact there) and keeping the depth
+    by its difference (bookofi_step_whole), until a size that is not whole enters the top L.
+    Against the general rows (batch_end all True): the same e, sums, compensations, depth,
+    last e and book, bit for bit, on whole sizes and on streams where sizes that are not
+    whole come and go (prices on a whole and on a fractional tick)."""
+    rng = np.random.default_rng(seed)
+    side, px, sz = touch_heavy_deltas(rng, 1500)
+    px = px * tick
+    sz = _sizes_of_kind(rng, sz, kind)
+    ts = np.cumsum(rng.integers(0, 3, len(px))).astype(np.int64)
+    cuts = ((0, 1), (1, 700), (700, 701), (701, 1500))
+    c_loop, general = BookOFI(tick, levels=L), BookOFI(tick, levels=L)
+    with row_loops(loops):
+        got = [c_loop.update_many(ts[a:b] if with_ts else None, side[a:b], px[a:b], sz[a:b])
+               for a, b in cuts]
+    want = [general.update_many(ts[a:b] if with_ts else None, side[a:b], px[a:b], sz[a:b],
+                                batch_end=np.ones(b - a, bool)) for a, b in cuts]
+    _bookofi_runs_agree(got, want, c_loop, general)
+
+
+@pytest.mark.parametrize("loops", ROW_LOOPS)
+def test_bookofi_whole_size_rows_end_where_a_delete_brings_in_a_fraction(loops):
+    """Whole-size rows end at a delete that brings a size that is not whole into the top L
+    from below it (the rows' own sizes are all whole here). Sums near 2**40 so that adding
+    a fraction rounds: the same bits as the general rows, and the compensations show the
+    rounding."""
+    px = np.concatenate([999.0 - np.arange(8), 1001.0 + np.arange(8)])
+    side = np.repeat(np.array([1, -1], np.int8), 8)
+    sz = np.array([5.0, 6.0, 7.0, 0.1, 0.2, 0.3, 0.7, 0.9] * 2)
+    # delete the bests one by one (0.1 .. comes in at rank 3), set the newcomers whole again
+    d_side = np.array([1, -1, 1, -1, 1, 1, -1, -1] * 3, np.int8)
+    d_px = np.array([999, 1001, 998, 1002, 996, 995, 1004, 1005] * 3, np.float64)
+    d_sz = np.array([0.0, 0.0, 0.0, 0.0, 3.0, 4.0, 3.0, 4.0] * 3)
+    c_loop, general = BookOFI(1.0, levels=3), BookOFI(1.0, levels=3)
+    for o in (c_loop, general):
+        o.update_many(None, side, px, sz, batch_end=np.ones(len(px), bool))
+        state = o.ofi.__reduce__()[2]
+        state["sum"] = [2.0**40 + 1] * len(state["sum"])
+        o.ofi.__setstate__(state)
+    with row_loops(loops):
+        got = [c_loop.update_many(None, d_side, d_px, d_sz)]
+    want = [general.update_many(None, d_side, d_px, d_sz, batch_end=np.ones(len(d_px), bool))]
+    _bookofi_runs_agree(got, want, c_loop, general)
+    assert any(c != 0.0 for c in general.ofi.__reduce__()[2]["comp"])
+
+
+@pytest.mark.parametrize("loops", ROW_LOOPS)
+@pytest.mark.parametrize("start, n", [(2.0**53 - 2.0**40, 3000), (2.0**52 - 2.0**40, 3000),
+                                      (2.0**52 - 2.0**30, 140_000)])
+def test_bookofi_whole_size_rows_stop_before_the_sums_round(loops, start, n):
+    """The plain adds of whole-size rows are exact only while every sum stays within 2**53.
+    Ten levels a side, then n size changes among them, sizes just below 2**31 (so the depth
+    sum grows by about 2**35 a row), with the sums started near 2**52 or 2**53 through the
+    pickled state. The C loop must leave the plain adds where a sum reaches 2**52 (checked
+    at the start of each block of rows: in the third case the sums enter below 2**52 and
+    pass 2**53 within one call, without a row that leaves the loop): the same bits as the
+    general rows, whose compensations show that their adds did round."""
+    rng = np.random.default_rng(11)
+    lv_side = np.repeat(np.array([1, -1], np.int8), 10)
+    lv_px = np.concatenate([999.0 - np.arange(10), 1001.0 + np.arange(10)])
+    pick = rng.integers(0, 20, n)
+    side = np.concatenate([lv_side, lv_side[pick]])
+    px = np.concatenate([lv_px, lv_px[pick]])
+    sz = 2.0**31 - 1 - rng.integers(0, 50, len(px)).astype(np.float64)
+    c_loop, general = BookOFI(1.0, levels=10), BookOFI(1.0, levels=10)
+    for o in (c_loop, general):
+        o.update_many(None, side[:20], px[:20], sz[:20], batch_end=np.ones(20, bool))
+        state = o.ofi.__reduce__()[2]
+        state["sum"] = [start] * len(state["sum"])
+        o.ofi.__setstate__(state)
+    with row_loops(loops):
+        got = [c_loop.update_many(None, side[20:], px[20:], sz[20:])]
+    want = [general.update_many(None, side[20:], px[20:], sz[20:], batch_end=np.ones(n, bool))]
+    _bookofi_runs_agree(got, want, c_loop, general)
+    if start + n * 2.0**35 > 2.0**53:
+        assert any(c != 0.0 for c in general.ofi.__reduce__()[2]["comp"])
+
+
 @pytest.mark.parametrize("loops", ROW_LOOPS)
 @settings(max_examples=40)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.booleans(), st.booleans(),
