@@ -174,6 +174,18 @@ cdef extern from *:
         }
         return lo + (ks[lo] > key);
     }
+    /* The level a delete in the top L brings in at rank L - 1: the best of the side below
+     * last, the old L-th key (INT64_MIN: none). Returns its key, *q its size; INT64_MIN and
+     * +0.0 when there is none. */
+    static inline __attribute__((always_inline)) int64_t
+    bookofi_incoming(const BookState *b, int side, int64_t last, double *q)
+    {
+        int64_t k;
+        if (last != INT64_MIN && ofi_side_below(side == 1 ? &b->bid : &b->ask, last, &k, q))
+            return k;
+        *q = 0.0;
+        return INT64_MIN;
+    }
     /* BookOFI's event of a delta the book applied (kind, key as ofi_book_fast returns them), on
      * the cached top L: keys (the bids' L, then the asks'; INT64_MIN when absent) and the
      * previous state's sizes (prev + L: bids, prev + 3 L: asks) and, with prices, its prices
@@ -217,17 +229,12 @@ cdef extern from *:
             return 2;
         }
         /* BOOK_DELETE (ks[lo] == key): ranks lo.. worse */
-        int64_t nk = ks[L - 1];                      /* the old L-th level (or INT64_MIN) */
         double q;
+        const int64_t nk = bookofi_incoming(b, side, ks[L - 1], &q);
         e[L - 1] = -sf * ps[L - 1] + 0.0;
         bookofi_shift_up(ks, pp, ps, e, sf, lo, L, NULL);
-        if (nk != INT64_MIN && ofi_side_below(side == 1 ? &b->bid : &b->ask, nk, &nk, &q)) {
-            ks[L - 1] = nk;
-            ps[L - 1] = q;
-        } else {
-            ks[L - 1] = INT64_MIN;
-            ps[L - 1] = 0.0;
-        }
+        ks[L - 1] = nk;
+        ps[L - 1] = q;
         if (prices)
             pp[L - 1] = ks[L - 1] == INT64_MIN ? -sf * INFINITY : (double) (ks[L - 1] * side);
         return 2;
@@ -332,12 +339,8 @@ cdef extern from *:
             return 2;
         }
         /* BOOK_DELETE: the level below the old L-th comes in at rank L - 1 */
-        int64_t nk = ks[L - 1];
-        double q = 0.0;
-        if (nk == INT64_MIN || !ofi_side_below(side == 1 ? &b->bid : &b->ask, nk, &nk, &q)) {
-            nk = INT64_MIN;
-            q = 0.0;
-        }
+        double q;
+        const int64_t nk = bookofi_incoming(b, side, ks[L - 1], &q);
         if (!bookofi_whole(q))
             return -1;
         const double gone = ps[lo];
@@ -402,6 +405,7 @@ cdef extern from *:
                        int64_t *n_events, const int has_ts, const int has_lv,
                        const int use_whole, const int strict)
     {
+        /* use_whole: whole-size rows may be taken, and bookofi_whole_start holds at row i */
         const double mul = b->tick_mul;
         int64_t t = *last_ts, floor = *has_last ? *last_ts : INT64_MIN, missing = 0;
         Py_ssize_t j = i, lo;
@@ -441,7 +445,8 @@ cdef extern from *:
                 end = n - j > BOOKOFI_WHOLE_ROWS ? j + BOOKOFI_WHOLE_ROWS : n;
                 if (!into)
                     dep = e[L];
-                if (bookofi_whole_start(prev, dep, s, c, L)) {
+                /* (at row i the caller has checked it: BOOKOFI_KEEP_T) */
+                if (j == i || bookofi_whole_start(prev, dep, s, c, L)) {
                     prev[L - 1] = prev[3 * L - 1] = 0.0;   /* prices: scratch (see the step) */
                     for (; j < end; j++) {
                         BOOKOFI_KEEP_ROW
