@@ -241,7 +241,8 @@ static inline Py_ssize_t ofi_block_lower(const FarBlock* blk, int64_t key)
 
 /* The highest key < key that holds a ladder level, or INT64_MIN: one word of the bitmap per
  * 64 keys scanned (clz), downwards from min(key, lo + w) - 1 to lo. */
-static inline int64_t ofi_lad_below(const BookSide* s, int64_t key)
+static inline __attribute__((always_inline)) int64_t ofi_lad_below(const BookSide* s,
+                                                                  int64_t key)
 {
     int64_t k = key - 1;
     const int64_t top = s->lo + s->w - 1;
@@ -259,8 +260,10 @@ static inline int64_t ofi_lad_below(const BookSide* s, int64_t key)
     return INT64_MIN;
 }
 
-/* The highest far level with a key < key (0 when there is none). */
-static inline int ofi_far_below(const BookFar* f, int64_t key, int64_t* k, double* size)
+/* The highest far level with a key < key (0 when there is none). Out of line: rarer than
+ * the ladder's answer, and it keeps ofi_side_below small where it is inlined. */
+static __attribute__((noinline, unused)) int
+ofi_far_below(const BookFar* f, int64_t key, int64_t* k, double* size)
 {
     const Py_ssize_t bi = ofi_lower_key(f->last, f->nb, key);
     if (bi < f->nb) {
@@ -279,8 +282,12 @@ static inline int ofi_far_below(const BookFar* f, int64_t key, int64_t* k, doubl
     return 1;
 }
 
-/* The best level of a side strictly worse than key (0 when there is none). */
-static inline int ofi_side_below(const BookSide* s, int64_t key, int64_t* k, double* size)
+/* The best level of a side strictly worse than key (0 when there is none). Always inlined:
+ * BookOFI's row loop asks it for about a third of its rows (the level a delete brings into
+ * the top L), and a call there spilled about 15 of the loop's values around it (issue 13:
+ * BookOFI(10) 297.7 -> 292.8 instructions a row, bench/RESULTS.md, 2026-12-04). */
+static inline __attribute__((always_inline)) int
+ofi_side_below(const BookSide* s, int64_t key, int64_t* k, double* size)
 {
     if (s->n == 0)
         return 0;
@@ -398,7 +405,7 @@ ofi_far_row(BookSide* s, int64_t key, double size, int strict, int* kind, Py_ssi
  * ofi_book_fast declines (so Book.apply_many reaches it for the rows its batch loop stops
  * at): inside that loop, even not inlined, it cost the ladder rows 10 more instructions (136
  * against 126 a row). */
-static __attribute__((noinline)) int
+static __attribute__((noinline, unused)) int
 ofi_book_far(BookState* b, double mul, int side, double price, double size, int strict,
              int* kind, int64_t* key_out)
 {
